@@ -1,0 +1,232 @@
+// Command syncproxy is a Redis-protocol proxy that sends writes to one master,
+// replicates them to independent slave servers, and balances reads across them.
+//
+// Run it with no master for a self-contained demo; see README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+
+	"github.com/syncproxy/syncproxy/proxy"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// usageError is a bad flag or setting: one line on stderr, exit status 2.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+
+// parseConfig builds the configuration from defaults, the config file and flags,
+// in that order of precedence (flags win).
+func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, err error) {
+	cfg = proxy.DefaultConfig()
+	def := proxy.DefaultConfig()
+	fs := flag.NewFlagSet("syncproxy", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		configFile = fs.String("config", "", "YAML config file with the same settings as the flags (flags win over the file)")
+		listen     = fs.String("listen", def.Listen, "address to accept Redis clients on")
+		master     = fs.String("master", "", "master Redis HOST:PORT (writes); empty runs the in-process demo")
+		slaves     = fs.String("slaves", "", "comma-separated slave Redis HOST:PORT list (reads)")
+		channel    = fs.String("sync-channel", def.SyncChannel, "pub/sub channel of the sync messages")
+		timeout    = fs.Duration("backend-timeout", def.BackendTimeout, "timeout of every backend dial, read and write")
+		conns      = fs.Int("backend-conns", def.BackendConns, "multiplexed connections per backend")
+		backlog    = fs.Int("backlog-len", def.BacklogLen, "sync messages kept in the master's backlog (approximate)")
+		queue      = fs.Int("applier-queue", def.ApplierQueue, "sync messages buffered in memory per slave")
+		pipeline   = fs.Int("max-pipeline", def.MaxPipeline, "pipelined commands dispatched at once per client")
+		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
+		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
+		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: syncproxy [flags]\n\n"+
+			"A Redis proxy: writes go to --master and are replicated to every --slaves\n"+
+			"server; reads are balanced across the slaves. With no --master it runs a\n"+
+			"self-contained demo on in-process servers.\n\nFlags:\n")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return cfg, true, nil
+		}
+		return cfg, false, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return cfg, false, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *configFile != "" {
+		if err := proxy.LoadConfigFile(*configFile, &cfg); err != nil {
+			return cfg, false, usageError{err}
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "listen":
+			cfg.Listen = *listen
+		case "master":
+			cfg.Master = *master
+		case "slaves":
+			cfg.Slaves = nil
+			for _, s := range strings.Split(*slaves, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					cfg.Slaves = append(cfg.Slaves, s)
+				}
+			}
+		case "sync-channel":
+			cfg.SyncChannel = *channel
+		case "backend-timeout":
+			cfg.BackendTimeout = *timeout
+		case "backend-conns":
+			cfg.BackendConns = *conns
+		case "backlog-len":
+			cfg.BacklogLen = *backlog
+		case "applier-queue":
+			cfg.ApplierQueue = *queue
+		case "max-pipeline":
+			cfg.MaxPipeline = *pipeline
+		case "shutdown-grace":
+			cfg.ShutdownGrace = *grace
+		case "log-level":
+			cfg.LogLevel = *logLevel
+		case "log-format":
+			cfg.LogFormat = *logFormat
+		}
+	})
+	if err := cfg.Validate(); err != nil {
+		return cfg, false, usageError{err}
+	}
+	return cfg, false, nil
+}
+
+func newLogger(cfg proxy.Config, w io.Writer) zerolog.Logger {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	out := w
+	console := cfg.LogFormat == "console"
+	if cfg.LogFormat == "auto" {
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			console = true
+		}
+	}
+	if console {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+}
+
+// run is main without os.Exit; ready, when not nil, receives the listening address.
+func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
+	cfg, help, err := parseConfig(args, stdout)
+	if help {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "syncproxy: %v (see syncproxy --help)\n", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+
+	if cfg.Demo() {
+		stop, err := startDemo(&cfg)
+		if err != nil {
+			log.Error().Err(err).Msg("cannot start the demo servers")
+			return 1
+		}
+		defer stop()
+	}
+	srv, err := proxy.NewServer(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "syncproxy: %v\n", err)
+		return 2
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error().Err(err).Str("listen", cfg.Listen).Msg("cannot listen")
+		srv.Close()
+		return 1
+	}
+	if cfg.Demo() {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		log.Warn().Str("master", cfg.Master).Strs("slaves", cfg.Slaves).
+			Str("try", "redis-cli -p "+port).
+			Msg("DEMO MODE: in-process master and two slaves (miniredis), data is not kept; try: redis-cli -p " + port)
+	}
+	if ready != nil {
+		ready <- ln.Addr()
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		if err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			log.Error().Err(err).Msg("server stopped")
+			srv.Close()
+			return 1
+		}
+		return 0
+	case sig := <-sigs:
+		log.Info().Str("signal", sig.String()).Dur("grace", cfg.ShutdownGrace).Msg("shutting down")
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+		defer cancel()
+		go func() {
+			select {
+			case <-sigs:
+				cancel() // a second signal: stop waiting
+			case <-ctx.Done():
+			}
+		}()
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn().Err(err).Msg("requests were still in flight at the end of the grace period")
+		}
+		<-served
+		return 0
+	}
+}
+
+// startDemo starts an in-process master and two slaves and points cfg at them.
+func startDemo(cfg *proxy.Config) (stop func(), err error) {
+	var servers []*miniredis.Miniredis
+	stop = func() {
+		for _, m := range servers {
+			m.Close()
+		}
+	}
+	for i := 0; i < 3; i++ {
+		m := miniredis.NewMiniRedis()
+		if err := m.StartAddr("127.0.0.1:0"); err != nil {
+			stop()
+			return nil, err
+		}
+		servers = append(servers, m)
+	}
+	cfg.Master = servers[0].Addr()
+	cfg.Slaves = []string{servers[1].Addr(), servers[2].Addr()}
+	return stop, nil
+}

@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is every setting of a proxy. Zero values are replaced by DefaultConfig's.
+type Config struct {
+	Listen         string        `yaml:"listen"`
+	Master         string        `yaml:"master"`
+	Slaves         []string      `yaml:"slaves"`
+	SyncChannel    string        `yaml:"sync-channel"`
+	BackendTimeout time.Duration `yaml:"backend-timeout"`
+	BackendConns   int           `yaml:"backend-conns"`
+	BacklogLen     int           `yaml:"backlog-len"`
+	ApplierQueue   int           `yaml:"applier-queue"`
+	MaxPipeline    int           `yaml:"max-pipeline"`
+	ShutdownGrace  time.Duration `yaml:"shutdown-grace"`
+	LogLevel       string        `yaml:"log-level"`
+	LogFormat      string        `yaml:"log-format"`
+}
+
+// DefaultConfig returns the defaults of every setting.
+func DefaultConfig() Config {
+	return Config{
+		Listen:         "127.0.0.1:7379",
+		SyncChannel:    "syncproxy:sync",
+		BackendTimeout: 5 * time.Second,
+		BackendConns:   2,
+		BacklogLen:     100000,
+		ApplierQueue:   10000,
+		MaxPipeline:    1024,
+		ShutdownGrace:  10 * time.Second,
+		LogLevel:       "info",
+		LogFormat:      "auto",
+	}
+}
+
+// LoadConfigFile reads a YAML config file over c; unknown keys are errors.
+func LoadConfigFile(path string, c *Config) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	return DecodeConfig(f, c, path)
+}
+
+// DecodeConfig decodes YAML from r over c.
+func DecodeConfig(r io.Reader, c *Config, name string) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // empty file
+		}
+		return fmt.Errorf("config %s: %s", name, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return nil
+}
+
+// Demo reports whether c asks for the self-contained demo (no master configured).
+func (c *Config) Demo() bool { return c.Master == "" }
+
+// Validate checks every setting and returns the first problem, worded for a user.
+func (c *Config) Validate() error {
+	if err := checkAddr("listen", c.Listen); err != nil {
+		return err
+	}
+	if c.Master != "" {
+		if err := checkAddr("master", c.Master); err != nil {
+			return err
+		}
+	} else if len(c.Slaves) > 0 {
+		return errors.New("config: slaves given without a master")
+	}
+	seen := map[string]bool{c.Master: true}
+	for _, s := range c.Slaves {
+		if err := checkAddr("slaves", s); err != nil {
+			return err
+		}
+		if seen[s] {
+			return fmt.Errorf("config: slaves: %q is listed twice or is the master", s)
+		}
+		seen[s] = true
+	}
+	switch {
+	case c.SyncChannel == "":
+		return errors.New("config: sync-channel must not be empty")
+	case c.BackendTimeout < time.Millisecond:
+		return fmt.Errorf("config: backend-timeout %v is too short (at least 1ms)", c.BackendTimeout)
+	case c.BackendConns < 1 || c.BackendConns > 64:
+		return fmt.Errorf("config: backend-conns %d out of range 1..64", c.BackendConns)
+	case c.BacklogLen < 100:
+		return fmt.Errorf("config: backlog-len %d too small (at least 100)", c.BacklogLen)
+	case c.ApplierQueue < 1:
+		return fmt.Errorf("config: applier-queue %d must be at least 1", c.ApplierQueue)
+	case c.MaxPipeline < 1:
+		return fmt.Errorf("config: max-pipeline %d must be at least 1", c.MaxPipeline)
+	case c.ShutdownGrace < 0:
+		return fmt.Errorf("config: shutdown-grace %v must not be negative", c.ShutdownGrace)
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled":
+	default:
+		return fmt.Errorf("config: log-level %q: want trace, debug, info, warn, error or disabled", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "auto", "json", "console":
+	default:
+		return fmt.Errorf("config: log-format %q: want json, console or auto", c.LogFormat)
+	}
+	return nil
+}
+
+func checkAddr(name, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: %s: %q is not HOST:PORT", name, addr)
+	}
+	if p, err := parsePort(port); err != nil || p == 0 && name != "listen" {
+		return fmt.Errorf("config: %s: %q has a bad port", name, addr)
+	}
+	return nil
+}
+
+func parsePort(s string) (int, error) {
+	n := 0
+	if s == "" || len(s) > 5 {
+		return 0, errors.New("bad port")
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, errors.New("bad port")
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n > 65535 {
+		return 0, errors.New("bad port")
+	}
+	return n, nil
+}

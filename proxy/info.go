@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/redcon"
+)
+
+// infoReply prepends the proxy's sections to the master's INFO reply. When the
+// master answered with an error (it is down), the proxy's sections still answer.
+func (sess *Session) infoReply(master []byte) []byte {
+	body := []byte(nil)
+	if len(master) > 0 && master[0] == '$' {
+		if i := bytes.IndexByte(master, '\n'); i > 0 && len(master) >= i+3 {
+			body = master[i+1 : len(master)-2]
+		}
+	}
+	var b strings.Builder
+	sess.s.writeInfo(&b)
+	if len(body) > 0 {
+		b.WriteString("\r\n")
+		b.Write(body)
+	}
+	return redcon.AppendBulkString(nil, b.String())
+}
+
+// writeInfo writes the "# Proxy" and "# Sync" sections.
+func (s *Server) writeInfo(b *strings.Builder) {
+	field := func(k, v string) {
+		b.WriteString(k)
+		b.WriteByte(':')
+		b.WriteString(v)
+		b.WriteString("\r\n")
+	}
+	b.WriteString("# Proxy\r\n")
+	field("syncproxy_version", Version)
+	field("uptime_in_seconds", strconv.FormatInt(int64(time.Since(s.start).Seconds()), 10))
+	field("connected_clients", strconv.FormatInt(s.clients.Load(), 10))
+	field("total_commands_processed", strconv.FormatInt(s.commands.Load(), 10))
+	m := s.router.Master()
+	field("master", "addr="+m.Addr()+",up="+strconv.FormatBool(m.Up()))
+	field("master_reads", strconv.FormatInt(s.router.MasterReads.Load(), 10))
+	field("sync_channel", s.cfg.SyncChannel)
+	b.WriteString("\r\n# Sync\r\n")
+	field("sync_latest_seq", strconv.FormatInt(s.repl.Latest(), 10))
+	field("sync_slaves", strconv.Itoa(len(s.router.Slaves())))
+	for i, sl := range s.router.Slaves() {
+		a := s.repl.Appliers()[i]
+		field("slave"+strconv.Itoa(i), "name="+a.Name()+
+			",addr="+a.Addr()+
+			",state="+a.State().String()+
+			",up="+strconv.FormatBool(sl.Backend.Up())+
+			",applied="+strconv.FormatInt(a.Applied(), 10)+
+			",lag_messages="+strconv.FormatInt(a.LagMessages(), 10)+
+			",lag_ms="+strconv.FormatInt(a.LagMs(), 10)+
+			",reads="+strconv.FormatInt(sl.Reads.Load(), 10)+
+			",resyncs="+strconv.FormatInt(a.Resyncs(), 10)+
+			",catchups="+strconv.FormatInt(a.CatchUps(), 10))
+	}
+}

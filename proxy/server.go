@@ -1,0 +1,263 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/rs/zerolog"
+	"github.com/tidwall/redcon"
+
+	"github.com/syncproxy/syncproxy/replicate"
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// Version is the proxy's version, reported by INFO and HELLO.
+const Version = "0.1.0"
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Server is a syncproxy instance: the client listener, the backends and the
+// replicator.
+type Server struct {
+	cfg    Config
+	log    zerolog.Logger
+	router *router.Router
+	repl   *replicate.Replicator
+	start  time.Time
+
+	srv *redcon.Server
+	ln  *gateListener
+
+	nextID   atomic.Int64
+	clients  atomic.Int64
+	busy     atomic.Int64 // batches being served
+	closing  atomic.Bool
+	commands atomic.Int64
+
+	mu       sync.Mutex
+	shutdown bool
+}
+
+// NewServer connects to the backends described by cfg (which must name a master)
+// and starts replication; Serve then accepts clients.
+func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Master == "" {
+		return nil, errors.New("proxy: no master configured")
+	}
+	s := &Server{cfg: cfg, log: log, start: time.Now()}
+	table := s.loadTable()
+
+	var slaveEPs []replicate.Endpoint
+	for i, addr := range cfg.Slaves {
+		slaveEPs = append(slaveEPs, replicate.Endpoint{Name: "slave-" + strconv.Itoa(i+1), Addr: addr})
+	}
+	s.repl = replicate.New(replicate.Config{
+		Master:     replicate.Endpoint{Name: "master", Addr: cfg.Master},
+		Slaves:     slaveEPs,
+		Channel:    cfg.SyncChannel,
+		BacklogLen: cfg.BacklogLen,
+		QueueLen:   cfg.ApplierQueue,
+		Timeout:    cfg.BackendTimeout,
+		Log:        log,
+	})
+	ms := replicate.MasterScript()
+	master := router.NewBackend(router.BackendOptions{
+		Name:    "master",
+		Addr:    cfg.Master,
+		Conns:   cfg.BackendConns,
+		Timeout: cfg.BackendTimeout,
+		Script: &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{
+			[]byte(s.repl.EpochCandidate()),
+			[]byte(strconv.Itoa(cfg.BacklogLen)),
+			[]byte(cfg.SyncChannel),
+		}},
+		Log: log,
+	})
+	var slaves []*router.Slave
+	for i, a := range s.repl.Appliers() {
+		b := router.NewBackend(router.BackendOptions{
+			Name:    a.Name(),
+			Addr:    cfg.Slaves[i],
+			Conns:   cfg.BackendConns,
+			Timeout: cfg.BackendTimeout,
+			Log:     log,
+		})
+		slaves = append(slaves, &router.Slave{Backend: b, Status: a})
+	}
+	s.router = router.New(table, master, slaves)
+	s.repl.Start()
+	return s, nil
+}
+
+// loadTable reads the command table from the master's COMMAND reply, falling back
+// to the built-in table of Redis 7.0.
+func (s *Server) loadTable() *router.Table {
+	c, err := redis.Dial("tcp", s.cfg.Master,
+		redis.DialConnectTimeout(s.cfg.BackendTimeout),
+		redis.DialReadTimeout(s.cfg.BackendTimeout),
+		redis.DialWriteTimeout(s.cfg.BackendTimeout))
+	if err == nil {
+		defer c.Close()
+		var reply interface{}
+		if reply, err = c.Do("COMMAND"); err == nil {
+			var infos []*router.CommandInfo
+			if infos, err = router.ParseCommandReply(reply); err == nil && len(infos) > 50 {
+				s.log.Info().Int("commands", len(infos)).Msg("command table read from the master")
+				return router.NewTable(infos)
+			}
+		}
+	}
+	s.log.Warn().AnErr("reason", err).Msg("master's COMMAND unavailable; using the built-in command table of Redis 7.0")
+	return router.BuiltinTable()
+}
+
+// Router returns the server's router (for tests and INFO).
+func (s *Server) Router() *router.Router { return s.router }
+
+// Replicator returns the server's replicator.
+func (s *Server) Replicator() *replicate.Replicator { return s.repl }
+
+// ListenAndServe listens on the configured address and serves clients.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
+
+// Serve accepts clients on ln until Shutdown or Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutdown || s.srv != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.ln = &gateListener{Listener: ln, final: make(chan struct{})}
+	s.srv = redcon.NewServer(ln.Addr().String(), s.handle, s.accept, s.closed)
+	srv := s.srv
+	s.mu.Unlock()
+	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.cfg.Master).Strs("slaves", s.cfg.Slaves).Msg("syncproxy listening")
+	err := srv.Serve(s.ln)
+	if s.closing.Load() {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// Addr returns the listener's address, or nil before Serve.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Shutdown stops accepting clients, lets the batches in flight finish (until ctx
+// ends), closes every client, then stops replication and the backends. It is safe
+// to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return nil
+	}
+	s.shutdown = true
+	s.closing.Store(true)
+	ln, srv := s.ln, s.srv
+	s.mu.Unlock()
+
+	if ln != nil {
+		ln.stopAccepting()
+	}
+	// Batches in flight finish; new ones are refused (see handle).
+	var err error
+	tick := time.NewTicker(5 * time.Millisecond)
+	for s.busy.Load() > 0 && err == nil {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	tick.Stop()
+	if srv != nil {
+		srv.Close()
+	}
+	s.repl.Close()
+	s.router.Master().Close()
+	for _, sl := range s.router.Slaves() {
+		sl.Backend.Close()
+	}
+	s.log.Info().Msg("syncproxy stopped")
+	return err
+}
+
+// Close shuts down without waiting for requests in flight.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Shutdown(ctx)
+	return nil
+}
+
+func (s *Server) accept(conn redcon.Conn) bool {
+	if s.closing.Load() {
+		return false
+	}
+	id := s.nextID.Add(1)
+	conn.SetContext(newSession(s, conn, id))
+	s.clients.Add(1)
+	return true
+}
+
+func (s *Server) closed(conn redcon.Conn, err error) {
+	s.clients.Add(-1)
+	if sess, ok := conn.Context().(*Session); ok {
+		sess.close()
+	}
+}
+
+// gateListener lets Shutdown stop accepting without redcon closing the clients:
+// after stopAccepting, Accept blocks until Close.
+type gateListener struct {
+	net.Listener
+	stopOnce, closeOnce sync.Once
+	stopping            atomic.Bool
+	final               chan struct{}
+}
+
+func (g *gateListener) Accept() (net.Conn, error) {
+	c, err := g.Listener.Accept()
+	if err != nil && g.stopping.Load() {
+		<-g.final
+		return nil, net.ErrClosed
+	}
+	return c, err
+}
+
+func (g *gateListener) stopAccepting() {
+	g.stopOnce.Do(func() {
+		g.stopping.Store(true)
+		g.Listener.Close()
+	})
+}
+
+func (g *gateListener) Close() error {
+	g.stopAccepting()
+	g.closeOnce.Do(func() { close(g.final) })
+	return nil
+}

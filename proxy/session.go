@@ -1,0 +1,388 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"github.com/tidwall/redcon"
+
+	"github.com/syncproxy/syncproxy/replicate"
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// numDBs is the number of databases a client may SELECT (Redis' default).
+const numDBs = 16
+
+// post says how a request's reply is rewritten before it reaches the client.
+type post uint8
+
+const (
+	postNone post = iota
+	postInfo      // prepend the proxy's INFO sections
+	postQuit      // close the connection after this reply
+	postSkip      // CLIENT REPLY SKIP/OFF: do not send this reply
+)
+
+// Session is one client connection's state. Its methods run on the connection's
+// redcon goroutine only.
+type Session struct {
+	s    *Server
+	conn redcon.Conn
+	id   int64
+	log  zerolog.Logger
+
+	db      int
+	name    string
+	lastSeq int64 // sequence number of this client's last write (read-your-writes)
+
+	replyMode int // 0 on, 1 off, 2 skip next
+
+	cmds   []redcon.Command
+	reqs   []*router.Request
+	posts  []post
+	waiter *router.Waiter
+}
+
+func newSession(s *Server, conn redcon.Conn, id int64) *Session {
+	return &Session{
+		s:      s,
+		conn:   conn,
+		id:     id,
+		log:    s.log.With().Int64("client", id).Logger(),
+		waiter: router.NewWaiter(),
+	}
+}
+
+func (sess *Session) close() {
+	sess.reqs = nil
+	sess.cmds = nil
+}
+
+// handle serves one command and everything pipelined behind it: it dispatches the
+// whole batch, waits for every reply, and writes them in order with one flush.
+func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
+	sess, ok := conn.Context().(*Session)
+	if !ok {
+		conn.Close()
+		return
+	}
+	s.busy.Add(1)
+	defer s.busy.Add(-1)
+	if s.closing.Load() {
+		conn.WriteError(msgShuttingDown)
+		redcon.BaseWriter(conn).Flush()
+		conn.Close()
+		return
+	}
+	batch := append(sess.cmds[:0], cmd)
+	batch = append(batch, conn.ReadPipeline()...)
+	quit := false
+	for len(batch) > 0 && !quit {
+		n := len(batch)
+		if n > s.cfg.MaxPipeline {
+			n = s.cfg.MaxPipeline
+		}
+		quit = sess.serve(batch[:n])
+		batch = batch[n:]
+		if err := redcon.BaseWriter(conn).Flush(); err != nil {
+			quit = true
+		}
+	}
+	clear(sess.cmds[:cap(sess.cmds)])
+	sess.cmds = sess.cmds[:0]
+	if quit {
+		conn.Close()
+	}
+}
+
+// serve runs one batch; it reports whether the connection must be closed.
+func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
+	for len(sess.reqs) < len(cmds) {
+		sess.reqs = append(sess.reqs, &router.Request{})
+		sess.posts = append(sess.posts, postNone)
+	}
+	wrote := false
+	for i, c := range cmds {
+		r := sess.reqs[i]
+		r.Reset()
+		r.DB = sess.db
+		sess.posts[i] = postNone
+		mode := sess.replyMode
+		sess.dispatch(i, r, c, &wrote)
+		if sess.posts[i] == postNone || sess.posts[i] == postInfo {
+			switch mode {
+			case 1:
+				sess.posts[i] = postSkip
+			case 2:
+				sess.posts[i] = postSkip
+				sess.replyMode = 0
+			}
+		}
+	}
+	sess.s.commands.Add(int64(len(cmds)))
+	sess.waiter.Wait()
+	for i := range cmds {
+		r := sess.reqs[i]
+		if r.Kind == router.KindWrite && r.Seq > sess.lastSeq {
+			sess.lastSeq = r.Seq
+		}
+		switch sess.posts[i] {
+		case postInfo:
+			r.Reply = sess.infoReply(r.Reply)
+		case postQuit:
+			quit = true
+		}
+		if sess.posts[i] != postSkip {
+			sess.conn.WriteRaw(r.Reply)
+		}
+		// Do not keep large reply buffers alive between batches.
+		if cap(r.Reply) > 64<<10 {
+			r.Reply = nil
+		}
+	}
+	return quit
+}
+
+func (sess *Session) local(r *router.Request, reply []byte) {
+	r.Kind = router.KindLocal
+	r.Reply = append(r.Reply[:0], reply...)
+}
+
+func (sess *Session) localError(r *router.Request, msg string) {
+	r.Kind = router.KindLocal
+	r.Reply = router.AppendError(r.Reply[:0], msg)
+}
+
+func (sess *Session) toMaster(r *router.Request) {
+	sess.waiter.Add(r)
+	sess.s.router.Master().Submit(int(sess.id), r)
+}
+
+func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote *bool) {
+	args := c.Args
+	rt := sess.s.router.Route(args)
+	if rt.Class == router.ClassUnknown {
+		sess.localError(r, errUnknownCommand(args))
+		return
+	}
+	if !rt.Info.CheckArity(len(args)) {
+		sess.localError(r, errWrongArity(rt.Info.Name))
+		return
+	}
+	switch rt.Class {
+	case router.ClassLocal:
+		sess.runLocal(i, r, rt.Info, args)
+	case router.ClassDenied:
+		sess.localError(r, errDenied(rt.Info.Name))
+	case router.ClassSpecial:
+		sess.localError(r, errNotSupported(rt.Info.Name))
+	case router.ClassWrite:
+		if len(args) > replicate.MaxScriptArgs {
+			sess.localError(r, msgTooManyArgs)
+			return
+		}
+		var buf [16]int
+		for _, k := range rt.Info.KeyIndexes(args, buf[:0]) {
+			if bytes.HasPrefix(args[k], []byte(replicate.KeyPrefix)) {
+				sess.localError(r, msgReservedKey)
+				return
+			}
+		}
+		r.Kind = router.KindWrite
+		r.Raw = c.Raw
+		r.Argc = len(args)
+		*wrote = true
+		sess.toMaster(r)
+	case router.ClassMaster:
+		if rt.Info.Name == "publish" && string(args[1]) == sess.s.cfg.SyncChannel {
+			sess.localError(r, msgSyncChannel)
+			return
+		}
+		r.Kind = router.KindRaw
+		r.Raw = c.Raw
+		sess.toMaster(r)
+	case router.ClassRead:
+		r.Kind = router.KindRaw
+		r.Raw = c.Raw
+		// A read after a write of the same batch goes behind it on the master
+		// connection; otherwise to a slave that has this client's last write.
+		if !*wrote {
+			if sl := sess.s.router.PickSlave(sess.lastSeq); sl != nil {
+				sl.Reads.Add(1)
+				sess.waiter.Add(r)
+				sl.Backend.Submit(int(sess.id), r)
+				return
+			}
+		}
+		sess.s.router.MasterReads.Add(1)
+		sess.toMaster(r)
+	}
+}
+
+// runLocal answers the commands the proxy implements itself.
+func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, args [][]byte) {
+	switch ci.Name {
+	case "ping":
+		if len(args) == 1 {
+			sess.local(r, []byte("+PONG\r\n"))
+		} else {
+			sess.local(r, appendBulk(nil, args[1]))
+		}
+	case "echo":
+		sess.local(r, appendBulk(nil, args[1]))
+	case "quit":
+		sess.local(r, []byte("+OK\r\n"))
+		sess.posts[i] = postQuit
+	case "select":
+		n, err := strconv.Atoi(string(args[1]))
+		switch {
+		case err != nil:
+			sess.localError(r, msgNotInteger)
+		case n < 0 || n >= numDBs:
+			sess.localError(r, msgDBRange)
+		default:
+			sess.db = n
+			sess.local(r, []byte("+OK\r\n"))
+		}
+	case "reset":
+		sess.db = 0
+		sess.name = ""
+		sess.replyMode = 0
+		sess.local(r, []byte("+RESET\r\n"))
+	case "auth":
+		if len(args) == 2 {
+			sess.localError(r, msgAuthNoPassword)
+		} else if len(args) == 3 {
+			// The default user has no password: any password is accepted for it.
+			if string(args[1]) == "default" {
+				sess.local(r, []byte("+OK\r\n"))
+			} else {
+				sess.localError(r, "WRONGPASS invalid username-password pair or user is disabled.")
+			}
+		} else {
+			sess.localError(r, msgSyntax)
+		}
+	case "hello":
+		sess.hello(r, args)
+	case "info":
+		r.Kind = router.KindRaw
+		r.Raw = buildCommand(args)
+		sess.posts[i] = postInfo
+		sess.toMaster(r)
+	case "client|setname":
+		if !validClientName(args[2]) {
+			sess.localError(r, msgClientName)
+			return
+		}
+		sess.name = string(args[2])
+		sess.local(r, []byte("+OK\r\n"))
+	case "client|getname":
+		if sess.name == "" {
+			sess.local(r, []byte("$-1\r\n"))
+		} else {
+			sess.local(r, appendBulk(nil, []byte(sess.name)))
+		}
+	case "client|id":
+		sess.local(r, []byte(":"+strconv.FormatInt(sess.id, 10)+"\r\n"))
+	case "client|info":
+		sess.local(r, appendBulk(nil, []byte(sess.clientLine())))
+	case "client|list":
+		sess.local(r, appendBulk(nil, []byte(sess.clientLine())))
+	case "client|setinfo":
+		sess.local(r, []byte("+OK\r\n"))
+	case "client|reply":
+		switch strings.ToLower(string(args[2])) {
+		case "on":
+			sess.replyMode = 0
+			sess.local(r, []byte("+OK\r\n"))
+		case "off":
+			sess.replyMode = 1
+			sess.posts[i] = postSkip
+		case "skip":
+			sess.replyMode = 2
+			sess.posts[i] = postSkip
+		default:
+			sess.localError(r, msgSyntax)
+		}
+	default:
+		sess.localError(r, errNotSupported(ci.Name))
+	}
+}
+
+func validClientName(b []byte) bool {
+	for _, c := range b {
+		if c < '!' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func (sess *Session) clientLine() string {
+	return "id=" + strconv.FormatInt(sess.id, 10) +
+		" addr=" + sess.conn.RemoteAddr() +
+		" name=" + sess.name +
+		" db=" + strconv.Itoa(sess.db) +
+		" cmd=client|info\n"
+}
+
+// hello answers HELLO [protover [AUTH user pass] [SETNAME name]] for RESP2.
+func (sess *Session) hello(r *router.Request, args [][]byte) {
+	if len(args) >= 2 {
+		v, err := strconv.Atoi(string(args[1]))
+		if err != nil {
+			sess.localError(r, msgProtoNotInt)
+			return
+		}
+		if v != 2 {
+			sess.localError(r, msgNoProto)
+			return
+		}
+		for j := 2; j < len(args); j++ {
+			opt := strings.ToLower(string(args[j]))
+			switch {
+			case opt == "auth" && j+2 < len(args):
+				j += 2
+			case opt == "setname" && j+1 < len(args):
+				if !validClientName(args[j+1]) {
+					sess.localError(r, msgClientName)
+					return
+				}
+				sess.name = string(args[j+1])
+				j++
+			default:
+				sess.localError(r, "ERR Syntax error in HELLO option '"+sanitize(args[j], 128)+"'")
+				return
+			}
+		}
+	}
+	b := redcon.AppendArray(nil, 14)
+	b = redcon.AppendBulkString(b, "server")
+	b = redcon.AppendBulkString(b, "redis")
+	b = redcon.AppendBulkString(b, "version")
+	b = redcon.AppendBulkString(b, "7.0.0")
+	b = redcon.AppendBulkString(b, "proto")
+	b = redcon.AppendInt(b, 2)
+	b = redcon.AppendBulkString(b, "id")
+	b = redcon.AppendInt(b, sess.id)
+	b = redcon.AppendBulkString(b, "mode")
+	b = redcon.AppendBulkString(b, "standalone")
+	b = redcon.AppendBulkString(b, "role")
+	b = redcon.AppendBulkString(b, "master")
+	b = redcon.AppendBulkString(b, "modules")
+	b = redcon.AppendArray(b, 0)
+	sess.local(r, b)
+}
+
+// buildCommand encodes args as a RESP array of bulk strings.
+func buildCommand(args [][]byte) []byte {
+	b := redcon.AppendArray(nil, len(args))
+	for _, a := range args {
+		b = redcon.AppendBulk(b, a)
+	}
+	return b
+}
+
+func appendBulk(dst, b []byte) []byte { return redcon.AppendBulk(dst, b) }

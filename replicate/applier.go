@@ -1,0 +1,502 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/rs/zerolog"
+)
+
+// State is an applier's view of its slave.
+type State int32
+
+// Slave states, as INFO shows them.
+const (
+	StateDown       State = iota // slave unreachable
+	StateResyncing               // being emptied and copied from the master
+	StateCatchingUp              // applying the backlog
+	StateOnline                  // applying live messages
+)
+
+func (s State) String() string {
+	switch s {
+	case StateResyncing:
+		return "resyncing"
+	case StateCatchingUp:
+		return "catching-up"
+	case StateOnline:
+		return "online"
+	}
+	return "down"
+}
+
+// Applier applies sync messages to one slave, in sequence order, exactly once.
+type Applier struct {
+	r     *Replicator
+	ep    Endpoint
+	log   zerolog.Logger
+	queue chan *Message
+	kickC chan struct{}
+
+	overflow atomic.Bool
+	state    atomic.Int32
+	applied  atomic.Int64
+	lagMs    atomic.Int64
+	resyncs  atomic.Int64
+	catchups atomic.Int64
+
+	mu    sync.Mutex
+	epoch string
+
+	script *redis.Script
+	// slave and master are owned by the run goroutine.
+	slave, master redis.Conn
+}
+
+func newApplier(r *Replicator, ep Endpoint) *Applier {
+	return &Applier{
+		r:      r,
+		ep:     ep,
+		log:    r.cfg.Log.With().Str("component", "applier").Str("slave", ep.Name).Str("addr", ep.Addr).Logger(),
+		queue:  make(chan *Message, r.cfg.QueueLen),
+		kickC:  make(chan struct{}, 1),
+		script: redis.NewScript(0, applyScript),
+	}
+}
+
+// Name returns the slave's name.
+func (a *Applier) Name() string { return a.ep.Name }
+
+// Addr returns the slave's address.
+func (a *Applier) Addr() string { return a.ep.Addr }
+
+// State returns the slave's state.
+func (a *Applier) State() State { return State(a.state.Load()) }
+
+// Applied returns the sequence number of the last message applied to the slave.
+func (a *Applier) Applied() int64 { return a.applied.Load() }
+
+// Epoch returns the epoch of the slave's data.
+func (a *Applier) Epoch() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.epoch
+}
+
+// LagMessages returns how many known messages the slave has not applied yet.
+func (a *Applier) LagMessages() int64 {
+	if d := a.r.Latest() - a.Applied(); d > 0 {
+		return d
+	}
+	return 0
+}
+
+// LagMs returns the age of the last applied message when it was applied, or 0 when
+// the slave is up to date.
+func (a *Applier) LagMs() int64 {
+	if a.LagMessages() == 0 {
+		return 0
+	}
+	return a.lagMs.Load()
+}
+
+// Resyncs and CatchUps count full resyncs and backlog catch-ups.
+func (a *Applier) Resyncs() int64  { return a.resyncs.Load() }
+func (a *Applier) CatchUps() int64 { return a.catchups.Load() }
+
+// offer queues m without blocking; a full queue is noted and recovered from the backlog.
+func (a *Applier) offer(m *Message) {
+	select {
+	case a.queue <- m:
+	default:
+		if !a.overflow.Swap(true) {
+			a.log.Warn().Int("queue", cap(a.queue)).Msg("applier queue full; the slave will catch up from the backlog")
+		}
+		a.kick()
+	}
+}
+
+// kick asks the applier to compare its position with the master's.
+func (a *Applier) kick() {
+	select {
+	case a.kickC <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Applier) setState(s State, reason string) {
+	old := State(a.state.Swap(int32(s)))
+	if old != s {
+		a.log.Info().Str("from", old.String()).Str("to", s.String()).Str("reason", reason).Int64("applied", a.Applied()).Msg("slave state changed")
+	}
+}
+
+func (a *Applier) run(ctx context.Context) {
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		err := a.session(ctx, &backoff)
+		a.closeConns()
+		if ctx.Err() != nil {
+			return
+		}
+		a.setState(StateDown, err.Error())
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+		backoff = nextBackoff(backoff)
+	}
+}
+
+func (a *Applier) closeConns() {
+	if a.slave != nil {
+		a.slave.Close()
+		a.slave = nil
+	}
+	if a.master != nil {
+		a.master.Close()
+		a.master = nil
+	}
+}
+
+func (a *Applier) session(ctx context.Context, backoff *time.Duration) error {
+	var err error
+	if a.slave, err = a.r.dial(ctx, a.ep, a.r.cfg.Timeout); err != nil {
+		return err
+	}
+	if a.master, err = a.r.dial(ctx, a.r.cfg.Master, a.r.cfg.Timeout); err != nil {
+		return err
+	}
+	if err := a.sync(ctx); err != nil {
+		return err
+	}
+	*backoff = minBackoff
+	tick := time.NewTicker(a.r.cfg.PollInterval)
+	defer tick.Stop()
+	batch := make([]*Message, 0, 256)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-a.queue:
+			batch = append(batch[:0], m)
+			for len(batch) < cap(batch) {
+				select {
+				case m := <-a.queue:
+					batch = append(batch, m)
+					continue
+				default:
+				}
+				break
+			}
+			if err := a.applyLive(ctx, batch); err != nil {
+				return err
+			}
+			clear(batch)
+		case <-a.kickC:
+			if err := a.sync(ctx); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if _, err := a.slave.Do("PING"); err != nil {
+				return err
+			}
+			if err := a.sync(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// applyLive applies messages received from pub/sub, filling gaps from the backlog.
+func (a *Applier) applyLive(ctx context.Context, msgs []*Message) error {
+	epoch := a.Epoch()
+	run := msgs[:0:0]
+	for _, m := range msgs {
+		if m.Epoch != epoch {
+			// The master's data set changed: find out how, from the master itself.
+			return a.sync(ctx)
+		}
+		next := a.Applied() + 1
+		if len(run) > 0 {
+			next = run[len(run)-1].Seq + 1
+		}
+		switch {
+		case m.Seq < next:
+			continue // already applied (by us, or by another proxy)
+		case m.Seq > next:
+			if err := a.applyRun(run); err != nil {
+				return err
+			}
+			run = run[:0]
+			if err := a.catchUp(ctx, m.Seq-1); err != nil {
+				return err
+			}
+			if m.Seq <= a.Applied() {
+				continue
+			}
+		}
+		run = append(run, m)
+	}
+	if err := a.applyRun(run); err != nil {
+		return err
+	}
+	if a.overflow.Swap(false) {
+		return a.sync(ctx)
+	}
+	return nil
+}
+
+// masterPosition returns the master's epoch and last sequence number, giving the
+// master an epoch if it has none (a new or emptied data set).
+func (a *Applier) masterPosition() (string, int64, error) {
+	for i := 0; i < 2; i++ {
+		vals, err := redis.Values(a.master.Do("MGET", KeyEpoch, KeySeq))
+		if err != nil {
+			return "", 0, err
+		}
+		if vals[0] == nil {
+			if _, err := a.master.Do("SET", KeyEpoch, a.r.EpochCandidate(), "NX"); err != nil {
+				return "", 0, err
+			}
+			continue
+		}
+		epoch, _ := redis.String(vals[0], nil)
+		var seq int64
+		if vals[1] != nil {
+			if seq, err = redis.Int64(vals[1], nil); err != nil {
+				return "", 0, err
+			}
+		}
+		a.r.observe(seq)
+		return epoch, seq, nil
+	}
+	return "", 0, errors.New("replicate: master has no epoch")
+}
+
+// slavePosition reads the slave's applied epoch and sequence; ok is false when the
+// slave has none (new, emptied, or restarted without persistence).
+func (a *Applier) slavePosition() (epoch string, seq int64, ok bool, err error) {
+	v, err := redis.String(a.slave.Do("GET", KeyApplied))
+	if err == redis.ErrNil {
+		return "", 0, false, nil
+	}
+	if err != nil {
+		return "", 0, false, err
+	}
+	i := strings.LastIndexByte(v, ':')
+	if i <= 0 {
+		return "", 0, false, nil
+	}
+	seq, err = strconv.ParseInt(v[i+1:], 10, 64)
+	if err != nil {
+		return "", 0, false, nil
+	}
+	return v[:i], seq, true, nil
+}
+
+// sync brings the slave to the master's current position: by catching up from the
+// backlog when it can, by a full resync otherwise.
+func (a *Applier) sync(ctx context.Context) error {
+	mEpoch, mSeq, err := a.masterPosition()
+	if err != nil {
+		return err
+	}
+	sEpoch, sSeq, ok, err := a.slavePosition()
+	if err != nil {
+		return err
+	}
+	switch {
+	case !ok:
+		return a.fullResync(ctx, "slave has no replication position")
+	case sEpoch != mEpoch:
+		return a.fullResync(ctx, "slave holds another epoch")
+	case sSeq > mSeq:
+		return a.fullResync(ctx, "slave is ahead of the master")
+	}
+	a.mu.Lock()
+	a.epoch = sEpoch
+	a.mu.Unlock()
+	a.applied.Store(sSeq)
+	if sSeq < mSeq {
+		if err := a.catchUp(ctx, mSeq); err == errNotCovered {
+			return a.fullResync(ctx, "backlog no longer covers the slave's position")
+		} else if err != nil {
+			return err
+		}
+	}
+	a.setState(StateOnline, "caught up")
+	return nil
+}
+
+var (
+	errNotCovered = errors.New("replicate: backlog does not cover the slave's position")
+	errGap        = errors.New("replicate: slave position moved under the applier")
+)
+
+// catchUpOffline is the gap beyond which a slave leaves the read set while it
+// catches up.
+const catchUpOffline = 1000
+
+// catchUp applies the backlog from the slave's position up to target.
+func (a *Applier) catchUp(ctx context.Context, target int64) error {
+	if a.Applied() >= target {
+		return nil
+	}
+	a.catchups.Add(1)
+	// A long catch-up takes the slave out of the read set meanwhile.
+	if a.State() == StateOnline && target-a.Applied() > catchUpOffline {
+		a.setState(StateCatchingUp, "far behind")
+		defer func() {
+			if a.State() == StateCatchingUp && a.Applied() >= target {
+				a.setState(StateOnline, "caught up")
+			}
+		}()
+	}
+	epoch := a.Epoch()
+	for a.Applied() < target {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		from := a.Applied() + 1
+		vals, err := redis.Values(a.master.Do("XRANGE", KeyBacklog, strconv.FormatInt(from, 10)+"-0", "+", "COUNT", 256))
+		if err != nil {
+			return err
+		}
+		if len(vals) == 0 {
+			return errNotCovered
+		}
+		msgs := make([]*Message, 0, len(vals))
+		for i, v := range vals {
+			m, id, err := decodeBacklogEntry(v)
+			if err != nil {
+				return err
+			}
+			if i == 0 && id != from {
+				return errNotCovered
+			}
+			if m.Epoch != epoch {
+				return errNotCovered
+			}
+			msgs = append(msgs, m)
+		}
+		if err := a.applyRun(msgs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decodeBacklogEntry(v interface{}) (*Message, int64, error) {
+	entry, err := redis.Values(v, nil)
+	if err != nil || len(entry) != 2 {
+		return nil, 0, ErrMessageFormat
+	}
+	idb, _ := entry[0].([]byte)
+	id, _, _ := strings.Cut(string(idb), "-")
+	seq, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		return nil, 0, ErrMessageFormat
+	}
+	fields, err := redis.ByteSlices(entry[1], nil)
+	if err != nil || len(fields) != 2 {
+		return nil, 0, ErrMessageFormat
+	}
+	m, err := DecodeMessage(fields[1])
+	if err != nil {
+		return nil, 0, err
+	}
+	if m.Seq != seq {
+		return nil, 0, ErrMessageFormat
+	}
+	return m, seq, nil
+}
+
+// Batch bounds for one apply script call.
+const (
+	maxApplyBytes = 8 << 20
+	maxApplyMsgs  = 256
+)
+
+// applyRun applies consecutive messages starting at Applied()+1, in script calls
+// bounded in size, each atomic with the update of the slave's position.
+func (a *Applier) applyRun(msgs []*Message) error {
+	for {
+		// Skip what is already applied (possibly by another proxy's applier).
+		for len(msgs) > 0 && msgs[0].Seq <= a.Applied() {
+			msgs = msgs[1:]
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
+		if msgs[0].Seq != a.Applied()+1 {
+			return errGap
+		}
+		n, size := 0, 0
+		for n < len(msgs) && n < maxApplyMsgs && (n == 0 || size < maxApplyBytes) {
+			for _, e := range msgs[n].Effects {
+				for _, arg := range e.Args {
+					size += len(arg)
+				}
+			}
+			n++
+		}
+		if err := a.applyBatch(msgs[:n]); err != nil {
+			return err
+		}
+	}
+}
+
+func (a *Applier) applyBatch(msgs []*Message) error {
+	from := a.Applied()
+	last := msgs[len(msgs)-1]
+	neff := 0
+	nargs := 4
+	for _, m := range msgs {
+		neff += len(m.Effects)
+		for _, e := range m.Effects {
+			nargs += 2 + len(e.Args)
+		}
+	}
+	args := make([]interface{}, 0, nargs)
+	args = append(args, last.Epoch, from, last.Seq, neff)
+	for _, m := range msgs {
+		for _, e := range m.Effects {
+			args = append(args, e.DB, len(e.Args))
+			for _, arg := range e.Args {
+				args = append(args, arg)
+			}
+		}
+	}
+	failed, err := redis.Int(a.script.Do(a.slave, args...))
+	if err != nil {
+		var re redis.Error
+		if errors.As(err, &re) && strings.HasPrefix(string(re), "SYNCGAP") {
+			// Another applier (another proxy) moved the slave; continue from there.
+			epoch, seq, ok, perr := a.slavePosition()
+			if perr != nil {
+				return perr
+			}
+			if ok && epoch == last.Epoch && seq > from {
+				a.applied.Store(seq)
+				return nil
+			}
+			return errGap
+		}
+		return err
+	}
+	if failed > 0 {
+		a.log.Error().Int("failed", failed).Int64("seq", last.Seq).Msg("effects failed on the slave: it may have diverged")
+	}
+	a.applied.Store(last.Seq)
+	a.lagMs.Store(time.Now().UnixMilli() - last.TimeMs)
+	return nil
+}
+
+// Online reports whether the slave is caught up and applying live messages.
+func (a *Applier) Online() bool { return a.State() == StateOnline }

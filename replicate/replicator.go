@@ -1,0 +1,199 @@
+package replicate
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/rs/zerolog"
+)
+
+// Endpoint is one backend server as the replicator reaches it.
+type Endpoint struct {
+	Name     string
+	Addr     string
+	Username string
+	Password string
+	TLS      *tls.Config
+}
+
+// Config configures a Replicator.
+type Config struct {
+	Master  Endpoint
+	Slaves  []Endpoint
+	Channel string // pub/sub channel of the sync messages
+	// BacklogLen is the approximate number of messages kept in the master's backlog.
+	BacklogLen int
+	// QueueLen is the number of messages buffered in memory per slave; beyond it the
+	// slave catches up from the backlog instead.
+	QueueLen int
+	// Timeout bounds every backend round trip.
+	Timeout time.Duration
+	// PollInterval is how often each applier compares its position with the master's,
+	// so that a lost message is noticed even when no more writes come.
+	PollInterval time.Duration
+	Log          zerolog.Logger
+}
+
+// Replicator owns the subscriber loop and one applier per slave.
+type Replicator struct {
+	cfg      Config
+	epoch    string // candidate epoch, used if the master has none yet
+	appliers []*Applier
+	sub      *subscriber
+
+	// latest is the highest sequence number seen from the master (for lag).
+	latest atomic.Int64
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+}
+
+// New returns a Replicator; Start runs it.
+func New(cfg Config) *Replicator {
+	if cfg.Channel == "" {
+		cfg.Channel = "syncproxy:sync"
+	}
+	if cfg.BacklogLen <= 0 {
+		cfg.BacklogLen = 100000
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 10000
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	r := &Replicator{cfg: cfg, epoch: newEpoch()}
+	for _, s := range cfg.Slaves {
+		r.appliers = append(r.appliers, newApplier(r, s))
+	}
+	r.sub = &subscriber{r: r, log: cfg.Log.With().Str("component", "subscriber").Logger()}
+	return r
+}
+
+func newEpoch() string {
+	var b [20]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand does not fail on supported platforms; a fixed epoch still works
+		// (it only weakens the detection of a master that lost its data).
+		return "0000000000000000000000000000000000000000"
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// EpochCandidate is the epoch the master adopts if it has none (first write ever,
+// or after it lost its data).
+func (r *Replicator) EpochCandidate() string { return r.epoch }
+
+// Channel returns the sync channel.
+func (r *Replicator) Channel() string { return r.cfg.Channel }
+
+// BacklogLen returns the configured backlog length.
+func (r *Replicator) BacklogLen() int { return r.cfg.BacklogLen }
+
+// Appliers returns one applier per slave, in configuration order.
+func (r *Replicator) Appliers() []*Applier { return r.appliers }
+
+// Latest returns the highest sequence number the replicator has seen.
+func (r *Replicator) Latest() int64 { return r.latest.Load() }
+
+func (r *Replicator) observe(seq int64) {
+	for {
+		cur := r.latest.Load()
+		if seq <= cur || r.latest.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// Start runs the subscriber loop and the appliers until Close.
+func (r *Replicator) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.cancel != nil {
+		cancel()
+		return
+	}
+	r.cancel = cancel
+	r.goFunc(func() { r.sub.run(ctx) })
+	for _, a := range r.appliers {
+		a := a
+		r.goFunc(func() { a.run(ctx) })
+	}
+}
+
+func (r *Replicator) goFunc(f func()) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+}
+
+// Close stops every loop and waits for them; it is safe to call twice.
+func (r *Replicator) Close() {
+	r.mu.Lock()
+	r.closed = true
+	cancel := r.cancel
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	r.wg.Wait()
+}
+
+// dial opens a redigo connection to e with the replicator's timeouts.
+func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Duration) (redis.Conn, error) {
+	opts := []redis.DialOption{
+		redis.DialConnectTimeout(r.cfg.Timeout),
+		redis.DialReadTimeout(readTimeout),
+		redis.DialWriteTimeout(r.cfg.Timeout),
+	}
+	if e.Password != "" {
+		opts = append(opts, redis.DialPassword(e.Password))
+		if e.Username != "" {
+			opts = append(opts, redis.DialUsername(e.Username))
+		}
+	}
+	if e.TLS != nil {
+		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(e.TLS))
+	}
+	return redis.DialContext(ctx, "tcp", e.Addr, opts...)
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Backoff bounds for reconnect loops.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 2 * time.Second
+)
+
+func nextBackoff(d time.Duration) time.Duration {
+	d *= 2
+	if d > maxBackoff {
+		d = maxBackoff
+	}
+	return d
+}

@@ -1,0 +1,111 @@
+package replicate
+
+import (
+	"context"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/rs/zerolog"
+)
+
+// subscriber receives sync messages from the master's pub/sub channel and hands
+// them to the appliers. Pub/sub is only a fast path: what it misses, appliers find
+// in the backlog.
+type subscriber struct {
+	r   *Replicator
+	log zerolog.Logger
+}
+
+func (s *subscriber) run(ctx context.Context) {
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		err := s.session(ctx, &backoff)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn().Err(err).Dur("backoff", backoff).Msg("sync subscription lost; reconnecting")
+		// Whatever was published meanwhile is in the backlog.
+		s.r.kickAll()
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+		backoff = nextBackoff(backoff)
+	}
+}
+
+func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error {
+	ping := s.r.cfg.PollInterval
+	if ping < 100*time.Millisecond {
+		ping = 100 * time.Millisecond
+	}
+	// The pinger below keeps traffic flowing, so a read that waits three ping
+	// periods means the master or the network is gone.
+	c, err := s.r.dial(ctx, s.r.cfg.Master, 3*ping+s.r.cfg.Timeout)
+	if err != nil {
+		return err
+	}
+	psc := redis.PubSubConn{Conn: c}
+	if err := psc.Subscribe(s.r.cfg.Channel); err != nil {
+		c.Close()
+		return err
+	}
+	// The pinger owns the sending side (redigo allows one sender and one receiver
+	// at a time); it closes the connection when ctx ends, to unblock Receive.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(ping)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				c.Close()
+				return
+			case <-stop:
+				return
+			case <-t.C:
+				if err := psc.Ping(""); err != nil {
+					c.Close()
+					return
+				}
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+		c.Close()
+	}()
+
+	for {
+		switch m := psc.Receive().(type) {
+		case redis.Message:
+			msg, err := DecodeMessage(m.Data)
+			if err != nil {
+				s.log.Error().Err(err).Int("bytes", len(m.Data)).Msg("undecodable sync message; slaves will catch up from the backlog")
+				s.r.kickAll()
+				continue
+			}
+			s.r.observe(msg.Seq)
+			for _, a := range s.r.appliers {
+				a.offer(msg)
+			}
+		case redis.Subscription:
+			if m.Kind == "subscribe" {
+				*backoff = minBackoff
+				s.log.Info().Str("channel", m.Channel).Msg("subscribed to sync channel")
+				s.r.kickAll()
+			}
+		case redis.Pong:
+		case error:
+			return m
+		}
+	}
+}
+
+func (r *Replicator) kickAll() {
+	for _, a := range r.appliers {
+		a.kick()
+	}
+}

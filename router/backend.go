@@ -1,0 +1,686 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Kind says how a Request is sent to its backend.
+type Kind uint8
+
+const (
+	// KindRaw forwards the client's command frame unchanged.
+	KindRaw Kind = iota
+	// KindWrite runs the command on the master inside the replication script, which
+	// assigns it a sequence number and publishes its effects. Consecutive KindWrite
+	// requests on one connection are grouped into one script call (group commit).
+	KindWrite
+	// KindLocal is answered by the proxy itself; it never reaches a backend.
+	KindLocal
+)
+
+// Request is one command on its way to a backend and, once completed, its reply.
+// The session owns Requests and reuses them across batches; a backend holds a
+// pointer only until it completes the request, exactly once.
+type Request struct {
+	Kind Kind
+	DB   int
+	// Raw is the command as a RESP array of bulk strings (redcon's Command.Raw).
+	Raw []byte
+	// Argc is the number of arguments in Raw (needed for KindWrite).
+	Argc int
+	// Reply holds the raw RESP reply once the request is complete.
+	Reply []byte
+	// Seq is the replication sequence number a KindWrite request was given (0 when
+	// it had no effect, e.g. it failed).
+	Seq int64
+	// Failed is true when Reply is an error made by the proxy (backend down, timeout),
+	// not a reply of the backend.
+	Failed bool
+
+	waiter *Waiter
+	next   *Request // chains the requests of one script group
+}
+
+// Reset prepares r for reuse, keeping its reply buffer.
+func (r *Request) Reset() {
+	reply := r.Reply[:0]
+	*r = Request{Reply: reply}
+}
+
+func (r *Request) complete() {
+	if w := r.waiter; w != nil {
+		r.waiter = nil
+		w.done()
+	}
+}
+
+func (r *Request) fail(msg string) {
+	r.Reply = AppendError(r.Reply[:0], msg)
+	r.Failed = true
+	r.Seq = 0
+	r.complete()
+}
+
+// Waiter counts outstanding requests of one batch.
+type Waiter struct {
+	n  atomic.Int32
+	ch chan struct{}
+}
+
+// NewWaiter returns a Waiter ready for use.
+func NewWaiter() *Waiter { return &Waiter{ch: make(chan struct{}, 1)} }
+
+// Add registers r with w; it must be called before r is submitted.
+func (w *Waiter) Add(r *Request) {
+	w.n.Add(1)
+	r.waiter = w
+}
+
+func (w *Waiter) done() {
+	if w.n.Add(-1) == 0 {
+		w.ch <- struct{}{}
+	}
+}
+
+// Wait blocks until every added request completed. Backends guarantee completion
+// within their timeout, so Wait never blocks forever.
+func (w *Waiter) Wait() {
+	if w.n.Load() == 0 {
+		return
+	}
+	<-w.ch
+}
+
+// WriteScript is the replication script that KindWrite requests run in. The call
+// sent is: EVALSHA SHA 0 Args... <conn-db> <n> then, per command, <db> <argc> <args...>.
+// Its reply is an array: the sequence number, then one reply per command.
+type WriteScript struct {
+	SHA  string
+	Body string
+	Args [][]byte
+}
+
+// BackendOptions configures a Backend.
+type BackendOptions struct {
+	Name        string // "master", "slave-1", for logs and errors
+	Addr        string
+	Conns       int // connections in the pool
+	Timeout     time.Duration
+	DialTimeout time.Duration
+	Username    string
+	Password    string
+	TLS         *tls.Config
+	QueueLen    int // requests waiting to be written, per connection
+	MaxGroup    int // writes per script call
+	Script      *WriteScript
+	Log         zerolog.Logger
+}
+
+// Backend is a pool of multiplexed connections to one Redis server.
+type Backend struct {
+	opts  BackendOptions
+	links []*link
+	up    atomic.Int32 // connections currently up
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// Outstanding counts requests submitted and not yet completed (for balancing).
+	Outstanding atomic.Int64
+}
+
+// NewBackend starts the connection loops of a backend; Close stops them.
+func NewBackend(opts BackendOptions) *Backend {
+	if opts.Conns <= 0 {
+		opts.Conns = 2
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = opts.Timeout
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 4096
+	}
+	if opts.MaxGroup <= 0 {
+		opts.MaxGroup = 64
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Backend{opts: opts, cancel: cancel}
+	for i := 0; i < opts.Conns; i++ {
+		l := &link{
+			b:     b,
+			idx:   i,
+			queue: make(chan *Request, opts.QueueLen),
+			log:   opts.Log.With().Str("backend", opts.Name).Str("addr", opts.Addr).Int("conn", i).Logger(),
+		}
+		l.downMsg = "ERR syncproxy: " + opts.Name + " " + opts.Addr + " is unavailable"
+		b.links = append(b.links, l)
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			l.run(ctx)
+		}()
+	}
+	return b
+}
+
+// Name returns the backend's name.
+func (b *Backend) Name() string { return b.opts.Name }
+
+// Addr returns the backend's address.
+func (b *Backend) Addr() string { return b.opts.Addr }
+
+// Up reports whether at least one connection is established.
+func (b *Backend) Up() bool { return b.up.Load() > 0 }
+
+// Conns returns the number of pooled connections.
+func (b *Backend) Conns() int { return len(b.links) }
+
+// Submit queues r on connection idx (mod the pool size). Requests submitted to the
+// same connection are executed in submission order. r is always completed: with
+// the backend's reply, or with an error when the backend is down or times out.
+func (b *Backend) Submit(idx int, r *Request) {
+	l := b.links[idx%len(b.links)]
+	if !l.up.Load() {
+		r.fail(l.downMsg)
+		return
+	}
+	b.Outstanding.Add(1)
+	select {
+	case l.queue <- r:
+		return
+	default:
+	}
+	t := time.NewTimer(b.opts.Timeout)
+	defer t.Stop()
+	select {
+	case l.queue <- r:
+	case <-t.C:
+		b.Outstanding.Add(-1)
+		r.fail("ERR syncproxy: " + b.opts.Name + " request queue is full")
+	}
+}
+
+// Close stops every connection loop and fails what is still queued.
+func (b *Backend) Close() {
+	b.cancel()
+	b.wg.Wait()
+}
+
+// link is one multiplexed connection: a writer (the run goroutine) sends queued
+// requests and flushes when the queue is empty; a reader completes them in FIFO order.
+type link struct {
+	b       *Backend
+	idx     int
+	queue   chan *Request
+	up      atomic.Bool
+	log     zerolog.Logger
+	downMsg string
+
+	// reload asks the writer to SCRIPT LOAD before its next script call.
+	reload atomic.Bool
+}
+
+// pendingKind says what the reader must do with the next reply.
+type pendingKind uint8
+
+const (
+	pendRequest pendingKind = iota // complete one request with the reply
+	pendGroup                      // a script call: seq + one reply per chained request
+	pendDiscard                    // a reply the link asked for itself (SELECT, PING, SCRIPT LOAD)
+)
+
+type pending struct {
+	kind pendingKind
+	req  *Request
+	n    int
+}
+
+const (
+	minBackoff    = 50 * time.Millisecond
+	maxBackoff    = 2 * time.Second
+	keepaliveIdle = time.Second
+)
+
+func (l *link) run(ctx context.Context) {
+	backoff := minBackoff
+	for {
+		conn, br, err := l.dial(ctx)
+		if err == nil {
+			backoff = minBackoff
+			l.log.Info().Msg("backend connected")
+			l.b.up.Add(1)
+			l.up.Store(true)
+			err = l.serve(ctx, conn, br)
+			l.up.Store(false)
+			l.b.up.Add(-1)
+			if ctx.Err() != nil {
+				l.drain(ctx, 0)
+				return
+			}
+			l.log.Warn().Err(err).Msg("backend connection lost")
+		} else {
+			if ctx.Err() != nil {
+				l.drain(ctx, 0)
+				return
+			}
+			l.log.Debug().Err(err).Dur("backoff", backoff).Msg("backend dial failed")
+		}
+		// While down, fail whatever is queued and keep failing new arrivals.
+		if !l.drain(ctx, backoff) {
+			return
+		}
+		backoff *= 2
+		if backoff > maxBackoff {
+			backoff = maxBackoff
+		}
+	}
+}
+
+// drain fails queued requests for d (or just once when d is 0). It returns false
+// when ctx ended.
+func (l *link) drain(ctx context.Context, d time.Duration) bool {
+	if d == 0 {
+		for {
+			select {
+			case r := <-l.queue:
+				l.failChain(r)
+			default:
+				return true
+			}
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-l.queue:
+			l.failChain(r)
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			l.drain(ctx, 0)
+			return false
+		}
+	}
+}
+
+func (l *link) failChain(r *Request) {
+	for r != nil {
+		next := r.next
+		r.next = nil
+		l.b.Outstanding.Add(-1)
+		r.fail(l.downMsg)
+		r = next
+	}
+}
+
+func (l *link) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
+	o := &l.b.opts
+	d := net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
+	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
+	defer cancel()
+	conn, err := d.DialContext(dctx, "tcp", o.Addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.TLS != nil {
+		tc := tls.Client(conn, o.TLS)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		conn = tc
+	}
+	br := bufio.NewReaderSize(conn, 16<<10)
+	// Handshake: AUTH, SCRIPT LOAD, all synchronous before the link goes live.
+	var hs [][]string
+	if o.Password != "" {
+		if o.Username != "" {
+			hs = append(hs, []string{"AUTH", o.Username, o.Password})
+		} else {
+			hs = append(hs, []string{"AUTH", o.Password})
+		}
+	}
+	if o.Script != nil {
+		hs = append(hs, []string{"SCRIPT", "LOAD", o.Script.Body})
+	}
+	hs = append(hs, []string{"PING"})
+	conn.SetDeadline(time.Now().Add(o.Timeout))
+	var buf []byte
+	for _, c := range hs {
+		buf = appendArrayHeader(buf, len(c))
+		for _, a := range c {
+			buf = appendBulk(buf, []byte(a))
+		}
+	}
+	if _, err := conn.Write(buf); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	for range hs {
+		reply, err := ReadFrame(br, nil)
+		if err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		if reply[0] == '-' {
+			conn.Close()
+			return nil, nil, errors.New("router: handshake: " + string(bytes.TrimSpace(reply[1:])))
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	return conn, br, nil
+}
+
+// serve runs the writer in this goroutine and the reader in another, until either
+// fails or ctx ends; then it fails every request in flight.
+func (l *link) serve(ctx context.Context, conn net.Conn, br *bufio.Reader) error {
+	pend := make(chan pending, 1024)
+	stop := make(chan struct{})
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- l.reader(conn, br, pend, stop) }()
+
+	werr := l.writer(ctx, conn, pend, readerDone)
+	close(stop)
+	conn.Close()
+	rerr := <-readerDone
+	// Both loops stopped: fail whatever the reader did not complete.
+	for {
+		select {
+		case p := <-pend:
+			l.failPending(p)
+			continue
+		default:
+		}
+		break
+	}
+	if werr != nil && werr != errStopped {
+		return werr
+	}
+	return rerr
+}
+
+func (l *link) failPending(p pending) {
+	switch p.kind {
+	case pendRequest:
+		l.b.Outstanding.Add(-1)
+		p.req.fail(l.downMsg)
+	case pendGroup:
+		l.failChain(p.req)
+	}
+}
+
+var errStopped = errors.New("router: backend closed")
+
+func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, readerDone chan error) error {
+	o := &l.b.opts
+	bw := bufio.NewWriterSize(conn, 16<<10)
+	curDB := 0
+	var carry *Request
+	idle := time.NewTimer(keepaliveIdle)
+	defer idle.Stop()
+
+	push := func(p pending) error {
+		select {
+		case pend <- p:
+			return nil
+		default:
+		}
+		// The reader is behind: let it see what we have written so far.
+		if err := l.flush(conn, bw); err != nil {
+			return err
+		}
+		select {
+		case pend <- p:
+			return nil
+		case err := <-readerDone:
+			readerDone <- err
+			return errStopped
+		}
+	}
+
+	for {
+		var r *Request
+		if carry != nil {
+			r, carry = carry, nil
+		} else {
+			select {
+			case r = <-l.queue:
+			case <-ctx.Done():
+				l.flush(conn, bw)
+				return errStopped
+			case err := <-readerDone:
+				readerDone <- err
+				return err
+			case <-idle.C:
+				// Keepalive: a dead idle connection is noticed within about a second.
+				bw.WriteString("*1\r\n$4\r\nPING\r\n")
+				if err := push(pending{kind: pendDiscard}); err != nil {
+					return err
+				}
+				if err := l.flush(conn, bw); err != nil {
+					return err
+				}
+				idle.Reset(keepaliveIdle)
+				continue
+			}
+		}
+		if r.Kind == KindWrite && o.Script != nil {
+			// Group commit: take the writes queued behind this one.
+			first, last, n := r, r, 1
+			for n < o.MaxGroup {
+				var nx *Request
+				select {
+				case nx = <-l.queue:
+				default:
+				}
+				if nx == nil {
+					break
+				}
+				if nx.Kind != KindWrite {
+					carry = nx
+					break
+				}
+				last.next = nx
+				last = nx
+				n++
+			}
+			if l.reload.CompareAndSwap(true, false) {
+				bw.WriteString("*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n")
+				bw.Write(appendBulk(nil, []byte(o.Script.Body)))
+				if err := push(pending{kind: pendDiscard}); err != nil {
+					l.failChain(first)
+					return err
+				}
+			}
+			l.writeGroup(bw, first, n, curDB)
+			if err := push(pending{kind: pendGroup, req: first, n: n}); err != nil {
+				l.failChain(first)
+				return err
+			}
+		} else {
+			if r.DB != curDB {
+				bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
+				bw.Write(appendBulkInt(nil, int64(r.DB)))
+				if err := push(pending{kind: pendDiscard}); err != nil {
+					l.b.Outstanding.Add(-1)
+					r.fail(l.downMsg)
+					return err
+				}
+				curDB = r.DB
+			}
+			bw.Write(r.Raw)
+			if err := push(pending{kind: pendRequest, req: r}); err != nil {
+				l.b.Outstanding.Add(-1)
+				r.fail(l.downMsg)
+				return err
+			}
+		}
+		if carry == nil && len(l.queue) == 0 {
+			if err := l.flush(conn, bw); err != nil {
+				return err
+			}
+			if !idle.Stop() {
+				select {
+				case <-idle.C:
+				default:
+				}
+			}
+			idle.Reset(keepaliveIdle)
+		}
+	}
+}
+
+func (l *link) flush(conn net.Conn, bw *bufio.Writer) error {
+	if bw.Buffered() == 0 {
+		return nil
+	}
+	conn.SetWriteDeadline(time.Now().Add(l.b.opts.Timeout))
+	return bw.Flush()
+}
+
+// writeGroup writes one script call carrying the n chained write requests.
+func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
+	s := l.b.opts.Script
+	total := 3 + len(s.Args) + 2
+	for r := first; r != nil; r = r.next {
+		total += 2 + r.Argc
+	}
+	var hdr [256]byte
+	h := appendArrayHeader(hdr[:0], total)
+	h = append(h, "$7\r\nEVALSHA\r\n"...)
+	h = appendBulk(h, []byte(s.SHA))
+	h = append(h, "$1\r\n0\r\n"...)
+	bw.Write(h)
+	for _, a := range s.Args {
+		bw.Write(appendBulk(hdr[:0], a))
+	}
+	h = appendBulkInt(hdr[:0], int64(curDB))
+	h = appendBulkInt(h, int64(n))
+	bw.Write(h)
+	for r := first; r != nil; r = r.next {
+		h = appendBulkInt(hdr[:0], int64(r.DB))
+		h = appendBulkInt(h, int64(r.Argc))
+		bw.Write(h)
+		bw.Write(skipArrayHeader(r.Raw))
+	}
+}
+
+// skipArrayHeader returns raw without its leading "*N\r\n" line.
+func skipArrayHeader(raw []byte) []byte {
+	if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+		return raw[i+1:]
+	}
+	return raw
+}
+
+func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop chan struct{}) error {
+	timeout := l.b.opts.Timeout
+	for {
+		var p pending
+		select {
+		case p = <-pend:
+		case <-stop:
+			return errStopped
+		}
+		if br.Buffered() == 0 {
+			conn.SetReadDeadline(time.Now().Add(timeout))
+		}
+		switch p.kind {
+		case pendDiscard:
+			reply, err := ReadFrame(br, nil)
+			if err != nil {
+				return err
+			}
+			if reply[0] == '-' {
+				l.log.Warn().Str("reply", string(bytes.TrimSpace(reply))).Msg("backend refused an internal command")
+			}
+		case pendRequest:
+			r := p.req
+			var err error
+			r.Reply, err = ReadFrame(br, r.Reply[:0])
+			if err != nil {
+				l.failPending(p)
+				return err
+			}
+			l.b.Outstanding.Add(-1)
+			r.complete()
+		case pendGroup:
+			if rest, err := l.readGroup(br, p); err != nil {
+				l.failChain(rest)
+				return err
+			}
+		}
+	}
+}
+
+// readGroup reads a script call's reply: "*<n+1>", the sequence number, then one
+// reply per request. An error reply instead fails every request of the group.
+func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error) {
+	line, err := readLine(br)
+	if err != nil {
+		return p.req, err
+	}
+	if line[0] == '-' {
+		msg := string(line[1 : len(line)-2])
+		if bytes.HasPrefix(line, []byte("-NOSCRIPT")) {
+			l.reload.Store(true)
+			msg = "ERR syncproxy: the replication script was flushed from the master; it is being reloaded, retry the command"
+		}
+		for r := p.req; r != nil; {
+			next := r.next
+			r.next = nil
+			l.b.Outstanding.Add(-1)
+			r.Reply = append(append(append(r.Reply[:0], '-'), msg...), '\r', '\n')
+			r.Seq = 0
+			r.complete()
+			r = next
+		}
+		return nil, nil
+	}
+	if line[0] != '*' {
+		return p.req, errBadFrame
+	}
+	n, err := parseLen(line[1:len(line)-2], maxReplyArray)
+	if err != nil || n != p.n+1 {
+		return p.req, errBadFrame
+	}
+	seqLine, err := readLine(br)
+	if err != nil {
+		return p.req, err
+	}
+	if seqLine[0] != ':' {
+		return p.req, errBadFrame
+	}
+	seq, ok := parseInt(seqLine[1 : len(seqLine)-2])
+	if !ok {
+		return p.req, errBadFrame
+	}
+	r := p.req
+	for r != nil {
+		r.Reply, err = ReadFrame(br, r.Reply[:0])
+		if err != nil {
+			return r, err
+		}
+		next := r.next
+		r.next = nil
+		r.Seq = seq
+		l.b.Outstanding.Add(-1)
+		r.complete()
+		r = next
+	}
+	return nil, nil
+}

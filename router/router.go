@@ -1,0 +1,187 @@
+package router
+
+import (
+	"bytes"
+	"strings"
+	"sync/atomic"
+)
+
+// Class is the path a command takes through the proxy.
+type Class uint8
+
+const (
+	// ClassRead goes to a slave chosen by the read policy.
+	ClassRead Class = iota
+	// ClassWrite runs on the master through the replication script.
+	ClassWrite
+	// ClassMaster is forwarded unchanged to the master: commands that neither read
+	// nor write the data set (COMMAND, CONFIG GET, PUBLISH, SLOWLOG, ...) and reads
+	// whose state lives on one backend (SCAN cursors).
+	ClassMaster
+	// ClassLocal is answered by the proxy itself.
+	ClassLocal
+	// ClassSpecial needs session state (transactions, subscriptions, blocking,
+	// scripts) and is handled by the session.
+	ClassSpecial
+	// ClassDenied would break the topology or bypass replication.
+	ClassDenied
+	// ClassUnknown is not a command the master knows.
+	ClassUnknown
+)
+
+// Route is the routing decision for one command.
+type Route struct {
+	Class Class
+	Info  *CommandInfo // nil for ClassUnknown
+}
+
+// classOverrides pins the class of commands whose COMMAND flags do not tell the
+// proxy enough. Keys are full names ("config|get").
+var classOverrides = map[string]Class{
+	// Answered by the proxy.
+	"ping": ClassLocal, "echo": ClassLocal, "quit": ClassLocal, "select": ClassLocal,
+	"hello": ClassLocal, "auth": ClassLocal, "reset": ClassLocal, "info": ClassLocal,
+	"client|setname": ClassLocal, "client|getname": ClassLocal, "client|id": ClassLocal,
+	"client|info": ClassLocal, "client|setinfo": ClassLocal, "client|list": ClassLocal,
+	"client|reply": ClassLocal, "client|help": ClassMaster,
+
+	// Topology, persistence control of backends, or replication bypass.
+	"replicaof": ClassDenied, "slaveof": ClassDenied, "sync": ClassDenied, "psync": ClassDenied,
+	"replconf": ClassDenied, "shutdown": ClassDenied, "debug": ClassDenied, "monitor": ClassDenied,
+	"migrate": ClassDenied, "failover": ClassDenied, "cluster": ClassDenied, "readonly": ClassDenied,
+	"readwrite": ClassDenied, "asking": ClassDenied, "module": ClassDenied,
+	"config|set": ClassDenied, "config|rewrite": ClassDenied, "config|resetstat": ClassDenied,
+	"client|kill": ClassDenied, "client|pause": ClassDenied, "client|unpause": ClassDenied,
+	"client|tracking": ClassDenied, "client|caching": ClassDenied, "client|no-evict": ClassDenied,
+	"client|unblock": ClassDenied, "client|trackinginfo": ClassDenied, "client|getredir": ClassDenied,
+	"acl|setuser": ClassDenied, "acl|deluser": ClassDenied, "acl|load": ClassDenied, "acl|save": ClassDenied,
+
+	// Session state: transactions, subscriptions, scripts, blocking.
+	"multi": ClassSpecial, "exec": ClassSpecial, "discard": ClassSpecial, "watch": ClassSpecial,
+	"unwatch": ClassSpecial, "subscribe": ClassSpecial, "psubscribe": ClassSpecial,
+	"ssubscribe": ClassSpecial, "unsubscribe": ClassSpecial, "punsubscribe": ClassSpecial,
+	"sunsubscribe": ClassSpecial, "eval": ClassSpecial, "evalsha": ClassSpecial,
+	"eval_ro": ClassSpecial, "evalsha_ro": ClassSpecial, "fcall": ClassSpecial,
+	"fcall_ro": ClassSpecial, "script": ClassSpecial, "function": ClassSpecial,
+	"wait": ClassSpecial, "swapdb": ClassSpecial,
+
+	// Cursors are only valid on the backend that issued them.
+	"scan": ClassMaster, "sscan": ClassMaster, "hscan": ClassMaster, "zscan": ClassMaster,
+}
+
+// classify derives the class of a known command.
+func classify(ci *CommandInfo) Class {
+	if c, ok := classOverrides[ci.Name]; ok {
+		return c
+	}
+	if i := strings.IndexByte(ci.Name, '|'); i > 0 {
+		// Unlisted subcommands of a listed container (CONFIG GET) follow their flags.
+		if c, ok := classOverrides[ci.Name[:i]]; ok && c != ClassLocal {
+			return c
+		}
+	}
+	switch {
+	case ci.Has(FlagBlocking):
+		return ClassSpecial
+	case ci.Has(FlagWrite):
+		if ci.Has(FlagNoScript) {
+			return ClassSpecial
+		}
+		return ClassWrite
+	case ci.Has(FlagReadonly):
+		return ClassRead
+	}
+	return ClassMaster
+}
+
+// SlaveStatus is what the router needs to know about a slave's replication state.
+type SlaveStatus interface {
+	// Online reports whether the slave applies live messages (not resyncing).
+	Online() bool
+	// Applied returns the sequence number of the last message applied.
+	Applied() int64
+}
+
+// Slave is a read backend and its replication status.
+type Slave struct {
+	Backend *Backend
+	Status  SlaveStatus
+	// Reads counts the reads the slave served.
+	Reads atomic.Int64
+}
+
+// Router classifies commands and picks backends.
+type Router struct {
+	table   *Table
+	classes map[*CommandInfo]Class
+	master  *Backend
+	slaves  []*Slave
+	rr      atomic.Uint64
+	// MasterReads counts the reads served by the master.
+	MasterReads atomic.Int64
+}
+
+// New returns a Router over the given command table and backends.
+func New(table *Table, master *Backend, slaves []*Slave) *Router {
+	r := &Router{table: table, master: master, slaves: slaves, classes: map[*CommandInfo]Class{}}
+	for _, name := range table.Names() {
+		ci := table.Lookup([][]byte{[]byte(name)})
+		r.classes[ci] = classify(ci)
+		for _, sub := range ci.Subcommands {
+			r.classes[sub] = classify(sub)
+		}
+	}
+	return r
+}
+
+// Table returns the command table.
+func (r *Router) Table() *Table { return r.table }
+
+// Master returns the master backend.
+func (r *Router) Master() *Backend { return r.master }
+
+// Slaves returns the read backends.
+func (r *Router) Slaves() []*Slave { return r.slaves }
+
+// Route classifies args (args[0] is the command name).
+func (r *Router) Route(args [][]byte) Route {
+	ci := r.table.Lookup(args)
+	if ci == nil {
+		return Route{Class: ClassUnknown}
+	}
+	c := r.classes[ci]
+	if c == ClassRead && ci.Has(FlagBlocking) {
+		c = ClassSpecial
+	}
+	// XREAD is flagged blocking but only blocks with BLOCK.
+	if ci.Name == "xread" && !hasArg(args, "block") {
+		c = ClassRead
+	}
+	return Route{Class: c, Info: ci}
+}
+
+func hasArg(args [][]byte, name string) bool {
+	for _, a := range args[1:] {
+		if len(a) == len(name) && bytes.EqualFold(a, []byte(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// PickSlave returns a slave that is up, online and has applied at least minSeq,
+// round robin among those; nil when there is none.
+func (r *Router) PickSlave(minSeq int64) *Slave {
+	n := len(r.slaves)
+	if n == 0 {
+		return nil
+	}
+	start := int(r.rr.Add(1) % uint64(n))
+	for i := 0; i < n; i++ {
+		s := r.slaves[(start+i)%n]
+		if s.Backend.Up() && s.Status.Online() && s.Status.Applied() >= minSeq {
+			return s
+		}
+	}
+	return nil
+}
