@@ -34,7 +34,7 @@ func DefaultConfig() Config {
 		Listen:         "127.0.0.1:7379",
 		SyncChannel:    "syncproxy:sync",
 		BackendTimeout: 5 * time.Second,
-		BackendConns:   2,
+		BackendConns:   1,
 		BacklogLen:     100000,
 		ApplierQueue:   10000,
 		MaxPipeline:    1024,

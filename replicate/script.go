@@ -22,8 +22,11 @@ const MaxScriptArgs = 7900
 // them, assigns the group a sequence number, appends the sync message to the
 // backlog and publishes it.
 //
-// ARGV: epoch-candidate, backlog-maxlen, channel, conn-db, n, then per command:
-// db, argc, args... It returns {seq, reply1, ..., replyN}; seq is 0 when no command
+// ARGV: epoch-candidate, backlog-maxlen, channel, now (unix ms, the proxy's clock:
+// TIME would cost a call per script), conn-db, n, then per command:
+// db, argc, effect, args... where effect is the command's sync-message encoding
+// (the proxy has the command's RESP bytes already, so Lua need not build it). It
+// returns {seq, reply1, ..., replyN}; seq is 0 when no command
 // had an effect (all failed).
 const masterScript = `
 -- Every call goes through redis.pcall: some servers (miniredis) keep a separate
@@ -33,10 +36,10 @@ local function call(...)
   if type(r) == 'table' and r.err then error(r.err) end
   return r
 end
-local epoch_c, maxlen, channel = ARGV[1], ARGV[2], ARGV[3]
-local conndb = tonumber(ARGV[4])
-local n = tonumber(ARGV[5])
-local pos = 6
+local epoch_c, maxlen, channel, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local conndb = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+local pos = 7
 local cur = conndb
 local out = {0}
 local eff = {}
@@ -44,17 +47,14 @@ local function bulk(s) return '$' .. #s .. '\r\n' .. s .. '\r\n' end
 for i = 1, n do
   local db = tonumber(ARGV[pos])
   local argc = tonumber(ARGV[pos + 1])
-  pos = pos + 2
-  local cmd = {}
-  for j = 1, argc do cmd[j] = ARGV[pos + j - 1] end
-  pos = pos + argc
+  local effect = ARGV[pos + 2]
+  pos = pos + 3
   if db ~= cur then call('SELECT', db); cur = db end
-  local r = redis.pcall(unpack(cmd))
+  local r = redis.pcall(unpack(ARGV, pos, pos + argc - 1))
+  pos = pos + argc
   out[i + 1] = r
   if type(r) ~= 'table' or r.err == nil then
-    local e = {'*', tostring(argc + 1), '\r\n', bulk(tostring(db))}
-    for j = 1, argc do e[#e + 1] = bulk(cmd[j]) end
-    eff[#eff + 1] = table.concat(e)
+    eff[#eff + 1] = effect
   end
 end
 if #eff > 0 then
@@ -65,9 +65,7 @@ if #eff > 0 then
     call('SET', 'syncproxy:epoch', epoch)
   end
   local seq = call('INCR', 'syncproxy:seq')
-  local t = call('TIME')
   local sseq = string.format('%d', seq)
-  local ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   local msg = '*5\r\n$11\r\nsyncproxy/1\r\n' .. bulk(epoch) .. ':' .. sseq .. '\r\n:' .. ms ..
     '\r\n*' .. #eff .. '\r\n' .. table.concat(eff)
   call('XADD', 'syncproxy:backlog', 'MAXLEN', '~', maxlen, sseq .. '-0', 'm', msg)
@@ -106,11 +104,9 @@ for i = 1, n do
   local db = tonumber(ARGV[pos])
   local argc = tonumber(ARGV[pos + 1])
   pos = pos + 2
-  local cmd = {}
-  for j = 1, argc do cmd[j] = ARGV[pos + j - 1] end
-  pos = pos + argc
   if db ~= curdb then call('SELECT', db); curdb = db end
-  local r = redis.pcall(unpack(cmd))
+  local r = redis.pcall(unpack(ARGV, pos, pos + argc - 1))
+  pos = pos + argc
   if type(r) == 'table' and r.err then failed = failed + 1 end
 end
 if curdb ~= 0 then call('SELECT', 0) end

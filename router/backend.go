@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,10 +73,12 @@ func (r *Request) fail(msg string) {
 	r.complete()
 }
 
-// Waiter counts outstanding requests of one batch.
+// Waiter counts outstanding requests of one batch. Add and Wait belong to one
+// goroutine (the session's); completions come from any.
 type Waiter struct {
-	n  atomic.Int32
-	ch chan struct{}
+	n     atomic.Int32
+	added bool
+	ch    chan struct{}
 }
 
 // NewWaiter returns a Waiter ready for use.
@@ -83,6 +87,7 @@ func NewWaiter() *Waiter { return &Waiter{ch: make(chan struct{}, 1)} }
 // Add registers r with w; it must be called before r is submitted.
 func (w *Waiter) Add(r *Request) {
 	w.n.Add(1)
+	w.added = true
 	r.waiter = w
 }
 
@@ -95,14 +100,16 @@ func (w *Waiter) done() {
 // Wait blocks until every added request completed. Backends guarantee completion
 // within their timeout, so Wait never blocks forever.
 func (w *Waiter) Wait() {
-	if w.n.Load() == 0 {
+	if !w.added {
 		return
 	}
+	w.added = false
 	<-w.ch
 }
 
 // WriteScript is the replication script that KindWrite requests run in. The call
-// sent is: EVALSHA SHA 0 Args... <conn-db> <n> then, per command, <db> <argc> <args...>.
+// sent is: EVALSHA SHA 0 Args... <unix-ms> <conn-db> <n> then, per command,
+// <db> <argc> <effect> <args...> (see writeGroup).
 // Its reply is an array: the sequence number, then one reply per command.
 type WriteScript struct {
 	SHA  string
@@ -530,6 +537,11 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			}
 		}
 		if carry == nil && len(l.queue) == 0 {
+			// Let the sessions that are about to submit do so, so that one write
+			// system call carries many requests (system calls dominate the cost).
+			runtime.Gosched()
+		}
+		if carry == nil && len(l.queue) == 0 {
 			if err := l.flush(conn, bw); err != nil {
 				return err
 			}
@@ -552,12 +564,15 @@ func (l *link) flush(conn net.Conn, bw *bufio.Writer) error {
 	return bw.Flush()
 }
 
-// writeGroup writes one script call carrying the n chained write requests.
+// writeGroup writes one script call carrying the n chained write requests. Per
+// command it sends the DB, the argument count, the command's effect in the
+// sync-message encoding (*<argc+1> $<db> <the client's argument bulks>), and the
+// arguments.
 func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
 	s := l.b.opts.Script
-	total := 3 + len(s.Args) + 2
+	total := 3 + len(s.Args) + 3
 	for r := first; r != nil; r = r.next {
-		total += 2 + r.Argc
+		total += 3 + r.Argc
 	}
 	var hdr [256]byte
 	h := appendArrayHeader(hdr[:0], total)
@@ -568,14 +583,26 @@ func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
 	for _, a := range s.Args {
 		bw.Write(appendBulk(hdr[:0], a))
 	}
-	h = appendBulkInt(hdr[:0], int64(curDB))
+	h = appendBulkInt(hdr[:0], time.Now().UnixMilli())
+	h = appendBulkInt(h, int64(curDB))
 	h = appendBulkInt(h, int64(n))
 	bw.Write(h)
 	for r := first; r != nil; r = r.next {
+		args := skipArrayHeader(r.Raw)
 		h = appendBulkInt(hdr[:0], int64(r.DB))
 		h = appendBulkInt(h, int64(r.Argc))
+		// The effect: an array header and the DB bulk, then the arguments as sent.
+		var eh [64]byte
+		e := appendArrayHeader(eh[:0], r.Argc+1)
+		e = appendBulkInt(e, int64(r.DB))
+		h = append(h, '$')
+		h = strconv.AppendInt(h, int64(len(e)+len(args)), 10)
+		h = append(h, '\r', '\n')
+		h = append(h, e...)
 		bw.Write(h)
-		bw.Write(skipArrayHeader(r.Raw))
+		bw.Write(args)
+		bw.WriteString("\r\n")
+		bw.Write(args)
 	}
 }
 
