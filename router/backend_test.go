@@ -1,0 +1,232 @@
+package router_test
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tidwall/redcon"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/replicate"
+	"github.com/syncproxy/syncproxy/router"
+)
+
+func cmd(args ...string) []byte {
+	b := redcon.AppendArray(nil, len(args))
+	for _, a := range args {
+		b = redcon.AppendBulkString(b, a)
+	}
+	return b
+}
+
+func newBackend(t *testing.T, addr string, timeout time.Duration, script bool) *router.Backend {
+	t.Helper()
+	o := router.BackendOptions{Name: "test", Addr: addr, Conns: 1, Timeout: timeout, Log: zerolog.Nop()}
+	if script {
+		ms := replicate.MasterScript()
+		o.Script = &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{[]byte("epoch-test"), []byte("1000"), []byte("test:sync")}}
+	}
+	b := router.NewBackend(o)
+	t.Cleanup(b.Close)
+	redistest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if !b.Up() {
+			return errString("backend not up")
+		}
+		return nil
+	})
+	return b
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+// do submits requests as one batch and waits for them.
+func do(b *router.Backend, reqs ...*router.Request) {
+	w := router.NewWaiter()
+	for _, r := range reqs {
+		w.Add(r)
+		b.Submit(0, r)
+	}
+	w.Wait()
+}
+
+func TestBackendRawAndDB(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Addr, 2*time.Second, false)
+	reqs := []*router.Request{
+		{Kind: router.KindRaw, DB: 3, Raw: cmd("SET", "k", "in-db-3")},
+		{Kind: router.KindRaw, DB: 0, Raw: cmd("SET", "k", "in-db-0")},
+		{Kind: router.KindRaw, DB: 3, Raw: cmd("GET", "k")},
+		{Kind: router.KindRaw, DB: 0, Raw: cmd("GET", "k")},
+		{Kind: router.KindRaw, DB: 0, Raw: cmd("GET", "missing")},
+		{Kind: router.KindRaw, DB: 0, Raw: cmd("LRANGE", "k", "0", "1")},
+	}
+	do(b, reqs...)
+	want := []string{"+OK\r\n", "+OK\r\n", "$7\r\nin-db-3\r\n", "$7\r\nin-db-0\r\n", "$-1\r\n",
+		"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"}
+	for i, r := range reqs {
+		if string(r.Reply) != want[i] {
+			t.Errorf("request %d: reply %q, want %q", i, r.Reply, want[i])
+		}
+	}
+	if got := srv.Do(t, "SELECT", 3); got != "OK" {
+		t.Fatal(got)
+	}
+}
+
+// TestBackendGroupCommit sends many writes from concurrent batches; they are grouped
+// into script calls, and every request gets its own reply and the group's sequence.
+func TestBackendGroupCommit(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Addr, 5*time.Second, true)
+	const batches, per = 20, 50
+	var wg sync.WaitGroup
+	seqs := make(chan int64, batches*per)
+	for i := 0; i < batches; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			reqs := make([]*router.Request, per)
+			for j := range reqs {
+				raw := cmd("INCR", "counter")
+				if j%10 == 9 {
+					raw = cmd("LPUSH", "counter", "x") // WRONGTYPE: no effect
+				}
+				reqs[j] = &router.Request{Kind: router.KindWrite, DB: i % 4, Raw: raw, Argc: strings.Count(string(raw), "$")}
+			}
+			do(b, reqs...)
+			for j, r := range reqs {
+				if j%10 == 9 {
+					if !strings.HasPrefix(string(r.Reply), "-WRONGTYPE") {
+						t.Errorf("LPUSH reply %q", r.Reply)
+					}
+					continue
+				}
+				if r.Reply[0] != ':' || r.Seq <= 0 {
+					t.Errorf("INCR reply %q seq %d", r.Reply, r.Seq)
+				}
+				seqs <- r.Seq
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(seqs)
+	max := int64(0)
+	for s := range seqs {
+		if s > max {
+			max = s
+		}
+	}
+	total := 0
+	for db := 0; db < 4; db++ {
+		c := srv.Dial(t)
+		c.Do("SELECT", db)
+		n, _ := c.Do("GET", "counter")
+		v, _ := n.([]byte)
+		var k int
+		for _, ch := range v {
+			k = k*10 + int(ch-'0')
+		}
+		total += k
+	}
+	if total != batches*per*9/10 {
+		t.Fatalf("counters sum to %d, want %d", total, batches*per*9/10)
+	}
+	// The sequence counter counts script calls that had an effect.
+	if got := srv.Do(t, "GET", replicate.KeySeq); string(got.([]byte)) != itoa(max) {
+		t.Fatalf("master seq %s, highest seq seen %d", got, max)
+	}
+	if n := srv.Do(t, "XLEN", replicate.KeyBacklog).(int64); n != max {
+		t.Fatalf("backlog has %d messages, want %d", n, max)
+	}
+}
+
+func itoa(n int64) string {
+	s := ""
+	for n > 0 {
+		s = string(rune('0'+n%10)) + s
+		n /= 10
+	}
+	return s
+}
+
+func TestBackendDownFailsFast(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Addr, time.Second, false)
+	srv.Stop(t)
+	// The keepalive notices the dead connection; meanwhile requests fail with an error.
+	redistest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		r := &router.Request{Kind: router.KindRaw, Raw: cmd("PING")}
+		start := time.Now()
+		do(b, r)
+		if d := time.Since(start); d > 1500*time.Millisecond {
+			t.Fatalf("request took %v with the backend down", d)
+		}
+		if !strings.HasPrefix(string(r.Reply), "-ERR syncproxy: test") {
+			return errString("reply " + string(r.Reply))
+		}
+		return nil
+	})
+	srv.Restart(t)
+	redistest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r := &router.Request{Kind: router.KindRaw, Raw: cmd("PING")}
+		do(b, r)
+		if string(r.Reply) != "+PONG\r\n" {
+			return errString("reply " + string(r.Reply))
+		}
+		return nil
+	})
+}
+
+func TestBackendHangTimesOut(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Addr, 300*time.Millisecond, false)
+	srv.Pause(t)
+	defer srv.Resume(t)
+	reqs := []*router.Request{
+		{Kind: router.KindRaw, Raw: cmd("GET", "a")},
+		{Kind: router.KindRaw, Raw: cmd("GET", "b")},
+	}
+	start := time.Now()
+	do(b, reqs...)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("requests took %v against a hung backend with a 300ms timeout", d)
+	}
+	for _, r := range reqs {
+		if !r.Failed || !strings.HasPrefix(string(r.Reply), "-ERR syncproxy:") {
+			t.Fatalf("reply %q failed=%v", r.Reply, r.Failed)
+		}
+	}
+	srv.Resume(t)
+	redistest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r := &router.Request{Kind: router.KindRaw, Raw: cmd("PING")}
+		do(b, r)
+		if string(r.Reply) != "+PONG\r\n" {
+			return errString("reply " + string(r.Reply))
+		}
+		return nil
+	})
+}
+
+func TestBackendNoScriptReload(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Addr, 2*time.Second, true)
+	srv.Do(t, "SCRIPT", "FLUSH")
+	r := &router.Request{Kind: router.KindWrite, Raw: cmd("SET", "a", "1"), Argc: 3}
+	do(b, r)
+	if !strings.HasPrefix(string(r.Reply), "-ERR syncproxy: the replication script") || r.Seq != 0 {
+		t.Fatalf("first write after SCRIPT FLUSH: %q", r.Reply)
+	}
+	r = &router.Request{Kind: router.KindWrite, Raw: cmd("SET", "a", "2"), Argc: 3}
+	do(b, r)
+	if string(r.Reply) != "+OK\r\n" || r.Seq <= 0 {
+		t.Fatalf("write after reload: %q seq %d", r.Reply, r.Seq)
+	}
+	if got := srv.Do(t, "GET", "a"); string(got.([]byte)) != "2" {
+		t.Fatalf("a = %s", got)
+	}
+}

@@ -1,0 +1,93 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestReadFrame(t *testing.T) {
+	good := []string{
+		"+OK\r\n",
+		"-ERR bad\r\n",
+		":-42\r\n",
+		"$0\r\n\r\n",
+		"$-1\r\n",
+		"*-1\r\n",
+		"*0\r\n",
+		"$5\r\nhe\r\no\r\n",
+		"*2\r\n$1\r\na\r\n*2\r\n:1\r\n*1\r\n+x\r\n",
+		"*3\r\n*0\r\n$-1\r\n*-1\r\n",
+		"%1\r\n+k\r\n:1\r\n",
+		"_\r\n",
+		",1.5\r\n",
+		"~2\r\n:1\r\n:2\r\n",
+	}
+	for _, in := range good {
+		// Two frames back to back: ReadFrame must stop exactly after the first.
+		br := bufio.NewReader(strings.NewReader(in + in))
+		got, err := ReadFrame(br, nil)
+		if err != nil || string(got) != in {
+			t.Errorf("ReadFrame(%q) = %q, %v", in, got, err)
+			continue
+		}
+		got, err = ReadFrame(br, got[:0])
+		if err != nil || string(got) != in {
+			t.Errorf("second ReadFrame(%q) = %q, %v", in, got, err)
+		}
+	}
+	bad := []string{
+		"?\r\n",
+		"+OK\n",
+		"$3\r\nabcd\r\n",
+		"$-2\r\n",
+		"*-3\r\n",
+		"$99999999999\r\n",
+		"*x\r\n",
+		"$\r\n",
+		"$3\r\nab",
+		"*2\r\n+a\r\n",
+		strings.Repeat("*1\r\n", maxReplyDepth+2) + "+x\r\n",
+	}
+	for _, in := range bad {
+		br := bufio.NewReaderSize(strings.NewReader(in), 16)
+		if got, err := ReadFrame(br, nil); err == nil {
+			t.Errorf("ReadFrame(%q) = %q, want an error", in, got)
+		}
+	}
+}
+
+func TestReadFrameLongLine(t *testing.T) {
+	in := "+" + strings.Repeat("x", 100) + "\r\n"
+	br := bufio.NewReaderSize(strings.NewReader(in), 16)
+	if _, err := ReadFrame(br, nil); err == nil {
+		t.Fatal("a line longer than the buffer must be refused")
+	}
+}
+
+// FuzzReadFrame checks that ReadFrame never panics, and that what it accepts is
+// exactly a prefix of its input that it can read again identically.
+func FuzzReadFrame(f *testing.F) {
+	for _, s := range []string{"+OK\r\n", "*2\r\n$1\r\na\r\n:1\r\n", "$-1\r\n", "*1\r\n*1\r\n*0\r\n", "%1\r\n+a\r\n+b\r\n", "$3\r\nab"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(in), 64)
+		got, err := ReadFrame(br, nil)
+		if err != nil {
+			return
+		}
+		if !bytes.HasPrefix(in, got) {
+			t.Fatalf("frame %q is not a prefix of the input %q", got, in)
+		}
+		again, err := ReadFrame(bufio.NewReaderSize(bytes.NewReader(got), 64), nil)
+		if err != nil || !bytes.Equal(again, got) {
+			t.Fatalf("re-reading %q gave %q, %v", got, again, err)
+		}
+		if _, err := br.Peek(1); err != nil && err != io.EOF && !bytes.Equal(got, in) {
+			t.Fatalf("unexpected reader state: %v", err)
+		}
+	})
+}
