@@ -179,7 +179,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	case router.ClassSpecial:
 		sess.localError(r, errNotSupported(rt.Info.Name))
 	case router.ClassWrite:
-		if len(args) > replicate.MaxScriptArgs {
+		if len(args)+4 > replicate.MaxScriptArgs {
 			sess.localError(r, msgTooManyArgs)
 			return
 		}
@@ -193,6 +193,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		r.Kind = router.KindWrite
 		r.Raw = c.Raw
 		r.Argc = len(args)
+		r.Rewrite = rt.Rewrite
 		*wrote = true
 		sess.toMaster(r)
 	case router.ClassMaster:

@@ -70,9 +70,9 @@ func TestScriptEncoding(t *testing.T) {
 		return string(b)
 	}
 	reply, err := redis.Values(c.Do("EVALSHA", ms.SHA, 0, "ep", 1000, "chan", 1700000000000, 0, 3,
-		2, 3, effect("2", "SET", "k", "v\x00"), "SET", "k", "v\x00",
-		0, 3, effect("0", "LPUSH", "k2", "x"), "LPUSH", "k2", "x",
-		2, 3, effect("2", "LPUSH", "k", "x"), "LPUSH", "k", "x"))
+		2, 3, 0, effect("2", "SET", "k", "v\x00"), "SET", "k", "v\x00",
+		0, 3, 0, effect("0", "LPUSH", "k2", "x"), "LPUSH", "k2", "x",
+		2, 3, 0, effect("2", "LPUSH", "k", "x"), "LPUSH", "k", "x"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,10 +24,16 @@ const MaxScriptArgs = 7900
 //
 // ARGV: epoch-candidate, backlog-maxlen, channel, now (unix ms, the proxy's clock:
 // TIME would cost a call per script), conn-db, n, then per command:
-// db, argc, effect, args... where effect is the command's sync-message encoding
-// (the proxy has the command's RESP bytes already, so Lua need not build it). It
-// returns {seq, reply1, ..., replyN}; seq is 0 when no command
-// had an effect (all failed).
+// db, argc, mode, effect, args...
+//
+// effect is the command's sync-message encoding, built by the proxy from the
+// client's RESP bytes so that Lua need not build it. mode "x" asks the script to
+// derive the effect from what the command did instead (non-deterministic and
+// time-relative commands, see rewrite below), as Redis' own replication does.
+//
+// It returns {seq, reply1, ..., replyN}; seq is 0 when no command had an effect.
+// An integer reply too large for a Lua number comes back as the status
+// "\x01I<digits>", which the proxy turns back into an integer reply.
 const masterScript = `
 -- Every call goes through redis.pcall: some servers (miniredis) keep a separate
 -- SELECTed DB for call and pcall.
@@ -36,43 +42,198 @@ local function call(...)
   if type(r) == 'table' and r.err then error(r.err) end
   return r
 end
+local function try(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then return nil end
+  return r
+end
+local function bulk(s) return '$' .. #s .. '\r\n' .. s .. '\r\n' end
+local function enc(db, t)
+  local p = {'*', #t + 1, '\r\n', bulk(db)}
+  for i = 1, #t do p[#p + 1] = bulk(t[i]) end
+  return table.concat(p)
+end
+local function num(x) return string.format('%d', x) end
+local BIG = 9007199254740992
+
+-- The effect of a key's expiry, as absolute time.
+local function ttl_effect(db, key)
+  local t = call('PEXPIRETIME', key)
+  if t == -2 then return enc(db, {'DEL', key}) end
+  if t == -1 then return enc(db, {'PERSIST', key}) end
+  return enc(db, {'PEXPIREAT', key, num(t)})
+end
+
+-- The effect of a string key's whole state: value and absolute expiry.
+local function string_effect(db, key)
+  local v = try('GET', key)
+  if v == nil then return nil end
+  if v == false then return enc(db, {'DEL', key}) end
+  local t = call('PEXPIRETIME', key)
+  if t > 0 then return enc(db, {'SET', key, v, 'PXAT', num(t)}) end
+  return enc(db, {'SET', key, v})
+end
+
+local function has_opt(a, from, to, names)
+  for i = from, to do
+    if names[string.upper(a[i])] then return true end
+  end
+  return false
+end
+
+local cur_db
+local meta_saved
+local function save_meta()
+  local d = cur_db
+  call('SELECT', 0)
+  meta_saved = {call('GET', 'syncproxy:epoch'), call('GET', 'syncproxy:seq')}
+  call('SELECT', d)
+end
+local function restore_meta()
+  local d = cur_db
+  call('SELECT', 0)
+  if meta_saved[1] and call('EXISTS', 'syncproxy:epoch') == 0 then
+    call('SET', 'syncproxy:epoch', meta_saved[1])
+  end
+  if meta_saved[2] and call('EXISTS', 'syncproxy:seq') == 0 then
+    call('SET', 'syncproxy:seq', meta_saved[2])
+  end
+  call('SELECT', d)
+end
+
+-- rewrite returns the effect of a mode-x command (nil for none) and, optionally,
+-- a replacement reply. a holds the command's arguments, a[1] its name.
+local function rewrite(db, a, r, effect)
+  local name = string.lower(a[1])
+  local key = a[2]
+  if name == 'spop' then
+    if r == false then return nil end
+    if type(r) == 'table' then
+      if #r == 0 then return nil end
+      -- In chunks: a slave applies each effect with unpack(), which is bounded.
+      local parts, k = {}, 0
+      for i = 1, #r, 1000 do
+        local t = {'SREM', key}
+        for j = i, math.min(i + 999, #r) do t[#t + 1] = r[j] end
+        parts[#parts + 1] = enc(db, t)
+        k = k + 1
+      end
+      return table.concat(parts), nil, k
+    end
+    return enc(db, {'SREM', key, r})
+  elseif name == 'incrbyfloat' then
+    return enc(db, {'SET', key, r, 'KEEPTTL'})
+  elseif name == 'hincrbyfloat' then
+    return enc(db, {'HSET', key, a[3], r})
+  elseif name == 'expire' or name == 'pexpire' then
+    if r == 0 then return nil end
+    return ttl_effect(db, key)
+  elseif name == 'getex' then
+    if r == false then return nil end
+    return ttl_effect(db, key)
+  elseif name == 'set' then
+    if has_opt(a, 4, #a, {EX = true, PX = true}) then return string_effect(db, key) end
+    return effect
+  elseif name == 'setex' or name == 'psetex' then
+    return string_effect(db, key)
+  elseif name == 'restore' then
+    local d = call('DUMP', key)
+    if d == false then return enc(db, {'DEL', key}) end
+    local t = call('PEXPIRETIME', key)
+    if t < 0 then t = 0 end
+    return enc(db, {'RESTORE', key, num(t), d, 'REPLACE', 'ABSTTL'})
+  elseif name == 'xadd' then
+    if r == false then return nil end
+    local i, trim = 3, false
+    while i <= #a do
+      local o = string.upper(a[i])
+      if o == 'NOMKSTREAM' then
+        i = i + 1
+      elseif o == 'MAXLEN' or o == 'MINID' then
+        trim = true
+        i = i + 1
+        if a[i] == '~' or a[i] == '=' then i = i + 1 end
+        i = i + 1
+      elseif o == 'LIMIT' then
+        i = i + 2
+      else
+        break
+      end
+    end
+    local t = {'XADD', key, r}
+    for j = i + 1, #a do t[#t + 1] = a[j] end
+    local e = enc(db, t)
+    if trim then
+      return e .. enc(db, {'XTRIM', key, 'MAXLEN', '=', num(call('XLEN', key))}), nil, 2
+    end
+    return e
+  elseif name == 'xtrim' then
+    if r == 0 then return nil end
+    return enc(db, {'XTRIM', key, 'MAXLEN', '=', num(call('XLEN', key))})
+  elseif name == 'incr' or name == 'incrby' or name == 'decr' or name == 'decrby' then
+    if r >= BIG or r <= -BIG then return effect, {ok = '\1I' .. call('GET', key)} end
+    return effect
+  elseif name == 'hincrby' then
+    if r >= BIG or r <= -BIG then return effect, {ok = '\1I' .. call('HGET', key, a[3])} end
+    return effect
+  end
+  return effect
+end
+
 local epoch_c, maxlen, channel, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local conndb = tonumber(ARGV[5])
+local conndb = ARGV[5]
 local n = tonumber(ARGV[6])
 local pos = 7
-local cur = conndb
+cur_db = conndb
 local out = {0}
 local eff = {}
-local function bulk(s) return '$' .. #s .. '\r\n' .. s .. '\r\n' end
+local ne = 0
 for i = 1, n do
-  local db = tonumber(ARGV[pos])
-  local argc = tonumber(ARGV[pos + 1])
-  local effect = ARGV[pos + 2]
-  pos = pos + 3
-  if db ~= cur then call('SELECT', db); cur = db end
-  local r = redis.pcall(unpack(ARGV, pos, pos + argc - 1))
-  pos = pos + argc
-  out[i + 1] = r
-  if type(r) ~= 'table' or r.err == nil then
-    eff[#eff + 1] = effect
+  local db, argc, mode, effect = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2], ARGV[pos + 3]
+  pos = pos + 4
+  if db ~= cur_db then call('SELECT', db); cur_db = db end
+  local last = pos + argc - 1
+  local r
+  if mode == 'x' then
+    local a = {unpack(ARGV, pos, last)}
+    local name = string.lower(a[1])
+    local flush = name == 'flushall' or (name == 'flushdb' and db == '0')
+    if flush then save_meta() end
+    r = redis.pcall(unpack(a))
+    if flush then restore_meta() end
+    if type(r) ~= 'table' or r.err == nil then
+      local reply, k
+      effect, reply, k = rewrite(db, a, r, effect)
+      if reply then r = reply end
+      if effect then ne = ne + (k or 1) end
+    else
+      effect = nil
+    end
+  else
+    r = redis.pcall(unpack(ARGV, pos, last))
+    if type(r) == 'table' and r.err then effect = nil else ne = ne + 1 end
   end
+  pos = last + 1
+  out[i + 1] = r
+  if effect then eff[#eff + 1] = effect end
 end
 if #eff > 0 then
-  if cur ~= 0 then call('SELECT', 0); cur = 0 end
+  if cur_db ~= '0' then call('SELECT', 0); cur_db = '0' end
   local epoch = call('GET', 'syncproxy:epoch')
   if not epoch then
     epoch = epoch_c
     call('SET', 'syncproxy:epoch', epoch)
   end
   local seq = call('INCR', 'syncproxy:seq')
-  local sseq = string.format('%d', seq)
+  local sseq = num(seq)
+  local body = table.concat(eff)
   local msg = '*5\r\n$11\r\nsyncproxy/1\r\n' .. bulk(epoch) .. ':' .. sseq .. '\r\n:' .. ms ..
-    '\r\n*' .. #eff .. '\r\n' .. table.concat(eff)
+    '\r\n*' .. ne .. '\r\n' .. body
   call('XADD', 'syncproxy:backlog', 'MAXLEN', '~', maxlen, sseq .. '-0', 'm', msg)
   call('PUBLISH', channel, msg)
   out[1] = seq
 end
-if cur ~= conndb then call('SELECT', conndb) end
+if cur_db ~= conndb then call('SELECT', conndb) end
 return out
 `
 

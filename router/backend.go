@@ -40,6 +40,9 @@ type Request struct {
 	Raw []byte
 	// Argc is the number of arguments in Raw (needed for KindWrite).
 	Argc int
+	// Rewrite asks the replication script to derive the command's effect from
+	// what it did (non-deterministic and time-relative commands).
+	Rewrite bool
 	// Reply holds the raw RESP reply once the request is complete.
 	Reply []byte
 	// Seq is the replication sequence number a KindWrite request was given (0 when
@@ -572,7 +575,7 @@ func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
 	s := l.b.opts.Script
 	total := 3 + len(s.Args) + 3
 	for r := first; r != nil; r = r.next {
-		total += 3 + r.Argc
+		total += 4 + r.Argc
 	}
 	var hdr [256]byte
 	h := appendArrayHeader(hdr[:0], total)
@@ -591,6 +594,11 @@ func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
 		args := skipArrayHeader(r.Raw)
 		h = appendBulkInt(hdr[:0], int64(r.DB))
 		h = appendBulkInt(h, int64(r.Argc))
+		if r.Rewrite {
+			h = append(h, "$1\r\nx\r\n"...)
+		} else {
+			h = append(h, "$1\r\n0\r\n"...)
+		}
 		// The effect: an array header and the DB bulk, then the arguments as sent.
 		var eh [64]byte
 		e := appendArrayHeader(eh[:0], r.Argc+1)
@@ -603,6 +611,16 @@ func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
 		bw.Write(args)
 		bw.WriteString("\r\n")
 		bw.Write(args)
+	}
+}
+
+// fixBigInt turns the script's "\x01I<digits>" status, an integer too large for a
+// Lua number, back into an integer reply.
+func fixBigInt(r *Request) {
+	if len(r.Reply) > 3 && r.Reply[0] == '+' && r.Reply[1] == 1 && r.Reply[2] == 'I' {
+		n := copy(r.Reply[1:], r.Reply[3:])
+		r.Reply = r.Reply[:1+n]
+		r.Reply[0] = ':'
 	}
 }
 
@@ -705,6 +723,7 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 		next := r.next
 		r.next = nil
 		r.Seq = seq
+		fixBigInt(r)
 		l.b.Outstanding.Add(-1)
 		r.complete()
 		r = next

@@ -33,6 +33,18 @@ const (
 type Route struct {
 	Class Class
 	Info  *CommandInfo // nil for ClassUnknown
+	// Rewrite: the write's effect must be derived from what it did on the master.
+	Rewrite bool
+}
+
+// rewriteNames are the writes whose effect is not the command itself: their
+// outcome depends on randomness or on the clock, or their integer reply may not
+// survive Lua's numbers (see the master script in package replicate).
+var rewriteNames = map[string]bool{
+	"spop": true, "incrbyfloat": true, "hincrbyfloat": true, "expire": true, "pexpire": true,
+	"setex": true, "psetex": true, "restore": true, "xadd": true, "xtrim": true,
+	"incr": true, "incrby": true, "decr": true, "decrby": true, "hincrby": true,
+	"flushall": true, "flushdb": true,
 }
 
 // classOverrides pins the class of commands whose COMMAND flags do not tell the
@@ -157,7 +169,18 @@ func (r *Router) Route(args [][]byte) Route {
 	if ci.Name == "xread" && !hasArg(args, "block") {
 		c = ClassRead
 	}
-	return Route{Class: c, Info: ci}
+	rw := false
+	if c == ClassWrite {
+		switch ci.Name {
+		case "set":
+			rw = len(args) > 3 // options: EX/PX need absolute times
+		case "getex":
+			rw = len(args) > 2
+		default:
+			rw = rewriteNames[ci.Name]
+		}
+	}
+	return Route{Class: c, Info: ci, Rewrite: rw}
 }
 
 func hasArg(args [][]byte, name string) bool {
