@@ -1,0 +1,26 @@
+// Package proxy is the client side of syncproxy: it accepts Redis clients with
+// redcon, keeps each client's session state, and dispatches every command along
+// the path the router chooses.
+//
+// # Data path
+//
+// A redcon connection is a Session. Its handler takes the whole pipelined batch
+// (the command redcon hands it plus conn.ReadPipeline()), dispatches every command
+// at once — writes to the master through the replication script, reads to a slave
+// that already applied the session's last write (read-your-writes), local commands
+// answered in place — then waits for the batch and writes the replies in order
+// with one flush. Replies are the backends' raw RESP frames, forwarded byte for
+// byte, so their types are exactly Redis'.
+//
+// # Configuration
+//
+// Config holds every setting; DefaultConfig gives the defaults and Validate the
+// first problem, worded for a user. Flags are parsed only in cmd/syncproxy.
+//
+// # Concurrency
+//
+// redcon runs one goroutine per client; Session methods run only there. Server
+// owns the backends (package router) and the replicator (package replicate):
+// NewServer starts them and Shutdown stops them, after it stopped accepting
+// clients and the batches in flight finished. Shutdown is safe to call twice.
+package proxy

@@ -1,0 +1,30 @@
+// Package replicate keeps every slave an exact copy of the master.
+//
+// # Writes
+//
+// Client writes run on the master inside one Lua script (MasterScript) that, in
+// the same atomic step, executes a group of commands, increments the sequence
+// counter syncproxy:seq, appends the sync message to the backlog stream
+// syncproxy:backlog (ID <seq>-0) and publishes it on the sync channel. The message
+// carries effects, not requests: non-deterministic or time-relative commands
+// (SPOP, INCRBYFLOAT, EXPIRE, SET EX, XADD *, ...) are replaced by what they did,
+// with absolute times. An epoch (syncproxy:epoch) names the master's data set.
+//
+// # Slaves
+//
+// The subscriber receives messages and hands them to one Applier per slave. An
+// applier applies runs of consecutive messages with ApplyScript, which checks and
+// updates the slave's own position (syncproxy:applied = "<epoch>:<seq>") in the
+// same atomic step: applying is idempotent and several proxies may apply to the
+// same slaves. A gap (lost message, overflowing queue, reconnect) is filled from
+// the backlog; a slave with no position, another epoch, or behind the backlog is
+// emptied and copied from the master (full resync). Pub/sub is only the fast
+// path: every applier also polls the master's position.
+//
+// # Concurrency
+//
+// Replicator.Start runs the subscriber and the appliers, each in one goroutine
+// that owns its connections; the subscriber also runs a pinger that owns the
+// sending side of its connection. Close cancels them all and waits; it is safe to
+// call twice.
+package replicate

@@ -1,0 +1,32 @@
+// Package router decides where each command goes and carries it there.
+//
+// # Command table
+//
+// Table describes every command (arity, flags, key positions). It is read from
+// the master's COMMAND reply at start, with a built-in fallback generated from
+// Redis 7.0 (commands_builtin.go, go generate). Router.Route classifies a command:
+// read (a slave), write (the master, through the replication script), master
+// (forwarded unchanged: COMMAND, CONFIG GET, PUBLISH, SCAN cursors...), local (the
+// proxy answers), special (session state: transactions, subscriptions, scripts,
+// blocking), denied (would break the topology or bypass replication). Unknown
+// commands are never sent to a slave.
+//
+// # Backends
+//
+// A Backend is a small pool of long-lived connections ("links") to one server,
+// shared by every client. Each link has a writer (its run goroutine) that sends
+// queued requests — a SELECT first when the request's DB differs from the
+// connection's — and flushes when its queue is empty, and a reader that completes
+// requests in FIFO order with the raw RESP frame of their reply. Consecutive
+// writes are grouped into one script call (group commit). A link that fails or
+// times out fails every request it holds with an -ERR and reconnects with capped
+// exponential backoff; while it is down, requests fail at once. A keepalive PING
+// on idle links notices dead connections.
+//
+// # Concurrency
+//
+// NewBackend starts one run goroutine per link; each run starts and waits for its
+// reader. Close cancels them and waits. Every Request submitted is completed
+// exactly once — by a reply, a timeout or a failure — so Waiter.Wait never blocks
+// forever.
+package router
