@@ -68,7 +68,13 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		BacklogLen: cfg.BacklogLen,
 		QueueLen:   cfg.ApplierQueue,
 		Timeout:    cfg.BackendTimeout,
-		Log:        log,
+		Keys: func(args [][]byte, dst []int) []int {
+			if ci := table.Lookup(args); ci != nil {
+				return ci.KeyIndexes(args, dst)
+			}
+			return dst
+		},
+		Log: log,
 	})
 	ms := replicate.MasterScript()
 	master := router.NewBackend(router.BackendOptions{

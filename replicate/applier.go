@@ -55,8 +55,10 @@ type Applier struct {
 	epoch string
 
 	script *redis.Script
-	// slave and master are owned by the run goroutine.
+	copy   *redis.Script
+	// slave, master and rs are owned by the run goroutine.
 	slave, master redis.Conn
+	rs            *resyncState // during a full resync
 }
 
 func newApplier(r *Replicator, ep Endpoint) *Applier {
@@ -67,6 +69,7 @@ func newApplier(r *Replicator, ep Endpoint) *Applier {
 		queue:  make(chan *Message, r.cfg.QueueLen),
 		kickC:  make(chan struct{}, 1),
 		script: redis.NewScript(0, applyScript),
+		copy:   redis.NewScript(0, copyScript),
 	}
 }
 
@@ -384,6 +387,11 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 				return errNotCovered
 			}
 			msgs = append(msgs, m)
+		}
+		if a.rs != nil {
+			if msgs, err = a.filter(msgs); err != nil {
+				return err
+			}
 		}
 		if err := a.applyRun(msgs); err != nil {
 			return err

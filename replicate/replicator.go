@@ -37,7 +37,11 @@ type Config struct {
 	// PollInterval is how often each applier compares its position with the master's,
 	// so that a lost message is noticed even when no more writes come.
 	PollInterval time.Duration
-	Log          zerolog.Logger
+	// Keys appends to dst the indexes of the keys in a command's arguments
+	// (args[0] is the name); a full resync needs it to copy exactly while writes
+	// go on. The proxy passes its command table's.
+	Keys func(args [][]byte, dst []int) []int
+	Log  zerolog.Logger
 }
 
 // Replicator owns the subscriber loop and one applier per slave.

@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 
@@ -11,8 +12,15 @@ import (
 // numDBs is the number of databases copied by a full resync (Redis' default).
 const numDBs = 16
 
-// fullResync empties the slave and copies the master into it, then catches up from
-// the backlog. The slave is out of the read set meanwhile.
+// fullResync empties the slave and copies the master into it while writes go on,
+// then catches up from the backlog. The slave is out of the read set meanwhile.
+//
+// The copy is exact although keys change while it runs: every batch of keys is
+// read atomically with the master's sequence number (copyScript), which becomes
+// each key's copy position. Catching up then skips an effect on keys that were
+// copied after it; an effect that mixes keys copied before and after it (or that
+// touches a key marked so) is not applied, and its keys are copied again, after
+// which catching up continues.
 func (a *Applier) fullResync(ctx context.Context, reason string) error {
 	a.setState(StateResyncing, reason)
 	a.resyncs.Add(1)
@@ -23,6 +31,8 @@ func (a *Applier) fullResync(ctx context.Context, reason string) error {
 	if _, err := a.slave.Do("FLUSHALL"); err != nil {
 		return err
 	}
+	a.rs = &resyncState{positions: map[dbKey]int64{}, dirty: map[dbKey]bool{}}
+	defer func() { a.rs = nil }()
 	copied := 0
 	for db := 0; db < numDBs; db++ {
 		n, err := a.copyDB(ctx, db)
@@ -38,29 +48,110 @@ func (a *Applier) fullResync(ctx context.Context, reason string) error {
 	a.epoch = epoch
 	a.mu.Unlock()
 	a.applied.Store(seq)
-	a.log.Info().Int("keys", copied).Int64("seq", seq).Msg("full resync copied the master")
-	_, target, err := a.masterPosition()
-	if err != nil {
-		return err
-	}
-	if err := a.catchUp(ctx, target); err != nil {
-		return err
+	a.log.Info().Int("keys", copied).Int64("seq", seq).Msg("full resync copied the master; catching up")
+	for round := 0; ; round++ {
+		_, target, err := a.masterPosition()
+		if err != nil {
+			return err
+		}
+		if target < a.rs.maxPos {
+			target = a.rs.maxPos
+		}
+		if err := a.catchUp(ctx, target); err != nil {
+			return err
+		}
+		if len(a.rs.dirty) == 0 {
+			break
+		}
+		if round == maxRecopyRounds {
+			return errResyncUnstable
+		}
+		n, err := a.recopyDirty(ctx)
+		if err != nil {
+			return err
+		}
+		a.log.Info().Int("keys", n).Int("round", round+1).Msg("full resync copied keys changed during the copy again")
 	}
 	a.setState(StateOnline, "resync complete")
 	return nil
 }
 
-// copyDB copies one database from the master to the slave with SCAN, DUMP and
-// RESTORE ... ABSTTL, in pipelined batches; it leaves both connections in DB 0.
+// maxRecopyRounds bounds the rounds of copying changed keys again; beyond it the
+// resync starts over.
+const maxRecopyRounds = 20
+
+var (
+	errResyncUnstable = errors.New("replicate: keys kept changing during the full resync; starting over")
+	errResyncGlobal   = errors.New("replicate: a database-wide write happened during the full resync; starting over")
+)
+
+// dbKey names a key in a database.
+type dbKey struct {
+	db  int
+	key string
+}
+
+// resyncState is the per-key bookkeeping of a full resync.
+type resyncState struct {
+	positions map[dbKey]int64 // sequence number each copied key is exact at
+	dirty     map[dbKey]bool  // keys whose effects were not applied: copy again
+	maxPos    int64
+}
+
+// filter drops from msgs the effects that the copy already holds, and those that
+// cannot be applied exactly (whose keys it marks dirty). Messages keep their
+// sequence numbers, possibly with no effects left.
+func (a *Applier) filter(msgs []*Message) ([]*Message, error) {
+	rs := a.rs
+	out := make([]*Message, 0, len(msgs))
+	var idx []int
+	for _, m := range msgs {
+		fm := &Message{Epoch: m.Epoch, Seq: m.Seq, TimeMs: m.TimeMs}
+		for _, e := range m.Effects {
+			idx = a.keysOf(e.Args, idx[:0])
+			if len(idx) == 0 {
+				return nil, errResyncGlobal
+			}
+			covered, dirty := 0, false
+			for _, i := range idx {
+				k := dbKey{e.DB, string(e.Args[i])}
+				if rs.dirty[k] {
+					dirty = true
+				}
+				if p, ok := rs.positions[k]; ok && p >= m.Seq {
+					covered++
+				}
+			}
+			switch {
+			case !dirty && covered == 0:
+				fm.Effects = append(fm.Effects, e)
+			case !dirty && covered == len(idx):
+				// Already in the copy.
+			default:
+				for _, i := range idx {
+					rs.dirty[dbKey{e.DB, string(e.Args[i])}] = true
+				}
+			}
+		}
+		out = append(out, fm)
+	}
+	return out, nil
+}
+
+// keysOf returns the key indexes of an effect's arguments.
+func (a *Applier) keysOf(args [][]byte, dst []int) []int {
+	if a.r.cfg.Keys != nil {
+		return a.r.cfg.Keys(args, dst)
+	}
+	return dst
+}
+
+// copyDB copies one database from the master with SCAN and copyScript batches.
 func (a *Applier) copyDB(ctx context.Context, db int) (int, error) {
 	if _, err := a.master.Do("SELECT", db); err != nil {
 		return 0, err
 	}
 	defer a.master.Do("SELECT", 0)
-	if _, err := a.slave.Do("SELECT", db); err != nil {
-		return 0, err
-	}
-	defer a.slave.Do("SELECT", 0)
 	copied := 0
 	cursor := "0"
 	for {
@@ -76,52 +167,99 @@ func (a *Applier) copyDB(ctx context.Context, db int) (int, error) {
 		}
 		cursor, _ = redis.String(vals[0], nil)
 		keys, _ := redis.ByteSlices(vals[1], nil)
-		var todo [][]byte
+		todo := keys[:0]
 		for _, k := range keys {
 			if db == 0 && strings.HasPrefix(string(k), KeyPrefix) {
 				continue
 			}
 			todo = append(todo, k)
 		}
-		for _, k := range todo {
-			a.master.Send("DUMP", k)
-			a.master.Send("PEXPIRETIME", k)
+		n, err := a.copyKeys(db, todo)
+		copied += n
+		if err != nil {
+			return copied, err
 		}
-		if len(todo) > 0 {
-			if err := a.master.Flush(); err != nil {
-				return copied, err
-			}
-		}
-		sent := 0
-		for _, k := range todo {
-			dump, derr := a.master.Receive()
-			exp, eerr := redis.Int64(a.master.Receive())
-			if derr != nil {
-				return copied, derr
-			}
-			if dump == nil || eerr != nil {
-				continue // vanished meanwhile; a later message says so
-			}
-			ttl := int64(0)
-			if exp > 0 {
-				ttl = exp
-			}
-			a.slave.Send("RESTORE", k, ttl, dump, "REPLACE", "ABSTTL")
-			sent++
-		}
-		if sent > 0 {
-			if err := a.slave.Flush(); err != nil {
-				return copied, err
-			}
-			for i := 0; i < sent; i++ {
-				if _, err := a.slave.Receive(); err != nil {
-					return copied, err
-				}
-			}
-		}
-		copied += sent
 		if cursor == "0" {
 			return copied, nil
 		}
 	}
+}
+
+// recopyDirty copies the dirty keys again and clears them.
+func (a *Applier) recopyDirty(ctx context.Context) (int, error) {
+	byDB := map[int][][]byte{}
+	for k := range a.rs.dirty {
+		byDB[k.db] = append(byDB[k.db], []byte(k.key))
+	}
+	clear(a.rs.dirty)
+	n := 0
+	for db, keys := range byDB {
+		for len(keys) > 0 {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			b := keys[:min(len(keys), 200)]
+			keys = keys[len(b):]
+			m, err := a.copyKeys(db, b)
+			n += m
+			if err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// copyKeys copies keys of db from the master to the slave, atomically read with
+// the master's sequence number, which becomes their copy position. A key gone from
+// the master is deleted from the slave.
+func (a *Applier) copyKeys(db int, keys [][]byte) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	args := make([]interface{}, 0, len(keys)+1)
+	args = append(args, db)
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	vals, err := redis.Values(a.copy.Do(a.master, args...))
+	if err != nil {
+		return 0, err
+	}
+	if len(vals) != 1+2*len(keys) {
+		return 0, ErrMessageFormat
+	}
+	pos, err := redis.Int64(vals[0], nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := a.slave.Do("SELECT", db); err != nil {
+		return 0, err
+	}
+	defer a.slave.Do("SELECT", 0)
+	for i, k := range keys {
+		dump, exp := vals[1+2*i], vals[2+2*i]
+		if dump == nil {
+			a.slave.Send("DEL", k)
+		} else {
+			ttl, _ := redis.Int64(exp, nil)
+			if ttl < 0 {
+				ttl = 0
+			}
+			a.slave.Send("RESTORE", k, ttl, dump, "REPLACE", "ABSTTL")
+		}
+		a.rs.positions[dbKey{db, string(k)}] = pos
+	}
+	if pos > a.rs.maxPos {
+		a.rs.maxPos = pos
+	}
+	if err := a.slave.Flush(); err != nil {
+		return 0, err
+	}
+	for range keys {
+		if _, err := a.slave.Receive(); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
 }

@@ -275,6 +275,27 @@ call('SET', 'syncproxy:applied', ARGV[1] .. ':' .. ARGV[3])
 return failed
 `
 
+// copyScript reads keys of one DB for a full resync, atomically with the master's
+// sequence number. ARGV: db, keys... It returns {seq, dump1, pexpiretime1, ...},
+// dump nil for a missing key.
+const copyScript = `
+local function call(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then error(r.err) end
+  return r
+end
+call('SELECT', 0)
+local out = {call('GET', 'syncproxy:seq') or '0'}
+call('SELECT', ARGV[1])
+for i = 2, #ARGV do
+  local d = call('DUMP', ARGV[i])
+  out[#out + 1] = d
+  if d then out[#out + 1] = call('PEXPIRETIME', ARGV[i]) else out[#out + 1] = -2 end
+end
+call('SELECT', 0)
+return out
+`
+
 // Script is a Lua script and its SHA1, for EVALSHA.
 type Script struct {
 	Body string
