@@ -170,10 +170,11 @@ func NewBackend(opts BackendOptions) *Backend {
 	b := &Backend{opts: opts, cancel: cancel}
 	for i := 0; i < opts.Conns; i++ {
 		l := &link{
-			b:     b,
-			idx:   i,
-			queue: make(chan *Request, opts.QueueLen),
-			log:   opts.Log.With().Str("backend", opts.Name).Str("addr", opts.Addr).Int("conn", i).Logger(),
+			b:         b,
+			idx:       i,
+			queue:     make(chan *Request, opts.QueueLen),
+			groupDone: make(chan struct{}, 1),
+			log:       opts.Log.With().Str("backend", opts.Name).Str("addr", opts.Addr).Int("conn", i).Logger(),
 		}
 		l.downMsg = "ERR syncproxy: " + opts.Name + " " + opts.Addr + " is unavailable"
 		b.links = append(b.links, l)
@@ -241,6 +242,10 @@ type link struct {
 
 	// reload asks the writer to SCRIPT LOAD before its next script call.
 	reload atomic.Bool
+	// groups counts script calls sent and not yet answered; groupDone wakes a
+	// writer waiting for one to complete.
+	groups    atomic.Int32
+	groupDone chan struct{}
 }
 
 // pendingKind says what the reader must do with the next reply.
@@ -257,6 +262,9 @@ type pending struct {
 	req  *Request
 	n    int
 }
+
+// maxGroupsInFlight bounds the script calls in flight on one connection.
+const maxGroupsInFlight = 2
 
 const (
 	minBackoff    = 50 * time.Millisecond
@@ -399,6 +407,7 @@ func (l *link) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 // fails or ctx ends; then it fails every request in flight.
 func (l *link) serve(ctx context.Context, conn net.Conn, br *bufio.Reader) error {
 	pend := make(chan pending, 1024)
+	l.groups.Store(0)
 	stop := make(chan struct{})
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- l.reader(conn, br, pend, stop) }()
@@ -489,6 +498,27 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			}
 		}
 		if r.Kind == KindWrite && o.Script != nil {
+			// Adaptive group commit: with enough script calls in flight, let writes
+			// accumulate in the queue until one completes, so that the next call
+			// carries them all (the master's cost is per call, not per write).
+			if l.groups.Load() >= maxGroupsInFlight {
+				if err := l.flush(conn, bw); err != nil {
+					l.failChain(r)
+					return err
+				}
+				for l.groups.Load() >= maxGroupsInFlight {
+					select {
+					case <-l.groupDone:
+					case <-ctx.Done():
+						l.failChain(r)
+						return errStopped
+					case err := <-readerDone:
+						readerDone <- err
+						l.failChain(r)
+						return err
+					}
+				}
+			}
 			// Group commit: take the writes queued behind this one.
 			first, last, n := r, r, 1
 			for n < o.MaxGroup {
@@ -517,6 +547,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 				}
 			}
 			l.writeGroup(bw, first, n, curDB)
+			l.groups.Add(1)
 			if err := push(pending{kind: pendGroup, req: first, n: n}); err != nil {
 				l.failChain(first)
 				return err
@@ -664,7 +695,13 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 			l.b.Outstanding.Add(-1)
 			r.complete()
 		case pendGroup:
-			if rest, err := l.readGroup(br, p); err != nil {
+			rest, err := l.readGroup(br, p)
+			l.groups.Add(-1)
+			select {
+			case l.groupDone <- struct{}{}:
+			default:
+			}
+			if err != nil {
 				l.failChain(rest)
 				return err
 			}
