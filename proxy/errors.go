@@ -20,8 +20,6 @@ const (
 	msgAuthNoPassword = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
 	// msgClientName is Redis' reply to CLIENT SETNAME with a bad name.
 	msgClientName = "ERR Client names cannot contain spaces, newlines or special characters."
-	// msgShuttingDown is sent to batches that arrive after shutdown began.
-	msgShuttingDown = "ERR syncproxy is shutting down"
 	// msgReservedKey refuses writes to the replication metadata.
 	msgReservedKey = "ERR syncproxy: keys starting with 'syncproxy:' are reserved for replication metadata"
 	// msgSyncChannel refuses PUBLISH to the sync channel.

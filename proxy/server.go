@@ -37,13 +37,17 @@ type Server struct {
 
 	nextID   atomic.Int64
 	clients  atomic.Int64
-	busy     atomic.Int64 // batches being served
 	closing  atomic.Bool
 	commands atomic.Int64
 
 	mu       sync.Mutex
 	shutdown bool
+	sessions map[*Session]struct{}
 }
+
+// drainIdle is how long, during a shutdown, a client may stay idle before its
+// connection is closed: commands it already sent are still read and answered.
+const drainIdle = 100 * time.Millisecond
 
 // NewServer connects to the backends described by cfg (which must name a master)
 // and starts replication; Serve then accepts clients.
@@ -54,7 +58,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	if cfg.Master == "" {
 		return nil, errors.New("proxy: no master configured")
 	}
-	s := &Server{cfg: cfg, log: log, start: time.Now()}
+	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{}}
 	table := s.loadTable()
 
 	var slaveEPs []replicate.Endpoint
@@ -102,6 +106,15 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	}
 	s.router = router.New(table, master, slaves)
 	s.repl.Start()
+	// Clients that come right away should not find the links still dialing.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.BackendTimeout)
+	defer cancel()
+	if !master.WaitFirstAttempt(ctx) {
+		log.Warn().Str("master", cfg.Master).Msg("master unreachable at start; writes fail until it is back")
+	}
+	for _, sl := range slaves {
+		sl.Backend.WaitFirstAttempt(ctx)
+	}
 	return s, nil
 }
 
@@ -189,10 +202,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ln != nil {
 		ln.stopAccepting()
 	}
-	// Batches in flight finish; new ones are refused (see handle).
+	// Clients are served until they have been idle for drainIdle: what they sent
+	// before the shutdown is answered. Then their connections close.
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.conn.NetConn().SetReadDeadline(time.Now().Add(drainIdle))
+	}
+	s.mu.Unlock()
 	var err error
 	tick := time.NewTicker(5 * time.Millisecond)
-	for s.busy.Load() > 0 && err == nil {
+	for s.clients.Load() > 0 && err == nil {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -225,16 +244,23 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		return false
 	}
 	id := s.nextID.Add(1)
-	conn.SetContext(newSession(s, conn, id))
+	sess := newSession(s, conn, id)
+	conn.SetContext(sess)
+	s.mu.Lock()
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
 	s.clients.Add(1)
 	return true
 }
 
 func (s *Server) closed(conn redcon.Conn, err error) {
-	s.clients.Add(-1)
 	if sess, ok := conn.Context().(*Session); ok {
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
 		sess.close()
 	}
+	s.clients.Add(-1)
 }
 
 // gateListener lets Shutdown stop accepting without redcon closing the clients:

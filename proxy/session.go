@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/tidwall/redcon"
@@ -39,10 +40,11 @@ type Session struct {
 
 	replyMode int // 0 on, 1 off, 2 skip next
 
-	cmds   []redcon.Command
-	reqs   []*router.Request
-	posts  []post
-	waiter *router.Waiter
+	cmds    []redcon.Command
+	reqs    []*router.Request
+	posts   []post
+	onSlave []bool // the request went to a slave
+	waiter  *router.Waiter
 }
 
 func newSession(s *Server, conn redcon.Conn, id int64) *Session {
@@ -68,14 +70,6 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 		conn.Close()
 		return
 	}
-	s.busy.Add(1)
-	defer s.busy.Add(-1)
-	if s.closing.Load() {
-		conn.WriteError(msgShuttingDown)
-		redcon.BaseWriter(conn).Flush()
-		conn.Close()
-		return
-	}
 	batch := append(sess.cmds[:0], cmd)
 	batch = append(batch, conn.ReadPipeline()...)
 	quit := false
@@ -94,6 +88,9 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	sess.cmds = sess.cmds[:0]
 	if quit {
 		conn.Close()
+	} else if s.closing.Load() {
+		// Shutting down: answer what the client sends next, close when it idles.
+		conn.NetConn().SetReadDeadline(time.Now().Add(drainIdle))
 	}
 }
 
@@ -102,6 +99,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 	for len(sess.reqs) < len(cmds) {
 		sess.reqs = append(sess.reqs, &router.Request{})
 		sess.posts = append(sess.posts, postNone)
+		sess.onSlave = append(sess.onSlave, false)
 	}
 	wrote := false
 	for i, c := range cmds {
@@ -109,6 +107,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		r.Reset()
 		r.DB = sess.db
 		sess.posts[i] = postNone
+		sess.onSlave[i] = false
 		mode := sess.replyMode
 		sess.dispatch(i, r, c, &wrote)
 		if sess.posts[i] == postNone || sess.posts[i] == postInfo {
@@ -123,6 +122,22 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 	}
 	sess.s.commands.Add(int64(len(cmds)))
 	sess.waiter.Wait()
+	// A read that failed on a slave (it went down) is retried on the master, when
+	// no write of the batch could overtake it there.
+	if !wrote {
+		retried := false
+		for i := range cmds {
+			if r := sess.reqs[i]; sess.onSlave[i] && r.Failed {
+				r.Failed = false
+				retried = true
+				sess.s.router.MasterReads.Add(1)
+				sess.toMaster(r)
+			}
+		}
+		if retried {
+			sess.waiter.Wait()
+		}
+	}
 	for i := range cmds {
 		r := sess.reqs[i]
 		if r.Kind == router.KindWrite && r.Seq > sess.lastSeq {
@@ -194,6 +209,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		r.Raw = c.Raw
 		r.Argc = len(args)
 		r.Rewrite = rt.Rewrite
+		r.NullArray = rt.NullArray
 		*wrote = true
 		sess.toMaster(r)
 	case router.ClassMaster:
@@ -212,6 +228,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		if !*wrote {
 			if sl := sess.s.router.PickSlave(sess.lastSeq); sl != nil {
 				sl.Reads.Add(1)
+				sess.onSlave[i] = true
 				sess.waiter.Add(r)
 				sl.Backend.Submit(int(sess.id), r)
 				return

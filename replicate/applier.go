@@ -148,12 +148,29 @@ func (a *Applier) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		a.setState(StateDown, err.Error())
+		if a.State() == StateOnline && a.slaveAlive(ctx) {
+			// The master, not the slave, failed: the slave keeps a consistent
+			// (if aging) copy and keeps serving reads until the master is back.
+			a.log.Warn().Err(err).Msg("master unreachable; the slave keeps serving reads")
+		} else {
+			a.setState(StateDown, err.Error())
+		}
 		if !sleepCtx(ctx, backoff) {
 			return
 		}
 		backoff = nextBackoff(backoff)
 	}
+}
+
+// slaveAlive reports whether the slave answers a PING on a new connection.
+func (a *Applier) slaveAlive(ctx context.Context) bool {
+	c, err := a.r.dial(ctx, a.ep, a.r.cfg.Timeout)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_, err = c.Do("PING")
+	return err == nil
 }
 
 func (a *Applier) closeConns() {

@@ -43,6 +43,9 @@ type Request struct {
 	// Rewrite asks the replication script to derive the command's effect from
 	// what it did (non-deterministic and time-relative commands).
 	Rewrite bool
+	// NullArray: the command's nil reply is a null array, which Lua turns into a
+	// null bulk string; the reader turns it back.
+	NullArray bool
 	// Reply holds the raw RESP reply once the request is complete.
 	Reply []byte
 	// Seq is the replication sequence number a KindWrite request was given (0 when
@@ -77,20 +80,24 @@ func (r *Request) fail(msg string) {
 }
 
 // Waiter counts outstanding requests of one batch. Add and Wait belong to one
-// goroutine (the session's); completions come from any.
+// goroutine (the session's); completions come from any. The count holds one extra
+// guard while the batch is being dispatched, so that requests completing before
+// the last one is added cannot signal early.
 type Waiter struct {
-	n     atomic.Int32
-	added bool
-	ch    chan struct{}
+	n  atomic.Int32
+	ch chan struct{}
 }
 
 // NewWaiter returns a Waiter ready for use.
-func NewWaiter() *Waiter { return &Waiter{ch: make(chan struct{}, 1)} }
+func NewWaiter() *Waiter {
+	w := &Waiter{ch: make(chan struct{}, 1)}
+	w.n.Store(1)
+	return w
+}
 
 // Add registers r with w; it must be called before r is submitted.
 func (w *Waiter) Add(r *Request) {
 	w.n.Add(1)
-	w.added = true
 	r.waiter = w
 }
 
@@ -100,14 +107,14 @@ func (w *Waiter) done() {
 	}
 }
 
-// Wait blocks until every added request completed. Backends guarantee completion
-// within their timeout, so Wait never blocks forever.
+// Wait blocks until every added request completed, then readies w for the next
+// batch. Backends guarantee completion within their timeout, so Wait never blocks
+// forever.
 func (w *Waiter) Wait() {
-	if !w.added {
-		return
+	if w.n.Add(-1) != 0 {
+		<-w.ch
 	}
-	w.added = false
-	<-w.ch
+	w.n.Store(1)
 }
 
 // WriteScript is the replication script that KindWrite requests run in. The call
@@ -144,6 +151,9 @@ type Backend struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// tried is closed once the first connection attempt of every link ended.
+	tried     chan struct{}
+	triedLeft atomic.Int32
 
 	// Outstanding counts requests submitted and not yet completed (for balancing).
 	Outstanding atomic.Int64
@@ -167,7 +177,8 @@ func NewBackend(opts BackendOptions) *Backend {
 		opts.MaxGroup = 64
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Backend{opts: opts, cancel: cancel}
+	b := &Backend{opts: opts, cancel: cancel, tried: make(chan struct{})}
+	b.triedLeft.Store(int32(opts.Conns))
 	for i := 0; i < opts.Conns; i++ {
 		l := &link{
 			b:         b,
@@ -185,6 +196,16 @@ func NewBackend(opts BackendOptions) *Backend {
 		}()
 	}
 	return b
+}
+
+// WaitFirstAttempt waits until every connection tried to connect once, or ctx
+// ends; it reports whether the backend is up.
+func (b *Backend) WaitFirstAttempt(ctx context.Context) bool {
+	select {
+	case <-b.tried:
+	case <-ctx.Done():
+	}
+	return b.Up()
 }
 
 // Name returns the backend's name.
@@ -274,13 +295,22 @@ const (
 
 func (l *link) run(ctx context.Context) {
 	backoff := minBackoff
+	first := true
 	for {
 		conn, br, err := l.dial(ctx)
 		if err == nil {
-			backoff = minBackoff
-			l.log.Info().Msg("backend connected")
 			l.b.up.Add(1)
 			l.up.Store(true)
+		}
+		if first {
+			first = false
+			if l.b.triedLeft.Add(-1) == 0 {
+				close(l.b.tried)
+			}
+		}
+		if err == nil {
+			backoff = minBackoff
+			l.log.Info().Msg("backend connected")
 			err = l.serve(ctx, conn, br)
 			l.up.Store(false)
 			l.b.up.Add(-1)
@@ -761,6 +791,9 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 		r.next = nil
 		r.Seq = seq
 		fixBigInt(r)
+		if r.NullArray && string(r.Reply) == "$-1\r\n" {
+			r.Reply = append(r.Reply[:0], "*-1\r\n"...)
+		}
 		l.b.Outstanding.Add(-1)
 		r.complete()
 		r = next

@@ -35,6 +35,8 @@ type Route struct {
 	Info  *CommandInfo // nil for ClassUnknown
 	// Rewrite: the write's effect must be derived from what it did on the master.
 	Rewrite bool
+	// NullArray: the write's nil reply is a null array (see Request.NullArray).
+	NullArray bool
 }
 
 // rewriteNames are the writes whose effect is not the command itself: their
@@ -76,6 +78,10 @@ var classOverrides = map[string]Class{
 	"eval_ro": ClassSpecial, "evalsha_ro": ClassSpecial, "fcall": ClassSpecial,
 	"fcall_ro": ClassSpecial, "script": ClassSpecial, "function": ClassSpecial,
 	"wait": ClassSpecial, "swapdb": ClassSpecial,
+
+	// PFCOUNT updates the cached cardinality inside the HyperLogLog: run on the
+	// master and replicated, or the slaves' values would drift from the master's.
+	"pfcount": ClassWrite,
 
 	// Cursors are only valid on the backend that issued them.
 	"scan": ClassMaster, "sscan": ClassMaster, "hscan": ClassMaster, "zscan": ClassMaster,
@@ -165,9 +171,13 @@ func (r *Router) Route(args [][]byte) Route {
 	if c == ClassRead && ci.Has(FlagBlocking) {
 		c = ClassSpecial
 	}
-	// XREAD is flagged blocking but only blocks with BLOCK.
-	if ci.Name == "xread" && !hasArg(args, "block") {
-		c = ClassRead
+	// XREAD and XREADGROUP are flagged blocking but only block with BLOCK.
+	if (ci.Name == "xread" || ci.Name == "xreadgroup") && !hasArg(args, "block") {
+		if ci.Name == "xread" {
+			c = ClassRead
+		} else {
+			c = ClassWrite
+		}
 	}
 	rw := false
 	if c == ClassWrite {
@@ -180,7 +190,16 @@ func (r *Router) Route(args [][]byte) Route {
 			rw = rewriteNames[ci.Name]
 		}
 	}
-	return Route{Class: c, Info: ci, Rewrite: rw}
+	na := false
+	if c == ClassWrite {
+		switch ci.Name {
+		case "lpop", "rpop":
+			na = len(args) == 3
+		case "lmpop", "zmpop", "xreadgroup":
+			na = true
+		}
+	}
+	return Route{Class: c, Info: ci, Rewrite: rw, NullArray: na}
 }
 
 func hasArg(args [][]byte, name string) bool {

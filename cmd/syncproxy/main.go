@@ -55,7 +55,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
 		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
 	)
-	fs.Usage = func() {
+	usage := func() {
 		fmt.Fprintf(stdout, "Usage: syncproxy [flags]\n\n"+
 			"A Redis proxy: writes go to --master and are replicated to every --slaves\n"+
 			"server; reads are balanced across the slaves. With no --master it runs a\n"+
@@ -64,9 +64,10 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
+	fs.Usage = func() {} // a parse error is one line on stderr, printed by run
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return cfg, true, nil
 		}
 		return cfg, false, usageError{err}
@@ -148,7 +149,8 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 	}
 	log := newLogger(cfg, stderr)
 
-	if cfg.Demo() {
+	demo := cfg.Demo()
+	if demo {
 		stop, err := startDemo(&cfg)
 		if err != nil {
 			log.Error().Err(err).Msg("cannot start the demo servers")
@@ -167,7 +169,7 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 		srv.Close()
 		return 1
 	}
-	if cfg.Demo() {
+	if demo {
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
 		log.Warn().Str("master", cfg.Master).Strs("slaves", cfg.Slaves).
 			Str("try", "redis-cli -p "+port).
