@@ -281,7 +281,8 @@ func (a *Applier) masterPosition() (string, int64, error) {
 			return "", 0, err
 		}
 		if vals[0] == nil {
-			if _, err := a.master.Do("SET", KeyEpoch, a.r.EpochCandidate(), "NX"); err != nil {
+			epoch := a.r.EpochCandidate() + "-" + strconv.FormatInt(time.Now().UnixMilli(), 10)
+			if _, err := a.master.Do("SET", KeyEpoch, epoch, "NX"); err != nil {
 				return "", 0, err
 			}
 			continue
@@ -481,7 +482,7 @@ func (a *Applier) applyBatch(msgs []*Message) error {
 	from := a.Applied()
 	last := msgs[len(msgs)-1]
 	neff := 0
-	nargs := 4
+	nargs := 5
 	for _, m := range msgs {
 		neff += len(m.Effects)
 		for _, e := range m.Effects {
@@ -489,7 +490,11 @@ func (a *Applier) applyBatch(msgs []*Message) error {
 		}
 	}
 	args := make([]interface{}, 0, nargs)
-	args = append(args, last.Epoch, from, last.Seq, neff)
+	token := ""
+	if a.rs != nil {
+		token = a.rs.token
+	}
+	args = append(args, last.Epoch, from, last.Seq, neff, token)
 	for _, m := range msgs {
 		for _, e := range m.Effects {
 			args = append(args, e.DB, len(e.Args))

@@ -26,12 +26,21 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	srvs := redistest.StartN(t, 2)
+	return newRigOn(t, srvs[0], srvs[1], 10000, 10000)
+}
+
+// newRigOn builds a rig on existing servers (several rigs may share them, like
+// several proxies do).
+func newRigOn(t *testing.T, master, slave *redistest.Server, queueLen, backlogLen int) *rig {
+	t.Helper()
 	table := router.BuiltinTable()
-	rg := &rig{master: srvs[0], slave: srvs[1]}
+	rg := &rig{master: master, slave: slave}
 	rg.repl = replicate.New(replicate.Config{
 		Master:       replicate.Endpoint{Name: "master", Addr: rg.master.Addr},
 		Slaves:       []replicate.Endpoint{{Name: "slave-1", Addr: rg.slave.Addr}},
 		Channel:      "test:sync",
+		QueueLen:     queueLen,
+		BacklogLen:   backlogLen,
 		PollInterval: 100 * time.Millisecond,
 		Keys: func(args [][]byte, dst []int) []int {
 			if ci := table.Lookup(args); ci != nil {
@@ -45,7 +54,7 @@ func newRig(t *testing.T) *rig {
 	t.Cleanup(rg.repl.Close)
 	ms := replicate.MasterScript()
 	rg.b = router.NewBackend(router.BackendOptions{Name: "master", Addr: rg.master.Addr, Conns: 1, Timeout: 5 * time.Second, Log: zerolog.Nop(),
-		Script: &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{[]byte(rg.repl.EpochCandidate()), []byte("10000"), []byte("test:sync")}}})
+		Script: &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{[]byte(rg.repl.EpochCandidate()), []byte(fmt.Sprint(backlogLen)), []byte("test:sync")}}})
 	t.Cleanup(rg.b.Close)
 	redistest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if !rg.b.Up() || !rg.repl.Appliers()[0].Online() {

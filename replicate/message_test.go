@@ -82,7 +82,7 @@ func TestScriptEncoding(t *testing.T) {
 	if _, ok := reply[3].(redis.Error); !ok {
 		t.Fatalf("WRONGTYPE expected, got %#v", reply[3])
 	}
-	want := replicate.AppendMessage(nil, &replicate.Message{Epoch: "ep", Seq: 1, TimeMs: 1700000000000, Effects: []replicate.Effect{
+	want := replicate.AppendMessage(nil, &replicate.Message{Epoch: "ep-1700000000000", Seq: 1, TimeMs: 1700000000000, Effects: []replicate.Effect{
 		{DB: 2, Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v\x00")}},
 		{DB: 0, Args: [][]byte{[]byte("LPUSH"), []byte("k2"), []byte("x")}},
 	}})

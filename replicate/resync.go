@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
@@ -28,10 +29,24 @@ func (a *Applier) fullResync(ctx context.Context, reason string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.slave.Do("FLUSHALL"); err != nil {
+	// One resync at a time per slave, whatever the number of proxies: the lock
+	// also keeps other appliers from applying to the half-copied slave.
+	token := newEpoch()
+	ok, err := redis.String(a.slave.Do("SET", KeyResync, token, "NX", "PX", resyncLockTTL.Milliseconds()))
+	if err == redis.ErrNil || (err == nil && ok != "OK") {
+		return errResyncBusy
+	}
+	if err != nil {
 		return err
 	}
-	a.rs = &resyncState{positions: map[dbKey]int64{}, dirty: map[dbKey]bool{}}
+	defer a.slave.Do("EVAL", releaseLock, 0, token)
+	a.slave.Send("MULTI")
+	a.slave.Send("FLUSHALL")
+	a.slave.Send("SET", KeyResync, token, "PX", resyncLockTTL.Milliseconds())
+	if _, err := a.slave.Do("EXEC"); err != nil {
+		return err
+	}
+	a.rs = &resyncState{positions: map[dbKey]int64{}, dirty: map[dbKey]bool{}, token: token}
 	defer func() { a.rs = nil }()
 	copied := 0
 	for db := 0; db < numDBs; db++ {
@@ -76,6 +91,13 @@ func (a *Applier) fullResync(ctx context.Context, reason string) error {
 	return nil
 }
 
+// resyncLockTTL bounds how long a crashed resync keeps a slave locked; a running
+// resync refreshes it with every batch it copies.
+const resyncLockTTL = 30 * time.Second
+
+// releaseLock deletes the resync lock if it is still ours.
+const releaseLock = `if redis.call('GET', 'syncproxy:resync') == ARGV[1] then return redis.call('DEL', 'syncproxy:resync') end return 0`
+
 // maxRecopyRounds bounds the rounds of copying changed keys again; beyond it the
 // resync starts over.
 const maxRecopyRounds = 20
@@ -83,6 +105,7 @@ const maxRecopyRounds = 20
 var (
 	errResyncUnstable = errors.New("replicate: keys kept changing during the full resync; starting over")
 	errResyncGlobal   = errors.New("replicate: a database-wide write happened during the full resync; starting over")
+	errResyncBusy     = errors.New("replicate: another applier is resyncing this slave")
 )
 
 // dbKey names a key in a database.
@@ -93,6 +116,7 @@ type dbKey struct {
 
 // resyncState is the per-key bookkeeping of a full resync.
 type resyncState struct {
+	token     string          // value of the slave's resync lock
 	positions map[dbKey]int64 // sequence number each copied key is exact at
 	dirty     map[dbKey]bool  // keys whose effects were not applied: copy again
 	maxPos    int64
@@ -253,10 +277,13 @@ func (a *Applier) copyKeys(db int, keys [][]byte) (int, error) {
 	if pos > a.rs.maxPos {
 		a.rs.maxPos = pos
 	}
+	a.slave.Send("SELECT", 0)
+	a.slave.Send("PEXPIRE", KeyResync, resyncLockTTL.Milliseconds())
+	a.slave.Send("SELECT", db)
 	if err := a.slave.Flush(); err != nil {
 		return 0, err
 	}
-	for range keys {
+	for i := 0; i < len(keys)+3; i++ {
 		if _, err := a.slave.Receive(); err != nil {
 			return 0, err
 		}

@@ -12,6 +12,7 @@ const (
 	KeySeq     = "syncproxy:seq"     // master: last sequence number assigned
 	KeyBacklog = "syncproxy:backlog" // master: stream of sync messages, ID <seq>-0
 	KeyApplied = "syncproxy:applied" // slave: "<epoch>:<seq>" of the last applied message
+	KeyResync  = "syncproxy:resync"  // slave: token of the applier resyncing it
 )
 
 // MaxScriptArgs bounds the arguments of one replicated write: Lua's unpack() cannot
@@ -221,7 +222,9 @@ if #eff > 0 then
   if cur_db ~= '0' then call('SELECT', 0); cur_db = '0' end
   local epoch = call('GET', 'syncproxy:epoch')
   if not epoch then
-    epoch = epoch_c
+    -- A new data set (first write ever, or the master lost its data): a new
+    -- epoch, unique even when the same proxy made the previous one.
+    epoch = epoch_c .. '-' .. ms
     call('SET', 'syncproxy:epoch', epoch)
   end
   local seq = call('INCR', 'syncproxy:seq')
@@ -242,7 +245,11 @@ return out
 // exactly the position the run starts from, which makes applying idempotent and safe
 // with several appliers.
 //
-// ARGV: epoch, from-seq, to-seq, n, then per effect: db, argc, args... It returns the
+// A slave being resynced is locked (syncproxy:resync holds the resyncing applier's
+// token): only that applier may apply to it.
+//
+// ARGV: epoch, from-seq, to-seq, n, token, then per effect: db, argc, args... It
+// returns the
 // number of effects that failed on the slave (a sign of divergence).
 const applyScript = `
 -- Every call goes through redis.pcall: some servers (miniredis) keep a separate
@@ -252,13 +259,17 @@ local function call(...)
   if type(r) == 'table' and r.err then error(r.err) end
   return r
 end
+local lock = call('GET', 'syncproxy:resync')
+if lock and lock ~= ARGV[5] then
+  return {err = 'SYNCGAP resync in progress'}
+end
 local want = ARGV[1] .. ':' .. ARGV[2]
 local cur = call('GET', 'syncproxy:applied')
 if cur ~= want then
   return {err = 'SYNCGAP ' .. tostring(cur)}
 end
 local n = tonumber(ARGV[4])
-local pos = 5
+local pos = 6
 local curdb = 0
 local failed = 0
 for i = 1, n do
