@@ -36,7 +36,8 @@ type Session struct {
 
 	db      int
 	name    string
-	lastSeq int64 // sequence number of this client's last write (read-your-writes)
+	lastSeq   int64  // sequence number of this client's last write (read-your-writes)
+	lastEpoch string // and the master's epoch then
 
 	replyMode int // 0 on, 1 off, 2 skip next
 
@@ -140,8 +141,8 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 	}
 	for i := range cmds {
 		r := sess.reqs[i]
-		if r.Kind == router.KindWrite && r.Seq > sess.lastSeq {
-			sess.lastSeq = r.Seq
+		if r.Kind == router.KindWrite && r.Seq > 0 {
+			sess.lastSeq, sess.lastEpoch = r.Seq, r.Epoch
 		}
 		switch sess.posts[i] {
 		case postInfo:
@@ -226,7 +227,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		// A read after a write of the same batch goes behind it on the master
 		// connection; otherwise to a slave that has this client's last write.
 		if !*wrote {
-			if sl := sess.s.router.PickSlave(sess.lastSeq); sl != nil {
+			if sl := sess.s.router.PickSlave(sess.lastEpoch, sess.lastSeq); sl != nil {
 				sl.Reads.Add(1)
 				sess.onSlave[i] = true
 				sess.waiter.Add(r)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,8 +50,7 @@ type Applier struct {
 	resyncs  atomic.Int64
 	catchups atomic.Int64
 
-	mu    sync.Mutex
-	epoch string
+	epoch atomic.Pointer[string]
 
 	script *redis.Script
 	copy   *redis.Script
@@ -87,10 +85,13 @@ func (a *Applier) Applied() int64 { return a.applied.Load() }
 
 // Epoch returns the epoch of the slave's data.
 func (a *Applier) Epoch() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.epoch
+	if e := a.epoch.Load(); e != nil {
+		return *e
+	}
+	return ""
 }
+
+func (a *Applier) setEpoch(e string) { a.epoch.Store(&e) }
 
 // LagMessages returns how many known messages the slave has not applied yet.
 func (a *Applier) LagMessages() int64 {
@@ -340,9 +341,7 @@ func (a *Applier) sync(ctx context.Context) error {
 	case sSeq > mSeq:
 		return a.fullResync(ctx, "slave is ahead of the master")
 	}
-	a.mu.Lock()
-	a.epoch = sEpoch
-	a.mu.Unlock()
+	a.setEpoch(sEpoch)
 	a.applied.Store(sSeq)
 	if sSeq < mSeq {
 		if err := a.catchUp(ctx, mSeq); err == errNotCovered {

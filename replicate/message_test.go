@@ -76,11 +76,11 @@ func TestScriptEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reply[0].(int64) != 1 || reply[1] != "OK" || reply[2].(int64) != 1 {
+	if reply[0].(int64) != 1 || string(reply[1].([]byte)) != "ep-1700000000000" || reply[2] != "OK" || reply[3].(int64) != 1 {
 		t.Fatalf("reply %#v", reply)
 	}
-	if _, ok := reply[3].(redis.Error); !ok {
-		t.Fatalf("WRONGTYPE expected, got %#v", reply[3])
+	if _, ok := reply[4].(redis.Error); !ok {
+		t.Fatalf("WRONGTYPE expected, got %#v", reply[4])
 	}
 	want := replicate.AppendMessage(nil, &replicate.Message{Epoch: "ep-1700000000000", Seq: 1, TimeMs: 1700000000000, Effects: []replicate.Effect{
 		{DB: 2, Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v\x00")}},

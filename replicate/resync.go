@@ -59,9 +59,7 @@ func (a *Applier) fullResync(ctx context.Context, reason string) error {
 	if _, err := a.slave.Do("SET", KeyApplied, epoch+":"+strconv.FormatInt(seq, 10)); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	a.epoch = epoch
-	a.mu.Unlock()
+	a.setEpoch(epoch)
 	a.applied.Store(seq)
 	a.log.Info().Int("keys", copied).Int64("seq", seq).Msg("full resync copied the master; catching up")
 	for round := 0; ; round++ {

@@ -32,7 +32,8 @@ const MaxScriptArgs = 7900
 // derive the effect from what the command did instead (non-deterministic and
 // time-relative commands, see rewrite below), as Redis' own replication does.
 //
-// It returns {seq, reply1, ..., replyN}; seq is 0 when no command had an effect.
+// It returns {seq, epoch, reply1, ..., replyN}; seq is 0 and epoch empty when no
+// command had an effect.
 // An integer reply too large for a Lua number comes back as the status
 // "\x01I<digits>", which the proxy turns back into an integer reply.
 const masterScript = `
@@ -186,7 +187,7 @@ local conndb = ARGV[5]
 local n = tonumber(ARGV[6])
 local pos = 7
 cur_db = conndb
-local out = {0}
+local out = {0, ''}
 local eff = {}
 local ne = 0
 for i = 1, n do
@@ -215,7 +216,7 @@ for i = 1, n do
     if type(r) == 'table' and r.err then effect = nil else ne = ne + 1 end
   end
   pos = last + 1
-  out[i + 1] = r
+  out[i + 2] = r
   if effect then eff[#eff + 1] = effect end
 end
 if #eff > 0 then
@@ -235,6 +236,7 @@ if #eff > 0 then
   call('XADD', 'syncproxy:backlog', 'MAXLEN', '~', maxlen, sseq .. '-0', 'm', msg)
   call('PUBLISH', channel, msg)
   out[1] = seq
+  out[2] = epoch
 end
 if cur_db ~= conndb then call('SELECT', conndb) end
 return out

@@ -49,8 +49,9 @@ type Request struct {
 	// Reply holds the raw RESP reply once the request is complete.
 	Reply []byte
 	// Seq is the replication sequence number a KindWrite request was given (0 when
-	// it had no effect, e.g. it failed).
-	Seq int64
+	// it had no effect, e.g. it failed), within Epoch, the master's data set.
+	Seq   int64
+	Epoch string
 	// Failed is true when Reply is an error made by the proxy (backend down, timeout),
 	// not a reply of the backend.
 	Failed bool
@@ -120,7 +121,7 @@ func (w *Waiter) Wait() {
 // WriteScript is the replication script that KindWrite requests run in. The call
 // sent is: EVALSHA SHA 0 Args... <unix-ms> <conn-db> <n> then, per command,
 // <db> <argc> <effect> <args...> (see writeGroup).
-// Its reply is an array: the sequence number, then one reply per command.
+// Its reply is an array: the sequence number, the epoch, then one reply per command.
 type WriteScript struct {
 	SHA  string
 	Body string
@@ -267,6 +268,9 @@ type link struct {
 	// writer waiting for one to complete.
 	groups    atomic.Int32
 	groupDone chan struct{}
+	// epoch and epochBuf belong to the reader.
+	epoch    string
+	epochBuf []byte
 }
 
 // pendingKind says what the reader must do with the next reply.
@@ -675,6 +679,19 @@ func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
 	}
 }
 
+// internEpoch returns the epoch in a bulk frame as a string, reusing the previous
+// one when it did not change (it changes only when the master loses its data).
+func (l *link) internEpoch(frame []byte) string {
+	body := frame
+	if i := bytes.IndexByte(frame, '\n'); i >= 0 && len(frame) >= i+3 {
+		body = frame[i+1 : len(frame)-2]
+	}
+	if string(body) != l.epoch {
+		l.epoch = string(body)
+	}
+	return l.epoch
+}
+
 // fixBigInt turns the script's "\x01I<digits>" status, an integer too large for a
 // Lua number, back into an integer reply.
 func fixBigInt(r *Request) {
@@ -767,7 +784,7 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 		return p.req, errBadFrame
 	}
 	n, err := parseLen(line[1:len(line)-2], maxReplyArray)
-	if err != nil || n != p.n+1 {
+	if err != nil || n != p.n+2 {
 		return p.req, errBadFrame
 	}
 	seqLine, err := readLine(br)
@@ -781,6 +798,10 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 	if !ok {
 		return p.req, errBadFrame
 	}
+	if l.epochBuf, err = ReadFrame(br, l.epochBuf[:0]); err != nil {
+		return p.req, err
+	}
+	epoch := l.internEpoch(l.epochBuf)
 	r := p.req
 	for r != nil {
 		r.Reply, err = ReadFrame(br, r.Reply[:0])
@@ -790,6 +811,7 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 		next := r.next
 		r.next = nil
 		r.Seq = seq
+		r.Epoch = epoch
 		fixBigInt(r)
 		if r.NullArray && string(r.Reply) == "$-1\r\n" {
 			r.Reply = append(r.Reply[:0], "*-1\r\n"...)

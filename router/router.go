@@ -118,6 +118,8 @@ type SlaveStatus interface {
 	Online() bool
 	// Applied returns the sequence number of the last message applied.
 	Applied() int64
+	// Epoch returns the epoch of the slave's data.
+	Epoch() string
 }
 
 // Slave is a read backend and its replication status.
@@ -211,9 +213,10 @@ func hasArg(args [][]byte, name string) bool {
 	return false
 }
 
-// PickSlave returns a slave that is up, online and has applied at least minSeq,
-// round robin among those; nil when there is none.
-func (r *Router) PickSlave(minSeq int64) *Slave {
+// PickSlave returns a slave that is up, online and has applied at least minSeq of
+// epoch (any position when minSeq is 0), round robin among those; nil when there
+// is none.
+func (r *Router) PickSlave(epoch string, minSeq int64) *Slave {
 	n := len(r.slaves)
 	if n == 0 {
 		return nil
@@ -221,7 +224,8 @@ func (r *Router) PickSlave(minSeq int64) *Slave {
 	start := int(r.rr.Add(1) % uint64(n))
 	for i := 0; i < n; i++ {
 		s := r.slaves[(start+i)%n]
-		if s.Backend.Up() && s.Status.Online() && s.Status.Applied() >= minSeq {
+		if s.Backend.Up() && s.Status.Online() &&
+			(minSeq == 0 || (s.Status.Applied() >= minSeq && s.Status.Epoch() == epoch)) {
 			return s
 		}
 	}

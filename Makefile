@@ -1,0 +1,64 @@
+# syncproxy — see README.md. Recipes are plain POSIX sh.
+
+GO       ?= go
+FUZZTIME ?= 30s
+
+.PHONY: all test vet deps build bench fuzz clean
+
+all: test
+
+# test installs redis-server and redis-tools when missing, then vets and runs every
+# test under the race detector; plain `go test` also runs the fuzz seed corpora.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout 15m ./...
+
+vet:
+	$(GO) vet ./...
+
+# deps installs what the tests need: redis-server and redis-benchmark (the tests
+# start real servers), and a C compiler (the race detector needs cgo). apt-get only;
+# elsewhere it says what to install.
+deps:
+	@missing=; \
+	if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then \
+		missing="redis-server redis-tools"; \
+	fi; \
+	command -v "$$($(GO) env CC)" >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	[ -z "$$missing" ] && exit 0; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make: missing: $$missing" >&2; \
+		echo "make: install redis-server 7 and redis-tools (redis-cli, redis-benchmark), and a C compiler for go test -race (e.g. 'brew install redis' on macOS, 'dnf install redis gcc' on Fedora)" >&2; \
+		exit 1; \
+	fi; \
+	sudo=; \
+	if [ "$$(id -u)" != 0 ]; then \
+		if command -v sudo >/dev/null 2>&1; then sudo=sudo; else \
+			echo "make: need root or sudo to install: $$missing" >&2; exit 1; \
+		fi; \
+	fi; \
+	echo "make: installing $$missing with apt-get"; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing && \
+	{ command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; } || \
+	{ echo "make: redis-server or redis-benchmark still missing after apt-get install" >&2; exit 1; }
+
+build:
+	$(GO) build -o bin/syncproxy ./cmd/syncproxy
+
+# bench starts its own servers and syncproxy; see internal/bench.
+bench: deps
+	$(GO) run ./internal/bench
+
+# fuzz runs every Fuzz target of the module for FUZZTIME each.
+fuzz:
+	@list=$$($(GO) test -list '^Fuzz' ./...) || { echo "$$list"; exit 1; }; \
+	targets=$$(echo "$$list" | awk '/^Fuzz/ { f[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, f[i]; n = 0 }'); \
+	[ -n "$$targets" ] || { echo "make: no fuzz targets"; exit 0; }; \
+	echo "$$targets" | while read -r pkg name; do \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg" || exit 1; \
+	done
+
+clean:
+	rm -rf bin

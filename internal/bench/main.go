@@ -1,0 +1,963 @@
+// Command bench measures syncproxy against Redis with redis-benchmark; `make bench`
+// runs it. It is a measurement, not a test: it exits 0 whatever the figures, and
+// non-zero only when it cannot run.
+//
+// # What it starts
+//
+// Everything runs on free loopback ports, in a temporary directory removed at the end:
+//
+//   - a master and two slaves (redis-server --save "" --appendonly no), and syncproxy,
+//     built from this checkout, in front of them;
+//   - with -replication (the default), a second master with two native replicas
+//     attached by REPLICAOF, the baseline of the write line.
+//
+// # What it measures
+//
+// For every test of -tests and every pipeline depth of -P, each round runs
+// redis-benchmark -c 50 -n N against the master directly, then through syncproxy,
+// and for SET with -replication, against the master with native replicas: the runs
+// are interleaved so that a change of machine load touches every side alike. The
+// tables give the median requests per second over the rounds and the ratios, with
+// the targets of issues 2 and 3 marked PASS or BELOW.
+//
+// While syncproxy runs SET, a sampler sends INFO through the proxy every 10 ms and
+// records each slave's lag_ms and lag_messages from the "# Sync" section. After
+// every run through the proxy the bench waits until each slave has applied the
+// master's last sequence number, so that no run pays for the previous one's backlog.
+//
+// # Processes
+//
+// Every child runs in its own process group and is stopped (SIGTERM, then SIGKILL)
+// when the bench returns: on success, on error, and on SIGINT or SIGTERM. On Linux
+// the kernel also kills them if the bench itself dies. -timeout bounds the whole run
+// and -run-timeout each redis-benchmark run.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// Bounds of the waits of the bench.
+const (
+	readyTimeout  = 15 * time.Second       // a server or the proxy answering
+	linkTimeout   = 30 * time.Second       // native replicas linked, proxy slaves online
+	drainTimeout  = 60 * time.Second       // proxy slaves applying the last write of a run
+	probeTimeout  = 500 * time.Millisecond // one readiness probe
+	stopGrace     = 3 * time.Second        // SIGTERM to SIGKILL
+	lagInterval   = 10 * time.Millisecond  // INFO sampling period
+	startAttempts = 5                      // ports tried when the chosen one is taken
+)
+
+// Targets of the issues, as ratios to the baseline.
+var (
+	getTargets = map[int]float64{1: 0.6, 16: 0.3} // issue 2: GET through the proxy vs direct
+	setTargets = map[int]float64{1: 0.4}          // issue 3: SET through the proxy vs native replicas
+)
+
+// issue3LagP99 is issue 3's bound on the replication lag p99, in milliseconds.
+const issue3LagP99 = 50
+
+type options struct {
+	rounds     int
+	requests   int
+	clients    int
+	pipelines  []int
+	tests      []string
+	repl       bool
+	timeout    time.Duration
+	runTimeout time.Duration
+	keep       bool
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	opt, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeout(ctx, opt.timeout)
+	defer cancel()
+
+	b := &bench{opt: opt, out: stdout, log: stderr}
+	err = b.run(ctx)
+	b.cleanup()
+	if err != nil {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			fmt.Fprintf(stderr, "bench: stopped after -timeout %v: %v\n", opt.timeout, err)
+		case ctx.Err() != nil:
+			fmt.Fprintf(stderr, "bench: interrupted: %v\n", err)
+		default:
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opt options
+	pipes := fs.String("P", "1,16", "comma-separated pipeline depths (redis-benchmark -P)")
+	tests := fs.String("tests", "set,get", "comma-separated redis-benchmark tests (-t), each run on its own")
+	fs.IntVar(&opt.rounds, "rounds", 3, "interleaved rounds; medians are taken over them")
+	fs.IntVar(&opt.requests, "n", 100000, "requests per redis-benchmark run")
+	fs.IntVar(&opt.clients, "c", 50, "redis-benchmark parallel connections")
+	fs.BoolVar(&opt.repl, "replication", true, "also compare SET through syncproxy with SET on a master with two native replicas, and sample the replication lag")
+	fs.DurationVar(&opt.timeout, "timeout", 30*time.Minute, "bound on the whole bench")
+	fs.DurationVar(&opt.runTimeout, "run-timeout", 5*time.Minute, "bound on one redis-benchmark run")
+	fs.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (server and proxy logs)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: go run ./internal/bench [flags]\n\n"+
+			"Measures redis-benchmark against Redis directly and through syncproxy.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return opt, err
+	}
+	if fs.NArg() > 0 {
+		return opt, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, s := range strings.Split(*pipes, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || p < 1 {
+			return opt, fmt.Errorf("-P: %q is not a positive integer", s)
+		}
+		opt.pipelines = append(opt.pipelines, p)
+	}
+	for _, s := range strings.Split(*tests, ",") {
+		if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
+			opt.tests = append(opt.tests, s)
+		}
+	}
+	switch {
+	case len(opt.tests) == 0:
+		return opt, errors.New("-tests: no test given")
+	case opt.rounds < 1:
+		return opt, errors.New("-rounds must be at least 1")
+	case opt.requests < 1:
+		return opt, errors.New("-n must be at least 1")
+	case opt.clients < 1:
+		return opt, errors.New("-c must be at least 1")
+	case opt.timeout <= 0 || opt.runTimeout <= 0:
+		return opt, errors.New("-timeout and -run-timeout must be positive")
+	}
+	return opt, nil
+}
+
+// Sides of a comparison.
+const (
+	sideDirect = "direct" // the proxy's master, directly
+	sideProxy  = "proxy"  // through syncproxy
+	sideNative = "native" // the master with two native replicas, directly
+)
+
+// cell is one test at one pipeline depth, measured on several sides.
+type cell struct {
+	test  string
+	pipe  int
+	sides []string
+	rps   map[string][]float64 // side -> one figure per round
+	lag   lagStats             // proxy SET runs only
+	drain []time.Duration      // proxy runs: from the end of the run to slaves caught up
+}
+
+type bench struct {
+	opt      options
+	out, log io.Writer
+
+	tmp      string
+	redisBin string
+	benchBin string
+
+	procsMu sync.Mutex
+	procs   []*proc
+
+	master, native string // addresses
+	proxy          string
+}
+
+func (b *bench) run(ctx context.Context) error {
+	var err error
+	if b.redisBin, err = exec.LookPath("redis-server"); err != nil {
+		return errors.New("redis-server not found: install redis-server and redis-tools (make test does it on Debian/Ubuntu)")
+	}
+	if b.benchBin, err = exec.LookPath("redis-benchmark"); err != nil {
+		return errors.New("redis-benchmark not found: install redis-tools (make test does it on Debian/Ubuntu)")
+	}
+	if b.tmp, err = os.MkdirTemp("", "syncproxy-bench-"); err != nil {
+		return err
+	}
+	if b.opt.keep {
+		fmt.Fprintf(b.log, "bench: logs kept in %s\n", b.tmp)
+	}
+
+	// syncproxy's backends.
+	m, err := b.startRedis(ctx, "master")
+	if err != nil {
+		return err
+	}
+	b.master = m.addr
+	var slaves []string
+	for i := 1; i <= 2; i++ {
+		s, err := b.startRedis(ctx, "slave-"+strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		slaves = append(slaves, s.addr)
+	}
+	if err := b.startProxy(ctx, b.master, slaves); err != nil {
+		return err
+	}
+
+	// The baseline of the write line: native replication.
+	if b.opt.repl {
+		if err := b.startNative(ctx); err != nil {
+			return err
+		}
+	}
+
+	cells := b.plan()
+	b.header()
+	for round := 1; round <= b.opt.rounds; round++ {
+		for _, c := range cells {
+			for _, side := range c.sides {
+				rps, err := b.measure(ctx, c, side)
+				if err != nil {
+					return fmt.Errorf("round %d, %s -P %d %s: %w", round, c.test, c.pipe, side, err)
+				}
+				c.rps[side] = append(c.rps[side], rps)
+				fmt.Fprintf(b.log, "round %d/%d  %-6s -P %-3d %-6s %12.0f rps\n", round, b.opt.rounds, c.test, c.pipe, side, rps)
+			}
+		}
+	}
+	b.report(cells)
+	return nil
+}
+
+// plan lists the cells in the order each round runs them: per test and depth,
+// direct then proxy (then native for SET).
+func (b *bench) plan() []*cell {
+	var cells []*cell
+	hasSet := false
+	for _, t := range b.opt.tests {
+		for _, p := range b.opt.pipelines {
+			c := &cell{test: t, pipe: p, sides: []string{sideDirect, sideProxy}, rps: map[string][]float64{}}
+			if t == "set" && b.opt.repl {
+				hasSet = true
+				c.sides = append(c.sides, sideNative)
+			}
+			cells = append(cells, c)
+		}
+	}
+	if b.opt.repl && !hasSet {
+		for _, p := range b.opt.pipelines {
+			cells = append(cells, &cell{test: "set", pipe: p, sides: []string{sideProxy, sideNative}, rps: map[string][]float64{}})
+		}
+	}
+	return cells
+}
+
+// measure runs redis-benchmark for c on one side and returns its requests per second.
+func (b *bench) measure(ctx context.Context, c *cell, side string) (float64, error) {
+	addr := map[string]string{sideDirect: b.master, sideProxy: b.proxy, sideNative: b.native}[side]
+	if side != sideProxy {
+		return b.redisBenchmark(ctx, addr, c.test, c.pipe)
+	}
+	var sampler *lagSampler
+	if c.test == "set" {
+		sampler = startLagSampler(ctx, b.proxy)
+	}
+	rps, err := b.redisBenchmark(ctx, addr, c.test, c.pipe)
+	end := time.Now()
+	if sampler != nil {
+		c.lag.add(sampler.stop())
+	}
+	if err != nil {
+		return 0, err
+	}
+	// The next run must not pay for this one's replication backlog.
+	if err := b.waitApplied(ctx, drainTimeout); err != nil {
+		return 0, err
+	}
+	c.drain = append(c.drain, time.Since(end))
+	return rps, nil
+}
+
+// redisBenchmark runs one redis-benchmark test and parses its --csv output:
+//
+//	"test","rps","avg_latency_ms",...
+//	"SET","41152.26","1.154",...
+func (b *bench) redisBenchmark(ctx context.Context, addr, test string, pipe int) (float64, error) {
+	host, port, _ := net.SplitHostPort(addr)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, b.opt.runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.benchBin, "-h", host, "-p", port,
+		"-c", strconv.Itoa(b.opt.clients), "-n", strconv.Itoa(b.opt.requests),
+		"-P", strconv.Itoa(pipe), "-t", test, "-q", "--csv")
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.WaitDelay = time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if parent.Err() != nil {
+		return 0, parent.Err()
+	}
+	if ctx.Err() != nil {
+		return 0, fmt.Errorf("redis-benchmark did not finish within -run-timeout %v", b.opt.runTimeout)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("redis-benchmark: %v: %s", err, lastLines(stdout.String()+stderr.String(), 5))
+	}
+	sc := bufio.NewScanner(&stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, `"`) || strings.HasPrefix(line, `"test"`) {
+			continue
+		}
+		rec, err := csv.NewReader(strings.NewReader(line)).Read()
+		if err != nil || len(rec) < 2 {
+			continue
+		}
+		rps, err := strconv.ParseFloat(rec[1], 64)
+		if err != nil || math.IsInf(rps, 0) || math.IsNaN(rps) || rps <= 0 {
+			return 0, fmt.Errorf("redis-benchmark reported %q requests per second (raise -n)", rec[1])
+		}
+		return rps, nil
+	}
+	return 0, fmt.Errorf("no result in redis-benchmark output: %s", lastLines(stdout.String()+stderr.String(), 5))
+}
+
+// waitApplied waits until every slave of the proxy has applied the master's last
+// sequence number.
+func (b *bench) waitApplied(ctx context.Context, timeout time.Duration) error {
+	target, err := redis.Int64(doOnce(b.master, "GET", "syncproxy:seq"))
+	if err == redis.ErrNil {
+		return nil // nothing written through the proxy yet
+	}
+	if err != nil {
+		return fmt.Errorf("read the master's sequence number: %w", err)
+	}
+	c, err := dial(b.proxy, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var last []slaveInfo
+	err = poll(ctx, timeout, lagInterval, func() (bool, error) {
+		info, err := redis.String(c.Do("INFO"))
+		if err != nil {
+			return false, err
+		}
+		last = parseSync(info)
+		for _, s := range last {
+			if s.applied < target || s.state != "online" {
+				return false, nil
+			}
+		}
+		return len(last) > 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("slaves did not apply sequence %d within %v (last seen %+v): %w", target, timeout, last, err)
+	}
+	return nil
+}
+
+// ---- processes ----
+
+// proc is one child process and its log file.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{} // closed when the process has exited
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// start runs bin with its output in logPath and registers it for cleanup.
+func (b *bench) start(name, logPath, bin string, args ...string) (*proc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the child holds its own descriptor
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(p.done)
+	}()
+	b.procsMu.Lock()
+	b.procs = append(b.procs, p)
+	b.procsMu.Unlock()
+	return p, nil
+}
+
+// stop ends p: SIGTERM, then SIGKILL after stopGrace.
+func (p *proc) stop() {
+	if p.exited() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(stopGrace):
+	}
+	p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(stopGrace):
+	}
+}
+
+// cleanup stops every child, the proxy first, and removes the temporary directory.
+func (b *bench) cleanup() {
+	b.procsMu.Lock()
+	procs := slices.Clone(b.procs)
+	b.procs = nil
+	b.procsMu.Unlock()
+	var wg sync.WaitGroup
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		if p.name == "syncproxy" {
+			p.stop() // before its backends, so that it does not log their loss
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.stop()
+		}()
+	}
+	wg.Wait()
+	if b.tmp != "" && !b.opt.keep {
+		os.RemoveAll(b.tmp)
+	}
+}
+
+// server is one redis-server started by the bench.
+type server struct {
+	*proc
+	addr string
+}
+
+var errPortTaken = errors.New("port taken by another process")
+
+// startRedis starts a redis-server on a free loopback port and waits until it answers.
+func (b *bench) startRedis(ctx context.Context, name string) (*server, error) {
+	dir := filepath.Join(b.tmp, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		p, err := b.start(name, filepath.Join(dir, "redis.log"), b.redisBin,
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--save", "", "--appendonly", "no", "--daemonize", "no")
+		if err != nil {
+			return nil, err
+		}
+		err = waitRedis(ctx, p, addr)
+		if err == nil {
+			return &server{proc: p, addr: addr}, nil
+		}
+		p.stop()
+		if (errors.Is(err, errPortTaken) || strings.Contains(readFile(p.logPath), "Address already in use")) && attempt < startAttempts {
+			continue
+		}
+		return nil, fmt.Errorf("%s: %w\n%s", name, err, lastLines(readFile(p.logPath), 10))
+	}
+}
+
+// waitRedis waits until the server at addr answers and is the process p, not another
+// one that holds the port.
+func waitRedis(ctx context.Context, p *proc, addr string) error {
+	pid := strconv.Itoa(p.cmd.Process.Pid)
+	return poll(ctx, readyTimeout, 10*time.Millisecond, func() (bool, error) {
+		if p.exited() {
+			return false, errors.New("redis-server exited")
+		}
+		info, err := redis.String(doOnce(addr, "INFO", "server"))
+		if err != nil {
+			return false, nil // not listening yet, or loading
+		}
+		if infoField(info, "process_id") != pid {
+			return false, errPortTaken
+		}
+		return true, nil
+	})
+}
+
+// startProxy builds syncproxy and starts it in front of master and slaves.
+func (b *bench) startProxy(ctx context.Context, master string, slaves []string) error {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(b.tmp, "syncproxy")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/syncproxy")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/syncproxy: %v\n%s", err, out)
+	}
+	dir := filepath.Join(b.tmp, "syncproxy-logs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		logPath := filepath.Join(dir, "syncproxy-"+strconv.Itoa(attempt)+".log")
+		p, err := b.start("syncproxy", logPath, bin,
+			"--listen", addr, "--master", master, "--slaves", strings.Join(slaves, ","),
+			"--log-level", "warn")
+		if err != nil {
+			return err
+		}
+		err = poll(ctx, readyTimeout, 10*time.Millisecond, func() (bool, error) {
+			if p.exited() {
+				return false, errors.New("syncproxy exited")
+			}
+			pong, err := redis.String(doOnce(addr, "PING"))
+			return err == nil && pong == "PONG", nil
+		})
+		if err != nil {
+			p.stop()
+			if strings.Contains(readFile(logPath), "address already in use") && attempt < startAttempts {
+				continue
+			}
+			return fmt.Errorf("syncproxy did not answer PING: %w\n%s", err, lastLines(readFile(logPath), 10))
+		}
+		b.proxy = addr
+		break
+	}
+	// Reads go to the master until the slaves are online: wait for them, so that
+	// the first GET run measures the real read path.
+	var last []slaveInfo
+	err = poll(ctx, linkTimeout, 20*time.Millisecond, func() (bool, error) {
+		info, err := redis.String(doOnce(b.proxy, "INFO"))
+		if err != nil {
+			return false, nil
+		}
+		last = parseSync(info)
+		for _, s := range last {
+			if s.state != "online" {
+				return false, nil
+			}
+		}
+		return len(last) == len(slaves), nil
+	})
+	if err != nil {
+		return fmt.Errorf("syncproxy's slaves not online (last seen %+v): %w", last, err)
+	}
+	return nil
+}
+
+// startNative starts a master with two replicas attached by REPLICAOF.
+func (b *bench) startNative(ctx context.Context) error {
+	m, err := b.startRedis(ctx, "native-master")
+	if err != nil {
+		return err
+	}
+	b.native = m.addr
+	host, port, _ := net.SplitHostPort(m.addr)
+	var replicas []string
+	for i := 1; i <= 2; i++ {
+		r, err := b.startRedis(ctx, "native-replica-"+strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		if _, err := doOnce(r.addr, "REPLICAOF", host, port); err != nil {
+			return fmt.Errorf("REPLICAOF on %s: %w", r.name, err)
+		}
+		replicas = append(replicas, r.addr)
+	}
+	err = poll(ctx, linkTimeout, 20*time.Millisecond, func() (bool, error) {
+		for _, r := range replicas {
+			info, err := redis.String(doOnce(r, "INFO", "replication"))
+			if err != nil || infoField(info, "master_link_status") != "up" {
+				return false, nil
+			}
+		}
+		info, err := redis.String(doOnce(b.native, "INFO", "replication"))
+		return err == nil && infoField(info, "connected_slaves") == "2", nil
+	})
+	if err != nil {
+		return fmt.Errorf("native replicas did not reach master_link_status:up: %w", err)
+	}
+	return nil
+}
+
+// ---- replication lag ----
+
+// slaveInfo is one "slaveN:" line of the "# Sync" section of INFO through the proxy:
+//
+//	slave0:name=slave-1,addr=127.0.0.1:6380,state=online,up=true,applied=42,lag_messages=0,lag_ms=0,...
+type slaveInfo struct {
+	name        string
+	state       string
+	applied     int64
+	lagMessages int64
+	lagMs       int64
+}
+
+// parseSync returns the slaves listed in the "# Sync" section of an INFO reply.
+func parseSync(info string) []slaveInfo {
+	var out []slaveInfo
+	section := ""
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if strings.HasPrefix(line, "# ") {
+			section = line[2:]
+			continue
+		}
+		key, val, ok := strings.Cut(line, ":")
+		if section != "Sync" || !ok || !strings.HasPrefix(key, "slave") {
+			continue
+		}
+		if _, err := strconv.Atoi(key[len("slave"):]); err != nil {
+			continue
+		}
+		var s slaveInfo
+		for _, kv := range strings.Split(val, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "name":
+				s.name = v
+			case "state":
+				s.state = v
+			case "applied":
+				s.applied = n
+			case "lag_messages":
+				s.lagMessages = n
+			case "lag_ms":
+				s.lagMs = n
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// lagSampler sends INFO through the proxy every lagInterval and keeps each slave's lag.
+type lagSampler struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	res    lagStats
+}
+
+// lagStats holds lag samples, one per slave per INFO reply.
+type lagStats struct {
+	ms, messages []int64
+	errors       int
+}
+
+func (l *lagStats) add(o lagStats) {
+	l.ms = append(l.ms, o.ms...)
+	l.messages = append(l.messages, o.messages...)
+	l.errors += o.errors
+}
+
+func startLagSampler(ctx context.Context, addr string) *lagSampler {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &lagSampler{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		c, err := dial(addr, time.Second)
+		if err != nil {
+			s.res.errors++
+			return
+		}
+		defer func() { c.Close() }() // c may be replaced by a reconnect
+		t := time.NewTicker(lagInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			info, err := redis.String(c.Do("INFO"))
+			if err != nil {
+				s.res.errors++
+				if c.Err() != nil {
+					nc, err := dial(addr, time.Second)
+					if err != nil {
+						return
+					}
+					c.Close()
+					c = nc
+				}
+				continue
+			}
+			for _, sl := range parseSync(info) {
+				s.res.ms = append(s.res.ms, sl.lagMs)
+				s.res.messages = append(s.res.messages, sl.lagMessages)
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends the sampler and returns its samples.
+func (s *lagSampler) stop() lagStats {
+	s.cancel()
+	<-s.done
+	return s.res
+}
+
+// ---- report ----
+
+func (b *bench) header() {
+	version := "?"
+	if out, err := exec.Command(b.redisBin, "--version").Output(); err == nil {
+		for _, f := range strings.Fields(string(out)) {
+			if strings.HasPrefix(f, "v=") {
+				version = f[2:]
+			}
+		}
+	}
+	load := ""
+	if l, err := os.ReadFile("/proc/loadavg"); err == nil {
+		load = ", load average " + strings.Join(strings.Fields(string(l))[:3], " ")
+	}
+	fmt.Fprintf(b.out, "syncproxy bench: redis-benchmark -c %d -n %d, %d round(s), redis-server %s, %d CPUs%s\n",
+		b.opt.clients, b.opt.requests, b.opt.rounds, version, runtime.NumCPU(), load)
+	fmt.Fprintf(b.out, "proxy %s -> master %s + 2 slaves", b.proxy, b.master)
+	if b.opt.repl {
+		fmt.Fprintf(b.out, "; native: master %s + 2 REPLICAOF replicas", b.native)
+	}
+	fmt.Fprintf(b.out, "\n\n")
+}
+
+func (b *bench) report(cells []*cell) {
+	w := b.out
+	fmt.Fprintf(w, "\nThroughput, median requests/s over %d round(s): direct = the proxy's master, directly\n", b.opt.rounds)
+	fmt.Fprintf(w, "%-6s %4s %12s %12s %12s  %s\n", "test", "-P", "direct", "proxy", "proxy/direct", "issue 2 target")
+	for _, c := range cells {
+		if c.rps[sideDirect] == nil {
+			continue
+		}
+		d, p := median(c.rps[sideDirect]), median(c.rps[sideProxy])
+		target := ""
+		if t, ok := getTargets[c.pipe]; ok && c.test == "get" {
+			target = verdict(p/d, t)
+		}
+		fmt.Fprintf(w, "%-6s %4d %12.0f %12.0f %12.2f  %s\n", strings.ToUpper(c.test), c.pipe, d, p, p/d, target)
+	}
+	if !b.opt.repl {
+		return
+	}
+	fmt.Fprintf(w, "\nReplicated writes: SET through syncproxy (2 slaves) vs SET on a master with 2 native replicas\n")
+	fmt.Fprintf(w, "%-6s %4s %12s %12s %12s  %-15s %s\n", "test", "-P", "native", "proxy", "proxy/native", "issue 3 target", "catch-up after run (max)")
+	for _, c := range cells {
+		if c.rps[sideNative] == nil {
+			continue
+		}
+		n, p := median(c.rps[sideNative]), median(c.rps[sideProxy])
+		target := ""
+		if t, ok := setTargets[c.pipe]; ok {
+			target = verdict(p/n, t)
+		}
+		fmt.Fprintf(w, "%-6s %4d %12.0f %12.0f %12.2f  %-15s %v\n", strings.ToUpper(c.test), c.pipe, n, p, p/n, target, maxDuration(c.drain).Round(time.Millisecond))
+	}
+	fmt.Fprintf(w, "\nReplication lag during the proxy SET runs (INFO through the proxy every %v, all slaves, all rounds)\n", lagInterval)
+	fmt.Fprintf(w, "%-6s %4s %8s %8s %8s %8s   %8s %8s %8s   %s\n", "test", "-P", "samples", "ms p50", "ms p99", "ms max", "msgs p50", "msgs p99", "msgs max", "p99 < 50 ms (issue 3)")
+	for _, c := range cells {
+		if c.rps[sideNative] == nil {
+			continue
+		}
+		l := c.lag
+		if len(l.ms) == 0 {
+			fmt.Fprintf(w, "%-6s %4d no samples (%d INFO errors)\n", strings.ToUpper(c.test), c.pipe, l.errors)
+			continue
+		}
+		p99 := percentile(l.ms, 0.99)
+		v := "PASS"
+		if p99 >= issue3LagP99 {
+			v = "BELOW"
+		}
+		errs := ""
+		if l.errors > 0 {
+			errs = fmt.Sprintf("  (%d INFO errors)", l.errors)
+		}
+		fmt.Fprintf(w, "%-6s %4d %8d %8d %8d %8d   %8d %8d %8d   %s%s\n", strings.ToUpper(c.test), c.pipe, len(l.ms),
+			percentile(l.ms, 0.50), p99, percentile(l.ms, 1),
+			percentile(l.messages, 0.50), percentile(l.messages, 0.99), percentile(l.messages, 1), v, errs)
+	}
+	fmt.Fprintf(w, "lag_ms is the age of the last applied message when it was applied (0 when the slave is up to date);\n"+
+		"lag_messages is how many published messages the slave had not applied yet.\n")
+}
+
+func verdict(ratio, target float64) string {
+	v := "PASS"
+	if ratio < target {
+		v = "BELOW"
+	}
+	return fmt.Sprintf(">= %.2f %s", target, v)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// percentile returns the nearest-rank p-quantile of v (p in (0, 1]).
+func percentile(v []int64, p float64) int64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	i := int(math.Ceil(p*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func maxDuration(v []time.Duration) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	return slices.Max(v)
+}
+
+// ---- helpers ----
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	gomod := strings.TrimSpace(string(out))
+	if err != nil || gomod == "" || gomod == os.DevNull {
+		return "", errors.New("run the bench from inside the syncproxy module (go run ./internal/bench)")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+func dial(addr string, timeout time.Duration) (redis.Conn, error) {
+	return redis.Dial("tcp", addr,
+		redis.DialConnectTimeout(timeout), redis.DialReadTimeout(timeout), redis.DialWriteTimeout(timeout))
+}
+
+// doOnce runs one command on a fresh connection.
+func doOnce(addr, cmd string, args ...interface{}) (interface{}, error) {
+	c, err := dial(addr, probeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Do(cmd, args...)
+}
+
+// poll calls cond every interval until it reports true, fails, or timeout or ctx ends.
+func poll(ctx context.Context, timeout, interval time.Duration, cond func() (bool, error)) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("not ready after %v", timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+// infoField returns the value of "name:value" in an INFO reply.
+func infoField(info, name string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r"), name+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
