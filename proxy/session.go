@@ -34,8 +34,8 @@ type Session struct {
 	id   int64
 	log  zerolog.Logger
 
-	db      int
-	name    string
+	db        int
+	name      string
 	lastSeq   int64  // sequence number of this client's last write (read-your-writes)
 	lastEpoch string // and the master's epoch then
 
