@@ -23,6 +23,7 @@ type Config struct {
 	BacklogLen     int           `yaml:"backlog-len"`
 	ApplierQueue   int           `yaml:"applier-queue"`
 	MaxPipeline    int           `yaml:"max-pipeline"`
+	WriteGroup     int           `yaml:"write-group"`
 	ShutdownGrace  time.Duration `yaml:"shutdown-grace"`
 	LogLevel       string        `yaml:"log-level"`
 	LogFormat      string        `yaml:"log-format"`
@@ -38,6 +39,7 @@ func DefaultConfig() Config {
 		BacklogLen:     100000,
 		ApplierQueue:   10000,
 		MaxPipeline:    1024,
+		WriteGroup:     512,
 		ShutdownGrace:  10 * time.Second,
 		LogLevel:       "info",
 		LogFormat:      "auto",
@@ -105,6 +107,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: applier-queue %d must be at least 1", c.ApplierQueue)
 	case c.MaxPipeline < 1:
 		return fmt.Errorf("config: max-pipeline %d must be at least 1", c.MaxPipeline)
+	case c.WriteGroup < 1 || c.WriteGroup > 4096:
+		return fmt.Errorf("config: write-group %d out of range 1..4096", c.WriteGroup)
 	case c.ShutdownGrace < 0:
 		return fmt.Errorf("config: shutdown-grace %v must not be negative", c.ShutdownGrace)
 	}

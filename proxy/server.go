@@ -82,10 +82,11 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	})
 	ms := replicate.MasterScript()
 	master := router.NewBackend(router.BackendOptions{
-		Name:    "master",
-		Addr:    cfg.Master,
-		Conns:   cfg.BackendConns,
-		Timeout: cfg.BackendTimeout,
+		Name:     "master",
+		Addr:     cfg.Master,
+		Conns:    cfg.BackendConns,
+		Timeout:  cfg.BackendTimeout,
+		MaxGroup: cfg.WriteGroup,
 		Script: &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{
 			[]byte(s.repl.EpochCandidate()),
 			[]byte(strconv.Itoa(cfg.BacklogLen)),

@@ -175,7 +175,7 @@ func NewBackend(opts BackendOptions) *Backend {
 		opts.QueueLen = 4096
 	}
 	if opts.MaxGroup <= 0 {
-		opts.MaxGroup = 64
+		opts.MaxGroup = 512
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Backend{opts: opts, cancel: cancel, tried: make(chan struct{})}
