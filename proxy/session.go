@@ -16,6 +16,12 @@ import (
 // numDBs is the number of databases a client may SELECT (Redis' default).
 const numDBs = 16
 
+// What a session keeps between batches, so that an idle client costs little.
+const (
+	maxKeptReply    = 16 << 10
+	maxKeptRequests = 64
+)
+
 // post says how a request's reply is rewritten before it reaches the client.
 type post uint8
 
@@ -120,6 +126,11 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 				sess.replyMode = 0
 			}
 		}
+		if sess.posts[i] == postQuit {
+			// As Redis does, nothing pipelined after QUIT runs.
+			cmds = cmds[:i+1]
+			break
+		}
 	}
 	sess.s.commands.Add(int64(len(cmds)))
 	sess.waiter.Wait()
@@ -154,9 +165,16 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 			sess.conn.WriteRaw(r.Reply)
 		}
 		// Do not keep large reply buffers alive between batches.
-		if cap(r.Reply) > 64<<10 {
+		if cap(r.Reply) > maxKeptReply {
 			r.Reply = nil
 		}
+	}
+	// Nor the requests of a deep pipeline.
+	if len(sess.reqs) > maxKeptRequests {
+		clear(sess.reqs[maxKeptRequests:])
+		sess.reqs = sess.reqs[:maxKeptRequests:maxKeptRequests]
+		sess.posts = sess.posts[:maxKeptRequests:maxKeptRequests]
+		sess.onSlave = sess.onSlave[:maxKeptRequests:maxKeptRequests]
 	}
 	return quit
 }

@@ -49,3 +49,28 @@ func TestPipelinedReplies(t *testing.T) {
 		}
 	}
 }
+
+// TestQuitInPipeline: as in Redis, QUIT answers +OK, closes the connection, and
+// nothing pipelined after it runs.
+func TestQuitInPipeline(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxy(t, servers[0], servers[1])
+	c := redistest.DialRaw(t, addr)
+	c.Send("SET", "before", "1")
+	c.Send("QUIT")
+	c.Send("SET", "after", "1")
+	c.Flush()
+	if got := string(c.Read()); got != "+OK\r\n" {
+		t.Fatalf("SET before QUIT: %q", got)
+	}
+	if got := string(c.Read()); got != "+OK\r\n" {
+		t.Fatalf("QUIT: %q", got)
+	}
+	if got, err := c.TryRead(); err == nil {
+		t.Fatalf("reply after QUIT: %q", got)
+	}
+	if v := servers[0].Do(t, "EXISTS", "after"); v.(int64) != 0 {
+		t.Fatal("a command pipelined after QUIT ran")
+	}
+}
