@@ -40,6 +40,8 @@ type Server struct {
 	closing  atomic.Bool
 	commands atomic.Int64
 
+	waiters waiters // clients blocked in BLPOP & co.
+
 	mu       sync.Mutex
 	shutdown bool
 	sessions map[*Session]struct{}
@@ -78,7 +80,8 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 			}
 			return dst
 		},
-		Log: log,
+		OnEffect: s.wakeBlocked(table),
+		Log:      log,
 	})
 	ms := replicate.MasterScript()
 	master := router.NewBackend(router.BackendOptions{
@@ -139,6 +142,23 @@ func (s *Server) loadTable() *router.Table {
 	}
 	s.log.Warn().AnErr("reason", err).Msg("master's COMMAND unavailable; using the built-in command table of Redis 7.0")
 	return router.BuiltinTable()
+}
+
+// wakeBlocked returns the replicator's hook that wakes the clients blocked on the
+// keys of each replicated effect.
+func (s *Server) wakeBlocked(table *router.Table) func(db int, args [][]byte) {
+	var idx []int
+	return func(db int, args [][]byte) {
+		if s.waiters.n.Load() == 0 {
+			return
+		}
+		if ci := table.Lookup(args); ci != nil {
+			idx = ci.KeyIndexes(args, idx[:0])
+			for _, i := range idx {
+				s.waiters.touched(db, args[i])
+			}
+		}
+	}
 }
 
 // Router returns the server's router (for tests and INFO).
@@ -203,6 +223,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ln != nil {
 		ln.stopAccepting()
 	}
+	s.waiters.wakeAll()
 	// Clients are served until they have been idle for drainIdle: what they sent
 	// before the shutdown is answered. Then their connections close.
 	s.mu.Lock()

@@ -81,12 +81,22 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	batch = append(batch, conn.ReadPipeline()...)
 	quit := false
 	for len(batch) > 0 && !quit {
-		n := len(batch)
-		if n > s.cfg.MaxPipeline {
-			n = s.cfg.MaxPipeline
+		if ci, ok := sess.isBlocking(batch[0].Args); ok {
+			// A blocking command runs alone, after what precedes it was answered.
+			s.commands.Add(1)
+			quit = sess.block(ci, batch[0].Args)
+			batch = batch[1:]
+		} else {
+			n := min(len(batch), s.cfg.MaxPipeline)
+			for j := 1; j < n; j++ {
+				if _, ok := sess.isBlocking(batch[j].Args); ok {
+					n = j
+					break
+				}
+			}
+			quit = sess.serve(batch[:n])
+			batch = batch[n:]
 		}
-		quit = sess.serve(batch[:n])
-		batch = batch[n:]
 		if err := redcon.BaseWriter(conn).Flush(); err != nil {
 			quit = true
 		}

@@ -41,7 +41,11 @@ type Config struct {
 	// (args[0] is the name); a full resync needs it to copy exactly while writes
 	// go on. The proxy passes its command table's.
 	Keys func(args [][]byte, dst []int) []int
-	Log  zerolog.Logger
+	// OnEffect, when set, is called by the subscriber loop (one goroutine) for
+	// every effect of every live message, before the appliers see it: the proxy
+	// wakes the clients blocked on its keys.
+	OnEffect func(db int, args [][]byte)
+	Log      zerolog.Logger
 }
 
 // Replicator owns the subscriber loop and one applier per slave.

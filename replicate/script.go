@@ -123,6 +123,11 @@ local function rewrite(db, a, r, effect)
       return table.concat(parts), nil, k
     end
     return enc(db, {'SREM', key, r})
+  elseif name == 'lmpop' or name == 'zmpop' or name == 'lmove' then
+    -- The non-blocking forms of blocking pops, tried again and again while a
+    -- client waits: nothing popped, nothing to replicate.
+    if r == false then return nil end
+    return effect
   elseif name == 'incrbyfloat' then
     return enc(db, {'SET', key, r, 'KEEPTTL'})
   elseif name == 'hincrbyfloat' then

@@ -88,6 +88,11 @@ func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error 
 				continue
 			}
 			s.r.observe(msg.Seq)
+			if f := s.r.cfg.OnEffect; f != nil {
+				for _, e := range msg.Effects {
+					f(e.DB, e.Args)
+				}
+			}
 			for _, a := range s.r.appliers {
 				a.offer(msg)
 			}

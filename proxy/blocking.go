@@ -1,0 +1,334 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"math"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// Blocking list and sorted-set pops are served by the proxy itself: it tries the
+// non-blocking form (LMPOP, LMOVE, ZMPOP) through the replication script, so the
+// pop that happens is what the slaves receive, exactly and in master order; when
+// there is nothing to pop, the client waits until a replicated write touches one
+// of its keys (every proxy's writes arrive through the sync channel), or its
+// timeout. A blocked client holds up only itself, as in Redis.
+
+// blockingPops are the commands block serves.
+var blockingPops = map[string]bool{
+	"blpop": true, "brpop": true, "blmove": true, "brpoplpush": true, "blmpop": true,
+	"bzpopmin": true, "bzpopmax": true, "bzmpop": true,
+}
+
+// blockRetry is how often a blocked client tries again without a wake-up: a
+// backstop for missed notifications and for noticing a client that left.
+const blockRetry = 250 * time.Millisecond
+
+// Redis' errors for a bad timeout argument.
+const (
+	msgTimeoutNotFloat = "ERR timeout is not a float or out of range"
+	msgTimeoutNegative = "ERR timeout is negative"
+)
+
+// waitKey names a key in a database.
+type waitKey struct {
+	db  int
+	key string
+}
+
+// waiters wakes blocked clients when a replicated write touches their keys.
+type waiters struct {
+	n  atomic.Int64 // registered channels, to skip the lock when there are none
+	mu sync.Mutex
+	m  map[waitKey]map[chan struct{}]struct{}
+}
+
+func (w *waiters) add(keys []waitKey, ch chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[waitKey]map[chan struct{}]struct{}{}
+	}
+	for _, k := range keys {
+		set := w.m[k]
+		if set == nil {
+			set = map[chan struct{}]struct{}{}
+			w.m[k] = set
+		}
+		set[ch] = struct{}{}
+	}
+	w.n.Add(1)
+}
+
+func (w *waiters) remove(keys []waitKey, ch chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, k := range keys {
+		if set := w.m[k]; set != nil {
+			delete(set, ch)
+			if len(set) == 0 {
+				delete(w.m, k)
+			}
+		}
+	}
+	w.n.Add(-1)
+}
+
+// touched wakes the clients waiting on key (non-blocking sends).
+func (w *waiters) touched(db int, key []byte) {
+	if w.n.Load() == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ch := range w.m[waitKey{db, string(key)}] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wakeAll wakes every blocked client (shutdown).
+func (w *waiters) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, set := range w.m {
+		for ch := range set {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// nonBlocking returns the non-blocking form of a blocking pop and its timeout
+// argument, or an error message.
+func nonBlocking(name string, args [][]byte) (form [][]byte, timeout []byte, errMsg string) {
+	last := len(args) - 1
+	count := func(n int) []byte { return []byte(strconv.Itoa(n)) }
+	switch name {
+	case "blpop", "brpop":
+		keys := args[1:last]
+		form = append([][]byte{[]byte("LMPOP"), count(len(keys))}, keys...)
+		if name == "blpop" {
+			form = append(form, []byte("LEFT"))
+		} else {
+			form = append(form, []byte("RIGHT"))
+		}
+		return form, args[last], ""
+	case "bzpopmin", "bzpopmax":
+		keys := args[1:last]
+		form = append([][]byte{[]byte("ZMPOP"), count(len(keys))}, keys...)
+		if name == "bzpopmin" {
+			form = append(form, []byte("MIN"))
+		} else {
+			form = append(form, []byte("MAX"))
+		}
+		return form, args[last], ""
+	case "blmove":
+		return [][]byte{[]byte("LMOVE"), args[1], args[2], args[3], args[4]}, args[5], ""
+	case "brpoplpush":
+		return [][]byte{[]byte("LMOVE"), args[1], args[2], []byte("RIGHT"), []byte("LEFT")}, args[3], ""
+	case "blmpop":
+		return append([][]byte{[]byte("LMPOP")}, args[2:]...), args[1], ""
+	case "bzmpop":
+		return append([][]byte{[]byte("ZMPOP")}, args[2:]...), args[1], ""
+	}
+	return nil, nil, errNotSupported(name)
+}
+
+// parseTimeout parses a blocking timeout in seconds, as Redis does; 0 is forever.
+func parseTimeout(b []byte) (time.Duration, string) {
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, msgTimeoutNotFloat
+	}
+	if f < 0 {
+		return 0, msgTimeoutNegative
+	}
+	return time.Duration(f * float64(time.Second)), ""
+}
+
+// isBlocking reports whether args is a blocking pop (with a valid arity) that
+// block must serve, and its info.
+func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
+	if len(args) == 0 || len(args[0]) < 5 || (args[0][0] != 'b' && args[0][0] != 'B') {
+		return nil, false // the common case, without a table lookup
+	}
+	rt := sess.s.router.Route(args)
+	if rt.Info == nil || rt.Class != router.ClassSpecial || !blockingPops[rt.Info.Name] || !rt.Info.CheckArity(len(args)) {
+		return nil, false
+	}
+	return rt.Info, true
+}
+
+// block serves one blocking pop; it reports whether the client went away.
+func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
+	s := sess.s
+	name := ci.Name
+	form, targ, msg := nonBlocking(name, args)
+	var timeout time.Duration
+	if msg == "" {
+		timeout, msg = parseTimeout(targ)
+	}
+	if msg != "" {
+		sess.conn.WriteError(msg)
+		return false
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	var keys []waitKey
+	for _, i := range ci.KeyIndexes(args, nil) {
+		keys = append(keys, waitKey{sess.db, string(args[i])})
+	}
+	wake := make(chan struct{}, 1)
+	registered := false
+	defer func() {
+		if registered {
+			s.waiters.remove(keys, wake)
+		}
+	}()
+	raw := buildCommand(form)
+	r := &router.Request{}
+	for {
+		// Register before trying, so a push between the try and the wait wakes us.
+		if !registered {
+			s.waiters.add(keys, wake)
+			registered = true
+		}
+		r.Reset()
+		r.Kind = router.KindWrite
+		r.DB = sess.db
+		r.Raw = raw
+		r.Argc = len(form)
+		r.NullArray = true
+		r.Rewrite = true // no effect when nothing was popped
+		sess.waiter.Add(r)
+		s.router.Master().Submit(int(sess.id), r)
+		sess.waiter.Wait()
+		if r.Seq > 0 {
+			sess.lastSeq, sess.lastEpoch = r.Seq, r.Epoch
+		}
+		if !isNull(r.Reply) {
+			sess.conn.WriteRaw(blockingReply(name, r.Reply))
+			return false
+		}
+		if s.closing.Load() {
+			sess.conn.WriteRaw([]byte("*-1\r\n"))
+			return false
+		}
+		wait := blockRetry
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				sess.conn.WriteRaw([]byte("*-1\r\n"))
+				return false
+			}
+			wait = min(wait, left)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-wake:
+		case <-t.C:
+			if peerClosed(sess.conn.NetConn()) {
+				t.Stop()
+				return true
+			}
+		}
+		t.Stop()
+	}
+}
+
+// isNull reports whether a reply is a null bulk or null array.
+func isNull(reply []byte) bool {
+	return bytes.Equal(reply, []byte("*-1\r\n")) || bytes.Equal(reply, []byte("$-1\r\n"))
+}
+
+// blockingReply turns the non-blocking form's reply into the blocking command's:
+// LMPOP's [key, [value]] is BLPOP's [key, value]; ZMPOP's [key, [[member, score]]]
+// is BZPOPMIN's [key, member, score]. Errors and the other forms pass unchanged.
+func blockingReply(name string, reply []byte) []byte {
+	switch name {
+	case "blpop", "brpop", "bzpopmin", "bzpopmax":
+	default:
+		return reply
+	}
+	top := splitArray(reply)
+	if len(top) != 2 {
+		return reply
+	}
+	inner := splitArray(top[1])
+	if len(inner) != 1 {
+		return reply
+	}
+	if name == "blpop" || name == "brpop" {
+		out := redcon.AppendArray(nil, 2)
+		out = append(out, top[0]...)
+		return append(out, inner[0]...)
+	}
+	pair := splitArray(inner[0])
+	if len(pair) != 2 {
+		return reply
+	}
+	out := redcon.AppendArray(nil, 3)
+	out = append(out, top[0]...)
+	out = append(out, pair[0]...)
+	return append(out, pair[1]...)
+}
+
+// splitArray returns the raw frames of an array reply's elements (nil if b is not
+// a non-null array).
+func splitArray(b []byte) [][]byte {
+	if len(b) == 0 || b[0] != '*' {
+		return nil
+	}
+	i := bytes.IndexByte(b, '\n')
+	n, err := strconv.Atoi(string(b[1 : i-1]))
+	if err != nil || n < 0 {
+		return nil
+	}
+	br := bufio.NewReader(bytes.NewReader(b[i+1:]))
+	out := make([][]byte, 0, n)
+	for j := 0; j < n; j++ {
+		f, err := router.ReadFrame(br, nil)
+		if err != nil {
+			return nil
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// peerClosed reports whether the client closed its connection, without consuming
+// any of what it sent (a peek that does not block).
+func peerClosed(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	var buf [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = (n == 0 && err == nil) || (err != nil && err != syscall.EAGAIN && err != syscall.EWOULDBLOCK)
+		return true
+	})
+	return closed
+}
