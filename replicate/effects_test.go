@@ -223,3 +223,58 @@ func TestResyncUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimEffects: XCLAIM and XAUTOCLAIM reach the slave as forced claims with the
+// master's delivery times and counts, so the pending entries match exactly.
+func TestClaimEffects(t *testing.T) {
+	rg := newRig(t)
+	for i := 1; i <= 5; i++ {
+		rg.write(t, 0, "XADD", "s", fmt.Sprintf("%d-0", i), "f", "v")
+	}
+	steps := [][]string{
+		{"XGROUP", "CREATE", "s", "g", "0"},
+		{"XREADGROUP", "GROUP", "g", "alice", "COUNT", "4", "STREAMS", "s", ">"},
+		{"XCLAIM", "s", "g", "bob", "0", "1-0", "2-0"},
+		{"XCLAIM", "s", "g", "carol", "0", "3-0", "JUSTID"},
+		{"XDEL", "s", "4-0"},
+		{"XAUTOCLAIM", "s", "g", "dave", "0", "0-0", "COUNT", "10"},
+		{"XCLAIM", "s", "g", "erin", "3600000", "1-0"},
+		{"XADD", "s", "6-0", "f", "v"},
+		{"XREADGROUP", "GROUP", "g", "frank", "STREAMS", "s", ">"},
+		{"XREADGROUP", "GROUP", "g", "frank", "STREAMS", "s", ">"},
+		{"XADD", "s", "7-0", "f", "v"},
+		{"XREADGROUP", "GROUP", "g", "gina", "NOACK", "STREAMS", "s", ">"},
+	}
+	for _, s := range steps {
+		if got := rg.write(t, 0, s...); strings.HasPrefix(got, "-") {
+			t.Fatalf("%q: %q", s, got)
+		}
+	}
+	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
+	// The pending entries, with their absolute delivery times (XINFO STREAM FULL).
+	pending := func(srv *redistest.Server) string {
+		v := srv.Do(t, "XINFO", "STREAM", "s", "FULL").([]interface{})
+		var b strings.Builder
+		for i := 0; i+1 < len(v); i += 2 {
+			if string(v[i].([]byte)) != "groups" {
+				continue
+			}
+			for _, g := range v[i+1].([]interface{}) {
+				gf := g.([]interface{})
+				for j := 0; j+1 < len(gf); j += 2 {
+					if string(gf[j].([]byte)) != "pending" {
+						continue
+					}
+					for _, e := range gf[j+1].([]interface{}) {
+						f := e.([]interface{})
+						fmt.Fprintf(&b, "%s %s %d %d; ", f[0], f[1], f[2], f[3])
+					}
+				}
+			}
+		}
+		return b.String()
+	}
+	if m, s := pending(rg.master), pending(rg.slave); m != s || m == "" {
+		t.Fatalf("pending entries (id, owner, delivery time, count):\nmaster %q\nslave  %q", m, s)
+	}
+}

@@ -103,6 +103,34 @@ local function restore_meta()
   call('SELECT', d)
 end
 
+-- The effect of claiming stream entries, as Redis propagates it: per entry, an
+-- XCLAIM that forces its owner, delivery time and delivery count.
+local function claim_effects(db, key, group, consumer, ids)
+  local t = call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local parts = {}
+  for _, id in ipairs(ids) do
+    local p = call('XPENDING', key, group, id, id, 1)
+    if p[1] then
+      -- The delivery time is pinned on the master too: Redis' own clock reads
+      -- may differ by a millisecond from TIME's.
+      local c = {'XCLAIM', key, group, consumer, '0', id, 'TIME', num(now),
+        'RETRYCOUNT', num(p[1][4]), 'FORCE', 'JUSTID'}
+      call(unpack(c))
+      parts[#parts + 1] = enc(db, c)
+    end
+  end
+  return parts
+end
+
+local function entry_ids(list)
+  local ids = {}
+  for _, e in ipairs(list) do
+    if type(e) == 'table' then ids[#ids + 1] = e[1] elseif e then ids[#ids + 1] = e end
+  end
+  return ids
+end
+
 -- rewrite returns the effect of a mode-x command (nil for none) and, optionally,
 -- a replacement reply. a holds the command's arguments, a[1] its name.
 local function rewrite(db, a, r, effect)
@@ -123,6 +151,25 @@ local function rewrite(db, a, r, effect)
       return table.concat(parts), nil, k
     end
     return enc(db, {'SREM', key, r})
+  elseif name == 'xreadgroup' then
+    -- The read itself (deterministic), then the delivery times pinned.
+    if r == false or has_opt(a, 5, #a, {NOACK = true}) then return effect end
+    local parts = {effect}
+    for _, st in ipairs(r) do
+      for _, c in ipairs(claim_effects(db, st[1], a[3], a[4], entry_ids(st[2]))) do
+        parts[#parts + 1] = c
+      end
+    end
+    return table.concat(parts), nil, #parts
+  elseif name == 'xclaim' or name == 'xautoclaim' then
+    local claimed, deleted = r, {}
+    if name == 'xautoclaim' then claimed, deleted = r[2], r[3] or {} end
+    local parts = claim_effects(db, key, a[3], a[4], entry_ids(claimed))
+    for _, id in ipairs(deleted) do
+      parts[#parts + 1] = enc(db, {'XACK', key, a[3], id})
+    end
+    if #parts == 0 then return nil end
+    return table.concat(parts), nil, #parts
   elseif name == 'lmpop' or name == 'zmpop' or name == 'lmove' then
     -- The non-blocking forms of blocking pops, tried again and again while a
     -- client waits: nothing popped, nothing to replicate.

@@ -46,7 +46,7 @@ var rewriteNames = map[string]bool{
 	"spop": true, "incrbyfloat": true, "hincrbyfloat": true, "expire": true, "pexpire": true,
 	"setex": true, "psetex": true, "restore": true, "xadd": true, "xtrim": true,
 	"incr": true, "incrby": true, "decr": true, "decrby": true, "hincrby": true,
-	"flushall": true, "flushdb": true,
+	"flushall": true, "flushdb": true, "xclaim": true, "xautoclaim": true, "xreadgroup": true,
 }
 
 // classOverrides pins the class of commands whose COMMAND flags do not tell the
