@@ -161,9 +161,9 @@ func parseTimeout(b []byte) (time.Duration, string) {
 }
 
 // isBlocking reports whether args is a blocking pop (with a valid arity) that
-// block must serve, and its info.
+// block must serve, and its info. Inside MULTI nothing blocks.
 func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
-	if len(args) == 0 || len(args[0]) < 5 || (args[0][0] != 'b' && args[0][0] != 'B') {
+	if sess.tx != nil || len(args) == 0 || len(args[0]) < 5 || (args[0][0] != 'b' && args[0][0] != 'B') {
 		return nil, false // the common case, without a table lookup
 	}
 	rt := sess.s.router.Route(args)

@@ -29,7 +29,7 @@ const (
 	postNone post = iota
 	postInfo      // prepend the proxy's INFO sections
 	postQuit      // close the connection after this reply
-	postSkip      // CLIENT REPLY SKIP/OFF: do not send this reply
+	postExec      // EXEC: the array of the transaction's replies
 )
 
 // Session is one client connection's state. Its methods run on the connection's
@@ -45,12 +45,17 @@ type Session struct {
 	lastSeq   int64  // sequence number of this client's last write (read-your-writes)
 	lastEpoch string // and the master's epoch then
 
-	replyMode int // 0 on, 1 off, 2 skip next
+	replyMode    int  // 0 on, 1 off, 2 skip next
+	replyDecided bool // CLIENT REPLY set the skip of its own reply
+
+	tx    *txState    // MULTI ... EXEC being queued
+	execs []execEntry // transactions submitted by the batch's EXECs, in order
 
 	cmds    []redcon.Command
 	reqs    []*router.Request
 	posts   []post
 	onSlave []bool // the request went to a slave
+	skip    []bool // CLIENT REPLY OFF/SKIP: the reply is not sent
 	waiter  *router.Waiter
 }
 
@@ -117,6 +122,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		sess.reqs = append(sess.reqs, &router.Request{})
 		sess.posts = append(sess.posts, postNone)
 		sess.onSlave = append(sess.onSlave, false)
+		sess.skip = append(sess.skip, false)
 	}
 	wrote := false
 	for i, c := range cmds {
@@ -125,14 +131,17 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		r.DB = sess.db
 		sess.posts[i] = postNone
 		sess.onSlave[i] = false
+		sess.skip[i] = false
 		mode := sess.replyMode
 		sess.dispatch(i, r, c, &wrote)
-		if sess.posts[i] == postNone || sess.posts[i] == postInfo {
+		if sess.replyDecided { // CLIENT REPLY decides for its own reply
+			sess.replyDecided = false
+		} else {
 			switch mode {
 			case 1:
-				sess.posts[i] = postSkip
+				sess.skip[i] = true
 			case 2:
-				sess.posts[i] = postSkip
+				sess.skip[i] = true
 				sess.replyMode = 0
 			}
 		}
@@ -168,12 +177,15 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		switch sess.posts[i] {
 		case postInfo:
 			r.Reply = sess.infoReply(r.Reply)
+		case postExec:
+			r.Reply = sess.execReply(r.Reply)
 		case postQuit:
 			quit = true
 		}
-		if sess.posts[i] != postSkip {
+		if !sess.skip[i] {
 			sess.conn.WriteRaw(r.Reply)
 		}
+
 		// Do not keep large reply buffers alive between batches.
 		if cap(r.Reply) > maxKeptReply {
 			r.Reply = nil
@@ -185,6 +197,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		sess.reqs = sess.reqs[:maxKeptRequests:maxKeptRequests]
 		sess.posts = sess.posts[:maxKeptRequests:maxKeptRequests]
 		sess.onSlave = sess.onSlave[:maxKeptRequests:maxKeptRequests]
+		sess.skip = sess.skip[:maxKeptRequests:maxKeptRequests]
 	}
 	return quit
 }
@@ -207,12 +220,30 @@ func (sess *Session) toMaster(r *router.Request) {
 func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote *bool) {
 	args := c.Args
 	rt := sess.s.router.Route(args)
+	if sess.tx != nil && sess.inMulti(i, r, c, rt) {
+		if rt.Info != nil && rt.Info.Name == "exec" {
+			*wrote = true // later reads of the batch go behind it, on the master
+		}
+		return
+	}
 	if rt.Class == router.ClassUnknown {
 		sess.localError(r, errUnknownCommand(args))
 		return
 	}
 	if !rt.Info.CheckArity(len(args)) {
 		sess.localError(r, errWrongArity(rt.Info.Name))
+		return
+	}
+	switch rt.Info.Name {
+	case "multi":
+		sess.tx = &txState{db: sess.db}
+		sess.local(r, []byte("+OK\r\n"))
+		return
+	case "exec":
+		sess.localError(r, msgExecNoMulti)
+		return
+	case "discard":
+		sess.localError(r, msgDiscardNoMult)
 		return
 	}
 	switch rt.Class {
@@ -223,16 +254,9 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	case router.ClassSpecial:
 		sess.localError(r, errNotSupported(rt.Info.Name))
 	case router.ClassWrite:
-		if len(args)+4 > replicate.MaxScriptArgs {
-			sess.localError(r, msgTooManyArgs)
+		if msg := sess.checkWrite(rt.Info, args); msg != "" {
+			sess.localError(r, msg)
 			return
-		}
-		var buf [16]int
-		for _, k := range rt.Info.KeyIndexes(args, buf[:0]) {
-			if bytes.HasPrefix(args[k], []byte(replicate.KeyPrefix)) {
-				sess.localError(r, msgReservedKey)
-				return
-			}
 		}
 		r.Kind = router.KindWrite
 		r.Raw = c.Raw
@@ -268,6 +292,21 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	}
 }
 
+// checkWrite refuses writes the replication script cannot carry, or that touch the
+// replication metadata; it returns the error, or "".
+func (sess *Session) checkWrite(ci *router.CommandInfo, args [][]byte) string {
+	if len(args)+4 > replicate.MaxScriptArgs {
+		return msgTooManyArgs
+	}
+	var buf [16]int
+	for _, k := range ci.KeyIndexes(args, buf[:0]) {
+		if bytes.HasPrefix(args[k], []byte(replicate.KeyPrefix)) {
+			return msgReservedKey
+		}
+	}
+	return ""
+}
+
 // runLocal answers the commands the proxy implements itself.
 func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, args [][]byte) {
 	switch ci.Name {
@@ -294,6 +333,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 			sess.local(r, []byte("+OK\r\n"))
 		}
 	case "reset":
+		sess.tx = nil
 		sess.db = 0
 		sess.name = ""
 		sess.replyMode = 0
@@ -340,16 +380,17 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 	case "client|setinfo":
 		sess.local(r, []byte("+OK\r\n"))
 	case "client|reply":
+		sess.replyDecided = true
 		switch strings.ToLower(string(args[2])) {
 		case "on":
 			sess.replyMode = 0
 			sess.local(r, []byte("+OK\r\n"))
 		case "off":
 			sess.replyMode = 1
-			sess.posts[i] = postSkip
+			sess.skip[i] = true
 		case "skip":
 			sess.replyMode = 2
-			sess.posts[i] = postSkip
+			sess.skip[i] = true
 		default:
 			sess.localError(r, msgSyntax)
 		}

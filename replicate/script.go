@@ -28,7 +28,8 @@ const MaxScriptArgs = 7900
 // db, argc, mode, effect, args...
 //
 // effect is the command's sync-message encoding, built by the proxy from the
-// client's RESP bytes so that Lua need not build it. mode "x" asks the script to
+// client's RESP bytes so that Lua need not build it. mode "r" marks a read (in a
+// transaction): no effect. mode "x" asks the script to
 // derive the effect from what the command did instead (non-deterministic and
 // time-relative commands, see rewrite below), as Redis' own replication does.
 //
@@ -263,6 +264,9 @@ for i = 1, n do
     else
       effect = nil
     end
+  elseif mode == 'r' then
+    r = redis.pcall(unpack(ARGV, pos, last))
+    effect = nil
   else
     r = redis.pcall(unpack(ARGV, pos, last))
     if type(r) == 'table' and r.err then effect = nil else ne = ne + 1 end

@@ -46,6 +46,8 @@ type Request struct {
 	// NullArray: the command's nil reply is a null array, which Lua turns into a
 	// null bulk string; the reader turns it back.
 	NullArray bool
+	// ReadOnly: a read run inside the script (in a transaction); it has no effect.
+	ReadOnly bool
 	// Reply holds the raw RESP reply once the request is complete.
 	Reply []byte
 	// Seq is the replication sequence number a KindWrite request was given (0 when
@@ -554,7 +556,8 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 				}
 			}
 			// Group commit: take the writes queued behind this one.
-			first, last, n := r, r, 1
+			first := r
+			last, n := chainEnd(r)
 			for n < o.MaxGroup {
 				var nx *Request
 				select {
@@ -569,8 +572,9 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 					break
 				}
 				last.next = nx
-				last = nx
-				n++
+				var k int
+				last, k = chainEnd(nx)
+				n += k
 			}
 			if l.reload.CompareAndSwap(true, false) {
 				bw.WriteString("*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n")
@@ -661,6 +665,8 @@ func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
 		h = appendBulkInt(h, int64(r.Argc))
 		if r.Rewrite {
 			h = append(h, "$1\r\nx\r\n"...)
+		} else if r.ReadOnly {
+			h = append(h, "$1\r\nr\r\n"...)
 		} else {
 			h = append(h, "$1\r\n0\r\n"...)
 		}
@@ -699,6 +705,46 @@ func fixBigInt(r *Request) {
 		n := copy(r.Reply[1:], r.Reply[3:])
 		r.Reply = r.Reply[:1+n]
 		r.Reply[0] = ':'
+	}
+}
+
+// chainEnd returns the last request of the chain starting at r (a transaction is
+// submitted as one chain) and the chain's length.
+func chainEnd(r *Request) (*Request, int) {
+	n := 1
+	for r.next != nil {
+		r = r.next
+		n++
+	}
+	return r, n
+}
+
+// SubmitTx queues reqs, KindWrite requests, to run in one script call on
+// connection idx: atomically, as a MULTI/EXEC transaction. Each is completed with
+// its own reply.
+func (b *Backend) SubmitTx(idx int, reqs []*Request) {
+	for i := 0; i+1 < len(reqs); i++ {
+		reqs[i].next = reqs[i+1]
+	}
+	l := b.links[idx%len(b.links)]
+	if !l.up.Load() {
+		for _, r := range reqs {
+			r.next = nil
+			r.fail(l.downMsg)
+		}
+		return
+	}
+	b.Outstanding.Add(int64(len(reqs)))
+	t := time.NewTimer(b.opts.Timeout)
+	defer t.Stop()
+	select {
+	case l.queue <- reqs[0]:
+	case <-t.C:
+		b.Outstanding.Add(-int64(len(reqs)))
+		for _, r := range reqs {
+			r.next = nil
+			r.fail("ERR syncproxy: " + b.opts.Name + " request queue is full")
+		}
 	}
 }
 

@@ -1,0 +1,194 @@
+package proxy
+
+import (
+	"strconv"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// A transaction (MULTI ... EXEC) is queued by the session and runs as one call of
+// the replication script on the master: atomically, as EXEC runs in Redis, and it
+// reaches the slaves as one sync message, applied atomically too. Reads inside it
+// run on the master, in the script, with no effect.
+
+// Redis' transaction replies.
+const (
+	msgExecAbort     = "EXECABORT Transaction discarded because of previous errors."
+	msgExecNoMulti   = "ERR EXEC without MULTI"
+	msgDiscardNoMult = "ERR DISCARD without MULTI"
+	msgMultiNested   = "ERR MULTI calls can not be nested"
+	msgWatchInMulti  = "ERR WATCH inside MULTI is not allowed"
+)
+
+// txState is a transaction being queued.
+type txState struct {
+	db      int  // the DB of the next queued command (SELECT inside MULTI moves it)
+	aborted bool // a command was refused while queuing: EXEC answers EXECABORT
+	cmds    []txCmd
+}
+
+// txCmd is one queued command.
+type txCmd struct {
+	db        int
+	raw       []byte
+	argc      int
+	rewrite   bool
+	readOnly  bool
+	nullArray bool
+	local     []byte // the reply, when the proxy answers it (SELECT)
+	block     string // a blocking pop run in its non-blocking form: convert the reply
+}
+
+// inMulti handles a command while a transaction is open; it reports whether it
+// did (EXEC, DISCARD and the queued commands), leaving QUIT and RESET to the
+// normal path.
+func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt router.Route) bool {
+	tx := sess.tx
+	args := c.Args
+	if rt.Class == router.ClassUnknown {
+		sess.localError(r, errUnknownCommand(args))
+		tx.aborted = true
+		return true
+	}
+	name := rt.Info.Name
+	switch name {
+	case "quit", "reset":
+		return false
+	case "exec":
+		sess.exec(i, r)
+		return true
+	case "discard":
+		sess.tx = nil
+		sess.local(r, []byte("+OK\r\n"))
+		return true
+	case "multi":
+		sess.localError(r, msgMultiNested)
+		return true
+	case "watch":
+		sess.localError(r, msgWatchInMulti)
+		return true
+	}
+	if !rt.Info.CheckArity(len(args)) {
+		sess.localError(r, errWrongArity(name))
+		tx.aborted = true
+		return true
+	}
+	q := txCmd{db: tx.db, raw: append([]byte(nil), c.Raw...), argc: len(args)}
+	switch {
+	case name == "select":
+		n, err := strconv.Atoi(string(args[1]))
+		if err != nil || n < 0 || n >= numDBs {
+			// Redis runs SELECT at EXEC time; an invalid one fails then, alone.
+			q.local = router.AppendError(nil, msgDBRange)
+			if err != nil {
+				q.local = router.AppendError(nil, msgNotInteger)
+			}
+		} else {
+			q.local = []byte("+OK\r\n")
+			tx.db = n
+		}
+	case name == "ping" || name == "echo":
+		q.readOnly = true
+	case rt.Class == router.ClassWrite:
+		if msg := sess.checkWrite(rt.Info, args); msg != "" {
+			sess.localError(r, msg)
+			tx.aborted = true
+			return true
+		}
+		q.rewrite, q.nullArray = rt.Rewrite, rt.NullArray
+	case rt.Class == router.ClassRead || (rt.Class == router.ClassMaster && !rt.Info.Has(router.FlagNoScript)):
+		if name == "publish" && string(args[1]) == sess.s.cfg.SyncChannel {
+			sess.localError(r, msgSyncChannel)
+			tx.aborted = true
+			return true
+		}
+		q.readOnly = true
+		q.nullArray = name == "xread"
+	case rt.Class == router.ClassSpecial && blockingPops[name]:
+		// Inside a transaction a blocking pop does not block, as in Redis.
+		form, _, msg := nonBlocking(name, args)
+		if msg != "" {
+			sess.localError(r, msg)
+			tx.aborted = true
+			return true
+		}
+		q.raw, q.argc, q.nullArray, q.rewrite, q.block = buildCommand(form), len(form), true, true, name
+	case rt.Class == router.ClassDenied:
+		sess.localError(r, errDenied(name))
+		tx.aborted = true
+		return true
+	default:
+		sess.localError(r, "ERR syncproxy: '"+name+"' is not supported inside MULTI")
+		tx.aborted = true
+		return true
+	}
+	tx.cmds = append(tx.cmds, q)
+	sess.local(r, []byte("+QUEUED\r\n"))
+	return true
+}
+
+// exec submits the queued transaction as one script call; execReply builds the
+// client's reply once it completed.
+func (sess *Session) exec(i int, r *router.Request) {
+	tx := sess.tx
+	sess.tx = nil
+	if tx.aborted {
+		sess.localError(r, msgExecAbort)
+		return
+	}
+	sess.db = tx.db // SELECT inside the transaction holds for what follows EXEC
+	sess.posts[i] = postExec
+	r.Kind = router.KindLocal
+	ex := execEntry{tx: tx}
+	var chain []*router.Request
+	for _, q := range tx.cmds {
+		tr := &router.Request{}
+		ex.reqs = append(ex.reqs, tr)
+		if q.local != nil {
+			tr.Kind = router.KindLocal
+			tr.Reply = q.local
+			continue
+		}
+		tr.Kind, tr.DB, tr.Raw, tr.Argc = router.KindWrite, q.db, q.raw, q.argc
+		tr.Rewrite, tr.ReadOnly, tr.NullArray = q.rewrite, q.readOnly, q.nullArray
+		sess.waiter.Add(tr)
+		chain = append(chain, tr)
+	}
+	sess.execs = append(sess.execs, ex)
+	if len(chain) > 0 {
+		sess.s.router.Master().SubmitTx(int(sess.id), chain)
+	}
+}
+
+// execEntry is a transaction submitted by an EXEC of the current batch.
+type execEntry struct {
+	tx   *txState
+	reqs []*router.Request
+}
+
+// execReply is EXEC's reply: the array of the queued commands' replies, or the
+// proxy's error when the master could not run the transaction.
+func (sess *Session) execReply(dst []byte) []byte {
+	ex := sess.execs[0]
+	sess.execs = sess.execs[1:]
+	tx := ex.tx
+	for _, tr := range ex.reqs {
+		if tr.Failed {
+			return append(dst[:0], tr.Reply...)
+		}
+	}
+	out := redcon.AppendArray(dst[:0], len(ex.reqs))
+	for j, tr := range ex.reqs {
+		reply := tr.Reply
+		if b := tx.cmds[j].block; b != "" {
+			reply = blockingReply(b, reply)
+		}
+		out = append(out, reply...)
+		if tr.Seq > 0 {
+			sess.lastSeq, sess.lastEpoch = tr.Seq, tr.Epoch
+		}
+	}
+	return out
+}
