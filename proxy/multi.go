@@ -61,6 +61,7 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 		return true
 	case "discard":
 		sess.tx = nil
+		sess.closeWatch()
 		sess.local(r, []byte("+OK\r\n"))
 		return true
 	case "multi":
@@ -135,6 +136,7 @@ func (sess *Session) exec(i int, r *router.Request) {
 	tx := sess.tx
 	sess.tx = nil
 	if tx.aborted {
+		sess.closeWatch()
 		sess.localError(r, msgExecAbort)
 		return
 	}
@@ -153,10 +155,17 @@ func (sess *Session) exec(i int, r *router.Request) {
 		}
 		tr.Kind, tr.DB, tr.Raw, tr.Argc = router.KindWrite, q.db, q.raw, q.argc
 		tr.Rewrite, tr.ReadOnly, tr.NullArray = q.rewrite, q.readOnly, q.nullArray
-		sess.waiter.Add(tr)
 		chain = append(chain, tr)
 	}
+	if sess.watch != nil {
+		sess.execWatched(&ex, chain)
+		sess.execs = append(sess.execs, ex)
+		return
+	}
 	sess.execs = append(sess.execs, ex)
+	for _, tr := range chain {
+		sess.waiter.Add(tr)
+	}
 	if len(chain) > 0 {
 		sess.s.router.Master().SubmitTx(int(sess.id), chain)
 	}
@@ -164,8 +173,10 @@ func (sess *Session) exec(i int, r *router.Request) {
 
 // execEntry is a transaction submitted by an EXEC of the current batch.
 type execEntry struct {
-	tx   *txState
-	reqs []*router.Request
+	tx      *txState
+	reqs    []*router.Request
+	aborted bool   // a watched key changed: EXEC's reply is nil
+	err     string // the master could not run it
 }
 
 // execReply is EXEC's reply: the array of the queued commands' replies, or the
@@ -174,6 +185,12 @@ func (sess *Session) execReply(dst []byte) []byte {
 	ex := sess.execs[0]
 	sess.execs = sess.execs[1:]
 	tx := ex.tx
+	if ex.aborted {
+		return append(dst[:0], "*-1\r\n"...)
+	}
+	if ex.err != "" {
+		return router.AppendError(dst[:0], ex.err)
+	}
 	for _, tr := range ex.reqs {
 		if tr.Failed {
 			return append(dst[:0], tr.Reply...)

@@ -40,7 +40,8 @@ type Server struct {
 	closing  atomic.Bool
 	commands atomic.Int64
 
-	waiters waiters // clients blocked in BLPOP & co.
+	waiters waiters             // clients blocked in BLPOP & co.
+	script  *router.WriteScript // the replication script, for WATCH connections
 
 	mu       sync.Mutex
 	shutdown bool
@@ -84,18 +85,19 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		Log:      log,
 	})
 	ms := replicate.MasterScript()
+	s.script = &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{
+		[]byte(s.repl.EpochCandidate()),
+		[]byte(strconv.Itoa(cfg.BacklogLen)),
+		[]byte(cfg.SyncChannel),
+	}}
 	master := router.NewBackend(router.BackendOptions{
 		Name:     "master",
 		Addr:     cfg.Master,
 		Conns:    cfg.BackendConns,
 		Timeout:  cfg.BackendTimeout,
 		MaxGroup: cfg.WriteGroup,
-		Script: &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{
-			[]byte(s.repl.EpochCandidate()),
-			[]byte(strconv.Itoa(cfg.BacklogLen)),
-			[]byte(cfg.SyncChannel),
-		}},
-		Log: log,
+		Script:   s.script,
+		Log:      log,
 	})
 	var slaves []*router.Slave
 	for i, a := range s.repl.Appliers() {

@@ -49,6 +49,7 @@ type Session struct {
 	replyDecided bool // CLIENT REPLY set the skip of its own reply
 
 	tx    *txState    // MULTI ... EXEC being queued
+	watch *watchConn  // dedicated master connection while WATCHing
 	execs []execEntry // transactions submitted by the batch's EXECs, in order
 
 	cmds    []redcon.Command
@@ -70,6 +71,7 @@ func newSession(s *Server, conn redcon.Conn, id int64) *Session {
 }
 
 func (sess *Session) close() {
+	sess.closeWatch()
 	sess.reqs = nil
 	sess.cmds = nil
 }
@@ -245,6 +247,13 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	case "discard":
 		sess.localError(r, msgDiscardNoMult)
 		return
+	case "watch":
+		sess.doWatch(r, c.Raw)
+		return
+	case "unwatch":
+		sess.closeWatch()
+		sess.local(r, []byte("+OK\r\n"))
+		return
 	}
 	switch rt.Class {
 	case router.ClassLocal:
@@ -334,6 +343,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 		}
 	case "reset":
 		sess.tx = nil
+		sess.closeWatch()
 		sess.db = 0
 		sess.name = ""
 		sess.replyMode = 0

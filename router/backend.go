@@ -641,7 +641,40 @@ func (l *link) flush(conn net.Conn, bw *bufio.Writer) error {
 // sync-message encoding (*<argc+1> $<db> <the client's argument bulks>), and the
 // arguments.
 func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
-	s := l.b.opts.Script
+	writeScriptCall(bw, l.b.opts.Script, first, n, curDB)
+}
+
+// byteWriter is what writeScriptCall writes to (bufio.Writer, bytes.Buffer).
+type byteWriter interface {
+	Write([]byte) (int, error)
+	WriteString(string) (int, error)
+}
+
+// AppendScriptCall appends the script call that runs reqs (KindWrite requests)
+// in one step, as a link sends it; for callers that drive their own connection
+// (WATCH ... EXEC on a dedicated one).
+func AppendScriptCall(dst []byte, s *WriteScript, reqs []*Request, curDB int) []byte {
+	for i := 0; i+1 < len(reqs); i++ {
+		reqs[i].next = reqs[i+1]
+	}
+	buf := bytes.NewBuffer(dst)
+	writeScriptCall(buf, s, reqs[0], len(reqs), curDB)
+	for _, r := range reqs {
+		r.next = nil
+	}
+	return buf.Bytes()
+}
+
+// FixScriptReply restores what Lua changed in a reply read from a script call: big
+// integers, null arrays. ReadFrame'd replies of AppendScriptCall calls need it.
+func (r *Request) FixScriptReply() {
+	fixBigInt(r)
+	if r.NullArray && string(r.Reply) == "$-1\r\n" {
+		r.Reply = append(r.Reply[:0], "*-1\r\n"...)
+	}
+}
+
+func writeScriptCall(bw byteWriter, s *WriteScript, first *Request, n, curDB int) {
 	total := 3 + len(s.Args) + 3
 	for r := first; r != nil; r = r.next {
 		total += 4 + r.Argc
@@ -858,10 +891,7 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 		r.next = nil
 		r.Seq = seq
 		r.Epoch = epoch
-		fixBigInt(r)
-		if r.NullArray && string(r.Reply) == "$-1\r\n" {
-			r.Reply = append(r.Reply[:0], "*-1\r\n"...)
-		}
+		r.FixScriptReply()
 		l.b.Outstanding.Add(-1)
 		r.complete()
 		r = next

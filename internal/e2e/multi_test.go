@@ -112,3 +112,101 @@ func TestClientReply(t *testing.T) {
 		t.Fatalf("redis %q, proxy %q", out["redis"], out["proxy"])
 	}
 }
+
+// TestWatch: WATCH/EXEC through the proxy as in Redis: EXEC runs when nothing
+// changed, aborts (nil) when another client — or the client itself — changed a
+// watched key; DISCARD and UNWATCH end the watch. The slaves converge.
+func TestWatch(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 4)
+	ref, master, slaves := servers[0], servers[1], servers[2:]
+	addr, _ := startProxy(t, master, slaves...)
+	type step struct {
+		other bool // sent by the second client
+		cmd   []string
+	}
+	steps := []step{
+		{false, []string{"SET", "k", "1"}},
+		{false, []string{"WATCH", "k", "j"}},
+		{false, []string{"MULTI"}},
+		{false, []string{"INCR", "k"}},
+		{false, []string{"EXEC"}}, // runs
+		{false, []string{"WATCH", "k"}},
+		{true, []string{"SET", "k", "changed"}},
+		{false, []string{"MULTI"}},
+		{false, []string{"SET", "k", "mine"}},
+		{false, []string{"EXEC"}}, // aborted
+		{false, []string{"GET", "k"}},
+		{false, []string{"WATCH", "k"}},
+		{false, []string{"SET", "k", "self"}},
+		{false, []string{"MULTI"}},
+		{false, []string{"GET", "k"}},
+		{false, []string{"EXEC"}}, // aborted by the client's own write
+		{false, []string{"WATCH", "k"}},
+		{false, []string{"UNWATCH"}},
+		{true, []string{"SET", "k", "again"}},
+		{false, []string{"MULTI"}},
+		{false, []string{"GET", "k"}},
+		{false, []string{"EXEC"}}, // runs: unwatched
+		{false, []string{"SELECT", "2"}},
+		{false, []string{"WATCH", "d2"}},
+		{true, []string{"SELECT", "2"}},
+		{true, []string{"SET", "d2", "x"}},
+		{false, []string{"MULTI"}},
+		{false, []string{"SET", "d2", "y"}},
+		{false, []string{"EXEC"}}, // aborted: same DB
+		{false, []string{"WATCH", "w"}},
+		{false, []string{"MULTI"}},
+		{false, []string{"DISCARD"}},
+		{true, []string{"SET", "w", "1"}},
+		{false, []string{"MULTI"}},
+		{false, []string{"SET", "w", "2"}},
+		{false, []string{"EXEC"}}, // runs: DISCARD unwatched
+		{false, []string{"WATCH", "e"}},
+		{false, []string{"MULTI"}},
+		{false, []string{"EXEC"}}, // empty, runs
+	}
+	got := map[string][]string{}
+	for name, a := range map[string]string{"redis": ref.Addr, "proxy": addr} {
+		c, o := redistest.DialRaw(t, a), redistest.DialRaw(t, a)
+		for _, s := range steps {
+			conn := c
+			if s.other {
+				conn = o
+			}
+			got[name] = append(got[name], string(conn.Do(s.cmd...)))
+		}
+	}
+	for i, s := range steps {
+		if got["redis"][i] != got["proxy"][i] {
+			t.Errorf("step %d %q: redis %q, proxy %q", i, s.cmd, got["redis"][i], got["proxy"][i])
+		}
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestWatchPipelined: WATCH and EXEC keep their place in a pipeline.
+func TestWatchPipelined(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	ref, master := servers[0], servers[1]
+	addr, _ := startProxy(t, master, servers[2])
+	cmds := [][]string{
+		{"SET", "k", "1"}, {"WATCH", "k"}, {"SET", "k", "2"}, {"MULTI"}, {"GET", "k"}, {"EXEC"},
+		{"WATCH", "k"}, {"MULTI"}, {"INCR", "k"}, {"EXEC"}, {"GET", "k"},
+	}
+	got := map[string]string{}
+	for name, a := range map[string]string{"redis": ref.Addr, "proxy": addr} {
+		c := redistest.DialRaw(t, a)
+		for _, cmd := range cmds {
+			c.Send(cmd...)
+		}
+		c.Flush()
+		for range cmds {
+			got[name] += string(c.Read())
+		}
+	}
+	if got["redis"] != got["proxy"] {
+		t.Fatalf("redis %q\nproxy %q", got["redis"], got["proxy"])
+	}
+}

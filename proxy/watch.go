@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// WATCH needs the master's own bookkeeping of modified keys, which belongs to one
+// connection: a session that WATCHes gets a dedicated master connection, where the
+// WATCH runs and, at EXEC, MULTI + the transaction's script call + EXEC. The master
+// aborts the EXEC if a watched key changed — whoever changed it, through any proxy.
+// EXEC, DISCARD, UNWATCH and RESET end the watch and close the connection.
+
+// watchConn is a session's dedicated master connection while it watches keys.
+type watchConn struct {
+	conn net.Conn
+	br   *bufio.Reader
+	db   int
+}
+
+var errWatchReply = errors.New("proxy: unexpected reply on the WATCH connection")
+
+// roundTrip writes frames and reads n replies, within the backend timeout.
+func (sess *Session) watchRoundTrip(frames []byte, n int) ([][]byte, error) {
+	w := sess.watch
+	w.conn.SetDeadline(time.Now().Add(sess.s.cfg.BackendTimeout))
+	if _, err := w.conn.Write(frames); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		f, err := router.ReadFrame(w.br, nil)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = f
+	}
+	return out, nil
+}
+
+// openWatch dials the dedicated connection and loads the replication script on it.
+func (sess *Session) openWatch() error {
+	s := sess.s
+	c, err := net.DialTimeout("tcp", s.cfg.Master, s.cfg.BackendTimeout)
+	if err != nil {
+		return err
+	}
+	sess.watch = &watchConn{conn: c, br: bufio.NewReader(c)}
+	replies, err := sess.watchRoundTrip(buildCommand([][]byte{[]byte("SCRIPT"), []byte("LOAD"), []byte(s.script.Body)}), 1)
+	if err == nil && replies[0][0] == '-' {
+		err = errWatchReply
+	}
+	if err != nil {
+		sess.closeWatch()
+	}
+	return err
+}
+
+func (sess *Session) closeWatch() {
+	if sess.watch != nil {
+		sess.watch.conn.Close()
+		sess.watch = nil
+	}
+}
+
+func (sess *Session) watchDown(r *router.Request, err error) {
+	sess.closeWatch()
+	sess.localError(r, "ERR syncproxy: master "+sess.s.cfg.Master+" is unavailable ("+sanitize([]byte(err.Error()), 100)+")")
+}
+
+// doWatch runs WATCH on the dedicated connection, after what the batch sent before.
+func (sess *Session) doWatch(r *router.Request, raw []byte) {
+	sess.waiter.Wait()
+	if sess.watch == nil {
+		if err := sess.openWatch(); err != nil {
+			sess.watchDown(r, err)
+			return
+		}
+	}
+	var frames []byte
+	if sess.watch.db != sess.db {
+		frames = buildCommand([][]byte{[]byte("SELECT"), []byte(strconv.Itoa(sess.db))})
+	}
+	frames = append(frames, raw...)
+	n := 1
+	if len(frames) > len(raw) {
+		n = 2
+	}
+	replies, err := sess.watchRoundTrip(frames, n)
+	if err != nil {
+		sess.watchDown(r, err)
+		return
+	}
+	sess.watch.db = sess.db
+	sess.local(r, replies[n-1])
+}
+
+// execWatched runs a transaction on the dedicated connection: MULTI, the script
+// call, EXEC. The watch ends whatever happens.
+func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
+	defer sess.closeWatch()
+	sess.waiter.Wait()
+	frames := []byte("*1\r\n$5\r\nMULTI\r\n")
+	n := 2
+	if len(chain) > 0 {
+		frames = router.AppendScriptCall(frames, sess.s.script, chain, sess.watch.db)
+		n = 3
+	}
+	frames = append(frames, "*1\r\n$4\r\nEXEC\r\n"...)
+	replies, err := sess.watchRoundTrip(frames, n)
+	if err != nil {
+		ex.err = "ERR syncproxy: master " + sess.s.cfg.Master + " is unavailable"
+		return
+	}
+	execRe := replies[n-1]
+	switch {
+	case string(execRe) == "*-1\r\n":
+		ex.aborted = true // a watched key changed
+		return
+	case execRe[0] == '-':
+		ex.err = string(execRe[1 : len(execRe)-2])
+		return
+	}
+	if len(chain) == 0 {
+		return
+	}
+	outer := splitArray(execRe)
+	if len(outer) != 1 {
+		ex.err = "ERR syncproxy: unexpected EXEC reply from the master"
+		return
+	}
+	if outer[0][0] == '-' {
+		ex.err = string(outer[0][1 : len(outer[0])-2])
+		return
+	}
+	parts := splitArray(outer[0])
+	if len(parts) != len(chain)+2 {
+		ex.err = "ERR syncproxy: unexpected script reply from the master"
+		return
+	}
+	seq, _ := strconv.ParseInt(string(parts[0][1:len(parts[0])-2]), 10, 64)
+	epoch := string(parts[1][bulkStart(parts[1]) : len(parts[1])-2])
+	for j, tr := range chain {
+		tr.Reply = append(tr.Reply[:0], parts[j+2]...)
+		tr.Seq, tr.Epoch = seq, epoch
+		tr.FixScriptReply()
+	}
+}
+
+// bulkStart returns the offset of a bulk frame's content.
+func bulkStart(b []byte) int {
+	for i := range b {
+		if b[i] == '\n' {
+			return i + 1
+		}
+	}
+	return len(b)
+}
