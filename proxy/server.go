@@ -40,8 +40,9 @@ type Server struct {
 	closing  atomic.Bool
 	commands atomic.Int64
 
-	waiters waiters             // clients blocked in BLPOP & co.
-	script  *router.WriteScript // the replication script, for WATCH connections
+	waiters    waiters             // clients blocked in BLPOP & co.
+	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
+	script     *router.WriteScript // the replication script, for WATCH connections
 
 	mu       sync.Mutex
 	shutdown bool
@@ -230,7 +231,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// before the shutdown is answered. Then their connections close.
 	s.mu.Lock()
 	for sess := range s.sessions {
-		sess.conn.NetConn().SetReadDeadline(time.Now().Add(drainIdle))
+		sess.netConn.SetReadDeadline(time.Now().Add(drainIdle))
 	}
 	s.mu.Unlock()
 	var err error
@@ -246,6 +247,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if srv != nil {
 		srv.Close()
 	}
+	// Detached sessions (subscribed clients) are not redcon's any more.
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.netConn.Close()
+	}
+	s.mu.Unlock()
+	s.detachedWG.Wait()
 	s.repl.Close()
 	s.router.Master().Close()
 	for _, sl := range s.router.Slaves() {
@@ -279,6 +287,9 @@ func (s *Server) accept(conn redcon.Conn) bool {
 
 func (s *Server) closed(conn redcon.Conn, err error) {
 	if sess, ok := conn.Context().(*Session); ok {
+		if sess.detached.Load() {
+			return // its own goroutine ends it
+		}
 		s.mu.Lock()
 		delete(s.sessions, sess)
 		s.mu.Unlock()

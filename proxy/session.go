@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -48,6 +50,10 @@ type Session struct {
 	replyMode    int  // 0 on, 1 off, 2 skip next
 	replyDecided bool // CLIENT REPLY set the skip of its own reply
 
+	netConn  net.Conn    // the client's connection, for deadlines
+	detached atomic.Bool // served by its own goroutine (subscribed mode)
+	sub      *subConn    // the dedicated subscription connection
+
 	tx    *txState    // MULTI ... EXEC being queued
 	watch *watchConn  // dedicated master connection while WATCHing
 	execs []execEntry // transactions submitted by the batch's EXECs, in order
@@ -62,11 +68,12 @@ type Session struct {
 
 func newSession(s *Server, conn redcon.Conn, id int64) *Session {
 	return &Session{
-		s:      s,
-		conn:   conn,
-		id:     id,
-		log:    s.log.With().Int64("client", id).Logger(),
-		waiter: router.NewWaiter(),
+		s:       s,
+		conn:    conn,
+		netConn: conn.NetConn(),
+		id:      id,
+		log:     s.log.With().Int64("client", id).Logger(),
+		waiter:  router.NewWaiter(),
 	}
 }
 
@@ -88,6 +95,12 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	batch = append(batch, conn.ReadPipeline()...)
 	quit := false
 	for len(batch) > 0 && !quit {
+		if sess.isSubscribe(batch[0].Args) {
+			// Subscribed mode: the session serves itself from now on, from
+			// another goroutine; this one must not touch it any more.
+			sess.detach(conn, batch)
+			return
+		}
 		if ci, ok := sess.isBlocking(batch[0].Args); ok {
 			// A blocking command runs alone, after what precedes it was answered.
 			s.commands.Add(1)
@@ -96,7 +109,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 		} else {
 			n := min(len(batch), s.cfg.MaxPipeline)
 			for j := 1; j < n; j++ {
-				if _, ok := sess.isBlocking(batch[j].Args); ok {
+				if _, ok := sess.isBlocking(batch[j].Args); ok || sess.isSubscribe(batch[j].Args) {
 					n = j
 					break
 				}
@@ -114,7 +127,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 		conn.Close()
 	} else if s.closing.Load() {
 		// Shutting down: answer what the client sends next, close when it idles.
-		conn.NetConn().SetReadDeadline(time.Now().Add(drainIdle))
+		sess.netConn.SetReadDeadline(time.Now().Add(drainIdle))
 	}
 }
 

@@ -1,0 +1,237 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// A client that subscribes (SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE) gets a dedicated
+// master connection: the proxy detaches the client from redcon's loop, forwards
+// what the client sends to that connection and what the master sends back to the
+// client, frame by frame, so that subscribed mode — messages, PING, the errors for
+// other commands — is exactly Redis'. When the client's last subscription ends, the
+// dedicated connection is closed and the client is served as before (from the
+// session's own loop, one command at a time).
+
+// subscribeNames are the commands that enter subscribed mode.
+var subscribeNames = map[string]bool{"subscribe": true, "psubscribe": true, "ssubscribe": true}
+
+// pubsubNames are the commands forwarded as they are in subscribed mode.
+var pubsubNames = map[string]bool{
+	"subscribe": true, "psubscribe": true, "ssubscribe": true,
+	"unsubscribe": true, "punsubscribe": true, "sunsubscribe": true, "ping": true,
+}
+
+// barrierPrefix marks the proxy's own PINGs on a subscription connection.
+const barrierPrefix = "syncproxy-barrier-"
+
+// subConn is a session's dedicated subscription connection.
+type subConn struct {
+	conn    net.Conn
+	ended   atomic.Bool   // the master reported zero subscriptions left
+	leaving atomic.Bool   // the session closes the connection itself
+	barrier chan struct{} // the forwarder saw the proxy's barrier PING
+	done    chan struct{} // the forwarder stopped
+}
+
+// isSubscribe reports whether args enters subscribed mode.
+func (sess *Session) isSubscribe(args [][]byte) bool {
+	if sess.tx != nil || len(args) < 2 || len(args[0]) < 9 {
+		return false
+	}
+	if c := args[0][0] | 0x20; c != 's' && c != 'p' {
+		return false // the common case, without a table lookup
+	}
+	rt := sess.s.router.Route(args)
+	return rt.Info != nil && subscribeNames[rt.Info.Name]
+}
+
+// detach takes the client out of redcon's loop and serves it from a goroutine of
+// its own, starting with cmds (a SUBSCRIBE first).
+func (sess *Session) detach(conn redcon.Conn, cmds []redcon.Command) {
+	pending := append([]redcon.Command(nil), cmds...)
+	dc := conn.Detach()
+	sess.detached.Store(true)
+	sess.conn = dc
+	s := sess.s
+	s.detachedWG.Add(1)
+	go func() {
+		defer s.detachedWG.Done()
+		sess.serveDetached(dc, pending)
+		dc.Close()
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+		sess.close()
+		s.clients.Add(-1)
+	}()
+}
+
+// serveDetached is the session's own loop once detached.
+func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Command) {
+	var mu sync.Mutex // the forwarder writes to the client too
+	defer sess.endSub()
+	next := func() (redcon.Command, error) {
+		if len(pending) > 0 {
+			c := pending[0]
+			pending = pending[1:]
+			return c, nil
+		}
+		if sess.s.closing.Load() {
+			dc.NetConn().SetReadDeadline(time.Now().Add(drainIdle))
+		}
+		return dc.ReadCommand()
+	}
+	for {
+		cmd, err := next()
+		if err != nil {
+			return
+		}
+		if sess.sub != nil && !sess.subForward(cmd) {
+			sess.endSub()
+		}
+		if sess.sub != nil {
+			continue // forwarded
+		}
+		if sess.isSubscribe(cmd.Args) {
+			if err := sess.startSub(dc, &mu); err != nil {
+				mu.Lock()
+				dc.WriteError("ERR syncproxy: master " + sess.s.cfg.Master + " is unavailable")
+				dc.Flush()
+				mu.Unlock()
+				continue
+			}
+			sess.subForward(cmd)
+			continue
+		}
+		mu.Lock()
+		quit := false
+		if ci, ok := sess.isBlocking(cmd.Args); ok {
+			quit = sess.block(ci, cmd.Args)
+		} else {
+			quit = sess.serve([]redcon.Command{cmd})
+		}
+		err = dc.Flush()
+		mu.Unlock()
+		if quit || err != nil {
+			return
+		}
+	}
+}
+
+// startSub dials the dedicated connection and starts the forwarder.
+func (sess *Session) startSub(dc redcon.DetachedConn, mu *sync.Mutex) error {
+	c, err := net.DialTimeout("tcp", sess.s.cfg.Master, sess.s.cfg.BackendTimeout)
+	if err != nil {
+		return err
+	}
+	sub := &subConn{conn: c, barrier: make(chan struct{}, 1), done: make(chan struct{})}
+	sess.sub = sub
+	go sub.forward(dc, mu)
+	return nil
+}
+
+// forward copies the master's frames to the client, noting when no subscription
+// is left and swallowing the proxy's barrier PINGs.
+func (sub *subConn) forward(dc redcon.DetachedConn, mu *sync.Mutex) {
+	defer close(sub.done)
+	br := bufio.NewReader(sub.conn)
+	var frame []byte
+	for {
+		var err error
+		if frame, err = router.ReadFrame(br, frame[:0]); err != nil {
+			if !sub.leaving.Load() {
+				dc.NetConn().Close() // the master went away: so does the client, as with Redis
+			}
+			return
+		}
+		if bytes.Contains(frame, []byte(barrierPrefix)) {
+			select {
+			case sub.barrier <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		if countZero(frame) {
+			sub.ended.Store(true)
+		}
+		mu.Lock()
+		dc.WriteRaw(frame)
+		err = dc.Flush()
+		mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// countZero reports whether frame is an unsubscribe confirmation leaving no
+// subscription: *3 $11 unsubscribe <channel> :0 (and the p/s variants).
+func countZero(frame []byte) bool {
+	if !bytes.HasSuffix(frame, []byte("\r\n:0\r\n")) {
+		return false
+	}
+	parts := splitArray(frame)
+	if len(parts) != 3 {
+		return false
+	}
+	kind := string(parts[0][bulkStart(parts[0]) : len(parts[0])-2])
+	return strings.HasSuffix(kind, "unsubscribe")
+}
+
+// subForward sends cmd to the subscription connection; it returns false when the
+// client has no subscription left and cmd must be served normally instead.
+func (sess *Session) subForward(cmd redcon.Command) bool {
+	sub := sess.sub
+	name := strings.ToLower(string(cmd.Args[0]))
+	if name == "reset" {
+		return false // leaves subscribed mode; served by the session (+RESET)
+	}
+	if !pubsubNames[name] {
+		// Make sure every reply to what was forwarded has been seen, so that the
+		// subscription count is known, then decide.
+		id := strconv.FormatInt(time.Now().UnixNano(), 10)
+		sub.conn.SetWriteDeadline(time.Now().Add(sess.s.cfg.BackendTimeout))
+		if _, err := sub.conn.Write(buildCommand([][]byte{[]byte("PING"), []byte(barrierPrefix + id)})); err != nil {
+			return false
+		}
+		t := time.NewTimer(sess.s.cfg.BackendTimeout)
+		select {
+		case <-sub.barrier:
+		case <-sub.done:
+		case <-t.C:
+		}
+		t.Stop()
+		if sub.ended.Load() {
+			return false
+		}
+	}
+	sub.conn.SetWriteDeadline(time.Now().Add(sess.s.cfg.BackendTimeout))
+	if _, err := sub.conn.Write(cmd.Raw); err != nil {
+		return false
+	}
+	if name == "quit" {
+		<-sub.done
+	}
+	return true
+}
+
+// endSub closes the subscription connection and waits for its forwarder.
+func (sess *Session) endSub() {
+	if sub := sess.sub; sub != nil {
+		sess.sub = nil
+		sub.leaving.Store(true)
+		sub.conn.Close()
+		<-sub.done
+	}
+}
