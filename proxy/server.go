@@ -43,6 +43,7 @@ type Server struct {
 	waiters    waiters             // clients blocked in BLPOP & co.
 	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
 	script     *router.WriteScript // the replication script, for WATCH connections
+	scripts    scripts             // client scripts (EVAL), composed
 
 	mu       sync.Mutex
 	shutdown bool
@@ -112,6 +113,16 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		slaves = append(slaves, &router.Slave{Backend: b, Status: a})
 	}
 	s.router = router.New(table, master, slaves)
+	for _, name := range table.Names() {
+		ci := table.Lookup([][]byte{[]byte(name)})
+		write := ci.Has(router.FlagWrite)
+		for _, sub := range ci.Subcommands {
+			write = write || sub.Has(router.FlagWrite)
+		}
+		if write {
+			s.scripts.writes = append(s.scripts.writes, name)
+		}
+	}
 	s.repl.Start()
 	// Clients that come right away should not find the links still dialing.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.BackendTimeout)

@@ -54,6 +54,8 @@ type Session struct {
 	detached atomic.Bool // served by its own goroutine (subscribed mode)
 	sub      *subConn    // the dedicated subscription connection
 
+	evalChecks []evalCheck // the batch's EVALs
+
 	tx    *txState    // MULTI ... EXEC being queued
 	watch *watchConn  // dedicated master connection while WATCHing
 	execs []execEntry // transactions submitted by the batch's EXECs, in order
@@ -168,6 +170,9 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 	}
 	sess.s.commands.Add(int64(len(cmds)))
 	sess.waiter.Wait()
+	if len(sess.evalChecks) > 0 {
+		sess.checkEvals()
+	}
 	// A read that failed on a slave (it went down) is retried on the master, when
 	// no write of the batch could overtake it there.
 	if !wrote {
@@ -262,6 +267,21 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		return
 	case "watch":
 		sess.doWatch(r, c.Raw)
+		return
+	case "eval", "evalsha":
+		sess.eval(i, r, rt.Info.Name, args, wrote)
+		return
+	case "eval_ro", "evalsha_ro", "script|exists", "script|kill", "script|help", "script|load", "script|flush", "script":
+		switch rt.Info.Name {
+		case "script|load":
+			sess.s.scripts.add(sess.s, args[2])
+		case "script|flush":
+			defer sess.s.scriptFlushed()
+		}
+		r.Kind = router.KindRaw
+		r.Raw = c.Raw
+		*wrote = true
+		sess.toMaster(r)
 		return
 	case "unwatch":
 		sess.closeWatch()

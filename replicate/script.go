@@ -3,6 +3,7 @@ package replicate
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"strings"
 )
 
 // Metadata keys kept on the backends, all in DB 0. Clients may not write them.
@@ -37,7 +38,14 @@ const MaxScriptArgs = 7900
 // command had an effect.
 // An integer reply too large for a Lua number comes back as the status
 // "\x01I<digits>", which the proxy turns back into an integer reply.
-const masterScript = `
+const masterScript = scriptUserLine + masterBody
+
+// scriptUserLine is the master script's first line. For a client's EVAL, the proxy
+// composes a script of its own (UserScript): the client's script as a function on
+// this line — so that error line numbers stay the client's — then masterBody.
+const scriptUserLine = "local __user, __writes, __sha = nil, nil, nil\n"
+
+const masterBody = `
 -- Every call goes through redis.pcall: some servers (miniredis) keep a separate
 -- SELECTed DB for call and pcall.
 local function call(...)
@@ -53,7 +61,7 @@ end
 local function bulk(s) return '$' .. #s .. '\r\n' .. s .. '\r\n' end
 local function enc(db, t)
   local p = {'*', #t + 1, '\r\n', bulk(db)}
-  for i = 1, #t do p[#p + 1] = bulk(t[i]) end
+  for i = 1, #t do p[#p + 1] = bulk(tostring(t[i])) end
   return table.concat(p)
 end
 local function num(x) return string.format('%d', x) end
@@ -264,6 +272,59 @@ for i = 1, n do
     else
       effect = nil
     end
+  elseif mode == 'e' then
+    -- A client's script (EVAL): run with a redis table that records the effects
+    -- of its writes, as Redis' effect replication does.
+    local nk = tonumber(ARGV[pos])
+    local keys, argv = {}, {}
+    for j = 1, nk do keys[j] = ARGV[pos + j] end
+    for j = pos + nk + 1, last do argv[#argv + 1] = ARGV[j] end
+    local edb = db
+    local function rec(...)
+      local res = redis.pcall(...)
+      if type(res) == 'table' and res.err then return res end
+      local a = {...}
+      local name = string.lower(a[1])
+      if name == 'select' then
+        edb = tostring(a[2])
+        cur_db = edb
+      elseif __writes[name] then
+        local e, _, k = rewrite(edb, a, res, enc(edb, a))
+        if e then
+          eff[#eff + 1] = e
+          ne = ne + (k or 1)
+        end
+      end
+      return res
+    end
+    local proxy = setmetatable({
+      call = function(...)
+        local res = rec(...)
+        -- Raised from the caller's line, marked as a command's error.
+        if type(res) == 'table' and res.err then error('\1' .. res.err, 2) end
+        return res
+      end,
+      pcall = rec,
+    }, {__index = redis})
+    local ok, res = pcall(__user, keys, argv, proxy)
+    if ok then
+      r = res
+    else
+      -- Redis' wording: a command's error, or the script's, with where it was.
+      local msg = tostring(type(res) == 'table' and res.err or res)
+      local line, rest = string.match(msg, '^user_script:(%d+): (.*)$')
+      if not line and string.sub(msg, 1, 1) == '\1' then
+        -- Raised by a tail call (return redis.call(...)): Lua keeps no line.
+        line, rest = '1', msg
+      end
+      if line and string.sub(rest, 1, 1) == '\1' then
+        msg = string.sub(rest, 2) .. ' script: ' .. __sha .. ', on @user_script:' .. line .. '.'
+      elseif line then
+        msg = 'ERR ' .. msg .. ' script: ' .. __sha .. ', on @user_script:' .. line .. '.'
+      end
+      r = {err = msg}
+    end
+    effect = nil
   elseif mode == 'r' then
     r = redis.pcall(unpack(ARGV, pos, last))
     effect = nil
@@ -364,6 +425,26 @@ end
 call('SELECT', 0)
 return out
 `
+
+// UserScript composes the script that runs a client's script body (EVAL) with its
+// writes replicated as effects. writes lists the write commands (lower case).
+func UserScript(body string, writes []string) Script {
+	var b strings.Builder
+	b.WriteString("local __user = function(KEYS, ARGV, redis) ")
+	b.WriteString(body)
+	sum := sha1.Sum([]byte(body))
+	b.WriteString("\nend\nlocal __sha = '")
+	b.WriteString(hex.EncodeToString(sum[:]))
+	b.WriteString("'\nlocal __writes = {")
+	for _, w := range writes {
+		b.WriteString("['")
+		b.WriteString(w)
+		b.WriteString("'] = true, ")
+	}
+	b.WriteString("}\n")
+	b.WriteString(masterBody)
+	return newScript(b.String())
+}
 
 // Script is a Lua script and its SHA1, for EVALSHA.
 type Script struct {

@@ -48,6 +48,10 @@ type Request struct {
 	NullArray bool
 	// ReadOnly: a read run inside the script (in a transaction); it has no effect.
 	ReadOnly bool
+	// Eval: a client's script; Raw holds numkeys, keys and args, and Script the
+	// script composed to run it (see replicate.UserScript). It runs alone.
+	Eval   bool
+	Script *WriteScript
 	// Reply holds the raw RESP reply once the request is complete.
 	Reply []byte
 	// Seq is the replication sequence number a KindWrite request was given (0 when
@@ -533,27 +537,25 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 				continue
 			}
 		}
-		if r.Kind == KindWrite && o.Script != nil {
+		if r.Kind == KindWrite && o.Script != nil && r.Script != nil {
+			// A client's script: a call of its own script, alone.
+			if err := l.waitGroups(ctx, conn, bw, readerDone); err != nil {
+				l.failChain(r)
+				return err
+			}
+			writeScriptCall(bw, r.Script, r, 1, curDB)
+			l.groups.Add(1)
+			if err := push(pending{kind: pendGroup, req: r, n: 1}); err != nil {
+				l.failChain(r)
+				return err
+			}
+		} else if r.Kind == KindWrite && o.Script != nil {
 			// Adaptive group commit: with enough script calls in flight, let writes
 			// accumulate in the queue until one completes, so that the next call
 			// carries them all (the master's cost is per call, not per write).
-			if l.groups.Load() >= maxGroupsInFlight {
-				if err := l.flush(conn, bw); err != nil {
-					l.failChain(r)
-					return err
-				}
-				for l.groups.Load() >= maxGroupsInFlight {
-					select {
-					case <-l.groupDone:
-					case <-ctx.Done():
-						l.failChain(r)
-						return errStopped
-					case err := <-readerDone:
-						readerDone <- err
-						l.failChain(r)
-						return err
-					}
-				}
+			if err := l.waitGroups(ctx, conn, bw, readerDone); err != nil {
+				l.failChain(r)
+				return err
 			}
 			// Group commit: take the writes queued behind this one.
 			first := r
@@ -567,7 +569,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 				if nx == nil {
 					break
 				}
-				if nx.Kind != KindWrite {
+				if nx.Kind != KindWrite || nx.Script != nil {
 					carry = nx
 					break
 				}
@@ -625,6 +627,36 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			}
 			idle.Reset(keepaliveIdle)
 		}
+	}
+}
+
+// waitGroups waits, with what is written flushed, until fewer than
+// maxGroupsInFlight script calls are in flight.
+func (l *link) waitGroups(ctx context.Context, conn net.Conn, bw *bufio.Writer, readerDone chan error) error {
+	if l.groups.Load() < maxGroupsInFlight {
+		return nil
+	}
+	if err := l.flush(conn, bw); err != nil {
+		return err
+	}
+	for l.groups.Load() >= maxGroupsInFlight {
+		select {
+		case <-l.groupDone:
+		case <-ctx.Done():
+			return errStopped
+		case err := <-readerDone:
+			readerDone <- err
+			return err
+		}
+	}
+	return nil
+}
+
+// ReloadScript makes every connection load the replication script again before
+// its next call (after a SCRIPT FLUSH went through).
+func (b *Backend) ReloadScript() {
+	for _, l := range b.links {
+		l.reload.Store(true)
 	}
 }
 
@@ -696,7 +728,9 @@ func writeScriptCall(bw byteWriter, s *WriteScript, first *Request, n, curDB int
 		args := skipArrayHeader(r.Raw)
 		h = appendBulkInt(hdr[:0], int64(r.DB))
 		h = appendBulkInt(h, int64(r.Argc))
-		if r.Rewrite {
+		if r.Eval {
+			h = append(h, "$1\r\ne\r\n"...)
+		} else if r.Rewrite {
 			h = append(h, "$1\r\nx\r\n"...)
 		} else if r.ReadOnly {
 			h = append(h, "$1\r\nr\r\n"...)

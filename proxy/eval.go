@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/syncproxy/syncproxy/replicate"
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// Client scripts (EVAL, EVALSHA) run on the master inside a script the proxy
+// composes around them (replicate.UserScript): the client's redis.call and
+// redis.pcall are recorded, and the effects of its writes are published with a
+// sequence number like any write — exactly what Redis' effect replication sends
+// to its replicas. Read-only scripts (EVAL_RO, EVALSHA_RO) and SCRIPT
+// subcommands go to the master as they are.
+
+// Redis' script errors.
+const (
+	msgNoScript     = "NOSCRIPT No matching script. Please use EVAL."
+	msgNumKeysNeg   = "ERR Number of keys can't be negative"
+	msgNumKeysLarge = "ERR Number of keys can't be greater than number of args"
+)
+
+// userScript is a client script and the composed script that runs it.
+type userScript struct {
+	body     string
+	composed *router.WriteScript
+	loaded   atomic.Bool // SCRIPT LOADed on the master
+}
+
+// scripts caches client scripts by their SHA1 (lower-case hex).
+type scripts struct {
+	mu     sync.Mutex
+	m      map[string]*userScript
+	writes []string // write commands, for the composed scripts
+}
+
+func (sc *scripts) get(sha string) *userScript {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.m[strings.ToLower(sha)]
+}
+
+// add returns the cached script for body, composing it the first time.
+func (sc *scripts) add(s *Server, body []byte) *userScript {
+	sum := sha1.Sum(body)
+	sha := hex.EncodeToString(sum[:])
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if us := sc.m[sha]; us != nil {
+		return us
+	}
+	if sc.m == nil {
+		sc.m = map[string]*userScript{}
+	}
+	composed := replicate.UserScript(string(body), sc.writes)
+	us := &userScript{body: string(body), composed: &router.WriteScript{
+		SHA: composed.SHA, Body: composed.Body, Args: s.script.Args}}
+	sc.m[sha] = us
+	return us
+}
+
+// unload forgets that the composed scripts are on the master (SCRIPT FLUSH).
+func (sc *scripts) unload() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, us := range sc.m {
+		us.loaded.Store(false)
+	}
+}
+
+// eval dispatches EVAL and EVALSHA (args[1] is the body or its SHA).
+func (sess *Session) eval(i int, r *router.Request, name string, args [][]byte, wrote *bool) {
+	s := sess.s
+	var us *userScript
+	if name == "evalsha" {
+		if us = s.scripts.get(string(args[1])); us == nil {
+			sess.localError(r, msgNoScript)
+			return
+		}
+	} else {
+		us = s.scripts.add(s, args[1])
+	}
+	nk, err := strconv.Atoi(string(args[2]))
+	switch {
+	case err != nil:
+		sess.localError(r, msgNotInteger)
+		return
+	case nk < 0:
+		sess.localError(r, msgNumKeysNeg)
+		return
+	case nk > len(args)-3:
+		sess.localError(r, msgNumKeysLarge)
+		return
+	}
+	for _, k := range args[3 : 3+nk] {
+		if strings.HasPrefix(string(k), "syncproxy:") {
+			sess.localError(r, msgReservedKey)
+			return
+		}
+	}
+	if len(args)+4 > replicate.MaxScriptArgs {
+		sess.localError(r, msgTooManyArgs)
+		return
+	}
+	master := s.router.Master()
+	check := evalCheck{us: us, r: r}
+	if !us.loaded.Load() {
+		// Load the client's script as it is (the master compiles it and words
+		// its errors), then the composed script, on the same connection (FIFO).
+		check.compile = &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
+			[]byte("SCRIPT"), []byte("LOAD"), []byte(us.body)})}
+		check.load = &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
+			[]byte("SCRIPT"), []byte("LOAD"), []byte(us.composed.Body)})}
+		for _, q := range []*router.Request{check.compile, check.load} {
+			sess.waiter.Add(q)
+			master.Submit(int(sess.id), q)
+		}
+		us.loaded.Store(true)
+	}
+	r.Kind = router.KindWrite
+	r.Raw = buildCommand(args[2:])
+	r.Argc = len(args) - 2
+	r.Eval = true
+	r.Script = us.composed
+	sess.evalChecks = append(sess.evalChecks, check)
+	*wrote = true
+	sess.toMaster(r)
+}
+
+// evalCheck remembers an EVAL of the batch, to notice a composed script that is
+// not on the master after all (its load failed, or a SCRIPT FLUSH came between).
+type evalCheck struct {
+	us            *userScript
+	compile, load *router.Request
+	r             *router.Request
+}
+
+// checkEvals runs once the batch completed.
+func (sess *Session) checkEvals() {
+	for _, c := range sess.evalChecks {
+		if c.compile != nil && len(c.compile.Reply) > 0 && c.compile.Reply[0] == '-' && !c.compile.Failed {
+			// The script does not compile: EVAL says so, as Redis does.
+			c.r.Reply = append(c.r.Reply[:0], c.compile.Reply...)
+		}
+		if (c.load != nil && (c.load.Failed || len(c.load.Reply) == 0 || c.load.Reply[0] == '-')) ||
+			strings.HasPrefix(string(c.r.Reply), "-NOSCRIPT") ||
+			strings.HasPrefix(string(c.r.Reply), "-ERR syncproxy: the replication script was flushed") {
+			c.us.loaded.Store(false)
+		}
+	}
+	clear(sess.evalChecks)
+	sess.evalChecks = sess.evalChecks[:0]
+}
+
+// scriptFlushed is called after SCRIPT FLUSH went through: every script must be
+// loaded again, the replication script first.
+func (s *Server) scriptFlushed() {
+	s.router.Master().ReloadScript()
+	s.scripts.unload()
+}
