@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,7 +27,7 @@ import (
 // blockingPops are the commands block serves.
 var blockingPops = map[string]bool{
 	"blpop": true, "brpop": true, "blmove": true, "brpoplpush": true, "blmpop": true,
-	"bzpopmin": true, "bzpopmax": true, "bzmpop": true,
+	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true,
 }
 
 // blockRetry is how often a blocked client tries again without a wake-up: a
@@ -142,10 +143,78 @@ func nonBlocking(name string, args [][]byte) (form [][]byte, timeout []byte, err
 		return [][]byte{[]byte("LMOVE"), args[1], args[2], []byte("RIGHT"), []byte("LEFT")}, args[3], ""
 	case "blmpop":
 		return append([][]byte{[]byte("LMPOP")}, args[2:]...), args[1], ""
+	case "xread", "xreadgroup":
+		// The same command without BLOCK <ms>.
+		for i := 1; i+1 < len(args); i++ {
+			if strings.EqualFold(string(args[i]), "streams") {
+				break
+			}
+			if strings.EqualFold(string(args[i]), "block") {
+				form = append(append(form, args[:i]...), args[i+2:]...)
+				return form, args[i+1], ""
+			}
+		}
+		return nil, nil, msgSyntax
 	case "bzmpop":
 		return append([][]byte{[]byte("ZMPOP")}, args[2:]...), args[1], ""
 	}
 	return nil, nil, errNotSupported(name)
+}
+
+// parseBlockMs parses XREAD's BLOCK argument: milliseconds, 0 is forever.
+func parseBlockMs(b []byte) (time.Duration, string) {
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return 0, "ERR timeout is not an integer or out of range"
+	}
+	if n < 0 {
+		return 0, msgTimeoutNegative
+	}
+	return time.Duration(n) * time.Millisecond, ""
+}
+
+// resolveDollar replaces the "$" IDs of an XREAD form by the streams' last IDs
+// (0-0 for a stream that does not exist), as Redis does when the call blocks.
+func (sess *Session) resolveDollar(form [][]byte) string {
+	si := -1
+	for i, a := range form {
+		if strings.EqualFold(string(a), "streams") {
+			si = i
+		}
+	}
+	if si < 0 || (len(form)-si-1)%2 != 0 {
+		return "" // the master words the syntax error
+	}
+	n := (len(form) - si - 1) / 2
+	for j := 0; j < n; j++ {
+		idi := si + 1 + n + j
+		if string(form[idi]) != "$" {
+			continue
+		}
+		r := &router.Request{Kind: router.KindRaw, DB: sess.db, Raw: buildCommand([][]byte{
+			[]byte("XINFO"), []byte("STREAM"), form[si+1+j]})}
+		sess.waiter.Add(r)
+		sess.s.router.Master().Submit(int(sess.id), r)
+		sess.waiter.Wait()
+		switch {
+		case r.Failed:
+			return string(r.Reply[1 : len(r.Reply)-2])
+		case r.Reply[0] == '-':
+			if strings.Contains(string(r.Reply), "no such key") {
+				form[idi] = []byte("0-0")
+				continue
+			}
+			return string(r.Reply[1 : len(r.Reply)-2])
+		}
+		fields := splitArray(r.Reply)
+		for k := 0; k+1 < len(fields); k += 2 {
+			if string(fields[k][bulkStart(fields[k]):len(fields[k])-2]) == "last-generated-id" {
+				v := fields[k+1]
+				form[idi] = append([]byte(nil), v[bulkStart(v):len(v)-2]...)
+			}
+		}
+	}
+	return ""
 }
 
 // parseTimeout parses a blocking timeout in seconds, as Redis does; 0 is forever.
@@ -163,7 +232,7 @@ func parseTimeout(b []byte) (time.Duration, string) {
 // isBlocking reports whether args is a blocking pop (with a valid arity) that
 // block must serve, and its info. Inside MULTI nothing blocks.
 func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
-	if sess.tx != nil || len(args) == 0 || len(args[0]) < 5 || (args[0][0] != 'b' && args[0][0] != 'B') {
+	if sess.tx != nil || len(args) == 0 || len(args[0]) < 5 || (args[0][0]|0x20 != 'b' && args[0][0]|0x20 != 'x') {
 		return nil, false // the common case, without a table lookup
 	}
 	rt := sess.s.router.Route(args)
@@ -178,8 +247,11 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 	s := sess.s
 	name := ci.Name
 	form, targ, msg := nonBlocking(name, args)
+	stream := name == "xread" || name == "xreadgroup"
 	var timeout time.Duration
-	if msg == "" {
+	if msg == "" && stream {
+		timeout, msg = parseBlockMs(targ)
+	} else if msg == "" {
 		timeout, msg = parseTimeout(targ)
 	}
 	if msg != "" {
@@ -201,6 +273,13 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 			s.waiters.remove(keys, wake)
 		}
 	}()
+	if name == "xread" {
+		// "$" means the entries added from now on: pin it to the streams' last IDs.
+		if msg := sess.resolveDollar(form); msg != "" {
+			sess.conn.WriteError(msg)
+			return false
+		}
+	}
 	raw := buildCommand(form)
 	r := &router.Request{}
 	for {
@@ -211,11 +290,15 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 		}
 		r.Reset()
 		r.Kind = router.KindWrite
+		if name == "xread" {
+			r.Kind = router.KindRaw // a read, on the master, which has the newest data
+		}
 		r.DB = sess.db
 		r.Raw = raw
 		r.Argc = len(form)
 		r.NullArray = true
 		r.Rewrite = true // no effect when nothing was popped
+		r.Quiet = name == "xreadgroup"
 		sess.waiter.Add(r)
 		s.router.Master().Submit(int(sess.id), r)
 		sess.waiter.Wait()

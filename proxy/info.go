@@ -39,6 +39,7 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("syncproxy_version", Version)
 	field("uptime_in_seconds", strconv.FormatInt(int64(time.Since(s.start).Seconds()), 10))
 	field("connected_clients", strconv.FormatInt(s.clients.Load(), 10))
+	field("blocked_clients", strconv.FormatInt(s.waiters.n.Load(), 10))
 	field("total_commands_processed", strconv.FormatInt(s.commands.Load(), 10))
 	m := s.router.Master()
 	field("master", "addr="+m.Addr()+",up="+strconv.FormatBool(m.Up()))

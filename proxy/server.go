@@ -166,7 +166,8 @@ func (s *Server) wakeBlocked(table *router.Table) func(db int, args [][]byte) {
 		if s.waiters.n.Load() == 0 {
 			return
 		}
-		if ci := table.Lookup(args); ci != nil {
+		if ci := table.Lookup(args); ci != nil && ci.Name != "xreadgroup" {
+			// (XREADGROUP adds nothing a blocked client waits for.)
 			idx = ci.KeyIndexes(args, idx[:0])
 			for _, i := range idx {
 				s.waiters.touched(db, args[i])

@@ -30,7 +30,8 @@ const MaxScriptArgs = 7900
 //
 // effect is the command's sync-message encoding, built by the proxy from the
 // client's RESP bytes so that Lua need not build it. mode "r" marks a read (in a
-// transaction): no effect. mode "x" asks the script to
+// transaction): no effect. mode "q" is "x" for a blocked client's retries: no effect
+// when the command returned nil. mode "x" asks the script to
 // derive the effect from what the command did instead (non-deterministic and
 // time-relative commands, see rewrite below), as Redis' own replication does.
 //
@@ -257,7 +258,7 @@ for i = 1, n do
   if db ~= cur_db then call('SELECT', db); cur_db = db end
   local last = pos + argc - 1
   local r
-  if mode == 'x' then
+  if mode == 'x' or mode == 'q' then
     local a = {unpack(ARGV, pos, last)}
     local name = string.lower(a[1])
     local flush = name == 'flushall' or (name == 'flushdb' and db == '0')
@@ -267,6 +268,7 @@ for i = 1, n do
     if type(r) ~= 'table' or r.err == nil then
       local reply, k
       effect, reply, k = rewrite(db, a, r, effect)
+      if mode == 'q' and r == false then effect = nil end
       if reply then r = reply end
       if effect then ne = ne + (k or 1) end
     else

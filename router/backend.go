@@ -48,6 +48,9 @@ type Request struct {
 	NullArray bool
 	// ReadOnly: a read run inside the script (in a transaction); it has no effect.
 	ReadOnly bool
+	// Quiet (with Rewrite): no effect when the command returned nil (a blocked
+	// client trying again).
+	Quiet bool
 	// Eval: a client's script; Raw holds numkeys, keys and args, and Script the
 	// script composed to run it (see replicate.UserScript). It runs alone.
 	Eval   bool
@@ -730,6 +733,8 @@ func writeScriptCall(bw byteWriter, s *WriteScript, first *Request, n, curDB int
 		h = appendBulkInt(h, int64(r.Argc))
 		if r.Eval {
 			h = append(h, "$1\r\ne\r\n"...)
+		} else if r.Rewrite && r.Quiet {
+			h = append(h, "$1\r\nq\r\n"...)
 		} else if r.Rewrite {
 			h = append(h, "$1\r\nx\r\n"...)
 		} else if r.ReadOnly {

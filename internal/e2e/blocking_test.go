@@ -75,14 +75,7 @@ func TestBlockingDifferential(t *testing.T) {
 			other := redistest.DialRaw(t, a)
 			blocked.Send(w.block...)
 			blocked.Flush()
-			// Redis must have the client blocked before the push; through the
-			// proxy, a push that comes first is simply popped at once.
-			redistest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
-				if name == "redis" && ref.Info(t, "clients", "blocked_clients") != "1" {
-					return errString("client not blocked yet")
-				}
-				return nil
-			})
+			waitBlocked(t, name, ref, other)
 			start := time.Now()
 			if r := string(other.Do("SET", "unrelated", "1")); r != "+OK\r\n" {
 				t.Fatalf("%s: SET while another client blocks: %q", name, r)
@@ -101,6 +94,29 @@ func TestBlockingDifferential(t *testing.T) {
 	if diffs, err := redistest.Diff(ref.Addr, master.Addr); err != nil || len(diffs) > 0 {
 		t.Errorf("the master differs from the reference: %v %s", err, strings.Join(diffs, "\n"))
 	}
+}
+
+// waitBlocked waits until the server (Redis, or the proxy: its INFO's first
+// blocked_clients line is the proxy's own) has a client blocked.
+func waitBlocked(t *testing.T, name string, ref *redistest.Server, c *redistest.RawConn) {
+	t.Helper()
+	redistest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if name == "redis" {
+			if ref.Info(t, "clients", "blocked_clients") != "1" {
+				return errString("not blocked yet")
+			}
+			return nil
+		}
+		for _, l := range strings.Split(string(c.Do("INFO")), "\r\n") {
+			if strings.HasPrefix(l, "blocked_clients:") {
+				if l != "blocked_clients:1" {
+					return errString(l)
+				}
+				return nil
+			}
+		}
+		return errString("no blocked_clients in INFO")
+	})
 }
 
 type errString string
@@ -138,4 +154,50 @@ func TestBlockedClientLeaves(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStreamBlocking: XREAD and XREADGROUP with BLOCK, woken by another client's
+// XADD, timing out, and with "$"; the consumer group state reaches the slaves.
+func TestStreamBlocking(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 4)
+	ref, master, slaves := servers[0], servers[1], servers[2:]
+	addr, _ := startProxy(t, master, slaves...)
+	setup := [][]string{
+		{"XADD", "s", "1-0", "f", "v"},
+		{"XGROUP", "CREATE", "s", "g", "$"},
+		{"XGROUP", "CREATE", "s", "g2", "3-0"},
+		{"XREAD", "BLOCK", "50", "STREAMS", "s", "$"},
+		{"XREAD", "BLOCK", "50", "STREAMS", "s", "0"},
+		{"XREAD", "COUNT", "1", "BLOCK", "50", "STREAMS", "s", "nostream", "0", "0"},
+		{"XREADGROUP", "GROUP", "g", "c1", "BLOCK", "50", "STREAMS", "s", ">"},
+		{"XREAD", "BLOCK", "-1", "STREAMS", "s", "$"},
+		{"XREAD", "BLOCK", "x", "STREAMS", "s", "$"},
+	}
+	woken := []struct{ block, push []string }{
+		{[]string{"XREAD", "BLOCK", "5000", "STREAMS", "s", "$"}, []string{"XADD", "s", "2-0", "f", "v2"}},
+		{[]string{"XREAD", "BLOCK", "0", "STREAMS", "new", "$"}, []string{"XADD", "new", "5-0", "f", "v"}},
+		{[]string{"XREADGROUP", "GROUP", "g2", "c2", "BLOCK", "5000", "STREAMS", "s", ">"}, []string{"XADD", "s", "4-0", "f", "v4"}},
+	}
+	got := map[string][]string{}
+	for name, a := range map[string]string{"redis": ref.Addr, "proxy": addr} {
+		c := redistest.DialRaw(t, a)
+		for _, cmd := range setup {
+			got[name] = append(got[name], string(c.Do(cmd...)))
+		}
+		for _, w := range woken {
+			blocked, other := redistest.DialRaw(t, a), redistest.DialRaw(t, a)
+			blocked.Send(w.block...)
+			blocked.Flush()
+			waitBlocked(t, name, ref, other)
+			other.Do(w.push...)
+			got[name] = append(got[name], string(blocked.Read()))
+		}
+	}
+	for i := range got["redis"] {
+		if got["redis"][i] != got["proxy"][i] {
+			t.Errorf("step %d: redis %q, proxy %q", i, got["redis"][i], got["proxy"][i])
+		}
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
