@@ -319,8 +319,10 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		r.Kind = router.KindRaw
 		r.Raw = c.Raw
 		// A read after a write of the same batch goes behind it on the master
-		// connection; otherwise to a slave that has this client's last write.
-		if !*wrote {
+		// connection; a read while WATCHing reads what the transaction will be
+		// checked against, on the master; otherwise to a slave that has this
+		// client's last write.
+		if !*wrote && sess.watch == nil {
 			if sl := sess.s.router.PickSlave(sess.lastEpoch, sess.lastSeq); sl != nil {
 				sl.Reads.Add(1)
 				sess.onSlave[i] = true
