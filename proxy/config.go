@@ -24,6 +24,7 @@ type Config struct {
 	ApplierQueue   int           `yaml:"applier-queue"`
 	MaxPipeline    int           `yaml:"max-pipeline"`
 	WriteGroup     int           `yaml:"write-group"`
+	ConfigSet      string        `yaml:"config-set"`
 	ShutdownGrace  time.Duration `yaml:"shutdown-grace"`
 	LogLevel       string        `yaml:"log-level"`
 	LogFormat      string        `yaml:"log-format"`
@@ -40,6 +41,7 @@ func DefaultConfig() Config {
 		ApplierQueue:   10000,
 		MaxPipeline:    1024,
 		WriteGroup:     512,
+		ConfigSet:      "deny",
 		ShutdownGrace:  10 * time.Second,
 		LogLevel:       "info",
 		LogFormat:      "auto",
@@ -111,6 +113,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: write-group %d out of range 1..4096", c.WriteGroup)
 	case c.ShutdownGrace < 0:
 		return fmt.Errorf("config: shutdown-grace %v must not be negative", c.ShutdownGrace)
+	}
+	switch c.ConfigSet {
+	case "deny", "broadcast":
+	default:
+		return fmt.Errorf("config: config-set %q: want deny or broadcast", c.ConfigSet)
 	}
 	switch c.LogLevel {
 	case "trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled":

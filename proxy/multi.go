@@ -140,7 +140,7 @@ func (sess *Session) exec(i int, r *router.Request) {
 		sess.localError(r, msgExecAbort)
 		return
 	}
-	sess.db = tx.db // SELECT inside the transaction holds for what follows EXEC
+	sess.setDB(tx.db) // SELECT inside the transaction holds for what follows EXEC
 	sess.posts[i] = postExec
 	r.Kind = router.KindLocal
 	ex := execEntry{tx: tx}

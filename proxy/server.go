@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,6 +176,22 @@ func (s *Server) wakeBlocked(table *router.Table) func(db int, args [][]byte) {
 			}
 		}
 	}
+}
+
+// clientList is CLIENT LIST: one line per client, by id.
+func (s *Server) clientList() string {
+	s.mu.Lock()
+	list := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.Unlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
+	var b strings.Builder
+	for _, sess := range list {
+		b.WriteString(sess.clientLine())
+	}
+	return b.String()
 }
 
 // Router returns the server's router (for tests and INFO).

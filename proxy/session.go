@@ -28,10 +28,11 @@ const (
 type post uint8
 
 const (
-	postNone post = iota
-	postInfo      // prepend the proxy's INFO sections
-	postQuit      // close the connection after this reply
-	postExec      // EXEC: the array of the transaction's replies
+	postNone      post = iota
+	postInfo           // prepend the proxy's INFO sections
+	postQuit           // close the connection after this reply
+	postExec           // EXEC: the array of the transaction's replies
+	postBroadcast      // CONFIG SET sent to every backend: the master's reply, or a slave's error
 )
 
 // Session is one client connection's state. Its methods run on the connection's
@@ -50,11 +51,16 @@ type Session struct {
 	replyMode    int  // 0 on, 1 off, 2 skip next
 	replyDecided bool // CLIENT REPLY set the skip of its own reply
 
-	netConn  net.Conn    // the client's connection, for deadlines
-	detached atomic.Bool // served by its own goroutine (subscribed mode)
-	sub      *subConn    // the dedicated subscription connection
+	netConn net.Conn // the client's connection, for deadlines
+	created time.Time
+	// What CLIENT LIST shows of this session to other sessions.
+	shownName atomic.Pointer[string]
+	shownDB   atomic.Int32
+	detached  atomic.Bool // served by its own goroutine (subscribed mode)
+	sub       *subConn    // the dedicated subscription connection
 
-	evalChecks []evalCheck // the batch's EVALs
+	evalChecks []evalCheck       // the batch's EVALs
+	bcast      []*router.Request // the slaves' replies to the batch's broadcasts
 
 	tx    *txState    // MULTI ... EXEC being queued
 	watch *watchConn  // dedicated master connection while WATCHing
@@ -73,6 +79,7 @@ func newSession(s *Server, conn redcon.Conn, id int64) *Session {
 		s:       s,
 		conn:    conn,
 		netConn: conn.NetConn(),
+		created: time.Now(),
 		id:      id,
 		log:     s.log.With().Int64("client", id).Logger(),
 		waiter:  router.NewWaiter(),
@@ -199,6 +206,8 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 			r.Reply = sess.infoReply(r.Reply)
 		case postExec:
 			r.Reply = sess.execReply(r.Reply)
+		case postBroadcast:
+			r.Reply = sess.broadcastReply(r.Reply)
 		case postQuit:
 			quit = true
 		}
@@ -268,6 +277,27 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	case "watch":
 		sess.doWatch(r, c.Raw)
 		return
+	case "fcall":
+		sess.localError(r, msgFcall)
+		return
+	case "swapdb":
+		a, errA := strconv.Atoi(string(args[1]))
+		b, errB := strconv.Atoi(string(args[2]))
+		if errA == nil && errB == nil && (a == 0 || b == 0) {
+			sess.localError(r, msgSwapDB0)
+			return
+		}
+		r.Kind, r.Raw, r.Argc = router.KindWrite, c.Raw, len(args)
+		*wrote = true
+		sess.toMaster(r)
+		return
+	case "config|set":
+		if sess.s.cfg.ConfigSet != "broadcast" {
+			sess.localError(r, msgConfigSet)
+			return
+		}
+		sess.broadcast(i, r, c.Raw)
+		return
 	case "eval", "evalsha":
 		sess.eval(i, r, rt.Info.Name, args, wrote)
 		return
@@ -336,6 +366,37 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	}
 }
 
+// broadcast sends a command (CONFIG SET) to the master and to every slave.
+func (sess *Session) broadcast(i int, r *router.Request, raw []byte) {
+	r.Kind = router.KindRaw
+	r.Raw = raw
+	sess.toMaster(r)
+	sess.posts[i] = postBroadcast
+	for _, sl := range sess.s.router.Slaves() {
+		br := &router.Request{Kind: router.KindRaw, Raw: raw}
+		sess.bcast = append(sess.bcast, br)
+		sess.waiter.Add(br)
+		sl.Backend.Submit(int(sess.id), br)
+	}
+}
+
+// broadcastReply is the master's reply, unless a slave refused.
+func (sess *Session) broadcastReply(master []byte) []byte {
+	n := len(sess.s.router.Slaves())
+	mine := sess.bcast[:n]
+	sess.bcast = sess.bcast[n:]
+	if len(master) > 0 && master[0] == '-' {
+		return master
+	}
+	for j, br := range mine {
+		if len(br.Reply) > 0 && br.Reply[0] == '-' {
+			return router.AppendError(nil, "ERR syncproxy: the master applied it but "+
+				sess.s.router.Slaves()[j].Backend.Name()+" answered: "+string(br.Reply[1:len(br.Reply)-2]))
+		}
+	}
+	return master
+}
+
 // checkWrite refuses writes the replication script cannot carry, or that touch the
 // replication metadata; it returns the error, or "".
 func (sess *Session) checkWrite(ci *router.CommandInfo, args [][]byte) string {
@@ -373,14 +434,14 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 		case n < 0 || n >= numDBs:
 			sess.localError(r, msgDBRange)
 		default:
-			sess.db = n
+			sess.setDB(n)
 			sess.local(r, []byte("+OK\r\n"))
 		}
 	case "reset":
 		sess.tx = nil
 		sess.closeWatch()
-		sess.db = 0
-		sess.name = ""
+		sess.setDB(0)
+		sess.setName("")
 		sess.replyMode = 0
 		sess.local(r, []byte("+RESET\r\n"))
 	case "auth":
@@ -408,7 +469,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 			sess.localError(r, msgClientName)
 			return
 		}
-		sess.name = string(args[2])
+		sess.setName(string(args[2]))
 		sess.local(r, []byte("+OK\r\n"))
 	case "client|getname":
 		if sess.name == "" {
@@ -421,7 +482,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 	case "client|info":
 		sess.local(r, appendBulk(nil, []byte(sess.clientLine())))
 	case "client|list":
-		sess.local(r, appendBulk(nil, []byte(sess.clientLine())))
+		sess.local(r, appendBulk(nil, []byte(sess.s.clientList())))
 	case "client|setinfo":
 		sess.local(r, []byte("+OK\r\n"))
 	case "client|reply":
@@ -453,12 +514,30 @@ func validClientName(b []byte) bool {
 	return true
 }
 
+// clientLine describes the session as CLIENT INFO and CLIENT LIST do. It may run
+// on another session's goroutine: it reads only what is safe to share.
 func (sess *Session) clientLine() string {
+	name := ""
+	if p := sess.shownName.Load(); p != nil {
+		name = *p
+	}
 	return "id=" + strconv.FormatInt(sess.id, 10) +
-		" addr=" + sess.conn.RemoteAddr() +
-		" name=" + sess.name +
-		" db=" + strconv.Itoa(sess.db) +
-		" cmd=client|info\n"
+		" addr=" + sess.netConn.RemoteAddr().String() +
+		" laddr=" + sess.netConn.LocalAddr().String() +
+		" name=" + name +
+		" age=" + strconv.FormatInt(int64(time.Since(sess.created).Seconds()), 10) +
+		" db=" + strconv.FormatInt(int64(sess.shownDB.Load()), 10) + "\n"
+}
+
+// setName and setDB change the session's name and DB, and what CLIENT LIST shows.
+func (sess *Session) setName(n string) {
+	sess.name = n
+	sess.shownName.Store(&n)
+}
+
+func (sess *Session) setDB(db int) {
+	sess.db = db
+	sess.shownDB.Store(int32(db))
 }
 
 // hello answers HELLO [protover [AUTH user pass] [SETNAME name]] for RESP2.
@@ -483,7 +562,7 @@ func (sess *Session) hello(r *router.Request, args [][]byte) {
 					sess.localError(r, msgClientName)
 					return
 				}
-				sess.name = string(args[j+1])
+				sess.setName(string(args[j+1]))
 				j++
 			default:
 				sess.localError(r, "ERR Syntax error in HELLO option '"+sanitize(args[j], 128)+"'")

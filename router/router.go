@@ -64,7 +64,7 @@ var classOverrides = map[string]Class{
 	"replconf": ClassDenied, "shutdown": ClassDenied, "debug": ClassDenied, "monitor": ClassDenied,
 	"migrate": ClassDenied, "failover": ClassDenied, "cluster": ClassDenied, "readonly": ClassDenied,
 	"readwrite": ClassDenied, "asking": ClassDenied, "module": ClassDenied,
-	"config|set": ClassDenied, "config|rewrite": ClassDenied, "config|resetstat": ClassDenied,
+	"config|rewrite": ClassDenied, "config|resetstat": ClassDenied,
 	"client|kill": ClassDenied, "client|pause": ClassDenied, "client|unpause": ClassDenied,
 	"client|tracking": ClassDenied, "client|caching": ClassDenied, "client|no-evict": ClassDenied,
 	"client|unblock": ClassDenied, "client|trackinginfo": ClassDenied, "client|getredir": ClassDenied,
@@ -76,8 +76,11 @@ var classOverrides = map[string]Class{
 	"ssubscribe": ClassSpecial, "unsubscribe": ClassSpecial, "punsubscribe": ClassSpecial,
 	"sunsubscribe": ClassSpecial, "eval": ClassSpecial, "evalsha": ClassSpecial,
 	"eval_ro": ClassSpecial, "evalsha_ro": ClassSpecial, "fcall": ClassSpecial,
-	"fcall_ro": ClassSpecial, "script": ClassSpecial, "function": ClassSpecial,
-	"wait": ClassSpecial, "swapdb": ClassSpecial,
+	"script": ClassSpecial, "wait": ClassSpecial, "swapdb": ClassSpecial,
+	"config|set": ClassSpecial,
+
+	// Read-only functions and the function library live on the master.
+	"fcall_ro": ClassMaster, "function": ClassMaster,
 
 	// PFCOUNT updates the cached cardinality inside the HyperLogLog: run on the
 	// master and replicated, or the slaves' values would drift from the master's.

@@ -52,6 +52,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		queue      = fs.Int("applier-queue", def.ApplierQueue, "sync messages buffered in memory per slave")
 		pipeline   = fs.Int("max-pipeline", def.MaxPipeline, "pipelined commands dispatched at once per client")
 		group      = fs.Int("write-group", def.WriteGroup, "writes per replication script call at most (group commit; 1 disables it)")
+		configSet  = fs.String("config-set", def.ConfigSet, "CONFIG SET from clients: deny, or broadcast to the master and every slave")
 		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
 		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
 		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
@@ -108,6 +109,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.MaxPipeline = *pipeline
 		case "write-group":
 			cfg.WriteGroup = *group
+		case "config-set":
+			cfg.ConfigSet = *configSet
 		case "shutdown-grace":
 			cfg.ShutdownGrace = *grace
 		case "log-level":

@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/proxy"
+)
+
+// TestSwapDBAndFunctions: SWAPDB of two DBs other than 0 is replicated; with DB 0
+// it is refused; FUNCTION LOAD and FCALL_RO work on the master; FCALL is refused;
+// CLIENT LIST shows every client.
+func TestSwapDBAndFunctions(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	mustReply(t, c, "+OK\r\n", "SELECT", "1")
+	mustReply(t, c, "+OK\r\n", "SET", "one", "1")
+	mustReply(t, c, "+OK\r\n", "SWAPDB", "1", "2")
+	mustReply(t, c, "$-1\r\n", "GET", "one")
+	if r := string(c.Do("SWAPDB", "0", "3")); !strings.HasPrefix(r, "-ERR syncproxy: SWAPDB with DB 0") {
+		t.Fatalf("SWAPDB 0 3: %q", r)
+	}
+	lib := "#!lua name=mylib\nredis.register_function{function_name='myget', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}"
+	mustReply(t, c, "$5\r\nmylib\r\n", "FUNCTION", "LOAD", lib)
+	mustReply(t, c, "+OK\r\n", "SELECT", "2")
+	mustReply(t, c, "$1\r\n1\r\n", "FCALL_RO", "myget", "1", "one")
+	if r := string(c.Do("FCALL", "myget", "1", "one")); !strings.HasPrefix(r, "-ERR syncproxy: FCALL is refused") {
+		t.Fatalf("FCALL: %q", r)
+	}
+	other := redistest.DialRaw(t, addr)
+	mustReply(t, other, "+OK\r\n", "CLIENT", "SETNAME", "second")
+	list := string(c.Do("CLIENT", "LIST"))
+	if strings.Count(list, "id=") != 2 || !strings.Contains(list, "name=second") || !strings.Contains(list, "db=2") {
+		t.Fatalf("CLIENT LIST: %q", list)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestConfigSet: refused by default; with --config-set broadcast it reaches the
+// master and every slave.
+func TestConfigSet(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	addr, _ := startProxy(t, servers[0], servers[1:]...)
+	c := redistest.DialRaw(t, addr)
+	if r := string(c.Do("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")); !strings.HasPrefix(r, "-ERR syncproxy: CONFIG SET") {
+		t.Fatalf("CONFIG SET refused: %q", r)
+	}
+	addr2, _ := startProxyWith(t, func(cfg *proxy.Config) { cfg.ConfigSet = "broadcast" }, servers[0], servers[1:]...)
+	c2 := redistest.DialRaw(t, addr2)
+	mustReply(t, c2, "+OK\r\n", "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+	for _, s := range servers {
+		if v := s.Do(t, "CONFIG", "GET", "maxmemory-policy").([]interface{}); string(v[1].([]byte)) != "allkeys-lru" {
+			t.Errorf("%s: maxmemory-policy %s", s.Addr, v[1])
+		}
+	}
+	if r := string(c2.Do("CONFIG", "SET", "nosuchparam", "1")); r[0] != '-' {
+		t.Fatalf("CONFIG SET of an unknown parameter: %q", r)
+	}
+}
