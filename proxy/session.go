@@ -33,6 +33,7 @@ const (
 	postQuit           // close the connection after this reply
 	postExec           // EXEC: the array of the transaction's replies
 	postBroadcast      // CONFIG SET sent to every backend: the master's reply, or a slave's error
+	postHideMeta       // SCAN or KEYS in DB 0: leave out the replication metadata keys
 )
 
 // Session is one client connection's state. Its methods run on the connection's
@@ -208,6 +209,8 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 			r.Reply = sess.execReply(r.Reply)
 		case postBroadcast:
 			r.Reply = sess.broadcastReply(r.Reply)
+		case postHideMeta:
+			r.Reply = hideMeta(r.Reply)
 		case postQuit:
 			quit = true
 		}
@@ -344,10 +347,16 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		}
 		r.Kind = router.KindRaw
 		r.Raw = c.Raw
+		if rt.Info.Name == "scan" && r.DB == 0 {
+			sess.posts[i] = postHideMeta
+		}
 		sess.toMaster(r)
 	case router.ClassRead:
 		r.Kind = router.KindRaw
 		r.Raw = c.Raw
+		if rt.Info.Name == "keys" && r.DB == 0 {
+			sess.posts[i] = postHideMeta
+		}
 		// A read after a write of the same batch goes behind it on the master
 		// connection; a read while WATCHing reads what the transaction will be
 		// checked against, on the master; otherwise to a slave that has this

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -60,5 +61,48 @@ func TestConfigSet(t *testing.T) {
 	}
 	if r := string(c2.Do("CONFIG", "SET", "nosuchparam", "1")); r[0] != '-' {
 		t.Fatalf("CONFIG SET of an unknown parameter: %q", r)
+	}
+}
+
+// TestScanAndKeys: SCAN over 10k keys through the proxy returns every key and
+// nothing else (the replication metadata keys stay hidden), as KEYS does.
+func TestScanAndKeys(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	addr, _ := startProxy(t, servers[0], servers[1:]...)
+	c := redistest.DialRaw(t, addr)
+	const n = 10000
+	for i := 0; i < n; i++ {
+		c.Send("SET", "key:"+strconv.Itoa(i), "v")
+	}
+	c.Flush()
+	for i := 0; i < n; i++ {
+		c.Read()
+	}
+	seen := map[string]bool{}
+	cursor := "0"
+	for {
+		reply := string(c.Do("SCAN", cursor, "COUNT", "500"))
+		parts := strings.Split(reply, "\r\n")
+		// *2, $len, cursor, *N, then $len/key pairs
+		cursor = parts[2]
+		for j := 4; j+1 < len(parts); j += 2 {
+			seen[parts[j+1]] = true
+		}
+		if cursor == "0" {
+			break
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("SCAN returned %d distinct keys, want %d", len(seen), n)
+	}
+	for k := range seen {
+		if !strings.HasPrefix(k, "key:") {
+			t.Fatalf("SCAN returned %q", k)
+		}
+	}
+	keys := string(c.Do("KEYS", "*"))
+	if strings.Contains(keys, "syncproxy:") || !strings.HasPrefix(keys, "*10000\r\n") {
+		t.Fatalf("KEYS: %.80q", keys)
 	}
 }
