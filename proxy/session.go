@@ -357,6 +357,13 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		if rt.Info.Name == "keys" && r.DB == 0 {
 			sess.posts[i] = postHideMeta
 		}
+		if (rt.Info.Name == "dbsize" || rt.Info.Name == "randomkey") && r.DB == 0 {
+			// DB 0 holds the metadata keys: answered on the master without them.
+			r.Raw = metaFreeScripts[rt.Info.Name]
+			sess.s.router.MasterReads.Add(1)
+			sess.toMaster(r)
+			return
+		}
 		// A read after a write of the same batch goes behind it on the master
 		// connection; a read while WATCHing reads what the transaction will be
 		// checked against, on the master; otherwise to a slave that has this

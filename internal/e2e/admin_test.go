@@ -106,3 +106,26 @@ func TestScanAndKeys(t *testing.T) {
 		t.Fatalf("KEYS: %.80q", keys)
 	}
 }
+
+// TestMetadataHidden: DBSIZE and RANDOMKEY in DB 0 answer as Redis would without
+// the replication metadata keys.
+func TestMetadataHidden(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 4)
+	ref, master := servers[0], servers[1]
+	addr, _ := startProxy(t, master, servers[2:]...)
+	cmds := [][]string{{"DBSIZE"}, {"RANDOMKEY"}, {"SET", "only", "1"}, {"DBSIZE"}, {"RANDOMKEY"}, {"DEL", "only"}, {"DBSIZE"}, {"RANDOMKEY"}}
+	for name, a := range map[string]string{"redis": ref.Addr, "proxy": addr} {
+		c := redistest.DialRaw(t, a)
+		var out []string
+		for _, cmd := range cmds {
+			out = append(out, string(c.Do(cmd...)))
+		}
+		want := []string{":0\r\n", "$-1\r\n", "+OK\r\n", ":1\r\n", "$4\r\nonly\r\n", ":1\r\n", ":0\r\n", "$-1\r\n"}
+		for i := range want {
+			if out[i] != want[i] {
+				t.Errorf("%s %q: %q, want %q", name, cmds[i], out[i], want[i])
+			}
+		}
+	}
+}
