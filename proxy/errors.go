@@ -24,8 +24,6 @@ const (
 	msgReservedKey = "ERR syncproxy: keys starting with 'syncproxy:' are reserved for replication metadata"
 	// msgSyncChannel refuses PUBLISH to the sync channel.
 	msgSyncChannel = "ERR syncproxy: the sync channel is reserved for replication"
-	// msgFcall refuses FCALL.
-	msgFcall = "ERR syncproxy: FCALL is refused: the writes of a function cannot be replicated; use EVAL, or FCALL_RO for read-only functions"
 	// msgSwapDB0 refuses SWAPDB of DB 0.
 	msgSwapDB0 = "ERR syncproxy: SWAPDB with DB 0 is refused: DB 0 holds the replication metadata"
 	// msgConfigSet refuses CONFIG SET unless it may be broadcast.

@@ -86,7 +86,13 @@ func (sess *Session) eval(i int, r *router.Request, name string, args [][]byte, 
 	} else {
 		us = s.scripts.add(s, args[1])
 	}
-	nk, err := strconv.Atoi(string(args[2]))
+	sess.runScript(i, r, us, args[1:], wrote)
+}
+
+// runScript runs a composed script; args[1] is numkeys, then keys and arguments.
+func (sess *Session) runScript(i int, r *router.Request, us *userScript, args [][]byte, wrote *bool) {
+	s := sess.s
+	nk, err := strconv.Atoi(string(args[1]))
 	switch {
 	case err != nil:
 		sess.localError(r, msgNotInteger)
@@ -94,17 +100,17 @@ func (sess *Session) eval(i int, r *router.Request, name string, args [][]byte, 
 	case nk < 0:
 		sess.localError(r, msgNumKeysNeg)
 		return
-	case nk > len(args)-3:
+	case nk > len(args)-2:
 		sess.localError(r, msgNumKeysLarge)
 		return
 	}
-	for _, k := range args[3 : 3+nk] {
+	for _, k := range args[2 : 2+nk] {
 		if strings.HasPrefix(string(k), "syncproxy:") {
 			sess.localError(r, msgReservedKey)
 			return
 		}
 	}
-	if len(args)+4 > replicate.MaxScriptArgs {
+	if len(args)+5 > replicate.MaxScriptArgs {
 		sess.localError(r, msgTooManyArgs)
 		return
 	}
@@ -124,8 +130,8 @@ func (sess *Session) eval(i int, r *router.Request, name string, args [][]byte, 
 		us.loaded.Store(true)
 	}
 	r.Kind = router.KindWrite
-	r.Raw = buildCommand(args[2:])
-	r.Argc = len(args) - 2
+	r.Raw = buildCommand(args[1:])
+	r.Argc = len(args) - 1
 	r.Eval = true
 	r.Script = us.composed
 	sess.evalChecks = append(sess.evalChecks, check)
@@ -163,4 +169,138 @@ func (sess *Session) checkEvals() {
 func (s *Server) scriptFlushed() {
 	s.router.Master().ReloadScript()
 	s.scripts.unload()
+}
+
+// Functions (FCALL) are served like scripts: the proxy reads the function's
+// library from the master (FUNCTION LIST WITHCODE), composes a script that loads
+// the library with a register_function of its own and calls the function, and
+// runs it as an EVAL, so that its writes are replicated as effects.
+
+// msgFunctionNotFound is Redis' reply to FCALL of an unknown function.
+const msgFunctionNotFound = "ERR Function not found"
+
+// functions caches, per function name, the script that runs it.
+type functions struct {
+	mu sync.Mutex
+	m  map[string]*userScript
+}
+
+func (f *functions) get(name string) *userScript {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[name]
+}
+
+func (f *functions) put(name string, us *userScript) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string]*userScript{}
+	}
+	f.m[name] = us
+}
+
+// reset forgets every function (FUNCTION LOAD, DELETE, FLUSH, RESTORE went through).
+func (f *functions) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.m = nil
+}
+
+// fcall dispatches FCALL name numkeys keys... args...
+func (sess *Session) fcall(i int, r *router.Request, args [][]byte, wrote *bool) {
+	s := sess.s
+	name := string(args[1])
+	us := s.functions.get(name)
+	if us == nil {
+		code, msg := sess.libraryOf(name)
+		if msg != "" {
+			sess.localError(r, msg)
+			return
+		}
+		body := "local __fns = {}\nlocal __lib = function(redis)\n" + code +
+			"\nend\nlocal __fake = setmetatable({register_function = function(a, b)\n" +
+			"  if type(a) == 'table' then __fns[a.function_name] = a.callback else __fns[a] = b end\n" +
+			"end}, {__index = redis})\n__lib(__fake)\nreturn __fns['" + luaQuote(name) + "'](KEYS, ARGV)"
+		us = s.scripts.add(s, []byte(body))
+		s.functions.put(name, us)
+	}
+	// As EVAL: args[2:] are numkeys, keys and arguments.
+	sess.runScript(i, r, us, args[1:], wrote)
+}
+
+// libraryOf returns the code (without its #! line) of the library that holds the
+// function, from the master.
+func (sess *Session) libraryOf(name string) (string, string) {
+	q := &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
+		[]byte("FUNCTION"), []byte("LIST"), []byte("WITHCODE")})}
+	sess.waiter.Add(q)
+	sess.s.router.Master().Submit(int(sess.id), q)
+	sess.waiter.Wait()
+	if len(q.Reply) == 0 || q.Reply[0] == '-' {
+		return "", string(bytesTrimErr(q.Reply))
+	}
+	for _, lib := range splitArray(q.Reply) {
+		fields := splitArray(lib)
+		var code string
+		found := false
+		for k := 0; k+1 < len(fields); k += 2 {
+			switch bulkText(fields[k]) {
+			case "functions":
+				for _, fn := range splitArray(fields[k+1]) {
+					ff := splitArray(fn)
+					for m := 0; m+1 < len(ff); m += 2 {
+						if bulkText(ff[m]) == "name" && bulkText(ff[m+1]) == name {
+							found = true
+						}
+					}
+				}
+			case "library_code":
+				code = bulkText(fields[k+1])
+			}
+		}
+		if found {
+			if strings.HasPrefix(code, "#!") {
+				if j := strings.IndexByte(code, '\n'); j >= 0 {
+					code = code[j+1:]
+				} else {
+					code = ""
+				}
+			}
+			return code, ""
+		}
+	}
+	return "", msgFunctionNotFound
+}
+
+// bulkText returns a bulk frame's content.
+func bulkText(b []byte) string {
+	if len(b) < 4 || b[0] != '$' {
+		return ""
+	}
+	return string(b[bulkStart(b) : len(b)-2])
+}
+
+func bytesTrimErr(reply []byte) []byte {
+	if len(reply) > 3 {
+		return reply[1 : len(reply)-2]
+	}
+	return []byte("ERR syncproxy: no reply from the master")
+}
+
+// luaQuote escapes s for a single-quoted Lua string.
+func luaQuote(s string) string {
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		switch {
+		case c == '\'' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < ' ' || c > '~':
+			b.WriteString("\\" + strconv.Itoa(int(c)))
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }

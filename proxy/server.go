@@ -46,6 +46,7 @@ type Server struct {
 	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
 	script     *router.WriteScript // the replication script, for WATCH connections
 	scripts    scripts             // client scripts (EVAL), composed
+	functions  functions           // FCALL's functions, as composed scripts
 
 	mu       sync.Mutex
 	shutdown bool

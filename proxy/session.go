@@ -281,7 +281,14 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		sess.doWatch(r, c.Raw)
 		return
 	case "fcall":
-		sess.localError(r, msgFcall)
+		sess.fcall(i, r, args, wrote)
+		return
+	case "function|load", "function|delete", "function|flush", "function|restore":
+		sess.s.functions.reset()
+		r.Kind = router.KindRaw
+		r.Raw = c.Raw
+		*wrote = true
+		sess.toMaster(r)
 		return
 	case "swapdb":
 		a, errA := strconv.Atoi(string(args[1]))
