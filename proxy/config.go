@@ -10,24 +10,32 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/syncproxy/syncproxy/router"
 )
 
 // Config is every setting of a proxy. Zero values are replaced by DefaultConfig's.
 type Config struct {
-	Listen         string        `yaml:"listen"`
-	Master         string        `yaml:"master"`
-	Slaves         []string      `yaml:"slaves"`
-	SyncChannel    string        `yaml:"sync-channel"`
-	BackendTimeout time.Duration `yaml:"backend-timeout"`
-	BackendConns   int           `yaml:"backend-conns"`
-	BacklogLen     int           `yaml:"backlog-len"`
-	ApplierQueue   int           `yaml:"applier-queue"`
-	MaxPipeline    int           `yaml:"max-pipeline"`
-	WriteGroup     int           `yaml:"write-group"`
-	ConfigSet      string        `yaml:"config-set"`
-	ShutdownGrace  time.Duration `yaml:"shutdown-grace"`
-	LogLevel       string        `yaml:"log-level"`
-	LogFormat      string        `yaml:"log-format"`
+	Listen         string         `yaml:"listen"`
+	Master         string         `yaml:"master"`
+	Slaves         []string       `yaml:"slaves"`
+	SyncChannel    string         `yaml:"sync-channel"`
+	BackendTimeout time.Duration  `yaml:"backend-timeout"`
+	BackendConns   int            `yaml:"backend-conns"`
+	BacklogLen     int            `yaml:"backlog-len"`
+	ApplierQueue   int            `yaml:"applier-queue"`
+	MaxPipeline    int            `yaml:"max-pipeline"`
+	WriteGroup     int            `yaml:"write-group"`
+	ConfigSet      string         `yaml:"config-set"`
+	ReadPolicy     string         `yaml:"read-policy"`
+	ReadYourWrites bool           `yaml:"read-your-writes"`
+	RYWWait        time.Duration  `yaml:"ryw-wait"`
+	MaxLagMessages int64          `yaml:"max-lag-messages"`
+	MaxLagMs       int64          `yaml:"max-lag-ms"`
+	Weights        map[string]int `yaml:"weights"`
+	ShutdownGrace  time.Duration  `yaml:"shutdown-grace"`
+	LogLevel       string         `yaml:"log-level"`
+	LogFormat      string         `yaml:"log-format"`
 }
 
 // DefaultConfig returns the defaults of every setting.
@@ -42,6 +50,8 @@ func DefaultConfig() Config {
 		MaxPipeline:    1024,
 		WriteGroup:     512,
 		ConfigSet:      "deny",
+		ReadPolicy:     "prefer-replica",
+		ReadYourWrites: true,
 		ShutdownGrace:  10 * time.Second,
 		LogLevel:       "info",
 		LogFormat:      "auto",
@@ -113,6 +123,24 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: write-group %d out of range 1..4096", c.WriteGroup)
 	case c.ShutdownGrace < 0:
 		return fmt.Errorf("config: shutdown-grace %v must not be negative", c.ShutdownGrace)
+	}
+	if _, err := router.ParseReadPolicy(c.ReadPolicy); err != nil {
+		return fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "router: "))
+	}
+	switch {
+	case c.RYWWait < 0:
+		return fmt.Errorf("config: ryw-wait %v must not be negative", c.RYWWait)
+	case c.MaxLagMessages < 0 || c.MaxLagMs < 0:
+		return errors.New("config: max-lag-messages and max-lag-ms must not be negative")
+	}
+	for addr, w := range c.Weights {
+		found := false
+		for _, s := range c.Slaves {
+			found = found || s == addr
+		}
+		if !found || w < 1 || w > 1000 {
+			return fmt.Errorf("config: weights: %q must be a slave's address with a weight in 1..1000", addr)
+		}
 	}
 	switch c.ConfigSet {
 	case "deny", "broadcast":

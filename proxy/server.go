@@ -113,9 +113,11 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 			Timeout: cfg.BackendTimeout,
 			Log:     log,
 		})
-		slaves = append(slaves, &router.Slave{Backend: b, Status: a})
+		slaves = append(slaves, &router.Slave{Backend: b, Status: a, Weight: cfg.Weights[cfg.Slaves[i]]})
 	}
 	s.router = router.New(table, master, slaves)
+	policy, _ := router.ParseReadPolicy(cfg.ReadPolicy) // Validate checked it
+	s.router.SetReadOptions(router.ReadOptions{Policy: policy, MaxLagMessages: cfg.MaxLagMessages, MaxLagMs: cfg.MaxLagMs})
 	for _, name := range table.Names() {
 		ci := table.Lookup([][]byte{[]byte(name)})
 		write := ci.Has(router.FlagWrite)

@@ -48,6 +48,8 @@ type Session struct {
 	name      string
 	lastSeq   int64  // sequence number of this client's last write (read-your-writes)
 	lastEpoch string // and the master's epoch then
+	minSeq    int64  // causal token set by CLIENT SYNCAFTER: reads must see it
+	minEpoch  string
 
 	replyMode    int  // 0 on, 1 off, 2 skip next
 	replyDecided bool // CLIENT REPLY set the skip of its own reply
@@ -266,7 +268,20 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		sess.localError(r, errWrongArity(rt.Info.Name))
 		return
 	}
+	if rt.Info.Name == "client" && len(args) >= 2 {
+		switch strings.ToLower(string(args[1])) {
+		case "synctoken":
+			sess.local(r, appendBulk(nil, []byte(sess.syncToken())))
+			return
+		case "syncafter":
+			sess.syncAfter(r, args)
+			return
+		}
+	}
 	switch rt.Info.Name {
+	case "wait":
+		sess.wait(i, r, args)
+		return
 	case "multi":
 		sess.tx = &txState{db: sess.db}
 		sess.local(r, []byte("+OK\r\n"))
@@ -376,7 +391,12 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		// checked against, on the master; otherwise to a slave that has this
 		// client's last write.
 		if !*wrote && sess.watch == nil {
-			if sl := sess.s.router.PickSlave(sess.lastEpoch, sess.lastSeq); sl != nil {
+			sl, err := sess.pickRead()
+			if err != nil {
+				sess.localError(r, msgNoReplica)
+				return
+			}
+			if sl != nil {
 				sl.Reads.Add(1)
 				sess.onSlave[i] = true
 				sess.waiter.Add(r)
@@ -387,6 +407,35 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		sess.s.router.MasterReads.Add(1)
 		sess.toMaster(r)
 	}
+}
+
+// readPosition is the replication position a read must see: the session's last
+// write (read-your-writes), or the causal token it was given, whichever is later.
+func (sess *Session) readPosition() (string, int64) {
+	epoch, seq := sess.minEpoch, sess.minSeq
+	if sess.s.cfg.ReadYourWrites && sess.lastSeq > 0 && (sess.lastEpoch != epoch || sess.lastSeq > seq) {
+		epoch, seq = sess.lastEpoch, sess.lastSeq
+	}
+	return epoch, seq
+}
+
+// pickRead chooses the slave for a read (nil: the master), waiting up to ryw-wait
+// for a slave to apply what the read must see.
+func (sess *Session) pickRead() (*router.Slave, error) {
+	rt := sess.s.router
+	epoch, seq := sess.readPosition()
+	sl, err := rt.PickRead(epoch, seq)
+	if sl != nil || seq == 0 || sess.s.cfg.RYWWait <= 0 {
+		return sl, err
+	}
+	deadline := time.Now().Add(sess.s.cfg.RYWWait)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // bounded by ryw-wait
+		if sl, err = rt.PickRead(epoch, seq); sl != nil {
+			return sl, nil
+		}
+	}
+	return sl, err
 }
 
 // broadcast sends a command (CONFIG SET) to the master and to every slave.

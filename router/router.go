@@ -123,6 +123,9 @@ type SlaveStatus interface {
 	Applied() int64
 	// Epoch returns the epoch of the slave's data.
 	Epoch() string
+	// LagMessages and LagMs measure how far behind the master the slave is.
+	LagMessages() int64
+	LagMs() int64
 }
 
 // Slave is a read backend and its replication status.
@@ -131,6 +134,8 @@ type Slave struct {
 	Status  SlaveStatus
 	// Reads counts the reads the slave served.
 	Reads atomic.Int64
+	// Weight is the slave's share of reads relative to the others (default 1).
+	Weight int
 }
 
 // Router classifies commands and picks backends.
@@ -140,6 +145,7 @@ type Router struct {
 	master  *Backend
 	slaves  []*Slave
 	rr      atomic.Uint64
+	read    ReadOptions
 	// MasterReads counts the reads served by the master.
 	MasterReads atomic.Int64
 }
@@ -216,21 +222,8 @@ func hasArg(args [][]byte, name string) bool {
 	return false
 }
 
-// PickSlave returns a slave that is up, online and has applied at least minSeq of
-// epoch (any position when minSeq is 0), round robin among those; nil when there
-// is none.
+// PickSlave returns an eligible slave (see PickRead) for a read that must see
+// (epoch, minSeq), whatever the read policy; nil when there is none.
 func (r *Router) PickSlave(epoch string, minSeq int64) *Slave {
-	n := len(r.slaves)
-	if n == 0 {
-		return nil
-	}
-	start := int(r.rr.Add(1) % uint64(n))
-	for i := 0; i < n; i++ {
-		s := r.slaves[(start+i)%n]
-		if s.Backend.Up() && s.Status.Online() &&
-			(minSeq == 0 || (s.Status.Applied() >= minSeq && s.Status.Epoch() == epoch)) {
-			return s
-		}
-	}
-	return nil
+	return r.leastLoaded(epoch, minSeq)
 }

@@ -53,6 +53,11 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		pipeline   = fs.Int("max-pipeline", def.MaxPipeline, "pipelined commands dispatched at once per client")
 		group      = fs.Int("write-group", def.WriteGroup, "writes per replication script call at most (group commit; 1 disables it)")
 		configSet  = fs.String("config-set", def.ConfigSet, "CONFIG SET from clients: deny, or broadcast to the master and every slave")
+		readPolicy = fs.String("read-policy", def.ReadPolicy, "where reads go: master, prefer-master, replica, prefer-replica, any")
+		ryw        = fs.Bool("read-your-writes", def.ReadYourWrites, "a client's reads see its own writes (only slaves that applied them serve it)")
+		rywWait    = fs.Duration("ryw-wait", def.RYWWait, "how long a read may wait for a slave to apply the client's last write before going to the master")
+		maxLagMsgs = fs.Int64("max-lag-messages", def.MaxLagMessages, "a slave more messages behind serves no reads (0: no bound)")
+		maxLagMs   = fs.Int64("max-lag-ms", def.MaxLagMs, "a slave lagging more milliseconds serves no reads (0: no bound)")
 		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
 		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
 		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
@@ -111,6 +116,16 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.WriteGroup = *group
 		case "config-set":
 			cfg.ConfigSet = *configSet
+		case "read-policy":
+			cfg.ReadPolicy = *readPolicy
+		case "read-your-writes":
+			cfg.ReadYourWrites = *ryw
+		case "ryw-wait":
+			cfg.RYWWait = *rywWait
+		case "max-lag-messages":
+			cfg.MaxLagMessages = *maxLagMsgs
+		case "max-lag-ms":
+			cfg.MaxLagMs = *maxLagMs
 		case "shutdown-grace":
 			cfg.ShutdownGrace = *grace
 		case "log-level":

@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// WAIT and causal tokens answer from the slaves' applied positions, which the
+// proxy knows exactly.
+
+// waitPoll is how often WAIT looks at the slaves' positions again.
+const waitPoll = time.Millisecond
+
+// wait answers WAIT numreplicas timeout: how many slaves applied the session's
+// last write, waiting up to timeout ms (0: until numreplicas did) for numreplicas.
+func (sess *Session) wait(i int, r *router.Request, args [][]byte) {
+	want, err1 := strconv.ParseInt(string(args[1]), 10, 64)
+	ms, err2 := strconv.ParseInt(string(args[2]), 10, 64)
+	switch {
+	case err1 != nil || err2 != nil:
+		sess.localError(r, msgNotInteger)
+		return
+	case ms < 0:
+		sess.localError(r, "ERR timeout is negative")
+		return
+	}
+	// What the batch sent before WAIT must have been answered: its writes count.
+	sess.waiter.Wait()
+	sess.updateLastSeq(i)
+	var deadline time.Time
+	if ms > 0 {
+		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+	}
+	lastCheck := time.Now()
+	for {
+		n := sess.acked()
+		if n >= want || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+			sess.local(r, []byte(":"+strconv.FormatInt(n, 10)+"\r\n"))
+			return
+		}
+		if time.Since(lastCheck) > blockRetry {
+			lastCheck = time.Now()
+			if peerClosed(sess.netConn) || sess.s.closing.Load() {
+				sess.local(r, []byte(":"+strconv.FormatInt(n, 10)+"\r\n"))
+				return
+			}
+		}
+		time.Sleep(waitPoll)
+	}
+}
+
+// acked counts the slaves that applied the session's last write.
+func (sess *Session) acked() int64 {
+	var n int64
+	for _, sl := range sess.s.router.Slaves() {
+		st := sl.Status
+		if sess.lastSeq == 0 {
+			if sl.Backend.Up() && st.Online() {
+				n++
+			}
+		} else if st.Epoch() == sess.lastEpoch && st.Applied() >= sess.lastSeq {
+			n++
+		}
+	}
+	return n
+}
+
+// updateLastSeq takes the positions of the batch's writes before request i (all
+// completed).
+func (sess *Session) updateLastSeq(i int) {
+	for _, r := range sess.reqs[:i] {
+		if r.Kind == router.KindWrite && r.Seq > sess.lastSeq && r.Epoch != "" {
+			sess.lastSeq, sess.lastEpoch = r.Seq, r.Epoch
+		}
+	}
+}
+
+// syncToken is CLIENT SYNCTOKEN: the session's last write position, "epoch:seq"
+// ("" before any write), to hand to another connection.
+func (sess *Session) syncToken() string {
+	if sess.lastSeq == 0 {
+		return ""
+	}
+	return sess.lastEpoch + ":" + strconv.FormatInt(sess.lastSeq, 10)
+}
+
+// syncAfter is CLIENT SYNCAFTER token: the session's reads must see that position.
+func (sess *Session) syncAfter(r *router.Request, args [][]byte) {
+	if len(args) != 3 {
+		sess.localError(r, errWrongArity("client|syncafter"))
+		return
+	}
+	tok := string(args[2])
+	i := strings.LastIndexByte(tok, ':')
+	seq, err := strconv.ParseInt(tok[i+1:], 10, 64)
+	if i <= 0 || err != nil || seq < 0 {
+		sess.localError(r, "ERR syncproxy: invalid sync token (want the reply of CLIENT SYNCTOKEN)")
+		return
+	}
+	sess.minEpoch, sess.minSeq = tok[:i], seq
+	sess.local(r, []byte("+OK\r\n"))
+}

@@ -1,0 +1,133 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ReadPolicy says where reads may go, named as Envoy names its read policies.
+type ReadPolicy uint8
+
+const (
+	// PolicyPreferReplica reads from an eligible slave, else from the master.
+	PolicyPreferReplica ReadPolicy = iota
+	// PolicyMaster reads from the master only.
+	PolicyMaster
+	// PolicyPreferMaster reads from the master, from an eligible slave when the
+	// master is down.
+	PolicyPreferMaster
+	// PolicyReplica reads from eligible slaves only; none eligible is an error.
+	PolicyReplica
+	// PolicyAny balances reads over the master and the eligible slaves.
+	PolicyAny
+)
+
+// ParseReadPolicy parses a policy name.
+func ParseReadPolicy(s string) (ReadPolicy, error) {
+	switch s {
+	case "prefer-replica", "":
+		return PolicyPreferReplica, nil
+	case "master":
+		return PolicyMaster, nil
+	case "prefer-master":
+		return PolicyPreferMaster, nil
+	case "replica":
+		return PolicyReplica, nil
+	case "any":
+		return PolicyAny, nil
+	}
+	return 0, fmt.Errorf("router: read policy %q: want master, prefer-master, replica, prefer-replica or any", s)
+}
+
+// ReadOptions bound which slaves may serve reads.
+type ReadOptions struct {
+	Policy ReadPolicy
+	// MaxLagMessages and MaxLagMs: a slave lagging more (in messages not yet
+	// applied, or in the age of the last one applied) serves no reads; 0 is no bound.
+	MaxLagMessages int64
+	MaxLagMs       int64
+}
+
+// ErrNoReplica is returned by PickRead under PolicyReplica when no slave may serve.
+var ErrNoReplica = errors.New("router: no slave is eligible for reads")
+
+// SetReadOptions sets the read options; call it before serving.
+func (r *Router) SetReadOptions(o ReadOptions) { r.read = o }
+
+// eligible reports whether s may serve a read that must see position (epoch, minSeq).
+func (r *Router) eligible(s *Slave, epoch string, minSeq int64) bool {
+	if !s.Backend.Up() || !s.Status.Online() {
+		return false
+	}
+	if o := &r.read; (o.MaxLagMessages > 0 && s.Status.LagMessages() > o.MaxLagMessages) ||
+		(o.MaxLagMs > 0 && s.Status.LagMs() > o.MaxLagMs) {
+		return false
+	}
+	return minSeq == 0 || (s.Status.Applied() >= minSeq && s.Status.Epoch() == epoch)
+}
+
+// PickRead chooses where a read goes: a slave (nil for the master). Among the
+// eligible slaves the one with the fewest requests outstanding per unit of weight
+// wins, then the one that served the fewest reads per unit of weight.
+func (r *Router) PickRead(epoch string, minSeq int64) (*Slave, error) {
+	switch r.read.Policy {
+	case PolicyMaster:
+		return nil, nil
+	case PolicyPreferMaster:
+		if r.master.Up() {
+			return nil, nil
+		}
+	}
+	best := r.leastLoaded(epoch, minSeq)
+	switch r.read.Policy {
+	case PolicyReplica:
+		if best == nil {
+			return nil, ErrNoReplica
+		}
+	case PolicyAny:
+		// The master takes part, with weight 1.
+		if best == nil {
+			return nil, nil
+		}
+		if r.master.Up() {
+			w := float64(best.weight())
+			ml, sl := float64(r.master.Outstanding.Load()), float64(best.Backend.Outstanding.Load())/w
+			if ml < sl || (ml == sl && float64(r.MasterReads.Load()) < float64(best.Reads.Load())/w) {
+				return nil, nil
+			}
+		}
+	}
+	return best, nil
+}
+
+func (r *Router) leastLoaded(epoch string, minSeq int64) *Slave {
+	n := len(r.slaves)
+	if n == 0 {
+		return nil
+	}
+	start := int(r.rr.Add(1) % uint64(n))
+	var best *Slave
+	var bestLoad, bestServed float64
+	for i := 0; i < n; i++ {
+		s := r.slaves[(start+i)%n]
+		if !r.eligible(s, epoch, minSeq) {
+			continue
+		}
+		// Fewest outstanding per unit of weight; on a tie (an idle pool), fewest
+		// reads served per unit of weight, which splits reads by weight.
+		w := float64(s.weight())
+		load := float64(s.Backend.Outstanding.Load()) / w
+		served := float64(s.Reads.Load()) / w
+		if best == nil || load < bestLoad || (load == bestLoad && served < bestServed) {
+			best, bestLoad, bestServed = s, load, served
+		}
+	}
+	return best
+}
+
+func (s *Slave) weight() int {
+	if s.Weight <= 0 {
+		return 1
+	}
+	return s.Weight
+}
