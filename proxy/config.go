@@ -33,6 +33,8 @@ type Config struct {
 	MaxLagMessages int64          `yaml:"max-lag-messages"`
 	MaxLagMs       int64          `yaml:"max-lag-ms"`
 	Weights        map[string]int `yaml:"weights"`
+	HealthInterval time.Duration  `yaml:"health-interval"`
+	HealthFailures int            `yaml:"health-failures"`
 	ShutdownGrace  time.Duration  `yaml:"shutdown-grace"`
 	LogLevel       string         `yaml:"log-level"`
 	LogFormat      string         `yaml:"log-format"`
@@ -52,6 +54,8 @@ func DefaultConfig() Config {
 		ConfigSet:      "deny",
 		ReadPolicy:     "prefer-replica",
 		ReadYourWrites: true,
+		HealthInterval: time.Second,
+		HealthFailures: 3,
 		ShutdownGrace:  10 * time.Second,
 		LogLevel:       "info",
 		LogFormat:      "auto",
@@ -128,6 +132,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "router: "))
 	}
 	switch {
+	case c.HealthInterval < 10*time.Millisecond:
+		return fmt.Errorf("config: health-interval %v too short (at least 10ms)", c.HealthInterval)
+	case c.HealthFailures < 1:
+		return fmt.Errorf("config: health-failures %d must be at least 1", c.HealthFailures)
 	case c.RYWWait < 0:
 		return fmt.Errorf("config: ryw-wait %v must not be negative", c.RYWWait)
 	case c.MaxLagMessages < 0 || c.MaxLagMs < 0:

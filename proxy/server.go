@@ -74,12 +74,14 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		slaveEPs = append(slaveEPs, replicate.Endpoint{Name: "slave-" + strconv.Itoa(i+1), Addr: addr})
 	}
 	s.repl = replicate.New(replicate.Config{
-		Master:     replicate.Endpoint{Name: "master", Addr: cfg.Master},
-		Slaves:     slaveEPs,
-		Channel:    cfg.SyncChannel,
-		BacklogLen: cfg.BacklogLen,
-		QueueLen:   cfg.ApplierQueue,
-		Timeout:    cfg.BackendTimeout,
+		Master:        replicate.Endpoint{Name: "master", Addr: cfg.Master},
+		Slaves:        slaveEPs,
+		Channel:       cfg.SyncChannel,
+		BacklogLen:    cfg.BacklogLen,
+		QueueLen:      cfg.ApplierQueue,
+		Timeout:       cfg.BackendTimeout,
+		PollInterval:  cfg.HealthInterval,
+		FailThreshold: cfg.HealthFailures,
 		Keys: func(args [][]byte, dst []int) []int {
 			if ci := table.Lookup(args); ci != nil {
 				return ci.KeyIndexes(args, dst)
@@ -107,11 +109,12 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	var slaves []*router.Slave
 	for i, a := range s.repl.Appliers() {
 		b := router.NewBackend(router.BackendOptions{
-			Name:    a.Name(),
-			Addr:    cfg.Slaves[i],
-			Conns:   cfg.BackendConns,
-			Timeout: cfg.BackendTimeout,
-			Log:     log,
+			Name:        a.Name(),
+			Addr:        cfg.Slaves[i],
+			Conns:       cfg.BackendConns,
+			Timeout:     cfg.BackendTimeout,
+			OnReconnect: a.Suspect,
+			Log:         log,
 		})
 		slaves = append(slaves, &router.Slave{Backend: b, Status: a, Weight: cfg.Weights[cfg.Slaves[i]]})
 	}

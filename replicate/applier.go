@@ -54,8 +54,9 @@ type Applier struct {
 
 	script *redis.Script
 	copy   *redis.Script
-	// slave, master and rs are owned by the run goroutine.
+	// slave, master, rs and failures are owned by the run goroutine.
 	slave, master redis.Conn
+	failures      int          // consecutive failed checks of an online slave
 	rs            *resyncState // during a full resync
 }
 
@@ -149,11 +150,16 @@ func (a *Applier) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if a.State() == StateOnline && a.slaveAlive(ctx) {
+		switch {
+		case a.State() == StateOnline && a.slaveAlive(ctx):
 			// The master, not the slave, failed: the slave keeps a consistent
 			// (if aging) copy and keeps serving reads until the master is back.
 			a.log.Warn().Err(err).Msg("master unreachable; the slave keeps serving reads")
-		} else {
+		case a.State() == StateOnline && a.failures+1 < a.r.cfg.FailThreshold:
+			a.failures++
+			a.log.Warn().Err(err).Int("failures", a.failures).Int("threshold", a.r.cfg.FailThreshold).Msg("slave check failed")
+		default:
+			a.failures = 0
 			a.setState(StateDown, err.Error())
 		}
 		if !sleepCtx(ctx, backoff) {
@@ -196,6 +202,7 @@ func (a *Applier) session(ctx context.Context, backoff *time.Duration) error {
 	if err := a.sync(ctx); err != nil {
 		return err
 	}
+	a.failures = 0
 	*backoff = minBackoff
 	tick := time.NewTicker(a.r.cfg.PollInterval)
 	defer tick.Stop()
@@ -525,6 +532,16 @@ func (a *Applier) applyBatch(msgs []*Message) error {
 	a.applied.Store(last.Seq)
 	a.lagMs.Store(time.Now().UnixMilli() - last.TimeMs)
 	return nil
+}
+
+// Suspect takes an online slave out of the read set until the applier checked its
+// position again: its read connection was re-established, and the server may
+// have restarted empty.
+func (a *Applier) Suspect() {
+	if a.state.CompareAndSwap(int32(StateOnline), int32(StateCatchingUp)) {
+		a.log.Info().Str("from", "online").Str("to", "catching-up").Str("reason", "read connection re-established; checking the slave").Msg("slave state changed")
+	}
+	a.kick()
 }
 
 // Online reports whether the slave is caught up and applying live messages.

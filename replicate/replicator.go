@@ -37,6 +37,9 @@ type Config struct {
 	// PollInterval is how often each applier compares its position with the master's,
 	// so that a lost message is noticed even when no more writes come.
 	PollInterval time.Duration
+	// FailThreshold is how many consecutive failed checks take an online slave
+	// out of the read set (its connection dropping does so at once).
+	FailThreshold int
 	// Keys appends to dst the indexes of the keys in a command's arguments
 	// (args[0] is the name); a full resync needs it to copy exactly while writes
 	// go on. The proxy passes its command table's.
@@ -80,6 +83,9 @@ func New(cfg Config) *Replicator {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
+	}
+	if cfg.FailThreshold <= 0 {
+		cfg.FailThreshold = 1
 	}
 	r := &Replicator{cfg: cfg, epoch: newEpoch()}
 	for _, s := range cfg.Slaves {

@@ -150,6 +150,9 @@ type BackendOptions struct {
 	QueueLen    int // requests waiting to be written, per connection
 	MaxGroup    int // writes per script call
 	Script      *WriteScript
+	// OnReconnect, when set, is called when a connection is established again
+	// after it was lost (the server may have restarted, empty).
+	OnReconnect func()
 	Log         zerolog.Logger
 }
 
@@ -320,6 +323,8 @@ func (l *link) run(ctx context.Context) {
 			if l.b.triedLeft.Add(-1) == 0 {
 				close(l.b.tried)
 			}
+		} else if err == nil && l.b.opts.OnReconnect != nil {
+			l.b.opts.OnReconnect()
 		}
 		if err == nil {
 			backoff = minBackoff

@@ -58,6 +58,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		rywWait    = fs.Duration("ryw-wait", def.RYWWait, "how long a read may wait for a slave to apply the client's last write before going to the master")
 		maxLagMsgs = fs.Int64("max-lag-messages", def.MaxLagMessages, "a slave more messages behind serves no reads (0: no bound)")
 		maxLagMs   = fs.Int64("max-lag-ms", def.MaxLagMs, "a slave lagging more milliseconds serves no reads (0: no bound)")
+		hInterval  = fs.Duration("health-interval", def.HealthInterval, "how often each slave is checked (PING) and its position compared with the master's")
+		hFailures  = fs.Int("health-failures", def.HealthFailures, "consecutive failed checks that take a slave out of the read set")
 		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
 		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
 		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
@@ -126,6 +128,10 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.MaxLagMessages = *maxLagMsgs
 		case "max-lag-ms":
 			cfg.MaxLagMs = *maxLagMs
+		case "health-interval":
+			cfg.HealthInterval = *hInterval
+		case "health-failures":
+			cfg.HealthFailures = *hFailures
 		case "shutdown-grace":
 			cfg.ShutdownGrace = *grace
 		case "log-level":

@@ -89,6 +89,7 @@ type options struct {
 	timeout    time.Duration
 	runTimeout time.Duration
 	keep       bool
+	reads      bool
 }
 
 func main() {
@@ -139,6 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&opt.timeout, "timeout", 30*time.Minute, "bound on the whole bench")
 	fs.DurationVar(&opt.runTimeout, "run-timeout", 5*time.Minute, "bound on one redis-benchmark run")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (server and proxy logs)")
+	fs.BoolVar(&opt.reads, "reads", true, "also compare GET through syncproxy with read-your-writes on and off (a second proxy), and run a mixed 1:1 SET/GET workload directly and through the proxy")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./internal/bench [flags]\n\n"+
 			"Measures redis-benchmark against Redis directly and through syncproxy.\n\nFlags:\n")
@@ -182,14 +184,28 @@ const (
 	sideDirect = "direct" // the proxy's master, directly
 	sideProxy  = "proxy"  // through syncproxy
 	sideNative = "native" // the master with two native replicas, directly
+	sideRYWOn  = "ryw-on"  // through syncproxy, --read-your-writes=true (the same proxy as sideProxy)
+	sideRYWOff = "ryw-off" // through the second syncproxy, --read-your-writes=false
 )
+
+// Kinds of cells, each with its table.
+const (
+	kindBase  = iota // one redis-benchmark test: direct, proxy (and native)
+	kindRead         // GET through the proxy with read-your-writes on and off
+	kindMixed        // SET and GET at once, from two redis-benchmark processes
+)
+
+// mixedTest is the test name of the mixed cells.
+const mixedTest = "set+get"
 
 // cell is one test at one pipeline depth, measured on several sides.
 type cell struct {
+	kind  int
 	test  string
 	pipe  int
 	sides []string
-	rps   map[string][]float64 // side -> one figure per round
+	rps   map[string][]float64 // side -> one figure per round; mixed cells: 2n / the slower process's time
+	sum   map[string][]float64 // mixed cells: side -> sum of the two processes' own rps, per round
 	lag   lagStats             // proxy SET runs only
 	drain []time.Duration      // proxy runs: from the end of the run to slaves caught up
 }
@@ -206,7 +222,9 @@ type bench struct {
 	procs   []*proc
 
 	master, native string // addresses
-	proxy          string
+	proxy          string // --read-your-writes=true (the default)
+	proxyNoRYW     string // --read-your-writes=false, with -reads
+	proxyBin       string
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -238,8 +256,17 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		slaves = append(slaves, s.addr)
 	}
-	if err := b.startProxy(ctx, b.master, slaves); err != nil {
+	if err := b.buildProxy(ctx); err != nil {
 		return err
+	}
+	if b.proxy, err = b.startProxy(ctx, "syncproxy", b.master, slaves); err != nil {
+		return err
+	}
+	// The same backends behind a second proxy that does not track its clients' writes.
+	if b.opt.reads {
+		if b.proxyNoRYW, err = b.startProxy(ctx, "syncproxy-noryw", b.master, slaves, "--read-your-writes=false"); err != nil {
+			return err
+		}
 	}
 
 	// The baseline of the write line: native replication.
@@ -254,12 +281,23 @@ func (b *bench) run(ctx context.Context) error {
 	for round := 1; round <= b.opt.rounds; round++ {
 		for _, c := range cells {
 			for _, side := range c.sides {
+				if c.kind == kindMixed {
+					res, err := b.measureMixed(ctx, side)
+					if err != nil {
+						return fmt.Errorf("round %d, %s -P %d %s: %w", round, c.test, c.pipe, side, err)
+					}
+					c.rps[side] = append(c.rps[side], res.slower)
+					c.sum[side] = append(c.sum[side], res.set+res.get)
+					fmt.Fprintf(b.log, "round %d/%d  %-7s -P %-3d %-7s %12.0f rps (SET %.0f + GET %.0f; 2n/slower %.0f)\n",
+						round, b.opt.rounds, c.test, c.pipe, side, res.set+res.get, res.set, res.get, res.slower)
+					continue
+				}
 				rps, err := b.measure(ctx, c, side)
 				if err != nil {
 					return fmt.Errorf("round %d, %s -P %d %s: %w", round, c.test, c.pipe, side, err)
 				}
 				c.rps[side] = append(c.rps[side], rps)
-				fmt.Fprintf(b.log, "round %d/%d  %-6s -P %-3d %-6s %12.0f rps\n", round, b.opt.rounds, c.test, c.pipe, side, rps)
+				fmt.Fprintf(b.log, "round %d/%d  %-7s -P %-3d %-7s %12.0f rps\n", round, b.opt.rounds, c.test, c.pipe, side, rps)
 			}
 		}
 	}
@@ -287,20 +325,34 @@ func (b *bench) plan() []*cell {
 			cells = append(cells, &cell{test: "set", pipe: p, sides: []string{sideProxy, sideNative}, rps: map[string][]float64{}})
 		}
 	}
+	if b.opt.reads {
+		// GET with read-your-writes on and off, at -P 1 and every depth of -P.
+		pipes := []int{1}
+		for _, p := range b.opt.pipelines {
+			if !slices.Contains(pipes, p) {
+				pipes = append(pipes, p)
+			}
+		}
+		for _, p := range pipes {
+			cells = append(cells, &cell{kind: kindRead, test: "get", pipe: p, sides: []string{sideRYWOn, sideRYWOff}, rps: map[string][]float64{}})
+		}
+		cells = append(cells, &cell{kind: kindMixed, test: mixedTest, pipe: 1, sides: []string{sideDirect, sideProxy},
+			rps: map[string][]float64{}, sum: map[string][]float64{}})
+	}
 	return cells
 }
 
 // measure runs redis-benchmark for c on one side and returns its requests per second.
 func (b *bench) measure(ctx context.Context, c *cell, side string) (float64, error) {
-	addr := map[string]string{sideDirect: b.master, sideProxy: b.proxy, sideNative: b.native}[side]
+	addr := b.addr(side)
 	if side != sideProxy {
-		return b.redisBenchmark(ctx, addr, c.test, c.pipe)
+		return b.redisBenchmark(ctx, addr, c.test, c.pipe, b.opt.clients)
 	}
 	var sampler *lagSampler
 	if c.test == "set" {
 		sampler = startLagSampler(ctx, b.proxy)
 	}
-	rps, err := b.redisBenchmark(ctx, addr, c.test, c.pipe)
+	rps, err := b.redisBenchmark(ctx, addr, c.test, c.pipe, b.opt.clients)
 	end := time.Now()
 	if sampler != nil {
 		c.lag.add(sampler.stop())
@@ -316,18 +368,91 @@ func (b *bench) measure(ctx context.Context, c *cell, side string) (float64, err
 	return rps, nil
 }
 
+// addr returns the address of a side.
+func (b *bench) addr(side string) string {
+	return map[string]string{
+		sideDirect: b.master, sideProxy: b.proxy, sideNative: b.native,
+		sideRYWOn: b.proxy, sideRYWOff: b.proxyNoRYW,
+	}[side]
+}
+
+// mixedResult is one mixed run: each process's own requests per second, and the
+// combined figure 2n / the slower process's time (n / its own rps), i.e. twice
+// the lower of the two rps.
+type mixedResult struct {
+	set, get, slower float64
+}
+
+// mixedClients is the -c of each of the two processes of a mixed run: half of -c,
+// so that the run has as many connections as the others.
+func (b *bench) mixedClients() int {
+	return max(1, b.opt.clients/2)
+}
+
+// mixedKeyspace is the -r of the mixed runs: SET and GET both use key:__rand_int__,
+// so both processes touch the same keys.
+const mixedKeyspace = 100000
+
+// measureMixed runs redis-benchmark -t set and -t get at the same time on one side,
+// each with -c mixedClients, -r mixedKeyspace and -n N. If one fails, the other is
+// stopped. Through the proxy, it then waits until the slaves have applied the writes.
+func (b *bench) measureMixed(ctx context.Context, side string) (mixedResult, error) {
+	addr := b.addr(side)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		rps      [2]float64
+		errs     [2]error
+		tests    = [2]string{"set", "get"}
+		keyspace = []string{"-r", strconv.Itoa(mixedKeyspace)}
+	)
+	for i, t := range tests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rps[i], errs[i] = b.redisBenchmark(runCtx, addr, t, 1, b.mixedClients(), keyspace...)
+			if errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return mixedResult{}, ctx.Err()
+	}
+	for i, err := range errs {
+		// The first error, not the other process's cancellation.
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return mixedResult{}, fmt.Errorf("%s: %w", tests[i], err)
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			return mixedResult{}, fmt.Errorf("%s: %w", tests[i], err)
+		}
+	}
+	if side == sideProxy {
+		if err := b.waitApplied(ctx, drainTimeout); err != nil {
+			return mixedResult{}, err
+		}
+	}
+	return mixedResult{set: rps[0], get: rps[1], slower: 2 * min(rps[0], rps[1])}, nil
+}
+
 // redisBenchmark runs one redis-benchmark test and parses its --csv output:
 //
 //	"test","rps","avg_latency_ms",...
 //	"SET","41152.26","1.154",...
-func (b *bench) redisBenchmark(ctx context.Context, addr, test string, pipe int) (float64, error) {
+func (b *bench) redisBenchmark(ctx context.Context, addr, test string, pipe, clients int, extra ...string) (float64, error) {
 	host, port, _ := net.SplitHostPort(addr)
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, b.opt.runTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, b.benchBin, "-h", host, "-p", port,
-		"-c", strconv.Itoa(b.opt.clients), "-n", strconv.Itoa(b.opt.requests),
-		"-P", strconv.Itoa(pipe), "-t", test, "-q", "--csv")
+	args := []string{"-h", host, "-p", port,
+		"-c", strconv.Itoa(clients), "-n", strconv.Itoa(b.opt.requests),
+		"-P", strconv.Itoa(pipe), "-t", test, "-q", "--csv"}
+	cmd := exec.CommandContext(ctx, b.benchBin, append(args, extra...)...)
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer
@@ -466,7 +591,7 @@ func (b *bench) cleanup() {
 	var wg sync.WaitGroup
 	for i := len(procs) - 1; i >= 0; i-- {
 		p := procs[i]
-		if p.name == "syncproxy" {
+		if strings.HasPrefix(p.name, "syncproxy") {
 			p.stop() // before its backends, so that it does not log their loss
 			continue
 		}
@@ -539,8 +664,8 @@ func waitRedis(ctx context.Context, p *proc, addr string) error {
 	})
 }
 
-// startProxy builds syncproxy and starts it in front of master and slaves.
-func (b *bench) startProxy(ctx context.Context, master string, slaves []string) error {
+// buildProxy builds syncproxy from this checkout into the temporary directory.
+func (b *bench) buildProxy(ctx context.Context) error {
 	root, err := moduleRoot(ctx)
 	if err != nil {
 		return err
@@ -551,22 +676,31 @@ func (b *bench) startProxy(ctx context.Context, master string, slaves []string) 
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/syncproxy: %v\n%s", err, out)
 	}
+	b.proxyBin = bin
+	return nil
+}
+
+// startProxy starts the built syncproxy, named name (a prefix of "syncproxy"), in
+// front of master and slaves with the extra flags, waits until its slaves are
+// online and returns its address.
+func (b *bench) startProxy(ctx context.Context, name, master string, slaves []string, extra ...string) (string, error) {
 	dir := filepath.Join(b.tmp, "syncproxy-logs")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return "", err
 	}
+	var addr string
 	for attempt := 1; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			return err
+			return "", err
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		logPath := filepath.Join(dir, "syncproxy-"+strconv.Itoa(attempt)+".log")
-		p, err := b.start("syncproxy", logPath, bin,
-			"--listen", addr, "--master", master, "--slaves", strings.Join(slaves, ","),
-			"--log-level", "warn")
+		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		logPath := filepath.Join(dir, name+"-"+strconv.Itoa(attempt)+".log")
+		args := append([]string{"--listen", addr, "--master", master, "--slaves", strings.Join(slaves, ","),
+			"--log-level", "warn"}, extra...)
+		p, err := b.start(name, logPath, b.proxyBin, args...)
 		if err != nil {
-			return err
+			return "", err
 		}
 		err = poll(ctx, readyTimeout, 10*time.Millisecond, func() (bool, error) {
 			if p.exited() {
@@ -580,16 +714,15 @@ func (b *bench) startProxy(ctx context.Context, master string, slaves []string) 
 			if strings.Contains(readFile(logPath), "address already in use") && attempt < startAttempts {
 				continue
 			}
-			return fmt.Errorf("syncproxy did not answer PING: %w\n%s", err, lastLines(readFile(logPath), 10))
+			return "", fmt.Errorf("%s did not answer PING: %w\n%s", name, err, lastLines(readFile(logPath), 10))
 		}
-		b.proxy = addr
 		break
 	}
 	// Reads go to the master until the slaves are online: wait for them, so that
 	// the first GET run measures the real read path.
 	var last []slaveInfo
-	err = poll(ctx, linkTimeout, 20*time.Millisecond, func() (bool, error) {
-		info, err := redis.String(doOnce(b.proxy, "INFO"))
+	err := poll(ctx, linkTimeout, 20*time.Millisecond, func() (bool, error) {
+		info, err := redis.String(doOnce(addr, "INFO"))
 		if err != nil {
 			return false, nil
 		}
@@ -602,9 +735,9 @@ func (b *bench) startProxy(ctx context.Context, master string, slaves []string) 
 		return len(last) == len(slaves), nil
 	})
 	if err != nil {
-		return fmt.Errorf("syncproxy's slaves not online (last seen %+v): %w", last, err)
+		return "", fmt.Errorf("%s's slaves not online (last seen %+v): %w", name, last, err)
 	}
-	return nil
+	return addr, nil
 }
 
 // startNative starts a master with two replicas attached by REPLICAOF.

@@ -192,3 +192,34 @@ func TestReadPolicies(t *testing.T) {
 		t.Errorf("replica policy, no eligible slave: %q", r)
 	}
 }
+
+// TestSlaveRestartedEmptyServesNoStaleReads: a slave restarted empty is taken out
+// of the read set as soon as the proxy reconnects to it, until it is resynced:
+// no read returns missing data meanwhile (read-your-writes off, so nothing else
+// protects the reads).
+func TestSlaveRestartedEmptyServesNoStaleReads(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	master, slave := servers[0], servers[1]
+	addr, srv := startProxyWith(t, func(c *proxy.Config) { c.ReadYourWrites = false }, master, slave)
+	c := redistest.DialRaw(t, addr)
+	for i := 0; i < 200; i++ {
+		c.Do("SET", "key:"+strconv.Itoa(i), "v")
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slave)
+	resyncs := srv.Replicator().Appliers()[0].Resyncs()
+	slave.Restart(t)
+	deadline := time.Now().Add(3 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		if r := string(c.Do("GET", "key:"+strconv.Itoa(i%200))); r != "$1\r\nv\r\n" {
+			t.Fatalf("read %d after the slave restarted empty: %q", i, r)
+		}
+	}
+	redistest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if srv.Replicator().Appliers()[0].Resyncs() == resyncs {
+			return errString("no resync yet")
+		}
+		return nil
+	})
+	redistest.WaitConverged(t, convergeTimeout, master, slave)
+}
