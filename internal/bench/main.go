@@ -9,7 +9,9 @@
 //   - a master and two slaves (redis-server --save "" --appendonly no), and syncproxy,
 //     built from this checkout, in front of them;
 //   - with -replication (the default), a second master with two native replicas
-//     attached by REPLICAOF, the baseline of the write line.
+//     attached by REPLICAOF, the baseline of the write line;
+//   - with -reads (the default), a second syncproxy with --read-your-writes=false in
+//     front of the same master and slaves.
 //
 // # What it measures
 //
@@ -24,6 +26,14 @@
 // records each slave's lag_ms and lag_messages from the "# Sync" section. After
 // every run through the proxy the bench waits until each slave has applied the
 // master's last sequence number, so that no run pays for the previous one's backlog.
+//
+// With -reads, each round also runs GET (-P 1 and every depth of -P) through the
+// proxy with read-your-writes on and through the one with it off, one after the
+// other; and a mixed 1:1 workload: redis-benchmark -t set and -t get at the same
+// time, each with half of -c, -n N and -r 100000 (so both use the same keys),
+// directly on the master and then through the read-your-writes proxy. The mixed
+// table gives two combined figures: the sum of the two processes' own requests per
+// second, and 2N over the slower process's time.
 //
 // # Processes
 //
@@ -181,9 +191,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 
 // Sides of a comparison.
 const (
-	sideDirect = "direct" // the proxy's master, directly
-	sideProxy  = "proxy"  // through syncproxy
-	sideNative = "native" // the master with two native replicas, directly
+	sideDirect = "direct"  // the proxy's master, directly
+	sideProxy  = "proxy"   // through syncproxy
+	sideNative = "native"  // the master with two native replicas, directly
 	sideRYWOn  = "ryw-on"  // through syncproxy, --read-your-writes=true (the same proxy as sideProxy)
 	sideRYWOff = "ryw-off" // through the second syncproxy, --read-your-writes=false
 )
@@ -915,6 +925,9 @@ func (b *bench) header() {
 	if b.opt.repl {
 		fmt.Fprintf(b.out, "; native: master %s + 2 REPLICAOF replicas", b.native)
 	}
+	if b.opt.reads {
+		fmt.Fprintf(b.out, "; proxy %s (--read-your-writes=false) -> the same master and slaves", b.proxyNoRYW)
+	}
 	fmt.Fprintf(b.out, "\n\n")
 }
 
@@ -923,7 +936,7 @@ func (b *bench) report(cells []*cell) {
 	fmt.Fprintf(w, "\nThroughput, median requests/s over %d round(s): direct = the proxy's master, directly\n", b.opt.rounds)
 	fmt.Fprintf(w, "%-6s %4s %12s %12s %12s  %s\n", "test", "-P", "direct", "proxy", "proxy/direct", "issue 2 target")
 	for _, c := range cells {
-		if c.rps[sideDirect] == nil {
+		if c.kind != kindBase || c.rps[sideDirect] == nil {
 			continue
 		}
 		d, p := median(c.rps[sideDirect]), median(c.rps[sideProxy])
@@ -933,9 +946,16 @@ func (b *bench) report(cells []*cell) {
 		}
 		fmt.Fprintf(w, "%-6s %4d %12.0f %12.0f %12.2f  %s\n", strings.ToUpper(c.test), c.pipe, d, p, p/d, target)
 	}
-	if !b.opt.repl {
-		return
+	if b.opt.repl {
+		b.reportReplication(cells)
 	}
+	if b.opt.reads {
+		b.reportReads(cells)
+	}
+}
+
+func (b *bench) reportReplication(cells []*cell) {
+	w := b.out
 	fmt.Fprintf(w, "\nReplicated writes: SET through syncproxy (2 slaves) vs SET on a master with 2 native replicas\n")
 	fmt.Fprintf(w, "%-6s %4s %12s %12s %12s  %-15s %s\n", "test", "-P", "native", "proxy", "proxy/native", "issue 3 target", "catch-up after run (max)")
 	for _, c := range cells {
@@ -975,6 +995,36 @@ func (b *bench) report(cells []*cell) {
 	}
 	fmt.Fprintf(w, "lag_ms is the age of the last applied message when it was applied (0 when the slave is up to date);\n"+
 		"lag_messages is how many published messages the slave had not applied yet.\n")
+}
+
+func (b *bench) reportReads(cells []*cell) {
+	w := b.out
+	fmt.Fprintf(w, "\nGET through syncproxy, read-your-writes on vs off (two proxies on the same master and slaves), -c %d, median requests/s\n", b.opt.clients)
+	fmt.Fprintf(w, "%-6s %4s %12s %12s %12s\n", "test", "-P", "RYW on", "RYW off", "on/off")
+	for _, c := range cells {
+		if c.kind != kindRead {
+			continue
+		}
+		on, off := median(c.rps[sideRYWOn]), median(c.rps[sideRYWOff])
+		fmt.Fprintf(w, "%-6s %4d %12.0f %12.0f %12.2f\n", strings.ToUpper(c.test), c.pipe, on, off, on/off)
+	}
+	for _, c := range cells {
+		if c.kind != kindMixed {
+			continue
+		}
+		fmt.Fprintf(w, "\nMixed 1:1 writes/reads: redis-benchmark -t set and -t get at the same time, each -c %d -n %d -r %d -P %d\n"+
+			"(both on key:__rand_int__, the same keyspace), directly on the master vs through syncproxy (RYW on), median requests/s\n",
+			b.mixedClients(), b.opt.requests, mixedKeyspace, c.pipe)
+		fmt.Fprintf(w, "%-34s %12s %12s %12s\n", "combined figure", "direct", "proxy", "proxy/direct")
+		d, p := median(c.sum[sideDirect]), median(c.sum[sideProxy])
+		fmt.Fprintf(w, "%-34s %12.0f %12.0f %12.2f\n", "SET rps + GET rps (each its own)", d, p, p/d)
+		d, p = median(c.rps[sideDirect]), median(c.rps[sideProxy])
+		fmt.Fprintf(w, "%-34s %12.0f %12.0f %12.2f\n", "2n / slower one's time", d, p, p/d)
+		fmt.Fprintf(w, "Each process's rps is its own (n / its own elapsed time). The sum overstates the mix\n"+
+			"when one process ends first; 2n / the slower one's time (= 2 x the lower rps) counts all requests\n"+
+			"over the time the mix took. The GET clients are not the SET clients, so read-your-writes does not\n"+
+			"route their reads to the master.\n")
+	}
 }
 
 func verdict(ratio, target float64) string {
