@@ -9,7 +9,9 @@
 // at once — writes to the master through the replication script, reads to a slave
 // that already applied the session's last write (read-your-writes), local commands
 // answered in place — then waits for the batch and writes the replies in order
-// with one flush. Replies are the backends' raw RESP frames, forwarded byte for
+// with one flush. Transactions, WATCH, subscriptions, blocking commands and
+// scripts have files of their own (multi.go, watch.go, pubsub.go, blocking.go,
+// eval.go, wait.go). Replies are the backends' raw RESP frames, forwarded byte for
 // byte, so their types are exactly Redis'.
 //
 // # Configuration
@@ -19,8 +21,14 @@
 //
 // # Concurrency
 //
-// redcon runs one goroutine per client; Session methods run only there. Server
-// owns the backends (package router) and the replicator (package replicate):
-// NewServer starts them and Shutdown stops them, after it stopped accepting
-// clients and the batches in flight finished. Shutdown is safe to call twice.
+// redcon runs one goroutine per client; Session methods run only there — or, once
+// a client subscribes, in the goroutine the session detaches to (tracked by the
+// Server's detachedWG), with one forwarder goroutine per subscription that the
+// session stops and waits for. Blocked clients (BLPOP, WAIT) wait in their own
+// goroutine, woken by the replicator's OnEffect hook or by their timeout, and
+// notice a client that left. WATCH and SUBSCRIBE use dedicated master connections
+// owned by their session and closed with it. Server owns the backends (package
+// router) and the replicator (package replicate): NewServer starts them and
+// Shutdown stops them, after it stopped accepting clients and the clients went
+// idle (what they sent is answered). Shutdown is safe to call twice.
 package proxy
