@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigValidate(t *testing.T) {
+	good := DefaultConfig()
+	good.Master = "127.0.0.1:6379"
+	good.Slaves = []string{"127.0.0.1:6380"}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("default config with a master: %v", err)
+	}
+	demo := DefaultConfig()
+	if err := demo.Validate(); err != nil || !demo.Demo() {
+		t.Fatalf("demo config: %v, demo %v", err, demo.Demo())
+	}
+	bad := map[string]func(*Config){
+		"listen":           func(c *Config) { c.Listen = "nope" },
+		"master":           func(c *Config) { c.Master = "host:99999" },
+		"slaves":           func(c *Config) { c.Slaves = []string{c.Master} },
+		"backend-timeout":  func(c *Config) { c.BackendTimeout = 0 },
+		"backend-conns":    func(c *Config) { c.BackendConns = 0 },
+		"backlog-len":      func(c *Config) { c.BacklogLen = 5 },
+		"write-group":      func(c *Config) { c.WriteGroup = 0 },
+		"config-set":       func(c *Config) { c.ConfigSet = "maybe" },
+		"read policy":      func(c *Config) { c.ReadPolicy = "nearest" },
+		"max-lag":          func(c *Config) { c.MaxLagMs = -1 },
+		"weights":          func(c *Config) { c.Weights = map[string]int{"10.0.0.9:1": 2} },
+		"health-interval":  func(c *Config) { c.HealthInterval = time.Millisecond },
+		"log-level":        func(c *Config) { c.LogLevel = "loud" },
+		"log-format":       func(c *Config) { c.LogFormat = "xml" },
+		"slaves no master": func(c *Config) { c.Master = "" },
+	}
+	for name, mutate := range bad {
+		c := good
+		c.Slaves = append([]string(nil), good.Slaves...)
+		mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), "config: ") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: Validate() = %v, want one line starting with config:", name, err)
+		}
+	}
+}
+
+func TestDecodeConfig(t *testing.T) {
+	c := DefaultConfig()
+	yml := "listen: 127.0.0.1:1\nmaster: 127.0.0.1:2\nslaves: [127.0.0.1:3]\nbackend-timeout: 250ms\nweights: {127.0.0.1:3: 4}\n"
+	if err := DecodeConfig(strings.NewReader(yml), &c, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if c.BackendTimeout != 250*time.Millisecond || c.Weights["127.0.0.1:3"] != 4 || c.Master != "127.0.0.1:2" {
+		t.Fatalf("decoded %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []string{"nosuchkey: 1\n", "backend-timeout: soon\n", "slaves: 3\n", "[", "listen: [\n"} {
+		c := DefaultConfig()
+		err := DecodeConfig(strings.NewReader(in), &c, "test")
+		if err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %v, want a one-line error", in, err)
+		}
+	}
+	if err := DecodeConfig(strings.NewReader(""), &c, "empty"); err != nil {
+		t.Errorf("an empty file: %v", err)
+	}
+}
+
+// FuzzDecodeConfig: config loading never panics, and what it accepts validates or
+// fails with a one-line error.
+func FuzzDecodeConfig(f *testing.F) {
+	f.Add("listen: 127.0.0.1:1\nmaster: 127.0.0.1:2\n")
+	f.Add("slaves: [a:1, b:2]\nweights: {a:1: 3}\n")
+	f.Add("backend-timeout: 1s\nread-policy: any\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		c := DefaultConfig()
+		if err := DecodeConfig(strings.NewReader(in), &c, "fuzz"); err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil && strings.Contains(err.Error(), "\n") {
+			t.Fatalf("multi-line error: %q", err)
+		}
+	})
+}
