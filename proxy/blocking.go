@@ -232,7 +232,7 @@ func parseTimeout(b []byte) (time.Duration, string) {
 // isBlocking reports whether args is a blocking pop (with a valid arity) that
 // block must serve, and its info. Inside MULTI nothing blocks.
 func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
-	if sess.tx != nil || len(args) == 0 || len(args[0]) < 5 || (args[0][0]|0x20 != 'b' && args[0][0]|0x20 != 'x') {
+	if sess.tx != nil || !sess.authed || len(args) == 0 || len(args[0]) < 5 || (args[0][0]|0x20 != 'b' && args[0][0]|0x20 != 'x') {
 		return nil, false // the common case, without a table lookup
 	}
 	rt := sess.s.router.Route(args)

@@ -34,6 +34,9 @@ type Config struct {
 	MaxLagMs       int64          `yaml:"max-lag-ms"`
 	Weights        map[string]int `yaml:"weights"`
 	HealthInterval time.Duration  `yaml:"health-interval"`
+	RequirePass    string         `yaml:"requirepass"`
+	MaxClients     int            `yaml:"max-clients"`
+	IdleTimeout    time.Duration  `yaml:"idle-timeout"`
 	HealthFailures int            `yaml:"health-failures"`
 	ShutdownGrace  time.Duration  `yaml:"shutdown-grace"`
 	LogLevel       string         `yaml:"log-level"`
@@ -56,6 +59,7 @@ func DefaultConfig() Config {
 		ReadYourWrites: true,
 		HealthInterval: time.Second,
 		HealthFailures: 3,
+		MaxClients:     10000,
 		ShutdownGrace:  10 * time.Second,
 		LogLevel:       "info",
 		LogFormat:      "auto",
@@ -134,6 +138,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.HealthInterval < 10*time.Millisecond:
 		return fmt.Errorf("config: health-interval %v too short (at least 10ms)", c.HealthInterval)
+	case c.MaxClients < 1:
+		return fmt.Errorf("config: max-clients %d must be at least 1", c.MaxClients)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("config: idle-timeout %v must not be negative", c.IdleTimeout)
 	case c.HealthFailures < 1:
 		return fmt.Errorf("config: health-failures %d must be at least 1", c.HealthFailures)
 	case c.RYWWait < 0:

@@ -18,6 +18,14 @@ const (
 	msgProtoNotInt = "ERR Protocol version is not an integer or out of range"
 	// msgAuthNoPassword is Redis' reply to AUTH when no password is configured.
 	msgAuthNoPassword = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+	// msgNoAuth is Redis' reply before authentication.
+	msgNoAuth = "NOAUTH Authentication required."
+	// msgWrongPass is Redis' reply to a wrong password.
+	msgWrongPass = "WRONGPASS invalid username-password pair or user is disabled."
+	// msgHelloNoAuth is Redis' reply to HELLO without AUTH before authentication.
+	msgHelloNoAuth = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"
+	// msgMaxClients is Redis' reply when maxclients is reached.
+	msgMaxClients = "ERR max number of clients reached"
 	// msgClientName is Redis' reply to CLIENT SETNAME with a bad name.
 	msgClientName = "ERR Client names cannot contain spaces, newlines or special characters."
 	// msgReservedKey refuses writes to the replication metadata.

@@ -46,7 +46,7 @@ type subConn struct {
 
 // isSubscribe reports whether args enters subscribed mode.
 func (sess *Session) isSubscribe(args [][]byte) bool {
-	if sess.tx != nil || len(args) < 2 || len(args[0]) < 9 {
+	if sess.tx != nil || !sess.authed || len(args) < 2 || len(args[0]) < 9 {
 		return false
 	}
 	if c := args[0][0] | 0x20; c != 's' && c != 'p' {

@@ -225,6 +225,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = &gateListener{Listener: ln, final: make(chan struct{})}
 	s.srv = redcon.NewServer(ln.Addr().String(), s.handle, s.accept, s.closed)
+	if s.cfg.IdleTimeout > 0 {
+		s.srv.SetIdleClose(s.cfg.IdleTimeout)
+	}
 	srv := s.srv
 	s.mu.Unlock()
 	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.cfg.Master).Strs("slaves", s.cfg.Slaves).Msg("syncproxy listening")
@@ -309,6 +312,11 @@ func (s *Server) Close() error {
 
 func (s *Server) accept(conn redcon.Conn) bool {
 	if s.closing.Load() {
+		return false
+	}
+	if s.clients.Load() >= int64(s.cfg.MaxClients) {
+		conn.WriteError(msgMaxClients)
+		redcon.BaseWriter(conn).Flush()
 		return false
 	}
 	id := s.nextID.Add(1)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"net"
 	"strconv"
 	"strings"
@@ -51,6 +52,7 @@ type Session struct {
 	minSeq    int64  // causal token set by CLIENT SYNCAFTER: reads must see it
 	minEpoch  string
 
+	authed       bool // AUTH succeeded, or no password is required
 	replyMode    int  // 0 on, 1 off, 2 skip next
 	replyDecided bool // CLIENT REPLY set the skip of its own reply
 
@@ -83,6 +85,7 @@ func newSession(s *Server, conn redcon.Conn, id int64) *Session {
 		conn:    conn,
 		netConn: conn.NetConn(),
 		created: time.Now(),
+		authed:  s.cfg.RequirePass == "",
 		id:      id,
 		log:     s.log.With().Int64("client", id).Logger(),
 		waiter:  router.NewWaiter(),
@@ -266,6 +269,10 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	}
 	if !rt.Info.CheckArity(len(args)) {
 		sess.localError(r, errWrongArity(rt.Info.Name))
+		return
+	}
+	if !sess.authed && !rt.Info.Has(router.FlagNoAuth) {
+		sess.localError(r, msgNoAuth)
 		return
 	}
 	if rt.Info.Name == "client" && len(args) >= 2 {
@@ -469,6 +476,20 @@ func (sess *Session) broadcastReply(master []byte) []byte {
 	return master
 }
 
+// checkPassword checks AUTH's arguments: [password] or [user, password]; the only
+// user is "default".
+func (sess *Session) checkPassword(args [][]byte) bool {
+	want := sess.s.cfg.RequirePass
+	pass := args[len(args)-1]
+	if len(args) == 2 && string(args[0]) != "default" {
+		return false
+	}
+	if want == "" {
+		return true // the default user has no password: any is accepted
+	}
+	return subtle.ConstantTimeCompare(pass, []byte(want)) == 1
+}
+
 // checkWrite refuses writes the replication script cannot carry, or that touch the
 // replication metadata; it returns the error, or "".
 func (sess *Session) checkWrite(ci *router.CommandInfo, args [][]byte) string {
@@ -510,6 +531,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 			sess.local(r, []byte("+OK\r\n"))
 		}
 	case "reset":
+		sess.authed = sess.s.cfg.RequirePass == ""
 		sess.tx = nil
 		sess.closeWatch()
 		sess.setDB(0)
@@ -517,17 +539,16 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 		sess.replyMode = 0
 		sess.local(r, []byte("+RESET\r\n"))
 	case "auth":
-		if len(args) == 2 {
-			sess.localError(r, msgAuthNoPassword)
-		} else if len(args) == 3 {
-			// The default user has no password: any password is accepted for it.
-			if string(args[1]) == "default" {
-				sess.local(r, []byte("+OK\r\n"))
-			} else {
-				sess.localError(r, "WRONGPASS invalid username-password pair or user is disabled.")
-			}
-		} else {
+		switch {
+		case len(args) > 3:
 			sess.localError(r, msgSyntax)
+		case len(args) == 2 && sess.s.cfg.RequirePass == "":
+			sess.localError(r, msgAuthNoPassword)
+		case sess.checkPassword(args[1:]):
+			sess.authed = true
+			sess.local(r, []byte("+OK\r\n"))
+		default:
+			sess.localError(r, msgWrongPass)
 		}
 	case "hello":
 		sess.hello(r, args)
@@ -628,6 +649,11 @@ func (sess *Session) hello(r *router.Request, args [][]byte) {
 			opt := strings.ToLower(string(args[j]))
 			switch {
 			case opt == "auth" && j+2 < len(args):
+				if !sess.checkPassword(args[j+1 : j+3]) {
+					sess.localError(r, msgWrongPass)
+					return
+				}
+				sess.authed = true
 				j += 2
 			case opt == "setname" && j+1 < len(args):
 				if !validClientName(args[j+1]) {
@@ -641,6 +667,10 @@ func (sess *Session) hello(r *router.Request, args [][]byte) {
 				return
 			}
 		}
+	}
+	if !sess.authed {
+		sess.localError(r, msgHelloNoAuth)
+		return
 	}
 	b := redcon.AppendArray(nil, 14)
 	b = redcon.AppendBulkString(b, "server")

@@ -60,6 +60,9 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		maxLagMs   = fs.Int64("max-lag-ms", def.MaxLagMs, "a slave lagging more milliseconds serves no reads (0: no bound)")
 		hInterval  = fs.Duration("health-interval", def.HealthInterval, "how often each slave is checked (PING) and its position compared with the master's")
 		hFailures  = fs.Int("health-failures", def.HealthFailures, "consecutive failed checks that take a slave out of the read set")
+		reqPass    = fs.String("requirepass", "", "password clients must give with AUTH (as Redis' requirepass); empty: none")
+		maxClients = fs.Int("max-clients", def.MaxClients, "clients connected at once at most; beyond, Redis' error and the connection closed")
+		idle       = fs.Duration("idle-timeout", def.IdleTimeout, "close a client idle this long (0: never; subscribed clients excepted)")
 		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
 		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
 		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
@@ -132,6 +135,12 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.HealthInterval = *hInterval
 		case "health-failures":
 			cfg.HealthFailures = *hFailures
+		case "requirepass":
+			cfg.RequirePass = *reqPass
+		case "max-clients":
+			cfg.MaxClients = *maxClients
+		case "idle-timeout":
+			cfg.IdleTimeout = *idle
 		case "shutdown-grace":
 			cfg.ShutdownGrace = *grace
 		case "log-level":
