@@ -289,6 +289,13 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	case "wait":
 		sess.wait(i, r, args)
 		return
+	case "unsubscribe", "punsubscribe", "sunsubscribe":
+		// Not subscribed: the master answers (no subscription to leave), and
+		// the shared connection's state does not change.
+		r.Kind = router.KindRaw
+		r.Raw = c.Raw
+		sess.toMaster(r)
+		return
 	case "multi":
 		sess.tx = &txState{db: sess.db}
 		sess.local(r, []byte("+OK\r\n"))

@@ -21,6 +21,8 @@ func TestPubSubDifferential(t *testing.T) {
 		sub := redistest.DialRaw(t, a)
 		pub := redistest.DialRaw(t, a)
 		add := func(b []byte) { got[name] = append(got[name], string(b)) }
+		add(sub.Do("UNSUBSCRIBE"))
+		add(sub.Do("PUNSUBSCRIBE", "p*"))
 		add(sub.Do("SUBSCRIBE", "news", "sport"))
 		add(sub.Read())
 		add(sub.Do("PSUBSCRIBE", "n*"))
