@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"math"
 	"net"
@@ -208,9 +207,8 @@ func (sess *Session) resolveDollar(form [][]byte) string {
 		}
 		fields := splitArray(r.Reply)
 		for k := 0; k+1 < len(fields); k += 2 {
-			if string(fields[k][bulkStart(fields[k]):len(fields[k])-2]) == "last-generated-id" {
-				v := fields[k+1]
-				form[idi] = append([]byte(nil), v[bulkStart(v):len(v)-2]...)
+			if bulkText(fields[k]) == "last-generated-id" {
+				form[idi] = []byte(bulkText(fields[k+1]))
 			}
 		}
 	}
@@ -302,9 +300,7 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 		sess.waiter.Add(r)
 		s.router.Master().Submit(int(sess.id), r)
 		sess.waiter.Wait()
-		if r.Seq > 0 {
-			sess.lastSeq, sess.lastEpoch = r.Seq, r.Epoch
-		}
+		sess.noteWrite(r)
 		if !isNull(r.Reply) {
 			sess.conn.WriteRaw(blockingReply(name, r.Reply))
 			return false
@@ -370,29 +366,6 @@ func blockingReply(name string, reply []byte) []byte {
 	out = append(out, top[0]...)
 	out = append(out, pair[0]...)
 	return append(out, pair[1]...)
-}
-
-// splitArray returns the raw frames of an array reply's elements (nil if b is not
-// a non-null array).
-func splitArray(b []byte) [][]byte {
-	if len(b) == 0 || b[0] != '*' {
-		return nil
-	}
-	i := bytes.IndexByte(b, '\n')
-	n, err := strconv.Atoi(string(b[1 : i-1]))
-	if err != nil || n < 0 {
-		return nil
-	}
-	br := bufio.NewReader(bytes.NewReader(b[i+1:]))
-	out := make([][]byte, 0, n)
-	for j := 0; j < n; j++ {
-		f, err := router.ReadFrame(br, nil)
-		if err != nil {
-			return nil
-		}
-		out = append(out, f)
-	}
-	return out
 }
 
 // peerClosed reports whether the client closed its connection, without consuming

@@ -273,14 +273,6 @@ func (sess *Session) libraryOf(name string) (string, string) {
 	return "", msgFunctionNotFound
 }
 
-// bulkText returns a bulk frame's content.
-func bulkText(b []byte) string {
-	if len(b) < 4 || b[0] != '$' {
-		return ""
-	}
-	return string(b[bulkStart(b) : len(b)-2])
-}
-
 func bytesTrimErr(reply []byte) []byte {
 	if len(reply) > 3 {
 		return reply[1 : len(reply)-2]

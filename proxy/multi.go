@@ -203,9 +203,7 @@ func (sess *Session) execReply(dst []byte) []byte {
 			reply = blockingReply(b, reply)
 		}
 		out = append(out, reply...)
-		if tr.Seq > 0 {
-			sess.lastSeq, sess.lastEpoch = tr.Seq, tr.Epoch
-		}
+		sess.noteWrite(tr)
 	}
 	return out
 }

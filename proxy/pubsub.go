@@ -185,8 +185,7 @@ func countZero(frame []byte) bool {
 	if len(parts) != 3 {
 		return false
 	}
-	kind := string(parts[0][bulkStart(parts[0]) : len(parts[0])-2])
-	return strings.HasSuffix(kind, "unsubscribe")
+	return strings.HasSuffix(bulkText(parts[0]), "unsubscribe")
 }
 
 // subForward sends cmd to the subscription connection; it returns false when the

@@ -46,11 +46,39 @@ func hideMeta(reply []byte) []byte {
 	return filterKeys(top)
 }
 
+// splitArray returns the raw frames of an array reply's elements (nil if b is not
+// a non-null array). The frames alias b.
+func splitArray(b []byte) [][]byte {
+	n, resp := redcon.ReadNextRESP(b)
+	if n == 0 || resp.Type != redcon.Array || resp.Count < 0 {
+		return nil
+	}
+	out := make([][]byte, 0, resp.Count)
+	resp.ForEach(func(e redcon.RESP) bool {
+		out = append(out, e.Raw)
+		return true
+	})
+	return out
+}
+
+// bulkData returns a bulk frame's content (nil if b is not a bulk string). It
+// aliases b.
+func bulkData(b []byte) []byte {
+	n, resp := redcon.ReadNextRESP(b)
+	if n == 0 || resp.Type != redcon.Bulk {
+		return nil
+	}
+	return resp.Data
+}
+
+// bulkText is bulkData as a string.
+func bulkText(b []byte) string { return string(bulkData(b)) }
+
 // filterKeys encodes keys (bulk frames) as an array, without the metadata keys.
 func filterKeys(keys [][]byte) []byte {
 	kept := keys[:0:0]
 	for _, k := range keys {
-		if !bytes.HasPrefix(k[bulkStart(k):], []byte(replicate.KeyPrefix)) {
+		if !bytes.HasPrefix(bulkData(k), []byte(replicate.KeyPrefix)) {
 			kept = append(kept, k)
 		}
 	}

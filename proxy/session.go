@@ -204,8 +204,8 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 	}
 	for i := range cmds {
 		r := sess.reqs[i]
-		if r.Kind == router.KindWrite && r.Seq > 0 {
-			sess.lastSeq, sess.lastEpoch = r.Seq, r.Epoch
+		if r.Kind == router.KindWrite {
+			sess.noteWrite(r)
 		}
 		switch sess.posts[i] {
 		case postInfo:
@@ -420,6 +420,14 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		}
 		sess.s.router.MasterReads.Add(1)
 		sess.toMaster(r)
+	}
+}
+
+// noteWrite records the replication position of a completed write, for
+// read-your-writes, WAIT and CLIENT SYNCTOKEN (a write without effect has none).
+func (sess *Session) noteWrite(r *router.Request) {
+	if r.Seq > 0 {
+		sess.lastSeq, sess.lastEpoch = r.Seq, r.Epoch
 	}
 }
 

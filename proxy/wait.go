@@ -72,8 +72,8 @@ func (sess *Session) acked() int64 {
 // completed).
 func (sess *Session) updateLastSeq(i int) {
 	for _, r := range sess.reqs[:i] {
-		if r.Kind == router.KindWrite && r.Seq > sess.lastSeq && r.Epoch != "" {
-			sess.lastSeq, sess.lastEpoch = r.Seq, r.Epoch
+		if r.Kind == router.KindWrite {
+			sess.noteWrite(r)
 		}
 	}
 }

@@ -144,20 +144,10 @@ func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 		return
 	}
 	seq, _ := strconv.ParseInt(string(parts[0][1:len(parts[0])-2]), 10, 64)
-	epoch := string(parts[1][bulkStart(parts[1]) : len(parts[1])-2])
+	epoch := bulkText(parts[1])
 	for j, tr := range chain {
 		tr.Reply = append(tr.Reply[:0], parts[j+2]...)
 		tr.Seq, tr.Epoch = seq, epoch
 		tr.FixScriptReply()
 	}
-}
-
-// bulkStart returns the offset of a bulk frame's content.
-func bulkStart(b []byte) int {
-	for i := range b {
-		if b[i] == '\n' {
-			return i + 1
-		}
-	}
-	return len(b)
 }

@@ -13,7 +13,7 @@
 // # Slaves
 //
 // The subscriber receives messages and hands them to one Applier per slave. An
-// applier applies runs of consecutive messages with ApplyScript, which checks and
+// applier applies runs of consecutive messages with the apply script, which checks and
 // updates the slave's own position (syncproxy:applied = "<epoch>:<seq>") in the
 // same atomic step: applying is idempotent and several proxies may apply to the
 // same slaves. A gap (lost message, overflowing queue, reconnect) is filled from

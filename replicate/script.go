@@ -461,6 +461,3 @@ func newScript(body string) Script {
 
 // MasterScript returns the script that client writes run in on the master.
 func MasterScript() Script { return newScript(masterScript) }
-
-// ApplyScript returns the script that applies sync messages on a slave.
-func ApplyScript() Script { return newScript(applyScript) }

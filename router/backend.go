@@ -242,7 +242,14 @@ func (b *Backend) Submit(idx int, r *Request) {
 		r.fail(l.downMsg)
 		return
 	}
-	b.Outstanding.Add(1)
+	l.enqueue(r, 1)
+}
+
+// enqueue queues r — with the n-1 requests chained behind it — for the writer,
+// waiting at most the backend timeout for room; it fails them all otherwise.
+func (l *link) enqueue(r *Request, n int) {
+	b := l.b
+	b.Outstanding.Add(int64(n))
 	select {
 	case l.queue <- r:
 		return
@@ -253,8 +260,13 @@ func (b *Backend) Submit(idx int, r *Request) {
 	select {
 	case l.queue <- r:
 	case <-t.C:
-		b.Outstanding.Add(-1)
-		r.fail("ERR syncproxy: " + b.opts.Name + " request queue is full")
+		b.Outstanding.Add(-int64(n))
+		for r != nil {
+			next := r.next
+			r.next = nil
+			r.fail("ERR syncproxy: " + b.opts.Name + " request queue is full")
+			r = next
+		}
 	}
 }
 
@@ -813,18 +825,7 @@ func (b *Backend) SubmitTx(idx int, reqs []*Request) {
 		}
 		return
 	}
-	b.Outstanding.Add(int64(len(reqs)))
-	t := time.NewTimer(b.opts.Timeout)
-	defer t.Stop()
-	select {
-	case l.queue <- reqs[0]:
-	case <-t.C:
-		b.Outstanding.Add(-int64(len(reqs)))
-		for _, r := range reqs {
-			r.next = nil
-			r.fail("ERR syncproxy: " + b.opts.Name + " request queue is full")
-		}
-	}
+	l.enqueue(reqs[0], len(reqs))
 }
 
 // skipArrayHeader returns raw without its leading "*N\r\n" line.

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,19 @@ func newBackend(t *testing.T, addr string, timeout time.Duration, script bool) *
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// waitPong polls until the backend answers PING again (it reconnected).
+func waitPong(t *testing.T, b *router.Backend) {
+	t.Helper()
+	redistest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r := &router.Request{Kind: router.KindRaw, Raw: cmd("PING")}
+		do(b, r)
+		if string(r.Reply) != "+PONG\r\n" {
+			return errString("reply " + string(r.Reply))
+		}
+		return nil
+	})
+}
 
 // do submits requests as one batch and waits for them.
 func do(b *router.Backend, reqs ...*router.Request) {
@@ -137,21 +151,12 @@ func TestBackendGroupCommit(t *testing.T) {
 		t.Fatalf("counters sum to %d, want %d", total, batches*per*9/10)
 	}
 	// The sequence counter counts script calls that had an effect.
-	if got := srv.Do(t, "GET", replicate.KeySeq); string(got.([]byte)) != itoa(max) {
+	if got := srv.Do(t, "GET", replicate.KeySeq); string(got.([]byte)) != strconv.FormatInt(max, 10) {
 		t.Fatalf("master seq %s, highest seq seen %d", got, max)
 	}
 	if n := srv.Do(t, "XLEN", replicate.KeyBacklog).(int64); n != max {
 		t.Fatalf("backlog has %d messages, want %d", n, max)
 	}
-}
-
-func itoa(n int64) string {
-	s := ""
-	for n > 0 {
-		s = string(rune('0'+n%10)) + s
-		n /= 10
-	}
-	return s
 }
 
 func TestBackendDownFailsFast(t *testing.T) {
@@ -172,14 +177,7 @@ func TestBackendDownFailsFast(t *testing.T) {
 		return nil
 	})
 	srv.Restart(t)
-	redistest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		r := &router.Request{Kind: router.KindRaw, Raw: cmd("PING")}
-		do(b, r)
-		if string(r.Reply) != "+PONG\r\n" {
-			return errString("reply " + string(r.Reply))
-		}
-		return nil
-	})
+	waitPong(t, b)
 }
 
 func TestBackendHangTimesOut(t *testing.T) {
@@ -202,14 +200,7 @@ func TestBackendHangTimesOut(t *testing.T) {
 		}
 	}
 	srv.Resume(t)
-	redistest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		r := &router.Request{Kind: router.KindRaw, Raw: cmd("PING")}
-		do(b, r)
-		if string(r.Reply) != "+PONG\r\n" {
-			return errString("reply " + string(r.Reply))
-		}
-		return nil
-	})
+	waitPong(t, b)
 }
 
 func TestBackendNoScriptReload(t *testing.T) {

@@ -55,8 +55,11 @@ func ReadFrame(r *bufio.Reader, dst []byte) ([]byte, error) {
 			if err != nil {
 				return dst, err
 			}
-			if line[0] == '%' || line[0] == '|' {
+			switch line[0] {
+			case '%':
 				n *= 2
+			case '|':
+				n = n*2 + 1 // an attribute and the reply it annotates: one frame
 			}
 			if n > 0 {
 				if depth == maxReplyDepth {

@@ -24,6 +24,7 @@ func TestReadFrame(t *testing.T) {
 		"_\r\n",
 		",1.5\r\n",
 		"~2\r\n:1\r\n:2\r\n",
+		"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n",
 	}
 	for _, in := range good {
 		// Two frames back to back: ReadFrame must stop exactly after the first.
