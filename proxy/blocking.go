@@ -371,6 +371,13 @@ func blockingReply(name string, reply []byte) []byte {
 // peerClosed reports whether the client closed its connection, without consuming
 // any of what it sent (a peek that does not block).
 func peerClosed(c net.Conn) bool {
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false

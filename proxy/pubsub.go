@@ -69,6 +69,7 @@ func (sess *Session) detach(conn redcon.Conn, cmds []redcon.Command) {
 		defer s.detachedWG.Done()
 		sess.serveDetached(dc, pending)
 		dc.Close()
+		s.logClosed(sess.netConn, sess.id)
 		s.mu.Lock()
 		delete(s.sessions, sess)
 		s.mu.Unlock()

@@ -29,6 +29,7 @@ var ErrServerClosed = errors.New("proxy: server closed")
 // replicator.
 type Server struct {
 	cfg    Config
+	limits Limits
 	log    zerolog.Logger
 	router *router.Router
 	repl   *replicate.Replicator
@@ -67,6 +68,12 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		return nil, errors.New("proxy: no master configured")
 	}
 	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{}}
+	s.limits = Limits{
+		MaxBulkLen:    int64(cfg.ProtoMaxBulkLen),
+		MaxArgs:       cfg.MaxArgs,
+		QueryBuffer:   int64(cfg.QueryBufferLimit),
+		OutputTimeout: cfg.OutputTimeout,
+	}
 	table := s.loadTable()
 
 	var slaveEPs []replicate.Endpoint
@@ -223,7 +230,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return ErrServerClosed
 	}
-	s.ln = &gateListener{Listener: ln, final: make(chan struct{})}
+	s.ln = &gateListener{Listener: ln, final: make(chan struct{}), limits: &s.limits, needAuth: s.cfg.RequirePass != ""}
 	s.srv = redcon.NewServer(ln.Addr().String(), s.handle, s.accept, s.closed)
 	if s.cfg.IdleTimeout > 0 {
 		s.srv.SetIdleClose(s.cfg.IdleTimeout)
@@ -338,6 +345,7 @@ func (s *Server) closed(conn redcon.Conn, err error) {
 		delete(s.sessions, sess)
 		s.mu.Unlock()
 		sess.close()
+		s.logClosed(sess.netConn, sess.id)
 	}
 	s.clients.Add(-1)
 }
@@ -349,6 +357,8 @@ type gateListener struct {
 	stopOnce, closeOnce sync.Once
 	stopping            atomic.Bool
 	final               chan struct{}
+	limits              *Limits // every connection is read and written through them
+	needAuth            bool
 }
 
 func (g *gateListener) Accept() (net.Conn, error) {
@@ -357,7 +367,10 @@ func (g *gateListener) Accept() (net.Conn, error) {
 		<-g.final
 		return nil, net.ErrClosed
 	}
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	return newLimitConn(c, g.limits, g.needAuth), nil
 }
 
 func (g *gateListener) stopAccepting() {

@@ -92,6 +92,15 @@ func newSession(s *Server, conn redcon.Conn, id int64) *Session {
 	}
 }
 
+// setAuthed records whether the client is authenticated, for the session and for
+// the input limits (tighter before authentication, as Redis').
+func (sess *Session) setAuthed(v bool) {
+	sess.authed = v
+	if lc, ok := sess.netConn.(*limitConn); ok {
+		lc.authed.Store(v)
+	}
+}
+
 func (sess *Session) close() {
 	sess.closeWatch()
 	sess.reqs = nil
@@ -546,7 +555,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 			sess.local(r, []byte("+OK\r\n"))
 		}
 	case "reset":
-		sess.authed = sess.s.cfg.RequirePass == ""
+		sess.setAuthed(sess.s.cfg.RequirePass == "")
 		sess.tx = nil
 		sess.closeWatch()
 		sess.setDB(0)
@@ -560,7 +569,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 		case len(args) == 2 && sess.s.cfg.RequirePass == "":
 			sess.localError(r, msgAuthNoPassword)
 		case sess.checkPassword(args[1:]):
-			sess.authed = true
+			sess.setAuthed(true)
 			sess.local(r, []byte("+OK\r\n"))
 		default:
 			sess.localError(r, msgWrongPass)
@@ -668,7 +677,7 @@ func (sess *Session) hello(r *router.Request, args [][]byte) {
 					sess.localError(r, msgWrongPass)
 					return
 				}
-				sess.authed = true
+				sess.setAuthed(true)
 				j += 2
 			case opt == "setname" && j+1 < len(args):
 				if !validClientName(args[j+1]) {
