@@ -87,6 +87,8 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		BacklogLen:    cfg.BacklogLen,
 		QueueLen:      cfg.ApplierQueue,
 		Timeout:       cfg.BackendTimeout,
+		DialTimeout:   cfg.BackendDialTimeout,
+		WriteTimeout:  cfg.BackendWriteTimeout,
 		PollInterval:  cfg.HealthInterval,
 		FailThreshold: cfg.HealthFailures,
 		Keys: func(args [][]byte, dst []int) []int {
@@ -105,23 +107,27 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		[]byte(cfg.SyncChannel),
 	}}
 	master := router.NewBackend(router.BackendOptions{
-		Name:     "master",
-		Addr:     cfg.Master,
-		Conns:    cfg.BackendConns,
-		Timeout:  cfg.BackendTimeout,
-		MaxGroup: cfg.WriteGroup,
-		Script:   s.script,
-		Log:      log,
+		Name:         "master",
+		Addr:         cfg.Master,
+		Conns:        cfg.BackendConns,
+		Timeout:      cfg.BackendTimeout,
+		DialTimeout:  cfg.BackendDialTimeout,
+		WriteTimeout: cfg.BackendWriteTimeout,
+		MaxGroup:     cfg.WriteGroup,
+		Script:       s.script,
+		Log:          log,
 	})
 	var slaves []*router.Slave
 	for i, a := range s.repl.Appliers() {
 		b := router.NewBackend(router.BackendOptions{
-			Name:        a.Name(),
-			Addr:        cfg.Slaves[i],
-			Conns:       cfg.BackendConns,
-			Timeout:     cfg.BackendTimeout,
-			OnReconnect: a.Suspect,
-			Log:         log,
+			Name:         a.Name(),
+			Addr:         cfg.Slaves[i],
+			Conns:        cfg.BackendConns,
+			Timeout:      cfg.BackendTimeout,
+			DialTimeout:  cfg.BackendDialTimeout,
+			WriteTimeout: cfg.BackendWriteTimeout,
+			OnReconnect:  a.Suspect,
+			Log:          log,
 		})
 		slaves = append(slaves, &router.Slave{Backend: b, Status: a, Weight: cfg.Weights[cfg.Slaves[i]]})
 	}
