@@ -47,6 +47,9 @@ func (e *errLimit) Error() string { return e.reply }
 
 // errOutputStalled is returned by limitConn.Write when the client took no reply
 // byte for the output timeout.
+// errMalformed marks a malformed request for limitConn.Read.
+var errMalformed = &errLimit{}
+
 var errOutputStalled = errors.New("client accepted no output within the output timeout")
 
 type scanState uint8
@@ -57,8 +60,10 @@ const (
 	stArrayLen                   // the count of "*<count>\r\n"
 	stBulkStart                  // at the '$' of an argument
 	stBulkLen                    // the length of "$<len>\r\n"
-	stBulkBody                   // skipping an argument's bytes and its "\r\n"
-	stPass                       // malformed: redcon reports it
+	stBulkBody                   // skipping an argument's bytes
+	stBulkCR                     // the CR LF after them
+	stBulkLF
+	stPass // malformed: redcon reports it
 )
 
 // reqScanner follows the framing of a stream of client requests.
@@ -82,8 +87,15 @@ type reqScanner struct {
 
 // scan consumes p. When a request breaks a limit it returns the offset in p where
 // that request starts (0 if it started in an earlier p) and the error to send.
+// When a request is malformed it returns its offset and errMalformed: redcon
+// reports those itself, but drops the requests read with them, so they must
+// reach it first.
 func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 	cmdStart := 0
+	malformed := func() (int, *errLimit) {
+		r.st = stPass
+		return max(cmdStart, 0), errMalformed
+	}
 	for i := 0; i < len(p); {
 		switch r.st {
 		case stPass:
@@ -137,8 +149,7 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 				continue
 			}
 			if !r.prevCR || r.numBad || r.numDigits == 0 {
-				r.st = stPass // redcon: invalid (multi)bulk length
-				return -1, nil
+				return malformed() // redcon: invalid (multi)bulk length
 			}
 			n := r.num
 			if r.numNeg {
@@ -147,8 +158,7 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 			r.lineLen = 0
 			if r.st == stArrayLen {
 				if n <= 0 {
-					r.st = stPass // redcon refuses empty and negative arrays
-					return -1, nil
+					return malformed() // redcon refuses empty and negative arrays
 				}
 				if n > r.lim.MaxArgs {
 					return max(cmdStart, 0), &errLimit{"ERR Protocol error: invalid multibulk length"}
@@ -161,8 +171,7 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 				continue
 			}
 			if n < 0 {
-				r.st = stPass
-				return -1, nil
+				return malformed()
 			}
 			if n > r.lim.MaxBulkLen {
 				return max(cmdStart, 0), &errLimit{"ERR Protocol error: invalid bulk length"}
@@ -170,7 +179,7 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 			if n > unauthMaxBulk && !r.isAuthed() {
 				return max(cmdStart, 0), &errLimit{"ERR Protocol error: unauthenticated bulk length"}
 			}
-			r.skip = n + 2
+			r.skip = n
 			if r.cmdBytes+r.skip > r.lim.QueryBuffer {
 				return max(cmdStart, 0), &errLimit{"ERR Protocol error: client reached the query buffer limit (" +
 					strconv.FormatInt(r.lim.QueryBuffer, 10) + " bytes)"}
@@ -178,8 +187,7 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 			r.st = stBulkBody
 		case stBulkStart:
 			if p[i] != '$' {
-				r.st = stPass // redcon: expected '$'
-				return -1, nil
+				return malformed() // redcon: expected '$'
 			}
 			i++
 			r.cmdBytes++
@@ -192,6 +200,21 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 			r.cmdBytes += n
 			if r.skip > 0 {
 				return -1, nil
+			}
+			r.st = stBulkCR
+		case stBulkCR, stBulkLF:
+			want := byte('\r')
+			if r.st == stBulkLF {
+				want = '\n'
+			}
+			if p[i] != want {
+				return malformed() // redcon: invalid bulk length
+			}
+			i++
+			r.cmdBytes++
+			if r.st == stBulkCR {
+				r.st = stBulkLF
+				continue
 			}
 			r.args--
 			if r.args == 0 {
@@ -247,6 +270,7 @@ type limitConn struct {
 	scan    reqScanner
 	authed  atomic.Bool
 	pending *errLimit              // to send at the next Read, after the replies before it
+	rest    []byte                 // read, to deliver at the next Read (after a malformed request\'s start)
 	reason  atomic.Pointer[string] // why the connection failed, for the log
 
 	deadlineAt time.Time // the write deadline currently set
@@ -270,9 +294,22 @@ func (c *limitConn) Read(p []byte) (int, error) {
 	if c.pending != nil {
 		return 0, c.fail(c.pending)
 	}
+	if len(c.rest) > 0 {
+		n := copy(p, c.rest)
+		c.rest = c.rest[n:]
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		if at, lerr := c.scan.scan(p[:n]); lerr != nil {
+			if lerr == errMalformed {
+				// redcon answers it; what precedes it is served first.
+				if at > 0 {
+					c.rest = append([]byte(nil), p[at:n]...)
+					return at, nil
+				}
+				return n, err
+			}
 			if at > 0 {
 				c.pending = lerr
 				return at, nil

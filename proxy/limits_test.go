@@ -24,6 +24,9 @@ func scanAll(data []byte, authed bool, cuts ...int) (int, string) {
 			continue
 		}
 		at, err := r.scan(data[pos:end])
+		if err == errMalformed {
+			return pos + at, "malformed"
+		}
 		if err != nil {
 			return pos + at, err.reply
 		}
@@ -57,9 +60,11 @@ func TestScannerLimits(t *testing.T) {
 		{"bulk count string too long", "*1\r\n$" + strings.Repeat("0", maxInline+1), true, 0, "ERR Protocol error: too big bulk count string"},
 		{"query buffer", "*4\r\n$3\r\nSET\r\n$10000\r\n" + strings.Repeat("x", 10000) + "\r\n$10000\r\n" + strings.Repeat("x", 10000) + "\r\n$10000\r\n", true, 0, "ERR Protocol error: client reached the query buffer limit (30000 bytes)"},
 		// Malformed framing is redcon's to report; the scanner stops checking.
-		{"missing dollar", "*2\r\n$3\r\nGET\r\nx\r\n*5000\r\n", true, -1, ""},
-		{"negative count", "*-1\r\n*5000\r\n", true, -1, ""},
-		{"bad count", "*x\r\n*5000\r\n", true, -1, ""},
+		{"missing dollar", "*2\r\n$3\r\nGET\r\nx\r\n*5000\r\n", true, 0, "malformed"},
+		{"negative count", "PING\r\n*-1\r\n*5000\r\n", true, 6, "malformed"},
+		{"bad count", "*x\r\n*5000\r\n", true, 0, "malformed"},
+		{"bulk not ended by CRLF", "*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPINGxx*5000\r\n", true, 14, "malformed"},
+		{"header ended by LF only", "*1\n", true, 0, "malformed"},
 		{"signed count as Atoi takes it", "*+2\r\n$+3\r\nGET\r\n$1\r\nk\r\n*17\r\n", true, 22, "ERR Protocol error: invalid multibulk length"},
 	}
 	for _, c := range cases {
