@@ -171,6 +171,9 @@ func (sub *subConn) forward(dc redcon.DetachedConn, mu *sync.Mutex) {
 		err = dc.Flush()
 		mu.Unlock()
 		if err != nil {
+			// The client is gone or reads nothing (the output timeout): it is
+			// disconnected, as Redis disconnects a subscriber over its limit.
+			dc.NetConn().Close()
 			return
 		}
 	}
