@@ -37,6 +37,7 @@ type Config struct {
 	Weights             map[string]int `yaml:"weights"`
 	HealthInterval      time.Duration  `yaml:"health-interval"`
 	RequirePass         string         `yaml:"requirepass"`
+	Users               []User         `yaml:"users"`
 	MaxClients          int            `yaml:"max-clients"`
 	IdleTimeout         time.Duration  `yaml:"idle-timeout"`
 	HealthFailures      int            `yaml:"health-failures"`
@@ -50,6 +51,20 @@ type Config struct {
 	LogLevel            string         `yaml:"log-level"`
 	LogFormat           string         `yaml:"log-format"`
 }
+
+// User is a named client account (AUTH name password), besides the default user
+// whose password is RequirePass.
+type User struct {
+	Name     string `yaml:"name"`
+	Password string `yaml:"password"`
+	Access   string `yaml:"access"` // read-write, or read-only: no writes, scripts, publishing or admin
+}
+
+// Access levels of users.
+const (
+	AccessReadWrite = "read-write"
+	AccessReadOnly  = "read-only"
+)
 
 // DefaultConfig returns the defaults of every setting.
 func DefaultConfig() Config {
@@ -179,6 +194,22 @@ func (c *Config) Validate() error {
 		if !found || w < 1 || w > 1000 {
 			return fmt.Errorf("config: weights: %q must be a slave's address with a weight in 1..1000", addr)
 		}
+	}
+	users := map[string]bool{}
+	for i, u := range c.Users {
+		switch {
+		case u.Name == "" || strings.ContainsAny(u.Name, " \t\r\n"):
+			return fmt.Errorf("config: users[%d]: a name without spaces is needed", i)
+		case u.Name == "default":
+			return fmt.Errorf("config: users[%d]: \"default\" is the user of requirepass", i)
+		case users[u.Name]:
+			return fmt.Errorf("config: users: %q is listed twice", u.Name)
+		case u.Password == "":
+			return fmt.Errorf("config: users: %q has no password", u.Name)
+		case u.Access != AccessReadWrite && u.Access != AccessReadOnly:
+			return fmt.Errorf("config: users: %q: access must be read-write or read-only", u.Name)
+		}
+		users[u.Name] = true
 	}
 	switch c.ConfigSet {
 	case "deny", "broadcast":
