@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,9 @@ func DefaultConfig() Config {
 	}
 }
 
+// maxConfigFile bounds the size of a config file.
+const maxConfigFile = 1 << 20
+
 // LoadConfigFile reads a YAML config file over c; unknown keys are errors.
 func LoadConfigFile(path string, c *Config) error {
 	f, err := os.Open(path)
@@ -100,7 +104,15 @@ func LoadConfigFile(path string, c *Config) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
-	return DecodeConfig(f, c, path)
+	// A config file is small; a huge one (or a device) is refused, not parsed.
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if len(data) > maxConfigFile {
+		return fmt.Errorf("config %s: larger than %d bytes", path, maxConfigFile)
+	}
+	return DecodeConfig(bytes.NewReader(data), c, path)
 }
 
 // DecodeConfig decodes YAML from r over c.
