@@ -41,6 +41,26 @@ type Config struct {
 	ShutdownGrace  time.Duration  `yaml:"shutdown-grace"`
 	LogLevel       string         `yaml:"log-level"`
 	LogFormat      string         `yaml:"log-format"`
+
+	// Client side TLS: with a certificate and key, clients must speak TLS; with a
+	// CA too, they must present a certificate it signed.
+	TLSCert string `yaml:"tls-cert"`
+	TLSKey  string `yaml:"tls-key"`
+	TLSCA   string `yaml:"tls-ca"`
+	// Backend TLS: every connection to the master and the slaves uses TLS,
+	// verified against BackendTLSCA (the system roots when empty) for the name
+	// BackendTLSServerName (the host of each address when empty).
+	BackendTLS           bool   `yaml:"backend-tls"`
+	BackendTLSCA         string `yaml:"backend-tls-ca"`
+	BackendTLSServerName string `yaml:"backend-tls-server-name"`
+	BackendTLSCert       string `yaml:"backend-tls-cert"`
+	BackendTLSKey        string `yaml:"backend-tls-key"`
+	// Backend credentials (AUTH [user] password); the slave ones apply to every
+	// slave. Never logged.
+	MasterUser     string `yaml:"master-user"`
+	MasterPassword string `yaml:"master-password"`
+	SlaveUser      string `yaml:"slave-user"`
+	SlavePassword  string `yaml:"slave-password"`
 }
 
 // DefaultConfig returns the defaults of every setting.
@@ -172,6 +192,18 @@ func (c *Config) Validate() error {
 	case "auto", "json", "console":
 	default:
 		return fmt.Errorf("config: log-format %q: want json, console or auto", c.LogFormat)
+	}
+	switch {
+	case c.MasterUser != "" && c.MasterPassword == "":
+		return errors.New("config: master-user needs master-password")
+	case c.SlaveUser != "" && c.SlavePassword == "":
+		return errors.New("config: slave-user needs slave-password")
+	}
+	if _, err := c.ServerTLS(); err != nil {
+		return err
+	}
+	if _, err := c.BackendTLSConfig(); err != nil {
+		return err
 	}
 	return nil
 }
