@@ -78,7 +78,7 @@ type Options struct {
 	// TLS, when set, makes the port a TLS port (--tls-port, and --port 0) with
 	// the server certificate of TLS and its CA; clients need no certificate
 	// unless Args say --tls-auth-clients yes. Dial, Do and the package's own
-	// connections then use TLS, without a client certificate.
+	// connections then use TLS and present the client certificate of TLS.
 	TLS *Certs
 }
 
@@ -97,7 +97,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 		certs:    opts.TLS,
 	}
 	if opts.TLS != nil {
-		s.tls = opts.TLS.ClientTLS(false)
+		s.tls = opts.TLS.ClientTLS(true)
 	}
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() { s.cleanup(t) })
