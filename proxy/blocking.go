@@ -3,12 +3,10 @@ package proxy
 import (
 	"bytes"
 	"math"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/tidwall/redcon"
@@ -367,32 +365,4 @@ func blockingReply(name string, reply []byte) []byte {
 	out = append(out, top[0]...)
 	out = append(out, pair[0]...)
 	return append(out, pair[1]...)
-}
-
-// peerClosed reports whether the client closed its connection, without consuming
-// any of what it sent (a peek that does not block).
-func peerClosed(c net.Conn) bool {
-	for {
-		w, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		c = w.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	closed := false
-	var buf [1]byte
-	rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		closed = (n == 0 && err == nil) || (err != nil && err != syscall.EAGAIN && err != syscall.EWOULDBLOCK)
-		return true
-	})
-	return closed
 }

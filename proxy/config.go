@@ -51,6 +51,26 @@ type Config struct {
 	ShutdownGrace       time.Duration  `yaml:"shutdown-grace"`
 	LogLevel            string         `yaml:"log-level"`
 	LogFormat           string         `yaml:"log-format"`
+
+	// Client side TLS: with a certificate and key, clients must speak TLS; with a
+	// CA too, they must present a certificate it signed.
+	TLSCert string `yaml:"tls-cert"`
+	TLSKey  string `yaml:"tls-key"`
+	TLSCA   string `yaml:"tls-ca"`
+	// Backend TLS: every connection to the master and the slaves uses TLS,
+	// verified against BackendTLSCA (the system roots when empty) for the name
+	// BackendTLSServerName (the host of each address when empty).
+	BackendTLS           bool   `yaml:"backend-tls"`
+	BackendTLSCA         string `yaml:"backend-tls-ca"`
+	BackendTLSServerName string `yaml:"backend-tls-server-name"`
+	BackendTLSCert       string `yaml:"backend-tls-cert"`
+	BackendTLSKey        string `yaml:"backend-tls-key"`
+	// Backend credentials (AUTH [user] password); the slave ones apply to every
+	// slave. Never logged.
+	MasterUser     string `yaml:"master-user"`
+	MasterPassword string `yaml:"master-password"`
+	SlaveUser      string `yaml:"slave-user"`
+	SlavePassword  string `yaml:"slave-password"`
 }
 
 // User is a named client account (AUTH name password), besides the default user
@@ -126,6 +146,22 @@ func DecodeConfig(r io.Reader, c *Config, name string) error {
 		return fmt.Errorf("config %s: %s", name, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return nil
+}
+
+// DialTimeout is the timeout of backend dials and handshakes.
+func (c *Config) DialTimeout() time.Duration {
+	if c.BackendDialTimeout > 0 {
+		return c.BackendDialTimeout
+	}
+	return c.BackendTimeout
+}
+
+// WriteTimeout is the timeout of backend writes.
+func (c *Config) WriteTimeout() time.Duration {
+	if c.BackendWriteTimeout > 0 {
+		return c.BackendWriteTimeout
+	}
+	return c.BackendTimeout
 }
 
 // Demo reports whether c asks for the self-contained demo (no master configured).
@@ -237,6 +273,18 @@ func (c *Config) Validate() error {
 	case "auto", "json", "console":
 	default:
 		return fmt.Errorf("config: log-format %q: want json, console or auto", c.LogFormat)
+	}
+	switch {
+	case c.MasterUser != "" && c.MasterPassword == "":
+		return errors.New("config: master-user needs master-password")
+	case c.SlaveUser != "" && c.SlavePassword == "":
+		return errors.New("config: slave-user needs slave-password")
+	}
+	if _, err := c.ServerTLS(); err != nil {
+		return err
+	}
+	if _, err := c.BackendTLSConfig(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -117,5 +122,84 @@ func TestConfigUsersAndSizes(t *testing.T) {
 		if err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestConfigTLSAndCredentials(t *testing.T) {
+	certs := redistest.NewCerts(t)
+	good := DefaultConfig()
+	good.Master = "127.0.0.1:6379"
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	bad := map[string]struct {
+		mutate func(*Config)
+		want   string // in the error
+	}{
+		"cert without key":     {func(c *Config) { c.TLSCert = certs.ServerCert }, "tls-cert and tls-key"},
+		"key without cert":     {func(c *Config) { c.TLSKey = certs.ServerKey }, "tls-cert and tls-key"},
+		"ca without cert":      {func(c *Config) { c.TLSCA = certs.CAFile }, "tls-ca needs"},
+		"missing cert":         {func(c *Config) { c.TLSCert, c.TLSKey = missing, certs.ServerKey }, "tls-cert: open " + missing},
+		"missing key":          {func(c *Config) { c.TLSCert, c.TLSKey = certs.ServerCert, missing }, "tls-key: open " + missing},
+		"key of another cert":  {func(c *Config) { c.TLSCert, c.TLSKey = certs.ServerCert, certs.ClientKey }, certs.ServerCert},
+		"ca not a certificate": {func(c *Config) { c.TLSCert, c.TLSKey, c.TLSCA = certs.ServerCert, certs.ServerKey, certs.ServerKey }, "no PEM certificate"},
+		"ca a directory":       {func(c *Config) { c.TLSCert, c.TLSKey, c.TLSCA = certs.ServerCert, certs.ServerKey, certs.Dir }, "not a regular file"},
+		"backend ca no tls":    {func(c *Config) { c.BackendTLSCA = certs.CAFile }, "backend-tls-ca given without backend-tls"},
+		"backend missing ca":   {func(c *Config) { c.BackendTLS, c.BackendTLSCA = true, missing }, "backend-tls-ca: open"},
+		"backend cert alone":   {func(c *Config) { c.BackendTLS, c.BackendTLSCert = true, certs.ClientCert }, "backend-tls-cert and backend-tls-key"},
+		"master user alone":    {func(c *Config) { c.MasterUser = "app" }, "master-user needs master-password"},
+		"slave user alone":     {func(c *Config) { c.SlaveUser = "app" }, "slave-user needs slave-password"},
+	}
+	for name, tc := range bad {
+		c := good
+		tc.mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), "config: ") || strings.Contains(err.Error(), "\n") ||
+			!strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want one line starting with config: and containing %q", name, err, tc.want)
+		}
+	}
+
+	c := good
+	c.TLSCert, c.TLSKey, c.TLSCA = certs.ServerCert, certs.ServerKey, certs.CAFile
+	c.BackendTLS, c.BackendTLSCA = true, certs.CAFile
+	c.BackendTLSCert, c.BackendTLSKey = certs.ClientCert, certs.ClientKey
+	c.MasterUser, c.MasterPassword, c.SlavePassword = "app", "pw", "pw2"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("TLS and credentials: %v", err)
+	}
+	st, _ := c.ServerTLS()
+	if st == nil || st.ClientAuth != tls.RequireAndVerifyClientCert || st.MinVersion != tls.VersionTLS12 || len(st.Certificates) != 1 {
+		t.Errorf("ServerTLS = %+v", st)
+	}
+	bt, _ := c.BackendTLSConfig()
+	if bt == nil || bt.RootCAs == nil || len(bt.Certificates) != 1 || bt.MinVersion != tls.VersionTLS12 {
+		t.Fatalf("BackendTLSConfig = %+v", bt)
+	}
+	if got := backendTLSFor(bt, "10.0.0.1:6379").ServerName; got != "10.0.0.1" {
+		t.Errorf("ServerName for 10.0.0.1:6379 = %q", got)
+	}
+	c.BackendTLSServerName = "redis.internal"
+	bt, _ = c.BackendTLSConfig()
+	if got := backendTLSFor(bt, "10.0.0.1:6379").ServerName; got != "redis.internal" {
+		t.Errorf("ServerName with backend-tls-server-name = %q", got)
+	}
+	if backendTLSFor(nil, "10.0.0.1:6379") != nil {
+		t.Error("backendTLSFor(nil) is not nil")
+	}
+
+	yml := "tls-cert: a.pem\ntls-key: b.pem\ntls-ca: c.pem\nbackend-tls: true\nbackend-tls-ca: d.pem\n" +
+		"backend-tls-server-name: r\nbackend-tls-cert: e.pem\nbackend-tls-key: f.pem\n" +
+		"master-user: mu\nmaster-password: mp\nslave-user: su\nslave-password: sp\n"
+	d := DefaultConfig()
+	if err := DecodeConfig(strings.NewReader(yml), &d, "test"); err != nil {
+		t.Fatal(err)
+	}
+	want := Config{TLSCert: "a.pem", TLSKey: "b.pem", TLSCA: "c.pem", BackendTLS: true, BackendTLSCA: "d.pem",
+		BackendTLSServerName: "r", BackendTLSCert: "e.pem", BackendTLSKey: "f.pem",
+		MasterUser: "mu", MasterPassword: "mp", SlaveUser: "su", SlavePassword: "sp"}
+	got := Config{TLSCert: d.TLSCert, TLSKey: d.TLSKey, TLSCA: d.TLSCA, BackendTLS: d.BackendTLS, BackendTLSCA: d.BackendTLSCA,
+		BackendTLSServerName: d.BackendTLSServerName, BackendTLSCert: d.BackendTLSCert, BackendTLSKey: d.BackendTLSKey,
+		MasterUser: d.MasterUser, MasterPassword: d.MasterPassword, SlaveUser: d.SlaveUser, SlavePassword: d.SlavePassword}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded %+v, want %+v", got, want)
 	}
 }

@@ -38,6 +38,7 @@ const barrierPrefix = "syncproxy-barrier-"
 // subConn is a session's dedicated subscription connection.
 type subConn struct {
 	conn    net.Conn
+	br      *bufio.Reader // reads conn (the AUTH reply went through it)
 	ended   atomic.Bool   // the master reported zero subscriptions left
 	leaving atomic.Bool   // the session closes the connection itself
 	barrier chan struct{} // the forwarder saw the proxy's barrier PING
@@ -107,7 +108,7 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 		if sess.isSubscribe(cmd.Args) {
 			if err := sess.startSub(dc, &mu); err != nil {
 				mu.Lock()
-				dc.WriteError("ERR syncproxy: master " + sess.s.cfg.Master + " is unavailable")
+				dc.WriteError("ERR syncproxy: master " + sess.s.cfg.Master + " is unavailable (" + sanitize([]byte(err.Error()), 100) + ")")
 				dc.Flush()
 				mu.Unlock()
 				continue
@@ -132,11 +133,11 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 
 // startSub dials the dedicated connection and starts the forwarder.
 func (sess *Session) startSub(dc redcon.DetachedConn, mu *sync.Mutex) error {
-	c, err := net.DialTimeout("tcp", sess.s.cfg.Master, sess.s.cfg.BackendTimeout)
+	c, br, err := sess.s.dialMaster()
 	if err != nil {
 		return err
 	}
-	sub := &subConn{conn: c, barrier: make(chan struct{}, 1), done: make(chan struct{})}
+	sub := &subConn{conn: c, br: br, barrier: make(chan struct{}, 1), done: make(chan struct{})}
 	sess.sub = sub
 	go sub.forward(dc, mu)
 	return nil
@@ -146,7 +147,7 @@ func (sess *Session) startSub(dc redcon.DetachedConn, mu *sync.Mutex) error {
 // is left and swallowing the proxy's barrier PINGs.
 func (sub *subConn) forward(dc redcon.DetachedConn, mu *sync.Mutex) {
 	defer close(sub.done)
-	br := bufio.NewReader(sub.conn)
+	br := sub.br
 	var frame []byte
 	for {
 		var err error

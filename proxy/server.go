@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sort"
@@ -37,6 +38,10 @@ type Server struct {
 
 	srv *redcon.Server
 	ln  *gateListener
+
+	serverTLS  *tls.Config // the client listener's, nil without TLS
+	backendTLS *tls.Config // shared by the backend connections, nil without TLS
+	masterTLS  *tls.Config // backendTLS for the master's address
 
 	nextID   atomic.Int64
 	clients  atomic.Int64
@@ -74,14 +79,34 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		QueryBuffer:   int64(cfg.QueryBufferLimit),
 		OutputTimeout: cfg.OutputTimeout,
 	}
+	var err error
+	if s.serverTLS, err = cfg.ServerTLS(); err != nil {
+		return nil, err
+	}
+	if s.backendTLS, err = cfg.BackendTLSConfig(); err != nil {
+		return nil, err
+	}
+	s.masterTLS = backendTLSFor(s.backendTLS, cfg.Master)
 	table := s.loadTable()
 
 	var slaveEPs []replicate.Endpoint
 	for i, addr := range cfg.Slaves {
-		slaveEPs = append(slaveEPs, replicate.Endpoint{Name: "slave-" + strconv.Itoa(i+1), Addr: addr})
+		slaveEPs = append(slaveEPs, replicate.Endpoint{
+			Name:     "slave-" + strconv.Itoa(i+1),
+			Addr:     addr,
+			Username: cfg.SlaveUser,
+			Password: cfg.SlavePassword,
+			TLS:      backendTLSFor(s.backendTLS, addr),
+		})
 	}
 	s.repl = replicate.New(replicate.Config{
-		Master:        replicate.Endpoint{Name: "master", Addr: cfg.Master},
+		Master: replicate.Endpoint{
+			Name:     "master",
+			Addr:     cfg.Master,
+			Username: cfg.MasterUser,
+			Password: cfg.MasterPassword,
+			TLS:      s.masterTLS,
+		},
 		Slaves:        slaveEPs,
 		Channel:       cfg.SyncChannel,
 		BacklogLen:    cfg.BacklogLen,
@@ -115,6 +140,9 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		WriteTimeout: cfg.BackendWriteTimeout,
 		MaxGroup:     cfg.WriteGroup,
 		Script:       s.script,
+		Username:     cfg.MasterUser,
+		Password:     cfg.MasterPassword,
+		TLS:          s.masterTLS,
 		Log:          log,
 	})
 	var slaves []*router.Slave
@@ -126,6 +154,9 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 			Timeout:      cfg.BackendTimeout,
 			DialTimeout:  cfg.BackendDialTimeout,
 			WriteTimeout: cfg.BackendWriteTimeout,
+			Username:     cfg.SlaveUser,
+			Password:     cfg.SlavePassword,
+			TLS:          backendTLSFor(s.backendTLS, cfg.Slaves[i]),
 			OnReconnect:  a.Suspect,
 			Log:          log,
 		})
@@ -160,10 +191,18 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 // loadTable reads the command table from the master's COMMAND reply, falling back
 // to the built-in table of Redis 7.0.
 func (s *Server) loadTable() *router.Table {
-	c, err := redis.Dial("tcp", s.cfg.Master,
-		redis.DialConnectTimeout(s.cfg.BackendTimeout),
+	opts := []redis.DialOption{
+		redis.DialConnectTimeout(s.cfg.DialTimeout()),
 		redis.DialReadTimeout(s.cfg.BackendTimeout),
-		redis.DialWriteTimeout(s.cfg.BackendTimeout))
+		redis.DialWriteTimeout(s.cfg.WriteTimeout()),
+	}
+	if s.cfg.MasterPassword != "" {
+		opts = append(opts, redis.DialUsername(s.cfg.MasterUser), redis.DialPassword(s.cfg.MasterPassword))
+	}
+	if s.masterTLS != nil {
+		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(s.masterTLS))
+	}
+	c, err := redis.Dial("tcp", s.cfg.Master, opts...)
 	if err == nil {
 		defer c.Close()
 		var reply interface{}
@@ -236,15 +275,26 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return ErrServerClosed
 	}
-	s.ln = &gateListener{Listener: ln, final: make(chan struct{}), limits: &s.limits, needAuth: s.cfg.RequirePass != ""}
+	s.ln = &gateListener{Listener: ln, final: make(chan struct{})}
+	var served net.Listener = s.ln
+	if s.serverTLS != nil {
+		served = tls.NewListener(s.ln, s.serverTLS)
+	}
+	// The limits read what the client sent: inside TLS.
+	served = &limitListener{Listener: served, limits: &s.limits, needAuth: s.cfg.RequirePass != ""}
 	s.srv = redcon.NewServer(ln.Addr().String(), s.handle, s.accept, s.closed)
 	if s.cfg.IdleTimeout > 0 {
 		s.srv.SetIdleClose(s.cfg.IdleTimeout)
 	}
 	srv := s.srv
 	s.mu.Unlock()
-	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.cfg.Master).Strs("slaves", s.cfg.Slaves).Msg("syncproxy listening")
-	err := srv.Serve(s.ln)
+	// Passwords are never logged: only whether they are set.
+	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.cfg.Master).Strs("slaves", s.cfg.Slaves).
+		Bool("tls", s.serverTLS != nil).Bool("tls_client_certs", s.cfg.TLSCA != "").
+		Bool("backend_tls", s.backendTLS != nil).Bool("requirepass", s.cfg.RequirePass != "").
+		Bool("master_auth", s.cfg.MasterPassword != "").Bool("slave_auth", s.cfg.SlavePassword != "").
+		Msg("syncproxy listening")
+	err := srv.Serve(served)
 	if s.closing.Load() {
 		return ErrServerClosed
 	}
@@ -363,8 +413,6 @@ type gateListener struct {
 	stopOnce, closeOnce sync.Once
 	stopping            atomic.Bool
 	final               chan struct{}
-	limits              *Limits // every connection is read and written through them
-	needAuth            bool
 }
 
 func (g *gateListener) Accept() (net.Conn, error) {
@@ -373,10 +421,7 @@ func (g *gateListener) Accept() (net.Conn, error) {
 		<-g.final
 		return nil, net.ErrClosed
 	}
-	if err != nil {
-		return nil, err
-	}
-	return newLimitConn(c, g.limits, g.needAuth), nil
+	return c, err
 }
 
 func (g *gateListener) stopAccepting() {
@@ -390,4 +435,19 @@ func (g *gateListener) Close() error {
 	g.stopAccepting()
 	g.closeOnce.Do(func() { close(g.final) })
 	return nil
+}
+
+// limitListener reads and writes every client connection through its limits.
+type limitListener struct {
+	net.Listener
+	limits   *Limits
+	needAuth bool
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newLimitConn(c, l.limits, l.needAuth), nil
 }

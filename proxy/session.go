@@ -54,8 +54,8 @@ type Session struct {
 
 	authed       bool  // AUTH succeeded, or no password is required
 	user         *User // the user authenticated as; nil: the default user
-	replyMode    int  // 0 on, 1 off, 2 skip next
-	replyDecided bool // CLIENT REPLY set the skip of its own reply
+	replyMode    int   // 0 on, 1 off, 2 skip next
+	replyDecided bool  // CLIENT REPLY set the skip of its own reply
 
 	netConn net.Conn // the client's connection, for deadlines
 	created time.Time

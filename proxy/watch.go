@@ -46,11 +46,11 @@ func (sess *Session) watchRoundTrip(frames []byte, n int) ([][]byte, error) {
 // openWatch dials the dedicated connection and loads the replication script on it.
 func (sess *Session) openWatch() error {
 	s := sess.s
-	c, err := net.DialTimeout("tcp", s.cfg.Master, s.cfg.BackendTimeout)
+	c, br, err := s.dialMaster()
 	if err != nil {
 		return err
 	}
-	sess.watch = &watchConn{conn: c, br: bufio.NewReader(c)}
+	sess.watch = &watchConn{conn: c, br: br}
 	replies, err := sess.watchRoundTrip(buildCommand([][]byte{[]byte("SCRIPT"), []byte("LOAD"), []byte(s.script.Body)}), 1)
 	if err == nil && replies[0][0] == '-' {
 		err = errWatchReply

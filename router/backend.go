@@ -328,8 +328,18 @@ const (
 func (l *link) run(ctx context.Context) {
 	backoff := minBackoff
 	first := true
+	refused := "" // the last handshake failure logged, so that a retry does not log it again
 	for {
 		conn, br, err := l.dial(ctx)
+		var he handshakeError
+		switch {
+		case err == nil:
+			refused = ""
+		case errors.As(err, &he) && err.Error() != refused && ctx.Err() == nil:
+			// Connected, but refused (TLS, AUTH): a configuration problem, not an outage.
+			refused = err.Error()
+			l.log.Error().Err(err).Msg("backend refused the connection; check the TLS and credential settings")
+		}
 		if err == nil {
 			l.b.up.Add(1)
 			l.up.Store(true)
@@ -422,7 +432,7 @@ func (l *link) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 		tc := tls.Client(conn, o.TLS)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			conn.Close()
-			return nil, nil, err
+			return nil, nil, handshakeError{"router: TLS handshake: " + err.Error()}
 		}
 		conn = tc
 	}
@@ -460,7 +470,7 @@ func (l *link) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 		}
 		if reply[0] == '-' {
 			conn.Close()
-			return nil, nil, errors.New("router: handshake: " + string(bytes.TrimSpace(reply[1:])))
+			return nil, nil, handshakeError{"router: handshake: " + string(bytes.TrimSpace(reply[1:]))}
 		}
 	}
 	conn.SetDeadline(time.Time{})
@@ -507,6 +517,12 @@ func (l *link) failPending(p pending) {
 }
 
 var errStopped = errors.New("router: backend closed")
+
+// handshakeError is a connection the backend accepted and then refused: TLS
+// failed, or AUTH or the script load was answered with an error.
+type handshakeError struct{ msg string }
+
+func (e handshakeError) Error() string { return e.msg }
 
 func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, readerDone chan error) error {
 	o := &l.b.opts

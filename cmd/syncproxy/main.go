@@ -28,6 +28,13 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
 }
 
+// Environment variables that give the backend passwords when neither a flag nor
+// the config file does.
+const (
+	masterPasswordEnv = "SYNCPROXY_MASTER_PASSWORD"
+	slavePasswordEnv  = "SYNCPROXY_SLAVE_PASSWORD"
+)
+
 // usageError is a bad flag or setting: one line on stderr, exit status 2.
 type usageError struct{ err error }
 
@@ -70,6 +77,18 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
 		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
 		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
+		tlsCert    = fs.String("tls-cert", "", "certificate (PEM) of the client listener; with --tls-key, clients must use TLS")
+		tlsKey     = fs.String("tls-key", "", "private key (PEM) of --tls-cert")
+		tlsCA      = fs.String("tls-ca", "", "CA certificates (PEM): clients must present a certificate signed by one")
+		bTLS       = fs.Bool("backend-tls", false, "connect to the master and the slaves with TLS")
+		bTLSCA     = fs.String("backend-tls-ca", "", "CA certificates (PEM) that verify the backends (default: the system's)")
+		bTLSName   = fs.String("backend-tls-server-name", "", "name the backends' certificates are verified for, sent as SNI (default: the host of each address)")
+		bTLSCert   = fs.String("backend-tls-cert", "", "client certificate (PEM) presented to the backends")
+		bTLSKey    = fs.String("backend-tls-key", "", "private key (PEM) of --backend-tls-cert")
+		masterUser = fs.String("master-user", "", "ACL user on the master (needs a password)")
+		masterPass = fs.String("master-password", "", "password on the master (AUTH); or env "+masterPasswordEnv)
+		slaveUser  = fs.String("slave-user", "", "ACL user on every slave (needs a password)")
+		slavePass  = fs.String("slave-password", "", "password on every slave (AUTH); or env "+slavePasswordEnv)
 	)
 	maxBulk, queryBuf := def.ProtoMaxBulkLen, def.QueryBufferLimit
 	fs.Var(&maxBulk, "proto-max-bulk-len", "longest bulk string a client may send (e.g. 512mb)")
@@ -166,8 +185,39 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.LogLevel = *logLevel
 		case "log-format":
 			cfg.LogFormat = *logFormat
+		case "tls-cert":
+			cfg.TLSCert = *tlsCert
+		case "tls-key":
+			cfg.TLSKey = *tlsKey
+		case "tls-ca":
+			cfg.TLSCA = *tlsCA
+		case "backend-tls":
+			cfg.BackendTLS = *bTLS
+		case "backend-tls-ca":
+			cfg.BackendTLSCA = *bTLSCA
+		case "backend-tls-server-name":
+			cfg.BackendTLSServerName = *bTLSName
+		case "backend-tls-cert":
+			cfg.BackendTLSCert = *bTLSCert
+		case "backend-tls-key":
+			cfg.BackendTLSKey = *bTLSKey
+		case "master-user":
+			cfg.MasterUser = *masterUser
+		case "master-password":
+			cfg.MasterPassword = *masterPass
+		case "slave-user":
+			cfg.SlaveUser = *slaveUser
+		case "slave-password":
+			cfg.SlavePassword = *slavePass
 		}
 	})
+	// Passwords given in the environment stay out of ps; a flag or key wins.
+	if cfg.MasterPassword == "" {
+		cfg.MasterPassword = os.Getenv(masterPasswordEnv)
+	}
+	if cfg.SlavePassword == "" {
+		cfg.SlavePassword = os.Getenv(slavePasswordEnv)
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, false, usageError{err}
 	}

@@ -69,6 +69,15 @@ func startProxy(t testing.TB, master *redistest.Server, slaves ...*redistest.Ser
 // startProxyWith is startProxy with a hook that adjusts the configuration.
 func startProxyWith(t testing.TB, adjust func(*proxy.Config), master *redistest.Server, slaves ...*redistest.Server) (string, *proxy.Server) {
 	t.Helper()
+	addr, srv := serveProxy(t, newLogger(t), adjust, master, slaves...)
+	waitOnline(t, srv)
+	return addr, srv
+}
+
+// serveProxy is startProxyWith logging to log, and returning without waiting for
+// the slaves to be online.
+func serveProxy(t testing.TB, log zerolog.Logger, adjust func(*proxy.Config), master *redistest.Server, slaves ...*redistest.Server) (string, *proxy.Server) {
+	t.Helper()
 	cfg := proxy.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Master = master.Addr
@@ -79,7 +88,7 @@ func startProxyWith(t testing.TB, adjust func(*proxy.Config), master *redistest.
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	srv, err := proxy.NewServer(cfg, newLogger(t))
+	srv, err := proxy.NewServer(cfg, log)
 	if err != nil {
 		t.Fatalf("proxy.NewServer: %v", err)
 	}
@@ -103,7 +112,6 @@ func startProxyWith(t testing.TB, adjust func(*proxy.Config), master *redistest.
 			t.Errorf("Serve did not return within %v of Close", closeTimeout)
 		}
 	})
-	waitOnline(t, srv)
 	return ln.Addr().String(), srv
 }
 

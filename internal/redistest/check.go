@@ -31,13 +31,13 @@ func CheckFor(t testing.TB, timeout, interval time.Duration, cond func() error) 
 	}
 }
 
-// WaitConverged waits until every slave holds the same data as master (see Diff), and
-// otherwise fails the test listing the remaining differences.
+// WaitConverged waits until every slave holds the same data as master (see
+// DiffServers), and otherwise fails the test listing the remaining differences.
 func WaitConverged(t testing.TB, timeout time.Duration, master *Server, slaves ...*Server) {
 	t.Helper()
 	CheckFor(t, timeout, convergePoll, func() error {
 		for _, slave := range slaves {
-			diffs, err := Diff(master.Addr, slave.Addr)
+			diffs, err := DiffServers(master, slave)
 			if err != nil {
 				return err
 			}

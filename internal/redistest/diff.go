@@ -39,7 +39,26 @@ func Diff(master, slave string) ([]string, error) {
 		return nil, fmt.Errorf("redistest: diff: slave %s: %w", slave, err)
 	}
 	defer sc.Close()
+	return diffConns(mc, sc, master, slave)
+}
 
+// DiffServers is Diff for two started servers, reached as the package reaches
+// them: over TLS and with their --requirepass when they have one.
+func DiffServers(master, slave *Server) ([]string, error) {
+	mc, err := master.dialProbeIO()
+	if err != nil {
+		return nil, fmt.Errorf("redistest: diff: master %s: %w", master.Addr, err)
+	}
+	defer mc.Close()
+	sc, err := slave.dialProbeIO()
+	if err != nil {
+		return nil, fmt.Errorf("redistest: diff: slave %s: %w", slave.Addr, err)
+	}
+	defer sc.Close()
+	return diffConns(mc, sc, master.Addr, slave.Addr)
+}
+
+func diffConns(mc, sc redis.Conn, master, slave string) ([]string, error) {
 	d := &differ{master: mc, slave: sc}
 	for db := 0; db < numDBs; db++ {
 		if err := d.compareDB(db); err != nil {

@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"bytes"
 	"errors"
 	"fmt"
@@ -40,6 +41,22 @@ func DialRaw(t testing.TB, addr string) *RawConn {
 		t.Fatalf("redistest: dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return newRawConn(t, conn)
+}
+
+// DialRawTLS is DialRaw over TLS with conf; the handshake must succeed.
+func DialRawTLS(t testing.TB, addr string, conf *tls.Config) *RawConn {
+	t.Helper()
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: ioTimeout}, Config: conf}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("redistest: dial %s with TLS: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return newRawConn(t, conn)
+}
+
+func newRawConn(t testing.TB, conn net.Conn) *RawConn {
 	return &RawConn{
 		t:       t,
 		conn:    conn,

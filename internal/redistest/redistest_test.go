@@ -587,3 +587,29 @@ func TestReadFrame(t *testing.T) {
 		}
 	}
 }
+
+func TestStartTLS(t *testing.T) {
+	t.Parallel()
+	certs := NewCerts(t)
+	s := StartWith(t, Options{TLS: certs, Args: []string{"--requirepass", "secret"}})
+	if err, ok := s.Do(t, "PING").(redis.Error); !ok || !strings.HasPrefix(string(err), "NOAUTH ") {
+		t.Errorf("PING over TLS without AUTH = %#v, want a NOAUTH redis.Error", err)
+	}
+	if c, err := dial(s.Addr, probeTimeout); err == nil {
+		if _, err := c.Do("PING"); err == nil {
+			t.Error("a plain TCP PING to a TLS port got an answer")
+		}
+		c.Close()
+	}
+	c := DialRawTLS(t, s.Addr, certs.ClientTLS(false))
+	if got := string(c.Do("AUTH", "secret")); got != "+OK\r\n" {
+		t.Errorf("AUTH over TLS = %q", got)
+	}
+	if diffs, err := DiffServers(s, s); err != nil || len(diffs) > 0 {
+		t.Errorf("DiffServers of a TLS server with itself: %v %v", diffs, err)
+	}
+	s.Restart(t)
+	if err, ok := s.Do(t, "PING").(redis.Error); !ok {
+		t.Errorf("PING after Restart = %#v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -43,9 +44,11 @@ type Server struct {
 	Port int    // TCP port, kept across Stop and Restart
 	Dir  string // working directory (from t.TempDir), holds redis.log
 
-	bin      string   // path of redis-server
-	extra    []string // caller's extra arguments
-	password string   // from --requirepass in extra, used by the readiness probe
+	bin      string      // path of redis-server
+	extra    []string    // caller's extra arguments
+	password string      // from --requirepass in extra, used by the readiness probe
+	certs    *Certs      // TLS only, with these certificates; nil for plain TCP
+	tls      *tls.Config // how the package's own connections reach a TLS server
 
 	mu     sync.Mutex
 	proc   *process // nil when not running
@@ -64,6 +67,24 @@ type process struct {
 // extraArgs are appended to the command line ("--maxmemory", "10mb", ...).
 func Start(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
+	return StartWith(t, Options{Args: extraArgs})
+}
+
+// Options are the settings of StartWith.
+type Options struct {
+	// Args are appended to the command line. A --requirepass among them is used
+	// by the package's own connections (readiness, shutdown, WaitConverged).
+	Args []string
+	// TLS, when set, makes the port a TLS port (--tls-port, and --port 0) with
+	// the server certificate of TLS and its CA; clients need no certificate
+	// unless Args say --tls-auth-clients yes. Dial, Do and the package's own
+	// connections then use TLS and present the client certificate of TLS.
+	TLS *Certs
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal(notFoundMsg)
@@ -71,8 +92,12 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 	s := &Server{
 		Dir:      t.TempDir(),
 		bin:      bin,
-		extra:    append([]string(nil), extraArgs...),
-		password: passwordArg(extraArgs),
+		extra:    append([]string(nil), opts.Args...),
+		password: passwordArg(opts.Args),
+		certs:    opts.TLS,
+	}
+	if opts.TLS != nil {
+		s.tls = opts.TLS.ClientTLS(true)
 	}
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() { s.cleanup(t) })
@@ -191,7 +216,7 @@ func (s *Server) Running() bool {
 // Dial opens a redigo connection with timeouts, closed at t.Cleanup.
 func (s *Server) Dial(t testing.TB) redis.Conn {
 	t.Helper()
-	c, err := dial(s.Addr, ioTimeout)
+	c, err := s.dial(ioTimeout, "")
 	if err != nil {
 		t.Fatalf("redistest: dial %s: %v", s.Addr, err)
 	}
@@ -203,7 +228,7 @@ func (s *Server) Dial(t testing.TB) redis.Conn {
 // redis.Error value; a network failure fails the test.
 func (s *Server) Do(t testing.TB, cmd string, args ...interface{}) interface{} {
 	t.Helper()
-	c, err := dial(s.Addr, ioTimeout)
+	c, err := s.dial(ioTimeout, "")
 	if err != nil {
 		t.Fatalf("redistest: dial %s: %v", s.Addr, err)
 	}
@@ -268,15 +293,25 @@ func (s *Server) start() error {
 		logFile.Close()
 		return err
 	}
-	args := []string{
-		"--port", strconv.Itoa(s.Port),
+	args := []string{"--port", strconv.Itoa(s.Port)}
+	if s.certs != nil {
+		args = []string{
+			"--port", "0",
+			"--tls-port", strconv.Itoa(s.Port),
+			"--tls-cert-file", s.certs.ServerCert,
+			"--tls-key-file", s.certs.ServerKey,
+			"--tls-ca-cert-file", s.certs.CAFile,
+			"--tls-auth-clients", "no",
+		}
+	}
+	args = append(args,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--enable-debug-command", "local",
 		"--dir", s.Dir,
 		"--logfile", s.logPath(),
-	}
+	)
 	cmd := exec.Command(s.bin, append(args, s.extra...)...)
 	cmd.Dir = s.Dir
 	cmd.Stdout = logFile
@@ -356,13 +391,22 @@ func (s *Server) probe(pid int) error {
 // dialProbe connects for the package's own short commands, authenticated with the
 // --requirepass of the extra arguments if any.
 func (s *Server) dialProbe() (redis.Conn, error) {
+	return s.dial(probeTimeout, s.password)
+}
+
+// dial opens a redigo connection to s with every timeout set to d, over TLS if s
+// speaks TLS, authenticated when password is not empty.
+func (s *Server) dial(d time.Duration, password string) (redis.Conn, error) {
 	opts := []redis.DialOption{
-		redis.DialConnectTimeout(probeTimeout),
-		redis.DialReadTimeout(probeTimeout),
-		redis.DialWriteTimeout(probeTimeout),
+		redis.DialConnectTimeout(d),
+		redis.DialReadTimeout(d),
+		redis.DialWriteTimeout(d),
 	}
-	if s.password != "" {
-		opts = append(opts, redis.DialPassword(s.password))
+	if password != "" {
+		opts = append(opts, redis.DialPassword(password))
+	}
+	if s.tls != nil {
+		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(s.tls))
 	}
 	return redis.Dial("tcp", s.Addr, opts...)
 }
@@ -488,4 +532,9 @@ func infoField(info, field string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// dialProbeIO is dialProbe with the longer timeouts of test I/O.
+func (s *Server) dialProbeIO() (redis.Conn, error) {
+	return s.dial(ioTimeout, s.password)
 }

@@ -1,0 +1,44 @@
+package proxy
+
+import (
+	"net"
+	"syscall"
+)
+
+// netConner is a connection wrapping another (*tls.Conn, for one): peerClosed
+// looks through it to the socket.
+type netConner interface {
+	NetConn() net.Conn
+}
+
+// peerClosed reports whether the client closed its connection, without consuming
+// any of what it sent (a look at the socket that does not block). It sees through
+// wrappers that implement NetConn, such as TLS; a connection without a socket is
+// never reported closed.
+func peerClosed(c net.Conn) bool {
+	for {
+		w, ok := c.(netConner)
+		if !ok {
+			break
+		}
+		inner := w.NetConn()
+		if inner == nil || inner == c {
+			break
+		}
+		c = inner
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	rc.Read(func(fd uintptr) bool {
+		closed = socketClosed(int(fd))
+		return true
+	})
+	return closed
+}
