@@ -20,6 +20,7 @@ import (
 // Config is every setting of a proxy. Zero values are replaced by DefaultConfig's.
 type Config struct {
 	Listen              string         `yaml:"listen"`
+	Admin               string         `yaml:"admin"`
 	Master              string         `yaml:"master"`
 	Slaves              []string       `yaml:"slaves"`
 	SyncChannel         string         `yaml:"sync-channel"`
@@ -171,6 +172,11 @@ func (c *Config) Demo() bool { return c.Master == "" }
 func (c *Config) Validate() error {
 	if err := checkAddr("listen", c.Listen); err != nil {
 		return err
+	}
+	if c.Admin != "" {
+		if err := checkAddr("listen", c.Admin); err != nil {
+			return fmt.Errorf("config: admin: %q is not HOST:PORT", c.Admin)
+		}
 	}
 	if c.Master != "" {
 		if err := checkAddr("master", c.Master); err != nil {

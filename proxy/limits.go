@@ -365,6 +365,7 @@ func (c *limitConn) Write(p []byte) (int, error) {
 func (s *Server) logClosed(c net.Conn, id int64) {
 	if lc, ok := c.(*limitConn); ok {
 		if reason := lc.reason.Load(); reason != nil {
+			s.metrics.limitCuts.Add(1)
 			s.log.Warn().Int64("client", id).Str("addr", lc.RemoteAddr().String()).
 				Str("reason", *reason).Msg("client disconnected by a limit")
 		}

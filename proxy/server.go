@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,12 +30,13 @@ var ErrServerClosed = errors.New("proxy: server closed")
 // Server is a syncproxy instance: the client listener, the backends and the
 // replicator.
 type Server struct {
-	cfg    Config
-	limits Limits
-	log    zerolog.Logger
-	router *router.Router
-	repl   *replicate.Replicator
-	start  time.Time
+	cfg     Config
+	limits  Limits
+	metrics *metrics
+	log     zerolog.Logger
+	router  *router.Router
+	repl    *replicate.Replicator
+	start   time.Time
 
 	srv *redcon.Server
 	ln  *gateListener
@@ -56,6 +58,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	shutdown bool
+	admin    []*http.Server // admin listeners, closed by Shutdown
 	sessions map[*Session]struct{}
 }
 
@@ -88,6 +91,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	}
 	s.masterTLS = backendTLSFor(s.backendTLS, cfg.Master)
 	table := s.loadTable()
+	s.metrics = newMetrics(table)
 
 	var slaveEPs []replicate.Endpoint
 	for i, addr := range cfg.Slaves {
@@ -328,6 +332,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ln != nil {
 		ln.stopAccepting()
 	}
+	s.closeAdmin()
 	s.waiters.wakeAll()
 	// Clients are served until they have been idle for drainIdle: what they sent
 	// before the shutdown is answered. Then their connections close.
@@ -378,10 +383,12 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		return false
 	}
 	if s.clients.Load() >= int64(s.cfg.MaxClients) {
+		s.metrics.rejected.Add(1)
 		conn.WriteError(msgMaxClients)
 		redcon.BaseWriter(conn).Flush()
 		return false
 	}
+	s.metrics.connections.Add(1)
 	id := s.nextID.Add(1)
 	sess := newSession(s, conn, id)
 	conn.SetContext(sess)

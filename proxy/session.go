@@ -75,8 +75,9 @@ type Session struct {
 	cmds    []redcon.Command
 	reqs    []*router.Request
 	posts   []post
-	onSlave []bool // the request went to a slave
-	skip    []bool // CLIENT REPLY OFF/SKIP: the reply is not sent
+	infos   []*router.CommandInfo // each request's command, for the metrics
+	onSlave []bool                // the request went to a slave
+	skip    []bool                // CLIENT REPLY OFF/SKIP: the reply is not sent
 	waiter  *router.Waiter
 }
 
@@ -129,7 +130,11 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 		if ci, ok := sess.isBlocking(batch[0].Args); ok {
 			// A blocking command runs alone, after what precedes it was answered.
 			s.commands.Add(1)
+			start := time.Now()
 			quit = sess.block(ci, batch[0].Args)
+			st := s.metrics.command(ci)
+			st.calls.Add(1)
+			st.latency.Observe(time.Since(start))
 			batch = batch[1:]
 		} else {
 			n := min(len(batch), s.cfg.MaxPipeline)
@@ -161,10 +166,12 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 	for len(sess.reqs) < len(cmds) {
 		sess.reqs = append(sess.reqs, &router.Request{})
 		sess.posts = append(sess.posts, postNone)
+		sess.infos = append(sess.infos, nil)
 		sess.onSlave = append(sess.onSlave, false)
 		sess.skip = append(sess.skip, false)
 	}
 	wrote := false
+	start := time.Now()
 	for i, c := range cmds {
 		r := sess.reqs[i]
 		r.Reset()
@@ -212,11 +219,13 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 			sess.waiter.Wait()
 		}
 	}
+	elapsed := time.Since(start)
 	for i := range cmds {
 		r := sess.reqs[i]
 		if r.Kind == router.KindWrite {
 			sess.noteWrite(r)
 		}
+		sess.s.metrics.reply(sess.infos[i], r, elapsed)
 		switch sess.posts[i] {
 		case postInfo:
 			r.Reply = sess.infoReply(r.Reply)
@@ -243,6 +252,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		clear(sess.reqs[maxKeptRequests:])
 		sess.reqs = sess.reqs[:maxKeptRequests:maxKeptRequests]
 		sess.posts = sess.posts[:maxKeptRequests:maxKeptRequests]
+		sess.infos = sess.infos[:maxKeptRequests:maxKeptRequests]
 		sess.onSlave = sess.onSlave[:maxKeptRequests:maxKeptRequests]
 		sess.skip = sess.skip[:maxKeptRequests:maxKeptRequests]
 	}
@@ -267,6 +277,7 @@ func (sess *Session) toMaster(r *router.Request) {
 func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote *bool) {
 	args := c.Args
 	rt := sess.s.router.Route(args)
+	sess.infos[i] = rt.Info
 	if sess.tx != nil && sess.inMulti(i, r, c, rt) {
 		if rt.Info != nil && rt.Info.Name == "exec" {
 			*wrote = true // later reads of the batch go behind it, on the master

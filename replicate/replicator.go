@@ -61,7 +61,8 @@ type Replicator struct {
 	sub      *subscriber
 
 	// latest is the highest sequence number seen from the master (for lag).
-	latest atomic.Int64
+	latest     atomic.Int64
+	subscribed atomic.Bool // the subscriber loop is subscribed
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -128,6 +129,10 @@ func (r *Replicator) Appliers() []*Applier { return r.appliers }
 
 // Latest returns the highest sequence number the replicator has seen.
 func (r *Replicator) Latest() int64 { return r.latest.Load() }
+
+// Subscribed reports whether the subscriber loop is subscribed to the sync
+// channel on the master.
+func (r *Replicator) Subscribed() bool { return r.subscribed.Load() }
 
 func (r *Replicator) observe(seq int64) {
 	for {

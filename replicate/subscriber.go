@@ -73,6 +73,7 @@ func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error 
 		}
 	}()
 	defer func() {
+		s.r.subscribed.Store(false)
 		close(stop)
 		<-done
 		c.Close()
@@ -98,6 +99,7 @@ func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error 
 			}
 		case redis.Subscription:
 			if m.Kind == "subscribe" {
+				s.r.subscribed.Store(true)
 				*backoff = minBackoff
 				s.log.Info().Str("channel", m.Channel).Msg("subscribed to sync channel")
 				s.r.kickAll()

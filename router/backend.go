@@ -82,6 +82,12 @@ func (r *Request) complete() {
 	}
 }
 
+// failIn completes r with the proxy's error msg, counted in b's stats.
+func (b *Backend) failIn(r *Request, msg string) {
+	b.Stats.Failed.Add(1)
+	r.fail(msg)
+}
+
 func (r *Request) fail(msg string) {
 	r.Reply = AppendError(r.Reply[:0], msg)
 	r.Failed = true
@@ -171,6 +177,8 @@ type Backend struct {
 
 	// Outstanding counts requests submitted and not yet completed (for balancing).
 	Outstanding atomic.Int64
+	// Stats counts completed requests and their latency.
+	Stats BackendStats
 }
 
 // NewBackend starts the connection loops of a backend; Close stops them.
@@ -243,7 +251,7 @@ func (b *Backend) Conns() int { return len(b.links) }
 func (b *Backend) Submit(idx int, r *Request) {
 	l := b.links[idx%len(b.links)]
 	if !l.up.Load() {
-		r.fail(l.downMsg)
+		b.failIn(r, l.downMsg)
 		return
 	}
 	l.enqueue(r, 1)
@@ -268,7 +276,7 @@ func (l *link) enqueue(r *Request, n int) {
 		for r != nil {
 			next := r.next
 			r.next = nil
-			r.fail("ERR syncproxy: " + b.opts.Name + " request queue is full")
+			b.failIn(r, "ERR syncproxy: "+b.opts.Name+" request queue is full")
 			r = next
 		}
 	}
@@ -314,6 +322,7 @@ type pending struct {
 	kind pendingKind
 	req  *Request
 	n    int
+	sent int64 // monoNow when queued for writing, for the latency
 }
 
 // maxGroupsInFlight bounds the script calls in flight on one connection.
@@ -414,7 +423,7 @@ func (l *link) failChain(r *Request) {
 		next := r.next
 		r.next = nil
 		l.b.Outstanding.Add(-1)
-		r.fail(l.downMsg)
+		l.b.failIn(r, l.downMsg)
 		r = next
 	}
 }
@@ -510,7 +519,7 @@ func (l *link) failPending(p pending) {
 	switch p.kind {
 	case pendRequest:
 		l.b.Outstanding.Add(-1)
-		p.req.fail(l.downMsg)
+		l.b.failIn(p.req, l.downMsg)
 	case pendGroup:
 		l.failChain(p.req)
 	}
@@ -533,6 +542,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 	defer idle.Stop()
 
 	push := func(p pending) error {
+		p.sent = monoNow()
 		select {
 		case pend <- p:
 			return nil
@@ -638,7 +648,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 				bw.Write(appendBulkInt(nil, int64(r.DB)))
 				if err := push(pending{kind: pendDiscard}); err != nil {
 					l.b.Outstanding.Add(-1)
-					r.fail(l.downMsg)
+					l.b.failIn(r, l.downMsg)
 					return err
 				}
 				curDB = r.DB
@@ -646,7 +656,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			bw.Write(r.Raw)
 			if err := push(pending{kind: pendRequest, req: r}); err != nil {
 				l.b.Outstanding.Add(-1)
-				r.fail(l.downMsg)
+				l.b.failIn(r, l.downMsg)
 				return err
 			}
 		}
@@ -841,7 +851,7 @@ func (b *Backend) SubmitTx(idx int, reqs []*Request) {
 	if !l.up.Load() {
 		for _, r := range reqs {
 			r.next = nil
-			r.fail(l.downMsg)
+			b.failIn(r, l.downMsg)
 		}
 		return
 	}
@@ -886,6 +896,8 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 				return err
 			}
 			l.b.Outstanding.Add(-1)
+			l.b.Stats.Requests.Add(1)
+			l.b.Stats.Latency.Observe(time.Duration(monoNow() - p.sent))
 			r.complete()
 		case pendGroup:
 			rest, err := l.readGroup(br, p)
@@ -948,6 +960,8 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 		return p.req, err
 	}
 	epoch := l.internEpoch(l.epochBuf)
+	l.b.Stats.Requests.Add(int64(p.n))
+	l.b.Stats.Latency.ObserveN(time.Duration(monoNow()-p.sent), p.n)
 	r := p.req
 	for r != nil {
 		r.Reply, err = ReadFrame(br, r.Reply[:0])

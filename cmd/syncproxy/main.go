@@ -50,6 +50,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 	var (
 		configFile = fs.String("config", "", "YAML config file with the same settings as the flags (flags win over the file)")
 		listen     = fs.String("listen", def.Listen, "address to accept Redis clients on")
+		admin      = fs.String("admin", "", "HOST:PORT of the admin HTTP listener: /metrics, /healthz, /status.json, / (off when empty)")
 		master     = fs.String("master", "", "master Redis HOST:PORT (writes); empty runs the in-process demo")
 		slaves     = fs.String("slaves", "", "comma-separated slave Redis HOST:PORT list (reads)")
 		channel    = fs.String("sync-channel", def.SyncChannel, "pub/sub channel of the sync messages")
@@ -122,6 +123,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		switch f.Name {
 		case "listen":
 			cfg.Listen = *listen
+		case "admin":
+			cfg.Admin = *admin
 		case "master":
 			cfg.Master = *master
 		case "slaves":
@@ -273,6 +276,20 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 		log.Error().Err(err).Str("listen", cfg.Listen).Msg("cannot listen")
 		srv.Close()
 		return 1
+	}
+	if cfg.Admin != "" {
+		aln, err := net.Listen("tcp", cfg.Admin)
+		if err != nil {
+			log.Error().Err(err).Str("admin", cfg.Admin).Msg("cannot listen")
+			ln.Close()
+			srv.Close()
+			return 1
+		}
+		go func() {
+			if err := srv.ServeAdmin(aln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				log.Error().Err(err).Msg("admin listener stopped")
+			}
+		}()
 	}
 	if demo {
 		_, port, _ := net.SplitHostPort(ln.Addr().String())

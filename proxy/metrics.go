@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/syncproxy/syncproxy/replicate"
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// The proxy counts in plain atomics on the request path and turns the counts into
+// Prometheus metrics only when scraped (a Collector): serving a command costs an
+// atomic add and a histogram bucket, never a label lookup.
+
+// cmdStat counts one command (or subcommand, as "config|get").
+type cmdStat struct {
+	calls   atomic.Int64
+	latency router.Histogram // from the batch's dispatch to its replies
+}
+
+// errorKinds are the error reply prefixes counted by kind; others count as OTHER
+// (a script may make up any prefix: labels must stay bounded).
+var errorKinds = []string{
+	"ERR", "WRONGTYPE", "NOAUTH", "WRONGPASS", "NOPERM", "EXECABORT", "NOSCRIPT", "BUSY", "BUSYKEY",
+	"BUSYGROUP", "NOGROUP", "LOADING", "NOPROTO", "OOM", "READONLY", "NOREPLICAS", "MASTERDOWN",
+	"UNBLOCKED", "CROSSSLOT", "OTHER",
+	"SYNCPROXY", // the proxy's own refusals: "-ERR syncproxy: ..."
+	"BACKEND",   // a backend down, timed out or overloaded
+}
+
+const (
+	errKindOther     = 19
+	errKindSyncproxy = 20
+	errKindBackend   = 21
+)
+
+var errorKindIndex = func() map[string]int {
+	m := map[string]int{}
+	for i, k := range errorKinds {
+		m[k] = i
+	}
+	return m
+}()
+
+// metrics are the server's counters besides the router's and the replicator's.
+type metrics struct {
+	commands    map[*router.CommandInfo]*cmdStat // fixed at start: read without locks
+	unknown     cmdStat                          // commands not in the table
+	errors      [22]atomic.Int64
+	connections atomic.Int64 // accepted
+	rejected    atomic.Int64 // refused: max clients
+	limitCuts   atomic.Int64 // disconnected by an input or output limit
+}
+
+func newMetrics(table *router.Table) *metrics {
+	m := &metrics{commands: map[*router.CommandInfo]*cmdStat{}}
+	for _, name := range table.Names() {
+		ci := table.Lookup([][]byte{[]byte(name)})
+		m.commands[ci] = &cmdStat{}
+		for _, sub := range ci.Subcommands {
+			m.commands[sub] = &cmdStat{}
+		}
+	}
+	return m
+}
+
+func (m *metrics) command(ci *router.CommandInfo) *cmdStat {
+	if st, ok := m.commands[ci]; ok {
+		return st
+	}
+	return &m.unknown
+}
+
+// reply counts one reply sent to a client: its command, the batch's latency and,
+// for an error, its kind.
+func (m *metrics) reply(ci *router.CommandInfo, r *router.Request, d time.Duration) {
+	st := m.command(ci)
+	st.calls.Add(1)
+	st.latency.Observe(d)
+	if len(r.Reply) > 0 && r.Reply[0] == '-' {
+		m.errors[errorKind(r)].Add(1)
+	}
+}
+
+func errorKind(r *router.Request) int {
+	if r.Failed {
+		return errKindBackend
+	}
+	reply := r.Reply[1:]
+	if strings.HasPrefix(string(reply), "ERR syncproxy:") {
+		return errKindSyncproxy
+	}
+	end := 0
+	for end < len(reply) && end < 16 && reply[end] != ' ' && reply[end] != '\r' {
+		end++
+	}
+	if i, ok := errorKindIndex[string(reply[:end])]; ok && i < errKindOther {
+		return i
+	}
+	return errKindOther
+}
+
+// collector exposes the server's state as Prometheus metrics.
+type collector struct{ s *Server }
+
+var (
+	descCommands    = prometheus.NewDesc("syncproxy_commands_total", "Commands served, by command.", []string{"command"}, nil)
+	descCmdLatency  = prometheus.NewDesc("syncproxy_command_duration_seconds", "Time from a command's dispatch to its reply being ready, by command.", []string{"command"}, nil)
+	descErrors      = prometheus.NewDesc("syncproxy_errors_total", "Error replies sent to clients, by kind (the error's prefix; SYNCPROXY: the proxy's refusals; BACKEND: a backend down or timed out).", []string{"kind"}, nil)
+	descClients     = prometheus.NewDesc("syncproxy_connected_clients", "Clients connected.", nil, nil)
+	descBlocked     = prometheus.NewDesc("syncproxy_blocked_clients", "Clients waiting in a blocking command.", nil, nil)
+	descConnections = prometheus.NewDesc("syncproxy_connections_total", "Client connections accepted.", nil, nil)
+	descRejected    = prometheus.NewDesc("syncproxy_rejected_connections_total", "Client connections refused (max clients).", nil, nil)
+	descLimitCuts   = prometheus.NewDesc("syncproxy_limit_disconnects_total", "Clients disconnected by an input or output limit.", nil, nil)
+	descBackendUp   = prometheus.NewDesc("syncproxy_backend_up", "1 when at least one connection to the backend is up.", []string{"backend", "addr", "role"}, nil)
+	descBackendReqs = prometheus.NewDesc("syncproxy_backend_requests_total", "Requests answered by the backend.", []string{"backend"}, nil)
+	descBackendErrs = prometheus.NewDesc("syncproxy_backend_errors_total", "Requests failed by the proxy for the backend (down, timeout, queue full).", []string{"backend"}, nil)
+	descBackendLat  = prometheus.NewDesc("syncproxy_backend_duration_seconds", "Time from a request's write to the backend to its reply.", []string{"backend"}, nil)
+	descBackendOut  = prometheus.NewDesc("syncproxy_backend_outstanding", "Requests sent to the backend and not answered yet.", []string{"backend"}, nil)
+	descSlaveState  = prometheus.NewDesc("syncproxy_slave_state", "1 for the slave's current state (down, resyncing, catching-up, online).", []string{"slave", "state"}, nil)
+	descApplied     = prometheus.NewDesc("syncproxy_slave_applied_seq", "Sequence number of the last sync message the slave applied.", []string{"slave"}, nil)
+	descLagMsgs     = prometheus.NewDesc("syncproxy_slave_lag_messages", "Sync messages the slave is behind the latest seen.", []string{"slave"}, nil)
+	descLagMs       = prometheus.NewDesc("syncproxy_slave_lag_ms", "Age of the last applied message when it was applied, while behind.", []string{"slave"}, nil)
+	descReads       = prometheus.NewDesc("syncproxy_slave_reads_total", "Reads served by the slave.", []string{"slave"}, nil)
+	descResyncs     = prometheus.NewDesc("syncproxy_slave_resyncs_total", "Full resyncs of the slave.", []string{"slave"}, nil)
+	descCatchUps    = prometheus.NewDesc("syncproxy_slave_catchups_total", "Catch-ups of the slave from the backlog.", []string{"slave"}, nil)
+	descLatestSeq   = prometheus.NewDesc("syncproxy_sync_latest_seq", "Latest sync message sequence number seen.", nil, nil)
+	descSubscribed  = prometheus.NewDesc("syncproxy_sync_subscribed", "1 when the subscriber loop is subscribed to the sync channel.", nil, nil)
+	descMasterReads = prometheus.NewDesc("syncproxy_master_reads_total", "Reads served by the master.", nil, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCommands, descCmdLatency, descErrors, descClients, descBlocked,
+		descConnections, descRejected, descLimitCuts, descBackendUp, descBackendReqs, descBackendErrs, descBackendLat,
+		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descCatchUps,
+		descLatestSeq, descSubscribed, descMasterReads} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	m := s.metrics
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	hist := func(d *prometheus.Desc, h *router.Histogram, labels ...string) {
+		n, sum, buckets := h.Snapshot()
+		ch <- prometheus.MustNewConstHistogram(d, n, sum, buckets, labels...)
+	}
+	stat := func(name string, st *cmdStat) {
+		if n := st.calls.Load(); n > 0 {
+			counter(descCommands, n, name)
+			hist(descCmdLatency, &st.latency, name)
+		}
+	}
+	for ci, st := range m.commands {
+		stat(ci.Name, st)
+	}
+	stat("unknown", &m.unknown)
+	for i, kind := range errorKinds {
+		if n := m.errors[i].Load(); n > 0 {
+			counter(descErrors, n, kind)
+		}
+	}
+	gauge(descClients, float64(s.clients.Load()))
+	gauge(descBlocked, float64(s.waiters.n.Load()))
+	counter(descConnections, m.connections.Load())
+	counter(descRejected, m.rejected.Load())
+	counter(descLimitCuts, m.limitCuts.Load())
+	backend := func(b *router.Backend, role string) {
+		up := 0.0
+		if b.Up() {
+			up = 1
+		}
+		gauge(descBackendUp, up, b.Name(), b.Addr(), role)
+		counter(descBackendReqs, b.Stats.Requests.Load(), b.Name())
+		counter(descBackendErrs, b.Stats.Failed.Load(), b.Name())
+		hist(descBackendLat, &b.Stats.Latency, b.Name())
+		gauge(descBackendOut, float64(b.Outstanding.Load()), b.Name())
+	}
+	backend(s.router.Master(), "master")
+	for i, sl := range s.router.Slaves() {
+		backend(sl.Backend, "slave")
+		a := s.repl.Appliers()[i]
+		name := a.Name()
+		cur := a.State()
+		for _, st := range []replicate.State{replicate.StateDown, replicate.StateResyncing, replicate.StateCatchingUp, replicate.StateOnline} {
+			v := 0.0
+			if st == cur {
+				v = 1
+			}
+			gauge(descSlaveState, v, name, st.String())
+		}
+		gauge(descApplied, float64(a.Applied()), name)
+		gauge(descLagMsgs, float64(a.LagMessages()), name)
+		gauge(descLagMs, float64(a.LagMs()), name)
+		counter(descReads, sl.Reads.Load(), name)
+		counter(descResyncs, a.Resyncs(), name)
+		counter(descCatchUps, a.CatchUps(), name)
+	}
+	gauge(descLatestSeq, float64(s.repl.Latest()))
+	sub := 0.0
+	if s.repl.Subscribed() {
+		sub = 1
+	}
+	gauge(descSubscribed, sub)
+	counter(descMasterReads, s.router.MasterReads.Load())
+}
