@@ -232,8 +232,9 @@ func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
 		return nil, false // the common case, without a table lookup
 	}
 	rt := sess.s.router.Route(args)
-	if rt.Info == nil || rt.Class != router.ClassSpecial || !blockingPops[rt.Info.Name] || !rt.Info.CheckArity(len(args)) {
-		return nil, false
+	if rt.Info == nil || rt.Class != router.ClassSpecial || !blockingPops[rt.Info.Name] || !rt.Info.CheckArity(len(args)) ||
+		sess.noPerm(rt.Info) != "" {
+		return nil, false // dispatch answers with the error
 	}
 	return rt.Info, true
 }

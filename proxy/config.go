@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,31 +19,38 @@ import (
 
 // Config is every setting of a proxy. Zero values are replaced by DefaultConfig's.
 type Config struct {
-	Listen         string         `yaml:"listen"`
-	Master         string         `yaml:"master"`
-	Slaves         []string       `yaml:"slaves"`
-	SyncChannel    string         `yaml:"sync-channel"`
-	BackendTimeout time.Duration  `yaml:"backend-timeout"`
-	BackendConns   int            `yaml:"backend-conns"`
-	BacklogLen     int            `yaml:"backlog-len"`
-	ApplierQueue   int            `yaml:"applier-queue"`
-	MaxPipeline    int            `yaml:"max-pipeline"`
-	WriteGroup     int            `yaml:"write-group"`
-	ConfigSet      string         `yaml:"config-set"`
-	ReadPolicy     string         `yaml:"read-policy"`
-	ReadYourWrites bool           `yaml:"read-your-writes"`
-	RYWWait        time.Duration  `yaml:"ryw-wait"`
-	MaxLagMessages int64          `yaml:"max-lag-messages"`
-	MaxLagMs       int64          `yaml:"max-lag-ms"`
-	Weights        map[string]int `yaml:"weights"`
-	HealthInterval time.Duration  `yaml:"health-interval"`
-	RequirePass    string         `yaml:"requirepass"`
-	MaxClients     int            `yaml:"max-clients"`
-	IdleTimeout    time.Duration  `yaml:"idle-timeout"`
-	HealthFailures int            `yaml:"health-failures"`
-	ShutdownGrace  time.Duration  `yaml:"shutdown-grace"`
-	LogLevel       string         `yaml:"log-level"`
-	LogFormat      string         `yaml:"log-format"`
+	Listen              string         `yaml:"listen"`
+	Master              string         `yaml:"master"`
+	Slaves              []string       `yaml:"slaves"`
+	SyncChannel         string         `yaml:"sync-channel"`
+	BackendTimeout      time.Duration  `yaml:"backend-timeout"`
+	BackendConns        int            `yaml:"backend-conns"`
+	BacklogLen          int            `yaml:"backlog-len"`
+	ApplierQueue        int            `yaml:"applier-queue"`
+	MaxPipeline         int            `yaml:"max-pipeline"`
+	WriteGroup          int            `yaml:"write-group"`
+	ConfigSet           string         `yaml:"config-set"`
+	ReadPolicy          string         `yaml:"read-policy"`
+	ReadYourWrites      bool           `yaml:"read-your-writes"`
+	RYWWait             time.Duration  `yaml:"ryw-wait"`
+	MaxLagMessages      int64          `yaml:"max-lag-messages"`
+	MaxLagMs            int64          `yaml:"max-lag-ms"`
+	Weights             map[string]int `yaml:"weights"`
+	HealthInterval      time.Duration  `yaml:"health-interval"`
+	RequirePass         string         `yaml:"requirepass"`
+	Users               []User         `yaml:"users"`
+	MaxClients          int            `yaml:"max-clients"`
+	IdleTimeout         time.Duration  `yaml:"idle-timeout"`
+	HealthFailures      int            `yaml:"health-failures"`
+	ProtoMaxBulkLen     ByteSize       `yaml:"proto-max-bulk-len"`
+	MaxArgs             int64          `yaml:"max-args"`
+	QueryBufferLimit    ByteSize       `yaml:"client-query-buffer-limit"`
+	OutputTimeout       time.Duration  `yaml:"client-output-timeout"`
+	BackendDialTimeout  time.Duration  `yaml:"backend-dial-timeout"`
+	BackendWriteTimeout time.Duration  `yaml:"backend-write-timeout"`
+	ShutdownGrace       time.Duration  `yaml:"shutdown-grace"`
+	LogLevel            string         `yaml:"log-level"`
+	LogFormat           string         `yaml:"log-format"`
 
 	// Client side TLS: with a certificate and key, clients must speak TLS; with a
 	// CA too, they must present a certificate it signed.
@@ -63,28 +73,49 @@ type Config struct {
 	SlavePassword  string `yaml:"slave-password"`
 }
 
+// User is a named client account (AUTH name password), besides the default user
+// whose password is RequirePass.
+type User struct {
+	Name     string `yaml:"name"`
+	Password string `yaml:"password"`
+	Access   string `yaml:"access"` // read-write, or read-only: no writes, scripts, publishing or admin
+}
+
+// Access levels of users.
+const (
+	AccessReadWrite = "read-write"
+	AccessReadOnly  = "read-only"
+)
+
 // DefaultConfig returns the defaults of every setting.
 func DefaultConfig() Config {
 	return Config{
-		Listen:         "127.0.0.1:7379",
-		SyncChannel:    "syncproxy:sync",
-		BackendTimeout: 5 * time.Second,
-		BackendConns:   1,
-		BacklogLen:     100000,
-		ApplierQueue:   10000,
-		MaxPipeline:    1024,
-		WriteGroup:     512,
-		ConfigSet:      "deny",
-		ReadPolicy:     "prefer-replica",
-		ReadYourWrites: true,
-		HealthInterval: time.Second,
-		HealthFailures: 3,
-		MaxClients:     10000,
-		ShutdownGrace:  10 * time.Second,
-		LogLevel:       "info",
-		LogFormat:      "auto",
+		Listen:           "127.0.0.1:7379",
+		SyncChannel:      "syncproxy:sync",
+		BackendTimeout:   5 * time.Second,
+		BackendConns:     1,
+		BacklogLen:       100000,
+		ApplierQueue:     10000,
+		MaxPipeline:      1024,
+		WriteGroup:       512,
+		ConfigSet:        "deny",
+		ReadPolicy:       "prefer-replica",
+		ReadYourWrites:   true,
+		HealthInterval:   time.Second,
+		HealthFailures:   3,
+		MaxClients:       10000,
+		ProtoMaxBulkLen:  512 << 20,
+		MaxArgs:          1024 * 1024,
+		QueryBufferLimit: 1 << 30,
+		OutputTimeout:    60 * time.Second,
+		ShutdownGrace:    10 * time.Second,
+		LogLevel:         "info",
+		LogFormat:        "auto",
 	}
 }
+
+// maxConfigFile bounds the size of a config file.
+const maxConfigFile = 1 << 20
 
 // LoadConfigFile reads a YAML config file over c; unknown keys are errors.
 func LoadConfigFile(path string, c *Config) error {
@@ -93,7 +124,15 @@ func LoadConfigFile(path string, c *Config) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
-	return DecodeConfig(f, c, path)
+	// A config file is small; a huge one (or a device) is refused, not parsed.
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if len(data) > maxConfigFile {
+		return fmt.Errorf("config %s: larger than %d bytes", path, maxConfigFile)
+	}
+	return DecodeConfig(bytes.NewReader(data), c, path)
 }
 
 // DecodeConfig decodes YAML from r over c.
@@ -107,6 +146,22 @@ func DecodeConfig(r io.Reader, c *Config, name string) error {
 		return fmt.Errorf("config %s: %s", name, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return nil
+}
+
+// DialTimeout is the timeout of backend dials and handshakes.
+func (c *Config) DialTimeout() time.Duration {
+	if c.BackendDialTimeout > 0 {
+		return c.BackendDialTimeout
+	}
+	return c.BackendTimeout
+}
+
+// WriteTimeout is the timeout of backend writes.
+func (c *Config) WriteTimeout() time.Duration {
+	if c.BackendWriteTimeout > 0 {
+		return c.BackendWriteTimeout
+	}
+	return c.BackendTimeout
 }
 
 // Demo reports whether c asks for the self-contained demo (no master configured).
@@ -162,6 +217,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: max-clients %d must be at least 1", c.MaxClients)
 	case c.IdleTimeout < 0:
 		return fmt.Errorf("config: idle-timeout %v must not be negative", c.IdleTimeout)
+	case c.ProtoMaxBulkLen < 1024:
+		return fmt.Errorf("config: proto-max-bulk-len %d too small (at least 1kb)", c.ProtoMaxBulkLen)
+	case c.MaxArgs < 16:
+		return fmt.Errorf("config: max-args %d too small (at least 16)", c.MaxArgs)
+	case c.QueryBufferLimit < 1024:
+		return fmt.Errorf("config: client-query-buffer-limit %d too small (at least 1kb)", c.QueryBufferLimit)
+	case c.OutputTimeout < 0:
+		return fmt.Errorf("config: client-output-timeout %v must not be negative", c.OutputTimeout)
+	case c.BackendDialTimeout < 0 || c.BackendWriteTimeout < 0:
+		return errors.New("config: backend-dial-timeout and backend-write-timeout must not be negative (0: backend-timeout)")
 	case c.HealthFailures < 1:
 		return fmt.Errorf("config: health-failures %d must be at least 1", c.HealthFailures)
 	case c.RYWWait < 0:
@@ -177,6 +242,22 @@ func (c *Config) Validate() error {
 		if !found || w < 1 || w > 1000 {
 			return fmt.Errorf("config: weights: %q must be a slave's address with a weight in 1..1000", addr)
 		}
+	}
+	users := map[string]bool{}
+	for i, u := range c.Users {
+		switch {
+		case u.Name == "" || strings.ContainsAny(u.Name, " \t\r\n"):
+			return fmt.Errorf("config: users[%d]: a name without spaces is needed", i)
+		case u.Name == "default":
+			return fmt.Errorf("config: users[%d]: \"default\" is the user of requirepass", i)
+		case users[u.Name]:
+			return fmt.Errorf("config: users: %q is listed twice", u.Name)
+		case u.Password == "":
+			return fmt.Errorf("config: users: %q has no password", u.Name)
+		case u.Access != AccessReadWrite && u.Access != AccessReadOnly:
+			return fmt.Errorf("config: users: %q: access must be read-write or read-only", u.Name)
+		}
+		users[u.Name] = true
 	}
 	switch c.ConfigSet {
 	case "deny", "broadcast":
@@ -234,4 +315,66 @@ func parsePort(s string) (int, error) {
 		return 0, errors.New("bad port")
 	}
 	return n, nil
+}
+
+// ByteSize is a number of bytes, written as Redis writes them in its config: a
+// plain number, or with a unit k, kb, m, mb, g, gb (k = 1000, kb = 1024).
+type ByteSize int64
+
+// ParseByteSize parses s as Redis' memtoll does.
+func ParseByteSize(s string) (ByteSize, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	units := []struct {
+		suffix string
+		mul    int64
+	}{{"gb", 1 << 30}, {"mb", 1 << 20}, {"kb", 1 << 10}, {"g", 1e9}, {"m", 1e6}, {"k", 1e3}, {"b", 1}}
+	mul := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mul = strings.TrimSuffix(t, u.suffix), u.mul
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mul {
+		return 0, fmt.Errorf("%q is not a size (a number of bytes, or with k, kb, m, mb, g, gb)", s)
+	}
+	return ByteSize(n * mul), nil
+}
+
+// String writes the size in the largest exact binary unit.
+func (b ByteSize) String() string {
+	switch n := int64(b); {
+	case n != 0 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "gb"
+	case n != 0 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "mb"
+	case n != 0 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "kb"
+	default:
+		return strconv.FormatInt(n, 10)
+	}
+}
+
+// Set implements flag.Value.
+func (b *ByteSize) Set(s string) error {
+	v, err := ParseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
+
+// UnmarshalYAML takes a number or a string with a unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: a size must be a number or a string like 512mb", n.Line)
+	}
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	*b = v
+	return nil
 }

@@ -91,6 +91,40 @@ func FuzzDecodeConfig(f *testing.F) {
 	})
 }
 
+func TestConfigUsersAndSizes(t *testing.T) {
+	c := DefaultConfig()
+	c.Master = "127.0.0.1:6379"
+	y := "users:\n  - {name: app, password: p1, access: read-write}\n  - {name: ro, password: p2, access: read-only}\n" +
+		"proto-max-bulk-len: 1mb\nclient-query-buffer-limit: 2097152\nmax-args: 100\nclient-output-timeout: 5s\n"
+	if err := DecodeConfig(strings.NewReader(y), &c, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Users) != 2 || c.Users[1].Access != AccessReadOnly || c.ProtoMaxBulkLen != 1<<20 || c.QueryBufferLimit != 2<<20 || c.MaxArgs != 100 {
+		t.Fatalf("decoded %+v", c)
+	}
+	for _, bad := range []string{
+		"users: [{name: default, password: x, access: read-only}]",
+		"users: [{name: a, password: x, access: admin}]",
+		"users: [{name: a, access: read-only}]",
+		"users: [{name: a, password: x, access: read-only}, {name: a, password: y, access: read-only}]",
+		"proto-max-bulk-len: 12zb",
+		"proto-max-bulk-len: [1]",
+	} {
+		c := DefaultConfig()
+		c.Master = "127.0.0.1:6379"
+		err := DecodeConfig(strings.NewReader(bad), &c, "t")
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
 func TestConfigTLSAndCredentials(t *testing.T) {
 	certs := redistest.NewCerts(t)
 	good := DefaultConfig()

@@ -16,10 +16,10 @@ import (
 
 // dialMaster opens a dedicated connection to the master (for WATCH and for
 // subscriptions) as the backend links open theirs: TCP, then the TLS handshake
-// and AUTH when configured, all within the backend timeout. The reader must be
+// and AUTH when configured, all within the backend dial timeout. The reader must be
 // used for everything read from the connection afterwards.
 func (s *Server) dialMaster() (net.Conn, *bufio.Reader, error) {
-	deadline := time.Now().Add(s.cfg.BackendTimeout)
+	deadline := time.Now().Add(s.cfg.DialTimeout())
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	var d net.Dialer

@@ -76,6 +76,11 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 		tx.aborted = true
 		return true
 	}
+	if e := sess.noPerm(rt.Info); e != "" {
+		sess.localError(r, e)
+		tx.aborted = true
+		return true
+	}
 	q := txCmd{db: tx.db, raw: append([]byte(nil), c.Raw...), argc: len(args)}
 	switch {
 	case name == "select":

@@ -70,6 +70,7 @@ func (sess *Session) detach(conn redcon.Conn, cmds []redcon.Command) {
 		defer s.detachedWG.Done()
 		sess.serveDetached(dc, pending)
 		dc.Close()
+		s.logClosed(sess.netConn, sess.id)
 		s.mu.Lock()
 		delete(s.sessions, sess)
 		s.mu.Unlock()
@@ -171,6 +172,9 @@ func (sub *subConn) forward(dc redcon.DetachedConn, mu *sync.Mutex) {
 		err = dc.Flush()
 		mu.Unlock()
 		if err != nil {
+			// The client is gone or reads nothing (the output timeout): it is
+			// disconnected, as Redis disconnects a subscriber over its limit.
+			dc.NetConn().Close()
 			return
 		}
 	}

@@ -30,6 +30,7 @@ var ErrServerClosed = errors.New("proxy: server closed")
 // replicator.
 type Server struct {
 	cfg    Config
+	limits Limits
 	log    zerolog.Logger
 	router *router.Router
 	repl   *replicate.Replicator
@@ -72,6 +73,12 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		return nil, errors.New("proxy: no master configured")
 	}
 	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{}}
+	s.limits = Limits{
+		MaxBulkLen:    int64(cfg.ProtoMaxBulkLen),
+		MaxArgs:       cfg.MaxArgs,
+		QueryBuffer:   int64(cfg.QueryBufferLimit),
+		OutputTimeout: cfg.OutputTimeout,
+	}
 	var err error
 	if s.serverTLS, err = cfg.ServerTLS(); err != nil {
 		return nil, err
@@ -105,6 +112,8 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		BacklogLen:    cfg.BacklogLen,
 		QueueLen:      cfg.ApplierQueue,
 		Timeout:       cfg.BackendTimeout,
+		DialTimeout:   cfg.BackendDialTimeout,
+		WriteTimeout:  cfg.BackendWriteTimeout,
 		PollInterval:  cfg.HealthInterval,
 		FailThreshold: cfg.HealthFailures,
 		Keys: func(args [][]byte, dst []int) []int {
@@ -123,29 +132,33 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		[]byte(cfg.SyncChannel),
 	}}
 	master := router.NewBackend(router.BackendOptions{
-		Name:     "master",
-		Addr:     cfg.Master,
-		Conns:    cfg.BackendConns,
-		Timeout:  cfg.BackendTimeout,
-		MaxGroup: cfg.WriteGroup,
-		Script:   s.script,
-		Username: cfg.MasterUser,
-		Password: cfg.MasterPassword,
-		TLS:      s.masterTLS,
-		Log:      log,
+		Name:         "master",
+		Addr:         cfg.Master,
+		Conns:        cfg.BackendConns,
+		Timeout:      cfg.BackendTimeout,
+		DialTimeout:  cfg.BackendDialTimeout,
+		WriteTimeout: cfg.BackendWriteTimeout,
+		MaxGroup:     cfg.WriteGroup,
+		Script:       s.script,
+		Username:     cfg.MasterUser,
+		Password:     cfg.MasterPassword,
+		TLS:          s.masterTLS,
+		Log:          log,
 	})
 	var slaves []*router.Slave
 	for i, a := range s.repl.Appliers() {
 		b := router.NewBackend(router.BackendOptions{
-			Name:        a.Name(),
-			Addr:        cfg.Slaves[i],
-			Conns:       cfg.BackendConns,
-			Timeout:     cfg.BackendTimeout,
-			Username:    cfg.SlaveUser,
-			Password:    cfg.SlavePassword,
-			TLS:         backendTLSFor(s.backendTLS, cfg.Slaves[i]),
-			OnReconnect: a.Suspect,
-			Log:         log,
+			Name:         a.Name(),
+			Addr:         cfg.Slaves[i],
+			Conns:        cfg.BackendConns,
+			Timeout:      cfg.BackendTimeout,
+			DialTimeout:  cfg.BackendDialTimeout,
+			WriteTimeout: cfg.BackendWriteTimeout,
+			Username:     cfg.SlaveUser,
+			Password:     cfg.SlavePassword,
+			TLS:          backendTLSFor(s.backendTLS, cfg.Slaves[i]),
+			OnReconnect:  a.Suspect,
+			Log:          log,
 		})
 		slaves = append(slaves, &router.Slave{Backend: b, Status: a, Weight: cfg.Weights[cfg.Slaves[i]]})
 	}
@@ -179,9 +192,9 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 // to the built-in table of Redis 7.0.
 func (s *Server) loadTable() *router.Table {
 	opts := []redis.DialOption{
-		redis.DialConnectTimeout(s.cfg.BackendTimeout),
+		redis.DialConnectTimeout(s.cfg.DialTimeout()),
 		redis.DialReadTimeout(s.cfg.BackendTimeout),
-		redis.DialWriteTimeout(s.cfg.BackendTimeout),
+		redis.DialWriteTimeout(s.cfg.WriteTimeout()),
 	}
 	if s.cfg.MasterPassword != "" {
 		opts = append(opts, redis.DialUsername(s.cfg.MasterUser), redis.DialPassword(s.cfg.MasterPassword))
@@ -267,6 +280,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.serverTLS != nil {
 		served = tls.NewListener(s.ln, s.serverTLS)
 	}
+	// The limits read what the client sent: inside TLS.
+	served = &limitListener{Listener: served, limits: &s.limits, needAuth: s.cfg.RequirePass != ""}
 	s.srv = redcon.NewServer(ln.Addr().String(), s.handle, s.accept, s.closed)
 	if s.cfg.IdleTimeout > 0 {
 		s.srv.SetIdleClose(s.cfg.IdleTimeout)
@@ -386,6 +401,7 @@ func (s *Server) closed(conn redcon.Conn, err error) {
 		delete(s.sessions, sess)
 		s.mu.Unlock()
 		sess.close()
+		s.logClosed(sess.netConn, sess.id)
 	}
 	s.clients.Add(-1)
 }
@@ -419,4 +435,19 @@ func (g *gateListener) Close() error {
 	g.stopAccepting()
 	g.closeOnce.Do(func() { close(g.final) })
 	return nil
+}
+
+// limitListener reads and writes every client connection through its limits.
+type limitListener struct {
+	net.Listener
+	limits   *Limits
+	needAuth bool
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newLimitConn(c, l.limits, l.needAuth), nil
 }

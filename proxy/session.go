@@ -52,9 +52,10 @@ type Session struct {
 	minSeq    int64  // causal token set by CLIENT SYNCAFTER: reads must see it
 	minEpoch  string
 
-	authed       bool // AUTH succeeded, or no password is required
-	replyMode    int  // 0 on, 1 off, 2 skip next
-	replyDecided bool // CLIENT REPLY set the skip of its own reply
+	authed       bool  // AUTH succeeded, or no password is required
+	user         *User // the user authenticated as; nil: the default user
+	replyMode    int   // 0 on, 1 off, 2 skip next
+	replyDecided bool  // CLIENT REPLY set the skip of its own reply
 
 	netConn net.Conn // the client's connection, for deadlines
 	created time.Time
@@ -89,6 +90,15 @@ func newSession(s *Server, conn redcon.Conn, id int64) *Session {
 		id:      id,
 		log:     s.log.With().Int64("client", id).Logger(),
 		waiter:  router.NewWaiter(),
+	}
+}
+
+// setAuthed records whether the client is authenticated, for the session and for
+// the input limits (tighter before authentication, as Redis').
+func (sess *Session) setAuthed(v bool) {
+	sess.authed = v
+	if lc, ok := sess.netConn.(*limitConn); ok {
+		lc.authed.Store(v)
 	}
 }
 
@@ -275,6 +285,10 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		sess.localError(r, msgNoAuth)
 		return
 	}
+	if e := sess.noPerm(rt.Info); e != "" {
+		sess.localError(r, e)
+		return
+	}
 	if rt.Info.Name == "client" && len(args) >= 2 {
 		switch strings.ToLower(string(args[1])) {
 		case "synctoken":
@@ -286,6 +300,9 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		}
 	}
 	switch rt.Info.Name {
+	case "acl|whoami":
+		sess.local(r, appendBulk(nil, []byte(sess.userName())))
+		return
 	case "wait":
 		sess.wait(i, r, args)
 		return
@@ -491,18 +508,55 @@ func (sess *Session) broadcastReply(master []byte) []byte {
 	return master
 }
 
-// checkPassword checks AUTH's arguments: [password] or [user, password]; the only
-// user is "default".
+// checkPassword checks AUTH's arguments, [password] or [user, password], and on
+// success makes the session that user's.
 func (sess *Session) checkPassword(args [][]byte) bool {
-	want := sess.s.cfg.RequirePass
 	pass := args[len(args)-1]
 	if len(args) == 2 && string(args[0]) != "default" {
+		for i := range sess.s.cfg.Users {
+			if u := &sess.s.cfg.Users[i]; u.Name == string(args[0]) {
+				if subtle.ConstantTimeCompare(pass, []byte(u.Password)) != 1 {
+					return false
+				}
+				sess.user = u
+				return true
+			}
+		}
 		return false
 	}
-	if want == "" {
-		return true // the default user has no password: any is accepted
+	want := sess.s.cfg.RequirePass
+	if want != "" && subtle.ConstantTimeCompare(pass, []byte(want)) != 1 {
+		return false
 	}
-	return subtle.ConstantTimeCompare(pass, []byte(want)) == 1
+	sess.user = nil // the default user; with no password, any is accepted
+	return true
+}
+
+// userName is the session's user, as ACL WHOAMI and CLIENT LIST show it.
+func (sess *Session) userName() string {
+	if u := sess.user; u != nil {
+		return u.Name
+	}
+	return "default"
+}
+
+// noPerm returns Redis' ACL error when the session's user may not run ci, or "".
+func (sess *Session) noPerm(ci *router.CommandInfo) string {
+	if sess.user == nil || sess.user.Access != AccessReadOnly {
+		return ""
+	}
+	if ci.Has(router.FlagWrite) || ci.Has(router.FlagAdmin) || readOnlyDenied[ci.Name] {
+		return "NOPERM this user has no permissions to run the '" + ci.Name + "' command"
+	}
+	return ""
+}
+
+// readOnlyDenied are the commands, neither write nor admin, that a read-only user
+// may not run: they can write (scripts) or reach other clients.
+var readOnlyDenied = map[string]bool{
+	"eval": true, "evalsha": true, "fcall": true, "publish": true, "spublish": true,
+	"script|load": true, "script|flush": true, "script|kill": true, "function|kill": true,
+	"pfdebug": true, "pfselftest": true,
 }
 
 // checkWrite refuses writes the replication script cannot carry, or that touch the
@@ -546,7 +600,8 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 			sess.local(r, []byte("+OK\r\n"))
 		}
 	case "reset":
-		sess.authed = sess.s.cfg.RequirePass == ""
+		sess.setAuthed(sess.s.cfg.RequirePass == "")
+		sess.user = nil
 		sess.tx = nil
 		sess.closeWatch()
 		sess.setDB(0)
@@ -560,7 +615,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 		case len(args) == 2 && sess.s.cfg.RequirePass == "":
 			sess.localError(r, msgAuthNoPassword)
 		case sess.checkPassword(args[1:]):
-			sess.authed = true
+			sess.setAuthed(true)
 			sess.local(r, []byte("+OK\r\n"))
 		default:
 			sess.localError(r, msgWrongPass)
@@ -633,6 +688,7 @@ func (sess *Session) clientLine() string {
 		" addr=" + sess.netConn.RemoteAddr().String() +
 		" laddr=" + sess.netConn.LocalAddr().String() +
 		" name=" + name +
+		" user=" + sess.userName() +
 		" age=" + strconv.FormatInt(int64(time.Since(sess.created).Seconds()), 10) +
 		" db=" + strconv.FormatInt(int64(sess.shownDB.Load()), 10) + "\n"
 }
@@ -668,7 +724,7 @@ func (sess *Session) hello(r *router.Request, args [][]byte) {
 					sess.localError(r, msgWrongPass)
 					return
 				}
-				sess.authed = true
+				sess.setAuthed(true)
 				j += 2
 			case opt == "setname" && j+1 < len(args):
 				if !validClientName(args[j+1]) {

@@ -34,6 +34,8 @@ type Config struct {
 	QueueLen int
 	// Timeout bounds every backend round trip.
 	Timeout time.Duration
+	// DialTimeout and WriteTimeout bound dials and writes; 0: Timeout.
+	DialTimeout, WriteTimeout time.Duration
 	// PollInterval is how often each applier compares its position with the master's,
 	// so that a lost message is noticed even when no more writes come.
 	PollInterval time.Duration
@@ -80,6 +82,12 @@ func New(cfg Config) *Replicator {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = cfg.Timeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = cfg.Timeout
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
@@ -170,9 +178,9 @@ func (r *Replicator) Close() {
 // dial opens a redigo connection to e with the replicator's timeouts.
 func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Duration) (redis.Conn, error) {
 	opts := []redis.DialOption{
-		redis.DialConnectTimeout(r.cfg.Timeout),
+		redis.DialConnectTimeout(r.cfg.DialTimeout),
 		redis.DialReadTimeout(readTimeout),
-		redis.DialWriteTimeout(r.cfg.Timeout),
+		redis.DialWriteTimeout(r.cfg.WriteTimeout),
 	}
 	if e.Password != "" {
 		opts = append(opts, redis.DialPassword(e.Password))

@@ -141,17 +141,18 @@ type WriteScript struct {
 
 // BackendOptions configures a Backend.
 type BackendOptions struct {
-	Name        string // "master", "slave-1", for logs and errors
-	Addr        string
-	Conns       int // connections in the pool
-	Timeout     time.Duration
-	DialTimeout time.Duration
-	Username    string
-	Password    string
-	TLS         *tls.Config
-	QueueLen    int // requests waiting to be written, per connection
-	MaxGroup    int // writes per script call
-	Script      *WriteScript
+	Name         string // "master", "slave-1", for logs and errors
+	Addr         string
+	Conns        int           // connections in the pool
+	Timeout      time.Duration // a reply's wait
+	DialTimeout  time.Duration // dial and handshake (AUTH, SCRIPT LOAD); 0: Timeout
+	WriteTimeout time.Duration // a write; 0: Timeout
+	Username     string
+	Password     string
+	TLS          *tls.Config
+	QueueLen     int // requests waiting to be written, per connection
+	MaxGroup     int // writes per script call
+	Script       *WriteScript
 	// OnReconnect, when set, is called when a connection is established again
 	// after it was lost (the server may have restarted, empty).
 	OnReconnect func()
@@ -184,6 +185,9 @@ func NewBackend(opts BackendOptions) *Backend {
 	}
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = opts.Timeout
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = opts.Timeout
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 4096
@@ -448,7 +452,7 @@ func (l *link) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 		hs = append(hs, []string{"SCRIPT", "LOAD", o.Script.Body})
 	}
 	hs = append(hs, []string{"PING"})
-	conn.SetDeadline(time.Now().Add(o.Timeout))
+	conn.SetDeadline(time.Now().Add(o.DialTimeout))
 	var buf []byte
 	for _, c := range hs {
 		buf = appendArrayHeader(buf, len(c))
@@ -722,7 +726,7 @@ func (l *link) flush(conn net.Conn, bw *bufio.Writer) error {
 	if bw.Buffered() == 0 {
 		return nil
 	}
-	conn.SetWriteDeadline(time.Now().Add(l.b.opts.Timeout))
+	conn.SetWriteDeadline(time.Now().Add(l.b.opts.WriteTimeout))
 	return bw.Flush()
 }
 

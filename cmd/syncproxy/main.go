@@ -53,7 +53,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		master     = fs.String("master", "", "master Redis HOST:PORT (writes); empty runs the in-process demo")
 		slaves     = fs.String("slaves", "", "comma-separated slave Redis HOST:PORT list (reads)")
 		channel    = fs.String("sync-channel", def.SyncChannel, "pub/sub channel of the sync messages")
-		timeout    = fs.Duration("backend-timeout", def.BackendTimeout, "timeout of every backend dial, read and write")
+		timeout    = fs.Duration("backend-timeout", def.BackendTimeout, "timeout of a backend's reply (and of dials and writes unless set on their own)")
 		conns      = fs.Int("backend-conns", def.BackendConns, "multiplexed connections per backend")
 		backlog    = fs.Int("backlog-len", def.BacklogLen, "sync messages kept in the master's backlog (approximate)")
 		queue      = fs.Int("applier-queue", def.ApplierQueue, "sync messages buffered in memory per slave")
@@ -70,6 +70,10 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		reqPass    = fs.String("requirepass", "", "password clients must give with AUTH (as Redis' requirepass); empty: none")
 		maxClients = fs.Int("max-clients", def.MaxClients, "clients connected at once at most; beyond, Redis' error and the connection closed")
 		idle       = fs.Duration("idle-timeout", def.IdleTimeout, "close a client idle this long (0: never; subscribed clients excepted)")
+		maxArgs    = fs.Int64("max-args", def.MaxArgs, "arguments in one command at most")
+		outTimeout = fs.Duration("client-output-timeout", def.OutputTimeout, "close a client that accepts no reply byte for this long (0: never)")
+		dialTO     = fs.Duration("backend-dial-timeout", def.BackendDialTimeout, "timeout of backend dials and handshakes (0: --backend-timeout)")
+		writeTO    = fs.Duration("backend-write-timeout", def.BackendWriteTimeout, "timeout of backend writes (0: --backend-timeout)")
 		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
 		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
 		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
@@ -86,6 +90,9 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		slaveUser  = fs.String("slave-user", "", "ACL user on every slave (needs a password)")
 		slavePass  = fs.String("slave-password", "", "password on every slave (AUTH); or env "+slavePasswordEnv)
 	)
+	maxBulk, queryBuf := def.ProtoMaxBulkLen, def.QueryBufferLimit
+	fs.Var(&maxBulk, "proto-max-bulk-len", "longest bulk string a client may send (e.g. 512mb)")
+	fs.Var(&queryBuf, "client-query-buffer-limit", "bytes of one client command at most (e.g. 1gb)")
 	usage := func() {
 		fmt.Fprintf(stdout, "Usage: syncproxy [flags]\n\n"+
 			"A Redis proxy: writes go to --master and are replicated to every --slaves\n"+
@@ -160,6 +167,18 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.MaxClients = *maxClients
 		case "idle-timeout":
 			cfg.IdleTimeout = *idle
+		case "max-args":
+			cfg.MaxArgs = *maxArgs
+		case "client-output-timeout":
+			cfg.OutputTimeout = *outTimeout
+		case "backend-dial-timeout":
+			cfg.BackendDialTimeout = *dialTO
+		case "backend-write-timeout":
+			cfg.BackendWriteTimeout = *writeTO
+		case "proto-max-bulk-len":
+			cfg.ProtoMaxBulkLen = maxBulk
+		case "client-query-buffer-limit":
+			cfg.QueryBufferLimit = queryBuf
 		case "shutdown-grace":
 			cfg.ShutdownGrace = *grace
 		case "log-level":

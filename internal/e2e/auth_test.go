@@ -72,3 +72,50 @@ func TestMaxClientsAndIdleTimeout(t *testing.T) {
 	}
 	mustReply(t, a, "+PONG\r\n", "PING")
 }
+
+// TestUsers: users of the config file, read-write and read-only, answer as a
+// Redis with the same ACL users does (AUTH, HELLO AUTH, NOPERM for writes,
+// scripts and publishing, EXECABORT for a transaction queuing one, ACL WHOAMI).
+func TestUsers(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t, "--requirepass", "s3cret",
+		"--user", "writer", "on", ">wpass", "~*", "&*", "+@all",
+		"--user", "reader", "on", ">rpass", "~*", "&*", "+@all", "-@write", "-@admin",
+		"-eval", "-evalsha", "-fcall", "-publish", "-spublish")
+	servers := redistest.StartN(t, 3)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) {
+		c.RequirePass = "s3cret"
+		c.Users = []proxy.User{
+			{Name: "writer", Password: "wpass", Access: proxy.AccessReadWrite},
+			{Name: "reader", Password: "rpass", Access: proxy.AccessReadOnly},
+		}
+	}, servers[0], servers[1], servers[2])
+	steps := [][]string{
+		{"AUTH", "reader", "wrong"}, {"AUTH", "nobody", "rpass"}, {"GET", "k"},
+		{"AUTH", "writer", "wpass"}, {"ACL", "WHOAMI"}, {"SET", "k", "v"}, {"LPUSH", "l", "a", "b"},
+		{"EVAL", "return redis.call('INCR', KEYS[1])", "1", "n"}, {"PUBLISH", "ch", "x"},
+		{"AUTH", "reader", "rpass"}, {"ACL", "WHOAMI"}, {"GET", "k"}, {"LRANGE", "l", "0", "-1"}, {"EXISTS", "k", "n"},
+		{"SET", "k", "other"}, {"DEL", "k"}, {"BLPOP", "l", "1"}, {"FLUSHALL"}, {"CONFIG", "SET", "maxmemory", "1"},
+		{"EVAL", "return 1", "0"}, {"PUBLISH", "ch", "x"}, {"XREAD", "COUNT", "1", "STREAMS", "s", "0"},
+		{"MULTI"}, {"GET", "k"}, {"INCR", "n"}, {"EXEC"},
+		{"HELLO", "2", "AUTH", "writer", "wpass"}, {"ACL", "WHOAMI"}, {"INCR", "n"},
+		{"RESET"}, {"ACL", "WHOAMI"}, {"GET", "k"}, {"AUTH", "s3cret"}, {"ACL", "WHOAMI"}, {"SET", "k", "w"},
+	}
+	got := map[string][]string{}
+	for name, a := range map[string]string{"redis": ref.Addr, "proxy": addr} {
+		c := redistest.DialRaw(t, a)
+		for _, s := range steps {
+			r := string(c.Do(s...))
+			if s[0] == "HELLO" && len(r) > 0 && r[0] == '*' {
+				r = "HELLO ok"
+			}
+			got[name] = append(got[name], r)
+		}
+	}
+	for i, s := range steps {
+		if got["redis"][i] != got["proxy"][i] {
+			t.Errorf("%q: redis %q, proxy %q", s, got["redis"][i], got["proxy"][i])
+		}
+	}
+	redistest.WaitConverged(t, convergeTimeout, servers[0], servers[1], servers[2])
+}

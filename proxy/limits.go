@@ -1,0 +1,372 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// redcon's reader has no limits of its own: it buffers whatever length a client
+// declares. limitConn sits between the client's socket and redcon and follows the
+// request stream with a small state machine that reads only the framing — array
+// and bulk headers, inline line ends — and skips bulk payloads by their length.
+// It does not build commands (redcon does); it stops a request that exceeds a
+// limit before redcon buffers it, answers with Redis' error, and closes.
+//
+// What the machine cannot follow (a missing '$', a bad number) is malformed for
+// redcon too, which then answers with its own protocol error and closes: from
+// there the machine stops checking.
+
+// Limits are the bounds on what one client may send and leave unread.
+type Limits struct {
+	MaxBulkLen    int64         // longest bulk string (Redis' proto-max-bulk-len)
+	MaxArgs       int64         // most arguments in one command
+	QueryBuffer   int64         // most bytes of one command (client-query-buffer-limit)
+	OutputTimeout time.Duration // a client that accepts no reply byte for this long is closed; 0: never
+}
+
+// Redis' fixed limits for inline requests and header lines, and for clients that
+// have not authenticated yet when a password is required.
+const (
+	maxInline       = 64 << 10 // PROTO_INLINE_MAX_SIZE
+	maxInlineWork   = 4 << 20  // bytes redcon may copy for one inline request
+	unauthMaxArgs   = 10
+	unauthMaxBulk   = 16384
+	errWriteTimeout = 1 * time.Second // for writing the error before closing
+)
+
+// errLimit is returned by limitConn.Read after it answered a request over a limit;
+// redcon then closes the connection.
+type errLimit struct{ reply string }
+
+func (e *errLimit) Error() string { return e.reply }
+
+// errOutputStalled is returned by limitConn.Write when the client took no reply
+// byte for the output timeout.
+// errMalformed marks a malformed request for limitConn.Read.
+var errMalformed = &errLimit{}
+
+var errOutputStalled = errors.New("client accepted no output within the output timeout")
+
+type scanState uint8
+
+const (
+	stStart     scanState = iota // at the first byte of a request
+	stInline                     // inside an inline request, until '\n'
+	stArrayLen                   // the count of "*<count>\r\n"
+	stBulkStart                  // at the '$' of an argument
+	stBulkLen                    // the length of "$<len>\r\n"
+	stBulkBody                   // skipping an argument's bytes
+	stBulkCR                     // the CR LF after them
+	stBulkLF
+	stPass // malformed: redcon reports it
+)
+
+// reqScanner follows the framing of a stream of client requests.
+type reqScanner struct {
+	lim    *Limits
+	authed func() bool // nil or true: the authenticated limits apply
+
+	st       scanState
+	cmdBytes int64 // bytes of the current request so far
+	args     int64 // arguments of the current request still to come
+	skip     int64 // bytes left of the current argument (stBulkBody)
+	// the number being read (stArrayLen, stBulkLen), parsed as strconv.Atoi would
+	num       int64
+	numDigits int
+	numNeg    bool
+	numBad    bool
+	lineLen   int
+	spaces    int // of the inline request
+	prevCR    bool
+}
+
+// scan consumes p. When a request breaks a limit it returns the offset in p where
+// that request starts (0 if it started in an earlier p) and the error to send.
+// When a request is malformed it returns its offset and errMalformed: redcon
+// reports those itself, but drops the requests read with them, so they must
+// reach it first.
+func (r *reqScanner) scan(p []byte) (int, *errLimit) {
+	cmdStart := 0
+	malformed := func() (int, *errLimit) {
+		r.st = stPass
+		return max(cmdStart, 0), errMalformed
+	}
+	for i := 0; i < len(p); {
+		switch r.st {
+		case stPass:
+			return -1, nil
+		case stStart:
+			cmdStart = i
+			r.cmdBytes = 0
+			r.lineLen = 0
+			r.spaces = 0
+			if p[i] == '*' {
+				r.st = stArrayLen
+				r.resetNum()
+				i++
+				r.cmdBytes++
+			} else {
+				r.st = stInline
+			}
+		case stInline:
+			j := bytes.IndexByte(p[i:], '\n')
+			end := len(p)
+			if j >= 0 {
+				end = i + j
+			}
+			r.lineLen += end - i
+			r.cmdBytes += int64(end - i)
+			r.spaces += bytes.Count(p[i:end], []byte{' '})
+			// redcon copies the rest of the line for each argument: a long line
+			// of many short arguments costs its length times their number.
+			if r.lineLen > maxInline || r.spaces*r.lineLen > maxInlineWork {
+				return max(cmdStart, 0), &errLimit{"ERR Protocol error: too big inline request"}
+			}
+			if j < 0 {
+				return -1, nil
+			}
+			i = end + 1
+			r.st = stStart
+		case stArrayLen, stBulkLen:
+			c := p[i]
+			i++
+			r.cmdBytes++
+			if c != '\n' {
+				r.lineLen++
+				if r.lineLen > maxInline {
+					what := "mbulk"
+					if r.st == stBulkLen {
+						what = "bulk"
+					}
+					return max(cmdStart, 0), &errLimit{"ERR Protocol error: too big " + what + " count string"}
+				}
+				r.digit(c)
+				continue
+			}
+			if !r.prevCR || r.numBad || r.numDigits == 0 {
+				return malformed() // redcon: invalid (multi)bulk length
+			}
+			n := r.num
+			if r.numNeg {
+				n = -n
+			}
+			r.lineLen = 0
+			if r.st == stArrayLen {
+				if n <= 0 {
+					return malformed() // redcon refuses empty and negative arrays
+				}
+				if n > r.lim.MaxArgs {
+					return max(cmdStart, 0), &errLimit{"ERR Protocol error: invalid multibulk length"}
+				}
+				if n > unauthMaxArgs && !r.isAuthed() {
+					return max(cmdStart, 0), &errLimit{"ERR Protocol error: unauthenticated multibulk length"}
+				}
+				r.args = n
+				r.st = stBulkStart
+				continue
+			}
+			if n < 0 {
+				return malformed()
+			}
+			if n > r.lim.MaxBulkLen {
+				return max(cmdStart, 0), &errLimit{"ERR Protocol error: invalid bulk length"}
+			}
+			if n > unauthMaxBulk && !r.isAuthed() {
+				return max(cmdStart, 0), &errLimit{"ERR Protocol error: unauthenticated bulk length"}
+			}
+			r.skip = n
+			if r.cmdBytes+r.skip > r.lim.QueryBuffer {
+				return max(cmdStart, 0), &errLimit{"ERR Protocol error: client reached the query buffer limit (" +
+					strconv.FormatInt(r.lim.QueryBuffer, 10) + " bytes)"}
+			}
+			r.st = stBulkBody
+		case stBulkStart:
+			if p[i] != '$' {
+				return malformed() // redcon: expected '$'
+			}
+			i++
+			r.cmdBytes++
+			r.resetNum()
+			r.st = stBulkLen
+		case stBulkBody:
+			n := min(int64(len(p)-i), r.skip)
+			i += int(n)
+			r.skip -= n
+			r.cmdBytes += n
+			if r.skip > 0 {
+				return -1, nil
+			}
+			r.st = stBulkCR
+		case stBulkCR, stBulkLF:
+			want := byte('\r')
+			if r.st == stBulkLF {
+				want = '\n'
+			}
+			if p[i] != want {
+				return malformed() // redcon: invalid bulk length
+			}
+			i++
+			r.cmdBytes++
+			if r.st == stBulkCR {
+				r.st = stBulkLF
+				continue
+			}
+			r.args--
+			if r.args == 0 {
+				r.st = stStart
+			} else {
+				r.st = stBulkStart
+			}
+		}
+		if r.cmdBytes > r.lim.QueryBuffer {
+			return max(cmdStart, 0), &errLimit{"ERR Protocol error: client reached the query buffer limit (" +
+				strconv.FormatInt(r.lim.QueryBuffer, 10) + " bytes)"}
+		}
+	}
+	return -1, nil
+}
+
+func (r *reqScanner) isAuthed() bool { return r.authed == nil || r.authed() }
+
+func (r *reqScanner) resetNum() {
+	r.num, r.numDigits, r.numNeg, r.numBad, r.prevCR, r.lineLen = 0, 0, false, false, false, 0
+}
+
+// digit adds one byte of a header line, parsed as strconv.Atoi parses it (an
+// optional sign, then decimal digits, no overflow), the '\r' before '\n' apart.
+func (r *reqScanner) digit(c byte) {
+	if r.prevCR {
+		r.numBad = true // "\r" inside the line
+	}
+	switch {
+	case c == '\r':
+		r.prevCR = true
+		return
+	case (c == '+' || c == '-') && r.numDigits == 0 && !r.numNeg && r.lineLen == 1:
+		r.numNeg = c == '-'
+	case c >= '0' && c <= '9':
+		if r.num > (1<<62)/10 {
+			// Beyond any limit. It stays a number (Atoi may take it, and redcon
+			// would then wait for that many bytes): it saturates, to be refused.
+			r.num = 1 << 62
+		} else {
+			r.num = r.num*10 + int64(c-'0')
+		}
+		r.numDigits++
+	default:
+		r.numBad = true
+	}
+}
+
+// limitConn is a client connection seen through its limits.
+type limitConn struct {
+	net.Conn
+	lim     *Limits
+	scan    reqScanner
+	authed  atomic.Bool
+	pending *errLimit              // to send at the next Read, after the replies before it
+	rest    []byte                 // read, to deliver at the next Read (after a malformed request\'s start)
+	reason  atomic.Pointer[string] // why the connection failed, for the log
+
+	deadlineAt time.Time // the write deadline currently set
+}
+
+func newLimitConn(c net.Conn, lim *Limits, needAuth bool) *limitConn {
+	lc := &limitConn{Conn: c, lim: lim}
+	lc.authed.Store(!needAuth)
+	lc.scan = reqScanner{lim: lim, authed: lc.authed.Load}
+	return lc
+}
+
+// NetConn returns the wrapped connection.
+func (c *limitConn) NetConn() net.Conn { return c.Conn }
+
+// Read reads from the client and checks what it read against the limits. Requests
+// before one over a limit are delivered; that one is answered with an error (once
+// the replies before it were written: redcon reads again only after flushing
+// them), and the connection fails.
+func (c *limitConn) Read(p []byte) (int, error) {
+	if c.pending != nil {
+		return 0, c.fail(c.pending)
+	}
+	if len(c.rest) > 0 {
+		n := copy(p, c.rest)
+		c.rest = c.rest[n:]
+		return n, nil
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		if at, lerr := c.scan.scan(p[:n]); lerr != nil {
+			if lerr == errMalformed {
+				// redcon answers it; what precedes it is served first.
+				if at > 0 {
+					c.rest = append([]byte(nil), p[at:n]...)
+					return at, nil
+				}
+				return n, err
+			}
+			if at > 0 {
+				c.pending = lerr
+				return at, nil
+			}
+			return 0, c.fail(lerr)
+		}
+	}
+	return n, err
+}
+
+// fail answers the client with e and reports e.
+func (c *limitConn) fail(e *errLimit) error {
+	c.reason.Store(&e.reply)
+	c.Conn.SetWriteDeadline(time.Now().Add(errWriteTimeout))
+	c.Conn.Write([]byte("-" + e.reply + "\r\n"))
+	return e
+}
+
+// Write writes replies; a client that accepts none of them for the output
+// timeout is cut off (the write fails, and redcon or the session closes it).
+func (c *limitConn) Write(p []byte) (int, error) {
+	t := c.lim.OutputTimeout
+	if t <= 0 {
+		return c.Conn.Write(p)
+	}
+	done := 0
+	for {
+		// Move the deadline only when it is a quarter of the timeout old: a
+		// timer update per write is what this saves.
+		now := time.Now()
+		if c.deadlineAt.Sub(now) < t*3/4 {
+			c.deadlineAt = now.Add(t)
+			c.Conn.SetWriteDeadline(c.deadlineAt)
+		}
+		n, err := c.Conn.Write(p[done:])
+		done += n
+		if err == nil || done == len(p) {
+			return done, nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return done, err
+		}
+		if n == 0 {
+			reason := errOutputStalled.Error()
+			c.reason.Store(&reason)
+			return done, errOutputStalled
+		}
+		// Progress was made before the deadline: the client is reading, slowly.
+	}
+}
+
+// logClosed logs why a client's connection was cut by its limits, if it was.
+func (s *Server) logClosed(c net.Conn, id int64) {
+	if lc, ok := c.(*limitConn); ok {
+		if reason := lc.reason.Load(); reason != nil {
+			s.log.Warn().Int64("client", id).Str("addr", lc.RemoteAddr().String()).
+				Str("reason", *reason).Msg("client disconnected by a limit")
+		}
+	}
+}

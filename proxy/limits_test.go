@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidwall/redcon"
+)
+
+var testLimits = Limits{MaxBulkLen: 20000, MaxArgs: 16, QueryBuffer: 30000}
+
+// scanAll feeds data to a fresh scanner in chunks cut at cuts; it returns the
+// offset in data of the request over a limit (-1: none) and the error.
+func scanAll(data []byte, authed bool, cuts ...int) (int, string) {
+	r := reqScanner{lim: &testLimits, authed: func() bool { return authed }}
+	pos := 0
+	for _, end := range append(cuts, len(data)) {
+		if end < pos || end > len(data) {
+			continue
+		}
+		at, err := r.scan(data[pos:end])
+		if err == errMalformed {
+			return pos + at, "malformed"
+		}
+		if err != nil {
+			return pos + at, err.reply
+		}
+		pos = end
+	}
+	return -1, ""
+}
+
+func TestScannerLimits(t *testing.T) {
+	big := strings.Repeat("x", 20001)
+	cases := []struct {
+		name   string
+		in     string
+		authed bool
+		at     int
+		err    string
+	}{
+		{"plain commands", "*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nPING\r\n", true, -1, ""},
+		{"bulk at the limit", "*2\r\n$3\r\nGET\r\n$20000\r\n" + strings.Repeat("x", 20000) + "\r\n", true, -1, ""},
+		{"bulk over the limit", "PING\r\n*2\r\n$3\r\nSET\r\n$20001\r\n" + big + "\r\n", true, 6, "ERR Protocol error: invalid bulk length"},
+		{"declared size far beyond", "*1\r\n$99999999999999999999999\r\n", true, 0, "ERR Protocol error: invalid bulk length"},
+		{"too many arguments", "*17\r\n", true, 0, "ERR Protocol error: invalid multibulk length"},
+		{"huge argument count", "*2000000000000\r\n", true, 0, "ERR Protocol error: invalid multibulk length"},
+		{"unauthenticated arguments", "*11\r\n", false, 0, "ERR Protocol error: unauthenticated multibulk length"},
+		{"unauthenticated bulk", "*2\r\n$4\r\nAUTH\r\n$16385\r\n", false, 0, "ERR Protocol error: unauthenticated bulk length"},
+		{"authenticated small", "*2\r\n$4\r\nAUTH\r\n$3\r\npwd\r\n", false, -1, ""},
+		{"inline too long", "PING\r\n" + strings.Repeat("a", maxInline+1), true, 6, "ERR Protocol error: too big inline request"},
+		{"inline of many arguments", "SET " + strings.Repeat("a ", 3000) + "\r\n", true, 0, "ERR Protocol error: too big inline request"},
+		{"inline of a few arguments", "SET k " + strings.Repeat("a", 20000) + "\r\n", true, -1, ""},
+		{"count string too long", "*" + strings.Repeat("0", maxInline+1), true, 0, "ERR Protocol error: too big mbulk count string"},
+		{"bulk count string too long", "*1\r\n$" + strings.Repeat("0", maxInline+1), true, 0, "ERR Protocol error: too big bulk count string"},
+		{"query buffer", "*4\r\n$3\r\nSET\r\n$10000\r\n" + strings.Repeat("x", 10000) + "\r\n$10000\r\n" + strings.Repeat("x", 10000) + "\r\n$10000\r\n", true, 0, "ERR Protocol error: client reached the query buffer limit (30000 bytes)"},
+		// Malformed framing is redcon's to report; the scanner stops checking.
+		{"missing dollar", "*2\r\n$3\r\nGET\r\nx\r\n*5000\r\n", true, 0, "malformed"},
+		{"negative count", "PING\r\n*-1\r\n*5000\r\n", true, 6, "malformed"},
+		{"bad count", "*x\r\n*5000\r\n", true, 0, "malformed"},
+		{"bulk not ended by CRLF", "*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPINGxx*5000\r\n", true, 14, "malformed"},
+		{"header ended by LF only", "*1\n", true, 0, "malformed"},
+		{"signed count as Atoi takes it", "*+2\r\n$+3\r\nGET\r\n$1\r\nk\r\n*17\r\n", true, 22, "ERR Protocol error: invalid multibulk length"},
+	}
+	for _, c := range cases {
+		at, err := scanAll([]byte(c.in), c.authed)
+		if at != c.at || err != c.err {
+			t.Errorf("%s: got (%d, %q), want (%d, %q)", c.name, at, err, c.at, c.err)
+		}
+		// The verdict does not depend on how the stream is cut into reads.
+		for cut := 1; cut < len(c.in) && cut < 200; cut++ {
+			at2, err2 := scanAll([]byte(c.in), c.authed, cut)
+			if err2 != err || (at2 != at && !(at2 >= 0 && at >= 0 && at2 <= cut && at <= cut)) {
+				t.Fatalf("%s cut at %d: got (%d, %q), whole (%d, %q)", c.name, cut, at2, err2, at, err)
+			}
+		}
+	}
+}
+
+// The scanner and redcon agree on where requests start: requests under the
+// limits parse with redcon into the same commands whatever the chunking.
+func FuzzLimitScanner(f *testing.F) {
+	for _, seed := range limitSeeds(f) {
+		f.Add(seed, uint(3))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, cut uint) {
+		at, err := scanAll(data, true)
+		_, err2 := scanAll(data, true, int(cut%uint(len(data)+1)))
+		if err != err2 {
+			t.Fatalf("verdict depends on the chunking: %q vs %q", err, err2)
+		}
+		if err == "" {
+			return
+		}
+		if at < 0 || at > len(data) {
+			t.Fatalf("offset %d out of range", at)
+		}
+		// What precedes the request over a limit is whole requests: redcon
+		// reads it without leaving a partial one.
+		rd := redcon.NewReader(bytes.NewReader(data[:at]))
+		for {
+			if _, e := rd.ReadCommand(); e != nil {
+				if e.Error() == "EOF" {
+					return
+				}
+				if strings.Contains(e.Error(), "Protocol error") {
+					return // malformed before: redcon would have closed first
+				}
+				t.Fatalf("prefix before the limit is not whole requests: %v", e)
+			}
+		}
+	})
+}
+
+// limitSeeds are the malformed and limit-breaking inputs of testdata/malformed,
+// shared with the end-to-end bad-input test.
+func limitSeeds(tb testing.TB) [][]byte {
+	files, err := filepath.Glob(filepath.Join("..", "testdata", "malformed", "*.resp"))
+	if err != nil || len(files) == 0 {
+		tb.Fatalf("no seeds in testdata/malformed: %v", err)
+	}
+	var seeds [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		seeds = append(seeds, b)
+	}
+	return seeds
+}
+
+func TestLimitConnAnswersAfterEarlierReplies(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	lc := newLimitConn(b, &testLimits, false)
+	go func() {
+		a.Write([]byte("PING\r\n*99\r\n"))
+	}()
+	buf := make([]byte, 64)
+	n, err := lc.Read(buf)
+	if err != nil || string(buf[:n]) != "PING\r\n" {
+		t.Fatalf("first read: %q %v", buf[:n], err)
+	}
+	got := make(chan string)
+	go func() {
+		p := make([]byte, 128)
+		a.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _ := a.Read(p)
+		got <- string(p[:n])
+	}()
+	if _, err := lc.Read(buf); err == nil {
+		t.Fatal("second read should fail")
+	}
+	if s := <-got; s != "-ERR Protocol error: invalid multibulk length\r\n" {
+		t.Fatalf("client got %q", s)
+	}
+}
+
+func TestLimitConnOutputTimeout(t *testing.T) {
+	a, b := net.Pipe() // a never reads: every write blocks
+	defer a.Close()
+	lim := Limits{MaxBulkLen: 1024, MaxArgs: 16, QueryBuffer: 4096, OutputTimeout: 50 * time.Millisecond}
+	lc := newLimitConn(b, &lim, false)
+	start := time.Now()
+	if _, err := lc.Write([]byte("+OK\r\n")); err != errOutputStalled {
+		t.Fatalf("write to a client that does not read: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	if r := lc.reason.Load(); r == nil || *r != errOutputStalled.Error() {
+		t.Fatalf("reason %v", r)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"512mb": 512 << 20, "1gb": 1 << 30, "1k": 1000, "2KB": 2048, "100": 100, "3g": 3e9, "7b": 7} {
+		if got, err := ParseByteSize(in); err != nil || got != want {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "mb", "-1", "1tb", "99999999999gb", "1.5mb"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Errorf("%q parsed", in)
+		}
+	}
+	if s := ByteSize(512 << 20).String(); s != "512mb" {
+		t.Errorf("String %q", s)
+	}
+}
