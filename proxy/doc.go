@@ -19,6 +19,15 @@
 // Config holds every setting; DefaultConfig gives the defaults and Validate the
 // first problem, worded for a user. Flags are parsed only in cmd/syncproxy.
 //
+// # TLS and credentials
+//
+// Serve wraps the listener with TLS when Config has a certificate (tls.go builds
+// both TLS configurations from the files). Every backend connection gets the
+// backend TLS configuration and credentials: the router's links, the
+// replicator's endpoints, the COMMAND read at start, and the dedicated WATCH and
+// SUBSCRIBE connections, which dialMaster (dial.go) opens and checks with AUTH
+// and PING. Passwords are never logged; the start line says whether they are set.
+//
 // # Concurrency
 //
 // redcon runs one goroutine per client; Session methods run only there — or, once

@@ -70,7 +70,7 @@ func (sess *Session) closeWatch() {
 
 func (sess *Session) watchDown(r *router.Request, err error) {
 	sess.closeWatch()
-	sess.localError(r, "ERR syncproxy: master "+sess.s.cfg.Master+" is unavailable ("+sanitize([]byte(err.Error()), 100)+")")
+	sess.localError(r, "ERR syncproxy: master "+sess.s.cfg.Master+" is unavailable ("+sanitize([]byte(err.Error()), 200)+")")
 }
 
 // doWatch runs WATCH on the dedicated connection, after what the batch sent before.

@@ -6,11 +6,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -469,13 +471,13 @@ func (l *link) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 	}
 	if _, err := conn.Write(buf); err != nil {
 		conn.Close()
-		return nil, nil, err
+		return nil, nil, refusal(err, o.TLS)
 	}
 	for range hs {
 		reply, err := ReadFrame(br, nil)
 		if err != nil {
 			conn.Close()
-			return nil, nil, err
+			return nil, nil, refusal(err, o.TLS)
 		}
 		if reply[0] == '-' {
 			conn.Close()
@@ -532,6 +534,24 @@ var errStopped = errors.New("router: backend closed")
 type handshakeError struct{ msg string }
 
 func (e handshakeError) Error() string { return e.msg }
+
+// refusal turns an I/O error of the handshake that most likely means TLS
+// settings not matching the server's into a handshakeError: a TLS alert from the
+// server (TLS 1.3 servers send it after the handshake to a client whose
+// certificate they refuse), or a connection closed at once.
+func refusal(err error, conf *tls.Config) error {
+	var oe *net.OpError
+	closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+	switch {
+	case errors.As(err, &oe) && oe.Op == "remote error":
+		return handshakeError{"router: TLS handshake: " + err.Error()}
+	case closed && conf == nil:
+		return handshakeError{"router: handshake: the server closed the connection (does it expect TLS?)"}
+	case closed && len(conf.Certificates) == 0:
+		return handshakeError{"router: handshake: the server closed the TLS connection (does it require a client certificate?)"}
+	}
+	return err
+}
 
 func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, readerDone chan error) error {
 	o := &l.b.opts

@@ -188,16 +188,18 @@ func TestBackendWrongPassword(t *testing.T) {
 // TestSecretsNotShown: the passwords of the clients, the master and the slaves
 // appear in no log line (at debug level, from start to shutdown, with failures
 // on the way) and in nothing the proxy answers itself: INFO (every section),
-// CLIENT LIST, CLIENT INFO, HELLO, the refusal of CONFIG SET.
+// CLIENT LIST, CLIENT INFO, HELLO, the refusal of CONFIG SET, a user's NOPERM.
 func TestSecretsNotShown(t *testing.T) {
 	t.Parallel()
 	const clientPW, masterPW, slavePW = "client-Secret-9f1", "master-Secret-7c2", "slave-Secret-3d8"
+	const userPW = "user-Secret-5e4"
 	master := redistest.Start(t, "--requirepass", masterPW)
 	slaves := redistest.StartN(t, 2, "--requirepass", slavePW)
 	var logs lockedBuffer
 	log := zerolog.New(&logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 	addr, srv := serveProxy(t, log, func(c *proxy.Config) {
 		c.RequirePass = clientPW
+		c.Users = []proxy.User{{Name: "dash", Password: userPW, Access: proxy.AccessReadOnly}}
 		c.MasterPassword, c.SlavePassword = masterPW, slavePW
 	}, master, slaves...)
 	waitOnline(t, srv)
@@ -223,6 +225,9 @@ func TestSecretsNotShown(t *testing.T) {
 	do("UNWATCH")
 	do("SUBSCRIBE", "ch")
 	do("UNSUBSCRIBE")
+	ro := redistest.DialRaw(t, addr)
+	mustReply(t, ro, "+OK\r\n", "AUTH", "dash", userPW)
+	replies = append(replies, string(ro.Do("CLIENT", "LIST")), string(ro.Do("ACL", "WHOAMI")), string(ro.Do("SET", "k", "x")))
 	if replies[1] != "+OK\r\n" || replies[3] != "+OK\r\n" || !strings.Contains(replies[4], "# Proxy") ||
 		!strings.Contains(replies[4], "# Server") || !strings.Contains(replies[11], "name=me") {
 		t.Fatalf("AUTH, SET, INFO or CLIENT LIST did not work: %q", replies)
@@ -240,7 +245,7 @@ func TestSecretsNotShown(t *testing.T) {
 	if !strings.Contains(text, `"master_auth":true`) || !strings.Contains(text, `"slave_auth":true`) {
 		t.Errorf("the start line does not say that backend credentials are set:\n%s", logs.String())
 	}
-	for _, secret := range []string{clientPW, masterPW, slavePW} {
+	for _, secret := range []string{clientPW, masterPW, slavePW, userPW} {
 		if strings.Contains(text, secret) {
 			t.Errorf("%q is shown:\n%s", secret, text)
 		}

@@ -13,6 +13,10 @@
 // killed, paused (SIGSTOP), resumed and restarted on the same port; a restarted server
 // is empty. If redis-server is not on PATH, Start fails the test and says how to get it.
 //
+// StartWith takes Options: a server given Certs (NewCerts writes a CA, a server and
+// a client certificate to a temporary directory) accepts only TLS on its port, and
+// the package's own connections use TLS with the client certificate.
+//
 // Dial and Do give redigo connections with timeouts; DialRaw gives a RawConn, a minimal
 // RESP client that returns the exact bytes of each reply frame, for differential tests
 // that compare direct Redis with the proxy.
@@ -22,7 +26,8 @@
 // Diff compares a master with one slave, database by database (0..15): the key sets,
 // obtained with SCAN, and for every key DEBUG DIGEST-VALUE and PEXPIRETIME. Keys whose
 // name starts with "syncproxy:" are the proxy's own bookkeeping and are ignored.
-// WaitConverged polls Diff until the slaves match the master. CheckFor is the general
+// DiffServers does the same for two Servers, over TLS and with their --requirepass
+// when they have them; WaitConverged polls it until the slaves match the master. CheckFor is the general
 // polling helper: tests wait for a condition, never sleep and hope.
 //
 // # Concurrency
