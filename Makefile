@@ -17,7 +17,8 @@ vet:
 	$(GO) vet ./...
 
 # deps installs what the tests need: redis-server and redis-benchmark (the tests
-# start real servers), and a C compiler (the race detector needs cgo). apt-get only;
+# start real servers), a C compiler (the race detector needs cgo), and chromium
+# (the status page is tested in a headless browser). apt-get only;
 # elsewhere it says what to install.
 deps:
 	@missing=; \
@@ -25,10 +26,11 @@ deps:
 		missing="redis-server redis-tools"; \
 	fi; \
 	command -v "$$($(GO) env CC)" >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$$missing chromium"; \
 	[ -z "$$missing" ] && exit 0; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
 		echo "make: missing: $$missing" >&2; \
-		echo "make: install redis-server 7 and redis-tools (redis-cli, redis-benchmark), and a C compiler for go test -race (e.g. 'brew install redis' on macOS, 'dnf install redis gcc' on Fedora)" >&2; \
+		echo "make: install redis-server 7 and redis-tools (redis-cli, redis-benchmark), chromium, and a C compiler for go test -race (e.g. 'brew install redis' on macOS, 'dnf install redis gcc' on Fedora)" >&2; \
 		exit 1; \
 	fi; \
 	sudo=; \
