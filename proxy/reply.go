@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/tidwall/redcon"
 
@@ -85,6 +86,43 @@ func filterKeys(keys [][]byte) []byte {
 	out := redcon.AppendArray(nil, len(kept))
 	for _, k := range kept {
 		out = append(out, k...)
+	}
+	return out
+}
+
+// secretParams are the master's settings CONFIG GET does not show through the
+// proxy: any client of the proxy could read the master's password otherwise.
+var secretParams = map[string]bool{
+	"requirepass": true, "masterauth": true, "tls-key-file-pass": true, "tls-client-key-file-pass": true,
+}
+
+// hiddenSecret replaces a secret's value in CONFIG GET replies.
+const hiddenSecret = "(hidden by syncproxy)"
+
+// hideSecrets rewrites CONFIG GET's [name, value, ...] reply with the values of
+// secretParams hidden; a non-empty value only (an empty one says there is none).
+func hideSecrets(reply []byte) []byte {
+	items := splitArray(reply)
+	if len(items)%2 != 0 {
+		return reply
+	}
+	found := false
+	for i := 0; i < len(items); i += 2 {
+		if secretParams[strings.ToLower(bulkText(items[i]))] && len(bulkData(items[i+1])) > 0 {
+			found = true
+		}
+	}
+	if !found {
+		return reply
+	}
+	out := redcon.AppendArray(nil, len(items))
+	for i := 0; i < len(items); i += 2 {
+		out = append(out, items[i]...)
+		if secretParams[strings.ToLower(bulkText(items[i]))] && len(bulkData(items[i+1])) > 0 {
+			out = redcon.AppendBulkString(out, hiddenSecret)
+		} else {
+			out = append(out, items[i+1]...)
+		}
 	}
 	return out
 }

@@ -29,12 +29,13 @@ const (
 type post uint8
 
 const (
-	postNone      post = iota
-	postInfo           // prepend the proxy's INFO sections
-	postQuit           // close the connection after this reply
-	postExec           // EXEC: the array of the transaction's replies
-	postBroadcast      // CONFIG SET sent to every backend: the master's reply, or a slave's error
-	postHideMeta       // SCAN or KEYS in DB 0: leave out the replication metadata keys
+	postNone        post = iota
+	postInfo             // prepend the proxy's INFO sections
+	postQuit             // close the connection after this reply
+	postExec             // EXEC: the array of the transaction's replies
+	postBroadcast        // CONFIG SET sent to every backend: the master's reply, or a slave's error
+	postHideMeta         // SCAN or KEYS in DB 0: leave out the replication metadata keys
+	postHideSecrets      // CONFIG GET: the master's passwords are not the client's to read
 )
 
 // Session is one client connection's state. Its methods run on the connection's
@@ -235,6 +236,8 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 			r.Reply = sess.broadcastReply(r.Reply)
 		case postHideMeta:
 			r.Reply = hideMeta(r.Reply)
+		case postHideSecrets:
+			r.Reply = hideSecrets(r.Reply)
 		case postQuit:
 			quit = true
 		}
@@ -413,6 +416,9 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		r.Raw = c.Raw
 		if rt.Info.Name == "scan" && r.DB == 0 {
 			sess.posts[i] = postHideMeta
+		}
+		if rt.Info.Name == "config|get" {
+			sess.posts[i] = postHideSecrets
 		}
 		sess.toMaster(r)
 	case router.ClassRead:
