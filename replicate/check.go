@@ -1069,7 +1069,10 @@ func describeState(st keyState) string {
 	if st.typ == "none" {
 		return "missing"
 	}
-	return st.typ + " expiring " + describeExp(st.exp)
+	if st.exp < 0 {
+		return st.typ + " without expiry"
+	}
+	return st.typ + " expiring at " + describeExp(st.exp)
 }
 
 // repairScript restores keys on a slave from the master's DUMP payloads, if the
