@@ -262,3 +262,15 @@ func TestCheckErrors(t *testing.T) {
 		t.Errorf("unreachable slave: %v", err)
 	}
 }
+
+// TestCheckWithoutDebug: a server that refuses DEBUG makes the check compare
+// values by content.
+func TestCheckWithoutDebug(t *testing.T) {
+	master := redistest.Start(t)
+	slave := redistest.Start(t, "--enable-debug-command", "no")
+	populate(t, master, slave)
+	rep, got := runCheck(t, checkConfig(master, slave))
+	if rep.Digest || !rep.Clean() || len(got) > 0 {
+		t.Errorf("Digest %v, differences %v", rep.Digest, got)
+	}
+}
