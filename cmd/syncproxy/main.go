@@ -247,6 +247,9 @@ func newLogger(cfg proxy.Config, w io.Writer) zerolog.Logger {
 
 // run is main without os.Exit; ready, when not nil, receives the listening address.
 func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
+	if len(args) > 0 && args[0] == "check" {
+		return runCheck(args[1:], stdout, stderr)
+	}
 	cfg, help, err := parseConfig(args, stdout)
 	if help {
 		return 0
