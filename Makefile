@@ -46,9 +46,11 @@ deps:
 build:
 	$(GO) build -o bin/syncproxy ./cmd/syncproxy
 
-# bench starts its own servers and syncproxy; see internal/bench.
+# bench starts its own servers and syncproxy; see internal/bench. Then what idle
+# clients and one large request cost the proxy in memory (BenchmarkIdleClients).
 bench: deps
 	$(GO) run ./internal/bench
+	$(GO) test -run '^$$' -bench '^BenchmarkIdleClients$$' -benchtime 1x ./internal/e2e
 
 # fuzz runs every Fuzz target of the module for FUZZTIME each.
 fuzz:
