@@ -166,11 +166,16 @@ func (sub *subConn) forward(dc redcon.DetachedConn, mu *sync.Mutex) {
 			sub.ended.Store(true)
 		}
 		mu.Lock()
-		dc.WriteRaw(frame)
-		err = dc.Flush()
+		buffered := 0
+		if err = writeReply(dc, frame, &buffered); err == nil {
+			err = dc.Flush()
+		}
 		mu.Unlock()
 		if err != nil {
 			return
+		}
+		if cap(frame) > maxKeptReply {
+			frame = nil // not the largest message's buffer for the subscription's life
 		}
 	}
 }
