@@ -2,8 +2,9 @@
 
 GO       ?= go
 FUZZTIME ?= 30s
+SOAK     ?= 10m
 
-.PHONY: all test vet deps build bench fuzz clean
+.PHONY: all test vet deps build bench soak fuzz clean
 
 all: test
 
@@ -48,9 +49,17 @@ deps:
 build:
 	$(GO) build -o bin/syncproxy ./cmd/syncproxy
 
-# bench starts its own servers and syncproxy; see internal/bench.
+# bench starts its own servers and syncproxy; see internal/bench. Then what idle
+# clients and one large request cost the proxy in memory (BenchmarkIdleClients).
 bench: deps
 	$(GO) run ./internal/bench
+	$(GO) test -run '^$$' -bench '^BenchmarkIdleClients$$' -benchtime 1x ./internal/e2e
+
+# soak runs TestSoak for SOAK: mixed load from 50 clients through the proxy while
+# a slave is restarted every minute, a line of figures every 10s, then the slaves
+# must equal the master (see internal/e2e/soak_test.go). Not part of make test.
+soak: deps
+	$(GO) test -run '^TestSoak$$' -count 1 -v -timeout 0 ./internal/e2e -soak $(SOAK)
 
 # fuzz runs every Fuzz target of the module for FUZZTIME each.
 fuzz:

@@ -126,3 +126,33 @@ func hideSecrets(reply []byte) []byte {
 	}
 	return out
 }
+
+// writeReply writes one reply of a batch to the client c. redcon's writer keeps
+// the capacity its buffer grew to (up to 256 KiB) for as long as the client stays
+// connected, so the proxy lets it hold at most maxKeptReply bytes, as Redis'
+// 16 KiB reply buffer: beyond, what it holds is flushed, and a larger reply is
+// written straight to the connection. buffered counts the bytes it holds.
+func writeReply(c redcon.Conn, b []byte, buffered *int) error {
+	if *buffered+len(b) > maxKeptReply {
+		if err := flushConn(c); err != nil {
+			return err
+		}
+		*buffered = 0
+		if len(b) > maxKeptReply {
+			_, err := c.NetConn().Write(b)
+			return err
+		}
+	}
+	c.WriteRaw(b)
+	*buffered += len(b)
+	return nil
+}
+
+// flushConn flushes what redcon's writer holds for c, a served or a detached
+// connection.
+func flushConn(c redcon.Conn) error {
+	if dc, ok := c.(redcon.DetachedConn); ok {
+		return dc.Flush()
+	}
+	return redcon.BaseWriter(c).Flush()
+}

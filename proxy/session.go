@@ -41,10 +41,10 @@ const (
 // Session is one client connection's state. Its methods run on the connection's
 // redcon goroutine only.
 type Session struct {
-	s    *Server
-	conn redcon.Conn
-	id   int64
-	log  zerolog.Logger
+	s       *Server
+	conn    redcon.Conn
+	id      int64
+	lazyLog *zerolog.Logger // see logger
 
 	db        int
 	name      string
@@ -90,7 +90,6 @@ func newSession(s *Server, conn redcon.Conn, id int64) *Session {
 		created: time.Now(),
 		authed:  s.cfg.RequirePass == "",
 		id:      id,
-		log:     s.log.With().Int64("client", id).Logger(),
 		waiter:  router.NewWaiter(),
 	}
 }
@@ -102,6 +101,17 @@ func (sess *Session) setAuthed(v bool) {
 	if lc, ok := sess.netConn.(*limitConn); ok {
 		lc.authed.Store(v)
 	}
+}
+
+// logger returns the session's logger, which names the client. It is made on
+// first use: zerolog's With allocates half a kilobyte, and an idle client
+// should cost little (see BenchmarkIdleClients).
+func (sess *Session) logger() *zerolog.Logger {
+	if sess.lazyLog == nil {
+		l := sess.s.log.With().Int64("client", sess.id).Logger()
+		sess.lazyLog = &l
+	}
+	return sess.lazyLog
 }
 
 func (sess *Session) close() {
@@ -221,6 +231,8 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		}
 	}
 	elapsed := time.Since(start)
+	buffered := 0 // reply bytes redcon's writer holds (see writeReply)
+	var werr error
 	for i := range cmds {
 		r := sess.reqs[i]
 		if r.Kind == router.KindWrite {
@@ -241,14 +253,16 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		case postQuit:
 			quit = true
 		}
-		if !sess.skip[i] {
-			sess.conn.WriteRaw(r.Reply)
+		if !sess.skip[i] && werr == nil {
+			werr = writeReply(sess.conn, r.Reply, &buffered)
 		}
 
-		// Do not keep large reply buffers alive between batches.
+		// Do not keep large reply buffers alive between batches, nor the
+		// command (redcon's copy of it, as large as the client sent).
 		if cap(r.Reply) > maxKeptReply {
 			r.Reply = nil
 		}
+		r.Raw = nil
 	}
 	// Nor the requests of a deep pipeline.
 	if len(sess.reqs) > maxKeptRequests {
@@ -259,7 +273,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		sess.onSlave = sess.onSlave[:maxKeptRequests:maxKeptRequests]
 		sess.skip = sess.skip[:maxKeptRequests:maxKeptRequests]
 	}
-	return quit
+	return quit || werr != nil
 }
 
 func (sess *Session) local(r *router.Request, reply []byte) {
