@@ -66,8 +66,8 @@ type Session struct {
 	detached  atomic.Bool // served by its own goroutine (subscribed mode)
 	sub       *subConn    // the dedicated subscription connection
 
-	evalChecks []evalCheck       // the batch's EVALs
-	bcast      []bcastReplies    // the slaves' replies to the batch's broadcasts
+	evalChecks []evalCheck    // the batch's EVALs
+	bcast      []bcastReplies // the slaves' replies to the batch's broadcasts
 
 	tx    *txState    // MULTI ... EXEC being queued
 	watch *watchConn  // dedicated master connection while WATCHing
