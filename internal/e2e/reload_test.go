@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -305,5 +309,74 @@ func TestReload(t *testing.T) {
 	}
 	if !regexp.MustCompile(`"changed":\["requirepass"\][^\n]*"configuration reloaded"`).MatchString(out) {
 		t.Errorf("no reload line saying requirepass changed")
+	}
+}
+
+// TestReloadSIGHUP rewrites the config file of a running binary and sends SIGHUP:
+// an invalid file is logged and changes nothing; a valid one adds a slave, lowers
+// the log level, and its restart-only change is refused; a flag still wins
+// over the file.
+func TestReloadSIGHUP(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, s1, s2 := servers[0], servers[1], servers[2]
+	file := filepath.Join(t.TempDir(), "syncproxy.yaml")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := fmt.Sprintf("listen: 127.0.0.1:0\nmaster: %s\nbackend-timeout: 2s\nread-your-writes: false\n", master.Addr)
+	write(base + fmt.Sprintf("slaves:\n  - %s\nlog-level: info\n", s1.Addr))
+	p := startBinary(t, "--config", file, "--log-format", "json")
+	addr := p.listening()
+	waitWritable(t, addr, startTimeout)
+	c := redistest.DialRaw(t, addr)
+	defer c.Close()
+	mustReply(t, c, "+OK\r\n", "SET", "before-reload", "1")
+	hup := func() {
+		t.Helper()
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	write(base + "slaves: [unterminated\n")
+	hup()
+	p.waitLine(regexp.MustCompile(`"level":"error".*"configuration reload failed`))
+	mustReply(t, c, string(bulk("1")), "GET", "before-reload")
+
+	// log-format: the --log-format flag wins, the log stays JSON.
+	write(base + fmt.Sprintf("slaves:\n  - %s\n  - %s\nlog-level: warn\nlog-format: console\nsync-channel: other\n", s1.Addr, s2.Addr))
+	hup()
+	p.waitLine(regexp.MustCompile(`"level":"warn".*"setting":"sync-channel".*restart`))
+	m := p.waitLine(regexp.MustCompile(`^\{.*"configuration reloaded".*\}$`))
+	var entry struct {
+		Changed     []string `json:"changed"`
+		Added       []string `json:"slaves_added"`
+		NeedRestart []string `json:"need_restart"`
+	}
+	if err := json.Unmarshal([]byte(m[0]), &entry); err != nil {
+		t.Fatalf("reload line %q: %v", m[0], err)
+	}
+	if strings.Join(entry.Changed, ",") != "slaves,log-level" || len(entry.Added) != 1 || entry.Added[0] != s2.Addr ||
+		strings.Join(entry.NeedRestart, ",") != "sync-channel" {
+		t.Errorf("reload line %s: want changed slaves and log-level, %s added, sync-channel needing a restart", m[0], s2.Addr)
+	}
+	redistest.CheckFor(t, onlineTimeout, poll, func() error {
+		info := string(c.Do("INFO", "sync"))
+		for _, want := range []string{"sync_slaves:2", "slave1:name=slave-2,addr=" + s2.Addr + ",state=online"} {
+			if !strings.Contains(info, want) {
+				return fmt.Errorf("INFO lacks %q:\n%s", want, info)
+			}
+		}
+		return nil
+	})
+	redistest.WaitConverged(t, convergeTimeout, master, s1, s2)
+	p.terminate()
+	// At warn level, the info line of the shutdown is not logged.
+	if log := p.stderr.String(); strings.Contains(log, "shutting down") {
+		t.Errorf("info lines logged after the reload to log-level warn:\n%s", log)
 	}
 }
