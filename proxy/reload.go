@@ -60,7 +60,9 @@ func (s *Server) Reload(cfg Config) error {
 	s.cur.Store(&next)
 	s.limits.Store(limitsOf(&next))
 	s.router.SetReadOptions(readOptionsOf(&next))
-	s.repl.SetHealth(next.HealthInterval, next.HealthFailures)
+	if next.HealthInterval != old.HealthInterval || next.HealthFailures != old.HealthFailures {
+		s.repl.SetHealth(next.HealthInterval, next.HealthFailures)
+	}
 	s.mu.Lock()
 	if s.srv != nil {
 		s.srv.SetIdleClose(next.IdleTimeout) // redcon: for connections accepted from now on
