@@ -40,4 +40,10 @@
 // router) and the replicator (package replicate): NewServer starts them and
 // Shutdown stops them, after it stopped accepting clients and the clients went
 // idle (what they sent is answered). Shutdown is safe to call twice.
+//
+// Reload (reload.go), serialized with itself and with Shutdown's stop of the
+// backends, publishes what it changes through atomic pointers — the config in
+// force, the client limits, the router's read set and read options — so that
+// sessions read them without locks. It stops the applier and the backend of a
+// slave it removes before it returns.
 package proxy

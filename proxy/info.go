@@ -61,9 +61,10 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("sync_channel", s.cfg.SyncChannel)
 	b.WriteString("\r\n# Sync\r\n")
 	field("sync_latest_seq", strconv.FormatInt(s.repl.Latest(), 10))
-	field("sync_slaves", strconv.Itoa(len(s.router.Slaves())))
-	for i, sl := range s.router.Slaves() {
-		a := s.repl.Appliers()[i]
+	slaves := s.router.Slaves()
+	field("sync_slaves", strconv.Itoa(len(slaves)))
+	for i, sl := range slaves {
+		a := applierOf(sl)
 		field("slave"+strconv.Itoa(i), "name="+a.Name()+
 			",addr="+a.Addr()+
 			",state="+a.State().String()+

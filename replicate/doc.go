@@ -34,6 +34,8 @@
 // Replicator.Start runs the subscriber and the appliers, each in one goroutine
 // that owns its connections; the subscriber also runs a pinger that owns the
 // sending side of its connection. Close cancels them all and waits; it is safe to
-// call twice. Check runs in its caller's goroutine, with its own connections,
+// call twice. AddSlave starts one more applier and RemoveSlave stops one and
+// waits for it; the subscriber hands messages to a snapshot of the appliers.
+// Check runs in its caller's goroutine, with its own connections,
 // closed before it returns; its callbacks are called from that goroutine.
 package replicate

@@ -34,7 +34,7 @@ func (s *subscriber) run(ctx context.Context) {
 }
 
 func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error {
-	ping := s.r.cfg.PollInterval
+	ping, _ := s.r.health()
 	if ping < 100*time.Millisecond {
 		ping = 100 * time.Millisecond
 	}
@@ -94,7 +94,7 @@ func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error 
 					f(e.DB, e.Args)
 				}
 			}
-			for _, a := range s.r.appliers {
+			for _, a := range s.r.Appliers() {
 				a.offer(msg)
 			}
 		case redis.Subscription:
@@ -112,7 +112,7 @@ func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error 
 }
 
 func (r *Replicator) kickAll() {
-	for _, a := range r.appliers {
+	for _, a := range r.Appliers() {
 		a.kick()
 	}
 }

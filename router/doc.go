@@ -27,6 +27,10 @@
 //
 // NewBackend starts one run goroutine per link; each run starts and waits for its
 // reader. Close cancels them and waits. Every Request submitted is completed
-// exactly once — by a reply, a timeout or a failure — so Waiter.Wait never blocks
-// forever.
+// exactly once — by a reply, a timeout or a failure, also when it is submitted
+// while or after its backend closes — so Waiter.Wait never blocks forever.
+//
+// The read set (Slaves, weights) and the read options are immutable snapshots
+// behind atomic pointers: SetSlaves and SetReadOptions replace them whole, and
+// picking a slave never locks.
 package router
