@@ -29,3 +29,5 @@ require (
 	go.uber.org/atomic v1.12.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/tidwall/redcon => ./internal/redcon
