@@ -531,7 +531,15 @@ func (l *link) dial(ctx context.Context, addr string) (net.Conn, *bufio.Reader, 
 		return nil, nil, err
 	}
 	if o.TLS != nil {
-		tc := tls.Client(conn, o.TLS)
+		conf := o.TLS
+		if conf.ServerName == "" && !conf.InsecureSkipVerify {
+			// Verified for the host of the address (which SetAddr may change).
+			conf = conf.Clone()
+			if conf.ServerName, _, err = net.SplitHostPort(addr); err != nil {
+				conf.ServerName = addr
+			}
+		}
+		tc := tls.Client(conn, conf)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			conn.Close()
 			return nil, nil, handshakeError{"router: TLS handshake: " + err.Error()}
