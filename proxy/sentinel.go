@@ -202,6 +202,7 @@ func (w *sentinelWatch) run(ctx context.Context) {
 	hold := time.NewTimer(time.Hour)
 	hold.Stop()
 	defer hold.Stop()
+	// (At shutdown a pause stays: the closing backend fails what it holds.)
 	paused := false
 	resume := func(why string) {
 		if paused {
@@ -210,7 +211,7 @@ func (w *sentinelWatch) run(ctx context.Context) {
 			w.log.Warn().Str("master", w.s.MasterAddr()).Str("reason", why).Msg("writes to the master resumed")
 		}
 	}
-	defer resume("shutdown")
+	ignored := map[string]string{} // per sentinel, the stale answer last reported
 	for {
 		select {
 		case <-ctx.Done():
@@ -233,13 +234,21 @@ func (w *sentinelWatch) run(ctx context.Context) {
 				cur := w.s.MasterAddr()
 				switch {
 				case ev.addr == cur:
+					delete(ignored, ev.sentinel)
 					if ev.epoch > w.epoch.Load() {
 						w.epoch.Store(ev.epoch)
 					}
 				case ev.epoch <= w.epoch.Load():
-					w.log.Debug().Str("sentinel", ev.sentinel).Str("addr", ev.addr).Int64("config_epoch", ev.epoch).
-						Int64("current_epoch", w.epoch.Load()).Str("master", cur).
-						Msg("a sentinel reports another master with a configuration that is not newer: ignored")
+					// Normal for a few seconds after a failover (a sentinel that has
+					// not heard of it yet); lasting, it needs the operator (a
+					// sentinel that lost its configuration, or a re-monitored
+					// master: restart the proxy). Logged once per answer.
+					if seen := ev.addr + "@" + strconv.FormatInt(ev.epoch, 10); ignored[ev.sentinel] != seen {
+						ignored[ev.sentinel] = seen
+						w.log.Warn().Str("sentinel", ev.sentinel).Str("addr", ev.addr).Int64("config_epoch", ev.epoch).
+							Int64("current_epoch", w.epoch.Load()).Str("master", cur).
+							Msg("a sentinel reports another master with a configuration that is not newer: not followed")
+					}
 				default:
 					if w.s.switchMaster(ev.addr, ev.sentinel, ev.epoch) {
 						w.epoch.Store(ev.epoch)

@@ -26,5 +26,8 @@
 // Replicator.Start runs the subscriber and the appliers, each in one goroutine
 // that owns its connections; the subscriber also runs a pinger that owns the
 // sending side of its connection. Close cancels them all and waits; it is safe to
-// call twice.
+// call twice. The master they use belongs to a generation: SetMaster (a Sentinel
+// failover) starts a new one, which ends every session on the old master — they
+// registered with it — and waits for them; messages received from the old
+// master carry its generation, and appliers drop them.
 package replicate

@@ -26,7 +26,9 @@
 // # Concurrency
 //
 // NewBackend starts one run goroutine per link; each run starts and waits for its
-// reader. Close cancels them and waits. Every Request submitted is completed
+// reader. Close cancels them and waits. SetAddr, Pause and Resume may be called
+// from any goroutine: they only set the backend's state and wake the writers,
+// which act on it. Every Request submitted is completed
 // exactly once — by a reply, a timeout or a failure — so Waiter.Wait never blocks
 // forever.
 package router
