@@ -2,8 +2,9 @@
 
 GO       ?= go
 FUZZTIME ?= 30s
+SOAK     ?= 10m
 
-.PHONY: all test vet deps build bench fuzz clean
+.PHONY: all test vet deps build bench soak fuzz clean
 
 all: test
 
@@ -17,7 +18,8 @@ vet:
 	$(GO) vet ./...
 
 # deps installs what the tests need: redis-server and redis-benchmark (the tests
-# start real servers), and a C compiler (the race detector needs cgo). apt-get only;
+# start real servers), a C compiler (the race detector needs cgo), and chromium
+# (the status page is tested in a headless browser). apt-get only;
 # elsewhere it says what to install.
 deps:
 	@missing=; \
@@ -25,10 +27,11 @@ deps:
 		missing="redis-server redis-tools"; \
 	fi; \
 	command -v "$$($(GO) env CC)" >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$$missing chromium"; \
 	[ -z "$$missing" ] && exit 0; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
 		echo "make: missing: $$missing" >&2; \
-		echo "make: install redis-server 7 and redis-tools (redis-cli, redis-benchmark), and a C compiler for go test -race (e.g. 'brew install redis' on macOS, 'dnf install redis gcc' on Fedora)" >&2; \
+		echo "make: install redis-server 7 and redis-tools (redis-cli, redis-benchmark), chromium, and a C compiler for go test -race (e.g. 'brew install redis' on macOS, 'dnf install redis gcc' on Fedora)" >&2; \
 		exit 1; \
 	fi; \
 	sudo=; \
@@ -46,9 +49,17 @@ deps:
 build:
 	$(GO) build -o bin/syncproxy ./cmd/syncproxy
 
-# bench starts its own servers and syncproxy; see internal/bench.
+# bench starts its own servers and syncproxy; see internal/bench. Then what idle
+# clients and one large request cost the proxy in memory (BenchmarkIdleClients).
 bench: deps
 	$(GO) run ./internal/bench
+	$(GO) test -run '^$$' -bench '^BenchmarkIdleClients$$' -benchtime 1x ./internal/e2e
+
+# soak runs TestSoak for SOAK: mixed load from 50 clients through the proxy while
+# a slave is restarted every minute, a line of figures every 10s, then the slaves
+# must equal the master (see internal/e2e/soak_test.go). Not part of make test.
+soak: deps
+	$(GO) test -run '^TestSoak$$' -count 1 -v -timeout 0 ./internal/e2e -soak $(SOAK)
 
 # fuzz runs every Fuzz target of the module for FUZZTIME each.
 fuzz:

@@ -75,8 +75,8 @@ func (s *Server) Status() Status {
 		Slaves:     []SlaveStatus{},
 		Problems:   []string{},
 	}
-	for i, sl := range s.router.Slaves() {
-		a := s.repl.Appliers()[i]
+	for _, sl := range s.router.Slaves() {
+		a := applierOf(sl)
 		b := sl.Backend
 		st.Slaves = append(st.Slaves, SlaveStatus{
 			BackendStatus: BackendStatus{Name: a.Name(), Addr: a.Addr(), Up: b.Up(), Requests: b.Stats.Requests.Load(), Errors: b.Stats.Failed.Load(), Outstanding: b.Outstanding.Load()},

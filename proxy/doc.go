@@ -57,4 +57,10 @@
 // its subscription, which it stops and waits for) and one that decides and
 // switches; Shutdown stops them before the replicator and the backends.
 // Shutdown is safe to call twice.
+//
+// Reload (reload.go), serialized with itself and with Shutdown's stop of the
+// backends, publishes what it changes through atomic pointers — the config in
+// force, the client limits, the router's read set and read options — so that
+// sessions read them without locks. It stops the applier and the backend of a
+// slave it removes before it returns.
 package proxy

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +42,19 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("connected_clients", strconv.FormatInt(s.clients.Load(), 10))
 	field("blocked_clients", strconv.FormatInt(s.waiters.n.Load(), 10))
 	field("total_commands_processed", strconv.FormatInt(s.commands.Load(), 10))
+	// The proxy process' own resources, from runtime/metrics (no stop-the-world,
+	// unlike runtime.ReadMemStats: monitoring may send INFO often).
+	rt := []rtmetrics.Sample{
+		{Name: "/sched/goroutines:goroutines"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/stacks:bytes"},
+	}
+	rtmetrics.Read(rt)
+	field("goroutines", strconv.FormatUint(rt[0].Value.Uint64(), 10))
+	field("heap_alloc_bytes", strconv.FormatUint(rt[1].Value.Uint64(), 10))
+	field("heap_inuse_bytes", strconv.FormatUint(rt[1].Value.Uint64()+rt[2].Value.Uint64(), 10))
+	field("stack_inuse_bytes", strconv.FormatUint(rt[3].Value.Uint64(), 10))
 	m := s.router.Master()
 	field("master", "addr="+s.MasterAddr()+",up="+strconv.FormatBool(m.Up()))
 	if w := s.sentinel; w != nil {
@@ -52,9 +66,10 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("sync_channel", s.cfg.SyncChannel)
 	b.WriteString("\r\n# Sync\r\n")
 	field("sync_latest_seq", strconv.FormatInt(s.repl.Latest(), 10))
-	field("sync_slaves", strconv.Itoa(len(s.router.Slaves())))
-	for i, sl := range s.router.Slaves() {
-		a := s.repl.Appliers()[i]
+	slaves := s.router.Slaves()
+	field("sync_slaves", strconv.Itoa(len(slaves)))
+	for i, sl := range slaves {
+		a := applierOf(sl)
 		field("slave"+strconv.Itoa(i), "name="+a.Name()+
 			",addr="+a.Addr()+
 			",state="+a.State().String()+

@@ -263,10 +263,11 @@ func (r *reqScanner) digit(c byte) {
 	}
 }
 
-// limitConn is a client connection seen through its limits.
+// limitConn is a client connection seen through its limits. A reload replaces
+// the limits: each Read and Write takes the ones in force.
 type limitConn struct {
 	net.Conn
-	lim     *Limits
+	limits  *atomic.Pointer[Limits]
 	scan    reqScanner
 	authed  atomic.Bool
 	pending *errLimit              // to send at the next Read, after the replies before it
@@ -276,10 +277,10 @@ type limitConn struct {
 	deadlineAt time.Time // the write deadline currently set
 }
 
-func newLimitConn(c net.Conn, lim *Limits, needAuth bool) *limitConn {
-	lc := &limitConn{Conn: c, lim: lim}
+func newLimitConn(c net.Conn, limits *atomic.Pointer[Limits], needAuth bool) *limitConn {
+	lc := &limitConn{Conn: c, limits: limits}
 	lc.authed.Store(!needAuth)
-	lc.scan = reqScanner{lim: lim, authed: lc.authed.Load}
+	lc.scan = reqScanner{authed: lc.authed.Load}
 	return lc
 }
 
@@ -301,6 +302,7 @@ func (c *limitConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
+		c.scan.lim = c.limits.Load()
 		if at, lerr := c.scan.scan(p[:n]); lerr != nil {
 			if lerr == errMalformed {
 				// redcon answers it; what precedes it is served first.
@@ -331,7 +333,7 @@ func (c *limitConn) fail(e *errLimit) error {
 // Write writes replies; a client that accepts none of them for the output
 // timeout is cut off (the write fails, and redcon or the session closes it).
 func (c *limitConn) Write(p []byte) (int, error) {
-	t := c.lim.OutputTimeout
+	t := c.limits.Load().OutputTimeout
 	if t <= 0 {
 		return c.Conn.Write(p)
 	}
@@ -358,6 +360,16 @@ func (c *limitConn) Write(p []byte) (int, error) {
 			return done, errOutputStalled
 		}
 		// Progress was made before the deadline: the client is reading, slowly.
+	}
+}
+
+// limitsOf returns the client limits set by c.
+func limitsOf(c *Config) *Limits {
+	return &Limits{
+		MaxBulkLen:    int64(c.ProtoMaxBulkLen),
+		MaxArgs:       c.MaxArgs,
+		QueryBuffer:   int64(c.QueryBufferLimit),
+		OutputTimeout: c.OutputTimeout,
 	}
 }
 

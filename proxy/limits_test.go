@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,7 +139,7 @@ func limitSeeds(tb testing.TB) [][]byte {
 func TestLimitConnAnswersAfterEarlierReplies(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
-	lc := newLimitConn(b, &testLimits, false)
+	lc := newLimitConn(b, fixedLimits(&testLimits), false)
 	go func() {
 		a.Write([]byte("PING\r\n*99\r\n"))
 	}()
@@ -166,7 +167,7 @@ func TestLimitConnOutputTimeout(t *testing.T) {
 	a, b := net.Pipe() // a never reads: every write blocks
 	defer a.Close()
 	lim := Limits{MaxBulkLen: 1024, MaxArgs: 16, QueryBuffer: 4096, OutputTimeout: 50 * time.Millisecond}
-	lc := newLimitConn(b, &lim, false)
+	lc := newLimitConn(b, fixedLimits(&lim), false)
 	start := time.Now()
 	if _, err := lc.Write([]byte("+OK\r\n")); err != errOutputStalled {
 		t.Fatalf("write to a client that does not read: %v", err)
@@ -193,4 +194,11 @@ func TestByteSize(t *testing.T) {
 	if s := ByteSize(512 << 20).String(); s != "512mb" {
 		t.Errorf("String %q", s)
 	}
+}
+
+// fixedLimits returns a source of limits that always gives lim.
+func fixedLimits(lim *Limits) *atomic.Pointer[Limits] {
+	var p atomic.Pointer[Limits]
+	p.Store(lim)
+	return &p
 }

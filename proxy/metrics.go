@@ -186,9 +186,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descBackendOut, float64(b.Outstanding.Load()), b.Name())
 	}
 	backend(s.router.Master(), "master")
-	for i, sl := range s.router.Slaves() {
+	for _, sl := range s.router.Slaves() {
 		backend(sl.Backend, "slave")
-		a := s.repl.Appliers()[i]
+		a := applierOf(sl)
 		name := a.Name()
 		cur := a.State()
 		for _, st := range []replicate.State{replicate.StateDown, replicate.StateResyncing, replicate.StateCatchingUp, replicate.StateOnline} {

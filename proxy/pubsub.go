@@ -168,14 +168,19 @@ func (sub *subConn) forward(dc redcon.DetachedConn, mu *sync.Mutex) {
 			sub.ended.Store(true)
 		}
 		mu.Lock()
-		dc.WriteRaw(frame)
-		err = dc.Flush()
+		buffered := 0
+		if err = writeReply(dc, frame, &buffered); err == nil {
+			err = dc.Flush()
+		}
 		mu.Unlock()
 		if err != nil {
 			// The client is gone or reads nothing (the output timeout): it is
 			// disconnected, as Redis disconnects a subscriber over its limit.
 			dc.NetConn().Close()
 			return
+		}
+		if cap(frame) > maxKeptReply {
+			frame = nil // not the largest message's buffer for the subscription's life
 		}
 	}
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/tidwall/redcon"
 
@@ -87,4 +88,71 @@ func filterKeys(keys [][]byte) []byte {
 		out = append(out, k...)
 	}
 	return out
+}
+
+// secretParams are the master's settings CONFIG GET does not show through the
+// proxy: any client of the proxy could read the master's password otherwise.
+var secretParams = map[string]bool{
+	"requirepass": true, "masterauth": true, "tls-key-file-pass": true, "tls-client-key-file-pass": true,
+}
+
+// hiddenSecret replaces a secret's value in CONFIG GET replies.
+const hiddenSecret = "(hidden by syncproxy)"
+
+// hideSecrets rewrites CONFIG GET's [name, value, ...] reply with the values of
+// secretParams hidden; a non-empty value only (an empty one says there is none).
+func hideSecrets(reply []byte) []byte {
+	items := splitArray(reply)
+	if len(items)%2 != 0 {
+		return reply
+	}
+	found := false
+	for i := 0; i < len(items); i += 2 {
+		if secretParams[strings.ToLower(bulkText(items[i]))] && len(bulkData(items[i+1])) > 0 {
+			found = true
+		}
+	}
+	if !found {
+		return reply
+	}
+	out := redcon.AppendArray(nil, len(items))
+	for i := 0; i < len(items); i += 2 {
+		out = append(out, items[i]...)
+		if secretParams[strings.ToLower(bulkText(items[i]))] && len(bulkData(items[i+1])) > 0 {
+			out = redcon.AppendBulkString(out, hiddenSecret)
+		} else {
+			out = append(out, items[i+1]...)
+		}
+	}
+	return out
+}
+
+// writeReply writes one reply of a batch to the client c. redcon's writer keeps
+// the capacity its buffer grew to (up to 256 KiB) for as long as the client stays
+// connected, so the proxy lets it hold at most maxKeptReply bytes, as Redis'
+// 16 KiB reply buffer: beyond, what it holds is flushed, and a larger reply is
+// written straight to the connection. buffered counts the bytes it holds.
+func writeReply(c redcon.Conn, b []byte, buffered *int) error {
+	if *buffered+len(b) > maxKeptReply {
+		if err := flushConn(c); err != nil {
+			return err
+		}
+		*buffered = 0
+		if len(b) > maxKeptReply {
+			_, err := c.NetConn().Write(b)
+			return err
+		}
+	}
+	c.WriteRaw(b)
+	*buffered += len(b)
+	return nil
+}
+
+// flushConn flushes what redcon's writer holds for c, a served or a detached
+// connection.
+func flushConn(c redcon.Conn) error {
+	if dc, ok := c.(redcon.DetachedConn); ok {
+		return dc.Flush()
+	}
+	return redcon.BaseWriter(c).Flush()
 }

@@ -45,7 +45,8 @@ func TestReplyHelpers(t *testing.T) {
 // not theirs unchanged.
 func FuzzReplyHelpers(f *testing.F) {
 	for _, s := range []string{"*2\r\n$1\r\n0\r\n*1\r\n$3\r\nabc\r\n", "*1\r\n$14\r\nsyncproxy:seq1\r\n", "$-1\r\n",
-		"*2\r\n$1\r\nl\r\n*1\r\n$1\r\nv\r\n", "*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n", "*9\r\n"} {
+		"*2\r\n$1\r\nl\r\n*1\r\n$1\r\nv\r\n", "*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n", "*9\r\n",
+		"*4\r\n$11\r\nrequirepass\r\n$3\r\npwd\r\n$10\r\nmasterauth\r\n$0\r\n\r\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -58,6 +59,9 @@ func FuzzReplyHelpers(f *testing.F) {
 		}
 		for _, name := range []string{"blpop", "bzpopmax", "blmove"} {
 			blockingReply(name, b)
+		}
+		if out := hideSecrets(b); len(splitArray(out)) != len(splitArray(b)) {
+			t.Fatalf("hideSecrets changed the shape of %q into %q", b, out)
 		}
 	})
 }

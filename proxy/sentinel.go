@@ -397,7 +397,7 @@ func (s *Server) switchMaster(addr, sentinel string, epoch int64) bool {
 	if addr == old {
 		return false
 	}
-	for _, sl := range s.cfg.Slaves {
+	for _, sl := range s.config().Slaves {
 		if sl == addr {
 			s.log.Error().Str("sentinel", sentinel).Str("addr", addr).Str("master", old).
 				Msg("Sentinel reports a slave of the proxy as the master: not followed; check the configuration")

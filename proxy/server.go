@@ -28,11 +28,18 @@ const Version = "0.1.0"
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("proxy: server closed")
 
+// ErrRestartNeeded is returned by Reload when settings that only a restart
+// changes differ; the others were applied.
+var ErrRestartNeeded = errors.New("proxy: reload: a restart is needed to change")
+
 // Server is a syncproxy instance: the client listener, the backends and the
 // replicator.
 type Server struct {
+	// cfg is the configuration at start; cur is the one in force, cfg with the
+	// settings Reload changed: read those through config().
 	cfg     Config
-	limits  Limits
+	cur     atomic.Pointer[Config]
+	limits  atomic.Pointer[Limits] // read by every client connection
 	metrics *metrics
 	log     zerolog.Logger
 	router  *router.Router
@@ -64,6 +71,11 @@ type Server struct {
 	scripts    scripts             // client scripts (EVAL), composed
 	functions  functions           // FCALL's functions, as composed scripts
 
+	// reloadMu serializes Reload, and Shutdown's stop of the backends with it;
+	// slaveNames counts the slave names given ("slave-<n>"), under reloadMu.
+	reloadMu   sync.Mutex
+	slaveNames int
+
 	mu       sync.Mutex
 	shutdown bool
 	admin    []*http.Server // admin listeners, closed by Shutdown
@@ -85,12 +97,8 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{},
 		dedicated: map[*masterConn]struct{}{}}
-	s.limits = Limits{
-		MaxBulkLen:    int64(cfg.ProtoMaxBulkLen),
-		MaxArgs:       cfg.MaxArgs,
-		QueryBuffer:   int64(cfg.QueryBufferLimit),
-		OutputTimeout: cfg.OutputTimeout,
-	}
+	s.cur.Store(&cfg)
+	s.limits.Store(limitsOf(&cfg))
 	var err error
 	if s.serverTLS, err = cfg.ServerTLS(); err != nil {
 		return nil, err
@@ -118,14 +126,8 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	s.metrics = newMetrics(table)
 
 	var slaveEPs []replicate.Endpoint
-	for i, addr := range cfg.Slaves {
-		slaveEPs = append(slaveEPs, replicate.Endpoint{
-			Name:     "slave-" + strconv.Itoa(i+1),
-			Addr:     addr,
-			Username: cfg.SlaveUser,
-			Password: cfg.SlavePassword,
-			TLS:      backendTLSFor(s.backendTLS, addr),
-		})
+	for _, addr := range cfg.Slaves {
+		slaveEPs = append(slaveEPs, s.slaveEndpoint(addr))
 	}
 	s.repl = replicate.New(replicate.Config{
 		Master:        s.masterEndpoint(s.master.Load()),
@@ -168,25 +170,12 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		Log:          log,
 	})
 	var slaves []*router.Slave
-	for i, a := range s.repl.Appliers() {
-		b := router.NewBackend(router.BackendOptions{
-			Name:         a.Name(),
-			Addr:         cfg.Slaves[i],
-			Conns:        cfg.BackendConns,
-			Timeout:      cfg.BackendTimeout,
-			DialTimeout:  cfg.BackendDialTimeout,
-			WriteTimeout: cfg.BackendWriteTimeout,
-			Username:     cfg.SlaveUser,
-			Password:     cfg.SlavePassword,
-			TLS:          backendTLSFor(s.backendTLS, cfg.Slaves[i]),
-			OnReconnect:  a.Suspect,
-			Log:          log,
-		})
-		slaves = append(slaves, &router.Slave{Backend: b, Status: a, Weight: cfg.Weights[cfg.Slaves[i]]})
+	for _, a := range s.repl.Appliers() {
+		slaves = append(slaves, s.newSlave(a))
 	}
 	s.router = router.New(table, master, slaves)
-	policy, _ := router.ParseReadPolicy(cfg.ReadPolicy) // Validate checked it
-	s.router.SetReadOptions(router.ReadOptions{Policy: policy, MaxLagMessages: cfg.MaxLagMessages, MaxLagMs: cfg.MaxLagMs})
+	s.router.SetSlaves(slaves, weightsOf(&cfg, slaves))
+	s.router.SetReadOptions(readOptionsOf(&cfg))
 	for _, name := range table.Names() {
 		ci := table.Lookup([][]byte{[]byte(name)})
 		write := ci.Has(router.FlagWrite)
@@ -212,6 +201,48 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	}
 	return s, nil
 }
+
+// slaveEndpoint describes the slave at addr to the replicator, under a name
+// never given before in this process.
+func (s *Server) slaveEndpoint(addr string) replicate.Endpoint {
+	s.slaveNames++
+	return replicate.Endpoint{
+		Name:     "slave-" + strconv.Itoa(s.slaveNames),
+		Addr:     addr,
+		Username: s.cfg.SlaveUser,
+		Password: s.cfg.SlavePassword,
+		TLS:      backendTLSFor(s.backendTLS, addr),
+	}
+}
+
+// newSlave connects the read backend of a's slave.
+func (s *Server) newSlave(a *replicate.Applier) *router.Slave {
+	cfg := &s.cfg
+	b := router.NewBackend(router.BackendOptions{
+		Name:         a.Name(),
+		Addr:         a.Addr(),
+		Conns:        cfg.BackendConns,
+		Timeout:      cfg.BackendTimeout,
+		DialTimeout:  cfg.BackendDialTimeout,
+		WriteTimeout: cfg.BackendWriteTimeout,
+		Username:     cfg.SlaveUser,
+		Password:     cfg.SlavePassword,
+		TLS:          backendTLSFor(s.backendTLS, a.Addr()),
+		OnReconnect:  a.Suspect,
+		Log:          s.log,
+	})
+	return &router.Slave{Backend: b, Status: a}
+}
+
+// applierOf returns the applier of a slave of the read set (its Status).
+func applierOf(sl *router.Slave) *replicate.Applier { return sl.Status.(*replicate.Applier) }
+
+// config returns the configuration in force.
+func (s *Server) config() *Config { return s.cur.Load() }
+
+// Config returns the configuration in force: the one at start with what Reload
+// changed.
+func (s *Server) Config() Config { return *s.config() }
 
 // loadTable reads the command table from the master's COMMAND reply, falling back
 // to the built-in table of Redis 7.0.
@@ -307,18 +338,19 @@ func (s *Server) Serve(ln net.Listener) error {
 		served = tls.NewListener(s.ln, s.serverTLS)
 	}
 	// The limits read what the client sent: inside TLS.
-	served = &limitListener{Listener: served, limits: &s.limits, needAuth: s.cfg.RequirePass != ""}
+	served = &limitListener{Listener: served, s: s}
 	s.srv = redcon.NewServer(ln.Addr().String(), s.handle, s.accept, s.closed)
-	if s.cfg.IdleTimeout > 0 {
-		s.srv.SetIdleClose(s.cfg.IdleTimeout)
+	cfg := s.config()
+	if cfg.IdleTimeout > 0 {
+		s.srv.SetIdleClose(cfg.IdleTimeout)
 	}
 	srv := s.srv
 	s.mu.Unlock()
 	// Passwords are never logged: only whether they are set.
-	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.MasterAddr()).Strs("slaves", s.cfg.Slaves).
-		Strs("sentinels", s.cfg.Sentinels).
+	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.MasterAddr()).Strs("slaves", cfg.Slaves).
+		Strs("sentinels", cfg.Sentinels).
 		Bool("tls", s.serverTLS != nil).Bool("tls_client_certs", s.cfg.TLSCA != "").
-		Bool("backend_tls", s.backendTLS != nil).Bool("requirepass", s.cfg.RequirePass != "").
+		Bool("backend_tls", s.backendTLS != nil).Bool("requirepass", cfg.RequirePass != "").
 		Bool("master_auth", s.cfg.MasterPassword != "").Bool("slave_auth", s.cfg.SlavePassword != "").
 		Msg("syncproxy listening")
 	err := srv.Serve(served)
@@ -387,11 +419,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.sentinel != nil {
 		s.sentinel.stop()
 	}
+	// A reload in progress finishes first: the slaves it adds are closed too.
+	s.reloadMu.Lock()
 	s.repl.Close()
 	s.router.Master().Close()
 	for _, sl := range s.router.Slaves() {
 		sl.Backend.Close()
 	}
+	s.reloadMu.Unlock()
 	s.log.Info().Msg("syncproxy stopped")
 	return err
 }
@@ -408,7 +443,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	if s.closing.Load() {
 		return false
 	}
-	if s.clients.Load() >= int64(s.cfg.MaxClients) {
+	if s.clients.Load() >= int64(s.config().MaxClients) {
 		s.metrics.rejected.Add(1)
 		conn.WriteError(msgMaxClients)
 		redcon.BaseWriter(conn).Flush()
@@ -470,11 +505,11 @@ func (g *gateListener) Close() error {
 	return nil
 }
 
-// limitListener reads and writes every client connection through its limits.
+// limitListener reads and writes every client connection through the server's
+// limits.
 type limitListener struct {
 	net.Listener
-	limits   *Limits
-	needAuth bool
+	s *Server
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -482,5 +517,5 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newLimitConn(c, l.limits, l.needAuth), nil
+	return newLimitConn(c, &l.s.limits, l.s.config().RequirePass != ""), nil
 }

@@ -29,21 +29,22 @@ const (
 type post uint8
 
 const (
-	postNone      post = iota
-	postInfo           // prepend the proxy's INFO sections
-	postQuit           // close the connection after this reply
-	postExec           // EXEC: the array of the transaction's replies
-	postBroadcast      // CONFIG SET sent to every backend: the master's reply, or a slave's error
-	postHideMeta       // SCAN or KEYS in DB 0: leave out the replication metadata keys
+	postNone        post = iota
+	postInfo             // prepend the proxy's INFO sections
+	postQuit             // close the connection after this reply
+	postExec             // EXEC: the array of the transaction's replies
+	postBroadcast        // CONFIG SET sent to every backend: the master's reply, or a slave's error
+	postHideMeta         // SCAN or KEYS in DB 0: leave out the replication metadata keys
+	postHideSecrets      // CONFIG GET: the master's passwords are not the client's to read
 )
 
 // Session is one client connection's state. Its methods run on the connection's
 // redcon goroutine only.
 type Session struct {
-	s    *Server
-	conn redcon.Conn
-	id   int64
-	log  zerolog.Logger
+	s       *Server
+	conn    redcon.Conn
+	id      int64
+	lazyLog *zerolog.Logger // see logger
 
 	db        int
 	name      string
@@ -65,8 +66,8 @@ type Session struct {
 	detached  atomic.Bool // served by its own goroutine (subscribed mode)
 	sub       *subConn    // the dedicated subscription connection
 
-	evalChecks []evalCheck       // the batch's EVALs
-	bcast      []*router.Request // the slaves' replies to the batch's broadcasts
+	evalChecks []evalCheck    // the batch's EVALs
+	bcast      []bcastReplies // the slaves' replies to the batch's broadcasts
 
 	tx    *txState    // MULTI ... EXEC being queued
 	watch *watchConn  // dedicated master connection while WATCHing
@@ -87,9 +88,8 @@ func newSession(s *Server, conn redcon.Conn, id int64) *Session {
 		conn:    conn,
 		netConn: conn.NetConn(),
 		created: time.Now(),
-		authed:  s.cfg.RequirePass == "",
+		authed:  s.config().RequirePass == "",
 		id:      id,
-		log:     s.log.With().Int64("client", id).Logger(),
 		waiter:  router.NewWaiter(),
 	}
 }
@@ -101,6 +101,17 @@ func (sess *Session) setAuthed(v bool) {
 	if lc, ok := sess.netConn.(*limitConn); ok {
 		lc.authed.Store(v)
 	}
+}
+
+// logger returns the session's logger, which names the client. It is made on
+// first use: zerolog's With allocates half a kilobyte, and an idle client
+// should cost little (see BenchmarkIdleClients).
+func (sess *Session) logger() *zerolog.Logger {
+	if sess.lazyLog == nil {
+		l := sess.s.log.With().Int64("client", sess.id).Logger()
+		sess.lazyLog = &l
+	}
+	return sess.lazyLog
 }
 
 func (sess *Session) close() {
@@ -137,7 +148,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			st.latency.Observe(time.Since(start))
 			batch = batch[1:]
 		} else {
-			n := min(len(batch), s.cfg.MaxPipeline)
+			n := min(len(batch), s.config().MaxPipeline)
 			for j := 1; j < n; j++ {
 				if _, ok := sess.isBlocking(batch[j].Args); ok || sess.isSubscribe(batch[j].Args) {
 					n = j
@@ -220,6 +231,8 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		}
 	}
 	elapsed := time.Since(start)
+	buffered := 0 // reply bytes redcon's writer holds (see writeReply)
+	var werr error
 	for i := range cmds {
 		r := sess.reqs[i]
 		if r.Kind == router.KindWrite {
@@ -235,17 +248,21 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 			r.Reply = sess.broadcastReply(r.Reply)
 		case postHideMeta:
 			r.Reply = hideMeta(r.Reply)
+		case postHideSecrets:
+			r.Reply = hideSecrets(r.Reply)
 		case postQuit:
 			quit = true
 		}
-		if !sess.skip[i] {
-			sess.conn.WriteRaw(r.Reply)
+		if !sess.skip[i] && werr == nil {
+			werr = writeReply(sess.conn, r.Reply, &buffered)
 		}
 
-		// Do not keep large reply buffers alive between batches.
+		// Do not keep large reply buffers alive between batches, nor the
+		// command (redcon's copy of it, as large as the client sent).
 		if cap(r.Reply) > maxKeptReply {
 			r.Reply = nil
 		}
+		r.Raw = nil
 	}
 	// Nor the requests of a deep pipeline.
 	if len(sess.reqs) > maxKeptRequests {
@@ -256,7 +273,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		sess.onSlave = sess.onSlave[:maxKeptRequests:maxKeptRequests]
 		sess.skip = sess.skip[:maxKeptRequests:maxKeptRequests]
 	}
-	return quit
+	return quit || werr != nil
 }
 
 func (sess *Session) local(r *router.Request, reply []byte) {
@@ -291,6 +308,9 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	if !rt.Info.CheckArity(len(args)) {
 		sess.localError(r, errWrongArity(rt.Info.Name))
 		return
+	}
+	if !sess.authed && sess.s.config().RequirePass == "" {
+		sess.setAuthed(true) // a reload removed the password: as Redis, no AUTH needed
 	}
 	if !sess.authed && !rt.Info.Has(router.FlagNoAuth) {
 		sess.localError(r, msgNoAuth)
@@ -414,6 +434,9 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		if rt.Info.Name == "scan" && r.DB == 0 {
 			sess.posts[i] = postHideMeta
 		}
+		if rt.Info.Name == "config|get" {
+			sess.posts[i] = postHideSecrets
+		}
 		sess.toMaster(r)
 	case router.ClassRead:
 		r.Kind = router.KindRaw
@@ -463,7 +486,7 @@ func (sess *Session) noteWrite(r *router.Request) {
 // write (read-your-writes), or the causal token it was given, whichever is later.
 func (sess *Session) readPosition() (string, int64) {
 	epoch, seq := sess.minEpoch, sess.minSeq
-	if sess.s.cfg.ReadYourWrites && sess.lastSeq > 0 && (sess.lastEpoch != epoch || sess.lastSeq > seq) {
+	if sess.s.config().ReadYourWrites && sess.lastSeq > 0 && (sess.lastEpoch != epoch || sess.lastSeq > seq) {
 		epoch, seq = sess.lastEpoch, sess.lastSeq
 	}
 	return epoch, seq
@@ -475,10 +498,11 @@ func (sess *Session) pickRead() (*router.Slave, error) {
 	rt := sess.s.router
 	epoch, seq := sess.readPosition()
 	sl, err := rt.PickRead(epoch, seq)
-	if sl != nil || seq == 0 || sess.s.cfg.RYWWait <= 0 {
+	wait := sess.s.config().RYWWait
+	if sl != nil || seq == 0 || wait <= 0 {
 		return sl, err
 	}
-	deadline := time.Now().Add(sess.s.cfg.RYWWait)
+	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond) // bounded by ryw-wait
 		if sl, err = rt.PickRead(epoch, seq); sl != nil {
@@ -488,32 +512,40 @@ func (sess *Session) pickRead() (*router.Slave, error) {
 	return sl, err
 }
 
+// bcastReplies are the slaves' replies to one broadcast, with the read set it
+// was sent to (a reload may change the set before the replies are read).
+type bcastReplies struct {
+	slaves []*router.Slave
+	reqs   []*router.Request
+}
+
 // broadcast sends a command (CONFIG SET) to the master and to every slave.
 func (sess *Session) broadcast(i int, r *router.Request, raw []byte) {
 	r.Kind = router.KindRaw
 	r.Raw = raw
 	sess.toMaster(r)
 	sess.posts[i] = postBroadcast
-	for _, sl := range sess.s.router.Slaves() {
+	b := bcastReplies{slaves: sess.s.router.Slaves()}
+	for _, sl := range b.slaves {
 		br := &router.Request{Kind: router.KindRaw, Raw: raw}
-		sess.bcast = append(sess.bcast, br)
+		b.reqs = append(b.reqs, br)
 		sess.waiter.Add(br)
 		sl.Backend.Submit(int(sess.id), br)
 	}
+	sess.bcast = append(sess.bcast, b)
 }
 
 // broadcastReply is the master's reply, unless a slave refused.
 func (sess *Session) broadcastReply(master []byte) []byte {
-	n := len(sess.s.router.Slaves())
-	mine := sess.bcast[:n]
-	sess.bcast = sess.bcast[n:]
+	mine := sess.bcast[0]
+	sess.bcast = sess.bcast[1:]
 	if len(master) > 0 && master[0] == '-' {
 		return master
 	}
-	for j, br := range mine {
+	for j, br := range mine.reqs {
 		if len(br.Reply) > 0 && br.Reply[0] == '-' {
 			return router.AppendError(nil, "ERR syncproxy: the master applied it but "+
-				sess.s.router.Slaves()[j].Backend.Name()+" answered: "+string(br.Reply[1:len(br.Reply)-2]))
+				mine.slaves[j].Backend.Name()+" answered: "+string(br.Reply[1:len(br.Reply)-2]))
 		}
 	}
 	return master
@@ -523,9 +555,10 @@ func (sess *Session) broadcastReply(master []byte) []byte {
 // success makes the session that user's.
 func (sess *Session) checkPassword(args [][]byte) bool {
 	pass := args[len(args)-1]
+	cfg := sess.s.config()
 	if len(args) == 2 && string(args[0]) != "default" {
-		for i := range sess.s.cfg.Users {
-			if u := &sess.s.cfg.Users[i]; u.Name == string(args[0]) {
+		for i := range cfg.Users {
+			if u := &cfg.Users[i]; u.Name == string(args[0]) {
 				if subtle.ConstantTimeCompare(pass, []byte(u.Password)) != 1 {
 					return false
 				}
@@ -535,7 +568,7 @@ func (sess *Session) checkPassword(args [][]byte) bool {
 		}
 		return false
 	}
-	want := sess.s.cfg.RequirePass
+	want := cfg.RequirePass
 	if want != "" && subtle.ConstantTimeCompare(pass, []byte(want)) != 1 {
 		return false
 	}
@@ -611,7 +644,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 			sess.local(r, []byte("+OK\r\n"))
 		}
 	case "reset":
-		sess.setAuthed(sess.s.cfg.RequirePass == "")
+		sess.setAuthed(sess.s.config().RequirePass == "")
 		sess.user = nil
 		sess.tx = nil
 		sess.closeWatch()
@@ -623,7 +656,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 		switch {
 		case len(args) > 3:
 			sess.localError(r, msgSyntax)
-		case len(args) == 2 && sess.s.cfg.RequirePass == "":
+		case len(args) == 2 && sess.s.config().RequirePass == "":
 			sess.localError(r, msgAuthNoPassword)
 		case sess.checkPassword(args[1:]):
 			sess.setAuthed(true)

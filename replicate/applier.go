@@ -52,6 +52,11 @@ type Applier struct {
 
 	epoch atomic.Pointer[string]
 
+	// stop ends the run goroutine, which closes done; set under the
+	// replicator's mu when it starts.
+	stop context.CancelFunc
+	done chan struct{}
+
 	script *redis.Script
 	copy   *redis.Script
 	// slave, master, rs and failures are owned by the run goroutine.
@@ -156,14 +161,15 @@ func (a *Applier) run(ctx context.Context) {
 			backoff = minBackoff
 			continue
 		}
+		_, threshold := a.r.health()
 		switch {
 		case a.State() == StateOnline && a.slaveAlive(ctx):
 			// The master, not the slave, failed: the slave keeps a consistent
 			// (if aging) copy and keeps serving reads until the master is back.
 			a.log.Warn().Err(err).Msg("master unreachable; the slave keeps serving reads")
-		case a.State() == StateOnline && a.failures+1 < a.r.cfg.FailThreshold:
+		case a.State() == StateOnline && a.failures+1 < threshold:
 			a.failures++
-			a.log.Warn().Err(err).Int("failures", a.failures).Int("threshold", a.r.cfg.FailThreshold).Msg("slave check failed")
+			a.log.Warn().Err(err).Int("failures", a.failures).Int("threshold", threshold).Msg("slave check failed")
 		default:
 			a.failures = 0
 			a.setState(StateDown, err.Error())
@@ -221,7 +227,8 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 	}
 	a.failures = 0
 	*backoff = minBackoff
-	tick := time.NewTicker(a.r.cfg.PollInterval)
+	interval, _ := a.r.health()
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	batch := make([]*Message, 0, 256)
 	for {
@@ -244,6 +251,10 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 			}
 			clear(batch)
 		case <-a.kickC:
+			if d, _ := a.r.health(); d != interval {
+				interval = d
+				tick.Reset(d)
+			}
 			if err := a.sync(ctx); err != nil {
 				return err
 			}

@@ -21,12 +21,24 @@
 // emptied and copied from the master (full resync). Pub/sub is only the fast
 // path: every applier also polls the master's position.
 //
+// # Checking
+//
+// Check compares slaves with the master key by key (SCAN, paced), independently
+// of any running Replicator. A differing key is read again until the master's
+// reads around the slave's agree and the slave's position lies between them, so
+// writes in flight are not reported; with Repair it copies differing keys with a
+// slave-side script that checks that same condition atomically with the RESTORE.
+//
 // # Concurrency
 //
 // Replicator.Start runs the subscriber and the appliers, each in one goroutine
 // that owns its connections; the subscriber also runs a pinger that owns the
 // sending side of its connection. Close cancels them all and waits; it is safe to
-// call twice. The master they use belongs to a generation: SetMaster (a Sentinel
+// call twice. AddSlave starts one more applier and RemoveSlave stops one and
+// waits for it; the subscriber hands messages to a snapshot of the appliers.
+// Check runs in its caller's goroutine, with its own connections,
+// closed before it returns; its callbacks are called from that goroutine.
+// The master the loops use belongs to a generation: SetMaster (a Sentinel
 // failover) starts a new one, which ends every session on the old master — they
 // registered with it — and waits for them; messages received from the old
 // master carry its generation, and appliers drop them.

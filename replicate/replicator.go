@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -55,17 +56,27 @@ type Config struct {
 	Log      zerolog.Logger
 }
 
+// ErrClosed is returned by AddSlave once the Replicator is closed.
+var ErrClosed = errors.New("replicate: replicator closed")
+
 // Replicator owns the subscriber loop and one applier per slave.
 type Replicator struct {
-	cfg      Config
-	epoch    string // candidate epoch, used if the master has none yet
-	appliers []*Applier
+	cfg   Config
+	epoch string // candidate epoch, used if the master has none yet
+	// appliers is an immutable snapshot, replaced whole (under mu) by AddSlave
+	// and RemoveSlave: the subscriber reads it without locking.
+	appliers atomic.Pointer[[]*Applier]
 	sub      *subscriber
 
 	// latest is the highest sequence number seen from the master (for lag).
 	latest     atomic.Int64
 	subscribed atomic.Bool // the subscriber loop is subscribed
+	// pollInterval and failThreshold: cfg's PollInterval and FailThreshold, as
+	// SetHealth last changed them.
+	pollInterval  atomic.Int64
+	failThreshold atomic.Int64
 
+	ctx    context.Context // of the running loops, nil before Start
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -120,9 +131,13 @@ func New(cfg Config) *Replicator {
 		cfg.FailThreshold = 1
 	}
 	r := &Replicator{cfg: cfg, epoch: newEpoch(), gen: newMasterGen(cfg.Master, 1)}
+	r.pollInterval.Store(int64(cfg.PollInterval))
+	r.failThreshold.Store(int64(cfg.FailThreshold))
+	var appliers []*Applier
 	for _, s := range cfg.Slaves {
-		r.appliers = append(r.appliers, newApplier(r, s))
+		appliers = append(appliers, newApplier(r, s))
 	}
+	r.appliers.Store(&appliers)
 	r.sub = &subscriber{r: r, log: cfg.Log.With().Str("component", "subscriber").Logger()}
 	return r
 }
@@ -248,7 +263,7 @@ func (r *Replicator) SetMaster(ep Endpoint, pos *Position) (renewed bool, err er
 		pos = &p
 	}
 	high, shared := r.latest.Load(), false
-	for _, a := range r.appliers {
+	for _, a := range r.Appliers() {
 		if a.Epoch() == pos.Epoch {
 			shared = true
 			if v := a.Applied(); v > high {
@@ -282,8 +297,57 @@ func (r *Replicator) Channel() string { return r.cfg.Channel }
 // BacklogLen returns the configured backlog length.
 func (r *Replicator) BacklogLen() int { return r.cfg.BacklogLen }
 
-// Appliers returns one applier per slave, in configuration order.
-func (r *Replicator) Appliers() []*Applier { return r.appliers }
+// Appliers returns one applier per slave, in configuration order: a snapshot
+// that the caller must not modify.
+func (r *Replicator) Appliers() []*Applier { return *r.appliers.Load() }
+
+// AddSlave adds a slave and, once Start ran, starts its applier: a slave with
+// no replication position is resynced in full, then follows the master.
+func (r *Replicator) AddSlave(ep Endpoint) (*Applier, error) {
+	a := newApplier(r, ep)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	list := append(slices.Clone(r.Appliers()), a)
+	r.appliers.Store(&list)
+	if r.ctx != nil {
+		r.startApplier(a)
+	}
+	return a, nil
+}
+
+// RemoveSlave stops a's applier and waits for it to end (its round trip in
+// progress ends within the timeout). The slave's data stays as it is.
+func (r *Replicator) RemoveSlave(a *Applier) {
+	r.mu.Lock()
+	list := slices.DeleteFunc(slices.Clone(r.Appliers()), func(x *Applier) bool { return x == a })
+	r.appliers.Store(&list)
+	stop, done := a.stop, a.done
+	r.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// SetHealth changes how often appliers check their slave and how many failed
+// checks take a slave out of the read set (values below 1 are ignored). The
+// subscriber's ping period follows at its next connection.
+func (r *Replicator) SetHealth(interval time.Duration, failures int) {
+	if interval > 0 {
+		r.pollInterval.Store(int64(interval))
+	}
+	if failures > 0 {
+		r.failThreshold.Store(int64(failures))
+	}
+	r.kickAll()
+}
+
+func (r *Replicator) health() (interval time.Duration, failures int) {
+	return time.Duration(r.pollInterval.Load()), int(r.failThreshold.Load())
+}
 
 // Latest returns the highest sequence number the replicator has seen.
 func (r *Replicator) Latest() int64 { return r.latest.Load() }
@@ -310,12 +374,22 @@ func (r *Replicator) Start() {
 		cancel()
 		return
 	}
-	r.cancel = cancel
+	r.ctx, r.cancel = ctx, cancel
 	r.goFunc(func() { r.sub.run(ctx) })
-	for _, a := range r.appliers {
-		a := a
-		r.goFunc(func() { a.run(ctx) })
+	for _, a := range r.Appliers() {
+		r.startApplier(a)
 	}
+}
+
+// startApplier runs a until RemoveSlave or Close; r.mu is held.
+func (r *Replicator) startApplier(a *Applier) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	a.stop, a.done = cancel, make(chan struct{})
+	r.goFunc(func() {
+		defer close(a.done)
+		defer cancel()
+		a.run(ctx)
+	})
 }
 
 func (r *Replicator) goFunc(f func()) {

@@ -51,7 +51,7 @@ func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error 
 }
 
 func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.Duration) error {
-	ping := s.r.cfg.PollInterval
+	ping, _ := s.r.health()
 	if ping < 100*time.Millisecond {
 		ping = 100 * time.Millisecond
 	}
@@ -112,7 +112,7 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 					f(e.DB, e.Args)
 				}
 			}
-			for _, a := range s.r.appliers {
+			for _, a := range s.r.Appliers() {
 				a.offer(msg)
 			}
 		case redis.Subscription:
@@ -130,7 +130,7 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 }
 
 func (r *Replicator) kickAll() {
-	for _, a := range r.appliers {
+	for _, a := range r.Appliers() {
 		a.kick()
 	}
 }

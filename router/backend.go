@@ -167,9 +167,10 @@ type BackendOptions struct {
 
 // Backend is a pool of multiplexed connections to one Redis server.
 type Backend struct {
-	opts  BackendOptions
-	links []*link
-	up    atomic.Int32 // connections currently up
+	opts   BackendOptions
+	links  []*link
+	up     atomic.Int32 // connections currently up
+	closed atomic.Bool  // Close was called: requests enqueued late are failed
 	// addr is the server's address; SetAddr moves the backend to another.
 	addr atomic.Pointer[string]
 	// paused: the writers send nothing (Pause, Resume); requests wait queued.
@@ -310,6 +311,7 @@ func (l *link) enqueue(r *Request, n int) {
 	b.Outstanding.Add(int64(n))
 	select {
 	case l.queue <- r:
+		l.failIfClosed()
 		return
 	default:
 	}
@@ -317,6 +319,7 @@ func (l *link) enqueue(r *Request, n int) {
 	defer t.Stop()
 	select {
 	case l.queue <- r:
+		l.failIfClosed()
 	case <-t.C:
 		b.Outstanding.Add(-int64(n))
 		for r != nil {
@@ -328,8 +331,19 @@ func (l *link) enqueue(r *Request, n int) {
 	}
 }
 
-// Close stops every connection loop and fails what is still queued.
+// failIfClosed fails what is queued on l once the backend is closed: a request
+// that a client submitted while Close ran (a slave removed from the read set
+// by a reload) would otherwise wait for a writer that is gone.
+func (l *link) failIfClosed() {
+	if l.b.closed.Load() {
+		l.drain(context.Background(), 0)
+	}
+}
+
+// Close stops every connection loop and fails what is still queued, and what is
+// submitted afterwards.
 func (b *Backend) Close() {
+	b.closed.Store(true)
 	b.cancel()
 	b.wg.Wait()
 }

@@ -26,9 +26,13 @@
 // # Concurrency
 //
 // NewBackend starts one run goroutine per link; each run starts and waits for its
-// reader. Close cancels them and waits. SetAddr, Pause and Resume may be called
-// from any goroutine: they only set the backend's state and wake the writers,
-// which act on it. Every Request submitted is completed
-// exactly once — by a reply, a timeout or a failure — so Waiter.Wait never blocks
-// forever.
+// reader. Close cancels them and waits. Every Request submitted is completed
+// exactly once — by a reply, a timeout or a failure, also when it is submitted
+// while or after its backend closes — so Waiter.Wait never blocks forever.
+// SetAddr, Pause and Resume may be called from any goroutine: they only set the
+// backend's state and wake the writers, which act on it.
+//
+// The read set (Slaves, weights) and the read options are immutable snapshots
+// behind atomic pointers: SetSlaves and SetReadOptions replace them whole, and
+// picking a slave never locks.
 package router

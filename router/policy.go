@@ -51,15 +51,18 @@ type ReadOptions struct {
 // ErrNoReplica is returned by PickRead under PolicyReplica when no slave may serve.
 var ErrNoReplica = errors.New("router: no slave is eligible for reads")
 
-// SetReadOptions sets the read options; call it before serving.
-func (r *Router) SetReadOptions(o ReadOptions) { r.read = o }
+// SetReadOptions sets the read options; reads picked afterwards follow them.
+func (r *Router) SetReadOptions(o ReadOptions) { r.read.Store(&o) }
+
+// ReadOptions returns the read options in force.
+func (r *Router) ReadOptions() ReadOptions { return *r.read.Load() }
 
 // eligible reports whether s may serve a read that must see position (epoch, minSeq).
-func (r *Router) eligible(s *Slave, epoch string, minSeq int64) bool {
+func eligible(o *ReadOptions, s *Slave, epoch string, minSeq int64) bool {
 	if !s.Backend.Up() || !s.Status.Online() {
 		return false
 	}
-	if o := &r.read; (o.MaxLagMessages > 0 && s.Status.LagMessages() > o.MaxLagMessages) ||
+	if (o.MaxLagMessages > 0 && s.Status.LagMessages() > o.MaxLagMessages) ||
 		(o.MaxLagMs > 0 && s.Status.LagMs() > o.MaxLagMs) {
 		return false
 	}
@@ -70,7 +73,8 @@ func (r *Router) eligible(s *Slave, epoch string, minSeq int64) bool {
 // eligible slaves the one with the fewest requests outstanding per unit of weight
 // wins, then the one that served the fewest reads per unit of weight.
 func (r *Router) PickRead(epoch string, minSeq int64) (*Slave, error) {
-	switch r.read.Policy {
+	o := r.read.Load()
+	switch o.Policy {
 	case PolicyMaster:
 		return nil, nil
 	case PolicyPreferMaster:
@@ -78,8 +82,8 @@ func (r *Router) PickRead(epoch string, minSeq int64) (*Slave, error) {
 			return nil, nil
 		}
 	}
-	best := r.leastLoaded(epoch, minSeq)
-	switch r.read.Policy {
+	best, weight := r.leastLoaded(o, epoch, minSeq)
+	switch o.Policy {
 	case PolicyReplica:
 		if best == nil {
 			return nil, ErrNoReplica
@@ -90,7 +94,7 @@ func (r *Router) PickRead(epoch string, minSeq int64) (*Slave, error) {
 			return nil, nil
 		}
 		if r.master.Up() {
-			w := float64(best.weight())
+			w := float64(weight)
 			ml, sl := float64(r.master.Outstanding.Load()), float64(best.Backend.Outstanding.Load())/w
 			if ml < sl || (ml == sl && float64(r.MasterReads.Load()) < float64(best.Reads.Load())/w) {
 				return nil, nil
@@ -100,34 +104,32 @@ func (r *Router) PickRead(epoch string, minSeq int64) (*Slave, error) {
 	return best, nil
 }
 
-func (r *Router) leastLoaded(epoch string, minSeq int64) *Slave {
-	n := len(r.slaves)
+// leastLoaded returns the eligible slave of the read set to read from, and its
+// weight; nil when there is none.
+func (r *Router) leastLoaded(o *ReadOptions, epoch string, minSeq int64) (*Slave, int) {
+	set := r.set.Load()
+	n := len(set.slaves)
 	if n == 0 {
-		return nil
+		return nil, 0
 	}
 	start := int(r.rr.Add(1) % uint64(n))
 	var best *Slave
+	bestWeight := 0
 	var bestLoad, bestServed float64
 	for i := 0; i < n; i++ {
-		s := r.slaves[(start+i)%n]
-		if !r.eligible(s, epoch, minSeq) {
+		j := (start + i) % n
+		s := set.slaves[j]
+		if !eligible(o, s, epoch, minSeq) {
 			continue
 		}
 		// Fewest outstanding per unit of weight; on a tie (an idle pool), fewest
 		// reads served per unit of weight, which splits reads by weight.
-		w := float64(s.weight())
+		w := float64(set.weights[j])
 		load := float64(s.Backend.Outstanding.Load()) / w
 		served := float64(s.Reads.Load()) / w
 		if best == nil || load < bestLoad || (load == bestLoad && served < bestServed) {
-			best, bestLoad, bestServed = s, load, served
+			best, bestWeight, bestLoad, bestServed = s, set.weights[j], load, served
 		}
 	}
-	return best
-}
-
-func (s *Slave) weight() int {
-	if s.Weight <= 0 {
-		return 1
-	}
-	return s.Weight
+	return best, bestWeight
 }

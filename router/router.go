@@ -128,14 +128,19 @@ type SlaveStatus interface {
 	LagMs() int64
 }
 
-// Slave is a read backend and its replication status.
+// Slave is a read backend and its replication status (the proxy's: its applier).
 type Slave struct {
 	Backend *Backend
 	Status  SlaveStatus
 	// Reads counts the reads the slave served.
 	Reads atomic.Int64
-	// Weight is the slave's share of reads relative to the others (default 1).
-	Weight int
+}
+
+// slaveSet is the read set: an immutable snapshot, replaced whole by SetSlaves,
+// so that readers never lock and never see half of a change.
+type slaveSet struct {
+	slaves  []*Slave
+	weights []int // weights[i] is slaves[i]'s share of reads, at least 1
 }
 
 // Router classifies commands and picks backends.
@@ -143,16 +148,19 @@ type Router struct {
 	table   *Table
 	classes map[*CommandInfo]Class
 	master  *Backend
-	slaves  []*Slave
+	set     atomic.Pointer[slaveSet]
 	rr      atomic.Uint64
-	read    ReadOptions
+	read    atomic.Pointer[ReadOptions]
 	// MasterReads counts the reads served by the master.
 	MasterReads atomic.Int64
 }
 
-// New returns a Router over the given command table and backends.
+// New returns a Router over the given command table and backends; every slave
+// has weight 1 until SetSlaves says otherwise.
 func New(table *Table, master *Backend, slaves []*Slave) *Router {
-	r := &Router{table: table, master: master, slaves: slaves, classes: map[*CommandInfo]Class{}}
+	r := &Router{table: table, master: master, classes: map[*CommandInfo]Class{}}
+	r.SetSlaves(slaves, nil)
+	r.read.Store(&ReadOptions{})
 	for _, name := range table.Names() {
 		ci := table.Lookup([][]byte{[]byte(name)})
 		r.classes[ci] = classify(ci)
@@ -169,8 +177,35 @@ func (r *Router) Table() *Table { return r.table }
 // Master returns the master backend.
 func (r *Router) Master() *Backend { return r.master }
 
-// Slaves returns the read backends.
-func (r *Router) Slaves() []*Slave { return r.slaves }
+// Slaves returns the read backends: a snapshot that the caller must not modify.
+// Iterate it, not Slaves() again, to see one consistent set.
+func (r *Router) Slaves() []*Slave { return r.set.Load().slaves }
+
+// SetSlaves replaces the read set in one step: a read picks from the old set or
+// from the new one, never from a mix. weights[i] is slaves[i]'s share of reads
+// relative to the others (missing or below 1: 1). The caller stops the backends
+// of the slaves it left out, once the reads in flight on them are done.
+func (r *Router) SetSlaves(slaves []*Slave, weights []int) {
+	set := &slaveSet{slaves: append([]*Slave(nil), slaves...), weights: make([]int, len(slaves))}
+	for i := range set.weights {
+		set.weights[i] = 1
+		if i < len(weights) && weights[i] > 1 {
+			set.weights[i] = weights[i]
+		}
+	}
+	r.set.Store(set)
+}
+
+// Weight returns sl's weight in the read set, or 0 when sl is not in it.
+func (r *Router) Weight(sl *Slave) int {
+	set := r.set.Load()
+	for i, s := range set.slaves {
+		if s == sl {
+			return set.weights[i]
+		}
+	}
+	return 0
+}
 
 // Route classifies args (args[0] is the command name).
 func (r *Router) Route(args [][]byte) Route {
@@ -225,5 +260,6 @@ func hasArg(args [][]byte, name string) bool {
 // PickSlave returns an eligible slave (see PickRead) for a read that must see
 // (epoch, minSeq), whatever the read policy; nil when there is none.
 func (r *Router) PickSlave(epoch string, minSeq int64) *Slave {
-	return r.leastLoaded(epoch, minSeq)
+	sl, _ := r.leastLoaded(r.read.Load(), epoch, minSeq)
+	return sl
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -103,7 +104,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		fmt.Fprintf(stdout, "Usage: syncproxy [flags]\n\n"+
 			"A Redis proxy: writes go to --master and are replicated to every --slaves\n"+
 			"server; reads are balanced across the slaves. With no --master it runs a\n"+
-			"self-contained demo on in-process servers.\n\nFlags:\n")
+			"self-contained demo on in-process servers. SIGHUP reloads the --config\n"+
+			"file (flags still win); see README.md for what a reload changes.\n\nFlags:\n")
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
@@ -248,26 +250,70 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 	return cfg, false, nil
 }
 
-func newLogger(cfg proxy.Config, w io.Writer) zerolog.Logger {
+// logOutput is the log's destination, in the format and at the level in force:
+// a reload may change both, although the logger has been copied everywhere.
+type logOutput struct {
+	w   io.Writer
+	cur atomic.Pointer[io.Writer] // w, or a console writer over it
+}
+
+func (o *logOutput) Write(p []byte) (int, error) { return (*o.cur.Load()).Write(p) }
+
+// set applies cfg's log format and level. The level is zerolog's global one,
+// which every copy of the logger obeys; the process has one log.
+func (o *logOutput) set(cfg proxy.Config) {
 	level, err := zerolog.ParseLevel(cfg.LogLevel)
 	if err != nil {
 		level = zerolog.InfoLevel
 	}
-	out := w
+	zerolog.SetGlobalLevel(level)
+	out := o.w
 	console := cfg.LogFormat == "console"
 	if cfg.LogFormat == "auto" {
-		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		if f, ok := o.w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 			console = true
 		}
 	}
 	if console {
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		out = zerolog.ConsoleWriter{Out: o.w, TimeFormat: time.TimeOnly}
 	}
-	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+	o.cur.Store(&out)
+}
+
+func newLogger(cfg proxy.Config, w io.Writer) (zerolog.Logger, *logOutput) {
+	out := &logOutput{w: w}
+	out.set(cfg)
+	return zerolog.New(out).Level(zerolog.TraceLevel).With().Timestamp().Logger(), out
+}
+
+// reload re-reads the configuration as at start (defaults, then the --config
+// file, then the flags, which still win) and applies it to srv; running is the
+// configuration in force, updated. An invalid configuration changes nothing.
+func reload(srv *proxy.Server, args []string, running *proxy.Config, logOut *logOutput, log zerolog.Logger) {
+	next, _, err := parseConfig(args, io.Discard)
+	if err != nil {
+		log.Error().Err(err).Msg("configuration reload failed; keeping the running configuration")
+		return
+	}
+	if next.Demo() {
+		// The demo's in-process servers stay.
+		next.Master, next.Slaves = running.Master, running.Slaves
+	}
+	err = srv.Reload(next)
+	if err != nil && !errors.Is(err, proxy.ErrRestartNeeded) {
+		log.Error().Err(err).Msg("configuration reload failed; keeping the running configuration")
+		return
+	}
+	// Reload logged what it did at the level in force until now.
+	*running = srv.Config()
+	logOut.set(*running)
 }
 
 // run is main without os.Exit; ready, when not nil, receives the listening address.
 func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
+	if len(args) > 0 && args[0] == "check" {
+		return runCheck(args[1:], stdout, stderr)
+	}
 	cfg, help, err := parseConfig(args, stdout)
 	if help {
 		return 0
@@ -276,7 +322,7 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 		fmt.Fprintf(stderr, "syncproxy: %v (see syncproxy --help)\n", err)
 		return 2
 	}
-	log := newLogger(cfg, stderr)
+	log, logOut := newLogger(cfg, stderr)
 
 	demo := cfg.Demo()
 	if demo {
@@ -325,34 +371,48 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	select {
-	case err := <-served:
-		if err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-			log.Error().Err(err).Msg("server stopped")
-			srv.Close()
-			return 1
-		}
-		return 0
-	case sig := <-sigs:
-		log.Info().Str("signal", sig.String()).Dur("grace", cfg.ShutdownGrace).Msg("shutting down")
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-		defer cancel()
-		go func() {
-			select {
-			case <-sigs:
-				cancel() // a second signal: stop waiting
-			case <-ctx.Done():
+	for {
+		select {
+		case err := <-served:
+			if err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				log.Error().Err(err).Msg("server stopped")
+				srv.Close()
+				return 1
 			}
-		}()
-		if err := srv.Shutdown(ctx); err != nil {
-			log.Warn().Err(err).Msg("requests were still in flight at the end of the grace period")
+			return 0
+		case <-hups:
+			log.Info().Msg("SIGHUP: reloading the configuration")
+			reload(srv, args, &cfg, logOut, log)
+		case sig := <-sigs:
+			return shutdown(srv, sig, sigs, served, cfg.ShutdownGrace, log)
 		}
-		<-served
-		return 0
 	}
+}
+
+// shutdown stops srv after sig, waiting up to grace for requests in flight (a
+// second signal stops waiting).
+func shutdown(srv *proxy.Server, sig os.Signal, sigs chan os.Signal, served chan error, grace time.Duration, log zerolog.Logger) int {
+	log.Info().Str("signal", sig.String()).Dur("grace", grace).Msg("shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	go func() {
+		select {
+		case <-sigs:
+			cancel() // a second signal: stop waiting
+		case <-ctx.Done():
+		}
+	}()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn().Err(err).Msg("requests were still in flight at the end of the grace period")
+	}
+	<-served
+	return 0
 }
 
 // startDemo starts an in-process master and two slaves and points cfg at them.

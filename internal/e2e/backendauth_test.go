@@ -221,6 +221,9 @@ func TestSecretsNotShown(t *testing.T) {
 	do("CLIENT", "LIST")
 	do("CLIENT", "INFO")
 	do("CONFIG", "SET", "maxmemory", "0")
+	do("CONFIG", "GET", "requirepass")
+	do("CONFIG", "GET", "*pass*")
+	do("CONFIG", "GET", "*")
 	do("WATCH", "k")
 	do("UNWATCH")
 	do("SUBSCRIBE", "ch")
@@ -228,6 +231,9 @@ func TestSecretsNotShown(t *testing.T) {
 	ro := redistest.DialRaw(t, addr)
 	mustReply(t, ro, "+OK\r\n", "AUTH", "dash", userPW)
 	replies = append(replies, string(ro.Do("CLIENT", "LIST")), string(ro.Do("ACL", "WHOAMI")), string(ro.Do("SET", "k", "x")))
+	if !strings.Contains(replies[14], "(hidden by syncproxy)") {
+		t.Errorf("CONFIG GET requirepass: %q", replies[14])
+	}
 	if replies[1] != "+OK\r\n" || replies[3] != "+OK\r\n" || !strings.Contains(replies[4], "# Proxy") ||
 		!strings.Contains(replies[4], "# Server") || !strings.Contains(replies[11], "name=me") {
 		t.Fatalf("AUTH, SET, INFO or CLIENT LIST did not work: %q", replies)

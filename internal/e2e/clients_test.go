@@ -17,7 +17,7 @@ const toolTimeout = 60 * time.Second
 
 // lookTool returns the path of a Redis command-line tool, failing the test (not
 // skipping it) when it is missing: `make test` installs it.
-func lookTool(t *testing.T, name string) string {
+func lookTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -49,7 +49,7 @@ func runTool(t *testing.T, stdin string, name string, args ...string) string {
 	return out.String()
 }
 
-func portOf(t *testing.T, addr string) string {
+func portOf(t testing.TB, addr string) string {
 	t.Helper()
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
