@@ -72,6 +72,14 @@ type Config struct {
 	MasterPassword string `yaml:"master-password"`
 	SlaveUser      string `yaml:"slave-user"`
 	SlavePassword  string `yaml:"slave-password"`
+	// Sentinel, instead of Master: the sentinels (HOST:PORT) that monitor the
+	// master under the name SentinelMaster. The proxy asks them for the master's
+	// address at start and follows their failovers. Credentials, if the sentinels
+	// require them, are never logged.
+	Sentinels        []string `yaml:"sentinel"`
+	SentinelMaster   string   `yaml:"sentinel-master"`
+	SentinelUser     string   `yaml:"sentinel-user"`
+	SentinelPassword string   `yaml:"sentinel-password"`
 }
 
 // User is a named client account (AUTH name password), besides the default user
@@ -166,7 +174,7 @@ func (c *Config) WriteTimeout() time.Duration {
 }
 
 // Demo reports whether c asks for the self-contained demo (no master configured).
-func (c *Config) Demo() bool { return c.Master == "" }
+func (c *Config) Demo() bool { return c.Master == "" && len(c.Sentinels) == 0 }
 
 // Validate checks every setting and returns the first problem, worded for a user.
 func (c *Config) Validate() error {
@@ -182,8 +190,11 @@ func (c *Config) Validate() error {
 		if err := checkAddr("master", c.Master); err != nil {
 			return err
 		}
-	} else if len(c.Slaves) > 0 {
-		return errors.New("config: slaves given without a master")
+	} else if len(c.Slaves) > 0 && len(c.Sentinels) == 0 {
+		return errors.New("config: slaves given without a master (or sentinel)")
+	}
+	if err := c.validateSentinel(); err != nil {
+		return err
 	}
 	seen := map[string]bool{c.Master: true}
 	for _, s := range c.Slaves {
@@ -291,6 +302,34 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.BackendTLSConfig(); err != nil {
 		return err
+	}
+	return nil
+}
+
+// validateSentinel checks the Sentinel settings: the master comes either from
+// master or from sentinel, and sentinel needs the master's name.
+func (c *Config) validateSentinel() error {
+	switch {
+	case c.Master != "" && len(c.Sentinels) > 0:
+		return errors.New("config: master and sentinel exclude each other: give the master's address, or the sentinels that know it")
+	case len(c.Sentinels) > 0 && c.SentinelMaster == "":
+		return errors.New("config: sentinel needs sentinel-master, the name the sentinels monitor the master under")
+	case c.SentinelMaster != "" && len(c.Sentinels) == 0:
+		return errors.New("config: sentinel-master needs sentinel (the sentinels' addresses)")
+	case c.SentinelUser != "" && c.SentinelPassword == "":
+		return errors.New("config: sentinel-user needs sentinel-password")
+	case strings.ContainsAny(c.SentinelMaster, " \t\r\n"):
+		return fmt.Errorf("config: sentinel-master %q: a name without spaces is needed", c.SentinelMaster)
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Sentinels {
+		if err := checkAddr("sentinel", s); err != nil {
+			return err
+		}
+		if seen[s] {
+			return fmt.Errorf("config: sentinel: %q is listed twice", s)
+		}
+		seen[s] = true
 	}
 	return nil
 }

@@ -203,3 +203,36 @@ func TestConfigTLSAndCredentials(t *testing.T) {
 		t.Errorf("decoded %+v, want %+v", got, want)
 	}
 }
+
+// TestConfigSentinel: the master comes from master or from sentinel, never both;
+// sentinel needs sentinel-master; the YAML keys decode.
+func TestConfigSentinel(t *testing.T) {
+	c := DefaultConfig()
+	yml := "sentinel: [127.0.0.1:26379, 127.0.0.1:26380]\nsentinel-master: mymaster\nsentinel-user: u\nsentinel-password: p\nslaves: [127.0.0.1:3]\n"
+	if err := DecodeConfig(strings.NewReader(yml), &c, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("sentinel config: %v", err)
+	}
+	if len(c.Sentinels) != 2 || c.SentinelMaster != "mymaster" || c.SentinelUser != "u" || c.SentinelPassword != "p" || c.Demo() {
+		t.Fatalf("decoded %+v", c)
+	}
+	bad := map[string]func(*Config){
+		"both":             func(c *Config) { c.Master = "127.0.0.1:6379" },
+		"no name":          func(c *Config) { c.SentinelMaster = "" },
+		"name only":        func(c *Config) { c.Sentinels = nil },
+		"bad address":      func(c *Config) { c.Sentinels = []string{"127.0.0.1"} },
+		"twice":            func(c *Config) { c.Sentinels = []string{"127.0.0.1:1", "127.0.0.1:1"} },
+		"user no password": func(c *Config) { c.SentinelPassword = "" },
+		"name with spaces": func(c *Config) { c.SentinelMaster = "my master" },
+	}
+	for name, mutate := range bad {
+		b := c
+		mutate(&b)
+		err := b.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), "config: ") {
+			t.Errorf("%s: Validate() = %v, want an error starting with config:", name, err)
+		}
+	}
+}

@@ -28,6 +28,19 @@
 // SUBSCRIBE connections, which dialMaster (dial.go) opens and checks with AUTH
 // and PING. Passwords are never logged; the start line says whether they are set.
 //
+// # Sentinel
+//
+// With Config.Sentinels the master's address comes from Redis Sentinel
+// (sentinel.go): NewServer asks the sentinels in turn and fails if none answers;
+// then the Server follows their failovers without a restart. Server.master holds
+// the address — the one source of truth, read by dialMaster, the COMMAND read,
+// INFO — and switchMaster changes it, moves the master backend (SetAddr: what is
+// in flight fails with "master switched to ADDR, retry", nothing is sent twice)
+// and the replicator (Replicator.SetMaster), and closes the WATCH and SUBSCRIBE
+// connections to the old master. While a sentinel promotes a replica, writes are
+// held (Backend.Pause) so that the old master does not take writes its
+// successor will never have.
+//
 // # Concurrency
 //
 // redcon runs one goroutine per client; Session methods run only there — or, once
@@ -39,7 +52,11 @@
 // owned by their session and closed with it. Server owns the backends (package
 // router) and the replicator (package replicate): NewServer starts them and
 // Shutdown stops them, after it stopped accepting clients and the clients went
-// idle (what they sent is answered). Shutdown is safe to call twice.
+// idle (what they sent is answered). With Sentinel, the Server also owns a
+// sentinelWatch: one goroutine per sentinel (each with a receiver goroutine for
+// its subscription, which it stops and waits for) and one that decides and
+// switches; Shutdown stops them before the replicator and the backends.
+// Shutdown is safe to call twice.
 //
 // Reload (reload.go), serialized with itself and with Shutdown's stop of the
 // backends, publishes what it changes through atomic pointers — the config in

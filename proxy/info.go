@@ -56,7 +56,12 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("heap_inuse_bytes", strconv.FormatUint(rt[1].Value.Uint64()+rt[2].Value.Uint64(), 10))
 	field("stack_inuse_bytes", strconv.FormatUint(rt[3].Value.Uint64(), 10))
 	m := s.router.Master()
-	field("master", "addr="+m.Addr()+",up="+strconv.FormatBool(m.Up()))
+	field("master", "addr="+s.MasterAddr()+",up="+strconv.FormatBool(m.Up()))
+	if w := s.sentinel; w != nil {
+		field("sentinel", "master_name="+w.name+",sentinels="+strconv.Itoa(len(w.addrs))+
+			",config_epoch="+strconv.FormatInt(w.epoch.Load(), 10)+",switches="+strconv.FormatInt(w.switches.Load(), 10)+
+			",writes_held="+strconv.FormatBool(m.Paused()))
+	}
 	field("master_reads", strconv.FormatInt(s.router.MasterReads.Load(), 10))
 	field("sync_channel", s.cfg.SyncChannel)
 	b.WriteString("\r\n# Sync\r\n")

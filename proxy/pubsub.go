@@ -108,7 +108,7 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 		if sess.isSubscribe(cmd.Args) {
 			if err := sess.startSub(dc, &mu); err != nil {
 				mu.Lock()
-				dc.WriteError("ERR syncproxy: master " + sess.s.cfg.Master + " is unavailable (" + sanitize([]byte(err.Error()), 200) + ")")
+				dc.WriteError(sess.s.masterDown(nil, err))
 				dc.Flush()
 				mu.Unlock()
 				continue

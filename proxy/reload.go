@@ -53,6 +53,11 @@ func (s *Server) Reload(cfg Config) error {
 	if err := next.Validate(); err != nil {
 		return fmt.Errorf("%w (with the running values of the settings that need a restart)", err)
 	}
+	for _, sl := range next.Slaves {
+		if sl == s.MasterAddr() { // (with Sentinel, Validate does not know it)
+			return fmt.Errorf("config: slaves: %q is the master", sl)
+		}
+	}
 	for _, name := range refused {
 		s.log.Warn().Str("setting", name).Msg("configuration reload: " + name + " changed, but only a restart applies it; keeping the running value")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sort"
@@ -50,7 +51,14 @@ type Server struct {
 
 	serverTLS  *tls.Config // the client listener's, nil without TLS
 	backendTLS *tls.Config // shared by the backend connections, nil without TLS
-	masterTLS  *tls.Config // backendTLS for the master's address
+
+	// master is the master's address (and TLS settings for it): the one source of
+	// truth, which a Sentinel failover changes (switchMaster).
+	master    atomic.Pointer[masterTarget]
+	sentinel  *sentinelWatch // nil without Sentinel
+	switchMu  sync.Mutex     // serializes switchMaster
+	dmu       sync.Mutex
+	dedicated map[*masterConn]struct{} // WATCH and SUBSCRIBE connections to the master
 
 	nextID   atomic.Int64
 	clients  atomic.Int64
@@ -84,10 +92,11 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Master == "" {
+	if cfg.Master == "" && len(cfg.Sentinels) == 0 {
 		return nil, errors.New("proxy: no master configured")
 	}
-	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{}}
+	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{},
+		dedicated: map[*masterConn]struct{}{}}
 	s.cur.Store(&cfg)
 	s.limits.Store(limitsOf(&cfg))
 	var err error
@@ -97,7 +106,22 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	if s.backendTLS, err = cfg.BackendTLSConfig(); err != nil {
 		return nil, err
 	}
-	s.masterTLS = backendTLSFor(s.backendTLS, cfg.Master)
+	masterAddr, configEpoch := cfg.Master, int64(0)
+	if len(cfg.Sentinels) > 0 {
+		s.sentinel = newSentinelWatch(s)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(cfg.Sentinels))*(cfg.DialTimeout()+cfg.BackendTimeout))
+		masterAddr, configEpoch, err = s.sentinel.resolve(ctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		for _, sl := range cfg.Slaves {
+			if sl == masterAddr {
+				return nil, fmt.Errorf("proxy: Sentinel gives %s as master %q, which is also a slave", masterAddr, cfg.SentinelMaster)
+			}
+		}
+	}
+	s.master.Store(s.newTarget(masterAddr))
 	table := s.loadTable()
 	s.metrics = newMetrics(table)
 
@@ -106,13 +130,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		slaveEPs = append(slaveEPs, s.slaveEndpoint(addr))
 	}
 	s.repl = replicate.New(replicate.Config{
-		Master: replicate.Endpoint{
-			Name:     "master",
-			Addr:     cfg.Master,
-			Username: cfg.MasterUser,
-			Password: cfg.MasterPassword,
-			TLS:      s.masterTLS,
-		},
+		Master:        s.masterEndpoint(s.master.Load()),
 		Slaves:        slaveEPs,
 		Channel:       cfg.SyncChannel,
 		BacklogLen:    cfg.BacklogLen,
@@ -139,7 +157,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	}}
 	master := router.NewBackend(router.BackendOptions{
 		Name:         "master",
-		Addr:         cfg.Master,
+		Addr:         masterAddr,
 		Conns:        cfg.BackendConns,
 		Timeout:      cfg.BackendTimeout,
 		DialTimeout:  cfg.BackendDialTimeout,
@@ -148,7 +166,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		Script:       s.script,
 		Username:     cfg.MasterUser,
 		Password:     cfg.MasterPassword,
-		TLS:          s.masterTLS,
+		TLS:          s.backendTLS, // for the address of the moment
 		Log:          log,
 	})
 	var slaves []*router.Slave
@@ -173,10 +191,13 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.BackendTimeout)
 	defer cancel()
 	if !master.WaitFirstAttempt(ctx) {
-		log.Warn().Str("master", cfg.Master).Msg("master unreachable at start; writes fail until it is back")
+		log.Warn().Str("master", masterAddr).Msg("master unreachable at start; writes fail until it is back")
 	}
 	for _, sl := range slaves {
 		sl.Backend.WaitFirstAttempt(ctx)
+	}
+	if s.sentinel != nil {
+		s.sentinel.start(configEpoch)
 	}
 	return s, nil
 }
@@ -234,10 +255,11 @@ func (s *Server) loadTable() *router.Table {
 	if s.cfg.MasterPassword != "" {
 		opts = append(opts, redis.DialUsername(s.cfg.MasterUser), redis.DialPassword(s.cfg.MasterPassword))
 	}
-	if s.masterTLS != nil {
-		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(s.masterTLS))
+	target := s.master.Load()
+	if target.tls != nil {
+		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(target.tls))
 	}
-	c, err := redis.Dial("tcp", s.cfg.Master, opts...)
+	c, err := redis.Dial("tcp", target.addr, opts...)
 	if err == nil {
 		defer c.Close()
 		var reply interface{}
@@ -325,7 +347,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	srv := s.srv
 	s.mu.Unlock()
 	// Passwords are never logged: only whether they are set.
-	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.cfg.Master).Strs("slaves", cfg.Slaves).
+	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.MasterAddr()).Strs("slaves", cfg.Slaves).
+		Strs("sentinels", cfg.Sentinels).
 		Bool("tls", s.serverTLS != nil).Bool("tls_client_certs", s.cfg.TLSCA != "").
 		Bool("backend_tls", s.backendTLS != nil).Bool("requirepass", cfg.RequirePass != "").
 		Bool("master_auth", s.cfg.MasterPassword != "").Bool("slave_auth", s.cfg.SlavePassword != "").
@@ -393,6 +416,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.detachedWG.Wait()
+	if s.sentinel != nil {
+		s.sentinel.stop()
+	}
 	// A reload in progress finishes first: the slaves it adds are closed too.
 	s.reloadMu.Lock()
 	s.repl.Close()

@@ -69,8 +69,12 @@ func (sess *Session) closeWatch() {
 }
 
 func (sess *Session) watchDown(r *router.Request, err error) {
+	var c net.Conn
+	if sess.watch != nil {
+		c = sess.watch.conn
+	}
+	sess.localError(r, sess.s.masterDown(c, err))
 	sess.closeWatch()
-	sess.localError(r, "ERR syncproxy: master "+sess.s.cfg.Master+" is unavailable ("+sanitize([]byte(err.Error()), 200)+")")
 }
 
 // doWatch runs WATCH on the dedicated connection, after what the batch sent before.
@@ -113,8 +117,11 @@ func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 	}
 	frames = append(frames, "*1\r\n$4\r\nEXEC\r\n"...)
 	replies, err := sess.watchRoundTrip(frames, n)
+	if err == nil && sess.s.replaced(sess.watch.conn) {
+		err = errReplaced // answered by a master the proxy no longer follows
+	}
 	if err != nil {
-		ex.err = "ERR syncproxy: master " + sess.s.cfg.Master + " is unavailable"
+		ex.err = sess.s.masterDown(sess.watch.conn, nil)
 		return
 	}
 	execRe := replies[n-1]

@@ -63,6 +63,7 @@ type Applier struct {
 	slave, master redis.Conn
 	failures      int          // consecutive failed checks of an online slave
 	rs            *resyncState // during a full resync
+	gen           uint64       // the master generation of the session
 }
 
 func newApplier(r *Replicator, ep Endpoint) *Applier {
@@ -155,6 +156,11 @@ func (a *Applier) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errMasterSwitched) {
+			a.log.Info().Str("master", a.r.Master().Addr).Msg("master switched; checking the slave against the new one")
+			backoff = minBackoff
+			continue
+		}
 		_, threshold := a.r.health()
 		switch {
 		case a.State() == StateOnline && a.slaveAlive(ctx):
@@ -198,11 +204,22 @@ func (a *Applier) closeConns() {
 }
 
 func (a *Applier) session(ctx context.Context, backoff *time.Duration) error {
+	g, sctx, leave := a.r.join(ctx)
+	defer leave()
+	a.gen = g.id
+	err := a.serve(sctx, g.ep, backoff)
+	if ctx.Err() == nil && sctx.Err() != nil {
+		return errMasterSwitched
+	}
+	return err
+}
+
+func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Duration) error {
 	var err error
 	if a.slave, err = a.r.dial(ctx, a.ep, a.r.cfg.Timeout); err != nil {
 		return err
 	}
-	if a.master, err = a.r.dial(ctx, a.r.cfg.Master, a.r.cfg.Timeout); err != nil {
+	if a.master, err = a.r.dial(ctx, master, a.r.cfg.Timeout); err != nil {
 		return err
 	}
 	if err := a.sync(ctx); err != nil {
@@ -257,6 +274,9 @@ func (a *Applier) applyLive(ctx context.Context, msgs []*Message) error {
 	epoch := a.Epoch()
 	run := msgs[:0:0]
 	for _, m := range msgs {
+		if m.gen != a.gen {
+			continue // from a master replaced since: what counts is in the new one
+		}
 		if m.Epoch != epoch {
 			// The master's data set changed: find out how, from the master itself.
 			return a.sync(ctx)

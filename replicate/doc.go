@@ -38,4 +38,8 @@
 // waits for it; the subscriber hands messages to a snapshot of the appliers.
 // Check runs in its caller's goroutine, with its own connections,
 // closed before it returns; its callbacks are called from that goroutine.
+// The master the loops use belongs to a generation: SetMaster (a Sentinel
+// failover) starts a new one, which ends every session on the old master — they
+// registered with it — and waits for them; messages received from the old
+// master carry its generation, and appliers drop them.
 package replicate

@@ -38,6 +38,8 @@ type Message struct {
 	Seq     int64
 	TimeMs  int64
 	Effects []Effect
+
+	gen uint64 // the master generation it came from (see Replicator.SetMaster)
 }
 
 // Decoding errors.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,28 @@ type Replicator struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	closed bool
+
+	gmu sync.Mutex
+	gen *masterGen // the current master; replaced by SetMaster
 }
+
+// masterGen is one master the replicator follows; SetMaster starts a new one.
+type masterGen struct {
+	ep     Endpoint
+	id     uint64
+	ctx    context.Context // ended when the master is replaced
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // sessions (subscriber, appliers) that use this master
+}
+
+func newMasterGen(ep Endpoint, id uint64) *masterGen {
+	g := &masterGen{ep: ep, id: id}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	return g
+}
+
+// errMasterSwitched ends a session whose master was replaced (SetMaster).
+var errMasterSwitched = errors.New("replicate: the master was switched")
 
 // New returns a Replicator; Start runs it.
 func New(cfg Config) *Replicator {
@@ -108,7 +130,7 @@ func New(cfg Config) *Replicator {
 	if cfg.FailThreshold <= 0 {
 		cfg.FailThreshold = 1
 	}
-	r := &Replicator{cfg: cfg, epoch: newEpoch()}
+	r := &Replicator{cfg: cfg, epoch: newEpoch(), gen: newMasterGen(cfg.Master, 1)}
 	r.pollInterval.Store(int64(cfg.PollInterval))
 	r.failThreshold.Store(int64(cfg.FailThreshold))
 	var appliers []*Applier
@@ -133,6 +155,141 @@ func newEpoch() string {
 // EpochCandidate is the epoch the master adopts if it has none (first write ever,
 // or after it lost its data).
 func (r *Replicator) EpochCandidate() string { return r.epoch }
+
+// Master returns the master the replicator follows.
+func (r *Replicator) Master() Endpoint {
+	r.gmu.Lock()
+	defer r.gmu.Unlock()
+	return r.gen.ep
+}
+
+// join registers a session on the current master: sctx ends with ctx or when the
+// master is replaced; leave must be called when the session ends.
+func (r *Replicator) join(ctx context.Context) (g *masterGen, sctx context.Context, leave func()) {
+	r.gmu.Lock()
+	g = r.gen
+	g.wg.Add(1)
+	r.gmu.Unlock()
+	sctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(g.ctx, cancel)
+	return g, sctx, func() {
+		stop()
+		cancel()
+		g.wg.Done()
+	}
+}
+
+// Position is a master's replication position.
+type Position struct {
+	Epoch string // "" when the master has none (new or emptied data set)
+	Seq   int64
+}
+
+// ReadPosition reads the replication position of the server at e.
+func (r *Replicator) ReadPosition(ctx context.Context, e Endpoint) (Position, error) {
+	c, err := r.dial(ctx, e, r.cfg.Timeout)
+	if err != nil {
+		return Position{}, err
+	}
+	defer c.Close()
+	return readPosition(c)
+}
+
+func readPosition(c redis.Conn) (Position, error) {
+	vals, err := redis.Values(c.Do("MGET", KeyEpoch, KeySeq))
+	if err != nil {
+		return Position{}, err
+	}
+	var p Position
+	if vals[0] != nil {
+		p.Epoch, _ = redis.String(vals[0], nil)
+	}
+	if vals[1] != nil {
+		if p.Seq, err = redis.Int64(vals[1], nil); err != nil {
+			return Position{}, err
+		}
+	}
+	return p, nil
+}
+
+// renewEpoch replaces the epoch only if it is still old (another proxy may have
+// renewed it already).
+var renewEpoch = redis.NewScript(1, `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2]) return 1
+end
+return 0`)
+
+// SetMaster moves replication to a new master (Sentinel promoted a replica): the
+// subscriber and the appliers end their sessions on the old master — SetMaster
+// waits for them, within a bound — and start new ones on ep; messages still
+// queued from the old master are dropped. pos is ep's position, read (by
+// ReadPosition) before any write of this proxy reached ep; nil if it could not be.
+//
+// The new master normally continues the old one's data set (same epoch, same
+// sequence numbers, same backlog), and slaves just catch up. But asynchronous
+// replication may have lost the old master's last messages, which slaves may
+// already hold: the new master would then give their sequence numbers to other
+// writes. When ep is behind what the slaves applied (or what the old master was
+// seen to publish), SetMaster gives ep a new epoch, so that every slave resyncs in
+// full instead; it reports whether it did.
+func (r *Replicator) SetMaster(ep Endpoint, pos *Position) (renewed bool, err error) {
+	r.gmu.Lock()
+	old := r.gen
+	r.gen = newMasterGen(ep, old.id+1)
+	r.gmu.Unlock()
+	old.cancel()
+	ended := make(chan struct{})
+	go func() {
+		old.wg.Wait()
+		close(ended)
+	}()
+	t := time.NewTimer(2*r.cfg.Timeout + r.cfg.DialTimeout)
+	defer t.Stop()
+	stuck := false
+	select {
+	case <-ended:
+	case <-t.C:
+		// A session stuck on a server: it ends at its own timeout (the waiter
+		// above ends with it). Assume the worst about what it applied.
+		stuck = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.DialTimeout+r.cfg.Timeout)
+	defer cancel()
+	if pos == nil {
+		p, err := r.ReadPosition(ctx, ep)
+		if err != nil {
+			return false, err
+		}
+		pos = &p
+	}
+	high, shared := r.latest.Load(), false
+	for _, a := range r.Appliers() {
+		if a.Epoch() == pos.Epoch {
+			shared = true
+			if v := a.Applied(); v > high {
+				high = v
+			}
+		}
+	}
+	r.latest.Store(pos.Seq)
+	if pos.Epoch == "" || !shared || (pos.Seq >= high && !stuck) {
+		return false, nil
+	}
+	c, err := r.dial(ctx, ep, r.cfg.Timeout)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	epoch := newEpoch() + "-" + strconv.FormatInt(time.Now().UnixMilli(), 10)
+	n, err := redis.Int(renewEpoch.Do(c, KeyEpoch, pos.Epoch, epoch))
+	if err != nil {
+		return false, err
+	}
+	r.cfg.Log.Warn().Int64("new_master_seq", pos.Seq).Int64("seen_seq", high).Bool("stuck_session", stuck).
+		Str("epoch", epoch).Bool("renewed_by_us", n == 1).
+		Msg("the new master lacks messages of the old one that slaves may hold: new epoch, every slave resyncs in full")
+	return n == 1, nil
+}
 
 // Channel returns the sync channel.
 func (r *Replicator) Channel() string { return r.cfg.Channel }

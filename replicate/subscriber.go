@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -23,6 +24,12 @@ func (s *subscriber) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errMasterSwitched) {
+			s.log.Info().Str("master", s.r.Master().Addr).Msg("master switched; subscribing on the new one")
+			backoff = minBackoff
+			s.r.kickAll()
+			continue
+		}
 		s.log.Warn().Err(err).Dur("backoff", backoff).Msg("sync subscription lost; reconnecting")
 		// Whatever was published meanwhile is in the backlog.
 		s.r.kickAll()
@@ -34,13 +41,23 @@ func (s *subscriber) run(ctx context.Context) {
 }
 
 func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error {
+	g, sctx, leave := s.r.join(ctx)
+	defer leave()
+	err := s.subscribe(sctx, g, backoff)
+	if ctx.Err() == nil && sctx.Err() != nil {
+		return errMasterSwitched
+	}
+	return err
+}
+
+func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.Duration) error {
 	ping, _ := s.r.health()
 	if ping < 100*time.Millisecond {
 		ping = 100 * time.Millisecond
 	}
 	// The pinger below keeps traffic flowing, so a read that waits three ping
 	// periods means the master or the network is gone.
-	c, err := s.r.dial(ctx, s.r.cfg.Master, 3*ping+s.r.cfg.Timeout)
+	c, err := s.r.dial(ctx, g.ep, 3*ping+s.r.cfg.Timeout)
 	if err != nil {
 		return err
 	}
@@ -88,6 +105,7 @@ func (s *subscriber) session(ctx context.Context, backoff *time.Duration) error 
 				s.r.kickAll()
 				continue
 			}
+			msg.gen = g.id
 			s.r.observe(msg.Seq)
 			if f := s.r.cfg.OnEffect; f != nil {
 				for _, e := range msg.Effects {

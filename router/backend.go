@@ -171,6 +171,10 @@ type Backend struct {
 	links  []*link
 	up     atomic.Int32 // connections currently up
 	closed atomic.Bool  // Close was called: requests enqueued late are failed
+	// addr is the server's address; SetAddr moves the backend to another.
+	addr atomic.Pointer[string]
+	// paused: the writers send nothing (Pause, Resume); requests wait queued.
+	paused atomic.Bool
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -206,6 +210,7 @@ func NewBackend(opts BackendOptions) *Backend {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Backend{opts: opts, cancel: cancel, tried: make(chan struct{})}
+	b.addr.Store(&opts.Addr)
 	b.triedLeft.Store(int32(opts.Conns))
 	for i := 0; i < opts.Conns; i++ {
 		l := &link{
@@ -213,9 +218,8 @@ func NewBackend(opts BackendOptions) *Backend {
 			idx:       i,
 			queue:     make(chan *Request, opts.QueueLen),
 			groupDone: make(chan struct{}, 1),
-			log:       opts.Log.With().Str("backend", opts.Name).Str("addr", opts.Addr).Int("conn", i).Logger(),
+			wake:      make(chan struct{}, 1),
 		}
-		l.downMsg = "ERR syncproxy: " + opts.Name + " " + opts.Addr + " is unavailable"
 		b.links = append(b.links, l)
 		b.wg.Add(1)
 		go func() {
@@ -240,7 +244,47 @@ func (b *Backend) WaitFirstAttempt(ctx context.Context) bool {
 func (b *Backend) Name() string { return b.opts.Name }
 
 // Addr returns the backend's address.
-func (b *Backend) Addr() string { return b.opts.Addr }
+func (b *Backend) Addr() string { return *b.addr.Load() }
+
+// SetAddr moves the backend to another server (a master that Sentinel replaced).
+// Every connection to the old address is closed: the requests sent on it and not
+// yet answered fail with "switched to ADDR, retry" — a reply that arrives after
+// SetAddr began is never delivered — and none is sent again anywhere. Requests
+// still queued, never sent, go to the new address once connected.
+func (b *Backend) SetAddr(addr string) {
+	if addr == b.Addr() {
+		return
+	}
+	b.addr.Store(&addr)
+	for _, l := range b.links {
+		l.switching.Store(true)
+		l.gen.Add(1)
+		l.signal()
+	}
+}
+
+// Pause stops sending requests: they wait in the queues (enqueueing waits at
+// most the timeout for room) until Resume or SetAddr moves them on. Requests
+// already sent complete normally. The proxy pauses the master while Sentinel
+// promotes a replica, so that no write reaches the old master meanwhile.
+func (b *Backend) Pause() {
+	b.paused.Store(true)
+	for _, l := range b.links {
+		l.signal()
+	}
+}
+
+// Resume undoes Pause.
+func (b *Backend) Resume() {
+	if b.paused.Swap(false) {
+		for _, l := range b.links {
+			l.signal()
+		}
+	}
+}
+
+// Paused reports whether the backend is paused.
+func (b *Backend) Paused() bool { return b.paused.Load() }
 
 // Up reports whether at least one connection is established.
 func (b *Backend) Up() bool { return b.up.Load() > 0 }
@@ -253,8 +297,8 @@ func (b *Backend) Conns() int { return len(b.links) }
 // the backend's reply, or with an error when the backend is down or times out.
 func (b *Backend) Submit(idx int, r *Request) {
 	l := b.links[idx%len(b.links)]
-	if !l.up.Load() {
-		b.failIn(r, l.downMsg)
+	if !l.up.Load() && !l.switching.Load() {
+		b.failIn(r, l.downMsg())
 		return
 	}
 	l.enqueue(r, 1)
@@ -307,12 +351,19 @@ func (b *Backend) Close() {
 // link is one multiplexed connection: a writer (the run goroutine) sends queued
 // requests and flushes when the queue is empty; a reader completes them in FIFO order.
 type link struct {
-	b       *Backend
-	idx     int
-	queue   chan *Request
-	up      atomic.Bool
-	log     zerolog.Logger
-	downMsg string
+	b     *Backend
+	idx   int
+	queue chan *Request
+	up    atomic.Bool
+	log   zerolog.Logger // set by run before each connection
+
+	// gen counts SetAddr calls; serving is the gen of the connection in use: when
+	// they differ, that connection belongs to an old address. switching is set by
+	// SetAddr until the new address was tried: Submit queues meanwhile.
+	gen, serving atomic.Uint64
+	switching    atomic.Bool
+	// wake tells the writer that SetAddr, Pause or Resume was called.
+	wake chan struct{}
 
 	// reload asks the writer to SCRIPT LOAD before its next script call.
 	reload atomic.Bool
@@ -350,12 +401,37 @@ const (
 	keepaliveIdle = time.Second
 )
 
+// errSwitched ends a connection whose backend moved to another address.
+var errSwitched = errors.New("router: backend switched to another address")
+
+func (l *link) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// downMsg is the error of the requests the link cannot serve.
+func (l *link) downMsg() string {
+	if l.gen.Load() != l.serving.Load() {
+		return "ERR syncproxy: " + l.b.opts.Name + " switched to " + l.b.Addr() + ", retry"
+	}
+	return "ERR syncproxy: " + l.b.opts.Name + " " + l.b.Addr() + " is unavailable"
+}
+
 func (l *link) run(ctx context.Context) {
 	backoff := minBackoff
 	first := true
 	refused := "" // the last handshake failure logged, so that a retry does not log it again
 	for {
-		conn, br, err := l.dial(ctx)
+		gen, addr := l.gen.Load(), l.b.Addr()
+		l.log = l.b.opts.Log.With().Str("backend", l.b.opts.Name).Str("addr", addr).Int("conn", l.idx).Logger()
+		conn, br, err := l.dial(ctx, addr)
+		if err == nil && l.gen.Load() != gen {
+			conn.Close() // moved while dialing: dial the new address
+			continue
+		}
+		l.serving.Store(gen)
 		var he handshakeError
 		switch {
 		case err == nil:
@@ -369,6 +445,9 @@ func (l *link) run(ctx context.Context) {
 			l.b.up.Add(1)
 			l.up.Store(true)
 		}
+		if l.gen.Load() == gen {
+			l.switching.Store(false)
+		}
 		if first {
 			first = false
 			if l.b.triedLeft.Add(-1) == 0 {
@@ -380,12 +459,16 @@ func (l *link) run(ctx context.Context) {
 		if err == nil {
 			backoff = minBackoff
 			l.log.Info().Msg("backend connected")
-			err = l.serve(ctx, conn, br)
+			err = l.serve(ctx, conn, br, gen)
 			l.up.Store(false)
 			l.b.up.Add(-1)
 			if ctx.Err() != nil {
 				l.drain(ctx, 0)
 				return
+			}
+			if errors.Is(err, errSwitched) {
+				l.log.Info().Str("to", l.b.Addr()).Msg("backend connection closed: switched to another address")
+				continue
 			}
 			l.log.Warn().Err(err).Msg("backend connection lost")
 		} else {
@@ -398,6 +481,10 @@ func (l *link) run(ctx context.Context) {
 		// While down, fail whatever is queued and keep failing new arrivals.
 		if !l.drain(ctx, backoff) {
 			return
+		}
+		if l.gen.Load() != gen {
+			backoff = minBackoff
+			continue
 		}
 		backoff *= 2
 		if backoff > maxBackoff {
@@ -427,6 +514,10 @@ func (l *link) drain(ctx context.Context, d time.Duration) bool {
 			l.failChain(r)
 		case <-t.C:
 			return true
+		case <-l.wake:
+			if l.gen.Load() != l.serving.Load() {
+				return true // moved to another address: dial it now
+			}
 		case <-ctx.Done():
 			l.drain(ctx, 0)
 			return false
@@ -439,22 +530,30 @@ func (l *link) failChain(r *Request) {
 		next := r.next
 		r.next = nil
 		l.b.Outstanding.Add(-1)
-		l.b.failIn(r, l.downMsg)
+		l.b.failIn(r, l.downMsg())
 		r = next
 	}
 }
 
-func (l *link) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
+func (l *link) dial(ctx context.Context, addr string) (net.Conn, *bufio.Reader, error) {
 	o := &l.b.opts
 	d := net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
 	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
 	defer cancel()
-	conn, err := d.DialContext(dctx, "tcp", o.Addr)
+	conn, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
 	if o.TLS != nil {
-		tc := tls.Client(conn, o.TLS)
+		conf := o.TLS
+		if conf.ServerName == "" && !conf.InsecureSkipVerify {
+			// Verified for the host of the address (which SetAddr may change).
+			conf = conf.Clone()
+			if conf.ServerName, _, err = net.SplitHostPort(addr); err != nil {
+				conf.ServerName = addr
+			}
+		}
+		tc := tls.Client(conn, conf)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			conn.Close()
 			return nil, nil, handshakeError{"router: TLS handshake: " + err.Error()}
@@ -503,15 +602,16 @@ func (l *link) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 }
 
 // serve runs the writer in this goroutine and the reader in another, until either
-// fails or ctx ends; then it fails every request in flight.
-func (l *link) serve(ctx context.Context, conn net.Conn, br *bufio.Reader) error {
+// fails or ctx ends or the backend moves (gen changes); then it fails every
+// request in flight.
+func (l *link) serve(ctx context.Context, conn net.Conn, br *bufio.Reader, gen uint64) error {
 	pend := make(chan pending, 1024)
 	l.groups.Store(0)
 	stop := make(chan struct{})
 	readerDone := make(chan error, 1)
-	go func() { readerDone <- l.reader(conn, br, pend, stop) }()
+	go func() { readerDone <- l.reader(conn, br, pend, stop, gen) }()
 
-	werr := l.writer(ctx, conn, pend, readerDone)
+	werr := l.writer(ctx, conn, pend, readerDone, gen)
 	close(stop)
 	conn.Close()
 	rerr := <-readerDone
@@ -535,7 +635,7 @@ func (l *link) failPending(p pending) {
 	switch p.kind {
 	case pendRequest:
 		l.b.Outstanding.Add(-1)
-		l.b.failIn(p.req, l.downMsg)
+		l.b.failIn(p.req, l.downMsg())
 	case pendGroup:
 		l.failChain(p.req)
 	}
@@ -567,7 +667,7 @@ func refusal(err error, conf *tls.Config) error {
 	return err
 }
 
-func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, readerDone chan error) error {
+func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, readerDone chan error, gen uint64) error {
 	o := &l.b.opts
 	bw := bufio.NewWriterSize(conn, 16<<10)
 	curDB := 0
@@ -597,11 +697,24 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 
 	for {
 		var r *Request
-		if carry != nil {
+		paused := l.b.paused.Load()
+		if carry != nil && !paused {
 			r, carry = carry, nil
 		} else {
+			queue := l.queue
+			if paused {
+				queue = nil // requests wait in the queue until Resume
+				if err := l.flush(conn, bw); err != nil {
+					return err
+				}
+			}
 			select {
-			case r = <-l.queue:
+			case r = <-queue:
+			case <-l.wake:
+				if l.gen.Load() != gen {
+					return errSwitched
+				}
+				continue
 			case <-ctx.Done():
 				l.flush(conn, bw)
 				return errStopped
@@ -623,7 +736,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 		}
 		if r.Kind == KindWrite && o.Script != nil && r.Script != nil {
 			// A client's script: a call of its own script, alone.
-			if err := l.waitGroups(ctx, conn, bw, readerDone); err != nil {
+			if err := l.waitGroups(ctx, conn, bw, readerDone, gen); err != nil {
 				l.failChain(r)
 				return err
 			}
@@ -637,7 +750,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			// Adaptive group commit: with enough script calls in flight, let writes
 			// accumulate in the queue until one completes, so that the next call
 			// carries them all (the master's cost is per call, not per write).
-			if err := l.waitGroups(ctx, conn, bw, readerDone); err != nil {
+			if err := l.waitGroups(ctx, conn, bw, readerDone, gen); err != nil {
 				l.failChain(r)
 				return err
 			}
@@ -682,7 +795,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 				bw.Write(appendBulkInt(nil, int64(r.DB)))
 				if err := push(pending{kind: pendDiscard}); err != nil {
 					l.b.Outstanding.Add(-1)
-					l.b.failIn(r, l.downMsg)
+					l.b.failIn(r, l.downMsg())
 					return err
 				}
 				curDB = r.DB
@@ -690,7 +803,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			bw.Write(r.Raw)
 			if err := push(pending{kind: pendRequest, req: r}); err != nil {
 				l.b.Outstanding.Add(-1)
-				l.b.failIn(r, l.downMsg)
+				l.b.failIn(r, l.downMsg())
 				return err
 			}
 		}
@@ -718,7 +831,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 
 // waitGroups waits, with what is written flushed, until fewer than
 // maxGroupsInFlight script calls are in flight.
-func (l *link) waitGroups(ctx context.Context, conn net.Conn, bw *bufio.Writer, readerDone chan error) error {
+func (l *link) waitGroups(ctx context.Context, conn net.Conn, bw *bufio.Writer, readerDone chan error, gen uint64) error {
 	if l.groups.Load() < maxGroupsInFlight {
 		return nil
 	}
@@ -728,6 +841,10 @@ func (l *link) waitGroups(ctx context.Context, conn net.Conn, bw *bufio.Writer, 
 	for l.groups.Load() >= maxGroupsInFlight {
 		select {
 		case <-l.groupDone:
+		case <-l.wake:
+			if l.gen.Load() != gen {
+				return errSwitched
+			}
 		case <-ctx.Done():
 			return errStopped
 		case err := <-readerDone:
@@ -882,10 +999,10 @@ func (b *Backend) SubmitTx(idx int, reqs []*Request) {
 		reqs[i].next = reqs[i+1]
 	}
 	l := b.links[idx%len(b.links)]
-	if !l.up.Load() {
+	if !l.up.Load() && !l.switching.Load() {
 		for _, r := range reqs {
 			r.next = nil
-			b.failIn(r, l.downMsg)
+			b.failIn(r, l.downMsg())
 		}
 		return
 	}
@@ -900,7 +1017,7 @@ func skipArrayHeader(raw []byte) []byte {
 	return raw
 }
 
-func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop chan struct{}) error {
+func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop chan struct{}, gen uint64) error {
 	timeout := l.b.opts.Timeout
 	for {
 		var p pending
@@ -925,6 +1042,9 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 			r := p.req
 			var err error
 			r.Reply, err = ReadFrame(br, r.Reply[:0])
+			if err == nil && l.gen.Load() != gen {
+				err = errSwitched // read after the switch: not delivered
+			}
 			if err != nil {
 				l.failPending(p)
 				return err
@@ -934,7 +1054,7 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 			l.b.Stats.Latency.Observe(time.Duration(monoNow() - p.sent))
 			r.complete()
 		case pendGroup:
-			rest, err := l.readGroup(br, p)
+			rest, err := l.readGroup(br, p, gen)
 			l.groups.Add(-1)
 			select {
 			case l.groupDone <- struct{}{}:
@@ -950,8 +1070,11 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 
 // readGroup reads a script call's reply: "*<n+1>", the sequence number, then one
 // reply per request. An error reply instead fails every request of the group.
-func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error) {
+func (l *link) readGroup(br *bufio.Reader, p pending, gen uint64) (rest *Request, err error) {
 	line, err := readLine(br)
+	if err == nil && l.gen.Load() != gen {
+		err = errSwitched
+	}
 	if err != nil {
 		return p.req, err
 	}
@@ -960,6 +1083,12 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 		if bytes.HasPrefix(line, []byte("-NOSCRIPT")) {
 			l.reload.Store(true)
 			msg = "ERR syncproxy: the replication script was flushed from the master; it is being reloaded, retry the command"
+		}
+		if bytes.HasPrefix(line, []byte("-READONLY")) {
+			// The master was demoted (a failover): the prefix stays, for clients
+			// that reconnect on it; the script's name in Redis' text would mislead.
+			msg = "READONLY You can't write against a read only replica: " + l.b.opts.Name + " " + l.b.Addr() +
+				" is a replica now (failover?); the write was not applied, retry"
 		}
 		for r := p.req; r != nil; {
 			next := r.next
@@ -999,6 +1128,9 @@ func (l *link) readGroup(br *bufio.Reader, p pending) (rest *Request, err error)
 	r := p.req
 	for r != nil {
 		r.Reply, err = ReadFrame(br, r.Reply[:0])
+		if err == nil && l.gen.Load() != gen {
+			err = errSwitched
+		}
 		if err != nil {
 			return r, err
 		}

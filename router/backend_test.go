@@ -221,3 +221,78 @@ func TestBackendNoScriptReload(t *testing.T) {
 		t.Fatalf("a = %s", got)
 	}
 }
+
+// TestBackendSetAddr moves a backend to another server: the requests in flight on
+// the old one fail with the switch error, never with a reply of the old server,
+// and the next ones go to the new server.
+func TestBackendSetAddr(t *testing.T) {
+	srvs := redistest.StartN(t, 2)
+	a, bsrv := srvs[0], srvs[1]
+	b := newBackend(t, a.Addr, 5*time.Second, true)
+
+	// In flight on a: a BLPOP that blocks the connection, and a write behind it.
+	blpop := &router.Request{Kind: router.KindRaw, Raw: cmd("BLPOP", "q", "4")}
+	write := &router.Request{Kind: router.KindWrite, Raw: cmd("SET", "k", "old"), Argc: 3}
+	w := router.NewWaiter()
+	w.Add(blpop)
+	w.Add(write)
+	b.Submit(0, blpop)
+	b.Submit(0, write)
+	redistest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := a.Info(t, "clients", "blocked_clients"); n != "1" {
+			return errString("blocked_clients " + n)
+		}
+		return nil
+	})
+	start := time.Now()
+	b.SetAddr(bsrv.Addr)
+	w.Wait()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("in-flight requests completed %v after SetAddr", d)
+	}
+	want := "-ERR syncproxy: test switched to " + bsrv.Addr + ", retry\r\n"
+	for _, r := range []*router.Request{blpop, write} {
+		if string(r.Reply) != want || !r.Failed || r.Seq != 0 {
+			t.Errorf("in-flight request: reply %q failed=%v seq=%d, want %q", r.Reply, r.Failed, r.Seq, want)
+		}
+	}
+	if b.Addr() != bsrv.Addr {
+		t.Fatalf("Addr() = %s, want %s", b.Addr(), bsrv.Addr)
+	}
+
+	// New requests go to the new server, through the replication script.
+	r := &router.Request{Kind: router.KindWrite, Raw: cmd("SET", "k2", "new"), Argc: 3}
+	do(b, r)
+	if string(r.Reply) != "+OK\r\n" || r.Seq <= 0 {
+		t.Fatalf("write after SetAddr: %q seq %d", r.Reply, r.Seq)
+	}
+	if got := bsrv.Do(t, "GET", "k2"); string(got.([]byte)) != "new" {
+		t.Fatalf("new server: k2 = %v", got)
+	}
+	if got := a.Do(t, "EXISTS", "k2"); got != int64(0) {
+		t.Fatalf("old server got the write after SetAddr")
+	}
+
+	// Paused, a request waits in the queue; moved and resumed, it goes to the
+	// address of the moment it is sent.
+	b.Pause()
+	held := &router.Request{Kind: router.KindWrite, Raw: cmd("SET", "p", "1"), Argc: 3}
+	w = router.NewWaiter()
+	w.Add(held)
+	b.Submit(0, held)
+	b.SetAddr(a.Addr)
+	if got := bsrv.Do(t, "EXISTS", "p"); got != int64(0) {
+		t.Fatalf("a paused backend sent a request")
+	}
+	b.Resume()
+	w.Wait()
+	if string(held.Reply) != "+OK\r\n" {
+		t.Fatalf("held request: %q", held.Reply)
+	}
+	if got := a.Do(t, "GET", "p"); string(got.([]byte)) != "1" {
+		t.Fatalf("held request did not reach the new address: p = %v", got)
+	}
+	if got := bsrv.Do(t, "EXISTS", "p"); got != int64(0) {
+		t.Fatalf("held request reached the old address")
+	}
+}

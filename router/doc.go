@@ -29,6 +29,8 @@
 // reader. Close cancels them and waits. Every Request submitted is completed
 // exactly once — by a reply, a timeout or a failure, also when it is submitted
 // while or after its backend closes — so Waiter.Wait never blocks forever.
+// SetAddr, Pause and Resume may be called from any goroutine: they only set the
+// backend's state and wake the writers, which act on it.
 //
 // The read set (Slaves, weights) and the read options are immutable snapshots
 // behind atomic pointers: SetSlaves and SetReadOptions replace them whole, and

@@ -32,8 +32,9 @@ func main() {
 // Environment variables that give the backend passwords when neither a flag nor
 // the config file does.
 const (
-	masterPasswordEnv = "SYNCPROXY_MASTER_PASSWORD"
-	slavePasswordEnv  = "SYNCPROXY_SLAVE_PASSWORD"
+	masterPasswordEnv   = "SYNCPROXY_MASTER_PASSWORD"
+	slavePasswordEnv    = "SYNCPROXY_SLAVE_PASSWORD"
+	sentinelPasswordEnv = "SYNCPROXY_SENTINEL_PASSWORD"
 )
 
 // usageError is a bad flag or setting: one line on stderr, exit status 2.
@@ -52,7 +53,11 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		configFile = fs.String("config", "", "YAML config file with the same settings as the flags (flags win over the file)")
 		listen     = fs.String("listen", def.Listen, "address to accept Redis clients on")
 		admin      = fs.String("admin", "", "HOST:PORT of the admin HTTP listener: /metrics, /healthz, /status.json, / (off when empty)")
-		master     = fs.String("master", "", "master Redis HOST:PORT (writes); empty runs the in-process demo")
+		master     = fs.String("master", "", "master Redis HOST:PORT (writes); empty (and no --sentinel) runs the in-process demo")
+		sentinels  = fs.String("sentinel", "", "comma-separated Redis Sentinel HOST:PORT list that gives the master (instead of --master) and its failovers")
+		sMaster    = fs.String("sentinel-master", "", "name the sentinels monitor the master under (with --sentinel)")
+		sUser      = fs.String("sentinel-user", "", "ACL user on the sentinels (needs a password)")
+		sPass      = fs.String("sentinel-password", "", "password on the sentinels (AUTH); or env "+sentinelPasswordEnv)
 		slaves     = fs.String("slaves", "", "comma-separated slave Redis HOST:PORT list (reads)")
 		channel    = fs.String("sync-channel", def.SyncChannel, "pub/sub channel of the sync messages")
 		timeout    = fs.Duration("backend-timeout", def.BackendTimeout, "timeout of a backend's reply (and of dials and writes unless set on their own)")
@@ -129,6 +134,19 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.Admin = *admin
 		case "master":
 			cfg.Master = *master
+		case "sentinel":
+			cfg.Sentinels = nil
+			for _, s := range strings.Split(*sentinels, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					cfg.Sentinels = append(cfg.Sentinels, s)
+				}
+			}
+		case "sentinel-master":
+			cfg.SentinelMaster = *sMaster
+		case "sentinel-user":
+			cfg.SentinelUser = *sUser
+		case "sentinel-password":
+			cfg.SentinelPassword = *sPass
 		case "slaves":
 			cfg.Slaves = nil
 			for _, s := range strings.Split(*slaves, ",") {
@@ -222,6 +240,9 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 	}
 	if cfg.SlavePassword == "" {
 		cfg.SlavePassword = os.Getenv(slavePasswordEnv)
+	}
+	if cfg.SentinelPassword == "" {
+		cfg.SentinelPassword = os.Getenv(sentinelPasswordEnv)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, false, usageError{err}

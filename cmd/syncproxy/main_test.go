@@ -63,3 +63,56 @@ func TestTLSFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestSentinelFlags: --sentinel and --sentinel-master replace --master, the
+// password may come from the environment, and the combinations that make no
+// sense are one-line usage errors.
+func TestSentinelFlags(t *testing.T) {
+	t.Setenv(sentinelPasswordEnv, "env-sp")
+	cfg, _, err := parseConfig([]string{"--sentinel", "127.0.0.1:26379, 127.0.0.1:26380", "--sentinel-master", "mymaster",
+		"--slaves", "127.0.0.1:7001"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Sentinels) != 2 || cfg.Sentinels[1] != "127.0.0.1:26380" || cfg.SentinelMaster != "mymaster" ||
+		cfg.SentinelPassword != "env-sp" || cfg.Demo() {
+		t.Errorf("parsed %+v", cfg)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--master", "127.0.0.1:6379", "--sentinel", "127.0.0.1:26379", "--sentinel-master", "m"}, "exclude each other"},
+		{[]string{"--sentinel", "127.0.0.1:26379"}, "sentinel needs sentinel-master"},
+		{[]string{"--master", "127.0.0.1:6379", "--sentinel-master", "m"}, "sentinel-master needs sentinel"},
+		{[]string{"--sentinel", "localhost", "--sentinel-master", "m"}, "not HOST:PORT"},
+		{[]string{"--sentinel", "127.0.0.1:26379", "--sentinel-master", "m", "--sentinel-user", "u", "--sentinel-password", ""}, "sentinel-user needs sentinel-password"},
+	} {
+		if tc.want == "sentinel-user needs sentinel-password" {
+			t.Setenv(sentinelPasswordEnv, "")
+		}
+		var stderr strings.Builder
+		if code := run(tc.args, io.Discard, &stderr, nil); code != 2 {
+			t.Errorf("%v: exit status %d, want 2", tc.args, code)
+		}
+		if msg := stderr.String(); strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tc.want) {
+			t.Errorf("%v: stderr %q, want one line with %q", tc.args, msg, tc.want)
+		}
+	}
+}
+
+// TestSentinelUnreachable: when no sentinel answers, the proxy does not start,
+// and says which sentinels it asked.
+func TestSentinelUnreachable(t *testing.T) {
+	var stderr strings.Builder
+	code := run([]string{"--sentinel", "127.0.0.1:1,127.0.0.1:2", "--sentinel-master", "mymaster",
+		"--backend-dial-timeout", "200ms", "--log-level", "disabled"}, io.Discard, &stderr, nil)
+	if code == 0 {
+		t.Fatalf("exit status 0 with no sentinel reachable")
+	}
+	msg := stderr.String()
+	if !strings.Contains(msg, `no sentinel gave the address of master "mymaster"`) ||
+		!strings.Contains(msg, "127.0.0.1:1") || !strings.Contains(msg, "127.0.0.1:2") {
+		t.Errorf("stderr %q", msg)
+	}
+}

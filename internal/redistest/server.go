@@ -49,6 +49,7 @@ type Server struct {
 	password string      // from --requirepass in extra, used by the readiness probe
 	certs    *Certs      // TLS only, with these certificates; nil for plain TCP
 	tls      *tls.Config // how the package's own connections reach a TLS server
+	sentinel string      // a sentinel's initial config file; "" for a server
 
 	mu     sync.Mutex
 	proc   *process // nil when not running
@@ -294,7 +295,13 @@ func (s *Server) start() error {
 		return err
 	}
 	args := []string{"--port", strconv.Itoa(s.Port)}
-	if s.certs != nil {
+	if s.sentinel != "" {
+		args, err = s.sentinelArgs()
+		if err != nil {
+			logFile.Close()
+			return err
+		}
+	} else if s.certs != nil {
 		args = []string{
 			"--port", "0",
 			"--tls-port", strconv.Itoa(s.Port),
@@ -304,11 +311,14 @@ func (s *Server) start() error {
 			"--tls-auth-clients", "no",
 		}
 	}
+	args = append(args, "--bind", "127.0.0.1")
+	if s.sentinel == "" {
+		args = append(args,
+			"--save", "",
+			"--appendonly", "no",
+			"--enable-debug-command", "local")
+	}
 	args = append(args,
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--enable-debug-command", "local",
 		"--dir", s.Dir,
 		"--logfile", s.logPath(),
 	)
