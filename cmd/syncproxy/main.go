@@ -326,6 +326,13 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 
 	demo := cfg.Demo()
 	if demo {
+		// The in-process servers speak neither TLS nor AUTH: backend settings
+		// (from the environment, say) are for real servers.
+		if cfg.BackendTLS || cfg.MasterPassword != "" || cfg.SlavePassword != "" {
+			log.Warn().Msg("demo mode ignores the backend TLS and password settings")
+			cfg.BackendTLS, cfg.BackendTLSCA, cfg.BackendTLSCert, cfg.BackendTLSKey, cfg.BackendTLSServerName = false, "", "", "", ""
+			cfg.MasterUser, cfg.MasterPassword, cfg.SlaveUser, cfg.SlavePassword = "", "", "", ""
+		}
 		stop, err := startDemo(&cfg)
 		if err != nil {
 			log.Error().Err(err).Msg("cannot start the demo servers")
