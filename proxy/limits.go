@@ -50,6 +50,10 @@ func (e *errLimit) Error() string { return e.reply }
 // errMalformed marks a malformed request for limitConn.Read.
 var errMalformed = &errLimit{}
 
+// errIgnore marks an empty or negative array header ("*0", "*-1"), which Redis
+// ignores and redcon refuses: limitConn.Read removes it from the stream.
+var errIgnore = &errLimit{}
+
 var errOutputStalled = errors.New("client accepted no output within the output timeout")
 
 type scanState uint8
@@ -82,6 +86,7 @@ type reqScanner struct {
 	numBad    bool
 	lineLen   int
 	spaces    int // of the inline request
+	ignoreEnd int // with errIgnore: where the ignored header ends in p
 	prevCR    bool
 }
 
@@ -92,6 +97,7 @@ type reqScanner struct {
 // reach it first.
 func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 	cmdStart := 0
+	startedHere := false // the current request's first byte is in p
 	malformed := func() (int, *errLimit) {
 		r.st = stPass
 		return max(cmdStart, 0), errMalformed
@@ -102,6 +108,7 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 			return -1, nil
 		case stStart:
 			cmdStart = i
+			startedHere = true
 			r.cmdBytes = 0
 			r.lineLen = 0
 			r.spaces = 0
@@ -158,7 +165,12 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 			r.lineLen = 0
 			if r.st == stArrayLen {
 				if n <= 0 {
-					return malformed() // redcon refuses empty and negative arrays
+					if !startedHere {
+						return malformed() // partly delivered: redcon refuses it
+					}
+					r.st = stStart
+					r.ignoreEnd = i
+					return cmdStart, errIgnore
 				}
 				if n > r.lim.MaxArgs {
 					return max(cmdStart, 0), &errLimit{"ERR Protocol error: invalid multibulk length"}
@@ -300,11 +312,23 @@ func (c *limitConn) Read(p []byte) (int, error) {
 		c.rest = c.rest[n:]
 		return n, nil
 	}
-	n, err := c.Conn.Read(p)
-	if n > 0 {
+	for {
+		n, err := c.Conn.Read(p)
 		c.scan.lim = c.limits.Load()
-		if at, lerr := c.scan.scan(p[:n]); lerr != nil {
-			if lerr == errMalformed {
+		for off := 0; off < n; {
+			at, lerr := c.scan.scan(p[off:n])
+			if lerr == nil {
+				break
+			}
+			at += off
+			switch lerr {
+			case errIgnore:
+				// Dropped, as Redis drops it; what follows is scanned on.
+				end := off + c.scan.ignoreEnd
+				n = at + copy(p[at:], p[end:n])
+				off = at
+				continue
+			case errMalformed:
 				// redcon answers it; what precedes it is served first.
 				if at > 0 {
 					c.rest = append([]byte(nil), p[at:n]...)
@@ -318,8 +342,11 @@ func (c *limitConn) Read(p []byte) (int, error) {
 			}
 			return 0, c.fail(lerr)
 		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+		// Everything read was dropped: read on.
 	}
-	return n, err
 }
 
 // fail answers the client with e and reports e.

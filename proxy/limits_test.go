@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,6 +28,9 @@ func scanAll(data []byte, authed bool, cuts ...int) (int, string) {
 		at, err := r.scan(data[pos:end])
 		if err == errMalformed {
 			return pos + at, "malformed"
+		}
+		if err == errIgnore {
+			return pos + at, "ignore"
 		}
 		if err != nil {
 			return pos + at, err.reply
@@ -62,7 +66,8 @@ func TestScannerLimits(t *testing.T) {
 		{"query buffer", "*4\r\n$3\r\nSET\r\n$10000\r\n" + strings.Repeat("x", 10000) + "\r\n$10000\r\n" + strings.Repeat("x", 10000) + "\r\n$10000\r\n", true, 0, "ERR Protocol error: client reached the query buffer limit (30000 bytes)"},
 		// Malformed framing is redcon's to report; the scanner stops checking.
 		{"missing dollar", "*2\r\n$3\r\nGET\r\nx\r\n*5000\r\n", true, 0, "malformed"},
-		{"negative count", "PING\r\n*-1\r\n*5000\r\n", true, 6, "malformed"},
+		{"negative count", "PING\r\n*-1\r\n*5000\r\n", true, 6, "ignore"},
+		{"zero count", "*0\r\n", true, 0, "ignore"},
 		{"bad count", "*x\r\n*5000\r\n", true, 0, "malformed"},
 		{"bulk not ended by CRLF", "*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPINGxx*5000\r\n", true, 14, "malformed"},
 		{"header ended by LF only", "*1\n", true, 0, "malformed"},
@@ -73,8 +78,9 @@ func TestScannerLimits(t *testing.T) {
 		if at != c.at || err != c.err {
 			t.Errorf("%s: got (%d, %q), want (%d, %q)", c.name, at, err, c.at, c.err)
 		}
-		// The verdict does not depend on how the stream is cut into reads.
-		for cut := 1; cut < len(c.in) && cut < 200; cut++ {
+		// The verdict does not depend on how the stream is cut into reads (but
+		// for a dropped header cut in two: TestLimitConnDropsEmptyArrays).
+		for cut := 1; cut < len(c.in) && cut < 200 && err != "ignore"; cut++ {
 			at2, err2 := scanAll([]byte(c.in), c.authed, cut)
 			if err2 != err || (at2 != at && !(at2 >= 0 && at >= 0 && at2 <= cut && at <= cut)) {
 				t.Fatalf("%s cut at %d: got (%d, %q), whole (%d, %q)", c.name, cut, at2, err2, at, err)
@@ -92,6 +98,9 @@ func FuzzLimitScanner(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, cut uint) {
 		at, err := scanAll(data, true)
 		_, err2 := scanAll(data, true, int(cut%uint(len(data)+1)))
+		if err == "ignore" || err2 == "ignore" {
+			return // a header cut in two is refused, whole it is dropped: see TestLimitConnDropsEmptyArrays
+		}
 		if err != err2 {
 			t.Fatalf("verdict depends on the chunking: %q vs %q", err, err2)
 		}
@@ -201,4 +210,35 @@ func fixedLimits(lim *Limits) *atomic.Pointer[Limits] {
 	var p atomic.Pointer[Limits]
 	p.Store(lim)
 	return &p
+}
+
+// "*0" and "*-1" are dropped from the stream, as Redis ignores them; the rest is
+// delivered and still checked.
+func TestLimitConnDropsEmptyArrays(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	var lim atomic.Pointer[Limits]
+	lim.Store(&testLimits)
+	lc := newLimitConn(b, &lim, false)
+	go func() {
+		a.Write([]byte("*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n*-5\r\n"))
+		a.Write([]byte("*0\r\n"))
+		a.Write([]byte("PING\r\n*99\r\n"))
+	}()
+	var got []byte
+	buf := make([]byte, 64)
+	for len(got) < len("*1\r\n$4\r\nPING\r\nPING\r\n") {
+		n, err := lc.Read(buf)
+		if err != nil {
+			t.Fatalf("read: %v after %q", err, got)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != "*1\r\n$4\r\nPING\r\nPING\r\n" {
+		t.Fatalf("delivered %q", got)
+	}
+	go io.Copy(io.Discard, a)
+	if _, err := lc.Read(buf); err == nil {
+		t.Fatal("the request over the limit after the dropped headers was not refused")
+	}
 }

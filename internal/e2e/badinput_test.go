@@ -18,30 +18,31 @@ import (
 	"github.com/syncproxy/syncproxy/proxy"
 )
 
-// badInputReplies is what the proxy answers to each input of testdata/malformed
-// before closing the connection. "" means no reply: the request is incomplete,
-// and the proxy waits for the rest as Redis does.
+// badInputReplies is what the proxy answers to each input of testdata/malformed;
+// after an error it closes the connection. "" means no reply: the request is
+// incomplete (the proxy waits for the rest) or ignored, as with Redis.
 var badInputReplies = map[string][]string{
-	"negative-bulk":           {"-ERR Protocol error: invalid bulk length"},
-	"bad-bulk-length":         {"-ERR Protocol error: invalid bulk length"},
-	"bad-multibulk-length":    {"-ERR Protocol error: invalid multibulk length"},
-	"zero-multibulk":          {"-ERR Protocol error: invalid multibulk length"},
-	"wrong-type-prefix":       {"-ERR Protocol error: expected '$', got 'f'"},
-	"colon-instead-of-dollar": {"-ERR Protocol error: expected '$', got ':'"},
-	"unbalanced-quotes":       {"-ERR Protocol error: unbalanced quotes in request"},
-	"unbalanced-single-quote": {"-ERR Protocol error: unbalanced quotes in request"},
-	"quote-then-text":         {"-ERR Protocol error: unbalanced quotes in request"},
-	"huge-bulk":               {"-ERR Protocol error: invalid bulk length"},
-	"huge-multibulk":          {"-ERR Protocol error: invalid multibulk length"},
-	"overflow-bulk":           {"-ERR Protocol error: invalid bulk length"},
-	"bulk-without-crlf":       {"-ERR Protocol error: invalid bulk length"},
-	"lf-only-header":          {"-ERR Protocol error: invalid multibulk length"},
-	"truncated-frame":         {""},
-	"long-inline":             {"-ERR Protocol error: too big inline request"},
-	"inline-many-args":        {"-ERR Protocol error: too big inline request"},
-	"long-count-string":       {"-ERR Protocol error: too big mbulk count string"},
-	"random-bytes":            {"-ERR unknown command '\x8f\x00\xff*', with args beginning with: "},
-	"valid-then-bad":          {"+PONG", "-ERR Protocol error: invalid bulk length"},
+	"negative-bulk":                {"-ERR Protocol error: invalid bulk length"},
+	"bad-bulk-length":              {"-ERR Protocol error: invalid bulk length"},
+	"bad-multibulk-length":         {"-ERR Protocol error: invalid multibulk length"},
+	"zero-multibulk":               {""}, // ignored, as Redis does (redcon alone refuses it)
+	"negative-multibulk-then-ping": {"+PONG"},
+	"wrong-type-prefix":            {"-ERR Protocol error: expected '$', got 'f'"},
+	"colon-instead-of-dollar":      {"-ERR Protocol error: expected '$', got ':'"},
+	"unbalanced-quotes":            {"-ERR Protocol error: unbalanced quotes in request"},
+	"unbalanced-single-quote":      {"-ERR Protocol error: unbalanced quotes in request"},
+	"quote-then-text":              {"-ERR Protocol error: unbalanced quotes in request"},
+	"huge-bulk":                    {"-ERR Protocol error: invalid bulk length"},
+	"huge-multibulk":               {"-ERR Protocol error: invalid multibulk length"},
+	"overflow-bulk":                {"-ERR Protocol error: invalid bulk length"},
+	"bulk-without-crlf":            {"-ERR Protocol error: invalid bulk length"},
+	"lf-only-header":               {"-ERR Protocol error: invalid multibulk length"},
+	"truncated-frame":              {""},
+	"long-inline":                  {"-ERR Protocol error: too big inline request"},
+	"inline-many-args":             {"-ERR Protocol error: too big inline request"},
+	"long-count-string":            {"-ERR Protocol error: too big mbulk count string"},
+	"random-bytes":                 {"-ERR unknown command '\x8f\x00\xff*', with args beginning with: "},
+	"valid-then-bad":               {"+PONG", "-ERR Protocol error: invalid bulk length"},
 }
 
 // TestBadInput sends each kind of malformed input while a well-behaved client
@@ -84,7 +85,7 @@ func TestBadInput(t *testing.T) {
 		if strings.Join(got, "|") != strings.Join(want, "|") && !(want[0] == "" && len(got) == 0) {
 			t.Errorf("%s: got %q, want %q", name, got, want)
 		}
-		if want[0] != "" && !closed {
+		if want[0] != "" && want[0][0] == '-' && !closed {
 			t.Errorf("%s: the proxy did not close the connection", name)
 		}
 	}
