@@ -130,12 +130,14 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	}
 	batch := append(sess.cmds[:0], cmd)
 	batch = append(batch, conn.ReadPipeline()...)
+	all := batch // kept for the next batch, unless a deep pipeline grew it
 	quit := false
 	for len(batch) > 0 && !quit {
 		if sess.isSubscribe(batch[0].Args) {
 			// Subscribed mode: the session serves itself from now on, from
 			// another goroutine; this one must not touch it any more.
-			sess.detach(conn, batch)
+			sess.detach(conn, batch) // (copies batch)
+			clear(all)
 			return
 		}
 		if ci, ok := sess.isBlocking(batch[0].Args); ok {
@@ -162,8 +164,12 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			quit = true
 		}
 	}
-	clear(sess.cmds[:cap(sess.cmds)])
-	sess.cmds = sess.cmds[:0]
+	clear(all) // the commands' bytes are not kept alive by an idle session
+	if cap(all) <= maxKeptRequests {
+		sess.cmds = all[:0]
+	} else {
+		sess.cmds = nil
+	}
 	if quit {
 		conn.Close()
 	} else if s.closing.Load() {
