@@ -167,6 +167,9 @@ func parseBlockMs(b []byte) (time.Duration, string) {
 	if n < 0 {
 		return 0, msgTimeoutNegative
 	}
+	if n > math.MaxInt64/int64(time.Millisecond) {
+		return math.MaxInt64, "" // Redis takes up to ~2^63 ms: as good as forever
+	}
 	return time.Duration(n) * time.Millisecond, ""
 }
 
@@ -221,6 +224,9 @@ func parseTimeout(b []byte) (time.Duration, string) {
 	}
 	if f < 0 {
 		return 0, msgTimeoutNegative
+	}
+	if f*float64(time.Second) >= math.MaxInt64 {
+		return math.MaxInt64, "" // as good as forever (Redis' bound is ~2^63 ms)
 	}
 	return time.Duration(f * float64(time.Second)), ""
 }

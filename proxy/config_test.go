@@ -236,3 +236,24 @@ func TestConfigSentinel(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseByteSize: sizes parse as Redis' memtoll, and what String writes parses
+// back to the same size.
+func FuzzParseByteSize(f *testing.F) {
+	for _, s := range []string{"512mb", "1gb", "1k", "2KB", "100", "0", "-1", "9223372036854775807", "8589934592gb", "1.5mb", " 7b "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseByteSize(s)
+		if err != nil {
+			return
+		}
+		if v < 0 {
+			t.Fatalf("%q parsed to a negative size %d", s, v)
+		}
+		back, err := ParseByteSize(v.String())
+		if err != nil || back != v {
+			t.Fatalf("%q -> %d -> %q -> %d, %v", s, v, v.String(), back, err)
+		}
+	})
+}

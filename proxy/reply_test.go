@@ -65,3 +65,19 @@ func FuzzReplyHelpers(f *testing.F) {
 		}
 	})
 }
+
+// FuzzBlockingTimeouts: the timeout parsers of the blocking commands never panic
+// and never give a negative wait.
+func FuzzBlockingTimeouts(f *testing.F) {
+	for _, s := range []string{"0", "1.5", "-1", "1e300", "9223372036854775807", "nan", "inf", "0x10", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if d, msg := parseTimeout(b); msg == "" && d < 0 {
+			t.Fatalf("parseTimeout(%q) = %v", b, d)
+		}
+		if d, msg := parseBlockMs(b); msg == "" && d < 0 {
+			t.Fatalf("parseBlockMs(%q) = %v", b, d)
+		}
+	})
+}

@@ -118,6 +118,9 @@ func checkAddr(name, addr string) error {
 	return nil
 }
 
+// maxCheckDB bounds the DB numbers --dbs takes (Redis' "databases" is 16 by default).
+const maxCheckDB = 1 << 16
+
 // parseDBs parses a list of DB numbers and ranges: "0-15", "0,3,5-7".
 func parseDBs(s string) ([]int, error) {
 	set := map[int]bool{}
@@ -128,7 +131,7 @@ func parseDBs(s string) ([]int, error) {
 		if isRange {
 			b, err2 = strconv.Atoi(hi)
 		}
-		if err1 != nil || err2 != nil || a < 0 || b < a {
+		if err1 != nil || err2 != nil || a < 0 || b < a || b > maxCheckDB {
 			return nil, fmt.Errorf("--dbs: bad database or range %q", part)
 		}
 		for db := a; db <= b; db++ {

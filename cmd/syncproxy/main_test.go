@@ -116,3 +116,21 @@ func TestSentinelUnreachable(t *testing.T) {
 		t.Errorf("stderr %q", msg)
 	}
 }
+
+// FuzzParseDBs: --dbs gives sorted, distinct, bounded DB numbers, or an error.
+func FuzzParseDBs(f *testing.F) {
+	for _, s := range []string{"0-15", "0,3,5-7", "7", "3-1", "-1", "0-99999999999", "a", "1,,2", " 2 - 4 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		dbs, err := parseDBs(s)
+		if err != nil {
+			return
+		}
+		for i, db := range dbs {
+			if db < 0 || db > maxCheckDB || (i > 0 && dbs[i-1] >= db) {
+				t.Fatalf("parseDBs(%q) = %v", s, dbs)
+			}
+		}
+	})
+}
