@@ -53,6 +53,7 @@ type metrics struct {
 	connections atomic.Int64 // accepted
 	rejected    atomic.Int64 // refused: max clients
 	limitCuts   atomic.Int64 // disconnected by an input or output limit
+	reloads     atomic.Int64 // configuration reloads applied (SIGHUP)
 }
 
 func newMetrics(table *router.Table) *metrics {
@@ -130,13 +131,15 @@ var (
 	descLatestSeq   = prometheus.NewDesc("syncproxy_sync_latest_seq", "Latest sync message sequence number seen.", nil, nil)
 	descSubscribed  = prometheus.NewDesc("syncproxy_sync_subscribed", "1 when the subscriber loop is subscribed to the sync channel.", nil, nil)
 	descMasterReads = prometheus.NewDesc("syncproxy_master_reads_total", "Reads served by the master.", nil, nil)
+	descReloads     = prometheus.NewDesc("syncproxy_config_reloads_total", "Configuration reloads applied (SIGHUP).", nil, nil)
+	descSwitches    = prometheus.NewDesc("syncproxy_master_switches_total", "Master switches made on Sentinel's word.", nil, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCommands, descCmdLatency, descErrors, descClients, descBlocked,
 		descConnections, descRejected, descLimitCuts, descBackendUp, descBackendReqs, descBackendErrs, descBackendLat,
 		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descCatchUps,
-		descLatestSeq, descSubscribed, descMasterReads} {
+		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches} {
 		ch <- d
 	}
 }
@@ -212,4 +215,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descSubscribed, sub)
 	counter(descMasterReads, s.router.MasterReads.Load())
+	counter(descReloads, m.reloads.Load())
+	var switches int64
+	if w := s.sentinel; w != nil {
+		switches = w.switches.Load()
+	}
+	counter(descSwitches, switches)
 }

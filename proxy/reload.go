@@ -92,6 +92,7 @@ func (s *Server) Reload(cfg Config) error {
 		}
 	}
 	ev.Msg("configuration reloaded")
+	s.metrics.reloads.Add(1)
 	if len(refused) > 0 {
 		return fmt.Errorf("%w %s", ErrRestartNeeded, strings.Join(refused, ", "))
 	}

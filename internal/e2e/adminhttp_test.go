@@ -101,7 +101,7 @@ func TestMetricsAndHealth(t *testing.T) {
 
 	before := scrape(t, base)
 	for _, name := range []string{"syncproxy_connected_clients", "syncproxy_backend_up", "syncproxy_slave_state",
-		"syncproxy_slave_applied_seq", "syncproxy_sync_subscribed", "go_goroutines", "process_resident_memory_bytes"} {
+		"syncproxy_slave_applied_seq", "syncproxy_sync_subscribed", "syncproxy_config_reloads_total", "syncproxy_master_switches_total", "go_goroutines", "process_resident_memory_bytes"} {
 		if _, ok := metric(before, name); !ok {
 			t.Errorf("%s missing from /metrics", name)
 		}
@@ -168,6 +168,12 @@ func TestMetricsAndHealth(t *testing.T) {
 		}
 	}
 
+	if err := srv.Reload(srv.Config()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if v, _ := metric(scrape(t, base), "syncproxy_config_reloads_total"); v != 1 {
+		t.Errorf("reloads counted %v, want 1", v)
+	}
 	if code, body := httpGet(t, base+"/healthz"); code != 200 || body != "ok\n" {
 		t.Fatalf("/healthz: %d %q", code, body)
 	}
