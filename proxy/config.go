@@ -47,6 +47,7 @@ type Config struct {
 	MaxArgs             int64          `yaml:"max-args"`
 	QueryBufferLimit    ByteSize       `yaml:"client-query-buffer-limit"`
 	OutputTimeout       time.Duration  `yaml:"client-output-timeout"`
+	TLSHandshakeTimeout time.Duration  `yaml:"tls-handshake-timeout"`
 	BackendDialTimeout  time.Duration  `yaml:"backend-dial-timeout"`
 	BackendWriteTimeout time.Duration  `yaml:"backend-write-timeout"`
 	ShutdownGrace       time.Duration  `yaml:"shutdown-grace"`
@@ -99,27 +100,28 @@ const (
 // DefaultConfig returns the defaults of every setting.
 func DefaultConfig() Config {
 	return Config{
-		Listen:           "127.0.0.1:7379",
-		SyncChannel:      "syncproxy:sync",
-		BackendTimeout:   5 * time.Second,
-		BackendConns:     1,
-		BacklogLen:       100000,
-		ApplierQueue:     10000,
-		MaxPipeline:      1024,
-		WriteGroup:       512,
-		ConfigSet:        "deny",
-		ReadPolicy:       "prefer-replica",
-		ReadYourWrites:   true,
-		HealthInterval:   time.Second,
-		HealthFailures:   3,
-		MaxClients:       10000,
-		ProtoMaxBulkLen:  512 << 20,
-		MaxArgs:          1024 * 1024,
-		QueryBufferLimit: 1 << 30,
-		OutputTimeout:    60 * time.Second,
-		ShutdownGrace:    10 * time.Second,
-		LogLevel:         "info",
-		LogFormat:        "auto",
+		Listen:              "127.0.0.1:7379",
+		SyncChannel:         "syncproxy:sync",
+		BackendTimeout:      5 * time.Second,
+		BackendConns:        1,
+		BacklogLen:          100000,
+		ApplierQueue:        10000,
+		MaxPipeline:         1024,
+		WriteGroup:          512,
+		ConfigSet:           "deny",
+		ReadPolicy:          "prefer-replica",
+		ReadYourWrites:      true,
+		HealthInterval:      time.Second,
+		HealthFailures:      3,
+		MaxClients:          10000,
+		ProtoMaxBulkLen:     512 << 20,
+		MaxArgs:             1024 * 1024,
+		QueryBufferLimit:    1 << 30,
+		OutputTimeout:       60 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ShutdownGrace:       10 * time.Second,
+		LogLevel:            "info",
+		LogFormat:           "auto",
 	}
 }
 
@@ -240,6 +242,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: max-args %d too small (at least 16)", c.MaxArgs)
 	case c.QueryBufferLimit < 1024:
 		return fmt.Errorf("config: client-query-buffer-limit %d too small (at least 1kb)", c.QueryBufferLimit)
+	case c.TLSHandshakeTimeout < time.Millisecond:
+		return fmt.Errorf("config: tls-handshake-timeout %v too short (at least 1ms)", c.TLSHandshakeTimeout)
 	case c.OutputTimeout < 0:
 		return fmt.Errorf("config: client-output-timeout %v must not be negative", c.OutputTimeout)
 	case c.BackendDialTimeout < 0 || c.BackendWriteTimeout < 0:

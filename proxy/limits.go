@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -27,6 +28,10 @@ type Limits struct {
 	MaxArgs       int64         // most arguments in one command
 	QueryBuffer   int64         // most bytes of one command (client-query-buffer-limit)
 	OutputTimeout time.Duration // a client that accepts no reply byte for this long is closed; 0: never
+	IdleTimeout   time.Duration // the read deadline redcon keeps (0: none), restored after a TLS handshake
+	// HandshakeTimeout bounds a TLS client's handshake: a connection that never
+	// completes it would otherwise hold its goroutine and TLS state for good.
+	HandshakeTimeout time.Duration
 }
 
 // Redis' fixed limits for inline requests and header lines, and for clients that
@@ -283,6 +288,7 @@ type limitConn struct {
 	scan    reqScanner
 	authed  atomic.Bool
 	pending *errLimit              // to send at the next Read, after the replies before it
+	shaken  bool                   // the TLS handshake (if any) was done
 	rest    []byte                 // read, to deliver at the next Read (after a malformed request\'s start)
 	reason  atomic.Pointer[string] // why the connection failed, for the log
 
@@ -311,6 +317,12 @@ func (c *limitConn) Read(p []byte) (int, error) {
 		n := copy(p, c.rest)
 		c.rest = c.rest[n:]
 		return n, nil
+	}
+	if !c.shaken {
+		c.shaken = true
+		if err := c.handshake(); err != nil {
+			return 0, err
+		}
 	}
 	for {
 		n, err := c.Conn.Read(p)
@@ -347,6 +359,31 @@ func (c *limitConn) Read(p []byte) (int, error) {
 		}
 		// Everything read was dropped: read on.
 	}
+}
+
+// handshake completes a TLS client's handshake within tlsHandshakeTimeout, then
+// restores the idle deadline.
+func (c *limitConn) handshake() error {
+	tc, ok := c.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	lim := c.limits.Load()
+	tc.SetDeadline(time.Now().Add(lim.HandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			reason := "TLS handshake not completed within " + lim.HandshakeTimeout.String()
+			c.reason.Store(&reason)
+		}
+		return err
+	}
+	var idle time.Time
+	if t := lim.IdleTimeout; t > 0 {
+		idle = time.Now().Add(t)
+	}
+	tc.SetReadDeadline(idle)
+	tc.SetWriteDeadline(time.Time{})
+	return nil
 }
 
 // fail answers the client with e and reports e.
@@ -393,10 +430,12 @@ func (c *limitConn) Write(p []byte) (int, error) {
 // limitsOf returns the client limits set by c.
 func limitsOf(c *Config) *Limits {
 	return &Limits{
-		MaxBulkLen:    int64(c.ProtoMaxBulkLen),
-		MaxArgs:       c.MaxArgs,
-		QueryBuffer:   int64(c.QueryBufferLimit),
-		OutputTimeout: c.OutputTimeout,
+		MaxBulkLen:       int64(c.ProtoMaxBulkLen),
+		MaxArgs:          c.MaxArgs,
+		QueryBuffer:      int64(c.QueryBufferLimit),
+		OutputTimeout:    c.OutputTimeout,
+		IdleTimeout:      c.IdleTimeout,
+		HandshakeTimeout: c.TLSHandshakeTimeout,
 	}
 }
 

@@ -18,7 +18,7 @@ var reloadable = map[string]bool{
 	"max-lag-messages": true, "max-lag-ms": true,
 	"health-interval": true, "health-failures": true,
 	"proto-max-bulk-len": true, "max-args": true, "client-query-buffer-limit": true,
-	"client-output-timeout": true, "max-pipeline": true, "max-clients": true, "idle-timeout": true,
+	"client-output-timeout": true, "tls-handshake-timeout": true, "max-pipeline": true, "max-clients": true, "idle-timeout": true,
 	"requirepass": true, "users": true,
 	"shutdown-grace": true,
 	// The logger is the caller's (cmd/syncproxy applies them); Reload records them.

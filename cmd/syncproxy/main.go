@@ -79,6 +79,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		idle       = fs.Duration("idle-timeout", def.IdleTimeout, "close a client idle this long (0: never; subscribed clients excepted)")
 		maxArgs    = fs.Int64("max-args", def.MaxArgs, "arguments in one command at most")
 		outTimeout = fs.Duration("client-output-timeout", def.OutputTimeout, "close a client that accepts no reply byte for this long (0: never)")
+		tlsShake   = fs.Duration("tls-handshake-timeout", def.TLSHandshakeTimeout, "close a TLS client that has not completed its handshake after this long")
 		dialTO     = fs.Duration("backend-dial-timeout", def.BackendDialTimeout, "timeout of backend dials and handshakes (0: --backend-timeout)")
 		writeTO    = fs.Duration("backend-write-timeout", def.BackendWriteTimeout, "timeout of backend writes (0: --backend-timeout)")
 		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
@@ -194,6 +195,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.MaxArgs = *maxArgs
 		case "client-output-timeout":
 			cfg.OutputTimeout = *outTimeout
+		case "tls-handshake-timeout":
+			cfg.TLSHandshakeTimeout = *tlsShake
 		case "backend-dial-timeout":
 			cfg.BackendDialTimeout = *dialTO
 		case "backend-write-timeout":

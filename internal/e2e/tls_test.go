@@ -282,3 +282,35 @@ func redisCLI(t *testing.T, addr string, flags ...string) func(args ...string) (
 		return strings.TrimSpace(string(out)), err
 	}
 }
+
+// TestTLSHandshakeTimeout: a client that connects to the TLS listener and never
+// completes its handshake is disconnected after --tls-handshake-timeout, while
+// others are served; a client that does complete it is not.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	certs := redistest.NewCerts(t)
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) {
+		c.TLSCert, c.TLSKey = certs.ServerCert, certs.ServerKey
+		c.TLSHandshakeTimeout = 300 * time.Millisecond
+	}, servers[0], servers[1])
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	good := redistest.DialRawTLS(t, addr, certs.ClientTLS(false))
+	mustReply(t, good, "+PONG\r\n", "PING")
+	start := time.Now()
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := silent.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("the silent client read %d bytes", n)
+	} else if isTimeout(err) {
+		t.Fatal("the silent client was not disconnected within 10s")
+	}
+	t.Logf("silent client disconnected %v after it connected", time.Since(start).Round(time.Millisecond))
+	// The handshaken client stays, idle for longer than the handshake timeout:
+	// the handshake's deadline does not outlive the handshake.
+	time.Sleep(time.Until(start.Add(3 * 300 * time.Millisecond)))
+	mustReply(t, good, "+PONG\r\n", "PING")
+}
