@@ -16,17 +16,7 @@ type netConner interface {
 // wrappers that implement NetConn, such as TLS; a connection without a socket is
 // never reported closed.
 func peerClosed(c net.Conn) bool {
-	for {
-		w, ok := c.(netConner)
-		if !ok {
-			break
-		}
-		inner := w.NetConn()
-		if inner == nil || inner == c {
-			break
-		}
-		c = inner
-	}
+	c = socketOf(c)
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false
@@ -41,4 +31,19 @@ func peerClosed(c net.Conn) bool {
 		return true
 	})
 	return closed
+}
+
+// socketOf returns the connection under c's wrappers (TLS, limits).
+func socketOf(c net.Conn) net.Conn {
+	for {
+		w, ok := c.(netConner)
+		if !ok {
+			return c
+		}
+		inner := w.NetConn()
+		if inner == nil || inner == c {
+			return c
+		}
+		c = inner
+	}
 }

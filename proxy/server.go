@@ -406,15 +406,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	tick.Stop()
+	// The clients still connected are cut: their sockets are closed under any
+	// TLS, whose close_notify could wait 5 s for each client that reads nothing.
+	// (Detached sessions, subscribed clients, are not redcon's any more.)
+	s.mu.Lock()
+	for sess := range s.sessions {
+		socketOf(sess.netConn).Close()
+	}
+	s.mu.Unlock()
 	if srv != nil {
 		srv.Close()
 	}
-	// Detached sessions (subscribed clients) are not redcon's any more.
-	s.mu.Lock()
-	for sess := range s.sessions {
-		sess.netConn.Close()
-	}
-	s.mu.Unlock()
 	s.detachedWG.Wait()
 	if s.sentinel != nil {
 		s.sentinel.stop()
