@@ -198,15 +198,8 @@ func (c *Config) Validate() error {
 	if err := c.validateSentinel(); err != nil {
 		return err
 	}
-	seen := map[string]bool{c.Master: true}
-	for _, s := range c.Slaves {
-		if err := checkAddr("slaves", s); err != nil {
-			return err
-		}
-		if seen[s] {
-			return fmt.Errorf("config: slaves: %q is listed twice or is the master", s)
-		}
-		seen[s] = true
+	if err := checkAddrList("slaves", c.Slaves, c.Master, "listed twice or is the master"); err != nil {
+		return err
 	}
 	switch {
 	case c.SyncChannel == "":
@@ -325,15 +318,24 @@ func (c *Config) validateSentinel() error {
 	case strings.ContainsAny(c.SentinelMaster, " \t\r\n"):
 		return fmt.Errorf("config: sentinel-master %q: a name without spaces is needed", c.SentinelMaster)
 	}
+	return checkAddrList("sentinel", c.Sentinels, "", "listed twice")
+}
+
+// checkAddrList checks each address of list, and that none is repeated or is
+// other (when given); dup words the error for a repeat.
+func checkAddrList(name string, list []string, other, dup string) error {
 	seen := map[string]bool{}
-	for _, s := range c.Sentinels {
-		if err := checkAddr("sentinel", s); err != nil {
+	if other != "" {
+		seen[other] = true
+	}
+	for _, a := range list {
+		if err := checkAddr(name, a); err != nil {
 			return err
 		}
-		if seen[s] {
-			return fmt.Errorf("config: sentinel: %q is listed twice", s)
+		if seen[a] {
+			return fmt.Errorf("config: %s: %q is %s", name, a, dup)
 		}
-		seen[s] = true
+		seen[a] = true
 	}
 	return nil
 }

@@ -1,7 +1,7 @@
 package proxy
 
 import (
-	"strings"
+	"bytes"
 	"sync/atomic"
 	"time"
 
@@ -91,7 +91,7 @@ func errorKind(r *router.Request) int {
 		return errKindBackend
 	}
 	reply := r.Reply[1:]
-	if strings.HasPrefix(string(reply), "ERR syncproxy:") {
+	if bytes.HasPrefix(reply, []byte("ERR syncproxy:")) {
 		return errKindSyncproxy
 	}
 	end := 0

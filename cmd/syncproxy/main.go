@@ -136,12 +136,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		case "master":
 			cfg.Master = *master
 		case "sentinel":
-			cfg.Sentinels = nil
-			for _, s := range strings.Split(*sentinels, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					cfg.Sentinels = append(cfg.Sentinels, s)
-				}
-			}
+			cfg.Sentinels = splitList(*sentinels)
 		case "sentinel-master":
 			cfg.SentinelMaster = *sMaster
 		case "sentinel-user":
@@ -149,12 +144,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		case "sentinel-password":
 			cfg.SentinelPassword = *sPass
 		case "slaves":
-			cfg.Slaves = nil
-			for _, s := range strings.Split(*slaves, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					cfg.Slaves = append(cfg.Slaves, s)
-				}
-			}
+			cfg.Slaves = splitList(*slaves)
 		case "sync-channel":
 			cfg.SyncChannel = *channel
 		case "backend-timeout":
@@ -444,4 +434,15 @@ func startDemo(cfg *proxy.Config) (stop func(), err error) {
 	cfg.Master = servers[0].Addr()
 	cfg.Slaves = []string{servers[1].Addr(), servers[2].Addr()}
 	return stop, nil
+}
+
+// splitList splits a comma-separated flag value, leaving out empty items.
+func splitList(v string) []string {
+	var list []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			list = append(list, s)
+		}
+	}
+	return list
 }

@@ -73,21 +73,8 @@ func StartSentinel(t testing.TB, master *Server, opts SentinelOptions) *Server {
 		password: sentinelPassword(opts.Conf),
 	}
 	t.Cleanup(func() { s.cleanup(t) })
-	for attempt := 1; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("redistest: %v", err)
-		}
-		s.Port = port
-		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		err = s.start()
-		if err == nil {
-			return s
-		}
-		if !errors.Is(err, errAddrInUse) || attempt == startAttempts {
-			t.Fatalf("redistest: sentinel on %s did not start: %v\n%s", s.Addr, err, s.LogTail(logTailLines))
-		}
-	}
+	s.startOnFreePort(t, "sentinel")
+	return s
 }
 
 // sentinelArgs writes the sentinel's configuration file if it has none yet (a

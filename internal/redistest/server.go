@@ -103,21 +103,8 @@ func StartWith(t testing.TB, opts Options) *Server {
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() { s.cleanup(t) })
 
-	for attempt := 1; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("redistest: %v", err)
-		}
-		s.Port = port
-		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		err = s.start()
-		if err == nil {
-			return s
-		}
-		if !errors.Is(err, errAddrInUse) || attempt == startAttempts {
-			t.Fatalf("redistest: redis-server on %s did not start: %v\n%s", s.Addr, err, s.LogTail(logTailLines))
-		}
-	}
+	s.startOnFreePort(t, "redis-server")
+	return s
 }
 
 // StartN starts n servers with the same extra arguments.
@@ -547,4 +534,25 @@ func infoField(info, field string) (string, bool) {
 // dialProbeIO is dialProbe with the longer timeouts of test I/O.
 func (s *Server) dialProbeIO() (redis.Conn, error) {
 	return s.dial(ioTimeout, s.password)
+}
+
+// startOnFreePort starts s on a free loopback port, trying another when the one
+// picked was taken meanwhile.
+func (s *Server) startOnFreePort(t testing.TB, what string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		s.Port = port
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		err = s.start()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errAddrInUse) || attempt == startAttempts {
+			t.Fatalf("redistest: %s on %s did not start: %v\n%s", what, s.Addr, err, s.LogTail(logTailLines))
+		}
+	}
 }
