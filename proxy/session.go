@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/tidwall/redcon"
 
 	"github.com/syncproxy/syncproxy/replicate"
@@ -41,10 +40,9 @@ const (
 // Session is one client connection's state. Its methods run on the connection's
 // redcon goroutine only.
 type Session struct {
-	s       *Server
-	conn    redcon.Conn
-	id      int64
-	lazyLog *zerolog.Logger // see logger
+	s    *Server
+	conn redcon.Conn
+	id   int64
 
 	db        int
 	name      string
@@ -101,17 +99,6 @@ func (sess *Session) setAuthed(v bool) {
 	if lc, ok := sess.netConn.(*limitConn); ok {
 		lc.authed.Store(v)
 	}
-}
-
-// logger returns the session's logger, which names the client. It is made on
-// first use: zerolog's With allocates half a kilobyte, and an idle client
-// should cost little (see BenchmarkIdleClients).
-func (sess *Session) logger() *zerolog.Logger {
-	if sess.lazyLog == nil {
-		l := sess.s.log.With().Int64("client", sess.id).Logger()
-		sess.lazyLog = &l
-	}
-	return sess.lazyLog
 }
 
 func (sess *Session) close() {
