@@ -94,21 +94,8 @@ func newSentinelWatch(s *Server) *sentinelWatch {
 // the backend TLS settings when they are on.
 func (w *sentinelWatch) dial(ctx context.Context, addr string, readTimeout time.Duration) (redis.Conn, error) {
 	cfg := &w.s.cfg
-	opts := []redis.DialOption{
-		redis.DialConnectTimeout(cfg.DialTimeout()),
-		redis.DialReadTimeout(readTimeout),
-		redis.DialWriteTimeout(cfg.WriteTimeout()),
-	}
-	if cfg.SentinelPassword != "" {
-		opts = append(opts, redis.DialPassword(cfg.SentinelPassword))
-		if cfg.SentinelUser != "" {
-			opts = append(opts, redis.DialUsername(cfg.SentinelUser))
-		}
-	}
-	if conf := backendTLSFor(w.s.backendTLS, addr); conf != nil {
-		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(conf))
-	}
-	return redis.DialContext(ctx, "tcp", addr, opts...)
+	e := replicate.Endpoint{Addr: addr, Username: cfg.SentinelUser, Password: cfg.SentinelPassword, TLS: backendTLSFor(w.s.backendTLS, addr)}
+	return redis.DialContext(ctx, "tcp", addr, replicate.DialOptions(e, cfg.DialTimeout(), readTimeout, cfg.WriteTimeout())...)
 }
 
 // query asks one sentinel for the master's address and the config epoch it

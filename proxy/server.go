@@ -247,19 +247,9 @@ func (s *Server) Config() Config { return *s.config() }
 // loadTable reads the command table from the master's COMMAND reply, falling back
 // to the built-in table of Redis 7.0.
 func (s *Server) loadTable() *router.Table {
-	opts := []redis.DialOption{
-		redis.DialConnectTimeout(s.cfg.DialTimeout()),
-		redis.DialReadTimeout(s.cfg.BackendTimeout),
-		redis.DialWriteTimeout(s.cfg.WriteTimeout()),
-	}
-	if s.cfg.MasterPassword != "" {
-		opts = append(opts, redis.DialUsername(s.cfg.MasterUser), redis.DialPassword(s.cfg.MasterPassword))
-	}
 	target := s.master.Load()
-	if target.tls != nil {
-		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(target.tls))
-	}
-	c, err := redis.Dial("tcp", target.addr, opts...)
+	e := replicate.Endpoint{Addr: target.addr, Username: s.cfg.MasterUser, Password: s.cfg.MasterPassword, TLS: target.tls}
+	c, err := redis.Dial("tcp", target.addr, replicate.DialOptions(e, s.cfg.DialTimeout(), s.cfg.BackendTimeout, s.cfg.WriteTimeout())...)
 	if err == nil {
 		defer c.Close()
 		var reply interface{}

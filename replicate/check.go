@@ -244,21 +244,7 @@ func (ck *checker) close() {
 }
 
 func (ck *checker) dial(ctx context.Context, e Endpoint) (redis.Conn, error) {
-	opts := []redis.DialOption{
-		redis.DialConnectTimeout(ck.cfg.Timeout),
-		redis.DialReadTimeout(ck.cfg.Timeout),
-		redis.DialWriteTimeout(ck.cfg.Timeout),
-		redis.DialClientName("syncproxy-check"),
-	}
-	if e.Password != "" {
-		opts = append(opts, redis.DialPassword(e.Password))
-		if e.Username != "" {
-			opts = append(opts, redis.DialUsername(e.Username))
-		}
-	}
-	if e.TLS != nil {
-		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(e.TLS))
-	}
+	opts := append(DialOptions(e, ck.cfg.Timeout, ck.cfg.Timeout, ck.cfg.Timeout), redis.DialClientName("syncproxy-check"))
 	c, err := redis.DialContext(ctx, "tcp", e.Addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("replicate: check: %s %s: %w", e.Name, e.Addr, err)

@@ -414,10 +414,16 @@ func (r *Replicator) Close() {
 
 // dial opens a redigo connection to e with the replicator's timeouts.
 func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Duration) (redis.Conn, error) {
+	return redis.DialContext(ctx, "tcp", e.Addr, DialOptions(e, r.cfg.DialTimeout, readTimeout, r.cfg.WriteTimeout)...)
+}
+
+// DialOptions are the redigo options of a connection to e: the timeouts, AUTH
+// with e's credentials, and TLS with e's settings.
+func DialOptions(e Endpoint, dial, read, write time.Duration) []redis.DialOption {
 	opts := []redis.DialOption{
-		redis.DialConnectTimeout(r.cfg.DialTimeout),
-		redis.DialReadTimeout(readTimeout),
-		redis.DialWriteTimeout(r.cfg.WriteTimeout),
+		redis.DialConnectTimeout(dial),
+		redis.DialReadTimeout(read),
+		redis.DialWriteTimeout(write),
 	}
 	if e.Password != "" {
 		opts = append(opts, redis.DialPassword(e.Password))
@@ -428,7 +434,7 @@ func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Dura
 	if e.TLS != nil {
 		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(e.TLS))
 	}
-	return redis.DialContext(ctx, "tcp", e.Addr, opts...)
+	return opts
 }
 
 // sleepCtx waits d or until ctx ends; it reports whether ctx is still live.

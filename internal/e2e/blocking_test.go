@@ -107,15 +107,10 @@ func waitBlocked(t *testing.T, name string, ref *redistest.Server, c *redistest.
 			}
 			return nil
 		}
-		for _, l := range strings.Split(string(c.Do("INFO")), "\r\n") {
-			if strings.HasPrefix(l, "blocked_clients:") {
-				if l != "blocked_clients:1" {
-					return errString(l)
-				}
-				return nil
-			}
+		if v, _ := infoField(c, "blocked_clients"); v != "1" {
+			return errString("blocked_clients: " + v)
 		}
-		return errString("no blocked_clients in INFO")
+		return nil
 	})
 }
 
@@ -134,12 +129,8 @@ func TestBlockedClientLeaves(t *testing.T) {
 	c.Flush()
 	info := redistest.DialRaw(t, addr)
 	clients := func() string {
-		for _, l := range strings.Split(string(info.Do("INFO")), "\r\n") {
-			if strings.HasPrefix(l, "connected_clients:") {
-				return strings.TrimPrefix(l, "connected_clients:")
-			}
-		}
-		return "?"
+		v, _ := infoField(info, "connected_clients")
+		return v
 	}
 	redistest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := clients(); n != "2" {

@@ -216,3 +216,14 @@ func (l *lockedBuffer) String() string {
 }
 
 var _ io.Writer = (*lockedBuffer)(nil)
+
+// infoField returns the value of field in the INFO reply c gets, and whether it
+// is there.
+func infoField(c *redistest.RawConn, field string) (string, bool) {
+	for _, line := range strings.Split(string(c.Do("INFO")), "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return v, true
+		}
+	}
+	return "", false
+}

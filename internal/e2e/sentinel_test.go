@@ -352,11 +352,6 @@ func proxyInfo(t *testing.T, addr, field string) string {
 	t.Helper()
 	c := redistest.DialRaw(t, addr)
 	defer c.Close()
-	reply := string(c.Do("INFO"))
-	for _, line := range strings.Split(reply, "\r\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && k == field {
-			return v
-		}
-	}
-	return ""
+	v, _ := infoField(c, field)
+	return v
 }

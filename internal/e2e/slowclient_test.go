@@ -3,9 +3,7 @@ package e2e
 import (
 	"bufio"
 	"net"
-	"regexp"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,17 +12,10 @@ import (
 	"github.com/syncproxy/syncproxy/proxy"
 )
 
-var connectedRe = regexp.MustCompile(`connected_clients:(\d+)`)
-
 // proxyClients is the proxy's count of connected clients (INFO), c excepted.
 func proxyClients(t *testing.T, c *redistest.RawConn) int {
 	t.Helper()
-	m := connectedRe.FindSubmatch(c.Do("INFO", "proxy"))
-	if m == nil {
-		t.Fatal("INFO has no connected_clients")
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n - 1
+	return infoInt(t, c, "connected_clients") - 1
 }
 
 func waitClients(t *testing.T, c *redistest.RawConn, want int, timeout time.Duration) time.Duration {

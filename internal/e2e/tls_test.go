@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -248,16 +249,12 @@ func tlsExchange(addr string, conf *tls.Config) (string, error) {
 // infoInt reads one integer field of the proxy's INFO.
 func infoInt(t *testing.T, c *redistest.RawConn, field string) int {
 	t.Helper()
-	info := string(c.Do("INFO"))
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			var n int
-			fmt.Sscan(v, &n)
-			return n
-		}
+	v, ok := infoField(c, field)
+	n, err := strconv.Atoi(v)
+	if !ok || err != nil {
+		t.Fatalf("INFO %s: %q", field, v)
 	}
-	t.Fatalf("no %s in INFO: %q", field, info)
-	return 0
+	return n
 }
 
 // redisCLI returns a function running redis-cli against addr with flags, or nil
