@@ -222,7 +222,7 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 	if a.master, err = a.r.dial(ctx, master, a.r.cfg.Timeout); err != nil {
 		return err
 	}
-	if err := a.sync(ctx); err != nil {
+	if err := a.settle(ctx, a.sync(ctx)); err != nil {
 		return err
 	}
 	a.failures = 0
@@ -246,7 +246,7 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 				}
 				break
 			}
-			if err := a.applyLive(ctx, batch); err != nil {
+			if err := a.settle(ctx, a.applyLive(ctx, batch)); err != nil {
 				return err
 			}
 			clear(batch)
@@ -255,18 +255,27 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 				interval = d
 				tick.Reset(d)
 			}
-			if err := a.sync(ctx); err != nil {
+			if err := a.settle(ctx, a.sync(ctx)); err != nil {
 				return err
 			}
 		case <-tick.C:
 			if _, err := a.slave.Do("PING"); err != nil {
 				return err
 			}
-			if err := a.sync(ctx); err != nil {
+			if err := a.settle(ctx, a.sync(ctx)); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// settle answers errGap (another proxy's applier moved the slave, or locked it for
+// a resync) by reading both positions again; other errors end the session.
+func (a *Applier) settle(ctx context.Context, err error) error {
+	for i := 0; i < 3 && errors.Is(err, errGap); i++ {
+		err = a.sync(ctx)
+	}
+	return err
 }
 
 // applyLive applies messages received from pub/sub, filling gaps from the backlog.
@@ -339,51 +348,68 @@ func (a *Applier) masterPosition() (string, int64, error) {
 	return "", 0, errors.New("replicate: master has no epoch")
 }
 
-// slavePosition reads the slave's applied epoch and sequence; ok is false when the
-// slave has none (new, emptied, or restarted without persistence).
-func (a *Applier) slavePosition() (epoch string, seq int64, ok bool, err error) {
-	v, err := redis.String(a.slave.Do("GET", KeyApplied))
-	if err == redis.ErrNil {
-		return "", 0, false, nil
-	}
+// slavePos is a slave's replication position as read from the slave itself.
+type slavePos struct {
+	raw   string // syncproxy:applied as stored ("" when absent)
+	epoch string
+	seq   int64
+	ok    bool   // false when the slave has none (new, emptied, restarted without persistence)
+	lock  string // syncproxy:resync: the token of the applier resyncing it, if any
+}
+
+// slavePosition reads the slave's applied position and resync lock in one step.
+func (a *Applier) slavePosition() (slavePos, error) {
+	vals, err := redis.Strings(a.slave.Do("MGET", KeyApplied, KeyResync))
 	if err != nil {
-		return "", 0, false, err
+		return slavePos{}, err
 	}
-	i := strings.LastIndexByte(v, ':')
+	p := slavePos{raw: vals[0], lock: vals[1]}
+	i := strings.LastIndexByte(p.raw, ':')
 	if i <= 0 {
-		return "", 0, false, nil
+		return p, nil
 	}
-	seq, err = strconv.ParseInt(v[i+1:], 10, 64)
-	if err != nil {
-		return "", 0, false, nil
+	if p.seq, err = strconv.ParseInt(p.raw[i+1:], 10, 64); err != nil {
+		return p, nil
 	}
-	return v[:i], seq, true, nil
+	p.epoch, p.ok = p.raw[:i], true
+	return p, nil
 }
 
 // sync brings the slave to the master's current position: by catching up from the
 // backlog when it can, by a full resync otherwise.
+//
+// The slave's position is read before the master's: sequence numbers only grow,
+// so a slave that another proxy's applier moves meanwhile is still found at or
+// behind the master, never "ahead" of it. A full resync re-checks, atomically on
+// the slave, that the position it decided on has not changed (resync.go).
 func (a *Applier) sync(ctx context.Context) error {
+	sp, err := a.slavePosition()
+	if err != nil {
+		return err
+	}
+	if sp.lock != "" && (a.rs == nil || sp.lock != a.rs.token) {
+		// Another proxy's applier is resyncing the slave: out of the read set
+		// until it is done (the next check sees the lock gone).
+		a.setState(StateResyncing, "resynced by another applier")
+		return nil
+	}
 	mEpoch, mSeq, err := a.masterPosition()
 	if err != nil {
 		return err
 	}
-	sEpoch, sSeq, ok, err := a.slavePosition()
-	if err != nil {
-		return err
-	}
 	switch {
-	case !ok:
-		return a.fullResync(ctx, "slave has no replication position")
-	case sEpoch != mEpoch:
-		return a.fullResync(ctx, "slave holds another epoch")
-	case sSeq > mSeq:
-		return a.fullResync(ctx, "slave is ahead of the master")
+	case !sp.ok:
+		return a.fullResync(ctx, sp, "slave has no replication position")
+	case sp.epoch != mEpoch:
+		return a.fullResync(ctx, sp, "slave holds another epoch")
+	case sp.seq > mSeq:
+		return a.fullResync(ctx, sp, "slave is ahead of the master")
 	}
-	a.setEpoch(sEpoch)
-	a.applied.Store(sSeq)
-	if sSeq < mSeq {
+	a.setEpoch(sp.epoch)
+	a.applied.Store(sp.seq)
+	if sp.seq < mSeq {
 		if err := a.catchUp(ctx, mSeq); err == errNotCovered {
-			return a.fullResync(ctx, "backlog no longer covers the slave's position")
+			return a.fullResync(ctx, sp, "backlog no longer covers the slave's position")
 		} else if err != nil {
 			return err
 		}
@@ -545,12 +571,12 @@ func (a *Applier) applyBatch(msgs []*Message) error {
 		var re redis.Error
 		if errors.As(err, &re) && strings.HasPrefix(string(re), "SYNCGAP") {
 			// Another applier (another proxy) moved the slave; continue from there.
-			epoch, seq, ok, perr := a.slavePosition()
+			sp, perr := a.slavePosition()
 			if perr != nil {
 				return perr
 			}
-			if ok && epoch == last.Epoch && seq > from {
-				a.applied.Store(seq)
+			if sp.ok && sp.lock == "" && sp.epoch == last.Epoch && sp.seq > from {
+				a.applied.Store(sp.seq)
 				return nil
 			}
 			return errGap

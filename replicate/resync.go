@@ -22,28 +22,48 @@ const numDBs = 16
 // copied after it; an effect that mixes keys copied before and after it (or that
 // touches a key marked so) is not applied, and its keys are copied again, after
 // which catching up continues.
-func (a *Applier) fullResync(ctx context.Context, reason string) error {
-	a.setState(StateResyncing, reason)
-	a.resyncs.Add(1)
-	epoch, seq, err := a.masterPosition()
-	if err != nil {
-		return err
-	}
+func (a *Applier) fullResync(ctx context.Context, seen slavePos, reason string) error {
 	// One resync at a time per slave, whatever the number of proxies: the lock
-	// also keeps other appliers from applying to the half-copied slave.
+	// also keeps other appliers from applying to the half-copied slave, and
+	// takes the slave out of their read sets (they check it every health
+	// interval, and at once when an apply is refused).
 	token := newEpoch()
 	ok, err := redis.String(a.slave.Do("SET", KeyResync, token, "NX", "PX", resyncLockTTL.Milliseconds()))
 	if err == redis.ErrNil || (err == nil && ok != "OK") {
-		return errResyncBusy
+		a.setState(StateResyncing, "resynced by another applier")
+		return nil
 	}
 	if err != nil {
 		return err
 	}
 	defer a.slave.Do("EVAL", releaseLock, 0, token)
-	a.slave.Send("MULTI")
-	a.slave.Send("FLUSHALL")
-	a.slave.Send("SET", KeyResync, token, "PX", resyncLockTTL.Milliseconds())
-	if _, err := a.slave.Do("EXEC"); err != nil {
+	a.setState(StateResyncing, reason)
+	// Give every other proxy time to see the lock before a slave that holds
+	// data is emptied (one without a position has nothing to lose).
+	if seen.raw != "" {
+		interval, _ := a.r.health()
+		if !sleepCtx(ctx, 2*interval+resyncGraceExtra) {
+			return ctx.Err()
+		}
+	}
+	// Empty the slave only if its position is still the one the decision was
+	// made on, in the same atomic step.
+	flushed, err := redis.Int(a.slave.Do("EVAL", flushIfUnchanged, 0, seen.raw, token, resyncLockTTL.Milliseconds()))
+	if err != nil {
+		return err
+	}
+	if flushed == 0 {
+		a.log.Info().Str("reason", reason).Msg("slave position changed before the full resync; checking again")
+		return errGap
+	}
+	a.resyncs.Add(1)
+	ev := a.log.Warn()
+	if seen.raw == "" {
+		ev = a.log.Info() // a new or emptied slave: nothing was lost
+	}
+	ev.Str("reason", reason).Str("slave_position", seen.raw).Msg("full resync: slave emptied, copying the master")
+	epoch, seq, err := a.masterPosition()
+	if err != nil {
 		return err
 	}
 	a.rs = &resyncState{positions: map[dbKey]int64{}, dirty: map[dbKey]bool{}, token: token}
@@ -93,6 +113,21 @@ func (a *Applier) fullResync(ctx context.Context, reason string) error {
 // resync refreshes it with every batch it copies.
 const resyncLockTTL = 30 * time.Second
 
+// resyncGraceExtra is added to two health intervals between taking the resync lock
+// and emptying the slave.
+const resyncGraceExtra = 50 * time.Millisecond
+
+// flushIfUnchanged empties the slave and renews the resync lock if the slave's
+// position is still ARGV[1] ("" for none) and the lock still holds ARGV[2].
+// ARGV[3] is the lock's TTL in milliseconds. It returns 1 when it emptied the slave.
+const flushIfUnchanged = `
+if (redis.call('GET', 'syncproxy:applied') or '') ~= ARGV[1] then return 0 end
+if redis.call('GET', 'syncproxy:resync') ~= ARGV[2] then return 0 end
+redis.call('FLUSHALL')
+redis.call('SET', 'syncproxy:resync', ARGV[2], 'PX', ARGV[3])
+return 1
+`
+
 // releaseLock deletes the resync lock if it is still ours.
 const releaseLock = `if redis.call('GET', 'syncproxy:resync') == ARGV[1] then return redis.call('DEL', 'syncproxy:resync') end return 0`
 
@@ -103,7 +138,6 @@ const maxRecopyRounds = 20
 var (
 	errResyncUnstable = errors.New("replicate: keys kept changing during the full resync; starting over")
 	errResyncGlobal   = errors.New("replicate: a database-wide write happened during the full resync; starting over")
-	errResyncBusy     = errors.New("replicate: another applier is resyncing this slave")
 )
 
 // dbKey names a key in a database.
