@@ -58,6 +58,8 @@ type SlaveStatus struct {
 	Reads       int64  `json:"reads"`
 	Resyncs     int64  `json:"resyncs"`
 	CatchUps    int64  `json:"catchups"`
+	Role        string `json:"role"` // applier (holds the slave's lease) or follower
+	ApplyCalls  int64  `json:"apply_calls"`
 }
 
 // Status returns the proxy's current state.
@@ -87,6 +89,8 @@ func (s *Server) Status() Status {
 			Reads:         sl.Reads.Load(),
 			Resyncs:       a.Resyncs(),
 			CatchUps:      a.CatchUps(),
+			Role:          role(a),
+			ApplyCalls:    a.Applies(),
 		})
 	}
 	if !st.Master.Up {

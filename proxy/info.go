@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/syncproxy/syncproxy/replicate"
 )
 
 // infoReply prepends the proxy's sections to the master's INFO reply. When the
@@ -79,6 +81,16 @@ func (s *Server) writeInfo(b *strings.Builder) {
 			",lag_ms="+strconv.FormatInt(a.LagMs(), 10)+
 			",reads="+strconv.FormatInt(sl.Reads.Load(), 10)+
 			",resyncs="+strconv.FormatInt(a.Resyncs(), 10)+
-			",catchups="+strconv.FormatInt(a.CatchUps(), 10))
+			",catchups="+strconv.FormatInt(a.CatchUps(), 10)+
+			",role="+role(a))
 	}
+}
+
+// role is "applier" when this proxy holds the slave's lease and applies to it,
+// "follower" when another proxy's applier does.
+func role(a *replicate.Applier) string {
+	if a.Leader() {
+		return "applier"
+	}
+	return "follower"
 }

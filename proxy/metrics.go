@@ -127,6 +127,9 @@ var (
 	descLagMs       = prometheus.NewDesc("syncproxy_slave_lag_ms", "Age of the last applied message when it was applied, while behind.", []string{"slave"}, nil)
 	descReads       = prometheus.NewDesc("syncproxy_slave_reads_total", "Reads served by the slave.", []string{"slave"}, nil)
 	descResyncs     = prometheus.NewDesc("syncproxy_slave_resyncs_total", "Full resyncs of the slave.", []string{"slave"}, nil)
+	descResyncWhy   = prometheus.NewDesc("syncproxy_slave_resync_reasons_total", "Full resyncs of the slave by reason (no-position, other-epoch, ahead-of-master, backlog-gone).", []string{"slave", "reason"}, nil)
+	descLease       = prometheus.NewDesc("syncproxy_slave_lease_held", "1 when this proxy holds the slave's lease and applies to it; 0 when it follows another proxy's applier.", []string{"slave"}, nil)
+	descApplies     = prometheus.NewDesc("syncproxy_slave_apply_calls_total", "Apply script calls this proxy made that moved the slave's position.", []string{"slave"}, nil)
 	descCatchUps    = prometheus.NewDesc("syncproxy_slave_catchups_total", "Catch-ups of the slave from the backlog.", []string{"slave"}, nil)
 	descLatestSeq   = prometheus.NewDesc("syncproxy_sync_latest_seq", "Latest sync message sequence number seen.", nil, nil)
 	descSubscribed  = prometheus.NewDesc("syncproxy_sync_subscribed", "1 when the subscriber loop is subscribed to the sync channel.", nil, nil)
@@ -138,7 +141,7 @@ var (
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCommands, descCmdLatency, descErrors, descClients, descBlocked,
 		descConnections, descRejected, descLimitCuts, descBackendUp, descBackendReqs, descBackendErrs, descBackendLat,
-		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descCatchUps,
+		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descResyncWhy, descLease, descApplies, descCatchUps,
 		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches} {
 		ch <- d
 	}
@@ -206,6 +209,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descLagMs, float64(a.LagMs()), name)
 		counter(descReads, sl.Reads.Load(), name)
 		counter(descResyncs, a.Resyncs(), name)
+		for _, why := range replicate.ResyncReasons {
+			counter(descResyncWhy, a.ResyncsFor(why), name, why.Label())
+		}
+		lease := 0.0
+		if a.Leader() {
+			lease = 1
+		}
+		gauge(descLease, lease, name)
+		counter(descApplies, a.Applies(), name)
 		counter(descCatchUps, a.CatchUps(), name)
 	}
 	gauge(descLatestSeq, float64(s.repl.Latest()))

@@ -44,10 +44,13 @@ type Applier struct {
 	kickC chan struct{}
 
 	overflow atomic.Bool
+	leader   atomic.Bool // holds the slave's lease (lease.go)
 	state    atomic.Int32
 	applied  atomic.Int64
 	lagMs    atomic.Int64
 	resyncs  atomic.Int64
+	byReason [numResyncReasons]atomic.Int64
+	applies  atomic.Int64
 	catchups atomic.Int64
 
 	epoch atomic.Pointer[string]
@@ -116,6 +119,12 @@ func (a *Applier) LagMs() int64 {
 	}
 	return a.lagMs.Load()
 }
+
+// ResyncsFor counts the full resyncs done for one reason.
+func (a *Applier) ResyncsFor(r ResyncReason) int64 { return a.byReason[r].Load() }
+
+// Applies counts the apply script calls that changed the slave's position.
+func (a *Applier) Applies() int64 { return a.applies.Load() }
 
 // Resyncs and CatchUps count full resyncs and backlog catch-ups.
 func (a *Applier) Resyncs() int64  { return a.resyncs.Load() }
@@ -222,7 +231,7 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 	if a.master, err = a.r.dial(ctx, master, a.r.cfg.Timeout); err != nil {
 		return err
 	}
-	if err := a.settle(ctx, a.sync(ctx)); err != nil {
+	if err := a.check(ctx); err != nil {
 		return err
 	}
 	a.failures = 0
@@ -246,7 +255,7 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 				}
 				break
 			}
-			if err := a.settle(ctx, a.applyLive(ctx, batch)); err != nil {
+			if err := a.take(ctx, batch); err != nil {
 				return err
 			}
 			clear(batch)
@@ -255,18 +264,36 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 				interval = d
 				tick.Reset(d)
 			}
-			if err := a.settle(ctx, a.sync(ctx)); err != nil {
+			if err := a.check(ctx); err != nil {
 				return err
 			}
 		case <-tick.C:
 			if _, err := a.slave.Do("PING"); err != nil {
 				return err
 			}
-			if err := a.settle(ctx, a.sync(ctx)); err != nil {
+			if err := a.check(ctx); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// take handles a batch of live messages: the lease holder applies them, a
+// follower waits for the slave to show them applied.
+func (a *Applier) take(ctx context.Context, msgs []*Message) error {
+	if a.Leader() {
+		return a.settle(ctx, a.applyLive(ctx, msgs))
+	}
+	var target int64
+	for _, m := range msgs {
+		if m.gen == a.gen && m.Epoch == a.Epoch() && m.Seq > target {
+			target = m.Seq
+		}
+	}
+	if target <= a.Applied() {
+		return nil
+	}
+	return a.follow(ctx, target)
 }
 
 // settle answers errGap (another proxy's applier moved the slave, or locked it for
@@ -399,17 +426,17 @@ func (a *Applier) sync(ctx context.Context) error {
 	}
 	switch {
 	case !sp.ok:
-		return a.fullResync(ctx, sp, "slave has no replication position")
+		return a.fullResync(ctx, sp, ResyncNoPosition)
 	case sp.epoch != mEpoch:
-		return a.fullResync(ctx, sp, "slave holds another epoch")
+		return a.fullResync(ctx, sp, ResyncOtherEpoch)
 	case sp.seq > mSeq:
-		return a.fullResync(ctx, sp, "slave is ahead of the master")
+		return a.fullResync(ctx, sp, ResyncAhead)
 	}
 	a.setEpoch(sp.epoch)
 	a.applied.Store(sp.seq)
 	if sp.seq < mSeq {
 		if err := a.catchUp(ctx, mSeq); err == errNotCovered {
-			return a.fullResync(ctx, sp, "backlog no longer covers the slave's position")
+			return a.fullResync(ctx, sp, ResyncBacklogGone)
 		} else if err != nil {
 			return err
 		}
@@ -587,6 +614,7 @@ func (a *Applier) applyBatch(msgs []*Message) error {
 		a.log.Error().Int("failed", failed).Int64("seq", last.Seq).Msg("effects failed on the slave: it may have diverged")
 	}
 	a.applied.Store(last.Seq)
+	a.applies.Add(1)
 	a.lagMs.Store(time.Now().UnixMilli() - last.TimeMs)
 	return nil
 }

@@ -22,7 +22,34 @@ const numDBs = 16
 // copied after it; an effect that mixes keys copied before and after it (or that
 // touches a key marked so) is not applied, and its keys are copied again, after
 // which catching up continues.
-func (a *Applier) fullResync(ctx context.Context, seen slavePos, reason string) error {
+// ResyncReason is why a slave was resynced in full.
+type ResyncReason int
+
+// The reasons for a full resync.
+const (
+	ResyncNoPosition  ResyncReason = iota // new slave, or one that lost its data
+	ResyncOtherEpoch                      // the master's data set changed (it lost its data, or a failover renewed it)
+	ResyncAhead                           // the slave holds messages the master does not
+	ResyncBacklogGone                     // the slave is behind what the backlog still holds
+	numResyncReasons
+)
+
+// ResyncReasons lists every reason, for metrics.
+var ResyncReasons = [numResyncReasons]ResyncReason{ResyncNoPosition, ResyncOtherEpoch, ResyncAhead, ResyncBacklogGone}
+
+// Label is the reason's metric label.
+func (r ResyncReason) Label() string {
+	return [...]string{"no-position", "other-epoch", "ahead-of-master", "backlog-gone"}[r]
+}
+
+// String is the reason as logged.
+func (r ResyncReason) String() string {
+	return [...]string{"slave has no replication position", "slave holds another epoch",
+		"slave is ahead of the master", "backlog no longer covers the slave's position"}[r]
+}
+
+func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReason) error {
+	reason := why.String()
 	// One resync at a time per slave, whatever the number of proxies: the lock
 	// also keeps other appliers from applying to the half-copied slave, and
 	// takes the slave out of their read sets (they check it every health
@@ -57,6 +84,7 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, reason string) 
 		return errGap
 	}
 	a.resyncs.Add(1)
+	a.byReason[why].Add(1)
 	ev := a.log.Warn()
 	if seen.raw == "" {
 		ev = a.log.Info() // a new or emptied slave: nothing was lost

@@ -1,0 +1,129 @@
+package replicate
+
+import (
+	"context"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// One applier per slave: when several proxies front the same slaves, the applier
+// holding the slave's lease (KeyLease, on the slave) applies to it and the others
+// follow its position, ready to take over when the lease lapses. Correctness does
+// not rest on the lease (the apply script checks the slave's position atomically,
+// so two appliers that both think they hold it only waste work); it saves the
+// duplicate apply calls and the lag they cause.
+
+// takeLease is run on the slave: it takes the lease if it is free or ours and
+// renews it. ARGV: holder id, TTL in ms. It returns 1 when we hold the lease.
+const takeLease = `
+local cur = redis.call('GET', 'syncproxy:lease')
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', 'syncproxy:lease', ARGV[1], 'PX', ARGV[2])
+return 1
+`
+
+// Bounds of the lease's TTL: three health intervals, within these.
+const (
+	minLeaseTTL = time.Second
+	maxLeaseTTL = 30 * time.Second
+)
+
+// leaseTTL is how long a lease lasts without renewal: an applier renews it every
+// health interval, and another proxy takes over at most this long after the
+// holder stopped.
+func (a *Applier) leaseTTL() time.Duration {
+	interval, _ := a.r.health()
+	return min(max(3*interval, minLeaseTTL), maxLeaseTTL)
+}
+
+// renewLease takes or renews the slave's lease and records whether this applier
+// holds it.
+func (a *Applier) renewLease() error {
+	n, err := redis.Int(a.slave.Do("EVAL", takeLease, 0, a.r.epoch, a.leaseTTL().Milliseconds()))
+	if err != nil {
+		return err
+	}
+	if held := n == 1; held != a.leader.Swap(held) {
+		role := "follower"
+		if held {
+			role = "applier"
+		}
+		a.log.Info().Str("role", role).Msg("slave lease changed hands")
+	}
+	return nil
+}
+
+// Leader reports whether this applier holds the slave's lease and applies to it;
+// otherwise another proxy does and this one follows the slave's position.
+func (a *Applier) Leader() bool { return a.leader.Load() }
+
+// followPolls bounds how many times a follower reads the slave's position for one
+// batch of messages, followPoll apart, before it waits for the next batch or check.
+const (
+	followPolls = 50
+	followPoll  = time.Millisecond
+)
+
+// follow keeps a follower's view of the slave's position (what read routing and
+// WAIT use) current: it reads the slave's position until the slave applied target
+// (the messages just received), for a bounded time.
+func (a *Applier) follow(ctx context.Context, target int64) error {
+	for i := 0; i < followPolls; i++ {
+		sp, err := a.slavePosition()
+		if err != nil {
+			return err
+		}
+		if sp.lock != "" {
+			a.setState(StateResyncing, "resynced by another applier")
+			return nil
+		}
+		if sp.ok && sp.epoch == a.Epoch() && sp.seq > a.Applied() {
+			a.applied.Store(sp.seq)
+		}
+		if a.Applied() >= target || !sleepCtx(ctx, followPoll) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// check is the periodic check of the slave: the lease holder brings it to the
+// master's position (sync); a follower reads both positions.
+func (a *Applier) check(ctx context.Context) error {
+	if err := a.renewLease(); err != nil {
+		return err
+	}
+	if a.Leader() {
+		return a.settle(ctx, a.sync(ctx))
+	}
+	return a.observe()
+}
+
+// observe is a follower's check: it reads the slave's position, then the
+// master's (in that order, as sync does), and sets the slave's state from them.
+// It never writes to the slave.
+func (a *Applier) observe() error {
+	sp, err := a.slavePosition()
+	if err != nil {
+		return err
+	}
+	if sp.lock != "" {
+		a.setState(StateResyncing, "resynced by another applier")
+		return nil
+	}
+	mEpoch, mSeq, err := a.masterPosition()
+	if err != nil {
+		return err
+	}
+	if !sp.ok || sp.epoch != mEpoch || sp.seq > mSeq {
+		a.setState(StateResyncing, "waiting for the lease holder to resync the slave")
+		return nil
+	}
+	if sp.epoch != a.Epoch() || sp.seq > a.Applied() {
+		a.setEpoch(sp.epoch)
+		a.applied.Store(sp.seq)
+	}
+	a.setState(StateOnline, "followed the lease holder")
+	return nil
+}
