@@ -243,6 +243,7 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 	for {
 		select {
 		case <-ctx.Done():
+			a.releaseLease()
 			return nil
 		case m := <-a.queue:
 			batch = append(batch[:0], m)

@@ -54,6 +54,17 @@ func (a *Applier) renewLease() error {
 	return nil
 }
 
+// dropLease deletes the lease if ARGV[1] still holds it.
+const dropLease = `if redis.call('GET', 'syncproxy:lease') == ARGV[1] then return redis.call('DEL', 'syncproxy:lease') end return 0`
+
+// releaseLease gives the lease up when the applier stops, so that another proxy
+// takes over at its next check instead of after the TTL.
+func (a *Applier) releaseLease() {
+	if a.leader.Swap(false) {
+		a.slave.Do("EVAL", dropLease, 0, a.r.epoch)
+	}
+}
+
 // Leader reports whether this applier holds the slave's lease and applies to it;
 // otherwise another proxy does and this one follows the slave's position.
 func (a *Applier) Leader() bool { return a.leader.Load() }

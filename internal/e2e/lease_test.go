@@ -17,7 +17,8 @@ import (
 // TestOneApplierPerSlave runs three proxies on the same master and slaves: for
 // each slave one proxy holds the lease and applies, the others follow its
 // position and still serve reads that see their clients' writes; when the holder
-// stops, another proxy takes over within the lease's TTL and the slaves converge.
+// stops, another proxy takes over at once; when it dies holding the lease,
+// within the lease's TTL; and the slaves converge.
 func TestOneApplierPerSlave(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 3)
@@ -89,6 +90,23 @@ func TestOneApplierPerSlave(t *testing.T) {
 	start := time.Now()
 	next := holder(0)
 	t.Logf("proxy %d took over slave 0's lease %v after proxy %d stopped", next, time.Since(start).Round(time.Millisecond), gone)
+	load(t, rest, 100)
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+
+	// A proxy that died holding slave 1's lease (one that never released it):
+	// nobody applies until it lapses, then a live proxy takes over.
+	slaves[1].Do(t, "SET", "syncproxy:lease", "a-proxy-that-died", "PX", "1500")
+	redistest.CheckFor(t, 5*time.Second, poll, func() error {
+		for p, srv := range srvs {
+			if srv != nil && applierOf(srv, 1).Leader() {
+				return fmt.Errorf("proxy %d still holds slave 1's lease", p)
+			}
+		}
+		return nil
+	})
+	start = time.Now()
+	next = holder(1)
+	t.Logf("proxy %d took over slave 1's lease %v after it was left to lapse", next, time.Since(start).Round(time.Millisecond))
 	load(t, rest, 100)
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
