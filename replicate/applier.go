@@ -489,11 +489,20 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 			if err != nil {
 				return err
 			}
-			if i == 0 && id != from {
-				return errNotCovered
-			}
 			if m.Epoch != epoch {
 				return errNotCovered
+			}
+			if i == 0 && id != from {
+				if a.rs != nil || !flushesAll(m) {
+					return errNotCovered
+				}
+				// A FLUSHALL on the master also emptied the backlog: what the
+				// missing messages did is wiped by the one that did it.
+				if err := a.applyBatch([]*Message{m}); err != nil {
+					return err
+				}
+				a.log.Info().Int64("from", from).Int64("flushall_seq", id).Msg("catch-up skipped the messages a FLUSHALL wiped")
+				continue
 			}
 			msgs = append(msgs, m)
 		}
@@ -507,6 +516,17 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 		}
 	}
 	return nil
+}
+
+// flushesAll reports whether one of m's effects is a FLUSHALL: the slave's state
+// after m does not depend on the messages before it.
+func flushesAll(m *Message) bool {
+	for _, e := range m.Effects {
+		if len(e.Args) > 0 && strings.EqualFold(string(e.Args[0]), "flushall") {
+			return true
+		}
+	}
+	return false
 }
 
 func decodeBacklogEntry(v interface{}) (*Message, int64, error) {

@@ -95,10 +95,13 @@ end
 
 local cur_db
 local meta_saved
-local function save_meta()
+-- A flush keeps the replication metadata. FLUSHDB 0 keeps the backlog too (a
+-- FLUSHALL need not: slaves behind it skip what it wiped).
+local function save_meta(all)
   local d = cur_db
   call('SELECT', 0)
-  meta_saved = {call('GET', 'syncproxy:epoch'), call('GET', 'syncproxy:seq')}
+  meta_saved = {call('GET', 'syncproxy:epoch'), call('GET', 'syncproxy:seq'), false}
+  if not all then meta_saved[3] = try('DUMP', 'syncproxy:backlog') or false end
   call('SELECT', d)
 end
 local function restore_meta()
@@ -109,6 +112,9 @@ local function restore_meta()
   end
   if meta_saved[2] and call('EXISTS', 'syncproxy:seq') == 0 then
     call('SET', 'syncproxy:seq', meta_saved[2])
+  end
+  if meta_saved[3] and call('EXISTS', 'syncproxy:backlog') == 0 then
+    try('RESTORE', 'syncproxy:backlog', 0, meta_saved[3])
   end
   call('SELECT', d)
 end
@@ -262,7 +268,7 @@ for i = 1, n do
     local a = {unpack(ARGV, pos, last)}
     local name = string.lower(a[1])
     local flush = name == 'flushall' or (name == 'flushdb' and db == '0')
-    if flush then save_meta() end
+    if flush then save_meta(name == 'flushall') end
     r = redis.pcall(unpack(a))
     if flush then restore_meta() end
     if type(r) ~= 'table' or r.err == nil then
