@@ -13,6 +13,7 @@ const (
 	maxReplyBulk  = 1 << 30 // 1 GiB
 	maxReplyArray = 1 << 28
 	maxReplyDepth = 64
+	maxReplyLine  = maxReplyBulk // a simple string or error line
 )
 
 // ReadFrame reads exactly one complete RESP2/RESP3 value from r and appends its raw
@@ -86,7 +87,7 @@ func ReadFrame(r *bufio.Reader, dst []byte) ([]byte, error) {
 func readLine(r *bufio.Reader) ([]byte, error) {
 	line, err := r.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
-		return nil, errLineTooLong
+		line, err = readLongLine(r, line)
 	}
 	if err != nil {
 		return nil, err
@@ -95,6 +96,23 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 		return nil, errBadFrame
 	}
 	return line, nil
+}
+
+// readLongLine reads the rest of a line longer than r's buffer, of which part
+// was read, into a slice of its own: a script may return a status or an error
+// reply of any length, as a single line.
+func readLongLine(r *bufio.Reader, part []byte) ([]byte, error) {
+	line := append([]byte(nil), part...)
+	for {
+		part, err := r.ReadSlice('\n')
+		if len(line)+len(part) > maxReplyLine {
+			return nil, errLineTooLong
+		}
+		line = append(line, part...)
+		if err != bufio.ErrBufferFull {
+			return line, err
+		}
+	}
 }
 
 func readN(r *bufio.Reader, dst []byte, n int) ([]byte, error) {
