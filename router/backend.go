@@ -1170,11 +1170,11 @@ func (l *link) readGroup(br *bufio.Reader, p pending, gen uint64) (rest *Request
 		return p.req, err
 	}
 	if n != p.n+2 {
-		l.scratch = append(l.scratch[:0], line...)
+		header := append([]byte(nil), line...) // the elements are not kept
 		if err := l.discard(br, n); err != nil {
 			return p.req, err
 		}
-		return l.badGroup(p, l.scratch, gen)
+		return l.badGroup(p, header, gen)
 	}
 	if l.scratch, err = ReadFrame(br, l.scratch[:0]); err != nil {
 		return p.req, err
@@ -1187,10 +1187,11 @@ func (l *link) readGroup(br *bufio.Reader, p pending, gen uint64) (rest *Request
 		return p.req, err
 	}
 	if !ok || l.epochBuf[0] != '$' {
+		seqFrame := append([]byte(nil), l.scratch...)
 		if err := l.discard(br, p.n); err != nil {
 			return p.req, err
 		}
-		return l.badGroup(p, l.scratch, gen)
+		return l.badGroup(p, append(seqFrame, l.epochBuf...), gen)
 	}
 	epoch := l.internEpoch(l.epochBuf)
 	l.b.Stats.Requests.Add(int64(p.n))
