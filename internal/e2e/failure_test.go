@@ -260,9 +260,21 @@ func TestWriteOutlastsBackendTimeout(t *testing.T) {
 	if got := c.Read(); string(got) != "+OK\r\n" {
 		t.Errorf("SET while the master was frozen: %q, want +OK", got)
 	}
+	// The same for a watched transaction (its own master connection).
+	mustReply(t, c, "+OK\r\n", "WATCH", "tx")
+	mustReply(t, c, "+OK\r\n", "MULTI")
+	mustReply(t, c, "+QUEUED\r\n", "SET", "tx", "v")
+	master.Pause(t)
+	c.Send("EXEC")
+	c.Flush()
+	time.Sleep(4 * timeout) // the fault's duration
+	master.Resume(t)
+	if got := c.Read(); string(got) != "*1\r\n+OK\r\n" {
+		t.Errorf("EXEC while the master was frozen: %q, want its reply", got)
+	}
 	mustReply(t, c, "+OK\r\n", "SET", "after", "v")
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
-	for _, k := range []string{"slow", "frozen", "after"} {
+	for _, k := range []string{"slow", "frozen", "tx", "after"} {
 		if got := slaves[0].Do(t, "GET", k); fmt.Sprintf("%s", got) != "v" {
 			t.Errorf("%s = %s on a slave", k, got)
 		}
