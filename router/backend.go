@@ -436,6 +436,9 @@ func (l *link) lostMsg(write bool, cause error) string {
 	if l.gen.Load() != l.serving.Load() || l.b.opts.Script == nil {
 		return l.downMsg()
 	}
+	if cause == nil {
+		cause = io.ErrUnexpectedEOF
+	}
 	what := "the command's"
 	if write {
 		what = "the write's"
@@ -1067,7 +1070,6 @@ func skipArrayHeader(raw []byte) []byte {
 }
 
 func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop chan struct{}, gen uint64) error {
-	timeout := l.b.opts.ReplyTimeout
 	for {
 		var p pending
 		select {
@@ -1076,12 +1078,33 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 			return errStopped
 		}
 		if br.Buffered() == 0 {
-			conn.SetReadDeadline(time.Now().Add(timeout))
+			if err := l.awaitReply(conn, br, p, pend); err != nil {
+				l.failPending(p, err)
+				return err
+			}
 		}
 		if err := l.readOne(br, p, gen); err != nil {
 			return err
 		}
 	}
+}
+
+// awaitReply sets the deadline of p's reply: the reply timeout. But the link's
+// own commands (the keepalive PING) get the backend timeout for their reply to
+// begin: unanswered by then with nothing sent behind them, the connection is
+// taken for dead, as an idle master that vanished must be noticed quickly.
+func (l *link) awaitReply(conn net.Conn, br *bufio.Reader, p pending, pend chan pending) error {
+	o := &l.b.opts
+	start := time.Now()
+	if p.kind == pendDiscard && o.Timeout < o.ReplyTimeout {
+		conn.SetReadDeadline(start.Add(o.Timeout))
+		_, err := br.Peek(1)
+		if err != nil && (len(pend) == 0 || !errors.Is(readErr(err), errReplyTimeout)) {
+			return readErr(err)
+		}
+	}
+	conn.SetReadDeadline(start.Add(o.ReplyTimeout))
+	return nil
 }
 
 // readOne reads the reply of p and completes its requests. An error means that

@@ -228,3 +228,31 @@ func TestBackendOddGroupReply(t *testing.T) {
 		t.Errorf("the connection was replaced: CLIENT ID %q, then %q", id, got)
 	}
 }
+
+// TestBackendIdleHangNoticed: an idle master that stops answering (frozen) is
+// noticed within about the keepalive period and the backend timeout, not the
+// long reply timeout: writes then fail at once, not sent.
+func TestBackendIdleHangNoticed(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newMaster(t, srv.Addr, 200*time.Millisecond, 30*time.Second, nil)
+	srv.Pause(t)
+	defer srv.Resume(t)
+	start := time.Now()
+	redistest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if b.Up() {
+			return errString("still up")
+		}
+		return nil
+	})
+	t.Logf("down after %v", time.Since(start))
+	r := &router.Request{Kind: router.KindWrite, Raw: cmd("SET", "k", "v"), Argc: 3}
+	do(b, r)
+	if !strings.HasSuffix(string(r.Reply), " is unavailable\r\n") {
+		t.Errorf("write to the frozen master: %q, want unavailable (not sent)", r.Reply)
+	}
+	srv.Resume(t)
+	waitPong(t, b)
+	if got := srv.Do(t, "EXISTS", "k"); got != int64(0) {
+		t.Errorf("the write reported not sent was applied")
+	}
+}
