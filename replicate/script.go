@@ -245,22 +245,24 @@ local function rewrite(db, a, r, effect)
 end
 
 -- A script's reply as Redis converts it for a RESP2 client when the script
--- left RESP3 on: booleans become :1 and :0 instead of :1 and a null.
-local function resp3_bools(v)
+-- left RESP3 on: booleans become :1 and :0 instead of :1 and a null. Deep (or
+-- cyclic) tables are left as they are below a bound.
+local function resp3_bools(v, depth)
   if v == true then return 1 elseif v == false then return 0 end
-  if type(v) ~= 'table' or type(v.err) == 'string' or type(v.ok) == 'string' or
+  depth = (depth or 0) + 1
+  if depth > 1000 or type(v) ~= 'table' or type(v.err) == 'string' or type(v.ok) == 'string' or
     type(v.double) == 'number' or type(v.big_number) == 'string' then
     return v
   end
   if type(v.map) == 'table' then
     local m = {}
-    for k, x in pairs(v.map) do m[k] = resp3_bools(x) end
+    for k, x in pairs(v.map) do m[k] = resp3_bools(x, depth) end
     return {map = m}
   end
   if type(v.set) == 'table' or type(v.verbatim_string) == 'table' then return v end
   local t, i = {}, 1
   while v[i] ~= nil do
-    t[i] = resp3_bools(v[i])
+    t[i] = resp3_bools(v[i], depth)
     i = i + 1
   end
   return t

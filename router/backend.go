@@ -743,7 +743,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			return nil
 		case err := <-readerDone:
 			readerDone <- err
-			return errStopped
+			return err // the reader failed: its error is the cause
 		}
 	}
 

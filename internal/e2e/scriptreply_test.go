@@ -131,11 +131,15 @@ func TestScriptOddRepliesDifferential(t *testing.T) {
 		{"EVAL", "return nil", "0"},
 		{"EVAL", "return {1, nil, 3}", "0"},
 		{"EVAL", "return {}", "0"},
+		{"EVAL", "redis.setresp(3); return {true, {false, {map={a=true}}}, {set={b=true}}}", "0"},
+		{"EVAL", "local t = {} local c = t for i = 1, 500 do c[1] = {i} c = c[1] end return t", "0"},
+		{"EVAL", "redis.setresp(3); local t = {} local c = t for i = 1, 500 do c[1] = {false} c = c[1] end redis.call('SET', KEYS[1], 'c'); return t", "1", "cyclic"},
 		{"EVAL", "return {ok='" + long + "'}", "0"},
 		{"EVAL", "return {err='" + long + "'}", "0"},
 		{"EVAL", "redis.call('SET', KEYS[1], ARGV[1]); return {ok='" + long + "'}", "1", "long", "v"},
 		{"GET", "w"},
 		{"GET", "long"},
+		{"GET", "cyclic"},
 	}
 	wr := startWriters(t, addr, 4)
 	got := map[string][]string{}
@@ -154,7 +158,7 @@ func TestScriptOddRepliesDifferential(t *testing.T) {
 		}
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
-	for _, k := range []string{"w", "long"} {
+	for _, k := range []string{"w", "long", "cyclic"} {
 		if a, b := fmt.Sprint(ref.Do(t, "GET", k)), fmt.Sprint(master.Do(t, "GET", k)); a != b {
 			t.Errorf("%s: %s on redis, %s on the master", k, a, b)
 		}
