@@ -21,7 +21,7 @@ const (
 // bytes to dst. It checks the framing (type prefixes, lengths, CRLF) but does not
 // decode values, so replies can be forwarded to clients byte for byte.
 func ReadFrame(r *bufio.Reader, dst []byte) ([]byte, error) {
-	remaining := 1 // values still to read at the current level, summed over levels
+	remaining := 1    // values still to read at the current level, summed over levels
 	var small [64]int // what is left to read at each enclosing level
 	stack := small[:0]
 	for remaining > 0 {
