@@ -50,6 +50,7 @@ type Config struct {
 	TLSHandshakeTimeout time.Duration  `yaml:"tls-handshake-timeout"`
 	BackendDialTimeout  time.Duration  `yaml:"backend-dial-timeout"`
 	BackendWriteTimeout time.Duration  `yaml:"backend-write-timeout"`
+	WriteReplyTimeout   time.Duration  `yaml:"write-reply-timeout"`
 	ShutdownGrace       time.Duration  `yaml:"shutdown-grace"`
 	LogLevel            string         `yaml:"log-level"`
 	LogFormat           string         `yaml:"log-format"`
@@ -119,6 +120,7 @@ func DefaultConfig() Config {
 		QueryBufferLimit:    1 << 30,
 		OutputTimeout:       60 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
+		WriteReplyTimeout:   60 * time.Second,
 		ShutdownGrace:       10 * time.Second,
 		LogLevel:            "info",
 		LogFormat:           "auto",
@@ -241,6 +243,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: client-output-timeout %v must not be negative", c.OutputTimeout)
 	case c.BackendDialTimeout < 0 || c.BackendWriteTimeout < 0:
 		return errors.New("config: backend-dial-timeout and backend-write-timeout must not be negative (0: backend-timeout)")
+	case c.WriteReplyTimeout < time.Millisecond:
+		return fmt.Errorf("config: write-reply-timeout %v is too short (at least 1ms)", c.WriteReplyTimeout)
 	case c.HealthFailures < 1:
 		return fmt.Errorf("config: health-failures %d must be at least 1", c.HealthFailures)
 	case c.RYWWait < 0:

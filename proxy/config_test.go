@@ -27,6 +27,7 @@ func TestConfigValidate(t *testing.T) {
 		"master":           func(c *Config) { c.Master = "host:99999" },
 		"slaves":           func(c *Config) { c.Slaves = []string{c.Master} },
 		"backend-timeout":  func(c *Config) { c.BackendTimeout = 0 },
+		"write-reply":      func(c *Config) { c.WriteReplyTimeout = 0 },
 		"backend-conns":    func(c *Config) { c.BackendConns = 0 },
 		"backlog-len":      func(c *Config) { c.BacklogLen = 5 },
 		"write-group":      func(c *Config) { c.WriteGroup = 0 },
@@ -52,11 +53,12 @@ func TestConfigValidate(t *testing.T) {
 
 func TestDecodeConfig(t *testing.T) {
 	c := DefaultConfig()
-	yml := "listen: 127.0.0.1:1\nmaster: 127.0.0.1:2\nslaves: [127.0.0.1:3]\nbackend-timeout: 250ms\nweights: {127.0.0.1:3: 4}\n"
+	yml := "listen: 127.0.0.1:1\nmaster: 127.0.0.1:2\nslaves: [127.0.0.1:3]\nbackend-timeout: 250ms\nweights: {127.0.0.1:3: 4}\nwrite-reply-timeout: 90s\n"
 	if err := DecodeConfig(strings.NewReader(yml), &c, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if c.BackendTimeout != 250*time.Millisecond || c.Weights["127.0.0.1:3"] != 4 || c.Master != "127.0.0.1:2" {
+	if c.BackendTimeout != 250*time.Millisecond || c.Weights["127.0.0.1:3"] != 4 || c.Master != "127.0.0.1:2" ||
+		c.WriteReplyTimeout != 90*time.Second {
 		t.Fatalf("decoded %+v", c)
 	}
 	if err := c.Validate(); err != nil {

@@ -162,6 +162,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		Timeout:      cfg.BackendTimeout,
 		DialTimeout:  cfg.BackendDialTimeout,
 		WriteTimeout: cfg.BackendWriteTimeout,
+		ReplyTimeout: cfg.WriteReplyTimeout,
 		MaxGroup:     cfg.WriteGroup,
 		Script:       s.script,
 		Username:     cfg.MasterUser,

@@ -25,10 +25,12 @@ type watchConn struct {
 
 var errWatchReply = errors.New("proxy: unexpected reply on the WATCH connection")
 
-// roundTrip writes frames and reads n replies, within the backend timeout.
+// roundTrip writes frames within the backend timeout and reads n replies within
+// the write-reply timeout: an EXEC still running on the master may be applied.
 func (sess *Session) watchRoundTrip(frames []byte, n int) ([][]byte, error) {
 	w := sess.watch
-	w.conn.SetDeadline(time.Now().Add(sess.s.cfg.BackendTimeout))
+	w.conn.SetWriteDeadline(time.Now().Add(sess.s.cfg.BackendTimeout))
+	w.conn.SetReadDeadline(time.Now().Add(sess.s.cfg.WriteReplyTimeout))
 	if _, err := w.conn.Write(frames); err != nil {
 		return nil, err
 	}
@@ -121,7 +123,7 @@ func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 		err = errReplaced // answered by a master the proxy no longer follows
 	}
 	if err != nil {
-		ex.err = sess.s.masterDown(sess.watch.conn, nil)
+		ex.err = sess.execLost(err)
 		return
 	}
 	execRe := replies[n-1]
@@ -138,7 +140,7 @@ func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 	}
 	outer := splitArray(execRe)
 	if len(outer) != 1 {
-		ex.err = "ERR syncproxy: unexpected EXEC reply from the master"
+		ex.err = "ERR syncproxy: unexpected EXEC reply from the master: the transaction's outcome is unknown"
 		return
 	}
 	if outer[0][0] == '-' {
@@ -147,7 +149,7 @@ func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 	}
 	parts := splitArray(outer[0])
 	if len(parts) != len(chain)+2 {
-		ex.err = "ERR syncproxy: unexpected script reply from the master"
+		ex.err = "ERR syncproxy: unexpected script reply from the master: the transaction's outcome is unknown"
 		return
 	}
 	seq, _ := strconv.ParseInt(string(parts[0][1:len(parts[0])-2]), 10, 64)
@@ -157,4 +159,16 @@ func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 		tr.Seq, tr.Epoch = seq, epoch
 		tr.FixScriptReply()
 	}
+}
+
+// execLost words the error of a watched transaction sent to the master whose
+// reply did not come: it may have run, so its outcome is unknown — unless the
+// master was replaced (the proxy's switch error).
+func (sess *Session) execLost(err error) string {
+	mc, ok := sess.watch.conn.(*masterConn)
+	if errors.Is(err, errReplaced) || (ok && mc.switched.Load() != nil) {
+		return sess.s.masterDown(sess.watch.conn, nil)
+	}
+	return "ERR syncproxy: the master did not answer the transaction (" + sanitize([]byte(err.Error()), 200) +
+		"): its outcome is unknown"
 }

@@ -250,6 +250,30 @@ local function rewrite(db, a, r, effect)
   return effect
 end
 
+-- A script's reply as Redis converts it for a RESP2 client when the script
+-- left RESP3 on: booleans become :1 and :0 instead of :1 and a null. Deep (or
+-- cyclic) tables are left as they are below a bound.
+local function resp3_bools(v, depth)
+  if v == true then return 1 elseif v == false then return 0 end
+  depth = (depth or 0) + 1
+  if depth > 1000 or type(v) ~= 'table' or type(v.err) == 'string' or type(v.ok) == 'string' or
+    type(v.double) == 'number' or type(v.big_number) == 'string' then
+    return v
+  end
+  if type(v.map) == 'table' then
+    local m = {}
+    for k, x in pairs(v.map) do m[k] = resp3_bools(x, depth) end
+    return {map = m}
+  end
+  if type(v.set) == 'table' or type(v.verbatim_string) == 'table' then return v end
+  local t, i = {}, 1
+  while v[i] ~= nil do
+    t[i] = resp3_bools(v[i], depth)
+    i = i + 1
+  end
+  return t
+end
+
 local epoch_c, maxlen, channel, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local conndb = ARGV[5]
 local n = tonumber(ARGV[6])
@@ -315,6 +339,12 @@ for i = 1, n do
       pcall = rec,
     }, {__index = redis})
     local ok, res = pcall(__user, keys, argv, proxy)
+    if redis.pcall('GET', 'syncproxy:resp') == nil then
+      -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for
+      -- what follows, its booleans replied as RESP3 would (:1 and :0).
+      redis.setresp(2)
+      if ok then res = resp3_bools(res) end
+    end
     if ok then
       r = res
     else
@@ -341,6 +371,8 @@ for i = 1, n do
     if type(r) == 'table' and r.err then effect = nil else ne = ne + 1 end
   end
   pos = last + 1
+  -- A nil would cut the reply array short (a RESP3 null, a script's nil).
+  if r == nil then r = false end
   out[i + 2] = r
   if effect then eff[#eff + 1] = effect end
 end

@@ -153,6 +153,11 @@ type BackendOptions struct {
 	Timeout      time.Duration // a reply's wait
 	DialTimeout  time.Duration // dial and handshake (AUTH, SCRIPT LOAD); 0: Timeout
 	WriteTimeout time.Duration // a write; 0: Timeout
+	// ReplyTimeout bounds the wait for a reply once sent (0: Timeout). The master
+	// gets a long one (--write-reply-timeout): a write still running there may be
+	// applied, and a direct client would wait for its reply; giving up earlier
+	// would report failed a write that succeeded.
+	ReplyTimeout time.Duration
 	Username     string
 	Password     string
 	TLS          *tls.Config
@@ -201,6 +206,9 @@ func NewBackend(opts BackendOptions) *Backend {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = opts.Timeout
+	}
+	if opts.ReplyTimeout <= 0 {
+		opts.ReplyTimeout = opts.Timeout
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 4096
@@ -371,9 +379,10 @@ type link struct {
 	// writer waiting for one to complete.
 	groups    atomic.Int32
 	groupDone chan struct{}
-	// epoch and epochBuf belong to the reader.
+	// epoch, epochBuf and scratch belong to the reader.
 	epoch    string
 	epochBuf []byte
+	scratch  []byte
 }
 
 // pendingKind says what the reader must do with the next reply.
@@ -411,12 +420,35 @@ func (l *link) signal() {
 	}
 }
 
-// downMsg is the error of the requests the link cannot serve.
+// downMsg is the error of the requests the link cannot serve: never sent.
 func (l *link) downMsg() string {
 	if l.gen.Load() != l.serving.Load() {
 		return "ERR syncproxy: " + l.b.opts.Name + " switched to " + l.b.Addr() + ", retry"
 	}
 	return "ERR syncproxy: " + l.b.opts.Name + " " + l.b.Addr() + " is unavailable"
+}
+
+// lostMsg is the error of a request sent (or perhaps sent) on a connection that
+// failed before its reply came, because of cause. On the master (the backend
+// with a script) the command may have run: its outcome is unknown, and a client
+// must not take it for failed. A read from a slave keeps the plain error.
+func (l *link) lostMsg(write bool, cause error) string {
+	if l.gen.Load() != l.serving.Load() || l.b.opts.Script == nil {
+		return l.downMsg()
+	}
+	if cause == nil {
+		cause = io.ErrUnexpectedEOF
+	}
+	what := "the command's"
+	if write {
+		what = "the write's"
+	}
+	if errors.Is(cause, errReplyTimeout) {
+		return "ERR syncproxy: the " + l.b.opts.Name + " did not answer in time (" +
+			l.b.opts.ReplyTimeout.String() + "): " + what + " outcome is unknown"
+	}
+	return "ERR syncproxy: the connection to the " + l.b.opts.Name + " " + l.b.Addr() +
+		" was lost before the reply (" + cause.Error() + "): " + what + " outcome is unknown"
 }
 
 func (l *link) run(ctx context.Context) {
@@ -525,12 +557,23 @@ func (l *link) drain(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// failChain fails a chain of requests that were never sent.
 func (l *link) failChain(r *Request) {
+	l.failChainMsg(r, l.downMsg())
+}
+
+// failSent fails a chain of writes that were sent, or perhaps sent, on a
+// connection that failed because of cause.
+func (l *link) failSent(r *Request, cause error) {
+	l.failChainMsg(r, l.lostMsg(true, cause))
+}
+
+func (l *link) failChainMsg(r *Request, msg string) {
 	for r != nil {
 		next := r.next
 		r.next = nil
 		l.b.Outstanding.Add(-1)
-		l.b.failIn(r, l.downMsg())
+		l.b.failIn(r, msg)
 		r = next
 	}
 }
@@ -615,33 +658,42 @@ func (l *link) serve(ctx context.Context, conn net.Conn, br *bufio.Reader, gen u
 	close(stop)
 	conn.Close()
 	rerr := <-readerDone
-	// Both loops stopped: fail whatever the reader did not complete.
+	cause := rerr
+	if werr != nil && (werr != errStopped || ctx.Err() != nil) {
+		cause = werr
+	}
+	// Both loops stopped: fail whatever the reader did not complete. It was sent:
+	// a write's outcome is unknown.
 	for {
 		select {
 		case p := <-pend:
-			l.failPending(p)
+			l.failPending(p, cause)
 			continue
 		default:
 		}
 		break
 	}
-	if werr != nil && werr != errStopped {
-		return werr
-	}
-	return rerr
+	return cause
 }
 
-func (l *link) failPending(p pending) {
+func (l *link) failPending(p pending, cause error) {
 	switch p.kind {
 	case pendRequest:
 		l.b.Outstanding.Add(-1)
-		l.b.failIn(p.req, l.downMsg())
+		l.b.failIn(p.req, l.lostMsg(false, cause))
 	case pendGroup:
-		l.failChain(p.req)
+		l.failSent(p.req, cause)
 	}
 }
 
-var errStopped = errors.New("router: backend closed")
+var (
+	errStopped = errors.New("router: backend closed")
+	// errReplyTimeout: a reply did not come within ReplyTimeout.
+	errReplyTimeout = errors.New("router: backend reply timed out")
+	// errGroupShape: a script call's reply was well framed but not of the shape
+	// the replication script returns.
+	errGroupShape = errors.New("router: unexpected reply from the replication script")
+)
 
 // handshakeError is a connection the backend accepted and then refused: TLS
 // failed, or AUTH or the script load was answered with an error.
@@ -691,7 +743,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			return nil
 		case err := <-readerDone:
 			readerDone <- err
-			return errStopped
+			return err // the reader failed: its error is the cause
 		}
 	}
 
@@ -743,7 +795,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			writeScriptCall(bw, r.Script, r, 1, curDB)
 			l.groups.Add(1)
 			if err := push(pending{kind: pendGroup, req: r, n: 1}); err != nil {
-				l.failChain(r)
+				l.failSent(r, err)
 				return err
 			}
 		} else if r.Kind == KindWrite && o.Script != nil {
@@ -786,7 +838,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			l.writeGroup(bw, first, n, curDB)
 			l.groups.Add(1)
 			if err := push(pending{kind: pendGroup, req: first, n: n}); err != nil {
-				l.failChain(first)
+				l.failSent(first, err)
 				return err
 			}
 		} else {
@@ -803,7 +855,7 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 			bw.Write(r.Raw)
 			if err := push(pending{kind: pendRequest, req: r}); err != nil {
 				l.b.Outstanding.Add(-1)
-				l.b.failIn(r, l.downMsg())
+				l.b.failIn(r, l.lostMsg(false, err))
 				return err
 			}
 		}
@@ -1018,7 +1070,6 @@ func skipArrayHeader(raw []byte) []byte {
 }
 
 func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop chan struct{}, gen uint64) error {
-	timeout := l.b.opts.Timeout
 	for {
 		var p pending
 		select {
@@ -1027,50 +1078,105 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 			return errStopped
 		}
 		if br.Buffered() == 0 {
-			conn.SetReadDeadline(time.Now().Add(timeout))
+			if err := l.awaitReply(conn, br, p, pend); err != nil {
+				l.failPending(p, err)
+				return err
+			}
 		}
-		switch p.kind {
-		case pendDiscard:
-			reply, err := ReadFrame(br, nil)
-			if err != nil {
-				return err
-			}
-			if reply[0] == '-' {
-				l.log.Warn().Str("reply", string(bytes.TrimSpace(reply))).Msg("backend refused an internal command")
-			}
-		case pendRequest:
-			r := p.req
-			var err error
-			r.Reply, err = ReadFrame(br, r.Reply[:0])
-			if err == nil && l.gen.Load() != gen {
-				err = errSwitched // read after the switch: not delivered
-			}
-			if err != nil {
-				l.failPending(p)
-				return err
-			}
-			l.b.Outstanding.Add(-1)
-			l.b.Stats.Requests.Add(1)
-			l.b.Stats.Latency.Observe(time.Duration(monoNow() - p.sent))
-			r.complete()
-		case pendGroup:
-			rest, err := l.readGroup(br, p, gen)
-			l.groups.Add(-1)
-			select {
-			case l.groupDone <- struct{}{}:
-			default:
-			}
-			if err != nil {
-				l.failChain(rest)
-				return err
-			}
+		if err := l.readOne(br, p, gen); err != nil {
+			return err
 		}
 	}
 }
 
-// readGroup reads a script call's reply: "*<n+1>", the sequence number, then one
-// reply per request. An error reply instead fails every request of the group.
+// awaitReply sets the deadline of p's reply: the reply timeout. But the link's
+// own commands (the keepalive PING) get the backend timeout for their reply to
+// begin: unanswered by then with nothing sent behind them, the connection is
+// taken for dead, as an idle master that vanished must be noticed quickly.
+func (l *link) awaitReply(conn net.Conn, br *bufio.Reader, p pending, pend chan pending) error {
+	o := &l.b.opts
+	start := time.Now()
+	if p.kind == pendDiscard && o.Timeout < o.ReplyTimeout {
+		conn.SetReadDeadline(start.Add(o.Timeout))
+		_, err := br.Peek(1)
+		if err != nil && (len(pend) == 0 || !errors.Is(readErr(err), errReplyTimeout)) {
+			return readErr(err)
+		}
+	}
+	conn.SetReadDeadline(start.Add(o.ReplyTimeout))
+	return nil
+}
+
+// readOne reads the reply of p and completes its requests. An error means that
+// the connection can no longer be used (I/O error, broken framing, no reply in
+// time, moved to another address); what p held is failed with it.
+func (l *link) readOne(br *bufio.Reader, p pending, gen uint64) error {
+	switch p.kind {
+	case pendDiscard:
+		reply, err := ReadFrame(br, nil)
+		if err != nil {
+			return readErr(err)
+		}
+		if reply[0] == '-' {
+			l.log.Warn().Str("reply", string(bytes.TrimSpace(reply))).Msg("backend refused an internal command")
+		}
+	case pendRequest:
+		r := p.req
+		var err error
+		r.Reply, err = ReadFrame(br, r.Reply[:0])
+		if err == nil && l.gen.Load() != gen {
+			err = errSwitched // read after the switch: not delivered
+		}
+		if err != nil {
+			err = readErr(err)
+			l.failPending(p, err)
+			return err
+		}
+		l.b.Outstanding.Add(-1)
+		l.b.Stats.Requests.Add(1)
+		l.b.Stats.Latency.Observe(time.Duration(monoNow() - p.sent))
+		r.complete()
+	case pendGroup:
+		rest, err := l.readGroup(br, p, gen)
+		l.groups.Add(-1)
+		select {
+		case l.groupDone <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			err = readErr(err)
+			l.failSent(rest, err)
+			return err
+		}
+	}
+	return nil
+}
+
+// readErr names the expiry of the read deadline errReplyTimeout.
+func readErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return errReplyTimeout
+	}
+	return err
+}
+
+// readGroup reads a script call's reply: "*<n+2>", the sequence number, the
+// epoch, then one reply per request. An error reply instead fails every request
+// of the group with it. A well-framed reply of another shape fails the group's
+// requests only, their outcome unknown, and the connection goes on. An error
+// returned means the connection is unusable; rest are the requests not completed.
 func (l *link) readGroup(br *bufio.Reader, p pending, gen uint64) (rest *Request, err error) {
+	head, err := br.Peek(1)
+	if err != nil {
+		return p.req, err
+	}
+	if head[0] != '*' && head[0] != '-' {
+		if l.scratch, err = ReadFrame(br, l.scratch[:0]); err != nil {
+			return p.req, err
+		}
+		return l.badGroup(p, l.scratch, gen)
+	}
 	line, err := readLine(br)
 	if err == nil && l.gen.Load() != gen {
 		err = errSwitched
@@ -1079,53 +1185,45 @@ func (l *link) readGroup(br *bufio.Reader, p pending, gen uint64) (rest *Request
 		return p.req, err
 	}
 	if line[0] == '-' {
-		msg := string(line[1 : len(line)-2])
-		if bytes.HasPrefix(line, []byte("-NOSCRIPT")) {
-			l.reload.Store(true)
-			msg = "ERR syncproxy: the replication script was flushed from the master; it is being reloaded, retry the command"
-		}
-		if bytes.HasPrefix(line, []byte("-READONLY")) {
-			// The master was demoted (a failover): the prefix stays, for clients
-			// that reconnect on it; the script's name in Redis' text would mislead.
-			msg = "READONLY You can't write against a read only replica: " + l.b.opts.Name + " " + l.b.Addr() +
-				" is a replica now (failover?); the write was not applied, retry"
-		}
-		for r := p.req; r != nil; {
-			next := r.next
-			r.next = nil
-			l.b.Outstanding.Add(-1)
-			r.Reply = append(append(append(r.Reply[:0], '-'), msg...), '\r', '\n')
-			r.Seq = 0
-			r.complete()
-			r = next
-		}
+		l.groupError(p.req, line)
 		return nil, nil
 	}
-	if line[0] != '*' {
-		return p.req, errBadFrame
-	}
 	n, err := parseLen(line[1:len(line)-2], maxReplyArray)
-	if err != nil || n != p.n+2 {
-		return p.req, errBadFrame
-	}
-	seqLine, err := readLine(br)
 	if err != nil {
 		return p.req, err
 	}
-	if seqLine[0] != ':' {
-		return p.req, errBadFrame
+	if n != p.n+2 {
+		header := append([]byte(nil), line...) // the elements are not kept
+		if err := l.discard(br, n); err != nil {
+			return p.req, err
+		}
+		return l.badGroup(p, header, gen)
 	}
-	seq, ok := parseInt(seqLine[1 : len(seqLine)-2])
-	if !ok {
-		return p.req, errBadFrame
+	if l.scratch, err = ReadFrame(br, l.scratch[:0]); err != nil {
+		return p.req, err
+	}
+	seq, ok := int64(0), false
+	if l.scratch[0] == ':' {
+		seq, ok = parseInt(l.scratch[1 : len(l.scratch)-2])
 	}
 	if l.epochBuf, err = ReadFrame(br, l.epochBuf[:0]); err != nil {
 		return p.req, err
 	}
+	if !ok || l.epochBuf[0] != '$' {
+		seqFrame := append([]byte(nil), l.scratch...)
+		if err := l.discard(br, p.n); err != nil {
+			return p.req, err
+		}
+		return l.badGroup(p, append(seqFrame, l.epochBuf...), gen)
+	}
 	epoch := l.internEpoch(l.epochBuf)
 	l.b.Stats.Requests.Add(int64(p.n))
 	l.b.Stats.Latency.ObserveN(time.Duration(monoNow()-p.sent), p.n)
-	r := p.req
+	return l.readReplies(br, p.req, seq, epoch, gen)
+}
+
+// readReplies completes the chain from r with one reply each.
+func (l *link) readReplies(br *bufio.Reader, r *Request, seq int64, epoch string, gen uint64) (rest *Request, err error) {
 	for r != nil {
 		r.Reply, err = ReadFrame(br, r.Reply[:0])
 		if err == nil && l.gen.Load() != gen {
@@ -1144,4 +1242,64 @@ func (l *link) readGroup(br *bufio.Reader, p pending, gen uint64) (rest *Request
 		r = next
 	}
 	return nil, nil
+}
+
+// groupError completes every request of a group with the error reply line that
+// the script call got instead of its array (the script did not run, or failed).
+func (l *link) groupError(first *Request, line []byte) {
+	msg := string(line[1 : len(line)-2])
+	if bytes.HasPrefix(line, []byte("-NOSCRIPT")) {
+		l.reload.Store(true)
+		msg = "ERR syncproxy: the replication script was flushed from the master; it is being reloaded, retry the command"
+	}
+	if bytes.HasPrefix(line, []byte("-READONLY")) {
+		// The master was demoted (a failover): the prefix stays, for clients
+		// that reconnect on it; the script's name in Redis' text would mislead.
+		msg = "READONLY You can't write against a read only replica: " + l.b.opts.Name + " " + l.b.Addr() +
+			" is a replica now (failover?); the write was not applied, retry"
+	}
+	for r := first; r != nil; {
+		next := r.next
+		r.next = nil
+		l.b.Outstanding.Add(-1)
+		r.Reply = append(append(append(r.Reply[:0], '-'), msg...), '\r', '\n')
+		r.Seq = 0
+		r.complete()
+		r = next
+	}
+}
+
+// discard reads and drops n frames.
+func (l *link) discard(br *bufio.Reader, n int) error {
+	for i := 0; i < n; i++ {
+		var err error
+		if l.scratch, err = ReadFrame(br, l.scratch[:0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// badGroup fails the requests of a script call whose reply, read whole, was not
+// of the replication script's shape: the writes may have run, their outcome is
+// unknown. The connection stays in step, and other requests are not touched.
+func (l *link) badGroup(p pending, reply []byte, gen uint64) (*Request, error) {
+	if l.gen.Load() != gen {
+		return p.req, errSwitched
+	}
+	l.log.Error().Err(errGroupShape).Str("reply", sanitizeReply(reply, 200)).Int("requests", p.n).
+		Msg("the writes of this script call failed, outcome unknown")
+	l.failChainMsg(p.req, "ERR syncproxy: unexpected reply from the master's replication script: the write's outcome is unknown")
+	if cap(l.scratch) > 64<<10 {
+		l.scratch = nil // not kept for the link's lifetime
+	}
+	return nil, nil
+}
+
+// sanitizeReply renders at most max bytes of a reply for a log line.
+func sanitizeReply(b []byte, max int) string {
+	if len(b) > max {
+		return strconv.Quote(string(b[:max])) + "..."
+	}
+	return strconv.Quote(string(b))
 }

@@ -23,6 +23,13 @@
 // exponential backoff; while it is down, requests fail at once. A keepalive PING
 // on idle links notices dead connections.
 //
+// A reply is awaited for BackendOptions.ReplyTimeout: long on the master, where
+// a write still running may be applied. A request sent whose reply never came
+// (timeout, connection lost) fails, on the master, with "outcome unknown" — never
+// "unavailable", which means not sent. A script call's reply that is well framed
+// but not of the replication script's shape fails that call's requests only; only
+// broken framing or I/O errors cost the connection.
+//
 // # Concurrency
 //
 // NewBackend starts one run goroutine per link; each run starts and waits for its

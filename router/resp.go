@@ -8,20 +8,22 @@ import (
 
 // Frame limits applied to backend replies. Redis itself never sends more than
 // proto-max-bulk-len in one bulk, and nesting deeper than a few levels only comes
-// from scripts, so these bounds only ever stop a broken or hostile backend.
+// from scripts — as deep as about 8000 levels, where Lua's stack ends — so these
+// bounds only ever stop a broken or hostile backend.
 const (
 	maxReplyBulk  = 1 << 30 // 1 GiB
 	maxReplyArray = 1 << 28
-	maxReplyDepth = 64
+	maxReplyDepth = 1 << 14
+	maxReplyLine  = maxReplyBulk // a simple string or error line
 )
 
 // ReadFrame reads exactly one complete RESP2/RESP3 value from r and appends its raw
 // bytes to dst. It checks the framing (type prefixes, lengths, CRLF) but does not
 // decode values, so replies can be forwarded to clients byte for byte.
 func ReadFrame(r *bufio.Reader, dst []byte) ([]byte, error) {
-	remaining := 1 // values still to read at the current level, summed over levels
-	depth := 0
-	var stack [maxReplyDepth]int
+	remaining := 1    // values still to read at the current level, summed over levels
+	var small [64]int // what is left to read at each enclosing level
+	stack := small[:0]
 	for remaining > 0 {
 		line, err := readLine(r)
 		if err != nil {
@@ -62,20 +64,19 @@ func ReadFrame(r *bufio.Reader, dst []byte) ([]byte, error) {
 				n = n*2 + 1 // an attribute and the reply it annotates: one frame
 			}
 			if n > 0 {
-				if depth == maxReplyDepth {
+				if len(stack) == maxReplyDepth {
 					return dst, errFrameTooDeep
 				}
-				stack[depth] = remaining
-				depth++
+				stack = append(stack, remaining)
 				remaining = n
 				continue
 			}
 		default:
 			return dst, errBadFrame
 		}
-		for remaining == 0 && depth > 0 {
-			depth--
-			remaining = stack[depth]
+		for remaining == 0 && len(stack) > 0 {
+			remaining = stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
 		}
 	}
 	return dst, nil
@@ -86,7 +87,7 @@ func ReadFrame(r *bufio.Reader, dst []byte) ([]byte, error) {
 func readLine(r *bufio.Reader) ([]byte, error) {
 	line, err := r.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
-		return nil, errLineTooLong
+		line, err = readLongLine(r, line)
 	}
 	if err != nil {
 		return nil, err
@@ -95,6 +96,23 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 		return nil, errBadFrame
 	}
 	return line, nil
+}
+
+// readLongLine reads the rest of a line longer than r's buffer, of which part
+// was read, into a slice of its own: a script may return a status or an error
+// reply of any length, as a single line.
+func readLongLine(r *bufio.Reader, part []byte) ([]byte, error) {
+	line := append([]byte(nil), part...)
+	for {
+		part, err := r.ReadSlice('\n')
+		if len(line)+len(part) > maxReplyLine {
+			return nil, errLineTooLong
+		}
+		line = append(line, part...)
+		if err != bufio.ErrBufferFull {
+			return line, err
+		}
+	}
 }
 
 func readN(r *bufio.Reader, dst []byte, n int) ([]byte, error) {

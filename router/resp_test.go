@@ -60,11 +60,23 @@ func TestReadFrame(t *testing.T) {
 	}
 }
 
+// TestReadFrameLongLine: a status or error line longer than the reader's buffer
+// (a script can return one of any length) is read whole, also inside an array.
 func TestReadFrameLongLine(t *testing.T) {
-	in := "+" + strings.Repeat("x", 100) + "\r\n"
-	br := bufio.NewReaderSize(strings.NewReader(in), 16)
-	if _, err := ReadFrame(br, nil); err == nil {
-		t.Fatal("a line longer than the buffer must be refused")
+	long := strings.Repeat("x", 100)
+	for _, in := range []string{"+" + long + "\r\n", "-ERR " + long + "\r\n", "*2\r\n+" + long + "\r\n:1\r\n"} {
+		br := bufio.NewReaderSize(strings.NewReader(in+"+next\r\n"), 16)
+		got, err := ReadFrame(br, nil)
+		if err != nil || string(got) != in {
+			t.Fatalf("ReadFrame(%q) = %q, %v", in, got, err)
+		}
+		if next, err := ReadFrame(br, nil); err != nil || string(next) != "+next\r\n" {
+			t.Fatalf("the frame after %q: %q, %v", in, next, err)
+		}
+	}
+	br := bufio.NewReaderSize(strings.NewReader("+"+long+"\n"), 16)
+	if got, err := ReadFrame(br, nil); err == nil {
+		t.Fatalf("a long line without CR: %q, want an error", got)
 	}
 }
 

@@ -60,7 +60,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		sPass      = fs.String("sentinel-password", "", "password on the sentinels (AUTH); or env "+sentinelPasswordEnv)
 		slaves     = fs.String("slaves", "", "comma-separated slave Redis HOST:PORT list (reads)")
 		channel    = fs.String("sync-channel", def.SyncChannel, "pub/sub channel of the sync messages")
-		timeout    = fs.Duration("backend-timeout", def.BackendTimeout, "timeout of a backend's reply (and of dials and writes unless set on their own)")
+		timeout    = fs.Duration("backend-timeout", def.BackendTimeout, "timeout of a slave's reply (the master's: --write-reply-timeout), and of dials and writes unless set on their own)")
 		conns      = fs.Int("backend-conns", def.BackendConns, "multiplexed connections per backend")
 		backlog    = fs.Int("backlog-len", def.BacklogLen, "sync messages kept in the master's backlog (approximate)")
 		queue      = fs.Int("applier-queue", def.ApplierQueue, "sync messages buffered in memory per slave")
@@ -82,6 +82,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		tlsShake   = fs.Duration("tls-handshake-timeout", def.TLSHandshakeTimeout, "close a TLS client that has not completed its handshake after this long")
 		dialTO     = fs.Duration("backend-dial-timeout", def.BackendDialTimeout, "timeout of backend dials and handshakes (0: --backend-timeout)")
 		writeTO    = fs.Duration("backend-write-timeout", def.BackendWriteTimeout, "timeout of backend writes (0: --backend-timeout)")
+		replyTO    = fs.Duration("write-reply-timeout", def.WriteReplyTimeout, "how long to wait for the master's reply to a write while its connection is alive; beyond, the write's outcome is unknown")
 		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
 		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
 		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
@@ -191,6 +192,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.BackendDialTimeout = *dialTO
 		case "backend-write-timeout":
 			cfg.BackendWriteTimeout = *writeTO
+		case "write-reply-timeout":
+			cfg.WriteReplyTimeout = *replyTO
 		case "proto-max-bulk-len":
 			cfg.ProtoMaxBulkLen = maxBulk
 		case "client-query-buffer-limit":

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBackendPasswords: passwords come from the flags, else from the config file,
@@ -133,4 +134,22 @@ func FuzzParseDBs(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWriteReplyTimeoutFlag: --write-reply-timeout sets the master's reply bound;
+// it defaults to a generous 60s and must be positive.
+func TestWriteReplyTimeoutFlag(t *testing.T) {
+	cfg, _, err := parseConfig([]string{"--master", "127.0.0.1:6379", "--write-reply-timeout", "90s"}, io.Discard)
+	if err != nil || cfg.WriteReplyTimeout != 90*time.Second {
+		t.Fatalf("parsed %v, %v", cfg.WriteReplyTimeout, err)
+	}
+	cfg, _, err = parseConfig([]string{"--master", "127.0.0.1:6379"}, io.Discard)
+	if err != nil || cfg.WriteReplyTimeout != 60*time.Second {
+		t.Fatalf("default %v, %v", cfg.WriteReplyTimeout, err)
+	}
+	var stderr strings.Builder
+	if code := run([]string{"--master", "127.0.0.1:6379", "--write-reply-timeout", "0s"}, io.Discard, &stderr, nil); code != 2 ||
+		!strings.Contains(stderr.String(), "write-reply-timeout") {
+		t.Errorf("--write-reply-timeout 0s: exit status %d, stderr %q", code, stderr.String())
+	}
 }

@@ -180,24 +180,105 @@ func TestMasterDown(t *testing.T) {
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
 
-// TestMasterHangs pauses the master (SIGSTOP): a write gets an error within the
-// backend timeout instead of hanging; once it resumes, writes work again.
+// TestMasterHangs pauses the master (SIGSTOP) beyond --write-reply-timeout: a
+// write gets an error within that bound instead of hanging, and the error says
+// its outcome is unknown — never "unavailable": the master applies it once it
+// resumes, and the slaves get it. Then writes work again.
 func TestMasterHangs(t *testing.T) {
 	t.Parallel()
-	const timeout = 500 * time.Millisecond
+	const timeout, replyTimeout = 300 * time.Millisecond, time.Second
 	servers := redistest.StartN(t, 3)
 	master, slaves := servers[0], servers[1:]
-	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.BackendTimeout = timeout }, master, slaves...)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) {
+		c.BackendTimeout = timeout
+		c.WriteReplyTimeout = replyTimeout
+	}, master, slaves...)
 	writeKeys(t, addr)
 
 	master.Pause(t)
-	errorWithin(t, addr, timeout+time.Second, "SET", "k", "v")
-	errorWithin(t, addr, timeout+time.Second, "LPUSH", "l", "v")
+	got, took := errorWithin(t, addr, replyTimeout+time.Second, "SET", "k", "v")
+	if !bytes.HasSuffix(got, []byte("the write's outcome is unknown\r\n")) || bytes.Contains(got, []byte("unavailable")) {
+		t.Errorf("SET: %q, want the outcome unknown", got)
+	}
+	if took < replyTimeout-100*time.Millisecond {
+		t.Errorf("SET: failed after %v, before --write-reply-timeout %v", took, replyTimeout)
+	}
+	// The connection is being replaced: the next write is not sent at all, and
+	// says so ("unavailable"), or it is and its outcome is unknown.
+	got, _ = errorWithin(t, addr, replyTimeout+time.Second, "LPUSH", "l", "v")
+	notSent := bytes.HasSuffix(got, []byte(" is unavailable\r\n"))
+	if !notSent && !bytes.HasSuffix(got, []byte("the write's outcome is unknown\r\n")) {
+		t.Errorf("LPUSH: %q, want unavailable or the outcome unknown", got)
+	}
 
 	master.Resume(t)
-	took := waitWritable(t, addr, 10*time.Second)
+	took = waitWritable(t, addr, 10*time.Second)
 	t.Logf("writes work again %v after the resume", took.Round(time.Millisecond))
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+	if got := master.Do(t, "GET", "k"); fmt.Sprintf("%s", got) != "v" {
+		t.Errorf("k = %s on the master: the write reported with an unknown outcome was applied", got)
+	}
+	if got := master.Do(t, "EXISTS", "l"); notSent && got != int64(0) {
+		t.Errorf("LPUSH reported not sent was applied")
+	}
+}
+
+// TestWriteOutlastsBackendTimeout: a write the master answers after
+// --backend-timeout — a slow script, a master frozen for a while — gets its real
+// reply, as a direct client would, not an error (it was applied); the slaves
+// get it, and other clients' writes meanwhile complete too.
+func TestWriteOutlastsBackendTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.BackendTimeout = timeout }, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	other := redistest.DialRaw(t, addr)
+
+	// A script running 4 times the backend timeout, a write queued behind it.
+	const slow = "local function now() local t = redis.call('TIME'); return t[1] * 1000000 + t[2] end " +
+		"local s = now() while now() - s < tonumber(ARGV[2]) do end " +
+		"redis.call('SET', KEYS[1], ARGV[1]) return 'done'"
+	c.Send("EVAL", slow, "1", "slow", "v", strconv.Itoa(int(4*timeout/time.Microsecond)))
+	c.Flush()
+	other.Send("INCR", "n")
+	other.Flush()
+	if got := c.Read(); string(got) != string(bulk("done")) {
+		t.Errorf("slow script: %q, want its reply", got)
+	}
+	if got := other.Read(); string(got) != ":1\r\n" {
+		t.Errorf("a write behind the slow script: %q", got)
+	}
+
+	// The master frozen 4 times the backend timeout with a write in flight.
+	master.Pause(t)
+	c.Send("SET", "frozen", "v")
+	c.Flush()
+	time.Sleep(4 * timeout) // the fault's duration
+	master.Resume(t)
+	if got := c.Read(); string(got) != "+OK\r\n" {
+		t.Errorf("SET while the master was frozen: %q, want +OK", got)
+	}
+	// The same for a watched transaction (its own master connection).
+	mustReply(t, c, "+OK\r\n", "WATCH", "tx")
+	mustReply(t, c, "+OK\r\n", "MULTI")
+	mustReply(t, c, "+QUEUED\r\n", "SET", "tx", "v")
+	master.Pause(t)
+	c.Send("EXEC")
+	c.Flush()
+	time.Sleep(4 * timeout) // the fault's duration
+	master.Resume(t)
+	if got := c.Read(); string(got) != "*1\r\n+OK\r\n" {
+		t.Errorf("EXEC while the master was frozen: %q, want its reply", got)
+	}
+	mustReply(t, c, "+OK\r\n", "SET", "after", "v")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+	for _, k := range []string{"slow", "frozen", "tx", "after"} {
+		if got := slaves[0].Do(t, "GET", k); fmt.Sprintf("%s", got) != "v" {
+			t.Errorf("%s = %s on a slave", k, got)
+		}
+	}
 }
 
 // TestWriteRightAfterStart sends commands as soon as the proxy accepts clients,
