@@ -88,6 +88,9 @@ func (b *backlogReader) start() error {
 
 // drain hands the appliers every backlog entry after the last one read.
 func (b *backlogReader) drain() error {
+	// A hint seen before the read must be in what it reads (the master script
+	// appends to the backlog before it publishes); later ones woke run again.
+	h, he := b.hint.Load(), b.hintEpoch.Load()
 	for {
 		vals, err := redis.Values(b.c.Do("XRANGE", KeyBacklog, strconv.FormatInt(b.last+1, 10)+"-0", "+",
 			"COUNT", backlogReadCount))
@@ -108,7 +111,6 @@ func (b *backlogReader) drain() error {
 			break
 		}
 	}
-	h, he := b.hint.Load(), b.hintEpoch.Load()
 	if h > b.last || (he != nil && *he != b.epoch) {
 		return b.unknownHint(h, he)
 	}

@@ -264,12 +264,21 @@ local rpcall, l_loadstring, l_type, l_select, l_unpack, l_tonumber, l_error =
 local s_lower, s_sub, s_find, s_match, s_format =
   string.lower, string.sub, string.find, string.match, string.format
 
--- spec returns a command's flags and legacy key positions (first, last, step).
+-- spec returns a command's flags and legacy key positions (first, last, step),
+-- found once per script call in __spec.
+local specs = {}
 local function spec(name)
-  local i = s_find(__spec, '\n' .. name .. ' ', 1, true)
-  if not i then return nil end
-  local fl, f, l, st = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
-  return fl, l_tonumber(f), l_tonumber(l), l_tonumber(st)
+  local t = specs[name]
+  if not t then
+    t = {}
+    local i = s_find(__spec, '\n' .. name .. ' ', 1, true)
+    if i then
+      local fl, f, l, st = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
+      t = {fl, l_tonumber(f), l_tonumber(l), l_tonumber(st)}
+    end
+    specs[name] = t
+  end
+  return t[1], t[2], t[3], t[4]
 end
 
 local function reserved(s) return l_type(s) == 'string' and s_sub(s, 1, 10) == 'syncproxy:' end
