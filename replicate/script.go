@@ -261,27 +261,30 @@ local ne = 0
 -- before the client's code runs.
 local rpcall, l_loadstring, l_type, l_select, l_unpack, l_tonumber, l_error =
   redis.pcall, loadstring, type, select, unpack, tonumber, error
-local s_lower, s_sub, s_find, s_match, s_format =
-  string.lower, string.sub, string.find, string.match, string.format
+local s_lower, s_sub, s_byte, s_find, s_match, s_format, s_gmatch =
+  string.lower, string.sub, string.byte, string.find, string.match, string.format, string.gmatch
 
--- spec returns a command's flags and legacy key positions (first, last, step),
--- found once per script call in __spec.
+-- spec returns what __spec says of a command (flags as booleans, legacy key
+-- positions f, l, st), found once per script call; a command not listed gets m.
 local specs = {}
 local function spec(name)
   local t = specs[name]
-  if not t then
-    t = {}
-    local i = s_find(__spec, '\n' .. name .. ' ', 1, true)
-    if i then
-      local fl, f, l, st = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
-      t = {fl, l_tonumber(f), l_tonumber(l), l_tonumber(st)}
-    end
-    specs[name] = t
+  if t then return t end
+  t = {m = true, known = false}
+  local i = s_find(__spec, '\n' .. name .. ' ', 1, true)
+  if i then
+    local fl, f, l, st = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
+    t = {known = true, f = l_tonumber(f), l = l_tonumber(l), st = l_tonumber(st)}
+    for c in s_gmatch(fl, '%a') do t[c] = true end
   end
-  return t[1], t[2], t[3], t[4]
+  specs[name] = t
+  return t
 end
 
-local function reserved(s) return l_type(s) == 'string' and s_sub(s, 1, 10) == 'syncproxy:' end
+-- reserved: the byte test first spares most keys a substring.
+local function reserved(s)
+  return l_type(s) == 'string' and s_byte(s, 1) == 115 and s_sub(s, 1, 10) == 'syncproxy:'
+end
 
 -- sort_reserved: SORT's keys are the sorted key and the last STORE's
 -- destination; BY and GET patterns are not keys (as outside scripts).
@@ -303,16 +306,17 @@ local function sort_reserved(a, n)
 end
 
 -- keys_reserved reports whether a command names a reserved key.
-local function keys_reserved(a, n, fl, f, l, st)
-  if s_find(fl, 'm', 1, true) then
+local function keys_reserved(a, n, t)
+  if t.m then
     for j = 2, n do
       if reserved(a[j]) then return true end
     end
     return false
-  elseif s_find(fl, 's', 1, true) then
+  elseif t.s then
     return sort_reserved(a, n)
   end
   -- Positions count from the name, 0 (a[1]).
+  local f, l, st = t.f, t.l, t.st
   if f <= 0 then return false end
   if l < 0 then l = l + n end
   if l > n - 1 then l = n - 1 end
@@ -329,28 +333,26 @@ local function dbindex(s)
 end
 
 -- refusal returns the error a client script gets for a command the proxy does
--- not let clients run (the same reply as outside scripts), and the flags of the
--- command (of the container for a subcommand).
+-- not let clients run (the same reply as outside scripts), the command's name
+-- (lower case) and what __spec says of it (of the container for a subcommand).
 local function refusal(a, n)
-  if l_type(a[1]) ~= 'string' then return nil, '-' end
+  if l_type(a[1]) ~= 'string' then return nil, '', spec('') end
   local name = s_lower(a[1])
-  local fl, f, l, st = spec(name)
-  local top = fl or 'm'
-  if fl and s_find(fl, 'c', 1, true) and l_type(a[2]) == 'string' then
+  local top = spec(name)
+  local t, full = top, name
+  if top.c and l_type(a[2]) == 'string' then
     local sub = name .. '|' .. s_lower(a[2])
-    local sfl, sf, sl, sst = spec(sub)
-    if sfl then name, fl, f, l, st = sub, sfl, sf, sl, sst end
+    local st = spec(sub)
+    if st.known then t, full = st, sub end
   end
-  -- Unknown commands: every argument is checked.
-  fl = fl or 'm'
-  if s_find(fl, 'd', 1, true) then return __denied[1] .. name .. __denied[2], top end
+  if t.d then return __denied[1] .. full .. __denied[2], name, top end
   if name == 'swapdb' then
     local x, y = dbindex(a[2]), dbindex(a[3])
-    if x and y and (x == 0 or y == 0) then return __msg_swapdb, top end
+    if x and y and (x == 0 or y == 0) then return __msg_swapdb, name, top end
   end
-  if (name == 'publish' or name == 'spublish') and a[2] == channel then return __msg_channel, top end
-  if keys_reserved(a, n, fl, f, l, st) then return __msg_key, top end
-  return nil, top
+  if (name == 'publish' or name == 'spublish') and a[2] == channel then return __msg_channel, name, top end
+  if keys_reserved(a, n, t) then return __msg_key, name, top end
+  return nil, name, top
 end
 
 -- run_user runs a client's script; ARGV[pos..last] are numkeys, keys, args.
@@ -368,9 +370,8 @@ local function run_user(db, pos, last)
       -- that the master and the effect get the same string.
       if l_type(a[j]) == 'number' then a[j] = s_format('%.17g', a[j]) end
     end
-    local msg, fl = refusal(a, n)
+    local msg, name, top = refusal(a, n)
     if msg then return {err = msg} end
-    local name = l_type(a[1]) == 'string' and s_lower(a[1]) or ''
     local flush = name == 'flushall' or (name == 'flushdb' and edb == '0')
     if flush then save_meta() end
     local res = rpcall(l_unpack(a, 1, n))
@@ -379,7 +380,7 @@ local function run_user(db, pos, last)
     if name == 'select' then
       edb = s_format('%d', l_tonumber(a[2]))
       cur_db = edb
-    elseif s_find(fl, 'w', 1, true) then
+    elseif top.w then
       local e, _, k = rewrite(edb, a, res, enc(edb, a))
       if e then
         eff[#eff + 1] = e
