@@ -4,6 +4,8 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,7 +309,10 @@ func scriptGuard(rt *router.Router) replicate.Guard {
 			write = write || sub.Has(router.FlagWrite)
 		}
 		guardLine(&spec, rt, ci, [][]byte{[]byte(name)}, write, len(ci.Subcommands) > 0)
-		for subName, sub := range ci.Subcommands {
+		// In a fixed order: proxies in front of the same master compose the
+		// same scripts.
+		for _, subName := range slices.Sorted(maps.Keys(ci.Subcommands)) {
+			sub := ci.Subcommands[subName]
 			guardLine(&spec, rt, sub, [][]byte{[]byte(name), []byte(subName)}, sub.Has(router.FlagWrite), false)
 		}
 	}
