@@ -3,6 +3,9 @@ package proxy
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,9 +38,9 @@ type userScript struct {
 
 // scripts caches client scripts by their SHA1 (lower-case hex).
 type scripts struct {
-	mu     sync.Mutex
-	m      map[string]*userScript
-	writes []string // write commands, for the composed scripts
+	mu    sync.Mutex
+	m     map[string]*userScript
+	guard replicate.Guard // what client scripts may not do, for the composed scripts
 }
 
 func (sc *scripts) get(sha string) *userScript {
@@ -58,7 +61,7 @@ func (sc *scripts) add(s *Server, body []byte) *userScript {
 	if sc.m == nil {
 		sc.m = map[string]*userScript{}
 	}
-	composed := replicate.UserScript(string(body), sc.writes)
+	composed := replicate.UserScript(string(body), sc.guard)
 	us := &userScript{body: string(body), composed: &router.WriteScript{
 		SHA: composed.SHA, Body: composed.Body, Args: s.script.Args}}
 	sc.m[sha] = us
@@ -117,16 +120,18 @@ func (sess *Session) runScript(i int, r *router.Request, us *userScript, args []
 	master := s.router.Master()
 	check := evalCheck{us: us, r: r}
 	if !us.loaded.Load() {
-		// Load the client's script as it is (the master compiles it and words
-		// its errors), then the composed script, on the same connection (FIFO).
-		check.compile = &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
-			[]byte("SCRIPT"), []byte("LOAD"), []byte(us.body)})}
+		// The client's script must compile alone (the master compiles it and
+		// words its errors) before the composed script, where it is a
+		// function's body, runs: a body that does not compile alone could end
+		// that function and run code of its own outside it.
+		if msg := sess.compileScript(us); msg != "" {
+			sess.localError(r, msg)
+			return
+		}
 		check.load = &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
 			[]byte("SCRIPT"), []byte("LOAD"), []byte(us.composed.Body)})}
-		for _, q := range []*router.Request{check.compile, check.load} {
-			sess.waiter.Add(q)
-			master.Submit(int(sess.id), q)
-		}
+		sess.waiter.Add(check.load)
+		master.Submit(int(sess.id), check.load)
 		us.loaded.Store(true)
 	}
 	r.Kind = router.KindWrite
@@ -139,21 +144,31 @@ func (sess *Session) runScript(i int, r *router.Request, us *userScript, args []
 	sess.toMaster(r)
 }
 
+// compileScript has the master compile the client's script alone (SCRIPT LOAD)
+// and waits for it; it returns the error to reply, or "".
+func (sess *Session) compileScript(us *userScript) string {
+	q := &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
+		[]byte("SCRIPT"), []byte("LOAD"), []byte(us.body)})}
+	sess.waiter.Add(q)
+	sess.s.router.Master().Submit(int(sess.id), q)
+	sess.waiter.Wait()
+	if len(q.Reply) == 0 || q.Reply[0] == '-' {
+		return string(bytesTrimErr(q.Reply))
+	}
+	return ""
+}
+
 // evalCheck remembers an EVAL of the batch, to notice a composed script that is
 // not on the master after all (its load failed, or a SCRIPT FLUSH came between).
 type evalCheck struct {
-	us            *userScript
-	compile, load *router.Request
-	r             *router.Request
+	us   *userScript
+	load *router.Request
+	r    *router.Request
 }
 
 // checkEvals runs once the batch completed.
 func (sess *Session) checkEvals() {
 	for _, c := range sess.evalChecks {
-		if c.compile != nil && len(c.compile.Reply) > 0 && c.compile.Reply[0] == '-' && !c.compile.Failed {
-			// The script does not compile: EVAL says so, as Redis does.
-			c.r.Reply = append(c.r.Reply[:0], c.compile.Reply...)
-		}
 		if (c.load != nil && (c.load.Failed || len(c.load.Reply) == 0 || c.load.Reply[0] == '-')) ||
 			strings.HasPrefix(string(c.r.Reply), "-NOSCRIPT") ||
 			strings.HasPrefix(string(c.r.Reply), "-ERR syncproxy: the replication script was flushed") {
@@ -221,7 +236,7 @@ func (sess *Session) fcall(i int, r *router.Request, args [][]byte, wrote *bool)
 		body := "local __fns = {}\nlocal __lib = function(redis)\n" + code +
 			"\nend\nlocal __fake = setmetatable({register_function = function(a, b)\n" +
 			"  if type(a) == 'table' then __fns[a.function_name] = a.callback else __fns[a] = b end\n" +
-			"end}, {__index = redis})\n__lib(__fake)\nreturn __fns['" + luaQuote(name) + "'](KEYS, ARGV)"
+			"end}, {__index = redis})\n__lib(__fake)\nreturn __fns[" + replicate.LuaQuote(name) + "](KEYS, ARGV)"
 		us = s.scripts.add(s, []byte(body))
 		s.functions.put(name, us)
 	}
@@ -280,19 +295,53 @@ func bytesTrimErr(reply []byte) []byte {
 	return []byte("ERR syncproxy: no reply from the master")
 }
 
-// luaQuote escapes s for a single-quoted Lua string.
-func luaQuote(s string) string {
-	var b strings.Builder
-	for _, c := range []byte(s) {
-		switch {
-		case c == '\'' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c > '~':
-			b.WriteString("\\" + strconv.Itoa(int(c)))
-		default:
-			b.WriteByte(c)
+// scriptGuard tells the scripts the proxy composes what client scripts may not
+// do: what the proxy refuses outside scripts (reserved keys at the command
+// table's key positions, denied commands, PUBLISH to the sync channel, SWAPDB of
+// DB 0), with the same replies. See replicate.Guard.
+func scriptGuard(rt *router.Router) replicate.Guard {
+	var spec strings.Builder
+	t := rt.Table()
+	for _, name := range t.Names() {
+		ci := t.Lookup([][]byte{[]byte(name)})
+		write := ci.Has(router.FlagWrite)
+		for _, sub := range ci.Subcommands {
+			write = write || sub.Has(router.FlagWrite)
+		}
+		guardLine(&spec, rt, ci, [][]byte{[]byte(name)}, write, len(ci.Subcommands) > 0)
+		// In a fixed order: proxies in front of the same master compose the
+		// same scripts.
+		for _, subName := range slices.Sorted(maps.Keys(ci.Subcommands)) {
+			sub := ci.Subcommands[subName]
+			guardLine(&spec, rt, sub, [][]byte{[]byte(name), []byte(subName)}, sub.Has(router.FlagWrite), false)
 		}
 	}
-	return b.String()
+	spec.WriteByte('\n')
+	pre, post, _ := strings.Cut(errDenied("\x00"), "\x00")
+	return replicate.Guard{Spec: spec.String(), ReservedKey: msgReservedKey, SyncChannel: msgSyncChannel,
+		SwapDB0: msgSwapDB0, DeniedPrefix: pre, DeniedSuffix: post}
+}
+
+// guardLine appends ci's line to a replicate.Guard's Spec; args name it.
+func guardLine(b *strings.Builder, rt *router.Router, ci *router.CommandInfo, args [][]byte, write, container bool) {
+	flags := ""
+	if write {
+		flags += "w"
+	}
+	if container {
+		flags += "c"
+	}
+	switch {
+	case ci.Name == "sort" || ci.Name == "sort_ro":
+		flags += "s"
+	case !ci.KeysAtPositions():
+		flags += "m"
+	}
+	if rt.Route(args).Class == router.ClassDenied {
+		flags += "d"
+	}
+	if flags == "" {
+		flags = "-"
+	}
+	fmt.Fprintf(b, "\n%s %s %d %d %d", ci.Name, flags, ci.FirstKey, ci.LastKey, ci.Step)
 }

@@ -177,16 +177,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	s.router = router.New(table, master, slaves)
 	s.router.SetSlaves(slaves, weightsOf(&cfg, slaves))
 	s.router.SetReadOptions(readOptionsOf(&cfg))
-	for _, name := range table.Names() {
-		ci := table.Lookup([][]byte{[]byte(name)})
-		write := ci.Has(router.FlagWrite)
-		for _, sub := range ci.Subcommands {
-			write = write || sub.Has(router.FlagWrite)
-		}
-		if write {
-			s.scripts.writes = append(s.scripts.writes, name)
-		}
-	}
+	s.scripts.guard = scriptGuard(s.router)
 	s.repl.Start()
 	// Clients that come right away should not find the links still dialing.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.BackendTimeout)

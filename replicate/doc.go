@@ -12,7 +12,9 @@
 //
 // # Slaves
 //
-// The subscriber receives messages and hands them to one Applier per slave. An
+// The subscriber takes a message on the sync channel as a hint only (anyone may
+// PUBLISH there): it reads the new entries of the backlog, which only the master
+// script writes, and hands those to one Applier per slave. An
 // applier applies runs of consecutive messages with the apply script, which checks and
 // updates the slave's own position (syncproxy:applied = "<epoch>:<seq>") in the
 // same atomic step: applying is idempotent and several proxies may apply to the
@@ -33,7 +35,8 @@
 //
 // Replicator.Start runs the subscriber and the appliers, each in one goroutine
 // that owns its connections; the subscriber also runs a pinger that owns the
-// sending side of its connection. Close cancels them all and waits; it is safe to
+// sending side of its connection, and a backlog reader that owns a second
+// connection and hands the appliers what it reads. Close cancels them all and waits; it is safe to
 // call twice. AddSlave starts one more applier and RemoveSlave stops one and
 // waits for it; the subscriber hands messages to a snapshot of the appliers.
 // Check runs in its caller's goroutine, with its own connections,

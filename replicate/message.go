@@ -185,3 +185,22 @@ func (d *decoder) bulk() ([]byte, bool) {
 	d.b = d.b[n+2:]
 	return v, true
 }
+
+// peekSeq returns the epoch and sequence number in a sync message's header,
+// without decoding its effects: all a message on the channel is used for (a
+// hint).
+func peekSeq(b []byte) (string, int64, bool) {
+	d := decoder{b: b}
+	if n, ok := d.header('*'); !ok || n != 5 {
+		return "", 0, false
+	}
+	if tag, ok := d.bulk(); !ok || string(tag) != MessageTag {
+		return "", 0, false
+	}
+	epoch, ok := d.bulk()
+	if !ok {
+		return "", 0, false
+	}
+	seq, ok := d.integer()
+	return string(epoch), seq, ok && seq > 0
+}

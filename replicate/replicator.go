@@ -49,9 +49,10 @@ type Config struct {
 	// (args[0] is the name); a full resync needs it to copy exactly while writes
 	// go on. The proxy passes its command table's.
 	Keys func(args [][]byte, dst []int) []int
-	// OnEffect, when set, is called by the subscriber loop (one goroutine) for
-	// every effect of every live message, before the appliers see it: the proxy
-	// wakes the clients blocked on its keys.
+	// OnEffect, when set, is called by the subscriber's backlog reader (one
+	// goroutine at a time) for every effect of every live message read from the
+	// backlog, before the appliers see it: the proxy wakes the clients blocked on
+	// its keys.
 	OnEffect func(db int, args [][]byte)
 	Log      zerolog.Logger
 }

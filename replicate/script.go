@@ -3,6 +3,7 @@ package replicate
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"fmt"
 	"strings"
 )
 
@@ -44,7 +45,7 @@ const masterScript = scriptUserLine + masterBody
 // scriptUserLine is the master script's first line. For a client's EVAL, the proxy
 // composes a script of its own (UserScript): the client's script as a function on
 // this line — so that error line numbers stay the client's — then masterBody.
-const scriptUserLine = "local __user, __writes, __sha = nil, nil, nil\n"
+const scriptUserLine = "local __user, __sha, __spec, __denied, __msg_key, __msg_channel, __msg_swapdb\n"
 
 const masterBody = `
 -- Every call goes through redis.pcall: some servers (miniredis) keep a separate
@@ -282,6 +283,223 @@ cur_db = conndb
 local out = {0, ''}
 local eff = {}
 local ne = 0
+-- Client scripts (mode 'e'; UserScript composes them). Each runs with a redis
+-- table of ours: every command it runs is checked against __spec (the proxy's
+-- command table, see Guard) before it runs, numbers become strings as Redis
+-- itself converts them, and the effects of its writes are recorded, as Redis'
+-- effect replication does. The library functions the checks use are taken
+-- before the client's code runs.
+local rpcall, l_loadstring, l_type, l_select, l_unpack, l_tonumber, l_error =
+  redis.pcall, loadstring, type, select, unpack, tonumber, error
+local s_lower, s_sub, s_byte, s_find, s_match, s_format, s_gmatch =
+  string.lower, string.sub, string.byte, string.find, string.match, string.format, string.gmatch
+
+-- spec returns what __spec says of a command (flags as booleans, legacy key
+-- positions f, l, st), found once per script call; a command not listed gets m.
+local specs = {}
+local function spec(name)
+  local t = specs[name]
+  if t then return t end
+  t = {m = true, known = false}
+  local i = s_find(__spec, '\n' .. name .. ' ', 1, true)
+  if i then
+    local fl, f, l, st = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
+    t = {known = true, f = l_tonumber(f), l = l_tonumber(l), st = l_tonumber(st)}
+    for c in s_gmatch(fl, '%a') do t[c] = true end
+  end
+  specs[name] = t
+  return t
+end
+
+-- reserved: the byte test first spares most keys a substring.
+local function reserved(s)
+  return l_type(s) == 'string' and s_byte(s, 1) == 115 and s_sub(s, 1, 10) == 'syncproxy:'
+end
+
+-- sort_reserved: SORT's keys are the sorted key and the last STORE's
+-- destination; BY and GET patterns are not keys (as outside scripts).
+local function sort_reserved(a, n)
+  if reserved(a[2]) then return true end
+  local store, i = nil, 3
+  while i <= n do
+    local o = l_type(a[i]) == 'string' and s_lower(a[i]) or ''
+    if o == 'limit' then
+      i = i + 2
+    elseif o == 'get' or o == 'by' then
+      i = i + 1
+    elseif o == 'store' and i < n then
+      store = i + 1
+    end
+    i = i + 1
+  end
+  return store ~= nil and reserved(a[store])
+end
+
+-- keys_reserved reports whether a command names a reserved key.
+local function keys_reserved(a, n, t)
+  if t.m then
+    for j = 2, n do
+      if reserved(a[j]) then return true end
+    end
+    return false
+  elseif t.s then
+    return sort_reserved(a, n)
+  end
+  -- Positions count from the name, 0 (a[1]).
+  local f, l, st = t.f, t.l, t.st
+  if f <= 0 then return false end
+  if l < 0 then l = l + n end
+  if l > n - 1 then l = n - 1 end
+  if st <= 0 then st = 1 end
+  for j = f, l, st do
+    if reserved(a[j + 1]) then return true end
+  end
+  return false
+end
+
+local function dbindex(s)
+  if l_type(s) == 'string' and s_match(s, '^[+-]?%d+$') then return l_tonumber(s) end
+  return nil
+end
+
+-- refusal returns the error a client script gets for a command the proxy does
+-- not let clients run (the same reply as outside scripts), the command's name
+-- (lower case) and what __spec says of it (of the container for a subcommand).
+local function refusal(a, n)
+  if l_type(a[1]) ~= 'string' then return nil, '', spec('') end
+  local name = s_lower(a[1])
+  local top = spec(name)
+  local t, full = top, name
+  if top.c and l_type(a[2]) == 'string' then
+    local sub = name .. '|' .. s_lower(a[2])
+    local st = spec(sub)
+    if st.known then t, full = st, sub end
+  end
+  if t.d then return __denied[1] .. full .. __denied[2], name, top end
+  if name == 'swapdb' then
+    local x, y = dbindex(a[2]), dbindex(a[3])
+    if x and y and (x == 0 or y == 0) then return __msg_swapdb, name, top end
+  end
+  if (name == 'publish' or name == 'spublish') and a[2] == channel then return __msg_channel, name, top end
+  if keys_reserved(a, n, t) then return __msg_key, name, top end
+  return nil, name, top
+end
+
+-- norm3 gives a reply the shape it has under RESP2, which rewrite expects, when
+-- a client script switched to RESP3: a null is false, a set an array of its
+-- members, a map an array of {key, value} pairs (XREADGROUP's streams).
+local function norm3(r)
+  if r == nil then return false end
+  if l_type(r) ~= 'table' then return r end
+  if l_type(r.set) == 'table' then
+    local t = {}
+    for k in pairs(r.set) do t[#t + 1] = k end
+    return t
+  end
+  if l_type(r.map) == 'table' then
+    local t = {}
+    for k, v in pairs(r.map) do t[#t + 1] = {k, norm3(v)} end
+    return t
+  end
+  return r
+end
+
+-- run_user runs a client's script; ARGV[pos..last] are numkeys, keys, args.
+local function run_user(db, pos, last)
+  local nk = l_tonumber(ARGV[pos])
+  local keys, argv = {}, {}
+  for j = 1, nk do keys[j] = ARGV[pos + j] end
+  for j = pos + nk + 1, last do argv[#argv + 1] = ARGV[j] end
+  local edb = db
+  local function rec(...)
+    local n = l_select('#', ...)
+    local a = {...}
+    for j = 1, n do
+      -- As Redis converts a number argument (luaArgsToRedisArgv: %.17g), so
+      -- that the master and the effect get the same string.
+      if l_type(a[j]) == 'number' then a[j] = s_format('%.17g', a[j]) end
+    end
+    local msg, name, top = refusal(a, n)
+    if msg then return {err = msg} end
+    local flush = name == 'flushall' or (name == 'flushdb' and edb == '0')
+    if flush then save_meta(name == 'flushall') end
+    local res = rpcall(l_unpack(a, 1, n))
+    if flush then restore_meta() end
+    if l_type(res) == 'table' and res.err then return res end
+    if name == 'select' then
+      edb = s_format('%d', l_tonumber(a[2]))
+      cur_db = edb
+    elseif top.w then
+      local e, _, k = rewrite(edb, a, norm3(res), enc(edb, a))
+      if e then
+        eff[#eff + 1] = e
+        ne = ne + (k or 1)
+      end
+    end
+    return res
+  end
+  local proxy = setmetatable({
+    call = function(...)
+      local res = rec(...)
+      -- Raised from the caller's line, marked as a command's error.
+      if l_type(res) == 'table' and res.err then l_error('\1' .. res.err, 2) end
+      return res
+    end,
+    pcall = rec,
+  }, {__index = redis, __metatable = false})
+  -- The client's code sees this redis table only: _G, loadstring and load are
+  -- replaced too, or they would hand it the server's.
+  local genv, sload
+  genv = setmetatable({}, {
+    __metatable = false,
+    __newindex = function() l_error('Attempt to modify a readonly table', 2) end,
+    __index = function(_, k)
+      if k == 'redis' then return proxy elseif k == '_G' then return genv
+      elseif k == 'KEYS' then return keys elseif k == 'ARGV' then return argv
+      elseif k == 'loadstring' or k == 'load' then return sload end
+      return _G[k]
+    end,
+  })
+  sload = function(s, name)
+    if l_type(s) == 'function' then
+      local parts = {}
+      while true do
+        local p = s()
+        if p == nil or p == '' then break end
+        parts[#parts + 1] = p
+      end
+      s = table.concat(parts)
+    end
+    -- Compiled alone first: the chunk must be whole before it is wrapped.
+    local f, e = l_loadstring(s, name)
+    if not f then return f, e end
+    f, e = l_loadstring('local redis, _G, loadstring, load, KEYS, ARGV = ... return (function(...) ' ..
+      s .. '\nend)(select(7, ...))', name or s)
+    if not f then return f, e end
+    return function(...) return f(proxy, genv, sload, sload, keys, argv, ...) end
+  end
+  local ok, res = pcall(__user, keys, argv, proxy, genv, sload, sload)
+  if rpcall('GET', 'syncproxy:resp') == nil then
+    -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for
+    -- what follows, its booleans replied as RESP3 would (:1 and :0).
+    redis.setresp(2)
+    if ok then res = resp3_bools(res) end
+  end
+  if ok then return res end
+  -- Redis' wording: a command's error, or the script's, with where it was.
+  local msg = tostring(l_type(res) == 'table' and res.err or res)
+  local line, rest = s_match(msg, '^user_script:(%d+): (.*)$')
+  if not line and s_sub(msg, 1, 1) == '\1' then
+    -- Raised by a tail call (return redis.call(...)): Lua keeps no line.
+    line, rest = '1', msg
+  end
+  if line and s_sub(rest, 1, 1) == '\1' then
+    msg = s_sub(rest, 2) .. ' script: ' .. __sha .. ', on @user_script:' .. line .. '.'
+  elseif line then
+    msg = 'ERR ' .. msg .. ' script: ' .. __sha .. ', on @user_script:' .. line .. '.'
+  end
+  return {err = msg}
+end
 for i = 1, n do
   local db, argc, mode, effect = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2], ARGV[pos + 3]
   pos = pos + 4
@@ -305,63 +523,7 @@ for i = 1, n do
       effect = nil
     end
   elseif mode == 'e' then
-    -- A client's script (EVAL): run with a redis table that records the effects
-    -- of its writes, as Redis' effect replication does.
-    local nk = tonumber(ARGV[pos])
-    local keys, argv = {}, {}
-    for j = 1, nk do keys[j] = ARGV[pos + j] end
-    for j = pos + nk + 1, last do argv[#argv + 1] = ARGV[j] end
-    local edb = db
-    local function rec(...)
-      local res = redis.pcall(...)
-      if type(res) == 'table' and res.err then return res end
-      local a = {...}
-      local name = string.lower(a[1])
-      if name == 'select' then
-        edb = tostring(a[2])
-        cur_db = edb
-      elseif __writes[name] then
-        local e, _, k = rewrite(edb, a, res, enc(edb, a))
-        if e then
-          eff[#eff + 1] = e
-          ne = ne + (k or 1)
-        end
-      end
-      return res
-    end
-    local proxy = setmetatable({
-      call = function(...)
-        local res = rec(...)
-        -- Raised from the caller's line, marked as a command's error.
-        if type(res) == 'table' and res.err then error('\1' .. res.err, 2) end
-        return res
-      end,
-      pcall = rec,
-    }, {__index = redis})
-    local ok, res = pcall(__user, keys, argv, proxy)
-    if redis.pcall('GET', 'syncproxy:resp') == nil then
-      -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for
-      -- what follows, its booleans replied as RESP3 would (:1 and :0).
-      redis.setresp(2)
-      if ok then res = resp3_bools(res) end
-    end
-    if ok then
-      r = res
-    else
-      -- Redis' wording: a command's error, or the script's, with where it was.
-      local msg = tostring(type(res) == 'table' and res.err or res)
-      local line, rest = string.match(msg, '^user_script:(%d+): (.*)$')
-      if not line and string.sub(msg, 1, 1) == '\1' then
-        -- Raised by a tail call (return redis.call(...)): Lua keeps no line.
-        line, rest = '1', msg
-      end
-      if line and string.sub(rest, 1, 1) == '\1' then
-        msg = string.sub(rest, 2) .. ' script: ' .. __sha .. ', on @user_script:' .. line .. '.'
-      elseif line then
-        msg = 'ERR ' .. msg .. ' script: ' .. __sha .. ', on @user_script:' .. line .. '.'
-      end
-      r = {err = msg}
-    end
+    r = run_user(db, pos, last)
     effect = nil
   elseif mode == 'r' then
     r = redis.pcall(unpack(ARGV, pos, last))
@@ -466,24 +628,60 @@ call('SELECT', 0)
 return out
 `
 
+// Guard is what client scripts may not do: the proxy's own refusals, enforced
+// inside the scripts it composes (UserScript), where a script's commands run.
+type Guard struct {
+	// Spec has a line "\n<name> <flags> <first> <last> <step>" per command and
+	// subcommand ("object|encoding"), with the command table's legacy key
+	// positions. Flags: w a write (its effect is recorded; on a container, some
+	// subcommand writes), c a container, m keys anywhere (every argument is
+	// checked), s SORT's keys, d denied, - none. A command not listed is checked
+	// as m.
+	Spec string
+	// The error replies: a reserved key, PUBLISH to the sync channel, SWAPDB of
+	// DB 0, and a denied command (DeniedPrefix + name + DeniedSuffix).
+	ReservedKey, SyncChannel, SwapDB0, DeniedPrefix, DeniedSuffix string
+}
+
 // UserScript composes the script that runs a client's script body (EVAL) with its
-// writes replicated as effects. writes lists the write commands (lower case).
-func UserScript(body string, writes []string) Script {
+// writes replicated as effects and g enforced. body must compile alone as a
+// chunk (SCRIPT LOAD it first): it is inserted as a function's body.
+func UserScript(body string, g Guard) Script {
 	var b strings.Builder
-	b.WriteString("local __user = function(KEYS, ARGV, redis) ")
+	b.WriteString("local __user = function(KEYS, ARGV, redis, _G, loadstring, load) ")
 	b.WriteString(body)
 	sum := sha1.Sum([]byte(body))
 	b.WriteString("\nend\nlocal __sha = '")
 	b.WriteString(hex.EncodeToString(sum[:]))
-	b.WriteString("'\nlocal __writes = {")
-	for _, w := range writes {
-		b.WriteString("['")
-		b.WriteString(w)
-		b.WriteString("'] = true, ")
-	}
-	b.WriteString("}\n")
+	b.WriteString("'\nlocal __spec = ")
+	b.WriteString(LuaQuote(g.Spec))
+	b.WriteString("\nlocal __denied = {")
+	b.WriteString(LuaQuote(g.DeniedPrefix) + ", " + LuaQuote(g.DeniedSuffix))
+	b.WriteString("}\nlocal __msg_key, __msg_channel, __msg_swapdb = ")
+	b.WriteString(LuaQuote(g.ReservedKey) + ", " + LuaQuote(g.SyncChannel) + ", " + LuaQuote(g.SwapDB0))
+	b.WriteString("\n")
 	b.WriteString(masterBody)
 	return newScript(b.String())
+}
+
+// LuaQuote returns s as a single-quoted Lua string literal.
+func LuaQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('\'')
+	for _, c := range []byte(s) {
+		switch {
+		case c == '\'' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < ' ' || c > '~':
+			// Three digits: a digit after the escape must not extend it.
+			b.WriteString(fmt.Sprintf("\\%03d", c))
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
 }
 
 // Script is a Lua script and its SHA1, for EVALSHA.

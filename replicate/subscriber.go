@@ -9,9 +9,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// subscriber receives sync messages from the master's pub/sub channel and hands
-// them to the appliers. Pub/sub is only a fast path: what it misses, appliers find
-// in the backlog.
+// subscriber receives the master's sync channel, which only says that the
+// backlog grew: a backlogReader reads the new entries and hands them to the
+// appliers. What it misses, appliers find in the backlog.
 type subscriber struct {
 	r   *Replicator
 	log zerolog.Logger
@@ -61,9 +61,15 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 	if err != nil {
 		return err
 	}
+	rc, err := s.r.dial(ctx, g.ep, s.r.cfg.Timeout)
+	if err != nil {
+		c.Close()
+		return err
+	}
 	psc := redis.PubSubConn{Conn: c}
 	if err := psc.Subscribe(s.r.cfg.Channel); err != nil {
 		c.Close()
+		rc.Close()
 		return err
 	}
 	// The pinger owns the sending side (redigo allows one sender and one receiver
@@ -89,38 +95,49 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 			}
 		}
 	}()
+	// The reader owns rc; a failed read ends the session (closing c ends Receive).
+	rd := &backlogReader{r: s.r, c: rc, gen: g.id, log: s.log}
+	wake := make(chan struct{}, 1)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		if err := rd.run(stop, wake); err != nil {
+			select {
+			case <-stop: // the session is ending: rc was closed under the read
+			default:
+				s.log.Warn().Err(err).Msg("reading the master's backlog failed")
+				c.Close()
+			}
+		}
+	}()
 	defer func() {
 		s.r.subscribed.Store(false)
 		close(stop)
+		rc.Close()
 		<-done
+		<-readerDone
 		c.Close()
 	}()
 
 	for {
 		switch m := psc.Receive().(type) {
 		case redis.Message:
-			msg, err := DecodeMessage(m.Data)
-			if err != nil {
-				s.log.Error().Err(err).Int("bytes", len(m.Data)).Msg("undecodable sync message; slaves will catch up from the backlog")
-				s.r.kickAll()
-				continue
-			}
-			msg.gen = g.id
-			s.r.observe(msg.Seq)
-			if f := s.r.cfg.OnEffect; f != nil {
-				for _, e := range msg.Effects {
-					f(e.DB, e.Args)
-				}
-			}
-			for _, a := range s.r.Appliers() {
-				a.offer(msg)
+			rd.noteHint(m.Data)
+			select {
+			case wake <- struct{}{}:
+			default:
 			}
 		case redis.Subscription:
 			if m.Kind == "subscribe" {
 				s.r.subscribed.Store(true)
 				*backoff = minBackoff
 				s.log.Info().Str("channel", m.Channel).Msg("subscribed to sync channel")
-				s.r.kickAll()
+				// The reader starts from the master's position, then the
+				// appliers compare theirs with it.
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
 			}
 		case redis.Pong:
 		case error:

@@ -115,6 +115,20 @@ func (c *CommandInfo) KeyIndexes(args [][]byte, dst []int) []int {
 	return cmdRangeKeys(args, c.FirstKey, c.LastKey, c.Step, dst)
 }
 
+// KeysAtPositions reports whether KeyIndexes finds c's keys at its legacy
+// (FirstKey, LastKey, Step) positions whatever the arguments: false for the
+// commands KeyIndexes parses and for those the server reports as movablekeys.
+func (c *CommandInfo) KeysAtPositions() bool {
+	switch c.Name {
+	case "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro",
+		"zunionstore", "zinterstore", "zdiffstore", "zunion", "zinter", "zdiff",
+		"zintercard", "sintercard", "lmpop", "zmpop", "blmpop", "bzmpop",
+		"xread", "xreadgroup", "sort", "sort_ro", "migrate", "georadius", "georadiusbymember":
+		return false
+	}
+	return !c.Has(FlagMovableKeys)
+}
+
 // cmdRangeKeys appends the keys given by a legacy (first, last, step) triple.
 func cmdRangeKeys(args [][]byte, first, last, step int, dst []int) []int {
 	if first <= 0 {

@@ -508,3 +508,33 @@ func ExampleTable_Lookup() {
 	fmt.Println(c.Name, c.Has(FlagWrite), c.KeyIndexes(args, nil))
 	// Output: zunionstore true [1 3 4]
 }
+
+// TestKeysAtPositions: a command said to have its keys at its legacy positions
+// gets exactly those from KeyIndexes, whatever the arguments.
+func TestKeysAtPositions(t *testing.T) {
+	table := BuiltinTable()
+	args := [][]byte{nil, []byte("2"), []byte("a"), []byte("b"), []byte("STORE"), []byte("c"), []byte("STREAMS"), []byte("d"), []byte("0")}
+	for _, name := range table.Names() {
+		ci := table.Lookup([][]byte{[]byte(name)})
+		infos := []*CommandInfo{ci}
+		for _, sub := range ci.Subcommands {
+			infos = append(infos, sub)
+		}
+		for _, c := range infos {
+			if !c.KeysAtPositions() {
+				continue
+			}
+			args[0] = []byte(c.Name)
+			got := c.KeyIndexes(args, nil)
+			want := cmdRangeKeys(args, c.FirstKey, c.LastKey, c.Step, nil)
+			if !slices.Equal(got, want) {
+				t.Errorf("%s: KeyIndexes %v, legacy positions %v", c.Name, got, want)
+			}
+		}
+	}
+	for _, name := range []string{"sort", "zunionstore", "xread", "eval", "georadius"} {
+		if table.Lookup([][]byte{[]byte(name)}).KeysAtPositions() {
+			t.Errorf("%s: keys at positions", name)
+		}
+	}
+}
