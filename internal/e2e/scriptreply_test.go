@@ -164,3 +164,32 @@ func TestScriptOddRepliesDifferential(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptRESP3Effects runs writes whose effect is derived from their reply
+// (SPOP, GETEX, XREADGROUP, LMPOP, INCRBYFLOAT) inside scripts that switched to
+// RESP3, where those replies have other shapes (sets, maps, nulls): the slaves
+// must still end equal to the master.
+func TestScriptRESP3Effects(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	mustReply(t, c, ":10\r\n", "SADD", "s", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j")
+	mustReply(t, c, "+OK\r\n", "SET", "g", "v")
+	mustReply(t, c, "+OK\r\n", "XGROUP", "CREATE", "x", "grp", "$", "MKSTREAM")
+	mustReply(t, c, ":1\r\n", "RPUSH", "l", "only")
+	for _, cmd := range [][]string{
+		{"EVAL", "redis.setresp(3); local r = redis.call('SPOP', KEYS[1], 3); local n = 0; for _ in pairs(r.set) do n = n + 1 end; return n", "1", "s"},
+		{"EVAL", "redis.setresp(3); return redis.call('SPOP', KEYS[1])", "1", "s"},
+		{"EVAL", "redis.setresp(3); return redis.call('GETEX', KEYS[1], 'EX', '100')", "1", "g"},
+		{"EVAL", "redis.setresp(3); redis.call('XADD', KEYS[1], '*', 'f', 'v'); local r = redis.call('XREADGROUP', 'GROUP', 'grp', 'c1', 'COUNT', '5', 'STREAMS', KEYS[1], '>'); return 1", "1", "x"},
+		{"EVAL", "redis.setresp(3); redis.call('LMPOP', 1, KEYS[1], 'LEFT'); return redis.call('LMPOP', 1, KEYS[1], 'LEFT') == nil", "1", "l"},
+		{"EVAL", "redis.setresp(3); return redis.call('INCRBYFLOAT', KEYS[1], '0.1')", "1", "f"},
+	} {
+		if r := c.Do(cmd...); len(r) > 0 && r[0] == '-' {
+			t.Errorf("%s: %s", showCmd(cmd), showReply(r))
+		}
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
