@@ -69,6 +69,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		configSet  = fs.String("config-set", def.ConfigSet, "CONFIG SET from clients: deny, or broadcast to the master and every slave")
 		readPolicy = fs.String("read-policy", def.ReadPolicy, "where reads go: master, prefer-master, replica, prefer-replica, any")
 		ryw        = fs.Bool("read-your-writes", def.ReadYourWrites, "a client's reads see its own writes (only slaves that applied them serve it)")
+		readCons   = fs.String("read-consistency", def.ReadConsistency, "read consistency level: session (own writes, monotonic reads, tokens), global (every write acknowledged before the read), eventual")
 		rywWait    = fs.Duration("ryw-wait", def.RYWWait, "how long a read may wait for a slave to apply the client's last write before going to the master")
 		maxLagMsgs = fs.Int64("max-lag-messages", def.MaxLagMessages, "a slave more messages behind serves no reads (0: no bound)")
 		maxLagMs   = fs.Int64("max-lag-ms", def.MaxLagMs, "a slave lagging more milliseconds serves no reads (0: no bound)")
@@ -165,6 +166,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.ReadPolicy = *readPolicy
 		case "read-your-writes":
 			cfg.ReadYourWrites = *ryw
+		case "read-consistency":
+			cfg.ReadConsistency = *readCons
 		case "ryw-wait":
 			cfg.RYWWait = *rywWait
 		case "max-lag-messages":
