@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
@@ -193,7 +194,9 @@ func (sess *Session) nextProbe(sl *router.Slave, cmd []byte) *probe {
 func (sess *Session) applyProbes() {
 	for _, p := range sess.probes {
 		reply := p.req.Reply
-		if p.req.Failed {
+		if p.req.Failed || (len(reply) > 0 && reply[0] == '-') {
+			// What the reads saw is not known: the next one goes to the master.
+			sess.readUnknown = true
 			continue
 		}
 		var epoch, seq []byte
@@ -244,6 +247,19 @@ func parseBulk(b []byte) (body, rest []byte, ok bool) {
 	return b[i+1 : i+1+n], b[i+1+n+2:], true
 }
 
+// afterUnknown returns true, with the batch's reads sent to the master, when a
+// probe failed and the master may serve reads: its position is past anything a
+// slave served.
+func (sess *Session) afterUnknown() bool {
+	rt := sess.s.router
+	if !sess.readUnknown || rt.ReadOptions().Policy == router.PolicyReplica || !rt.Master().Up() {
+		return false
+	}
+	sess.readUnknown = false
+	sess.batchPicked, sess.batchSlave = true, nil
+	return true
+}
+
 // masterPosition fetches the master's position for global reads: one fetch in
 // flight at a time, shared by every read that arrived before it was sent.
 type masterPosition struct {
@@ -253,6 +269,9 @@ type masterPosition struct {
 	next *posFetch // joined by the reads arriving now; sent after the one in flight
 	req  router.Request
 	wait *router.Waiter
+	// reads counts the batches of global reads that asked for the position,
+	// fetches the round trips that answered them (INFO global_reads).
+	reads, fetches atomic.Int64
 }
 
 type posFetch struct {
@@ -271,6 +290,7 @@ func newMasterPosition() *masterPosition {
 // the master did not answer). The caller whose fetch is due sends it on
 // connection idx; the others wait for it.
 func (m *masterPosition) get(master *router.Backend, idx int) (string, int64) {
+	m.reads.Add(1)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f := m.next
@@ -295,6 +315,7 @@ func (m *masterPosition) get(master *router.Backend, idx int) (string, int64) {
 
 // fetch reads the master's position (only the caller holding busy runs it).
 func (m *masterPosition) fetch(master *router.Backend, idx int) (string, int64) {
+	m.fetches.Add(1)
 	m.req.Reset()
 	m.req.Kind, m.req.Raw = router.KindRaw, probeMasterCmd
 	m.wait.Add(&m.req)

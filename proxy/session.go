@@ -62,6 +62,7 @@ type Session struct {
 	probeSlave  *router.Slave
 	probeMaster bool
 	probes      []*probe
+	readUnknown bool // a probe failed: what the reads saw is not known
 
 	authed       bool  // AUTH succeeded, or no password is required
 	user         *User // the user authenticated as; nil: the default user
@@ -505,11 +506,11 @@ func (sess *Session) noteWrite(r *router.Request) {
 // for a slave to apply what the read must see. Unless eventual, the batch's
 // later reads go to the same place.
 func (sess *Session) pickRead() (*router.Slave, error) {
-	if sess.batchPicked {
+	lvl := sess.level()
+	if sess.batchPicked || (lvl != levelEventual && sess.afterUnknown()) {
 		return sess.batchSlave, nil
 	}
 	rt := sess.s.router
-	lvl := sess.level()
 	epoch, seq := sess.readPosition()
 	if lvl == levelGlobal {
 		e, s := sess.s.masterPos.get(rt.Master(), int(sess.id))

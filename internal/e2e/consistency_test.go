@@ -287,3 +287,59 @@ func TestSyncTokenAfterRead(t *testing.T) {
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
+
+// TestGlobalPositionShared: concurrent global reads share the fetches of the
+// master's position (one round trip for the reads that arrived before it was
+// sent), and are served by slaves that have it.
+func TestGlobalPositionShared(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, srv := startProxyWith(t, func(c *proxy.Config) { c.ReadConsistency = "global" }, master, slaves...)
+	w := redistest.DialRaw(t, addr)
+	w.Do("SET", "g", "1")
+	const clients = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	deadline := time.Now().Add(time.Second)
+	for i := 0; i < clients; i++ {
+		c, err := redis.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			for time.Now().Before(deadline) {
+				if v, err := redis.String(c.Do("GET", "g")); err != nil || v != "1" {
+					errs <- fmt.Errorf("GET g: %q %v", v, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	info := string(w.Do("INFO"))
+	i := strings.Index(info, "global_reads:batches=")
+	if i < 0 {
+		t.Fatalf("no global_reads in INFO: %q", info)
+	}
+	var batches, fetches int64
+	fmt.Sscanf(info[i:], "global_reads:batches=%d,position_fetches=%d", &batches, &fetches)
+	t.Logf("%d global read batches, %d fetches of the master's position", batches, fetches)
+	if batches < 100 || fetches*2 > batches {
+		t.Errorf("%d fetches for %d batches of global reads: not shared", fetches, batches)
+	}
+	var onSlaves int64
+	for _, sl := range srv.Router().Slaves() {
+		onSlaves += sl.Reads.Load()
+	}
+	if onSlaves*2 < batches {
+		t.Errorf("slaves served %d of %d global reads with no write going on", onSlaves, batches)
+	}
+}
