@@ -205,7 +205,7 @@ func TestPooledClientGlobal(t *testing.T) {
 func TestClientConsistency(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 2)
-	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.ReadConsistency = "eventual" }, servers[0], servers[1])
+	addr, srv := startProxyWith(t, func(c *proxy.Config) { c.ReadConsistency = "eventual" }, servers[0], servers[1])
 	c := redistest.DialRaw(t, addr)
 	arity := "-ERR wrong number of arguments for 'client|consistency' command\r\n"
 	mustReply(t, c, arity, "CLIENT", "CONSISTENCY")
@@ -229,6 +229,18 @@ func TestClientConsistency(t *testing.T) {
 	mustReply(t, c, "+RESET\r\n", "RESET")
 	if s := info(); !strings.Contains(s, " consistency=eventual") {
 		t.Errorf("CLIENT INFO after RESET: %q", s)
+	}
+	// The proxy's level reloads; connections that did not choose follow it.
+	cfg := srv.Config()
+	cfg.ReadConsistency = "global"
+	if err := srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s := info(); !strings.Contains(s, " consistency=global") {
+		t.Errorf("CLIENT INFO after a reload to global: %q", s)
+	}
+	if s := string(c.Do("INFO")); !strings.Contains(s, "read_consistency:global") {
+		t.Errorf("INFO after a reload to global: no read_consistency:global")
 	}
 }
 
