@@ -310,10 +310,9 @@ func TestGlobalPositionShared(t *testing.T) {
 	addr, srv := startProxyWith(t, func(c *proxy.Config) { c.ReadConsistency = "global" }, master, slaves...)
 	w := redistest.DialRaw(t, addr)
 	w.Do("SET", "g", "1")
-	const clients = 40
+	const clients, reads = 40, 200
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
-	deadline := time.Now().Add(time.Second)
 	for i := 0; i < clients; i++ {
 		c, err := redis.Dial("tcp", addr)
 		if err != nil {
@@ -323,7 +322,7 @@ func TestGlobalPositionShared(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			for time.Now().Before(deadline) {
+			for j := 0; j < reads; j++ {
 				if v, err := redis.String(c.Do("GET", "g")); err != nil || v != "1" {
 					errs <- fmt.Errorf("GET g: %q %v", v, err)
 					return
@@ -344,7 +343,9 @@ func TestGlobalPositionShared(t *testing.T) {
 	var batches, fetches int64
 	fmt.Sscanf(info[i:], "global_reads:batches=%d,position_fetches=%d", &batches, &fetches)
 	t.Logf("%d global read batches, %d fetches of the master's position", batches, fetches)
-	if batches < 100 || fetches*2 > batches {
+	// Typically about one fetch for ten batches; fewer fetches than batches
+	// whatever the machine's load.
+	if batches < clients*reads || fetches >= batches {
 		t.Errorf("%d fetches for %d batches of global reads: not shared", fetches, batches)
 	}
 	var onSlaves int64
