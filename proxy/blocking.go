@@ -304,7 +304,12 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 		r.Quiet = name == "xreadgroup"
 		sess.waiter.Add(r)
 		s.router.Master().Submit(int(sess.id), r)
+		if r.Kind == router.KindRaw {
+			sess.readOnMaster() // monotonic reads: later reads see what it saw
+			sess.sendProbes()
+		}
 		sess.waiter.Wait()
+		sess.applyProbes()
 		sess.noteWrite(r)
 		if !isNull(r.Reply) {
 			sess.conn.WriteRaw(blockingReply(name, r.Reply))

@@ -33,6 +33,7 @@ type Config struct {
 	ConfigSet           string         `yaml:"config-set"`
 	ReadPolicy          string         `yaml:"read-policy"`
 	ReadYourWrites      bool           `yaml:"read-your-writes"`
+	ReadConsistency     string         `yaml:"read-consistency"`
 	RYWWait             time.Duration  `yaml:"ryw-wait"`
 	MaxLagMessages      int64          `yaml:"max-lag-messages"`
 	MaxLagMs            int64          `yaml:"max-lag-ms"`
@@ -112,6 +113,7 @@ func DefaultConfig() Config {
 		ConfigSet:           "deny",
 		ReadPolicy:          "prefer-replica",
 		ReadYourWrites:      true,
+		ReadConsistency:     "session",
 		HealthInterval:      time.Second,
 		HealthFailures:      3,
 		MaxClients:          10000,
@@ -223,6 +225,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := router.ParseReadPolicy(c.ReadPolicy); err != nil {
 		return fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "router: "))
+	}
+	if _, ok := parseConsistency(c.ReadConsistency); !ok {
+		return fmt.Errorf("config: read-consistency %q: want session, global or eventual", c.ReadConsistency)
 	}
 	switch {
 	case c.HealthInterval < 10*time.Millisecond:

@@ -33,6 +33,7 @@ func TestConfigValidate(t *testing.T) {
 		"write-group":      func(c *Config) { c.WriteGroup = 0 },
 		"config-set":       func(c *Config) { c.ConfigSet = "maybe" },
 		"read policy":      func(c *Config) { c.ReadPolicy = "nearest" },
+		"read consistency": func(c *Config) { c.ReadConsistency = "strong" },
 		"max-lag":          func(c *Config) { c.MaxLagMs = -1 },
 		"weights":          func(c *Config) { c.Weights = map[string]int{"10.0.0.9:1": 2} },
 		"health-interval":  func(c *Config) { c.HealthInterval = time.Millisecond },

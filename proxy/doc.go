@@ -7,9 +7,10 @@
 // A redcon connection is a Session. Its handler takes the whole pipelined batch
 // (the command redcon hands it plus conn.ReadPipeline()), dispatches every command
 // at once — writes to the master through the replication script, reads to a slave
-// that already applied the session's last write (read-your-writes), local commands
-// answered in place — then waits for the batch and writes the replies in order
-// with one flush. Transactions, WATCH, subscriptions, blocking commands and
+// that holds the session's read floor (consistency.go: its last write, what it
+// read, its causal token, and at global level the master's position), local
+// commands answered in place — then waits for the batch and writes the replies in
+// order with one flush. Transactions, WATCH, subscriptions, blocking commands and
 // scripts have files of their own (multi.go, watch.go, pubsub.go, blocking.go,
 // eval.go, wait.go). Replies are the backends' raw RESP frames, forwarded byte for
 // byte, so their types are exactly Redis'.
@@ -57,6 +58,10 @@
 // its subscription, which it stops and waits for) and one that decides and
 // switches; Shutdown stops them before the replicator and the backends.
 // Shutdown is safe to call twice.
+//
+// Global reads share the fetch of the master's position (masterPosition): the
+// session whose fetch is due sends it and waits for it on its own goroutine; the
+// reads that joined it wait on a condition variable. No goroutine of its own.
 //
 // Reload (reload.go), serialized with itself and with Shutdown's stop of the
 // backends, publishes what it changes through atomic pointers — the config in

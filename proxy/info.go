@@ -65,6 +65,9 @@ func (s *Server) writeInfo(b *strings.Builder) {
 			",writes_held="+strconv.FormatBool(m.Paused()))
 	}
 	field("master_reads", strconv.FormatInt(s.router.MasterReads.Load(), 10))
+	field("read_consistency", s.config().readLevel().String())
+	field("global_reads", "batches="+strconv.FormatInt(s.masterPos.reads.Load(), 10)+
+		",position_fetches="+strconv.FormatInt(s.masterPos.fetches.Load(), 10))
 	field("sync_channel", s.cfg.SyncChannel)
 	b.WriteString("\r\n# Sync\r\n")
 	field("sync_latest_seq", strconv.FormatInt(s.repl.Latest(), 10))

@@ -14,7 +14,7 @@ import (
 // needs a restart.
 var reloadable = map[string]bool{
 	"slaves": true, "weights": true,
-	"read-policy": true, "read-your-writes": true, "ryw-wait": true,
+	"read-policy": true, "read-your-writes": true, "read-consistency": true, "ryw-wait": true,
 	"max-lag-messages": true, "max-lag-ms": true,
 	"health-interval": true, "health-failures": true,
 	"proto-max-bulk-len": true, "max-args": true, "client-query-buffer-limit": true,

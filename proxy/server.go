@@ -70,6 +70,7 @@ type Server struct {
 	script     *router.WriteScript // the replication script, for WATCH connections
 	scripts    scripts             // client scripts (EVAL), composed
 	functions  functions           // FCALL's functions, as composed scripts
+	masterPos  *masterPosition     // the master's position, for global reads
 
 	// reloadMu serializes Reload, and Shutdown's stop of the backends with it;
 	// slaveNames counts the slave names given ("slave-<n>"), under reloadMu.
@@ -96,7 +97,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		return nil, errors.New("proxy: no master configured")
 	}
 	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{},
-		dedicated: map[*masterConn]struct{}{}}
+		dedicated: map[*masterConn]struct{}{}, masterPos: newMasterPosition()}
 	s.cur.Store(&cfg)
 	s.limits.Store(limitsOf(&cfg))
 	var err error
@@ -210,6 +211,7 @@ func (s *Server) slaveEndpoint(addr string) replicate.Endpoint {
 // newSlave connects the read backend of a's slave.
 func (s *Server) newSlave(a *replicate.Applier) *router.Slave {
 	cfg := &s.cfg
+	sl := &router.Slave{Status: a}
 	b := router.NewBackend(router.BackendOptions{
 		Name:         a.Name(),
 		Addr:         a.Addr(),
@@ -220,10 +222,14 @@ func (s *Server) newSlave(a *replicate.Applier) *router.Slave {
 		Username:     cfg.SlaveUser,
 		Password:     cfg.SlavePassword,
 		TLS:          backendTLSFor(s.backendTLS, a.Addr()),
-		OnReconnect:  a.Suspect,
-		Log:          s.log,
+		OnReconnect: func() {
+			sl.ForgetObserved() // the server may have restarted empty
+			a.Suspect()
+		},
+		Log: s.log,
 	})
-	return &router.Slave{Backend: b, Status: a}
+	sl.Backend = b
+	return sl
 }
 
 // applierOf returns the applier of a slave of the read set (its Status).

@@ -50,6 +50,19 @@ type Session struct {
 	lastEpoch string // and the master's epoch then
 	minSeq    int64  // causal token set by CLIENT SYNCAFTER: reads must see it
 	minEpoch  string
+	readSeq   int64 // what the session's reads saw (monotonic reads; see consistency.go)
+	readEpoch string
+
+	consistency consistency // CLIENT CONSISTENCY; levelDefault: the proxy's
+	shownLevel  atomic.Int32
+	// The batch's reads stay on the backend the first one picked (nil: the
+	// master), so that they read in order; the probes read back its position.
+	batchPicked bool
+	batchSlave  *router.Slave
+	probeSlave  *router.Slave
+	probeMaster bool
+	probes      []*probe
+	readUnknown bool // a probe failed: what the reads saw is not known
 
 	authed       bool  // AUTH succeeded, or no password is required
 	user         *User // the user authenticated as; nil: the default user
@@ -176,6 +189,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 	}
 	wrote := false
 	start := time.Now()
+	sess.batchPicked, sess.batchSlave = false, nil
 	for i, c := range cmds {
 		r := sess.reqs[i]
 		r.Reset()
@@ -203,6 +217,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		}
 	}
 	sess.s.commands.Add(int64(len(cmds)))
+	sess.sendProbes()
 	sess.waiter.Wait()
 	if len(sess.evalChecks) > 0 {
 		sess.checkEvals()
@@ -217,12 +232,15 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 				retried = true
 				sess.s.router.MasterReads.Add(1)
 				sess.toMaster(r)
+				sess.readOnMaster()
 			}
 		}
 		if retried {
+			sess.sendProbes()
 			sess.waiter.Wait()
 		}
 	}
+	sess.applyProbes()
 	elapsed := time.Since(start)
 	buffered := 0 // reply bytes redcon's writer holds (see writeReply)
 	var werr error
@@ -316,10 +334,13 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	if rt.Info.Name == "client" && len(args) >= 2 {
 		switch strings.ToLower(string(args[1])) {
 		case "synctoken":
-			sess.local(r, appendBulk(nil, []byte(sess.syncToken())))
+			sess.local(r, appendBulk(nil, []byte(sess.syncToken(i))))
 			return
 		case "syncafter":
 			sess.syncAfter(r, args)
+			return
+		case "consistency":
+			sess.clientConsistency(r, args)
 			return
 		}
 	}
@@ -431,6 +452,9 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 			sess.posts[i] = postHideSecrets
 		}
 		sess.toMaster(r)
+		if rt.Info.Has(router.FlagReadonly) { // SCAN & co. read the data set
+			sess.readOnMaster()
+		}
 	case router.ClassRead:
 		r.Kind = router.KindRaw
 		r.Raw = c.Raw
@@ -442,6 +466,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 			r.Raw = metaFreeScripts[rt.Info.Name]
 			sess.s.router.MasterReads.Add(1)
 			sess.toMaster(r)
+			sess.readOnMaster()
 			return
 		}
 		// A read after a write of the same batch goes behind it on the master
@@ -459,11 +484,13 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 				sess.onSlave[i] = true
 				sess.waiter.Add(r)
 				sl.Backend.Submit(int(sess.id), r)
+				sess.readOnSlave(sl)
 				return
 			}
 		}
 		sess.s.router.MasterReads.Add(1)
 		sess.toMaster(r)
+		sess.readOnMaster()
 	}
 }
 
@@ -475,32 +502,32 @@ func (sess *Session) noteWrite(r *router.Request) {
 	}
 }
 
-// readPosition is the replication position a read must see: the session's last
-// write (read-your-writes), or the causal token it was given, whichever is later.
-func (sess *Session) readPosition() (string, int64) {
-	epoch, seq := sess.minEpoch, sess.minSeq
-	if sess.s.config().ReadYourWrites && sess.lastSeq > 0 && (sess.lastEpoch != epoch || sess.lastSeq > seq) {
-		epoch, seq = sess.lastEpoch, sess.lastSeq
-	}
-	return epoch, seq
-}
-
 // pickRead chooses the slave for a read (nil: the master), waiting up to ryw-wait
-// for a slave to apply what the read must see.
+// for a slave to apply what the read must see. Unless eventual, the batch's
+// later reads go to the same place.
 func (sess *Session) pickRead() (*router.Slave, error) {
+	lvl := sess.level()
+	if sess.batchPicked || (lvl != levelEventual && sess.afterUnknown()) {
+		return sess.batchSlave, nil
+	}
 	rt := sess.s.router
 	epoch, seq := sess.readPosition()
-	sl, err := rt.PickRead(epoch, seq)
-	wait := sess.s.config().RYWWait
-	if sl != nil || seq == 0 || wait <= 0 {
-		return sl, err
+	if lvl == levelGlobal {
+		e, s := sess.s.masterPos.get(rt.Master(), int(sess.id))
+		epoch, seq = later(epoch, seq, e, s)
 	}
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // bounded by ryw-wait
-		if sl, err = rt.PickRead(epoch, seq); sl != nil {
-			return sl, nil
+	sl, err := rt.PickRead(epoch, seq)
+	if wait := sess.s.config().RYWWait; sl == nil && seq > 0 && wait > 0 {
+		deadline := time.Now().Add(wait)
+		for time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond) // bounded by ryw-wait
+			if sl, err = rt.PickRead(epoch, seq); sl != nil {
+				break
+			}
 		}
+	}
+	if err == nil && lvl != levelEventual {
+		sess.batchPicked, sess.batchSlave = true, sl
 	}
 	return sl, err
 }
@@ -644,6 +671,7 @@ func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, 
 		sess.setDB(0)
 		sess.setName("")
 		sess.replyMode = 0
+		sess.setConsistency(levelDefault)
 		sess.local(r, []byte("+RESET\r\n"))
 	case "auth":
 		switch {
@@ -727,7 +755,8 @@ func (sess *Session) clientLine() string {
 		" name=" + name +
 		" user=" + sess.userName() +
 		" age=" + strconv.FormatInt(int64(time.Since(sess.created).Seconds()), 10) +
-		" db=" + strconv.FormatInt(int64(sess.shownDB.Load()), 10) + "\n"
+		" db=" + strconv.FormatInt(int64(sess.shownDB.Load()), 10) +
+		" consistency=" + sess.shownConsistency() + "\n"
 }
 
 // setName and setDB change the session's name and DB, and what CLIENT LIST shows.

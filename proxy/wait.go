@@ -78,13 +78,19 @@ func (sess *Session) updateLastSeq(i int) {
 	}
 }
 
-// syncToken is CLIENT SYNCTOKEN: the session's last write position, "epoch:seq"
-// ("" before any write), to hand to another connection.
-func (sess *Session) syncToken() string {
-	if sess.lastSeq == 0 {
+// syncToken is CLIENT SYNCTOKEN, request i of the batch: the latest position the
+// session wrote or read, "epoch:seq" ("" before any), to hand to another
+// connection. What the batch sent before it was answered first.
+func (sess *Session) syncToken(i int) string {
+	sess.sendProbes()
+	sess.waiter.Wait()
+	sess.applyProbes()
+	sess.updateLastSeq(i)
+	epoch, seq := sess.seenPosition()
+	if seq == 0 {
 		return ""
 	}
-	return sess.lastEpoch + ":" + strconv.FormatInt(sess.lastSeq, 10)
+	return epoch + ":" + strconv.FormatInt(seq, 10)
 }
 
 // syncAfter is CLIENT SYNCAFTER token: the session's reads must see that position.

@@ -66,7 +66,7 @@ func eligible(o *ReadOptions, s *Slave, epoch string, minSeq int64) bool {
 		(o.MaxLagMs > 0 && s.Status.LagMs() > o.MaxLagMs) {
 		return false
 	}
-	return minSeq == 0 || (s.Status.Applied() >= minSeq && s.Status.Epoch() == epoch)
+	return minSeq == 0 || s.holds(epoch, minSeq)
 }
 
 // PickRead chooses where a read goes: a slave (nil for the master). Among the

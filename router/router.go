@@ -134,6 +134,48 @@ type Slave struct {
 	Status  SlaveStatus
 	// Reads counts the reads the slave served.
 	Reads atomic.Int64
+	// observed is the highest position a session read back from the slave
+	// itself (see Observe): another proxy's applier may have taken the slave
+	// past what Status says.
+	observed atomic.Pointer[Position]
+}
+
+// Position is a replication position: a sequence number within an epoch.
+type Position struct {
+	Epoch string
+	Seq   int64
+}
+
+// Observe records that the slave holds at least position (epoch, seq), as read
+// from the slave: it stays eligible for reads that must see it.
+func (s *Slave) Observe(epoch string, seq int64) {
+	for {
+		cur := s.observed.Load()
+		if cur != nil && cur.Epoch == epoch && cur.Seq >= seq {
+			return
+		}
+		if s.observed.CompareAndSwap(cur, &Position{Epoch: epoch, Seq: seq}) {
+			return
+		}
+	}
+}
+
+// ForgetObserved drops what Observe recorded (the slave reconnected: it may
+// have restarted without its data).
+func (s *Slave) ForgetObserved() { s.observed.Store(nil) }
+
+// holds reports whether the slave is known to hold position (epoch, minSeq):
+// from its applier, or from what a session read back from it in the epoch the
+// applier knows.
+func (s *Slave) holds(epoch string, minSeq int64) bool {
+	if s.Status.Epoch() != epoch {
+		return false
+	}
+	if s.Status.Applied() >= minSeq {
+		return true
+	}
+	p := s.observed.Load()
+	return p != nil && p.Epoch == epoch && p.Seq >= minSeq
 }
 
 // slaveSet is the read set: an immutable snapshot, replaced whole by SetSlaves,

@@ -68,7 +68,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		group      = fs.Int("write-group", def.WriteGroup, "writes per replication script call at most (group commit; 1 disables it)")
 		configSet  = fs.String("config-set", def.ConfigSet, "CONFIG SET from clients: deny, or broadcast to the master and every slave")
 		readPolicy = fs.String("read-policy", def.ReadPolicy, "where reads go: master, prefer-master, replica, prefer-replica, any")
-		ryw        = fs.Bool("read-your-writes", def.ReadYourWrites, "a client's reads see its own writes (only slaves that applied them serve it)")
+		ryw        = fs.Bool("read-your-writes", def.ReadYourWrites, "false: the same as --read-consistency eventual (kept for older configurations)")
+		readCons   = fs.String("read-consistency", def.ReadConsistency, "read consistency level: session (own writes, monotonic reads, tokens), global (every write acknowledged before the read), eventual")
 		rywWait    = fs.Duration("ryw-wait", def.RYWWait, "how long a read may wait for a slave to apply the client's last write before going to the master")
 		maxLagMsgs = fs.Int64("max-lag-messages", def.MaxLagMessages, "a slave more messages behind serves no reads (0: no bound)")
 		maxLagMs   = fs.Int64("max-lag-ms", def.MaxLagMs, "a slave lagging more milliseconds serves no reads (0: no bound)")
@@ -166,6 +167,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.ReadPolicy = *readPolicy
 		case "read-your-writes":
 			cfg.ReadYourWrites = *ryw
+		case "read-consistency":
+			cfg.ReadConsistency = *readCons
 		case "ryw-wait":
 			cfg.RYWWait = *rywWait
 		case "max-lag-messages":

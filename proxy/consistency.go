@@ -1,0 +1,335 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/syncproxy/syncproxy/replicate"
+	"github.com/syncproxy/syncproxy/router"
+)
+
+// Read consistency levels. A session's read floor is the replication position
+// its reads must see: at session level its last write, what its reads saw and
+// the causal token it was given; global adds the master's position when the
+// read arrived; eventual keeps only the token.
+//
+// What a read saw is bounded from above by reading the position back on the
+// same backend connection, right behind the batch's reads (Redis runs one
+// connection's commands in order, and a slave stores its position in the same
+// step as the effects): GET syncproxy:applied on a slave, MGET of the epoch and
+// sequence number on the master. These probes go in DB 0, where the metadata
+// lives, and their replies never reach the client.
+
+// consistency is a read consistency level.
+type consistency uint8
+
+const (
+	levelDefault  consistency = iota // the proxy's --read-consistency
+	levelSession                     // read-your-writes, monotonic reads, tokens
+	levelGlobal                      // session, and every write acknowledged before the read
+	levelEventual                    // the causal token only
+)
+
+var levelNames = [...]string{levelDefault: "", levelSession: "session", levelGlobal: "global", levelEventual: "eventual"}
+
+func (c consistency) String() string { return levelNames[c] }
+
+// parseConsistency parses a level name (case-insensitive).
+func parseConsistency(s string) (consistency, bool) {
+	switch strings.ToLower(s) {
+	case "session":
+		return levelSession, true
+	case "global":
+		return levelGlobal, true
+	case "eventual":
+		return levelEventual, true
+	}
+	return levelDefault, false
+}
+
+// readLevel is the proxy's level: --read-your-writes=false means eventual.
+func (c *Config) readLevel() consistency {
+	if !c.ReadYourWrites {
+		return levelEventual
+	}
+	if l, ok := parseConsistency(c.ReadConsistency); ok {
+		return l
+	}
+	return levelSession
+}
+
+// level returns the session's read consistency level.
+func (sess *Session) level() consistency {
+	if sess.consistency != levelDefault {
+		return sess.consistency
+	}
+	return sess.s.config().readLevel()
+}
+
+// clientConsistency is CLIENT CONSISTENCY session|global|eventual.
+func (sess *Session) clientConsistency(r *router.Request, args [][]byte) {
+	if len(args) != 3 {
+		sess.localError(r, errWrongArity("client|consistency"))
+		return
+	}
+	l, ok := parseConsistency(string(args[2]))
+	if !ok {
+		sess.localError(r, msgSyntax)
+		return
+	}
+	sess.setConsistency(l)
+	sess.local(r, []byte("+OK\r\n"))
+}
+
+// setConsistency sets the session's level (levelDefault: the proxy's), and what
+// CLIENT LIST shows.
+func (sess *Session) setConsistency(l consistency) {
+	sess.consistency = l
+	sess.shownLevel.Store(int32(l))
+}
+
+// shownConsistency is the level CLIENT INFO and CLIENT LIST show (safe from
+// another session's goroutine).
+func (sess *Session) shownConsistency() string {
+	if l := consistency(sess.shownLevel.Load()); l != levelDefault {
+		return l.String()
+	}
+	return sess.s.config().readLevel().String()
+}
+
+// later returns the later of two positions: the second when the epochs differ
+// (it was learnt last).
+func later(e1 string, s1 int64, e2 string, s2 int64) (string, int64) {
+	if s2 == 0 || (e1 == e2 && s1 >= s2) {
+		return e1, s1
+	}
+	if s1 == 0 || e1 != e2 || s2 > s1 {
+		return e2, s2
+	}
+	return e1, s1
+}
+
+// readPosition is the replication position a read must see: the causal token
+// the session was given, and unless eventual its last write and what its reads
+// saw.
+func (sess *Session) readPosition() (string, int64) {
+	epoch, seq := sess.minEpoch, sess.minSeq
+	if sess.level() != levelEventual {
+		epoch, seq = later(epoch, seq, sess.lastEpoch, sess.lastSeq)
+		epoch, seq = later(epoch, seq, sess.readEpoch, sess.readSeq)
+	}
+	return epoch, seq
+}
+
+// seenPosition is what CLIENT SYNCTOKEN hands out: the latest of the token, the
+// last write and what the reads saw, whatever the level.
+func (sess *Session) seenPosition() (string, int64) {
+	epoch, seq := later(sess.minEpoch, sess.minSeq, sess.lastEpoch, sess.lastSeq)
+	return later(epoch, seq, sess.readEpoch, sess.readSeq)
+}
+
+// probe reads back the position of a backend behind the batch's reads on it.
+type probe struct {
+	slave *router.Slave // nil: the master
+	req   router.Request
+}
+
+// The probes' commands (DB 0). They are only read by the backends' writers.
+var (
+	probeSlaveCmd  = buildCommand([][]byte{[]byte("GET"), []byte(replicate.KeyApplied)})
+	probeMasterCmd = buildCommand([][]byte{[]byte("MGET"), []byte(replicate.KeyEpoch), []byte(replicate.KeySeq)})
+)
+
+// readOnSlave notes a read sent to sl: its position must be read back.
+func (sess *Session) readOnSlave(sl *router.Slave) {
+	if sess.level() != levelEventual {
+		sess.probeSlave = sl
+	}
+}
+
+// readOnMaster notes a read sent to the master.
+func (sess *Session) readOnMaster() {
+	if sess.level() != levelEventual {
+		sess.probeMaster = true
+	}
+}
+
+// sendProbes submits the probes the reads sent since the last call need, each
+// behind them on the same connection.
+func (sess *Session) sendProbes() {
+	if sl := sess.probeSlave; sl != nil {
+		sess.probeSlave = nil
+		p := sess.nextProbe(sl, probeSlaveCmd)
+		sl.Backend.Submit(int(sess.id), &p.req)
+	}
+	if sess.probeMaster {
+		sess.probeMaster = false
+		p := sess.nextProbe(nil, probeMasterCmd)
+		sess.s.router.Master().Submit(int(sess.id), &p.req)
+	}
+}
+
+func (sess *Session) nextProbe(sl *router.Slave, cmd []byte) *probe {
+	if len(sess.probes) == cap(sess.probes) {
+		sess.probes = append(sess.probes, nil)
+	} else {
+		sess.probes = sess.probes[:len(sess.probes)+1]
+	}
+	p := sess.probes[len(sess.probes)-1]
+	if p == nil {
+		p = &probe{}
+		sess.probes[len(sess.probes)-1] = p
+	}
+	p.req.Reset()
+	p.slave, p.req.Kind, p.req.Raw = sl, router.KindRaw, cmd
+	sess.waiter.Add(&p.req)
+	return p
+}
+
+// applyProbes raises the session's read floor, and the slaves' observed
+// positions, to what the completed probes read back.
+func (sess *Session) applyProbes() {
+	for _, p := range sess.probes {
+		reply := p.req.Reply
+		if p.req.Failed || (len(reply) > 0 && reply[0] == '-') {
+			// What the reads saw is not known: the next one goes to the master.
+			sess.readUnknown = true
+			continue
+		}
+		var epoch, seq []byte
+		if p.slave != nil {
+			body, _, ok := parseBulk(reply)
+			i := bytes.LastIndexByte(body, ':')
+			if !ok || i <= 0 {
+				continue
+			}
+			epoch, seq = body[:i], body[i+1:]
+		} else {
+			if !bytes.HasPrefix(reply, []byte("*2\r\n")) {
+				continue
+			}
+			var ok1, ok2 bool
+			epoch, reply, ok1 = parseBulk(reply[4:])
+			seq, _, ok2 = parseBulk(reply)
+			if !ok1 || !ok2 {
+				continue
+			}
+		}
+		n, err := strconv.ParseInt(string(seq), 10, 64)
+		if err != nil || n <= 0 {
+			continue
+		}
+		if string(epoch) != sess.readEpoch {
+			sess.readEpoch = string(epoch)
+			sess.readSeq = 0
+		}
+		sess.readSeq = max(sess.readSeq, n)
+		if p.slave != nil {
+			p.slave.Observe(sess.readEpoch, n)
+		}
+	}
+	sess.probes = sess.probes[:0]
+}
+
+// parseBulk splits a bulk string frame off b: its body and what follows.
+func parseBulk(b []byte) (body, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, '\n')
+	if len(b) == 0 || b[0] != '$' || i < 2 {
+		return nil, nil, false
+	}
+	n, err := strconv.Atoi(string(b[1 : i-1]))
+	if err != nil || n < 0 || len(b) < i+1+n+2 {
+		return nil, nil, false
+	}
+	return b[i+1 : i+1+n], b[i+1+n+2:], true
+}
+
+// afterUnknown returns true, with the batch's reads sent to the master, when a
+// probe failed and the master may serve reads: its position is past anything a
+// slave served.
+func (sess *Session) afterUnknown() bool {
+	rt := sess.s.router
+	if !sess.readUnknown || rt.ReadOptions().Policy == router.PolicyReplica || !rt.Master().Up() {
+		return false
+	}
+	sess.readUnknown = false
+	sess.batchPicked, sess.batchSlave = true, nil
+	return true
+}
+
+// masterPosition fetches the master's position for global reads: one fetch in
+// flight at a time, shared by every read that arrived before it was sent.
+type masterPosition struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	busy bool      // a fetch is in flight
+	next *posFetch // joined by the reads arriving now; sent after the one in flight
+	req  router.Request
+	wait *router.Waiter
+	// reads counts the batches of global reads that asked for the position,
+	// fetches the round trips that answered them (INFO global_reads).
+	reads, fetches atomic.Int64
+}
+
+type posFetch struct {
+	done  bool
+	epoch string
+	seq   int64
+}
+
+func newMasterPosition() *masterPosition {
+	m := &masterPosition{wait: router.NewWaiter()}
+	m.cond = sync.NewCond(&m.mu)
+	return m
+}
+
+// get returns the master's position at some time after it was called (0 when
+// the master did not answer). The caller whose fetch is due sends it on
+// connection idx; the others wait for it.
+func (m *masterPosition) get(master *router.Backend, idx int) (string, int64) {
+	m.reads.Add(1)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.next
+	if f == nil {
+		f = &posFetch{}
+		m.next = f
+	}
+	for !f.done {
+		if m.busy || m.next != f {
+			m.cond.Wait()
+			continue
+		}
+		m.busy, m.next = true, nil
+		m.mu.Unlock()
+		f.epoch, f.seq = m.fetch(master, idx)
+		m.mu.Lock()
+		f.done, m.busy = true, false
+		m.cond.Broadcast()
+	}
+	return f.epoch, f.seq
+}
+
+// fetch reads the master's position (only the caller holding busy runs it).
+func (m *masterPosition) fetch(master *router.Backend, idx int) (string, int64) {
+	m.fetches.Add(1)
+	m.req.Reset()
+	m.req.Kind, m.req.Raw = router.KindRaw, probeMasterCmd
+	m.wait.Add(&m.req)
+	master.Submit(idx, &m.req)
+	m.wait.Wait()
+	reply := m.req.Reply
+	if m.req.Failed || !bytes.HasPrefix(reply, []byte("*2\r\n")) {
+		return "", 0
+	}
+	epoch, rest, ok1 := parseBulk(reply[4:])
+	seq, _, ok2 := parseBulk(rest)
+	n, err := strconv.ParseInt(string(seq), 10, 64)
+	if !ok1 || !ok2 || err != nil {
+		return "", 0
+	}
+	return string(epoch), n
+}
