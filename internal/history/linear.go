@@ -79,8 +79,10 @@ func (c *checker) linearizable() {
 		res, info := porcupine.CheckOperationsVerbose(registerModel(init), hist, c.cfg.LinearizeTimeout)
 		switch res {
 		case porcupine.Illegal:
-			c.rep.add(Violation{Check: Linearizable, Ops: stuckOps(hist, info),
-				Msg: fmt.Sprintf("the operations on %s are not linearizable; the longest linearizable prefix cannot take these", key)})
+			stuck, tail := stuckOps(hist, info)
+			c.rep.add(Violation{Check: Linearizable, Ops: append(stuck, tail...),
+				Msg: fmt.Sprintf("the operations on %s are not linearizable: the longest linearizable prefix cannot take the first %d below (earliest completion first); it ends with the last %d",
+					key, len(stuck), len(tail))})
 		case porcupine.Unknown:
 			c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("linearizability of %s undecided within %v (%d operations)",
 				key, c.cfg.LinearizeTimeout, len(hist)))
@@ -105,10 +107,9 @@ func porcupineOp(op Op) (porcupine.Operation, bool) {
 	return o, true
 }
 
-// stuckOps returns, for an illegal history, the operations the longest partial
-// linearization could not take, earliest return first (a few), after the last
-// operations it did take.
-func stuckOps(hist []porcupine.Operation, info porcupine.LinearizationInfo) []Op {
+// stuckOps returns, for an illegal history, a few operations the longest partial
+// linearization could not take, earliest completion first, and the last few it took.
+func stuckOps(hist []porcupine.Operation, info porcupine.LinearizationInfo) (stuck, tail []Op) {
 	var longest []int
 	for _, part := range info.PartialLinearizations() {
 		for _, l := range part {
@@ -128,12 +129,11 @@ func stuckOps(hist []porcupine.Operation, info porcupine.LinearizationInfo) []Op
 		}
 	}
 	sort.Slice(rest, func(i, j int) bool { return rest[i].Return < rest[j].Return })
-	var ops []Op
 	for _, o := range rest[:min(3, len(rest))] {
-		ops = append(ops, o.Input.(Op))
+		stuck = append(stuck, o.Input.(Op))
 	}
 	for _, id := range longest[max(0, len(longest)-3):] {
-		ops = append(ops, hist[id].Input.(Op))
+		tail = append(tail, hist[id].Input.(Op))
 	}
-	return ops
+	return stuck, tail
 }
