@@ -249,9 +249,11 @@ func (hs *histSetup) run(ctx context.Context, level string, pooled bool) histSta
 	var wg sync.WaitGroup
 	var conns atomic.Int64
 	tokens := &tokenBox{}
+	init := hs.h.Inits()
 	for id := 0; id < histClients; id++ {
 		c := &histClient{id: id, h: hs.h, level: level, pooled: pooled, readOnly: id >= histClients-histReadOnly,
-			rnd: rand.New(rand.NewSource(int64(id))), tokens: tokens, connIDs: &conns, errs: st.errs}
+			rnd: rand.New(rand.NewSource(int64(id))), tokens: tokens, connIDs: &conns, errs: st.errs,
+			owned: init["s"+strconv.Itoa(id)]} // SETs continue from the key's value
 		c.proxies = [2]int{id % 2, (id + 1) % 2}
 		c.addrs = [2]string{hs.addrs[c.proxies[0]], hs.addrs[c.proxies[1]]}
 		wg.Add(1)
