@@ -3,8 +3,9 @@
 GO       ?= go
 FUZZTIME ?= 30s
 SOAK     ?= 10m
+HISTORY  ?= 2m
 
-.PHONY: all test vet deps build bench soak fuzz clean
+.PHONY: all test vet deps build bench soak history-soak fuzz clean
 
 all: test
 
@@ -57,9 +58,17 @@ bench: deps
 
 # soak runs TestSoak for SOAK: mixed load from 50 clients through the proxy while
 # a slave is restarted every minute, a line of figures every 10s, then the slaves
-# must equal the master (see internal/e2e/soak_test.go). Not part of make test.
+# must equal the master (see internal/e2e/soak_test.go); then history-soak. Not
+# part of make test.
 soak: deps
 	$(GO) test -run '^TestSoak$$' -count 1 -v -timeout 0 ./internal/e2e -soak $(SOAK)
+	$(MAKE) history-soak
+
+# history-soak runs TestHistorySoak for HISTORY: 8 clients through two proxies, a
+# slave held back with CLIENT PAUSE and the other restarted every 20s, every
+# operation recorded and the history checked (see internal/history).
+history-soak: deps
+	$(GO) test -run '^TestHistorySoak$$' -count 1 -v -timeout 0 ./internal/e2e -history $(HISTORY)
 
 # fuzz runs every Fuzz target of the module for FUZZTIME each.
 fuzz:
