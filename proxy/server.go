@@ -323,9 +323,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.ln = &gateListener{Listener: ln, final: make(chan struct{})}
-	var served net.Listener = s.ln
+	// The output timeout watches the socket, under TLS.
+	var served net.Listener = &outputListener{Listener: s.ln, limits: &s.limits}
 	if s.serverTLS != nil {
-		served = tls.NewListener(s.ln, s.serverTLS)
+		served = tls.NewListener(served, s.serverTLS)
 	}
 	// The limits read what the client sent: inside TLS.
 	served = &limitListener{Listener: served, s: s}
