@@ -82,6 +82,23 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 		return true
 	}
 	q := txCmd{db: tx.db, raw: append([]byte(nil), c.Raw...), argc: len(args)}
+	if isACL(rt.Info) {
+		// Answered from the proxy's users when queued (they change only with
+		// the configuration); the master's ACL is never asked.
+		reply, refused, forward := sess.aclReply(name, args)
+		if refused || forward {
+			if forward {
+				reply = router.AppendError(nil, "ERR syncproxy: '"+name+"' is not supported inside MULTI")
+			}
+			sess.local(r, reply)
+			tx.aborted = true
+			return true
+		}
+		q.local = reply
+		tx.cmds = append(tx.cmds, q)
+		sess.local(r, []byte("+QUEUED\r\n"))
+		return true
+	}
 	switch {
 	case name == "select":
 		n, err := strconv.Atoi(string(args[1]))

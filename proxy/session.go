@@ -323,10 +323,18 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 			return
 		}
 	}
-	switch rt.Info.Name {
-	case "acl|whoami":
-		sess.local(r, appendBulk(nil, []byte(sess.userName())))
+	if isACL(rt.Info) {
+		reply, _, forward := sess.aclReply(rt.Info.Name, args)
+		if !forward {
+			sess.local(r, reply)
+			return
+		}
+		r.Kind = router.KindRaw
+		r.Raw = c.Raw
+		sess.toMaster(r)
 		return
+	}
+	switch rt.Info.Name {
 	case "wait":
 		sess.wait(i, r, args)
 		return
@@ -579,13 +587,15 @@ func (sess *Session) userName() string {
 
 // noPerm returns Redis' ACL error when the session's user may not run ci, or "".
 func (sess *Session) noPerm(ci *router.CommandInfo) string {
-	if sess.user == nil || sess.user.Access != AccessReadOnly {
+	if sess.user == nil || sess.user.Access != AccessReadOnly || !readOnlyRefuses(ci) {
 		return ""
 	}
-	if ci.Has(router.FlagWrite) || ci.Has(router.FlagAdmin) || readOnlyDenied[ci.Name] {
-		return "NOPERM this user has no permissions to run the '" + ci.Name + "' command"
-	}
-	return ""
+	return "NOPERM this user has no permissions to run the '" + ci.Name + "' command"
+}
+
+// readOnlyRefuses reports whether a read-only user may not run ci.
+func readOnlyRefuses(ci *router.CommandInfo) bool {
+	return ci.Has(router.FlagWrite) || ci.Has(router.FlagAdmin) || readOnlyDenied[ci.Name]
 }
 
 // readOnlyDenied are the commands, neither write nor admin, that a read-only user
