@@ -81,6 +81,11 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 		tx.aborted = true
 		return true
 	}
+	if sess.heldWrite(rt) {
+		sess.localError(r, msgMasterResetHeld)
+		tx.aborted = true
+		return true
+	}
 	q := txCmd{db: tx.db, raw: append([]byte(nil), c.Raw...), argc: len(args)}
 	if isACL(rt.Info) {
 		// Answered from the proxy's users when queued (they change only with
@@ -152,6 +157,16 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 	return true
 }
 
+// writes reports whether the transaction has a command that may write.
+func (tx *txState) writes() bool {
+	for _, q := range tx.cmds {
+		if !q.readOnly && q.local == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // exec submits the queued transaction as one script call; execReply builds the
 // client's reply once it completed.
 func (sess *Session) exec(i int, r *router.Request) {
@@ -160,6 +175,12 @@ func (sess *Session) exec(i int, r *router.Request) {
 	if tx.aborted {
 		sess.closeWatch()
 		sess.localError(r, msgExecAbort)
+		return
+	}
+	if tx.writes() && sess.s.repl.MasterResetHeld() {
+		// Queued before the hold began: refused at EXEC, as Redis refuses it.
+		sess.closeWatch()
+		sess.localError(r, "EXECABORT Transaction discarded because of: "+msgMasterResetHeld)
 		return
 	}
 	sess.setDB(tx.db) // SELECT inside the transaction holds for what follows EXEC

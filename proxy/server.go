@@ -146,8 +146,9 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 			}
 			return dst
 		},
-		OnEffect: s.wakeBlocked(table),
-		Log:      log,
+		OnEffect:      s.wakeBlocked(table),
+		OnMasterReset: cfg.OnMasterReset,
+		Log:           log,
 	})
 	ms := replicate.MasterScript()
 	s.script = &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{

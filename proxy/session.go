@@ -286,6 +286,15 @@ func (sess *Session) toMaster(r *router.Request) {
 
 func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote *bool) {
 	args := c.Args
+	if isSyncproxyCommand(args) {
+		if sess.tx != nil {
+			sess.localError(r, msgSyncproxyMulti)
+			sess.tx.aborted = true
+			return
+		}
+		sess.syncproxyCommand(r, args)
+		return
+	}
 	rt := sess.s.router.Route(args)
 	sess.infos[i] = rt.Info
 	if sess.tx != nil && sess.inMulti(i, r, c, rt) {
@@ -311,6 +320,10 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 	}
 	if e := sess.noPerm(rt.Info); e != "" {
 		sess.localError(r, e)
+		return
+	}
+	if sess.heldWrite(rt) {
+		sess.localError(r, msgMasterResetHeld)
 		return
 	}
 	if rt.Info.Name == "client" && len(args) >= 2 {

@@ -51,6 +51,7 @@ type Applier struct {
 	catchups atomic.Int64
 
 	epoch atomic.Pointer[string]
+	hold  applierHold // after a master reset (reset.go)
 
 	// stop ends the run goroutine, which closes done; set under the
 	// replicator's mu when it starts.
@@ -375,10 +376,11 @@ func (a *Applier) sync(ctx context.Context) error {
 	case !ok:
 		return a.fullResync(ctx, "slave has no replication position")
 	case sEpoch != mEpoch:
-		return a.fullResync(ctx, "slave holds another epoch")
+		return a.masterReset(ctx, "slave holds another epoch", mEpoch, sEpoch, sSeq)
 	case sSeq > mSeq:
-		return a.fullResync(ctx, "slave is ahead of the master")
+		return a.masterReset(ctx, "slave is ahead of the master", mEpoch, sEpoch, sSeq)
 	}
+	a.hold.held.Store(false)
 	a.setEpoch(sEpoch)
 	a.applied.Store(sSeq)
 	if sSeq < mSeq {

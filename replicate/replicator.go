@@ -53,7 +53,10 @@ type Config struct {
 	// every effect of every live message, before the appliers see it: the proxy
 	// wakes the clients blocked on its keys.
 	OnEffect func(db int, args [][]byte)
-	Log      zerolog.Logger
+	// OnMasterReset is what a slave holding data the master lost gets:
+	// OnMasterResetResync (the default) or OnMasterResetHold (see reset.go).
+	OnMasterReset string
+	Log           zerolog.Logger
 }
 
 // ErrClosed is returned by AddSlave once the Replicator is closed.
@@ -71,6 +74,7 @@ type Replicator struct {
 	// latest is the highest sequence number seen from the master (for lag).
 	latest     atomic.Int64
 	subscribed atomic.Bool // the subscriber loop is subscribed
+	resets     resetState  // master resets seen (reset.go)
 	// pollInterval and failThreshold: cfg's PollInterval and FailThreshold, as
 	// SetHealth last changed them.
 	pollInterval  atomic.Int64
