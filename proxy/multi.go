@@ -27,6 +27,8 @@ type txState struct {
 	db      int  // the DB of the next queued command (SELECT inside MULTI moves it)
 	aborted bool // a command was refused while queuing: EXEC answers EXECABORT
 	cmds    []txCmd
+	bytes   int64 // of the commands queued, counted as the master's memory (memory.go)
+	denyOOM bool  // a queued command may use memory: EXEC is refused over maxmemory
 }
 
 // txCmd is one queued command.
@@ -83,6 +85,12 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 	}
 	if sess.heldWrite(rt) {
 		sess.localError(r, msgMasterResetHeld)
+		tx.aborted = true
+		return true
+	}
+	if sess.s.memory().overMaxmemory(tx.bytes + int64(len(c.Raw))) {
+		// As Redis, over maxmemory nothing more is queued.
+		sess.localError(r, msgOOM)
 		tx.aborted = true
 		return true
 	}
@@ -153,6 +161,8 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 		return true
 	}
 	tx.cmds = append(tx.cmds, q)
+	tx.bytes += int64(len(q.raw))
+	tx.denyOOM = tx.denyOOM || rt.Info.Has(router.FlagDenyOOM)
 	sess.local(r, []byte("+QUEUED\r\n"))
 	return true
 }
@@ -172,6 +182,11 @@ func (tx *txState) writes() bool {
 func (sess *Session) exec(i int, r *router.Request) {
 	tx := sess.tx
 	sess.tx = nil
+	if tx.denyOOM && sess.s.memory().overMaxmemory(tx.bytes) {
+		sess.closeWatch()
+		sess.localError(r, "EXECABORT Transaction discarded because of: "+msgOOM)
+		return
+	}
 	if tx.aborted {
 		sess.closeWatch()
 		sess.localError(r, msgExecAbort)

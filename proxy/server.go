@@ -70,6 +70,7 @@ type Server struct {
 	script     *router.WriteScript // the replication script, for WATCH connections
 	scripts    scripts             // client scripts (EVAL), composed
 	functions  functions           // FCALL's functions, as composed scripts
+	mem        masterMemory        // the master's memory, for transactions (memory.go)
 
 	// reloadMu serializes Reload, and Shutdown's stop of the backends with it;
 	// slaveNames counts the slave names given ("slave-<n>"), under reloadMu.

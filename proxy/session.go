@@ -359,6 +359,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		sess.toMaster(r)
 		return
 	case "multi":
+		sess.s.memory() // a fresh sample for what the transaction queues
 		sess.tx = &txState{db: sess.db}
 		sess.local(r, []byte("+OK\r\n"))
 		return
