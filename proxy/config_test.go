@@ -31,6 +31,7 @@ func TestConfigValidate(t *testing.T) {
 		"backlog-len":      func(c *Config) { c.BacklogLen = 5 },
 		"write-group":      func(c *Config) { c.WriteGroup = 0 },
 		"config-set":       func(c *Config) { c.ConfigSet = "maybe" },
+		"on-master-reset":  func(c *Config) { c.OnMasterReset = "wipe" },
 		"read policy":      func(c *Config) { c.ReadPolicy = "nearest" },
 		"max-lag":          func(c *Config) { c.MaxLagMs = -1 },
 		"weights":          func(c *Config) { c.Weights = map[string]int{"10.0.0.9:1": 2} },
