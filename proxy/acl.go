@@ -135,6 +135,8 @@ func (sess *Session) aclReply(name string, args [][]byte) (reply []byte, refused
 		return sess.aclDryRun(cfg, args), false, false
 	case "acl|cat", "acl|genpass", "acl|help", "acl":
 		return nil, false, true
+	case "acl|log":
+		return router.AppendError(nil, "ERR syncproxy: 'acl log' is not available: syncproxy keeps no ACL log"), true, false
 	}
 	return router.AppendError(nil, errACLConfigured(strings.ReplaceAll(name, "|", " "))), true, false
 }

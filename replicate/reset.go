@@ -94,13 +94,13 @@ func (a *Applier) masterReset(ctx context.Context, reason, mEpoch, sEpoch string
 		id = sEpoch + ":" + strconv.FormatInt(sSeq, 10) + " -> " + mEpoch
 	}
 	a.r.countReset(id)
-	keys := a.slaveKeys()
+	keys, perDB := a.slaveKeys()
 	if a.r.cfg.OnMasterReset == OnMasterResetHold {
 		if !a.hold.held.Load() {
 			a.hold.confirms = a.r.resets.confirms.Load()
 			a.hold.held.Store(true)
 			a.log.Error().Str("reason", reason).Str("slave_epoch", sEpoch).Int64("slave_seq", sSeq).
-				Str("master_epoch", mEpoch).Int64("slave_keys", keys).
+				Str("master_epoch", mEpoch).Int64("slave_keys", keys).Str("slave_keys_per_db", perDB).
 				Msg("master reset: the slave keeps its data and serves reads; writes are held until an operator confirms (SYNCPROXY MASTER-RESET CONFIRM)")
 		}
 		if a.r.resets.confirms.Load() == a.hold.confirms {
@@ -115,29 +115,34 @@ func (a *Applier) masterReset(ctx context.Context, reason, mEpoch, sEpoch string
 		a.r.resets.dropped.Add(keys)
 	}
 	a.log.Error().Str("reason", reason).Str("slave_epoch", sEpoch).Int64("slave_seq", sSeq).
-		Str("master_epoch", mEpoch).Int64("keys_dropped", keys).
+		Str("master_epoch", mEpoch).Int64("keys_dropped", keys).Str("keys_dropped_per_db", perDB).
 		Msg("master reset: emptying the slave to match the master")
 	return a.fullResync(ctx, reason)
 }
 
-// slaveKeys counts the slave's keys in every DB, its replication keys excepted
-// (-1 when it cannot tell).
-func (a *Applier) slaveKeys() int64 {
+// slaveKeys counts the slave's keys, its replication keys excepted (-1 when it
+// cannot tell), in all and per DB ("db0=100,db3=10", as DBSIZE in each).
+func (a *Applier) slaveKeys() (int64, string) {
 	info, err := redis.String(a.slave.Do("INFO", "keyspace"))
 	if err != nil {
-		return -1
+		return -1, ""
 	}
+	meta, _ := redis.Int64(a.slave.Do("EXISTS", KeyApplied, KeyResync))
 	var n int64
+	var perDB []string
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
-		_, rest, ok := strings.Cut(sc.Text(), ":keys=")
+		db, rest, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":keys=")
 		if !ok {
 			continue
 		}
 		v, _, _ := strings.Cut(rest, ",")
 		k, _ := strconv.ParseInt(v, 10, 64)
+		if db == "db0" {
+			k -= meta
+		}
 		n += k
+		perDB = append(perDB, db+"="+strconv.FormatInt(k, 10))
 	}
-	meta, _ := redis.Int64(a.slave.Do("EXISTS", KeyApplied, KeyResync))
-	return n - meta
+	return n, strings.Join(perDB, ",")
 }

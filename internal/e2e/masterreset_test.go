@@ -75,7 +75,8 @@ func TestMasterResetResync(t *testing.T) {
 	lines := 0
 	for _, line := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(line, `"level":"error"`) && strings.Contains(line, "master reset") &&
-			strings.Contains(line, fmt.Sprintf(`"keys_dropped":%d`, keys)) {
+			strings.Contains(line, fmt.Sprintf(`"keys_dropped":%d`, keys)) &&
+			strings.Contains(line, fmt.Sprintf(`"keys_dropped_per_db":"db0=%d,db3=10"`, numKeys)) {
 			lines++
 		}
 	}
