@@ -98,6 +98,9 @@ func TestMasterResetHold(t *testing.T) {
 	keys := resetKeys(t, addr, master, slaves...)
 	c := redistest.DialRaw(t, addr)
 	mustReply(t, c, "-ERR syncproxy: no master reset is held\r\n", "SYNCPROXY", "MASTER-RESET", "CONFIRM")
+	// A transaction queued before the reset is refused at EXEC, after it.
+	mustReply(t, c, "+OK\r\n", "MULTI")
+	mustReply(t, c, "+QUEUED\r\n", "SET", "queued", "before")
 
 	master.Restart(t) // empty
 	waitMetric(t, base, "syncproxy_master_reset_held", 1)
@@ -106,6 +109,7 @@ func TestMasterResetHold(t *testing.T) {
 	held := "-" + "READONLY syncproxy: the master was reset (it lost the slaves' data); " +
 		"writes are held until an operator confirms with SYNCPROXY MASTER-RESET CONFIRM\r\n"
 	mustReply(t, r, held, "SET", "k", "v")
+	mustReply(t, c, "-EXECABORT Transaction discarded because of: "+held[1:], "EXEC")
 	mustReply(t, r, held, "EVAL", "return 1", "0")
 	mustReply(t, r, held, "BLPOP", "l", "0")
 	mustReply(t, r, "+OK\r\n", "MULTI")
