@@ -19,6 +19,7 @@ import (
 //   /healthz     200 when the master is reachable and the sync subscription runs
 //   /status.json the master and each slave, as the status page shows them
 //   /            the status page, refreshed live
+//   POST /master-reset/confirm  ends a master-reset hold (see reset.go)
 
 //go:embed status.html
 var statusPage []byte
@@ -122,6 +123,7 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("POST /master-reset/confirm", s.serveConfirmReset)
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")

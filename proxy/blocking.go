@@ -239,7 +239,7 @@ func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
 	}
 	rt := sess.s.router.Route(args)
 	if rt.Info == nil || rt.Class != router.ClassSpecial || !blockingPops[rt.Info.Name] || !rt.Info.CheckArity(len(args)) ||
-		sess.noPerm(rt.Info) != "" {
+		sess.noPerm(rt.Info) != "" || sess.heldWrite(rt) {
 		return nil, false // dispatch answers with the error
 	}
 	return rt.Info, true

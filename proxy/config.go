@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
 )
 
@@ -31,6 +32,7 @@ type Config struct {
 	MaxPipeline         int            `yaml:"max-pipeline"`
 	WriteGroup          int            `yaml:"write-group"`
 	ConfigSet           string         `yaml:"config-set"`
+	OnMasterReset       string         `yaml:"on-master-reset"`
 	ReadPolicy          string         `yaml:"read-policy"`
 	ReadYourWrites      bool           `yaml:"read-your-writes"`
 	ReadConsistency     string         `yaml:"read-consistency"`
@@ -111,6 +113,7 @@ func DefaultConfig() Config {
 		MaxPipeline:         1024,
 		WriteGroup:          512,
 		ConfigSet:           "deny",
+		OnMasterReset:       replicate.OnMasterResetResync,
 		ReadPolicy:          "prefer-replica",
 		ReadYourWrites:      true,
 		ReadConsistency:     "session",
@@ -286,6 +289,11 @@ func (c *Config) Validate() error {
 	case "deny", "broadcast":
 	default:
 		return fmt.Errorf("config: config-set %q: want deny or broadcast", c.ConfigSet)
+	}
+	switch c.OnMasterReset {
+	case replicate.OnMasterResetResync, replicate.OnMasterResetHold:
+	default:
+		return fmt.Errorf("config: on-master-reset %q: want resync or hold", c.OnMasterReset)
 	}
 	switch c.LogLevel {
 	case "trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled":

@@ -32,6 +32,7 @@ func TestConfigValidate(t *testing.T) {
 		"backlog-len":      func(c *Config) { c.BacklogLen = 5 },
 		"write-group":      func(c *Config) { c.WriteGroup = 0 },
 		"config-set":       func(c *Config) { c.ConfigSet = "maybe" },
+		"on-master-reset":  func(c *Config) { c.OnMasterReset = "wipe" },
 		"read policy":      func(c *Config) { c.ReadPolicy = "nearest" },
 		"read consistency": func(c *Config) { c.ReadConsistency = "strong" },
 		"max-lag":          func(c *Config) { c.MaxLagMs = -1 },

@@ -57,7 +57,9 @@
 // sentinelWatch: one goroutine per sentinel (each with a receiver goroutine for
 // its subscription, which it stops and waits for) and one that decides and
 // switches; Shutdown stops them before the replicator and the backends.
-// Shutdown is safe to call twice.
+// Shutdown is safe to call twice. A transaction that needs a fresh sample of the
+// master's memory starts one short goroutine (refreshMemory, one at a time), which
+// ends with its INFO request: at the latest when the master backend fails it.
 //
 // Global reads share the fetch of the master's position (masterPosition): the
 // session whose fetch is due sends it and waits for it on its own goroutine; the

@@ -73,6 +73,8 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("sync_latest_seq", strconv.FormatInt(s.repl.Latest(), 10))
 	slaves := s.router.Slaves()
 	field("sync_slaves", strconv.Itoa(len(slaves)))
+	field("master_resets", strconv.FormatInt(s.repl.MasterResets(), 10))
+	field("master_reset_held", strconv.FormatBool(s.repl.MasterResetHeld()))
 	for i, sl := range slaves {
 		a := applierOf(sl)
 		field("slave"+strconv.Itoa(i), "name="+a.Name()+

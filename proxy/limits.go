@@ -50,8 +50,6 @@ type errLimit struct{ reply string }
 
 func (e *errLimit) Error() string { return e.reply }
 
-// errOutputStalled is returned by limitConn.Write when the client took no reply
-// byte for the output timeout.
 // errMalformed marks a malformed request for limitConn.Read.
 var errMalformed = &errLimit{}
 
@@ -59,6 +57,8 @@ var errMalformed = &errLimit{}
 // ignores and redcon refuses: limitConn.Read removes it from the stream.
 var errIgnore = &errLimit{}
 
+// errOutputStalled is returned by outputConn.Write when the client took no reply
+// byte for the output timeout.
 var errOutputStalled = errors.New("client accepted no output within the output timeout")
 
 type scanState uint8
@@ -291,8 +291,6 @@ type limitConn struct {
 	shaken  bool                   // the TLS handshake (if any) was done
 	rest    []byte                 // read, to deliver at the next Read (after a malformed request\'s start)
 	reason  atomic.Pointer[string] // why the connection failed, for the log
-
-	deadlineAt time.Time // the write deadline currently set
 }
 
 func newLimitConn(c net.Conn, limits *atomic.Pointer[Limits], needAuth bool) *limitConn {
@@ -394,37 +392,124 @@ func (c *limitConn) fail(e *errLimit) error {
 	return e
 }
 
-// Write writes replies; a client that accepts none of them for the output
-// timeout is cut off (the write fails, and redcon or the session closes it).
+// Write writes replies; when the output timeout cut the client (see outputConn),
+// it records why for the log.
 func (c *limitConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if errors.Is(err, errOutputStalled) {
+		reason := errOutputStalled.Error()
+		c.reason.Store(&reason)
+	}
+	return n, err
+}
+
+// outputConn cuts a client that accepts no reply byte for the output timeout. It
+// sits on the socket, under any TLS: a TLS connection whose write timed out is
+// broken for good, so the short deadlines that watch the client's progress must
+// be the socket's. A write waits in steps of an eighth of the timeout and notes
+// at each step whether the client took bytes; the timeout runs from the last
+// step that saw progress, so a client that reads nothing is cut after the
+// timeout plus at most a step, whatever the kernel's buffers took at first.
+type outputConn struct {
+	net.Conn
+	limits *atomic.Pointer[Limits]
+	hard   atomic.Int64 // a deadline set by SetWriteDeadline, in Unix ns; 0: none
+	armed  time.Time    // the socket's write deadline now (Write's goroutine only)
+}
+
+func newOutputConn(c net.Conn, limits *atomic.Pointer[Limits]) *outputConn {
+	return &outputConn{Conn: c, limits: limits}
+}
+
+// NetConn returns the socket.
+func (c *outputConn) NetConn() net.Conn { return c.Conn }
+
+// SetWriteDeadline sets a deadline for writes besides the output timeout.
+func (c *outputConn) SetWriteDeadline(t time.Time) error {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.hard.Store(ns)
+	return c.Conn.SetWriteDeadline(t) // a write in progress sees it now
+}
+
+// SetDeadline sets the read deadline and SetWriteDeadline's.
+func (c *outputConn) SetDeadline(t time.Time) error {
+	c.SetWriteDeadline(t)
+	return c.Conn.SetReadDeadline(t)
+}
+
+// Write writes p, unless the client stalls for the output timeout (errOutputStalled)
+// or the deadline set by SetWriteDeadline passes.
+func (c *outputConn) Write(p []byte) (int, error) {
 	t := c.limits.Load().OutputTimeout
+	var hard time.Time
+	if ns := c.hard.Load(); ns != 0 {
+		hard = time.Unix(0, ns)
+	}
 	if t <= 0 {
+		c.arm(hard)
 		return c.Conn.Write(p)
 	}
+	step := max(t/8, time.Millisecond)
+	last := time.Now() // the client took everything written before
 	done := 0
 	for {
-		// Move the deadline only when it is a quarter of the timeout old: a
-		// timer update per write is what this saves.
 		now := time.Now()
-		if c.deadlineAt.Sub(now) < t*3/4 {
-			c.deadlineAt = now.Add(t)
-			c.Conn.SetWriteDeadline(c.deadlineAt)
+		if now.Sub(last) >= t {
+			return done, errOutputStalled
+		}
+		if !hard.IsZero() && !now.Before(hard) {
+			return done, os.ErrDeadlineExceeded
+		}
+		limit := last.Add(t)
+		if !hard.IsZero() && hard.Before(limit) {
+			limit = hard
+		}
+		// The deadline in force is kept while it is ahead and within the limit:
+		// a timer update per write is what this saves.
+		if !c.armed.After(now) || c.armed.After(limit) {
+			next := now.Add(step)
+			if next.After(limit) {
+				next = limit
+			}
+			c.arm(next)
 		}
 		n, err := c.Conn.Write(p[done:])
 		done += n
-		if err == nil || done == len(p) {
+		if err == nil {
 			return done, nil
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return done, err
 		}
-		if n == 0 {
-			reason := errOutputStalled.Error()
-			c.reason.Store(&reason)
-			return done, errOutputStalled
+		if n > 0 {
+			last = time.Now() // the client read within the last step
 		}
-		// Progress was made before the deadline: the client is reading, slowly.
 	}
+}
+
+// arm sets the socket's write deadline, if it differs.
+func (c *outputConn) arm(t time.Time) {
+	if !t.Equal(c.armed) {
+		c.armed = t
+		c.Conn.SetWriteDeadline(t)
+	}
+}
+
+// outputListener wraps each accepted socket in an outputConn.
+type outputListener struct {
+	net.Listener
+	limits *atomic.Pointer[Limits]
+}
+
+func (l *outputListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newOutputConn(c, l.limits), nil
 }
 
 // limitsOf returns the client limits set by c.

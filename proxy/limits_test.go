@@ -176,7 +176,7 @@ func TestLimitConnOutputTimeout(t *testing.T) {
 	a, b := net.Pipe() // a never reads: every write blocks
 	defer a.Close()
 	lim := Limits{MaxBulkLen: 1024, MaxArgs: 16, QueryBuffer: 4096, OutputTimeout: 50 * time.Millisecond}
-	lc := newLimitConn(b, fixedLimits(&lim), false)
+	lc := newLimitConn(newOutputConn(b, fixedLimits(&lim)), fixedLimits(&lim), false)
 	start := time.Now()
 	if _, err := lc.Write([]byte("+OK\r\n")); err != errOutputStalled {
 		t.Fatalf("write to a client that does not read: %v", err)

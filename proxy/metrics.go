@@ -136,13 +136,16 @@ var (
 	descMasterReads = prometheus.NewDesc("syncproxy_master_reads_total", "Reads served by the master.", nil, nil)
 	descReloads     = prometheus.NewDesc("syncproxy_config_reloads_total", "Configuration reloads applied (SIGHUP).", nil, nil)
 	descSwitches    = prometheus.NewDesc("syncproxy_master_switches_total", "Master switches made on Sentinel's word.", nil, nil)
+	descResets      = prometheus.NewDesc("syncproxy_master_resets_total", "Master resets seen: the master lost data the slaves held (restarted empty or from an older snapshot).", nil, nil)
+	descResetKeys   = prometheus.NewDesc("syncproxy_master_reset_keys_dropped_total", "Keys emptied from slaves to match a reset master.", nil, nil)
+	descResetHeld   = prometheus.NewDesc("syncproxy_master_reset_held", "1 while a master reset is held (--on-master-reset hold): writes refused until an operator confirms.", nil, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCommands, descCmdLatency, descErrors, descClients, descBlocked,
 		descConnections, descRejected, descLimitCuts, descBackendUp, descBackendReqs, descBackendErrs, descBackendLat,
 		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descResyncWhy, descLease, descApplies, descCatchUps,
-		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches} {
+		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches, descResets, descResetKeys, descResetHeld} {
 		ch <- d
 	}
 }
@@ -233,4 +236,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		switches = w.switches.Load()
 	}
 	counter(descSwitches, switches)
+	counter(descResets, s.repl.MasterResets())
+	counter(descResetKeys, s.repl.MasterResetKeysDropped())
+	held := 0.0
+	if s.repl.MasterResetHeld() {
+		held = 1
+	}
+	gauge(descResetHeld, held)
 }

@@ -27,6 +27,8 @@ type txState struct {
 	db      int  // the DB of the next queued command (SELECT inside MULTI moves it)
 	aborted bool // a command was refused while queuing: EXEC answers EXECABORT
 	cmds    []txCmd
+	bytes   int64 // of the commands queued, counted as the master's memory (memory.go)
+	denyOOM bool  // a queued command may use memory: EXEC is refused over maxmemory
 }
 
 // txCmd is one queued command.
@@ -81,7 +83,35 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 		tx.aborted = true
 		return true
 	}
+	if sess.heldWrite(rt) {
+		sess.localError(r, msgMasterResetHeld)
+		tx.aborted = true
+		return true
+	}
+	if sess.s.memory().overMaxmemory(tx.bytes + int64(len(c.Raw))) {
+		// As Redis, over maxmemory nothing more is queued.
+		sess.localError(r, msgOOM)
+		tx.aborted = true
+		return true
+	}
 	q := txCmd{db: tx.db, raw: append([]byte(nil), c.Raw...), argc: len(args)}
+	if isACL(rt.Info) {
+		// Answered from the proxy's users when queued (they change only with
+		// the configuration); the master's ACL is never asked.
+		reply, refused, forward := sess.aclReply(name, args)
+		if refused || forward {
+			if forward {
+				reply = router.AppendError(nil, "ERR syncproxy: '"+name+"' is not supported inside MULTI")
+			}
+			sess.local(r, reply)
+			tx.aborted = true
+			return true
+		}
+		q.local = reply
+		tx.cmds = append(tx.cmds, q)
+		sess.local(r, []byte("+QUEUED\r\n"))
+		return true
+	}
 	switch {
 	case name == "select":
 		n, err := strconv.Atoi(string(args[1]))
@@ -131,8 +161,20 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 		return true
 	}
 	tx.cmds = append(tx.cmds, q)
+	tx.bytes += int64(len(q.raw))
+	tx.denyOOM = tx.denyOOM || rt.Info.Has(router.FlagDenyOOM)
 	sess.local(r, []byte("+QUEUED\r\n"))
 	return true
+}
+
+// writes reports whether the transaction has a command that may write.
+func (tx *txState) writes() bool {
+	for _, q := range tx.cmds {
+		if !q.readOnly && q.local == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // exec submits the queued transaction as one script call; execReply builds the
@@ -140,9 +182,20 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 func (sess *Session) exec(i int, r *router.Request) {
 	tx := sess.tx
 	sess.tx = nil
+	if tx.denyOOM && sess.s.memory().overMaxmemory(tx.bytes) {
+		sess.closeWatch()
+		sess.localError(r, "EXECABORT Transaction discarded because of: "+msgOOM)
+		return
+	}
 	if tx.aborted {
 		sess.closeWatch()
 		sess.localError(r, msgExecAbort)
+		return
+	}
+	if tx.writes() && sess.s.repl.MasterResetHeld() {
+		// Queued before the hold began: refused at EXEC, as Redis refuses it.
+		sess.closeWatch()
+		sess.localError(r, "EXECABORT Transaction discarded because of: "+msgMasterResetHeld)
 		return
 	}
 	sess.setDB(tx.db) // SELECT inside the transaction holds for what follows EXEC

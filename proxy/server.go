@@ -71,6 +71,7 @@ type Server struct {
 	scripts    scripts             // client scripts (EVAL), composed
 	functions  functions           // FCALL's functions, as composed scripts
 	masterPos  *masterPosition     // the master's position, for global reads
+	mem        masterMemory        // the master's memory, for transactions (memory.go)
 
 	// reloadMu serializes Reload, and Shutdown's stop of the backends with it;
 	// slaveNames counts the slave names given ("slave-<n>"), under reloadMu.
@@ -147,8 +148,9 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 			}
 			return dst
 		},
-		OnEffect: s.wakeBlocked(table),
-		Log:      log,
+		OnEffect:      s.wakeBlocked(table),
+		OnMasterReset: cfg.OnMasterReset,
+		Log:           log,
 	})
 	ms := replicate.MasterScript()
 	s.script = &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{
@@ -321,9 +323,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.ln = &gateListener{Listener: ln, final: make(chan struct{})}
-	var served net.Listener = s.ln
+	// The output timeout watches the socket, under TLS.
+	var served net.Listener = &outputListener{Listener: s.ln, limits: &s.limits}
 	if s.serverTLS != nil {
-		served = tls.NewListener(s.ln, s.serverTLS)
+		served = tls.NewListener(served, s.serverTLS)
 	}
 	// The limits read what the client sent: inside TLS.
 	served = &limitListener{Listener: served, s: s}

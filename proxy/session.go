@@ -304,6 +304,15 @@ func (sess *Session) toMaster(r *router.Request) {
 
 func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote *bool) {
 	args := c.Args
+	if isSyncproxyCommand(args) {
+		if sess.tx != nil {
+			sess.localError(r, msgSyncproxyMulti)
+			sess.tx.aborted = true
+			return
+		}
+		sess.syncproxyCommand(r, args)
+		return
+	}
 	rt := sess.s.router.Route(args)
 	sess.infos[i] = rt.Info
 	if sess.tx != nil && sess.inMulti(i, r, c, rt) {
@@ -331,6 +340,10 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		sess.localError(r, e)
 		return
 	}
+	if sess.heldWrite(rt) {
+		sess.localError(r, msgMasterResetHeld)
+		return
+	}
 	if rt.Info.Name == "client" && len(args) >= 2 {
 		switch strings.ToLower(string(args[1])) {
 		case "synctoken":
@@ -344,10 +357,18 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 			return
 		}
 	}
-	switch rt.Info.Name {
-	case "acl|whoami":
-		sess.local(r, appendBulk(nil, []byte(sess.userName())))
+	if isACL(rt.Info) {
+		reply, _, forward := sess.aclReply(rt.Info.Name, args)
+		if !forward {
+			sess.local(r, reply)
+			return
+		}
+		r.Kind = router.KindRaw
+		r.Raw = c.Raw
+		sess.toMaster(r)
 		return
+	}
+	switch rt.Info.Name {
 	case "wait":
 		sess.wait(i, r, args)
 		return
@@ -359,6 +380,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		sess.toMaster(r)
 		return
 	case "multi":
+		sess.s.memory() // a fresh sample for what the transaction queues
 		sess.tx = &txState{db: sess.db}
 		sess.local(r, []byte("+OK\r\n"))
 		return
@@ -606,13 +628,15 @@ func (sess *Session) userName() string {
 
 // noPerm returns Redis' ACL error when the session's user may not run ci, or "".
 func (sess *Session) noPerm(ci *router.CommandInfo) string {
-	if sess.user == nil || sess.user.Access != AccessReadOnly {
+	if sess.user == nil || sess.user.Access != AccessReadOnly || !readOnlyRefuses(ci) {
 		return ""
 	}
-	if ci.Has(router.FlagWrite) || ci.Has(router.FlagAdmin) || readOnlyDenied[ci.Name] {
-		return "NOPERM this user has no permissions to run the '" + ci.Name + "' command"
-	}
-	return ""
+	return "NOPERM this user has no permissions to run the '" + ci.Name + "' command"
+}
+
+// readOnlyRefuses reports whether a read-only user may not run ci.
+func readOnlyRefuses(ci *router.CommandInfo) bool {
+	return ci.Has(router.FlagWrite) || ci.Has(router.FlagAdmin) || readOnlyDenied[ci.Name]
 }
 
 // readOnlyDenied are the commands, neither write nor admin, that a read-only user

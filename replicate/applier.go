@@ -54,6 +54,7 @@ type Applier struct {
 	catchups atomic.Int64
 
 	epoch atomic.Pointer[string]
+	hold  applierHold // after a master reset (reset.go)
 
 	// stop ends the run goroutine, which closes done; set under the
 	// replicator's mu when it starts.
@@ -429,10 +430,11 @@ func (a *Applier) sync(ctx context.Context) error {
 	case !sp.ok:
 		return a.fullResync(ctx, sp, ResyncNoPosition)
 	case sp.epoch != mEpoch:
-		return a.fullResync(ctx, sp, ResyncOtherEpoch)
+		return a.masterReset(ctx, sp, ResyncOtherEpoch, mEpoch)
 	case sp.seq > mSeq:
-		return a.fullResync(ctx, sp, ResyncAhead)
+		return a.masterReset(ctx, sp, ResyncAhead, mEpoch)
 	}
+	a.hold.held.Store(false)
 	a.setEpoch(sp.epoch)
 	a.applied.Store(sp.seq)
 	if sp.seq < mSeq {

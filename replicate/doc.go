@@ -20,7 +20,10 @@
 // same atomic step: applying is idempotent and several proxies may apply to the
 // same slaves. A gap (lost message, overflowing queue, reconnect) is filled from
 // the backlog; a slave with no position, another epoch, or behind the backlog is
-// emptied and copied from the master (full resync). Pub/sub is only the fast
+// emptied and copied from the master (full resync). Another epoch, or a position
+// ahead of the master, means the master lost data (a master reset, reset.go):
+// logged at error level and counted, and with OnMasterReset "hold" the slave
+// keeps its data until ConfirmMasterReset. Pub/sub is only the fast
 // path: every applier also polls the master's position.
 //
 // # Checking

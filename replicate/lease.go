@@ -108,13 +108,13 @@ func (a *Applier) check(ctx context.Context) error {
 	if a.Leader() {
 		return a.settle(ctx, a.sync(ctx))
 	}
-	return a.observe()
+	return a.observe(ctx)
 }
 
 // observe is a follower's check: it reads the slave's position, then the
 // master's (in that order, as sync does), and sets the slave's state from them.
 // It never writes to the slave.
-func (a *Applier) observe() error {
+func (a *Applier) observe(ctx context.Context) error {
 	sp, err := a.slavePosition()
 	if err != nil {
 		return err
@@ -127,10 +127,22 @@ func (a *Applier) observe() error {
 	if err != nil {
 		return err
 	}
-	if !sp.ok || sp.epoch != mEpoch || sp.seq > mSeq {
+	reset := sp.ok && (sp.epoch != mEpoch || sp.seq > mSeq)
+	if reset && a.r.cfg.OnMasterReset == OnMasterResetHold {
+		// Held here as by the lease holder: reads go on from the slave and this
+		// proxy refuses writes too, until an operator confirms on any proxy
+		// (the one confirmed resyncs the slave, which ends every hold).
+		why := ResyncOtherEpoch
+		if sp.epoch == mEpoch {
+			why = ResyncAhead
+		}
+		return a.masterReset(ctx, sp, why, mEpoch)
+	}
+	if !sp.ok || reset {
 		a.setState(StateResyncing, "waiting for the lease holder to resync the slave")
 		return nil
 	}
+	a.hold.held.Store(false)
 	if sp.epoch != a.Epoch() || sp.seq > a.Applied() {
 		a.setEpoch(sp.epoch)
 		a.applied.Store(sp.seq)

@@ -54,7 +54,10 @@ type Config struct {
 	// backlog, before the appliers see it: the proxy wakes the clients blocked on
 	// its keys.
 	OnEffect func(db int, args [][]byte)
-	Log      zerolog.Logger
+	// OnMasterReset is what a slave holding data the master lost gets:
+	// OnMasterResetResync (the default) or OnMasterResetHold (see reset.go).
+	OnMasterReset string
+	Log           zerolog.Logger
 }
 
 // ErrClosed is returned by AddSlave once the Replicator is closed.
@@ -72,6 +75,7 @@ type Replicator struct {
 	// latest is the highest sequence number seen from the master (for lag).
 	latest     atomic.Int64
 	subscribed atomic.Bool // the subscriber loop is subscribed
+	resets     resetState  // master resets seen (reset.go)
 	// pollInterval and failThreshold: cfg's PollInterval and FailThreshold, as
 	// SetHealth last changed them.
 	pollInterval  atomic.Int64

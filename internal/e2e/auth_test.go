@@ -1,8 +1,15 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
+	"sort"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gomodule/redigo/redis"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
 	"github.com/syncproxy/syncproxy/proxy"
@@ -95,6 +102,12 @@ func TestUsers(t *testing.T) {
 // map is only checked to be one: server, version and id differ).
 func sameReplies(t *testing.T, ref, addr string, steps [][]string) {
 	t.Helper()
+	sameRepliesAs(t, ref, addr, steps, func(s string) string { return s })
+}
+
+// sameRepliesAs is sameReplies comparing the replies as norm rewrites them.
+func sameRepliesAs(t *testing.T, ref, addr string, steps [][]string, norm func(string) string) {
+	t.Helper()
 	got := map[string][]string{}
 	for name, a := range map[string]string{"redis": ref, "proxy": addr} {
 		c := redistest.DialRaw(t, a)
@@ -103,7 +116,7 @@ func sameReplies(t *testing.T, ref, addr string, steps [][]string) {
 			if s[0] == "HELLO" && len(r) > 0 && r[0] == '*' {
 				r = "HELLO ok"
 			}
-			got[name] = append(got[name], r)
+			got[name] = append(got[name], norm(r))
 		}
 	}
 	for i, s := range steps {
@@ -111,4 +124,84 @@ func sameReplies(t *testing.T, ref, addr string, steps [][]string) {
 			t.Errorf("%q: redis %q, proxy %q", s, got["redis"][i], got["proxy"][i])
 		}
 	}
+}
+
+// TestACLOwnUsers: the ACL commands describe the proxy's users as a Redis with
+// the same users shows them (ACL LIST, USERS, GETUSER, WHOAMI, DRYRUN, also
+// inside MULTI), never the master's ACL and its password hashes; the commands
+// that change users are refused, since users come from the configuration.
+func TestACLOwnUsers(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t, "--requirepass", "s3cret",
+		"--user", "writer", "on", ">wpass", "~*", "&*", "+@all",
+		"--user", "reader", "on", ">rpass", "~*", "&*", "+@all", "-@write", "-@admin",
+		"-eval", "-evalsha", "-fcall", "-publish", "-spublish", "-script|load", "-script|flush",
+		"-script|kill", "-function|kill", "-pfdebug", "-pfselftest")
+	backendArgs := []string{"--requirepass", "master-pw", "--user", "app", "on", ">app-pw", "~*", "&*", "+@all"}
+	master := redistest.Start(t, backendArgs...)
+	slave := redistest.Start(t, backendArgs...)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) {
+		c.RequirePass = "s3cret"
+		c.Users = []proxy.User{
+			{Name: "writer", Password: "wpass", Access: proxy.AccessReadWrite},
+			{Name: "reader", Password: "rpass", Access: proxy.AccessReadOnly},
+		}
+		c.MasterPassword, c.SlavePassword = "master-pw", "master-pw"
+	}, master, slave)
+	sameRepliesAs(t, ref.Addr, addr, [][]string{
+		{"ACL", "LIST"}, {"AUTH", "writer", "wpass"}, {"ACL", "WHOAMI"}, {"ACL", "USERS"}, {"ACL", "LIST"},
+		{"ACL", "GETUSER", "default"}, {"ACL", "GETUSER", "writer"}, {"ACL", "GETUSER", "reader"},
+		{"ACL", "GETUSER", "app"}, {"ACL", "GETUSER", "nobody"},
+		{"ACL", "DRYRUN", "reader", "SET", "a", "b"}, {"ACL", "DRYRUN", "reader", "GET", "a"},
+		{"ACL", "DRYRUN", "writer", "SET", "a", "b"}, {"ACL", "DRYRUN", "nobody", "GET", "a"},
+		{"ACL", "DRYRUN", "reader", "nocmd"}, {"ACL", "DRYRUN", "reader", "GET"},
+		{"MULTI"}, {"ACL", "LIST"}, {"ACL", "WHOAMI"}, {"ACL", "GETUSER", "reader"}, {"SET", "k", "v"}, {"EXEC"},
+		{"AUTH", "reader", "rpass"}, {"ACL", "WHOAMI"}, {"ACL", "LIST"}, {"ACL", "GETUSER", "default"},
+		{"ACL", "USERS"}, {"ACL", "DRYRUN", "reader", "GET", "a"},
+	}, sortDeniedCommands)
+
+	c := redistest.DialRaw(t, addr)
+	mustReply(t, c, "+OK\r\n", "AUTH", "s3cret")
+	for _, args := range [][]string{{"ACL", "LIST"}, {"ACL", "GETUSER", "default"}, {"ACL", "GETUSER", "app"}} {
+		for _, pw := range []string{"master-pw", "app-pw"} {
+			h := sha256.Sum256([]byte(pw))
+			if r := c.Do(args...); strings.Contains(string(r), hex.EncodeToString(h[:])) {
+				t.Errorf("%q shows the backends' hash of %q: %q", args, pw, r)
+			}
+		}
+	}
+	for _, sub := range []string{"SETUSER", "DELUSER", "SAVE", "LOAD", "LOG"} {
+		args := []string{"ACL", sub}
+		if sub == "SETUSER" || sub == "DELUSER" {
+			args = append(args, "app")
+		}
+		if r := string(c.Do(args...)); !strings.HasPrefix(r, "-ERR syncproxy: 'acl "+strings.ToLower(sub)+"' is not available") {
+			t.Errorf("%q: %q", args, r)
+		}
+	}
+	mustReply(t, c, "+OK\r\n", "MULTI")
+	c.Do("ACL", "SETUSER", "app", "off")
+	mustReply(t, c, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+	mc, err := redis.Dial("tcp", master.Addr, redis.DialPassword("master-pw"), redis.DialReadTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	if users, err := redis.Strings(mc.Do("ACL", "USERS")); strings.Join(users, " ") != "app default" {
+		t.Errorf("the master's users changed: %q %v", users, err)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slave)
+}
+
+// deniedCommands are the command rules after -@admin in a user's description,
+// which Redis lists in an order that differs from one server to the next.
+var deniedCommands = regexp.MustCompile(`-@admin(?: -[a-z|]+)+`)
+
+// sortDeniedCommands sorts them, for comparing descriptions.
+func sortDeniedCommands(s string) string {
+	return deniedCommands.ReplaceAllStringFunc(s, func(m string) string {
+		f := strings.Fields(m)
+		sort.Strings(f[1:])
+		return strings.Join(f, " ")
+	})
 }

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,4 +121,64 @@ func TestSlowReaders(t *testing.T) {
 		t.Errorf("heap grew from %d to %d MiB", base>>20, peak>>20)
 	}
 	mustReply(t, pub, ":0\r\n", "PUBLISH", "ch", "after")
+}
+
+// TestOutputTimeoutCutsOnTime: a client that asks for a reply larger than the
+// socket buffers and reads nothing is cut at the output timeout, not at twice
+// it (the kernel taking the reply's first megabytes is not the client reading).
+func TestOutputTimeoutCutsOnTime(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	master := redistest.Start(t)
+	slave := redistest.Start(t)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) {
+		c.OutputTimeout = timeout
+		c.BackendTimeout = 30 * time.Second // the 16 MiB value, on a loaded machine
+	}, master, slave)
+	admin := redistest.DialRaw(t, addr)
+	chunk := strings.Repeat("v", 1<<20)
+	for i := 1; i <= 16; i++ {
+		mustReply(t, admin, fmt.Sprintf(":%d\r\n", i<<20), "APPEND", "big", chunk)
+	}
+	// The value is on the slave, so the GET's reply comes without delay.
+	redistest.WaitConverged(t, 10*time.Second, master, slave)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitClients(t, admin, 1, 5*time.Second)
+	if _, err := c.Write([]byte("*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	first := waitReplyStarts(t, c)
+	took := waitClients(t, admin, 0, 10*time.Second)
+	t.Logf("client that reads nothing cut %v after its reply began, %v after its request (output timeout %v)",
+		took, first.Sub(sent), timeout)
+	if took >= 2*timeout {
+		t.Fatalf("cut after %v, want about %v", took, timeout)
+	}
+}
+
+// waitReplyStarts waits until the reply's first bytes reached c, without reading
+// them (MSG_PEEK), and returns when they did.
+func waitReplyStarts(t *testing.T, c net.Conn) time.Time {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	redistest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		n := 0
+		raw.Read(func(fd uintptr) bool {
+			n, _, _ = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return true
+		})
+		if n <= 0 {
+			return errors.New("no reply byte yet")
+		}
+		return nil
+	})
+	return time.Now()
 }
