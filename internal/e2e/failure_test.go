@@ -272,6 +272,9 @@ func TestWriteOutlastsBackendTimeout(t *testing.T) {
 	if got := c.Read(); string(got) != "*1\r\n+OK\r\n" {
 		t.Errorf("EXEC while the master was frozen: %q, want its reply", got)
 	}
+	// The idle shared link's keepalive may have found the frozen master silent
+	// and be reconnecting: writes fail fast (not sent) until it is back.
+	waitWritable(t, addr, 10*time.Second)
 	mustReply(t, c, "+OK\r\n", "SET", "after", "v")
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 	for _, k := range []string{"slow", "frozen", "tx", "after"} {
