@@ -250,6 +250,9 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 	s := sess.s
 	name := ci.Name
 	form, targ, msg := nonBlocking(name, args)
+	if msg == "" {
+		msg = checkKeys(ci, args)
+	}
 	stream := name == "xread" || name == "xreadgroup"
 	var timeout time.Duration
 	if msg == "" && stream {

@@ -28,7 +28,7 @@ const (
 	msgMaxClients = "ERR max number of clients reached"
 	// msgClientName is Redis' reply to CLIENT SETNAME with a bad name.
 	msgClientName = "ERR Client names cannot contain spaces, newlines or special characters."
-	// msgReservedKey refuses writes to the replication metadata.
+	// msgReservedKey refuses reads and writes of the replication metadata.
 	msgReservedKey = "ERR syncproxy: keys starting with 'syncproxy:' are reserved for replication metadata"
 	// msgSyncChannel refuses PUBLISH to the sync channel.
 	msgSyncChannel = "ERR syncproxy: the sync channel is reserved for replication"

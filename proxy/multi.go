@@ -135,6 +135,11 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 		}
 		q.rewrite, q.nullArray = rt.Rewrite, rt.NullArray
 	case rt.Class == router.ClassRead || (rt.Class == router.ClassMaster && !rt.Info.Has(router.FlagNoScript)):
+		if msg := checkKeys(rt.Info, args); msg != "" {
+			sess.localError(r, msg)
+			tx.aborted = true
+			return true
+		}
 		if name == "publish" && string(args[1]) == sess.s.cfg.SyncChannel {
 			sess.localError(r, msgSyncChannel)
 			tx.aborted = true

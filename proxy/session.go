@@ -340,6 +340,12 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		sess.localError(r, e)
 		return
 	}
+	if rt.Class != router.ClassWrite && rt.Class != router.ClassLocal {
+		if msg := checkKeys(rt.Info, args); msg != "" {
+			sess.localError(r, msg)
+			return
+		}
+	}
 	if sess.heldWrite(rt) {
 		sess.localError(r, msgMasterResetHeld)
 		return
@@ -653,6 +659,14 @@ func (sess *Session) checkWrite(ci *router.CommandInfo, args [][]byte) string {
 	if len(args)+4 > replicate.MaxScriptArgs {
 		return msgTooManyArgs
 	}
+	return checkKeys(ci, args)
+}
+
+// checkKeys refuses a command, read or write, that names a key of the
+// replication metadata at one of its key positions: clients neither read nor
+// write them, on any path (scripts and functions check the same in the master
+// script, see replicate.Guard).
+func checkKeys(ci *router.CommandInfo, args [][]byte) string {
 	var buf [16]int
 	for _, k := range ci.KeyIndexes(args, buf[:0]) {
 		if bytes.HasPrefix(args[k], []byte(replicate.KeyPrefix)) {

@@ -128,7 +128,7 @@ func (a *Applier) slaveKeys() (int64, string) {
 	if err != nil {
 		return -1, ""
 	}
-	meta, _ := redis.Int64(a.slave.Do("EXISTS", KeyApplied, KeyResync))
+	meta, _ := redis.Int64(a.slave.Do("EXISTS", KeyApplied, KeyResync, KeyLease))
 	var n int64
 	var perDB []string
 	sc := bufio.NewScanner(strings.NewReader(info))

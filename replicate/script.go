@@ -15,6 +15,7 @@ const (
 	KeyBacklog = "syncproxy:backlog" // master: stream of sync messages, ID <seq>-0
 	KeyApplied = "syncproxy:applied" // slave: "<epoch>:<seq>" of the last applied message
 	KeyResync  = "syncproxy:resync"  // slave: token of the applier resyncing it
+	KeyLease   = "syncproxy:lease"   // slave: id of the proxy whose applier applies to it
 )
 
 // MaxScriptArgs bounds the arguments of one replicated write: Lua's unpack() cannot

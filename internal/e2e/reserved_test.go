@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
+)
+
+// TestReservedKeysUnreadable: clients can neither read nor write the replication
+// metadata, on every path a command can take — alone, pipelined, inside MULTI
+// (which then aborts), blocking, as a script's declared key — as scripts are
+// refused it inside the master script.
+func TestReservedKeysUnreadable(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	mustReply(t, c, "+OK\r\n", "SET", "k", "v") // the metadata exists
+	const refused = "-ERR syncproxy: keys starting with 'syncproxy:' are reserved"
+	for _, cmd := range [][]string{
+		{"GET", "syncproxy:seq"},
+		{"EXISTS", "k", "syncproxy:epoch"},
+		{"XRANGE", "syncproxy:backlog", "-", "+"},
+		{"XREAD", "STREAMS", "syncproxy:backlog", "0"},
+		{"XREAD", "BLOCK", "10", "STREAMS", "syncproxy:backlog", "0"},
+		{"BLPOP", "syncproxy:x", "0.01"},
+		{"DUMP", "syncproxy:epoch"},
+		{"OBJECT", "ENCODING", "syncproxy:seq"},
+		{"TYPE", "syncproxy:backlog"},
+		{"SORT_RO", "syncproxy:x"},
+		{"EVAL_RO", "return 1", "1", "syncproxy:seq"},
+		{"SET", "syncproxy:seq", "1"},
+		{"COPY", "syncproxy:seq", "mine"},
+	} {
+		if got := string(c.Do(cmd...)); !strings.HasPrefix(got, refused) {
+			t.Errorf("%s: %q, want the reserved-key error", showCmd(cmd), got)
+		}
+	}
+	// Pipelined beside ordinary reads.
+	c.Send("GET", "k")
+	c.Send("GET", "syncproxy:seq")
+	c.Send("GET", "k")
+	c.Flush()
+	for i, want := range []string{"$1\r\nv\r\n", refused, "$1\r\nv\r\n"} {
+		if got := string(c.Read()); !strings.HasPrefix(got, want) {
+			t.Errorf("pipelined reply %d: %q, want %q", i, got, want)
+		}
+	}
+	// Inside MULTI: refused at queue time, EXEC aborts.
+	mustReply(t, c, "+OK\r\n", "MULTI")
+	if got := string(c.Do("GET", "syncproxy:seq")); !strings.HasPrefix(got, refused) {
+		t.Errorf("GET syncproxy:seq in MULTI: %q", got)
+	}
+	if got := string(c.Do("EXEC")); !strings.HasPrefix(got, "-EXECABORT") {
+		t.Errorf("EXEC after a refused read: %q, want EXECABORT", got)
+	}
+}
