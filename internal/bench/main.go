@@ -35,6 +35,19 @@
 // table gives two combined figures: the sum of the two processes' own requests per
 // second, and 2N over the slower process's time.
 //
+// # Replication lag with several proxies (-proxies-lag)
+//
+// With -proxies-lag 1,3 the bench runs only this measurement (lag.go): for each
+// count N, a fresh master and two slaves with N proxies in front of them (they
+// elect one applier per slave; the others follow), and a fixed total rate of SETs
+// (-lag-rate) from a load generator inside the bench over 48 connections split
+// evenly across the proxies, so that every N is offered the same load. After a
+// second of load, a probe writes 1, 2, 3, ... to one key every 5 ms through each
+// proxy in turn for -lag-duration, and every slave is polled directly with GET: a
+// probe's lag on a slave is from the write's reply to the first GET that shows its
+// value. The table gives p50, p99 and max per N, the SETs per second completed,
+// and how many proxies apply to each slave after the run.
+//
 // # Processes
 //
 // Every child runs in its own process group and is stopped (SIGTERM, then SIGKILL)
