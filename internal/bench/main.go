@@ -35,6 +35,19 @@
 // table gives two combined figures: the sum of the two processes' own requests per
 // second, and 2N over the slower process's time.
 //
+// # Replication lag with several proxies (-proxies-lag)
+//
+// With -proxies-lag 1,3 the bench runs only this measurement (lag.go): for each
+// count N, a fresh master and two slaves with N proxies in front of them (they
+// elect one applier per slave; the others follow), and a fixed total rate of SETs
+// (-lag-rate) from a load generator inside the bench over 48 connections split
+// evenly across the proxies, so that every N is offered the same load. After a
+// second of load, a probe writes 1, 2, 3, ... to one key every 5 ms through each
+// proxy in turn for -lag-duration, and every slave is polled directly with GET: a
+// probe's lag on a slave is from the write's reply to the first GET that shows its
+// value. The table gives p50, p99 and max per N, the SETs per second completed,
+// and how many proxies apply to each slave after the run.
+//
 // # Processes
 //
 // Every child runs in its own process group and is stopped (SIGTERM, then SIGKILL)
@@ -100,6 +113,10 @@ type options struct {
 	runTimeout time.Duration
 	keep       bool
 	reads      bool
+
+	proxiesLag  []int         // -proxies-lag: proxy counts; when set, only the lag runs
+	lagRate     float64       // SET/s offered in total in each -proxies-lag run
+	lagDuration time.Duration // probing time of each -proxies-lag run
 }
 
 func main() {
@@ -151,6 +168,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&opt.runTimeout, "run-timeout", 5*time.Minute, "bound on one redis-benchmark run")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (server and proxy logs)")
 	fs.BoolVar(&opt.reads, "reads", true, "also compare GET through syncproxy with read-your-writes on and off (a second proxy), and run a mixed 1:1 SET/GET workload directly and through the proxy")
+	proxiesLag := fs.String("proxies-lag", "", "comma-separated proxy counts, e.g. 1,3: instead of the other runs, for each count start that many proxies on a fresh master and 2 slaves, offer the same total SET rate split across them, and measure the replication lag by probing the slaves directly")
+	fs.Float64Var(&opt.lagRate, "lag-rate", 5000, "with -proxies-lag: total SET/s offered, split across the proxies")
+	fs.DurationVar(&opt.lagDuration, "lag-duration", 10*time.Second, "with -proxies-lag: probing time per proxy count (after 1s of load alone)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./internal/bench [flags]\n\n"+
 			"Measures redis-benchmark against Redis directly and through syncproxy.\n\nFlags:\n")
@@ -169,6 +189,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		opt.pipelines = append(opt.pipelines, p)
 	}
+	for _, s := range strings.Split(*proxiesLag, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > lagConns {
+			return opt, fmt.Errorf("-proxies-lag: %q is not an integer from 1 to %d", s, lagConns)
+		}
+		opt.proxiesLag = append(opt.proxiesLag, n)
+	}
 	for _, s := range strings.Split(*tests, ",") {
 		if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
 			opt.tests = append(opt.tests, s)
@@ -185,6 +215,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return opt, errors.New("-c must be at least 1")
 	case opt.timeout <= 0 || opt.runTimeout <= 0:
 		return opt, errors.New("-timeout and -run-timeout must be positive")
+	case opt.lagRate <= 0 || opt.lagDuration <= 0:
+		return opt, errors.New("-lag-rate and -lag-duration must be positive")
 	}
 	return opt, nil
 }
@@ -237,7 +269,8 @@ type bench struct {
 	proxyBin       string
 }
 
-func (b *bench) run(ctx context.Context) error {
+// setup finds the binaries, makes the temporary directory and builds syncproxy.
+func (b *bench) setup(ctx context.Context) error {
 	var err error
 	if b.redisBin, err = exec.LookPath("redis-server"); err != nil {
 		return errors.New("redis-server not found: install redis-server and redis-tools (make test does it on Debian/Ubuntu)")
@@ -250,6 +283,16 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	if b.opt.keep {
 		fmt.Fprintf(b.log, "bench: logs kept in %s\n", b.tmp)
+	}
+	return b.buildProxy(ctx)
+}
+
+func (b *bench) run(ctx context.Context) error {
+	if err := b.setup(ctx); err != nil {
+		return err
+	}
+	if len(b.opt.proxiesLag) > 0 {
+		return b.runProxiesLag(ctx)
 	}
 
 	// syncproxy's backends.
@@ -265,9 +308,6 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 		slaves = append(slaves, s.addr)
-	}
-	if err := b.buildProxy(ctx); err != nil {
-		return err
 	}
 	if b.proxy, err = b.startProxy(ctx, "syncproxy", b.master, slaves); err != nil {
 		return err
@@ -624,6 +664,14 @@ func (b *bench) cleanup() {
 	procs := slices.Clone(b.procs)
 	b.procs = nil
 	b.procsMu.Unlock()
+	stopAll(procs)
+	if b.tmp != "" && !b.opt.keep {
+		os.RemoveAll(b.tmp)
+	}
+}
+
+// stopAll stops procs: the proxies one by one, latest first, then the servers at once.
+func stopAll(procs []*proc) {
 	var wg sync.WaitGroup
 	for i := len(procs) - 1; i >= 0; i-- {
 		p := procs[i]
@@ -638,9 +686,6 @@ func (b *bench) cleanup() {
 		}()
 	}
 	wg.Wait()
-	if b.tmp != "" && !b.opt.keep {
-		os.RemoveAll(b.tmp)
-	}
 }
 
 // server is one redis-server started by the bench.
@@ -822,6 +867,7 @@ type slaveInfo struct {
 	applied     int64
 	lagMessages int64
 	lagMs       int64
+	role        string // applier or follower (one applier per slave across proxies)
 }
 
 // parseSync returns the slaves listed in the "# Sync" section of an INFO reply.
@@ -856,6 +902,8 @@ func parseSync(info string) []slaveInfo {
 				s.lagMessages = n
 			case "lag_ms":
 				s.lagMs = n
+			case "role":
+				s.role = v
 			}
 		}
 		out = append(out, s)
