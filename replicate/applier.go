@@ -386,6 +386,17 @@ type slavePos struct {
 	lock  string // syncproxy:resync: the token of the applier resyncing it, if any
 }
 
+// lockedOut reports whether another applier (another proxy's) is resyncing the
+// slave, and takes the slave out of the read set until it is done (the next check
+// sees the lock gone).
+func (a *Applier) lockedOut(sp slavePos) bool {
+	if sp.lock == "" || (a.rs != nil && sp.lock == a.rs.token) {
+		return false
+	}
+	a.setState(StateResyncing, "resynced by another applier")
+	return true
+}
+
 // slavePosition reads the slave's applied position and resync lock in one step.
 func (a *Applier) slavePosition() (slavePos, error) {
 	vals, err := redis.Strings(a.slave.Do("MGET", KeyApplied, KeyResync))
@@ -413,14 +424,8 @@ func (a *Applier) slavePosition() (slavePos, error) {
 // the slave, that the position it decided on has not changed (resync.go).
 func (a *Applier) sync(ctx context.Context) error {
 	sp, err := a.slavePosition()
-	if err != nil {
+	if err != nil || a.lockedOut(sp) {
 		return err
-	}
-	if sp.lock != "" && (a.rs == nil || sp.lock != a.rs.token) {
-		// Another proxy's applier is resyncing the slave: out of the read set
-		// until it is done (the next check sees the lock gone).
-		a.setState(StateResyncing, "resynced by another applier")
-		return nil
 	}
 	mEpoch, mSeq, err := a.masterPosition()
 	if err != nil {

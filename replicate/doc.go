@@ -26,6 +26,17 @@
 // keeps its data until ConfirmMasterReset. Pub/sub is only the fast
 // path: every applier also polls the master's position.
 //
+// # Several proxies
+//
+// Every proxy runs an applier per slave, but only the one holding the slave's
+// lease (syncproxy:lease on the slave, renewed at every check, lease.go) applies;
+// the others follow the slave's position and take over when the lease lapses.
+// The lease saves work; safety comes from the apply script's position check. A
+// slave is emptied only by the applier holding its resync lock
+// (syncproxy:resync), which every proxy's appliers see, taking the slave out of
+// their read sets, and only if the slave's position is still the one the
+// decision was made on, checked atomically on the slave (resync.go).
+//
 // # Checking
 //
 // Check compares slaves with the master key by key (SCAN, paced), independently

@@ -82,12 +82,8 @@ const (
 func (a *Applier) follow(ctx context.Context, target int64) error {
 	for i := 0; i < followPolls; i++ {
 		sp, err := a.slavePosition()
-		if err != nil {
+		if err != nil || a.lockedOut(sp) {
 			return err
-		}
-		if sp.lock != "" {
-			a.setState(StateResyncing, "resynced by another applier")
-			return nil
 		}
 		if sp.ok && sp.epoch == a.Epoch() && sp.seq > a.Applied() {
 			a.applied.Store(sp.seq)
@@ -116,12 +112,8 @@ func (a *Applier) check(ctx context.Context) error {
 // It never writes to the slave.
 func (a *Applier) observe(ctx context.Context) error {
 	sp, err := a.slavePosition()
-	if err != nil {
+	if err != nil || a.lockedOut(sp) {
 		return err
-	}
-	if sp.lock != "" {
-		a.setState(StateResyncing, "resynced by another applier")
-		return nil
 	}
 	mEpoch, mSeq, err := a.masterPosition()
 	if err != nil {
