@@ -70,16 +70,18 @@ func (a *Applier) releaseLease() {
 func (a *Applier) Leader() bool { return a.leader.Load() }
 
 // followPolls bounds how many times a follower reads the slave's position for one
-// batch of messages, followPoll apart, before it waits for the next batch or check.
+// batch of messages, the first followPoll after the batch, then twice as long
+// apart each time, before it waits for the next batch or check.
 const (
-	followPolls = 50
-	followPoll  = time.Millisecond
+	followPolls = 6
+	followPoll  = 500 * time.Microsecond
 )
 
 // follow keeps a follower's view of the slave's position (what read routing and
 // WAIT use) current: it reads the slave's position until the slave applied target
 // (the messages just received), for a bounded time.
 func (a *Applier) follow(ctx context.Context, target int64) error {
+	wait := followPoll
 	for i := 0; i < followPolls; i++ {
 		sp, err := a.slavePosition()
 		if err != nil || a.lockedOut(sp) {
@@ -88,9 +90,10 @@ func (a *Applier) follow(ctx context.Context, target int64) error {
 		if sp.ok && sp.epoch == a.Epoch() && sp.seq > a.Applied() {
 			a.applied.Store(sp.seq)
 		}
-		if a.Applied() >= target || !sleepCtx(ctx, followPoll) {
+		if a.Applied() >= target || !sleepCtx(ctx, wait) {
 			return nil
 		}
+		wait *= 2
 	}
 	return nil
 }
