@@ -61,8 +61,9 @@ type Applier struct {
 	stop context.CancelFunc
 	done chan struct{}
 
-	script *redis.Script
-	copy   *redis.Script
+	script   *redis.Script
+	copy     *redis.Script
+	position *redis.Script
 	// slave, master, rs and failures are owned by the run goroutine.
 	slave, master redis.Conn
 	failures      int          // consecutive failed checks of an online slave
@@ -72,13 +73,14 @@ type Applier struct {
 
 func newApplier(r *Replicator, ep Endpoint) *Applier {
 	return &Applier{
-		r:      r,
-		ep:     ep,
-		log:    r.cfg.Log.With().Str("component", "applier").Str("slave", ep.Name).Str("addr", ep.Addr).Logger(),
-		queue:  make(chan *Message, r.cfg.QueueLen),
-		kickC:  make(chan struct{}, 1),
-		script: redis.NewScript(0, applyScript),
-		copy:   redis.NewScript(0, copyScript),
+		r:        r,
+		ep:       ep,
+		log:      r.cfg.Log.With().Str("component", "applier").Str("slave", ep.Name).Str("addr", ep.Addr).Logger(),
+		queue:    make(chan *Message, r.cfg.QueueLen),
+		kickC:    make(chan struct{}, 1),
+		script:   redis.NewScript(0, applyScript),
+		copy:     redis.NewScript(0, copyScript),
+		position: redis.NewScript(0, positionScript),
 	}
 }
 
@@ -350,31 +352,21 @@ func (a *Applier) applyLive(ctx context.Context, msgs []*Message) error {
 }
 
 // masterPosition returns the master's epoch and last sequence number, giving the
-// master an epoch if it has none (a new or emptied data set).
+// master an epoch if it has none (a new or emptied data set), after restoring
+// metadata an eviction removed (positionScript).
 func (a *Applier) masterPosition() (string, int64, error) {
-	for i := 0; i < 2; i++ {
-		vals, err := redis.Values(a.master.Do("MGET", KeyEpoch, KeySeq))
-		if err != nil {
-			return "", 0, err
-		}
-		if vals[0] == nil {
-			epoch := a.r.EpochCandidate() + "-" + strconv.FormatInt(time.Now().UnixMilli(), 10)
-			if _, err := a.master.Do("SET", KeyEpoch, epoch, "NX"); err != nil {
-				return "", 0, err
-			}
-			continue
-		}
-		epoch, _ := redis.String(vals[0], nil)
-		var seq int64
-		if vals[1] != nil {
-			if seq, err = redis.Int64(vals[1], nil); err != nil {
-				return "", 0, err
-			}
-		}
-		a.r.observe(seq)
-		return epoch, seq, nil
+	candidate := a.r.EpochCandidate() + "-" + strconv.FormatInt(time.Now().UnixMilli(), 10)
+	vals, err := redis.Values(a.position.Do(a.master, candidate))
+	if err != nil {
+		return "", 0, err
 	}
-	return "", 0, errors.New("replicate: master has no epoch")
+	var epoch string
+	var seq int64
+	if _, err := redis.Scan(vals, &epoch, &seq); err != nil {
+		return "", 0, err
+	}
+	a.r.observe(seq)
+	return epoch, seq, nil
 }
 
 // slavePos is a slave's replication position as read from the slave itself.

@@ -69,6 +69,7 @@ local function enc(db, t)
 end
 local function num(x) return string.format('%d', x) end
 local BIG = 9007199254740992
+` + recoverMeta + `
 
 -- The effect of a key's expiry, as absolute time.
 local function ttl_effect(db, key)
@@ -542,6 +543,10 @@ end
 if #eff > 0 then
   if cur_db ~= '0' then call('SELECT', 0); cur_db = '0' end
   local epoch = call('GET', 'syncproxy:epoch')
+  if not epoch or call('EXISTS', 'syncproxy:seq') == 0 then
+    recover_meta()
+    epoch = call('GET', 'syncproxy:epoch')
+  end
   if not epoch then
     -- A new data set (first write ever, or the master lost its data): a new
     -- epoch, unique even when the same proxy made the previous one.
@@ -606,6 +611,36 @@ end
 if curdb ~= 0 then call('SELECT', 0) end
 call('SET', 'syncproxy:applied', ARGV[1] .. ':' .. ARGV[3])
 return failed
+`
+
+// recoverMeta defines recover_meta(), which restores syncproxy:epoch and
+// syncproxy:seq when a maxmemory policy evicted them (allkeys-*): from the
+// backlog's last entry, which is the last message, named by its sequence number
+// and carrying its epoch. Without that, an evicted epoch would look like a master
+// that lost its data (every slave resynced in full), and an evicted counter would
+// start again at 1 (XADD refusing the ID after the writes ran). Only when the
+// backlog is gone too does the master get a new epoch. Run with DB 0 selected.
+const recoverMeta = `
+local function recover_meta()
+  local e = redis.pcall('GET', 'syncproxy:epoch')
+  local s = redis.pcall('GET', 'syncproxy:seq')
+  if e and s then return end
+  local last = redis.pcall('XREVRANGE', 'syncproxy:backlog', '+', '-', 'COUNT', 1)
+  if type(last) ~= 'table' or last.err or not last[1] then return end
+  local bseq = string.match(last[1][1], '^(%d+)-')
+  local be = string.match(last[1][2][2] or '', '^%*5\r\n%$11\r\nsyncproxy/1\r\n%$%d+\r\n([^\r]*)\r\n:')
+  if not e and be then redis.pcall('SET', 'syncproxy:epoch', be) end
+  if not s and bseq then redis.pcall('SET', 'syncproxy:seq', bseq) end
+end
+`
+
+// positionScript returns the master's {epoch, seq}, recovering evicted metadata
+// (recoverMeta) and giving a master without any an epoch (ARGV[1]): a new or
+// emptied data set.
+const positionScript = `redis.pcall('SELECT', 0)` + recoverMeta + `
+recover_meta()
+redis.call('SET', 'syncproxy:epoch', ARGV[1], 'NX')
+return {redis.call('GET', 'syncproxy:epoch'), redis.call('GET', 'syncproxy:seq') or '0'}
 `
 
 // copyScript reads keys of one DB for a full resync, atomically with the master's
