@@ -479,10 +479,13 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 		if err != nil {
 			return err
 		}
+		var msgs []*Message
 		if len(vals) == 0 {
-			return errNotCovered
+			// The backlog ends before target: evicted, and not written since.
+			if msgs = a.r.recent.span(epoch, from, target); msgs == nil {
+				return errNotCovered
+			}
 		}
-		msgs := make([]*Message, 0, len(vals))
 		for i, v := range vals {
 			m, id, err := decodeBacklogEntry(v)
 			if err != nil {
@@ -492,6 +495,13 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 				return errNotCovered
 			}
 			if i == 0 && id != from {
+				if held := a.r.recent.span(epoch, from, id-1); held != nil {
+					// The backlog was evicted and started again: what it lost,
+					// the backlog reader had read.
+					msgs = append(msgs, held...)
+					msgs = append(msgs, m)
+					continue
+				}
 				if a.rs != nil || !flushesAll(m) {
 					return errNotCovered
 				}

@@ -120,6 +120,7 @@ func (b *backlogReader) drain() error {
 func (b *backlogReader) hand(m *Message, seq int64) {
 	b.epoch, b.last = m.Epoch, seq
 	m.gen = b.gen
+	b.r.recent.add(m)
 	b.r.observe(seq)
 	if f := b.r.cfg.OnEffect; f != nil {
 		for _, e := range m.Effects {

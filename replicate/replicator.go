@@ -71,6 +71,8 @@ type Replicator struct {
 	// and RemoveSlave: the subscriber reads it without locking.
 	appliers atomic.Pointer[[]*Applier]
 	sub      *subscriber
+	// recent holds the last messages read from the backlog (recent.go).
+	recent *recentMessages
 
 	// latest is the highest sequence number seen from the master (for lag).
 	latest     atomic.Int64
@@ -135,7 +137,7 @@ func New(cfg Config) *Replicator {
 	if cfg.FailThreshold <= 0 {
 		cfg.FailThreshold = 1
 	}
-	r := &Replicator{cfg: cfg, epoch: newEpoch(), gen: newMasterGen(cfg.Master, 1)}
+	r := &Replicator{cfg: cfg, epoch: newEpoch(), gen: newMasterGen(cfg.Master, 1), recent: newRecentMessages(max(cfg.QueueLen, minRecent))}
 	r.pollInterval.Store(int64(cfg.PollInterval))
 	r.failThreshold.Store(int64(cfg.FailThreshold))
 	var appliers []*Applier

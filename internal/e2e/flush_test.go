@@ -13,12 +13,12 @@ import (
 
 // TestFlushNoFullResync holds a slave back (CLIENT PAUSE WRITE, with an applier
 // queue of one message, so that it must catch up from the backlog) while writes
-// and a FLUSHALL or FLUSHDB of DB 0 go through: the flush also empties the
-// master's DB 0, where the backlog lives, and the slave must still catch up
-// without a full resync.
+// and a FLUSHALL or FLUSHDB of DB 0 go through, or the backlog is evicted: the
+// flush also empties the master's DB 0, where the backlog lives, and the slave
+// must still catch up without a full resync.
 func TestFlushNoFullResync(t *testing.T) {
 	t.Parallel()
-	for _, flush := range []string{"FLUSHALL", "FLUSHDB"} {
+	for _, flush := range []string{"FLUSHALL", "FLUSHDB", "evicted backlog"} {
 		t.Run(flush, func(t *testing.T) {
 			t.Parallel()
 			servers := redistest.StartN(t, 3)
@@ -54,7 +54,11 @@ func TestFlushNoFullResync(t *testing.T) {
 
 			slaves[0].Do(t, "CLIENT", "PAUSE", "300", "WRITE")
 			write("held:", 50)
-			if _, err := c.Do(flush); err != nil {
+			if flush == "evicted backlog" {
+				// As a maxmemory policy evicts it: the slaves behind must
+				// catch up from what the proxy read of it.
+				master.Do(t, "DEL", "syncproxy:backlog")
+			} else if _, err := c.Do(flush); err != nil {
 				t.Fatal(err)
 			}
 			write("after:", 50)

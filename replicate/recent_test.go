@@ -1,0 +1,42 @@
+package replicate
+
+import "testing"
+
+func TestRecentMessages(t *testing.T) {
+	r := newRecentMessages(4)
+	msg := func(epoch string, seq int64) *Message { return &Message{Epoch: epoch, Seq: seq} }
+	for s := int64(1); s <= 6; s++ {
+		r.add(msg("e", s))
+	}
+	for _, c := range []struct {
+		from, to int64
+		want     bool
+	}{
+		{3, 6, true}, {4, 5, true}, {6, 6, true},
+		{2, 6, false}, // fell out of the ring
+		{5, 7, false}, // not read yet
+		{5, 4, false}, // empty span
+	} {
+		got := r.span("e", c.from, c.to)
+		if (got != nil) != c.want {
+			t.Errorf("span(%d, %d) = %d messages, want held %v", c.from, c.to, len(got), c.want)
+			continue
+		}
+		for i, m := range got {
+			if m.Seq != c.from+int64(i) {
+				t.Errorf("span(%d, %d)[%d] is seq %d", c.from, c.to, i, m.Seq)
+			}
+		}
+	}
+	if r.span("other", 5, 6) != nil {
+		t.Error("span of another epoch")
+	}
+	r.add(msg("e", 9)) // a gap: what was held no longer leads to it
+	if r.span("e", 6, 6) != nil || r.span("e", 9, 9) == nil {
+		t.Error("after a gap the ring must hold only what follows it")
+	}
+	r.add(msg("f", 10)) // another epoch
+	if r.span("e", 9, 9) != nil || r.span("f", 10, 10) == nil {
+		t.Error("after an epoch change the ring must hold only the new epoch")
+	}
+}
