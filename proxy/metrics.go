@@ -138,6 +138,7 @@ var (
 	descSwitches    = prometheus.NewDesc("syncproxy_master_switches_total", "Master switches made on Sentinel's word.", nil, nil)
 	descResets      = prometheus.NewDesc("syncproxy_master_resets_total", "Master resets seen: the master lost data the slaves held (restarted empty or from an older snapshot).", nil, nil)
 	descResetKeys   = prometheus.NewDesc("syncproxy_master_reset_keys_dropped_total", "Keys emptied from slaves to match a reset master.", nil, nil)
+	descEvictions   = prometheus.NewDesc("syncproxy_master_evictions_replicated_total", "Keys the master evicted that this proxy deleted on the slaves.", nil, nil)
 	descResetHeld   = prometheus.NewDesc("syncproxy_master_reset_held", "1 while a master reset is held (--on-master-reset hold): writes refused until an operator confirms.", nil, nil)
 )
 
@@ -145,7 +146,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCommands, descCmdLatency, descErrors, descClients, descBlocked,
 		descConnections, descRejected, descLimitCuts, descBackendUp, descBackendReqs, descBackendErrs, descBackendLat,
 		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descResyncWhy, descLease, descApplies, descCatchUps,
-		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches, descResets, descResetKeys, descResetHeld} {
+		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches, descResets, descResetKeys, descResetHeld, descEvictions} {
 		ch <- d
 	}
 }
@@ -238,6 +239,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSwitches, switches)
 	counter(descResets, s.repl.MasterResets())
 	counter(descResetKeys, s.repl.MasterResetKeysDropped())
+	counter(descEvictions, s.repl.EvictionsReplicated())
 	held := 0.0
 	if s.repl.MasterResetHeld() {
 		held = 1
