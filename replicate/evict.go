@@ -5,7 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -116,8 +116,9 @@ type notifySetting struct {
 type evictor struct {
 	r   *Replicator
 	log zerolog.Logger
-	// set is what the evictor changed, to restore on exit; nil when nothing.
-	set       atomic.Pointer[notifySetting]
+	// set is what the evictor changed, per master address, to restore on exit.
+	mu        sync.Mutex
+	set       map[string]notifySetting
 	warnedCfg bool // CONFIG refused was logged once
 }
 
@@ -311,7 +312,13 @@ func (e *evictor) enable(c redis.Conn, ep Endpoint) error {
 	if len(vals) == 2 {
 		want = vals[1]
 	}
-	e.set.Store(&notifySetting{master: ep, original: cur, ours: want})
+	e.mu.Lock()
+	if e.set == nil {
+		e.set = map[string]notifySetting{}
+	}
+	// Set again (someone restored it meanwhile): the value found is the one to restore.
+	e.set[ep.Addr] = notifySetting{master: ep, original: cur, ours: want}
+	e.mu.Unlock()
 	e.log.Info().Str("was", cur).Str("now", want).Msg("enabled eviction notifications on the master")
 	return nil
 }
@@ -328,13 +335,20 @@ func withEvictFlags(flags string) string {
 	return out
 }
 
-// restore puts back the operator's notify-keyspace-events, unless someone
-// changed it since (an operator, or another proxy that restored it first).
+// restore puts back the operator's notify-keyspace-events on every master the
+// evictor changed, unless someone changed it since (an operator, or another
+// proxy that restored it first).
 func (e *evictor) restore() {
-	s := e.set.Swap(nil)
-	if s == nil {
-		return
+	e.mu.Lock()
+	set := e.set
+	e.set = nil
+	e.mu.Unlock()
+	for _, s := range set {
+		e.restoreOn(s)
 	}
+}
+
+func (e *evictor) restoreOn(s notifySetting) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.r.cfg.DialTimeout+e.r.cfg.Timeout)
 	defer cancel()
 	c, err := e.r.dial(ctx, s.master, e.r.cfg.Timeout)
