@@ -88,6 +88,7 @@ func (s *Server) writeInfo(b *strings.Builder) {
 			",reads="+strconv.FormatInt(sl.Reads.Load(), 10)+
 			",resyncs="+strconv.FormatInt(a.Resyncs(), 10)+
 			",catchups="+strconv.FormatInt(a.CatchUps(), 10)+
+			",evicting="+strconv.FormatBool(a.Evicting())+
 			",role="+role(a))
 	}
 }
