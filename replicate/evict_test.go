@@ -2,6 +2,7 @@ package replicate_test
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,4 +93,43 @@ func TestEvictionNotifyRestored(t *testing.T) {
 	if got := notifyFlags(t, srvs[0]); got != orig {
 		t.Fatalf("notify-keyspace-events after Close: %q, want %q", got, orig)
 	}
+}
+
+// TestSlaveEvictingLeavesReadSet: a slave that evicts keys of its own is no
+// longer Online (out of the read set) until its stats are reset.
+func TestSlaveEvictingLeavesReadSet(t *testing.T) {
+	rg := newRig(t)
+	a := rg.repl.Appliers()[0]
+	used, _ := strconv.ParseInt(rg.slave.Info(t, "memory", "used_memory"), 10, 64)
+	rg.slave.Do(t, "CONFIG", "SET", "maxmemory-policy", "allkeys-random")
+	rg.slave.Do(t, "CONFIG", "SET", "maxmemory", strconv.FormatInt(used+300<<10, 10))
+	v := strings.Repeat("v", 1000)
+	var keys []string
+	for i := 0; rg.slave.Info(t, "stats", "evicted_keys") == "0"; i++ {
+		if i == 5000 {
+			t.Fatal("the slave evicted nothing")
+		}
+		k := "big:" + strconv.Itoa(i)
+		keys = append(keys, k)
+		rg.write(t, 0, "SET", k, v)
+	}
+	redistest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if a.Online() || !a.Evicting() {
+			return fmt.Errorf("online %v evicting %v", a.Online(), a.Evicting())
+		}
+		return nil
+	})
+	rg.slave.Do(t, "CONFIG", "SET", "maxmemory", "0")
+	rg.slave.Do(t, "CONFIG", "RESETSTAT")
+	redistest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !a.Online() || a.Evicting() {
+			return fmt.Errorf("online %v evicting %v", a.Online(), a.Evicting())
+		}
+		return nil
+	})
+	// The keys the slave lost, gone from the master too: equal again.
+	for _, k := range keys {
+		rg.write(t, 0, "DEL", k)
+	}
+	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
 }
