@@ -178,8 +178,11 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 	}
 	stop := make(chan struct{})
 	queue := make(chan EvictedKey, evictQueue)
-	workerDone := make(chan error, 1)
-	go func() { workerDone <- e.work(ctx, wc, g.ep, queue, stop, ping, c) }()
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		e.work(ctx, wc, g.ep, queue, stop, ping, c)
+	}()
 	defer func() {
 		close(stop)
 		c.Close()
@@ -194,6 +197,8 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 			}
 			select {
 			case queue <- EvictedKey{DB: db, Key: string(m.Data)}:
+			case <-workerDone:
+				return errors.New("replicate: the eviction worker stopped")
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -266,10 +271,35 @@ func (e *evictor) work(ctx context.Context, wc redis.Conn, ep Endpoint, queue <-
 					break drain
 				}
 			}
-			if _, _, err := e.r.ReplicateEvictions(wc, batch); err != nil {
-				e.log.Warn().Err(err).Int("keys", len(batch)).Msg("replicating evictions failed")
+			if err := e.replicate(ctx, wc, batch); err != nil {
 				return fail(err)
 			}
+		}
+	}
+}
+
+// evictRetries is how many times a batch the master refused (OOM while it is
+// over maxmemory, BUSY) is tried again before it is dropped.
+const evictRetries = 5
+
+// replicate runs the eviction script for batch, again a few times when the
+// master refuses it; a connection error ends the session.
+func (e *evictor) replicate(ctx context.Context, wc redis.Conn, batch []EvictedKey) error {
+	for i := 0; ; i++ {
+		_, _, err := e.r.ReplicateEvictions(wc, batch)
+		if _, refused := err.(redis.Error); !refused {
+			if err != nil {
+				e.log.Warn().Err(err).Int("keys", len(batch)).Msg("replicating evictions failed")
+			}
+			return err
+		}
+		if i == evictRetries {
+			e.log.Error().Err(err).Int("keys", len(batch)).
+				Msg("the master refused to replicate evictions: the slaves keep these keys until `syncproxy check --repair`")
+			return nil
+		}
+		if !sleepCtx(ctx, time.Duration(i+1)*100*time.Millisecond) {
+			return ctx.Err()
 		}
 	}
 }
