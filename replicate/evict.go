@@ -32,8 +32,12 @@ const evictQueue = 8192
 // eviction notifications (another proxy may have restored its setting).
 const evictCheckEvery = 5 * time.Second
 
-// evictPattern is the keyevent channel of evictions, in every DB.
-const evictPattern = "__keyevent@*__:evicted"
+// evictChannel is the keyevent channel of evictions in db. One SUBSCRIBE per DB
+// rather than a pattern: a pattern would show in the clients' PUBSUB NUMPAT.
+func evictChannel(db int) string { return "__keyevent@" + strconv.Itoa(db) + "__:evicted" }
+
+// maxEvictDBs bounds the DBs whose evictions are followed.
+const maxEvictDBs = 4096
 
 // evictScript deletes on the slaves the evicted keys the master does not hold
 // again. ARGV: backlog-maxlen, channel, now (unix ms), then per key: db, key.
@@ -173,7 +177,12 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 		return err
 	}
 	psc := redis.PubSubConn{Conn: c}
-	if err := psc.PSubscribe(evictPattern); err != nil {
+	dbs := databases(wc)
+	chans := make([]interface{}, dbs)
+	for i := range chans {
+		chans[i] = evictChannel(i)
+	}
+	if err := psc.Subscribe(chans...); err != nil {
 		return err
 	}
 	stop := make(chan struct{})
@@ -203,7 +212,7 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 				return ctx.Err()
 			}
 		case redis.Subscription:
-			if m.Kind == "psubscribe" {
+			if m.Kind == "subscribe" && m.Count == dbs {
 				*backoff = minBackoff
 				if lost {
 					e.log.Warn().Msg("eviction subscription back: evictions on the master while it was down may have been missed; `syncproxy check --repair` repairs them")
@@ -214,6 +223,19 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 			return m
 		}
 	}
+}
+
+// databases returns the master's number of DBs (16 if CONFIG is refused).
+func databases(c redis.Conn) int {
+	vals, err := redis.Strings(c.Do("CONFIG", "GET", "databases"))
+	if err != nil || len(vals) != 2 {
+		return 16
+	}
+	n, err := strconv.Atoi(vals[1])
+	if err != nil || n < 1 {
+		return 16
+	}
+	return min(n, maxEvictDBs)
 }
 
 // evictedDB returns the DB of a "__keyevent@<db>__:evicted" channel.
