@@ -75,6 +75,7 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("sync_slaves", strconv.Itoa(len(slaves)))
 	field("master_resets", strconv.FormatInt(s.repl.MasterResets(), 10))
 	field("master_reset_held", strconv.FormatBool(s.repl.MasterResetHeld()))
+	field("master_evictions_replicated", strconv.FormatInt(s.repl.EvictionsReplicated(), 10))
 	for i, sl := range slaves {
 		a := applierOf(sl)
 		field("slave"+strconv.Itoa(i), "name="+a.Name()+
@@ -87,6 +88,7 @@ func (s *Server) writeInfo(b *strings.Builder) {
 			",reads="+strconv.FormatInt(sl.Reads.Load(), 10)+
 			",resyncs="+strconv.FormatInt(a.Resyncs(), 10)+
 			",catchups="+strconv.FormatInt(a.CatchUps(), 10)+
+			",evicting="+strconv.FormatBool(a.Evicting())+
 			",role="+role(a))
 	}
 }

@@ -130,6 +130,7 @@ var (
 	descResyncWhy   = prometheus.NewDesc("syncproxy_slave_resync_reasons_total", "Full resyncs of the slave by reason (no-position, other-epoch, ahead-of-master, backlog-gone).", []string{"slave", "reason"}, nil)
 	descLease       = prometheus.NewDesc("syncproxy_slave_lease_held", "1 when this proxy holds the slave's lease and applies to it; 0 when it follows another proxy's applier.", []string{"slave"}, nil)
 	descApplies     = prometheus.NewDesc("syncproxy_slave_apply_calls_total", "Apply script calls this proxy made that moved the slave's position.", []string{"slave"}, nil)
+	descEvicting    = prometheus.NewDesc("syncproxy_slave_evicting", "1 when the slave was seen evicting keys of its own (INFO evicted_keys grew): out of the read set.", []string{"slave"}, nil)
 	descCatchUps    = prometheus.NewDesc("syncproxy_slave_catchups_total", "Catch-ups of the slave from the backlog.", []string{"slave"}, nil)
 	descLatestSeq   = prometheus.NewDesc("syncproxy_sync_latest_seq", "Latest sync message sequence number seen.", nil, nil)
 	descSubscribed  = prometheus.NewDesc("syncproxy_sync_subscribed", "1 when the subscriber loop is subscribed to the sync channel.", nil, nil)
@@ -138,14 +139,15 @@ var (
 	descSwitches    = prometheus.NewDesc("syncproxy_master_switches_total", "Master switches made on Sentinel's word.", nil, nil)
 	descResets      = prometheus.NewDesc("syncproxy_master_resets_total", "Master resets seen: the master lost data the slaves held (restarted empty or from an older snapshot).", nil, nil)
 	descResetKeys   = prometheus.NewDesc("syncproxy_master_reset_keys_dropped_total", "Keys emptied from slaves to match a reset master.", nil, nil)
+	descEvictions   = prometheus.NewDesc("syncproxy_master_evictions_replicated_total", "Keys the master evicted that this proxy deleted on the slaves.", nil, nil)
 	descResetHeld   = prometheus.NewDesc("syncproxy_master_reset_held", "1 while a master reset is held (--on-master-reset hold): writes refused until an operator confirms.", nil, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCommands, descCmdLatency, descErrors, descClients, descBlocked,
 		descConnections, descRejected, descLimitCuts, descBackendUp, descBackendReqs, descBackendErrs, descBackendLat,
-		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descResyncWhy, descLease, descApplies, descCatchUps,
-		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches, descResets, descResetKeys, descResetHeld} {
+		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descResyncWhy, descLease, descApplies, descCatchUps, descEvicting,
+		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches, descResets, descResetKeys, descResetHeld, descEvictions} {
 		ch <- d
 	}
 }
@@ -222,6 +224,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descLease, lease, name)
 		counter(descApplies, a.Applies(), name)
 		counter(descCatchUps, a.CatchUps(), name)
+		evicting := 0.0
+		if a.Evicting() {
+			evicting = 1
+		}
+		gauge(descEvicting, evicting, name)
 	}
 	gauge(descLatestSeq, float64(s.repl.Latest()))
 	sub := 0.0
@@ -238,6 +245,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSwitches, switches)
 	counter(descResets, s.repl.MasterResets())
 	counter(descResetKeys, s.repl.MasterResetKeysDropped())
+	counter(descEvictions, s.repl.EvictionsReplicated())
 	held := 0.0
 	if s.repl.MasterResetHeld() {
 		held = 1

@@ -55,6 +55,7 @@ type Applier struct {
 
 	epoch atomic.Pointer[string]
 	hold  applierHold // after a master reset (reset.go)
+	evict slaveEvictions
 
 	// stop ends the run goroutine, which closes done; set under the
 	// replicator's mu when it starts.
@@ -659,5 +660,6 @@ func (a *Applier) Suspect() {
 	a.kick()
 }
 
-// Online reports whether the slave is caught up and applying live messages.
-func (a *Applier) Online() bool { return a.State() == StateOnline }
+// Online reports whether the slave is caught up and applying live messages, and
+// does not evict keys of its own: whether it may serve reads.
+func (a *Applier) Online() bool { return a.State() == StateOnline && !a.Evicting() }

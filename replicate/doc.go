@@ -37,6 +37,14 @@
 // their read sets, and only if the slave's position is still the one the
 // decision was made on, checked atomically on the slave (resync.go).
 //
+// # Evictions
+//
+// Keys the master evicts (maxmemory) are deleted on the slaves in stream order:
+// the evictor (evict.go) follows the master's "evicted" keyevent notifications,
+// which it enables (and restores on exit), and runs for each batch a script that,
+// atomically on the master, appends a DEL of the keys the master still lacks as a
+// sync message. A key written again before that is kept.
+//
 // # Checking
 //
 // Check compares slaves with the master key by key (SCAN, paced), independently
@@ -50,7 +58,9 @@
 // Replicator.Start runs the subscriber and the appliers, each in one goroutine
 // that owns its connections; the subscriber also runs a pinger that owns the
 // sending side of its connection, and a backlog reader that owns a second
-// connection and hands the appliers what it reads. Close cancels them all and waits; it is safe to
+// connection and hands the appliers what it reads. The evictor runs in one
+// more goroutine that owns its subscription; its worker owns the connection that
+// runs the eviction script and the pings. Close cancels them all and waits; it is safe to
 // call twice. AddSlave starts one more applier and RemoveSlave stops one and
 // waits for it; the subscriber hands messages to a snapshot of the appliers.
 // Check runs in its caller's goroutine, with its own connections,

@@ -104,6 +104,9 @@ func (a *Applier) check(ctx context.Context) error {
 	if err := a.renewLease(); err != nil {
 		return err
 	}
+	if err := a.checkEvictions(); err != nil {
+		return err
+	}
 	if a.Leader() {
 		return a.settle(ctx, a.sync(ctx))
 	}

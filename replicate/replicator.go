@@ -73,6 +73,9 @@ type Replicator struct {
 	sub      *subscriber
 	// recent holds the last messages read from the backlog (recent.go).
 	recent *recentMessages
+	evict  *evictor
+	// evictions counts the evicted keys this proxy deleted on the slaves.
+	evictions atomic.Int64
 
 	// latest is the highest sequence number seen from the master (for lag).
 	latest     atomic.Int64
@@ -146,6 +149,7 @@ func New(cfg Config) *Replicator {
 	}
 	r.appliers.Store(&appliers)
 	r.sub = &subscriber{r: r, log: cfg.Log.With().Str("component", "subscriber").Logger()}
+	r.evict = &evictor{r: r, log: cfg.Log.With().Str("component", "evictions").Logger()}
 	return r
 }
 
@@ -383,6 +387,7 @@ func (r *Replicator) Start() {
 	}
 	r.ctx, r.cancel = ctx, cancel
 	r.goFunc(func() { r.sub.run(ctx) })
+	r.goFunc(func() { r.evict.run(ctx) })
 	for _, a := range r.Appliers() {
 		r.startApplier(a)
 	}
