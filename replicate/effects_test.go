@@ -36,6 +36,7 @@ func newRigOn(t *testing.T, master, slave *redistest.Server, queueLen, backlogLe
 	table := router.BuiltinTable()
 	rg := &rig{master: master, slave: slave}
 	rg.repl = replicate.New(replicate.Config{
+		RecentLen:    queueLen, // a backlog trimmed below the slave is lost to the proxy too
 		Master:       replicate.Endpoint{Name: "master", Addr: rg.master.Addr},
 		Slaves:       []replicate.Endpoint{{Name: "slave-1", Addr: rg.slave.Addr}},
 		Channel:      "test:sync",

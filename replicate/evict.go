@@ -42,7 +42,7 @@ const maxEvictDBs = 4096
 // evictScript deletes on the slaves the evicted keys the master does not hold
 // again. ARGV: backlog-maxlen, channel, now (unix ms), then per key: db, key.
 // It returns {seq, deleted}; seq 0 when no message was written.
-var evictScript = redis.NewScript(0, `
+var evictScript = redis.NewScript(0, recoverMeta+numberMessage+`
 local function bulk(s) return '$' .. #s .. '\r\n' .. s .. '\r\n' end
 local function enc(db, t)
   local p = {'*', #t + 1, '\r\n', bulk(db)}
@@ -59,14 +59,8 @@ end
 redis.call('SELECT', 0)
 if #eff == 0 then return {0, 0} end
 -- No epoch: the master holds no data set the slaves could follow; they resync.
-local epoch = redis.call('GET', 'syncproxy:epoch')
-if not epoch then return {0, 0} end
-local seq = redis.call('INCR', 'syncproxy:seq')
-local sseq = string.format('%d', seq)
-local msg = '*5\r\n$11\r\nsyncproxy/1\r\n' .. bulk(epoch) .. ':' .. sseq .. '\r\n:' .. ms ..
-  '\r\n*' .. #eff .. '\r\n' .. table.concat(eff)
-redis.call('XADD', 'syncproxy:backlog', 'MAXLEN', '~', maxlen, sseq .. '-0', 'm', msg)
-redis.call('PUBLISH', channel, msg)
+local seq = number_message(nil, ms, #eff, table.concat(eff), maxlen, channel)
+if not seq then return {0, 0} end
 return {seq, #eff}
 `)
 

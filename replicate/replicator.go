@@ -35,6 +35,10 @@ type Config struct {
 	// QueueLen is the number of messages buffered in memory per slave; beyond it the
 	// slave catches up from the backlog instead.
 	QueueLen int
+	// RecentLen is how many of the last messages read from the backlog are kept
+	// in memory for catch-ups when the backlog lost them (an eviction); 0 means
+	// QueueLen, and at least 4096.
+	RecentLen int
 	// Timeout bounds every backend round trip.
 	Timeout time.Duration
 	// DialTimeout and WriteTimeout bound dials and writes; 0: Timeout.
@@ -140,7 +144,7 @@ func New(cfg Config) *Replicator {
 	if cfg.FailThreshold <= 0 {
 		cfg.FailThreshold = 1
 	}
-	r := &Replicator{cfg: cfg, epoch: newEpoch(), gen: newMasterGen(cfg.Master, 1), recent: newRecentMessages(max(cfg.QueueLen, minRecent))}
+	r := &Replicator{cfg: cfg, epoch: newEpoch(), gen: newMasterGen(cfg.Master, 1), recent: newRecentMessages(recentLen(cfg))}
 	r.pollInterval.Store(int64(cfg.PollInterval))
 	r.failThreshold.Store(int64(cfg.FailThreshold))
 	var appliers []*Applier
@@ -151,6 +155,13 @@ func New(cfg Config) *Replicator {
 	r.sub = &subscriber{r: r, log: cfg.Log.With().Str("component", "subscriber").Logger()}
 	r.evict = &evictor{r: r, log: cfg.Log.With().Str("component", "evictions").Logger()}
 	return r
+}
+
+func recentLen(cfg Config) int {
+	if cfg.RecentLen > 0 {
+		return cfg.RecentLen
+	}
+	return max(cfg.QueueLen, minRecent)
 }
 
 func newEpoch() string {

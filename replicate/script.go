@@ -69,7 +69,7 @@ local function enc(db, t)
 end
 local function num(x) return string.format('%d', x) end
 local BIG = 9007199254740992
-` + recoverMeta + `
+` + recoverMeta + numberMessage + `
 
 -- The effect of a key's expiry, as absolute time.
 local function ttl_effect(db, key)
@@ -542,26 +542,7 @@ for i = 1, n do
 end
 if #eff > 0 then
   if cur_db ~= '0' then call('SELECT', 0); cur_db = '0' end
-  local epoch = call('GET', 'syncproxy:epoch')
-  if not epoch or call('EXISTS', 'syncproxy:seq') == 0 then
-    recover_meta()
-    epoch = call('GET', 'syncproxy:epoch')
-  end
-  if not epoch then
-    -- A new data set (first write ever, or the master lost its data): a new
-    -- epoch, unique even when the same proxy made the previous one.
-    epoch = epoch_c .. '-' .. ms
-    call('SET', 'syncproxy:epoch', epoch)
-  end
-  local seq = call('INCR', 'syncproxy:seq')
-  local sseq = num(seq)
-  local body = table.concat(eff)
-  local msg = '*5\r\n$11\r\nsyncproxy/1\r\n' .. bulk(epoch) .. ':' .. sseq .. '\r\n:' .. ms ..
-    '\r\n*' .. ne .. '\r\n' .. body
-  call('XADD', 'syncproxy:backlog', 'MAXLEN', '~', maxlen, sseq .. '-0', 'm', msg)
-  call('PUBLISH', channel, msg)
-  out[1] = seq
-  out[2] = epoch
+  out[1], out[2] = number_message(epoch_c, ms, ne, table.concat(eff), maxlen, channel)
 end
 if cur_db ~= conndb then call('SELECT', conndb) end
 return out
@@ -631,6 +612,54 @@ local function recover_meta()
   local be = string.match(last[1][2][2] or '', '^%*5\r\n%$11\r\nsyncproxy/1\r\n%$%d+\r\n([^\r]*)\r\n:')
   if not e and be then redis.pcall('SET', 'syncproxy:epoch', be) end
   if not s and bseq then redis.pcall('SET', 'syncproxy:seq', bseq) end
+end
+`
+
+// numberMessage defines number_message(epoch_c, ms, n, body, maxlen, channel),
+// which gives the sync message of n effects (body, encoded) the next sequence
+// number, appends it to the backlog and publishes it; it returns seq and epoch.
+// An evicted epoch or counter is restored first (recoverMeta); a master with no
+// epoch gets epoch_c-ms, or, when epoch_c is nil, nothing is written (nil). A
+// counter behind the backlog's last entry (both evicted, the backlog written
+// again since) is moved past it, since XADD would refuse the ID after the writes
+// ran. Run with DB 0 selected; it needs recoverMeta.
+const numberMessage = `
+local function number_message(epoch_c, ms, n, body, maxlen, channel)
+  local function c(...)
+    local r = redis.pcall(...)
+    if type(r) == 'table' and r.err then error(r.err) end
+    return r
+  end
+  local epoch = c('GET', 'syncproxy:epoch')
+  if not epoch or c('EXISTS', 'syncproxy:seq') == 0 then
+    recover_meta()
+    epoch = c('GET', 'syncproxy:epoch')
+  end
+  if not epoch then
+    -- A new data set (first write ever, or the master lost its data): a new
+    -- epoch, unique even when the same proxy made the previous one.
+    if not epoch_c then return nil end
+    epoch = epoch_c .. '-' .. ms
+    c('SET', 'syncproxy:epoch', epoch)
+  end
+  local seq = c('INCR', 'syncproxy:seq')
+  local function msg_of(sseq)
+    return '*5\r\n$11\r\nsyncproxy/1\r\n$' .. #epoch .. '\r\n' .. epoch .. '\r\n:' .. sseq .. '\r\n:' .. ms ..
+      '\r\n*' .. n .. '\r\n' .. body
+  end
+  local sseq = string.format('%d', seq)
+  local msg = msg_of(sseq)
+  local r = redis.pcall('XADD', 'syncproxy:backlog', 'MAXLEN', '~', maxlen, sseq .. '-0', 'm', msg)
+  if type(r) == 'table' and r.err then
+    local last = c('XREVRANGE', 'syncproxy:backlog', '+', '-', 'COUNT', 1)
+    seq = (last[1] and tonumber(string.match(last[1][1], '^(%d+)-')) or 0) + 1
+    sseq = string.format('%d', seq)
+    c('SET', 'syncproxy:seq', sseq)
+    msg = msg_of(sseq)
+    c('XADD', 'syncproxy:backlog', 'MAXLEN', '~', maxlen, sseq .. '-0', 'm', msg)
+  end
+  c('PUBLISH', channel, msg)
+  return seq, epoch
 end
 `
 
