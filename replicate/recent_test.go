@@ -40,3 +40,18 @@ func TestRecentMessages(t *testing.T) {
 		t.Error("after an epoch change the ring must hold only the new epoch")
 	}
 }
+
+// TestRecentMessagesBytes: what the ring holds is bounded in bytes too.
+func TestRecentMessagesBytes(t *testing.T) {
+	r := newRecentMessages(100)
+	big := make([]byte, recentMaxBytes/4)
+	for s := int64(1); s <= 10; s++ {
+		r.add(&Message{Epoch: "e", Seq: s, Effects: []Effect{{Args: [][]byte{[]byte("SET"), []byte("k"), big}}}})
+	}
+	if r.bytes > recentMaxBytes {
+		t.Errorf("the ring holds %d bytes, more than %d", r.bytes, recentMaxBytes)
+	}
+	if r.span("e", 10, 10) == nil || r.span("e", 1, 10) != nil {
+		t.Errorf("the ring holds %d messages, want the newest only within the bound", r.n)
+	}
+}
