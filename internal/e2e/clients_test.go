@@ -13,7 +13,7 @@ import (
 )
 
 // toolTimeout bounds each run of redis-cli and redis-benchmark.
-const toolTimeout = 60 * time.Second
+const toolTimeout = 3 * time.Minute
 
 // lookTool returns the path of a Redis command-line tool, failing the test (not
 // skipping it) when it is missing: `make test` installs it.

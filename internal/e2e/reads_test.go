@@ -183,9 +183,12 @@ func TestReadPolicies(t *testing.T) {
 		t.Errorf("weights 1:3 gave %v", per)
 	}
 	// replica with no eligible slave: an error, never the master.
-	slaves[0].Do(t, "CLIENT", "PAUSE", "2000", "WRITE")
-	slaves[1].Do(t, "CLIENT", "PAUSE", "2000", "WRITE")
 	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.ReadPolicy = "replica" }, master, slaves...)
+	// Paused for longer than the test can take on a loaded machine, then let go.
+	for _, s := range slaves {
+		s.Do(t, "CLIENT", "PAUSE", "20000", "WRITE")
+		defer s.Do(t, "CLIENT", "UNPAUSE")
+	}
 	c := redistest.DialRaw(t, addr)
 	c.Do("SET", "x", "1") // the slaves cannot apply it: read-your-writes finds none
 	if r := string(c.Do("GET", "x")); !strings.HasPrefix(r, "-ERR syncproxy: no replica") {
