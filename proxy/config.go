@@ -33,6 +33,7 @@ type Config struct {
 	WriteGroup          int            `yaml:"write-group"`
 	ConfigSet           string         `yaml:"config-set"`
 	OnMasterReset       string         `yaml:"on-master-reset"`
+	AllowSlaveEviction  bool           `yaml:"allow-slave-eviction"`
 	ReadPolicy          string         `yaml:"read-policy"`
 	ReadYourWrites      bool           `yaml:"read-your-writes"`
 	ReadConsistency     string         `yaml:"read-consistency"`

@@ -181,10 +181,17 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	s.router.SetSlaves(slaves, weightsOf(&cfg, slaves))
 	s.router.SetReadOptions(readOptionsOf(&cfg))
 	s.scripts.guard = scriptGuard(s.router)
-	s.repl.Start()
 	// Clients that come right away should not find the links still dialing.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.BackendTimeout)
 	defer cancel()
+	if err := s.repl.CheckServers(ctx, cfg.AllowSlaveEviction); err != nil {
+		master.Close()
+		for _, sl := range slaves {
+			sl.Backend.Close()
+		}
+		return nil, err
+	}
+	s.repl.Start()
 	if !master.WaitFirstAttempt(ctx) {
 		log.Warn().Str("master", masterAddr).Msg("master unreachable at start; writes fail until it is back")
 	}

@@ -67,6 +67,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 		pipeline   = fs.Int("max-pipeline", def.MaxPipeline, "pipelined commands dispatched at once per client")
 		group      = fs.Int("write-group", def.WriteGroup, "writes per replication script call at most (group commit; 1 disables it)")
 		configSet  = fs.String("config-set", def.ConfigSet, "CONFIG SET from clients: deny, or broadcast to the master and every slave")
+		allowEvict = fs.Bool("allow-slave-eviction", def.AllowSlaveEviction, "start even when a slave's maxmemory is below the master's (it leaves the read set while it evicts)")
 		onReset    = fs.String("on-master-reset", def.OnMasterReset, "when the master lost the slaves' data: resync (empty the slaves to match), or hold (keep them, refuse writes until SYNCPROXY MASTER-RESET CONFIRM)")
 		readPolicy = fs.String("read-policy", def.ReadPolicy, "where reads go: master, prefer-master, replica, prefer-replica, any")
 		ryw        = fs.Bool("read-your-writes", def.ReadYourWrites, "false: the same as --read-consistency eventual (kept for older configurations)")
@@ -166,6 +167,8 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 			cfg.ConfigSet = *configSet
 		case "on-master-reset":
 			cfg.OnMasterReset = *onReset
+		case "allow-slave-eviction":
+			cfg.AllowSlaveEviction = *allowEvict
 		case "read-policy":
 			cfg.ReadPolicy = *readPolicy
 		case "read-your-writes":
