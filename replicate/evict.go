@@ -42,13 +42,7 @@ const maxEvictDBs = 4096
 // evictScript deletes on the slaves the evicted keys the master does not hold
 // again. ARGV: backlog-maxlen, channel, now (unix ms), then per key: db, key.
 // It returns {seq, deleted}; seq 0 when no message was written.
-var evictScript = redis.NewScript(0, recoverMeta+numberMessage+`
-local function bulk(s) return '$' .. #s .. '\r\n' .. s .. '\r\n' end
-local function enc(db, t)
-  local p = {'*', #t + 1, '\r\n', bulk(db)}
-  for i = 1, #t do p[#p + 1] = bulk(tostring(t[i])) end
-  return table.concat(p)
-end
+var evictScript = redis.NewScript(0, recoverMeta+numberMessage+encodeEffect+`
 local maxlen, channel, ms = ARGV[1], ARGV[2], ARGV[3]
 local eff, cur = {}, nil
 for i = 4, #ARGV - 1, 2 do

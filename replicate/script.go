@@ -61,12 +61,7 @@ local function try(...)
   if type(r) == 'table' and r.err then return nil end
   return r
 end
-local function bulk(s) return '$' .. #s .. '\r\n' .. s .. '\r\n' end
-local function enc(db, t)
-  local p = {'*', #t + 1, '\r\n', bulk(db)}
-  for i = 1, #t do p[#p + 1] = bulk(tostring(t[i])) end
-  return table.concat(p)
-end
+` + encodeEffect + `
 local function num(x) return string.format('%d', x) end
 local BIG = 9007199254740992
 ` + recoverMeta + numberMessage + `
@@ -612,6 +607,17 @@ local function recover_meta()
   local be = string.match(last[1][2][2] or '', '^%*5\r\n%$11\r\nsyncproxy/1\r\n%$%d+\r\n([^\r]*)\r\n:')
   if not e and be then redis.pcall('SET', 'syncproxy:epoch', be) end
   if not s and bseq then redis.pcall('SET', 'syncproxy:seq', bseq) end
+end
+`
+
+// encodeEffect defines enc(db, t), the sync-message encoding of one effect: the
+// command t in DB db, as a RESP array of bulk strings (see message.go).
+const encodeEffect = `
+local function bulk(s) return '$' .. #s .. '\r\n' .. s .. '\r\n' end
+local function enc(db, t)
+  local p = {'*', #t + 1, '\r\n', bulk(db)}
+  for i = 1, #t do p[#p + 1] = bulk(tostring(t[i])) end
+  return table.concat(p)
 end
 `
 
