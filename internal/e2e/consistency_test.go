@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"math/rand"
 	"strconv"
@@ -16,27 +17,19 @@ import (
 	"github.com/syncproxy/syncproxy/proxy"
 )
 
-// holdBack pauses the writes of s (CLIENT PAUSE 200 WRITE, issued on s itself)
-// every 300 ms until stop is closed.
-func holdBack(t *testing.T, s *redistest.Server, stop chan struct{}, wg *sync.WaitGroup) {
-	c := s.Dial(t)
-	wg.Add(1)
+// holdBack pauses the writes of s intermittently (pauseWrites) until stop is
+// closed; wg waits for it.
+func holdBack(s *redistest.Server, stop chan struct{}, wg *sync.WaitGroup) {
+	ctx, cancel := context.WithCancel(context.Background())
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		defer c.Close()
-		tick := time.NewTicker(300 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if _, err := c.Do("CLIENT", "PAUSE", "200", "WRITE"); err != nil {
-				t.Errorf("CLIENT PAUSE: %v", err)
-				return
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
+		pauseWrites(ctx, s.Addr)
+	}()
+	go func() {
+		defer wg.Done()
+		<-stop
+		cancel()
 	}()
 }
 
@@ -59,7 +52,7 @@ func monotonicRun(t *testing.T, level string, d time.Duration) (violations, read
 	var nviol, nreads atomic.Int64
 	errs := make(chan error, 4*(writers+readers))
 	deadline := time.Now().Add(d)
-	holdBack(t, slaves[0], stop, &wg)
+	holdBack(slaves[0], stop, &wg)
 	for p, addr := range addrs {
 		for i := 0; i < writers+readers; i++ {
 			c, err := redis.Dial("tcp", addr)
@@ -162,7 +155,7 @@ func pooledStale(t *testing.T, level string, n int) int {
 	w, r := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	holdBack(t, slaves[0], stop, &wg)
+	holdBack(slaves[0], stop, &wg)
 	defer wg.Wait()
 	defer close(stop)
 	stale := 0

@@ -262,15 +262,15 @@ func (hs *histSetup) run(ctx context.Context, level string, pooled bool) histSta
 			c.run(ctx)
 		}()
 	}
-	st.pauses = histHoldBack(ctx, hs.slaves[1].Addr)
+	st.pauses = pauseWrites(ctx, hs.slaves[1].Addr)
 	wg.Wait()
 	return st
 }
 
-// histHoldBack sends CLIENT PAUSE <histPauseMs> WRITE to the slave at addr every
+// pauseWrites sends CLIENT PAUSE <histPauseMs> WRITE to the slave at addr every
 // histPauseGap until ctx ends, redialing after errors (the slave may be down), and
 // returns the number of pauses.
-func histHoldBack(ctx context.Context, addr string) int {
+func pauseWrites(ctx context.Context, addr string) int {
 	tick := time.NewTicker(histPauseGap)
 	defer tick.Stop()
 	var c redis.Conn

@@ -136,17 +136,6 @@ func TestScriptNumbers(t *testing.T) {
 		{"EVAL", "return redis.call('SET', KEYS[1], '1e2')", "1", "s"},
 		{"GET", "s"},
 	}
-	got := map[string][]string{}
-	for name, a := range map[string]string{"redis": ref.Addr, "proxy": addr} {
-		c := redistest.DialRaw(t, a)
-		for _, cmd := range cmds {
-			got[name] = append(got[name], string(c.Do(cmd...)))
-		}
-	}
-	for i, cmd := range cmds {
-		if got["redis"][i] != got["proxy"][i] {
-			t.Errorf("%.60q: redis %q, proxy %q", cmd, got["redis"][i], got["proxy"][i])
-		}
-	}
+	sameReplies(t, ref.Addr, addr, cmds)
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
