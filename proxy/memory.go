@@ -45,8 +45,12 @@ type masterMemory struct {
 // and starts a refresh in the background when it is old.
 func (s *Server) memory() *memSample {
 	m := s.mem.sample.Load()
-	if (m == nil || time.Since(m.at) > memSampleAge) && s.mem.refreshing.CompareAndSwap(false, true) {
-		go s.refreshMemory()
+	if (m == nil || time.Since(m.at) > memSampleAge) && !s.closing.Load() && s.mem.refreshing.CompareAndSwap(false, true) {
+		s.bgWG.Add(1)
+		go func() {
+			defer s.bgWG.Done()
+			s.refreshMemory()
+		}()
 	}
 	return m
 }

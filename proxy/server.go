@@ -67,6 +67,7 @@ type Server struct {
 
 	waiters    waiters             // clients blocked in BLPOP & co.
 	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
+	bgWG       sync.WaitGroup      // background requests of the server's own (memory.go)
 	script     *router.WriteScript // the replication script, for WATCH connections
 	scripts    scripts             // client scripts (EVAL), composed
 	functions  functions           // FCALL's functions, as composed scripts
@@ -427,6 +428,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sl.Backend.Close()
 	}
 	s.reloadMu.Unlock()
+	s.bgWG.Wait() // their requests failed with the closed backends
 	s.log.Info().Msg("syncproxy stopped")
 	return err
 }
