@@ -673,6 +673,14 @@ func checkKeys(ci *router.CommandInfo, args [][]byte) string {
 			return msgReservedKey
 		}
 	}
+	if ci.Name == "sort" || ci.Name == "sort_ro" {
+		for i := 2; i+1 < len(args); i++ {
+			o := args[i]
+			if (bytes.EqualFold(o, []byte("by")) || bytes.EqualFold(o, []byte("get"))) && replicate.PatternMayReachReserved(args[i+1]) {
+				return msgReservedKey
+			}
+		}
+	}
 	return ""
 }
 

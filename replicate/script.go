@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
@@ -17,6 +18,20 @@ const (
 	KeyResync  = "syncproxy:resync"  // slave: token of the applier resyncing it
 	KeyLease   = "syncproxy:lease"   // slave: id of the proxy whose applier applies to it
 )
+
+// PatternMayReachReserved reports whether a SORT BY or GET pattern may read a
+// reserved key: a pattern looks up the key made of its text with the element in
+// place of its first '*' (no '*': no lookup; "#": the element itself), so it may
+// reach one when what precedes the '*' starts with KeyPrefix or is a beginning
+// of it (an element can complete it).
+func PatternMayReachReserved(p []byte) bool {
+	star := bytes.IndexByte(p, '*')
+	if star < 0 {
+		return false
+	}
+	pre := p[:star]
+	return bytes.HasPrefix(pre, []byte(KeyPrefix)) || strings.HasPrefix(KeyPrefix, string(pre))
+}
 
 // MaxScriptArgs bounds the arguments of one replicated write: Lua's unpack() cannot
 // pass more than about 8000 values to redis.call.
@@ -313,8 +328,19 @@ local function reserved(s)
   return l_type(s) == 'string' and s_byte(s, 1) == 115 and s_sub(s, 1, 10) == 'syncproxy:'
 end
 
+-- pattern_reserved: whether a SORT BY or GET pattern may read a reserved key,
+-- as replicate.PatternMayReachReserved says for the proxy.
+local function pattern_reserved(p)
+  if l_type(p) ~= 'string' then return false end
+  local star = s_find(p, '*', 1, true)
+  if not star then return false end
+  local pre = s_sub(p, 1, star - 1)
+  return s_sub(pre, 1, 10) == 'syncproxy:' or s_sub('syncproxy:', 1, #pre) == pre
+end
+
 -- sort_reserved: SORT's keys are the sorted key and the last STORE's
--- destination; BY and GET patterns are not keys (as outside scripts).
+-- destination; its BY and GET patterns read keys named after the elements,
+-- refused when they may name a reserved one (as outside scripts).
 local function sort_reserved(a, n)
   if reserved(a[2]) then return true end
   local store, i = nil, 3
@@ -324,6 +350,7 @@ local function sort_reserved(a, n)
       i = i + 2
     elseif o == 'get' or o == 'by' then
       i = i + 1
+      if pattern_reserved(a[i]) then return true end
     elseif o == 'store' and i < n then
       store = i + 1
     end

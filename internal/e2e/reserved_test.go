@@ -18,6 +18,7 @@ func TestReservedKeysUnreadable(t *testing.T) {
 	addr, _ := startProxy(t, master, slaves...)
 	c := redistest.DialRaw(t, addr)
 	mustReply(t, c, "+OK\r\n", "SET", "k", "v") // the metadata exists
+	mustReply(t, c, ":1\r\n", "RPUSH", "l", "syncproxy:seq")
 	const refused = "-ERR syncproxy: keys starting with 'syncproxy:' are reserved"
 	for _, cmd := range [][]string{
 		{"GET", "syncproxy:seq"},
@@ -33,11 +34,20 @@ func TestReservedKeysUnreadable(t *testing.T) {
 		{"EVAL_RO", "return 1", "1", "syncproxy:seq"},
 		{"SET", "syncproxy:seq", "1"},
 		{"COPY", "syncproxy:seq", "mine"},
+		// SORT's patterns read keys named after the elements, as Redis' ACLs
+		// require full read rights for them.
+		{"SORT", "l", "BY", "nosort", "GET", "*"},
+		{"SORT_RO", "l", "BY", "syncproxy:*"},
+		{"SORT", "l", "BY", "nosort", "GET", "sync*"},
+		{"EVAL", "return redis.call('SORT', KEYS[1], 'BY', 'nosort', 'GET', '*')", "1", "l"},
 	} {
 		if got := string(c.Do(cmd...)); !strings.HasPrefix(got, refused) {
 			t.Errorf("%s: %q, want the reserved-key error", showCmd(cmd), got)
 		}
 	}
+	// Patterns that cannot reach them still work.
+	mustReply(t, c, "*1\r\n$13\r\nsyncproxy:seq\r\n", "SORT", "l", "BY", "nosort", "GET", "#")
+	mustReply(t, c, "*1\r\n$-1\r\n", "SORT_RO", "l", "BY", "nosort", "GET", "other:*")
 	// Pipelined beside ordinary reads.
 	c.Send("GET", "k")
 	c.Send("GET", "syncproxy:seq")
