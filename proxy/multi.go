@@ -140,7 +140,7 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 			tx.aborted = true
 			return true
 		}
-		if name == "publish" && string(args[1]) == sess.s.cfg.SyncChannel {
+		if sess.publishesToSyncChannel(name, args) {
 			sess.localError(r, msgSyncChannel)
 			tx.aborted = true
 			return true

@@ -467,7 +467,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		*wrote = true
 		sess.toMaster(r)
 	case router.ClassMaster:
-		if rt.Info.Name == "publish" && string(args[1]) == sess.s.cfg.SyncChannel {
+		if sess.publishesToSyncChannel(rt.Info.Name, args) {
 			sess.localError(r, msgSyncChannel)
 			return
 		}
@@ -660,6 +660,12 @@ func (sess *Session) checkWrite(ci *router.CommandInfo, args [][]byte) string {
 		return msgTooManyArgs
 	}
 	return checkKeys(ci, args)
+}
+
+// publishesToSyncChannel reports whether a command publishes on the sync channel
+// (PUBLISH or SPUBLISH), which only the master script may do.
+func (sess *Session) publishesToSyncChannel(name string, args [][]byte) bool {
+	return (name == "publish" || name == "spublish") && len(args) > 1 && string(args[1]) == sess.s.cfg.SyncChannel
 }
 
 // checkKeys refuses a command, read or write, that names a key of the

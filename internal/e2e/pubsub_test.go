@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/proxy"
 )
 
 // TestPubSubDifferential: a subscriber through the proxy sees what a subscriber
@@ -57,6 +59,35 @@ func TestPubSubDifferential(t *testing.T) {
 	c := redistest.DialRaw(t, addr)
 	if r := string(c.Do("PUBLISH", "syncproxy:sync", "x")); r[0] != '-' {
 		t.Errorf("PUBLISH to the sync channel: %q", r)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestSyncChannelOtherName: with a sync channel outside the reserved prefix,
+// PUBLISH and SPUBLISH to it are refused alone, pipelined and inside MULTI (which
+// then aborts), as inside scripts; other channels are not.
+func TestSyncChannelOtherName(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.SyncChannel = "sync-events" }, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	refused := "-ERR syncproxy: the sync channel is reserved for replication\r\n"
+	mustReply(t, c, refused, "PUBLISH", "sync-events", "x")
+	mustReply(t, c, refused, "SPUBLISH", "sync-events", "x")
+	mustReply(t, c, ":0\r\n", "SPUBLISH", "other", "x")
+	c.Send("PUBLISH", "other", "x")
+	c.Send("SPUBLISH", "sync-events", "x")
+	c.Flush()
+	for i, want := range []string{":0\r\n", refused} {
+		if got := string(c.Read()); got != want {
+			t.Errorf("pipelined reply %d: %q, want %q", i, got, want)
+		}
+	}
+	mustReply(t, c, "+OK\r\n", "MULTI")
+	mustReply(t, c, refused, "SPUBLISH", "sync-events", "x")
+	if got := string(c.Do("EXEC")); !strings.HasPrefix(got, "-EXECABORT") {
+		t.Errorf("EXEC after a refused SPUBLISH: %q", got)
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
