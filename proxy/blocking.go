@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidwall/redcon"
 
+	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
 )
 
@@ -303,8 +304,10 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 		r.Raw = raw
 		r.Argc = len(form)
 		r.NullArray = true
-		r.Rewrite = true // no effect when nothing was popped
-		r.Quiet = name == "xreadgroup"
+		r.Mode = replicate.ModeRewrite // no effect when nothing was popped
+		if name == "xreadgroup" {
+			r.Mode = replicate.ModeRewriteQuiet
+		}
 		sess.waiter.Add(r)
 		s.router.Master().Submit(int(sess.id), r)
 		if r.Kind == router.KindRaw {

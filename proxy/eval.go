@@ -137,7 +137,7 @@ func (sess *Session) runScript(i int, r *router.Request, us *userScript, args []
 	r.Kind = router.KindWrite
 	r.Raw = buildCommand(args[1:])
 	r.Argc = len(args) - 1
-	r.Eval = true
+	r.Mode = replicate.ModeScript
 	r.Script = us.composed
 	sess.evalChecks = append(sess.evalChecks, check)
 	*wrote = true

@@ -5,6 +5,7 @@ import (
 
 	"github.com/tidwall/redcon"
 
+	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
 )
 
@@ -36,8 +37,7 @@ type txCmd struct {
 	db        int
 	raw       []byte
 	argc      int
-	rewrite   bool
-	readOnly  bool
+	mode      replicate.Mode
 	nullArray bool
 	local     []byte // the reply, when the proxy answers it (SELECT)
 	block     string // a blocking pop run in its non-blocking form: convert the reply
@@ -126,14 +126,14 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 			tx.db = n
 		}
 	case name == "ping" || name == "echo":
-		q.readOnly = true
+		q.mode = replicate.ModeRead
 	case rt.Class == router.ClassWrite:
 		if msg := sess.checkWrite(rt.Info, args); msg != "" {
 			sess.localError(r, msg)
 			tx.aborted = true
 			return true
 		}
-		q.rewrite, q.nullArray = rt.Rewrite, rt.NullArray
+		q.mode, q.nullArray = rt.Mode, rt.NullArray
 	case rt.Class == router.ClassRead || (rt.Class == router.ClassMaster && !rt.Info.Has(router.FlagNoScript)):
 		if msg := checkKeys(rt.Info, args); msg != "" {
 			sess.localError(r, msg)
@@ -145,7 +145,7 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 			tx.aborted = true
 			return true
 		}
-		q.readOnly = true
+		q.mode = replicate.ModeRead
 		q.nullArray = name == "xread"
 	case rt.Class == router.ClassSpecial && blockingPops[name]:
 		// Inside a transaction a blocking pop does not block, as in Redis.
@@ -155,7 +155,7 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 			tx.aborted = true
 			return true
 		}
-		q.raw, q.argc, q.nullArray, q.rewrite, q.block = buildCommand(form), len(form), true, true, name
+		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
 	case rt.Class == router.ClassDenied:
 		sess.localError(r, errDenied(name))
 		tx.aborted = true
@@ -175,7 +175,7 @@ func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt rout
 // writes reports whether the transaction has a command that may write.
 func (tx *txState) writes() bool {
 	for _, q := range tx.cmds {
-		if !q.readOnly && q.local == nil {
+		if q.mode != replicate.ModeRead && q.local == nil {
 			return true
 		}
 	}
@@ -217,7 +217,7 @@ func (sess *Session) exec(i int, r *router.Request) {
 			continue
 		}
 		tr.Kind, tr.DB, tr.Raw, tr.Argc = router.KindWrite, q.db, q.raw, q.argc
-		tr.Rewrite, tr.ReadOnly, tr.NullArray = q.rewrite, q.readOnly, q.nullArray
+		tr.Mode, tr.NullArray = q.mode, q.nullArray
 		chain = append(chain, tr)
 	}
 	if sess.watch != nil {

@@ -462,7 +462,7 @@ func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote 
 		r.Kind = router.KindWrite
 		r.Raw = c.Raw
 		r.Argc = len(args)
-		r.Rewrite = rt.Rewrite
+		r.Mode = rt.Mode
 		r.NullArray = rt.NullArray
 		*wrote = true
 		sess.toMaster(r)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
 )
 
@@ -148,11 +149,11 @@ func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 		return
 	}
 	parts := splitArray(outer[0])
-	if len(parts) != len(chain)+2 {
+	if len(parts) != replicate.CallReplyLen(len(chain)) {
 		ex.err = "ERR syncproxy: unexpected script reply from the master: the transaction's outcome is unknown"
 		return
 	}
-	seq, _ := strconv.ParseInt(string(parts[0][1:len(parts[0])-2]), 10, 64)
+	seq, _ := replicate.CallSeq(parts[0])
 	epoch := bulkText(parts[1])
 	for j, tr := range chain {
 		tr.Reply = append(tr.Reply[:0], parts[j+2]...)

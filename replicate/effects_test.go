@@ -76,7 +76,7 @@ func (rg *rig) write(t *testing.T, db int, args ...string) string {
 		bargs[i] = []byte(a)
 	}
 	rt := router.New(router.BuiltinTable(), nil, nil).Route(bargs)
-	r := &router.Request{Kind: router.KindWrite, DB: db, Raw: raw, Argc: len(args), Rewrite: rt.Rewrite}
+	r := &router.Request{Kind: router.KindWrite, DB: db, Raw: raw, Argc: len(args), Mode: rt.Mode}
 	w := router.NewWaiter()
 	w.Add(r)
 	rg.b.Submit(0, r)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/syncproxy/syncproxy/replicate"
 )
 
 // Kind says how a Request is sent to its backend.
@@ -42,20 +44,15 @@ type Request struct {
 	Raw []byte
 	// Argc is the number of arguments in Raw (needed for KindWrite).
 	Argc int
-	// Rewrite asks the replication script to derive the command's effect from
-	// what it did (non-deterministic and time-relative commands).
-	Rewrite bool
+	// Mode says what the replication script does with a KindWrite request:
+	// take the command as its effect, derive the effect, run a read or a client's
+	// script (see replicate.Mode).
+	Mode replicate.Mode
 	// NullArray: the command's nil reply is a null array, which Lua turns into a
 	// null bulk string; the reader turns it back.
 	NullArray bool
-	// ReadOnly: a read run inside the script (in a transaction); it has no effect.
-	ReadOnly bool
-	// Quiet (with Rewrite): no effect when the command returned nil (a blocked
-	// client trying again).
-	Quiet bool
-	// Eval: a client's script; Raw holds numkeys, keys and args, and Script the
-	// script composed to run it (see replicate.UserScript). It runs alone.
-	Eval   bool
+	// Script: with ModeScript, the script composed to run a client's script (see
+	// replicate.UserScript); Raw holds numkeys, keys and args. It runs alone.
 	Script *WriteScript
 	// Reply holds the raw RESP reply once the request is complete.
 	Reply []byte
@@ -135,10 +132,9 @@ func (w *Waiter) Wait() {
 	w.n.Store(1)
 }
 
-// WriteScript is the replication script that KindWrite requests run in. The call
-// sent is: EVALSHA SHA 0 Args... <unix-ms> <conn-db> <n> then, per command,
-// <db> <argc> <effect> <args...> (see writeGroup).
-// Its reply is an array: the sequence number, the epoch, then one reply per command.
+// WriteScript is the replication script that KindWrite requests run in; Args are
+// its fixed arguments. The call's format and its reply's are package replicate's
+// (replicate/call.go).
 type WriteScript struct {
 	SHA  string
 	Body string
@@ -923,18 +919,9 @@ func (l *link) flush(conn net.Conn, bw *bufio.Writer) error {
 	return bw.Flush()
 }
 
-// writeGroup writes one script call carrying the n chained write requests. Per
-// command it sends the DB, the argument count, the command's effect in the
-// sync-message encoding (*<argc+1> $<db> <the client's argument bulks>), and the
-// arguments.
+// writeGroup writes one script call carrying the n chained write requests.
 func (l *link) writeGroup(bw *bufio.Writer, first *Request, n, curDB int) {
 	writeScriptCall(bw, l.b.opts.Script, first, n, curDB)
-}
-
-// byteWriter is what writeScriptCall writes to (bufio.Writer, bytes.Buffer).
-type byteWriter interface {
-	Write([]byte) (int, error)
-	WriteString(string) (int, error)
 }
 
 // AppendScriptCall appends the script call that runs reqs (KindWrite requests)
@@ -955,57 +942,19 @@ func AppendScriptCall(dst []byte, s *WriteScript, reqs []*Request, curDB int) []
 // FixScriptReply restores what Lua changed in a reply read from a script call: big
 // integers, null arrays. ReadFrame'd replies of AppendScriptCall calls need it.
 func (r *Request) FixScriptReply() {
-	fixBigInt(r)
-	if r.NullArray && string(r.Reply) == "$-1\r\n" {
-		r.Reply = append(r.Reply[:0], "*-1\r\n"...)
-	}
+	r.Reply = replicate.FixCallReply(r.Reply, r.NullArray)
 }
 
-func writeScriptCall(bw byteWriter, s *WriteScript, first *Request, n, curDB int) {
-	total := 3 + len(s.Args) + 3
+// writeScriptCall writes the call of s that runs the n chained requests from
+// first, in the format package replicate defines (replicate.WriteCallHeader).
+func writeScriptCall(w replicate.CallWriter, s *WriteScript, first *Request, n, curDB int) {
+	argc := 0
 	for r := first; r != nil; r = r.next {
-		total += 4 + r.Argc
+		argc += r.Argc
 	}
-	var hdr [256]byte
-	h := appendArrayHeader(hdr[:0], total)
-	h = append(h, "$7\r\nEVALSHA\r\n"...)
-	h = appendBulk(h, []byte(s.SHA))
-	h = append(h, "$1\r\n0\r\n"...)
-	bw.Write(h)
-	for _, a := range s.Args {
-		bw.Write(appendBulk(hdr[:0], a))
-	}
-	h = appendBulkInt(hdr[:0], time.Now().UnixMilli())
-	h = appendBulkInt(h, int64(curDB))
-	h = appendBulkInt(h, int64(n))
-	bw.Write(h)
+	replicate.WriteCallHeader(w, s.SHA, s.Args, time.Now().UnixMilli(), curDB, n, argc)
 	for r := first; r != nil; r = r.next {
-		args := skipArrayHeader(r.Raw)
-		h = appendBulkInt(hdr[:0], int64(r.DB))
-		h = appendBulkInt(h, int64(r.Argc))
-		if r.Eval {
-			h = append(h, "$1\r\ne\r\n"...)
-		} else if r.Rewrite && r.Quiet {
-			h = append(h, "$1\r\nq\r\n"...)
-		} else if r.Rewrite {
-			h = append(h, "$1\r\nx\r\n"...)
-		} else if r.ReadOnly {
-			h = append(h, "$1\r\nr\r\n"...)
-		} else {
-			h = append(h, "$1\r\n0\r\n"...)
-		}
-		// The effect: an array header and the DB bulk, then the arguments as sent.
-		var eh [64]byte
-		e := appendArrayHeader(eh[:0], r.Argc+1)
-		e = appendBulkInt(e, int64(r.DB))
-		h = append(h, '$')
-		h = strconv.AppendInt(h, int64(len(e)+len(args)), 10)
-		h = append(h, '\r', '\n')
-		h = append(h, e...)
-		bw.Write(h)
-		bw.Write(args)
-		bw.WriteString("\r\n")
-		bw.Write(args)
+		replicate.WriteCallCommand(w, r.DB, r.Argc, r.Mode, skipArrayHeader(r.Raw))
 	}
 }
 
@@ -1020,16 +969,6 @@ func (l *link) internEpoch(frame []byte) string {
 		l.epoch = string(body)
 	}
 	return l.epoch
-}
-
-// fixBigInt turns the script's "\x01I<digits>" status, an integer too large for a
-// Lua number, back into an integer reply.
-func fixBigInt(r *Request) {
-	if len(r.Reply) > 3 && r.Reply[0] == '+' && r.Reply[1] == 1 && r.Reply[2] == 'I' {
-		n := copy(r.Reply[1:], r.Reply[3:])
-		r.Reply = r.Reply[:1+n]
-		r.Reply[0] = ':'
-	}
 }
 
 // chainEnd returns the last request of the chain starting at r (a transaction is
@@ -1192,7 +1131,7 @@ func (l *link) readGroup(br *bufio.Reader, p pending, gen uint64) (rest *Request
 	if err != nil {
 		return p.req, err
 	}
-	if n != p.n+2 {
+	if n != replicate.CallReplyLen(p.n) {
 		header := append([]byte(nil), line...) // the elements are not kept
 		if err := l.discard(br, n); err != nil {
 			return p.req, err
@@ -1202,10 +1141,7 @@ func (l *link) readGroup(br *bufio.Reader, p pending, gen uint64) (rest *Request
 	if l.scratch, err = ReadFrame(br, l.scratch[:0]); err != nil {
 		return p.req, err
 	}
-	seq, ok := int64(0), false
-	if l.scratch[0] == ':' {
-		seq, ok = parseInt(l.scratch[1 : len(l.scratch)-2])
-	}
+	seq, ok := replicate.CallSeq(l.scratch)
 	if l.epochBuf, err = ReadFrame(br, l.epochBuf[:0]); err != nil {
 		return p.req, err
 	}

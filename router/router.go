@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"sync/atomic"
+
+	"github.com/syncproxy/syncproxy/replicate"
 )
 
 // Class is the path a command takes through the proxy.
@@ -33,8 +35,9 @@ const (
 type Route struct {
 	Class Class
 	Info  *CommandInfo // nil for ClassUnknown
-	// Rewrite: the write's effect must be derived from what it did on the master.
-	Rewrite bool
+	// Mode: how the replication script takes the write's effect
+	// (replicate.ModeRewrite: derived from what it did on the master).
+	Mode replicate.Mode
 	// NullArray: the write's nil reply is a null array (see Request.NullArray).
 	NullArray bool
 }
@@ -287,7 +290,11 @@ func (r *Router) Route(args [][]byte) Route {
 			na = true
 		}
 	}
-	return Route{Class: c, Info: ci, Rewrite: rw, NullArray: na}
+	mode := replicate.ModeCommand
+	if rw {
+		mode = replicate.ModeRewrite
+	}
+	return Route{Class: c, Info: ci, Mode: mode, NullArray: na}
 }
 
 func hasArg(args [][]byte, name string) bool {
