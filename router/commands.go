@@ -60,6 +60,8 @@ type CommandInfo struct {
 	Flags                   Flags
 	FirstKey, LastKey, Step int
 	Subcommands             map[string]*CommandInfo // keyed by lower-case subcommand name ("get"); nil when none
+	// Policy is how the proxy treats the command, attached by NewTable (rows.go).
+	Policy Policy
 }
 
 // Has reports whether c carries every flag in f.
@@ -304,6 +306,7 @@ func NewTable(infos []*CommandInfo) *Table {
 			continue
 		}
 		name := strings.ToLower(c.Name)
+		attachPolicies(c)
 		t.cmds[name] = c
 		t.maxLen = max(t.maxLen, len(name))
 		for sub := range c.Subcommands {

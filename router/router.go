@@ -2,7 +2,6 @@ package router
 
 import (
 	"bytes"
-	"strings"
 	"sync/atomic"
 
 	"github.com/syncproxy/syncproxy/replicate"
@@ -40,82 +39,6 @@ type Route struct {
 	Mode replicate.Mode
 	// NullArray: the write's nil reply is a null array (see Request.NullArray).
 	NullArray bool
-}
-
-// rewriteNames are the writes whose effect is not the command itself: their
-// outcome depends on randomness or on the clock, or their integer reply may not
-// survive Lua's numbers (see the master script in package replicate).
-var rewriteNames = map[string]bool{
-	"spop": true, "incrbyfloat": true, "hincrbyfloat": true, "expire": true, "pexpire": true,
-	"setex": true, "psetex": true, "restore": true, "xadd": true, "xtrim": true,
-	"incr": true, "incrby": true, "decr": true, "decrby": true, "hincrby": true,
-	"flushall": true, "flushdb": true, "xclaim": true, "xautoclaim": true, "xreadgroup": true,
-}
-
-// classOverrides pins the class of commands whose COMMAND flags do not tell the
-// proxy enough. Keys are full names ("config|get").
-var classOverrides = map[string]Class{
-	// Answered by the proxy.
-	"ping": ClassLocal, "echo": ClassLocal, "quit": ClassLocal, "select": ClassLocal,
-	"hello": ClassLocal, "auth": ClassLocal, "reset": ClassLocal, "info": ClassLocal,
-	"client|setname": ClassLocal, "client|getname": ClassLocal, "client|id": ClassLocal,
-	"client|info": ClassLocal, "client|setinfo": ClassLocal, "client|list": ClassLocal,
-	"client|reply": ClassLocal, "client|help": ClassMaster,
-
-	// Topology, persistence control of backends, or replication bypass.
-	"replicaof": ClassDenied, "slaveof": ClassDenied, "sync": ClassDenied, "psync": ClassDenied,
-	"replconf": ClassDenied, "shutdown": ClassDenied, "debug": ClassDenied, "monitor": ClassDenied,
-	"migrate": ClassDenied, "failover": ClassDenied, "cluster": ClassDenied, "readonly": ClassDenied,
-	"readwrite": ClassDenied, "asking": ClassDenied, "module": ClassDenied,
-	"config|rewrite": ClassDenied, "config|resetstat": ClassDenied,
-	"client|kill": ClassDenied, "client|pause": ClassDenied, "client|unpause": ClassDenied,
-	"client|tracking": ClassDenied, "client|caching": ClassDenied, "client|no-evict": ClassDenied,
-	"client|unblock": ClassDenied, "client|trackinginfo": ClassDenied, "client|getredir": ClassDenied,
-	"acl|setuser": ClassDenied, "acl|deluser": ClassDenied, "acl|load": ClassDenied, "acl|save": ClassDenied,
-
-	// Session state: transactions, subscriptions, scripts, blocking.
-	"multi": ClassSpecial, "exec": ClassSpecial, "discard": ClassSpecial, "watch": ClassSpecial,
-	"unwatch": ClassSpecial, "subscribe": ClassSpecial, "psubscribe": ClassSpecial,
-	"ssubscribe": ClassSpecial, "unsubscribe": ClassSpecial, "punsubscribe": ClassSpecial,
-	"sunsubscribe": ClassSpecial, "eval": ClassSpecial, "evalsha": ClassSpecial,
-	"eval_ro": ClassSpecial, "evalsha_ro": ClassSpecial, "fcall": ClassSpecial,
-	"script": ClassSpecial, "wait": ClassSpecial, "swapdb": ClassSpecial,
-	"config|set": ClassSpecial,
-
-	// Read-only functions and the function library live on the master.
-	"fcall_ro": ClassMaster, "function": ClassMaster,
-
-	// PFCOUNT updates the cached cardinality inside the HyperLogLog: run on the
-	// master and replicated, or the slaves' values would drift from the master's.
-	"pfcount": ClassWrite,
-
-	// Cursors are only valid on the backend that issued them.
-	"scan": ClassMaster, "sscan": ClassMaster, "hscan": ClassMaster, "zscan": ClassMaster,
-}
-
-// classify derives the class of a known command.
-func classify(ci *CommandInfo) Class {
-	if c, ok := classOverrides[ci.Name]; ok {
-		return c
-	}
-	if i := strings.IndexByte(ci.Name, '|'); i > 0 {
-		// Unlisted subcommands of a listed container (CONFIG GET) follow their flags.
-		if c, ok := classOverrides[ci.Name[:i]]; ok && c != ClassLocal {
-			return c
-		}
-	}
-	switch {
-	case ci.Has(FlagBlocking):
-		return ClassSpecial
-	case ci.Has(FlagWrite):
-		if ci.Has(FlagNoScript) {
-			return ClassSpecial
-		}
-		return ClassWrite
-	case ci.Has(FlagReadonly):
-		return ClassRead
-	}
-	return ClassMaster
 }
 
 // SlaveStatus is what the router needs to know about a slave's replication state.
@@ -190,12 +113,11 @@ type slaveSet struct {
 
 // Router classifies commands and picks backends.
 type Router struct {
-	table   *Table
-	classes map[*CommandInfo]Class
-	master  *Backend
-	set     atomic.Pointer[slaveSet]
-	rr      atomic.Uint64
-	read    atomic.Pointer[ReadOptions]
+	table  *Table
+	master *Backend
+	set    atomic.Pointer[slaveSet]
+	rr     atomic.Uint64
+	read   atomic.Pointer[ReadOptions]
 	// MasterReads counts the reads served by the master.
 	MasterReads atomic.Int64
 }
@@ -203,16 +125,9 @@ type Router struct {
 // New returns a Router over the given command table and backends; every slave
 // has weight 1 until SetSlaves says otherwise.
 func New(table *Table, master *Backend, slaves []*Slave) *Router {
-	r := &Router{table: table, master: master, classes: map[*CommandInfo]Class{}}
+	r := &Router{table: table, master: master}
 	r.SetSlaves(slaves, nil)
 	r.read.Store(&ReadOptions{})
-	for _, name := range table.Names() {
-		ci := table.Lookup([][]byte{[]byte(name)})
-		r.classes[ci] = classify(ci)
-		for _, sub := range ci.Subcommands {
-			r.classes[sub] = classify(sub)
-		}
-	}
 	return r
 }
 
@@ -252,49 +167,27 @@ func (r *Router) Weight(sl *Slave) int {
 	return 0
 }
 
-// Route classifies args (args[0] is the command name).
+// Route classifies args (args[0] is the command name) by its command's Policy
+// row and, where the row says so, its arguments.
 func (r *Router) Route(args [][]byte) Route {
 	ci := r.table.Lookup(args)
 	if ci == nil {
 		return Route{Class: ClassUnknown}
 	}
-	c := r.classes[ci]
-	if c == ClassRead && ci.Has(FlagBlocking) {
-		c = ClassSpecial
+	p := &ci.Policy
+	c := p.Class
+	if p.BlockOption && !hasArg(args, "block") {
+		c = p.Unblocked // XREAD and XREADGROUP only block with BLOCK
 	}
-	// XREAD and XREADGROUP are flagged blocking but only block with BLOCK.
-	if (ci.Name == "xread" || ci.Name == "xreadgroup") && !hasArg(args, "block") {
-		if ci.Name == "xread" {
-			c = ClassRead
-		} else {
-			c = ClassWrite
-		}
+	rt := Route{Class: c, Info: ci, Mode: replicate.ModeCommand}
+	if c != ClassWrite {
+		return rt
 	}
-	rw := false
-	if c == ClassWrite {
-		switch ci.Name {
-		case "set":
-			rw = len(args) > 3 // options: EX/PX need absolute times
-		case "getex":
-			rw = len(args) > 2
-		default:
-			rw = rewriteNames[ci.Name]
-		}
+	if p.Rewrite == RewriteAlways || (p.Rewrite == RewriteWithOptions && len(args) > -ci.Arity) {
+		rt.Mode = replicate.ModeRewrite
 	}
-	na := false
-	if c == ClassWrite {
-		switch ci.Name {
-		case "lpop", "rpop":
-			na = len(args) == 3
-		case "lmpop", "zmpop", "xreadgroup":
-			na = true
-		}
-	}
-	mode := replicate.ModeCommand
-	if rw {
-		mode = replicate.ModeRewrite
-	}
-	return Route{Class: c, Info: ci, Mode: mode, NullArray: na}
+	rt.NullArray = p.NullArray == NullArrayAlways || (p.NullArray == NullArrayWithCount && len(args) == 3)
+	return rt
 }
 
 func hasArg(args [][]byte, name string) bool {
