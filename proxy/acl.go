@@ -165,8 +165,3 @@ func (sess *Session) aclDryRun(cfg *Config, args [][]byte) []byte {
 	}
 	return []byte("+OK\r\n")
 }
-
-// isACL reports whether ci is ACL or one of its subcommands.
-func isACL(ci *router.CommandInfo) bool {
-	return ci.Name == "acl" || strings.HasPrefix(ci.Name, "acl|")
-}

@@ -22,12 +22,6 @@ import (
 // of its keys (every proxy's writes arrive through the sync channel), or its
 // timeout. A blocked client holds up only itself, as in Redis.
 
-// blockingPops are the commands block serves.
-var blockingPops = map[string]bool{
-	"blpop": true, "brpop": true, "blmove": true, "brpoplpush": true, "blmpop": true,
-	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true,
-}
-
 // blockRetry is how often a blocked client tries again without a wake-up: a
 // backstop for missed notifications and for noticing a client that left.
 const blockRetry = 250 * time.Millisecond
@@ -232,93 +226,47 @@ func parseTimeout(b []byte) (time.Duration, string) {
 	return time.Duration(f * float64(time.Second)), ""
 }
 
-// isBlocking reports whether args is a blocking pop (with a valid arity) that
+// isBlocking reports whether args is a blocking pop (its Policy row says
+// Blocking, and it blocks with these arguments) that passes the gate, which
 // block must serve, and its info. Inside MULTI nothing blocks.
 func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
 	if sess.tx != nil || !sess.authed || len(args) == 0 || len(args[0]) < 5 || (args[0][0]|0x20 != 'b' && args[0][0]|0x20 != 'x') {
 		return nil, false // the common case, without a table lookup
 	}
-	rt := sess.s.router.Route(args)
-	if rt.Info == nil || rt.Class != router.ClassSpecial || !blockingPops[rt.Info.Name] || !rt.Info.CheckArity(len(args)) ||
-		sess.noPerm(rt.Info) != "" || sess.heldWrite(rt) {
+	c := call{cmd: redcon.Command{Args: args}, route: sess.s.router.Route(args)}
+	if c.route.Info == nil || c.route.Class != router.ClassSpecial || !c.route.Info.Policy.Blocking || sess.gate(&c) != "" {
 		return nil, false // dispatch answers with the error
 	}
-	return rt.Info, true
+	return c.route.Info, true
+}
+
+// blockedPop is a blocking pop being served: its non-blocking form, tried until
+// it pops or the deadline passes.
+type blockedPop struct {
+	name     string
+	raw      []byte // the non-blocking form
+	argc     int
+	deadline time.Time // zero: forever
+	keys     []waitKey
+	wake     chan struct{}
 }
 
 // block serves one blocking pop; it reports whether the client went away.
 func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
-	s := sess.s
-	name := ci.Name
-	form, targ, msg := nonBlocking(name, args)
-	if msg == "" {
-		msg = checkKeys(ci, args)
-	}
-	stream := name == "xread" || name == "xreadgroup"
-	var timeout time.Duration
-	if msg == "" && stream {
-		timeout, msg = parseBlockMs(targ)
-	} else if msg == "" {
-		timeout, msg = parseTimeout(targ)
-	}
+	bp, msg := sess.blockedPop(ci, args)
 	if msg != "" {
 		sess.conn.WriteError(msg)
 		return false
 	}
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
-	}
-	var keys []waitKey
-	for _, i := range ci.KeyIndexes(args, nil) {
-		keys = append(keys, waitKey{sess.db, string(args[i])})
-	}
-	wake := make(chan struct{}, 1)
-	registered := false
-	defer func() {
-		if registered {
-			s.waiters.remove(keys, wake)
-		}
-	}()
-	if name == "xread" {
-		// "$" means the entries added from now on: pin it to the streams' last IDs.
-		if msg := sess.resolveDollar(form); msg != "" {
-			sess.conn.WriteError(msg)
-			return false
-		}
-	}
-	raw := buildCommand(form)
+	s := sess.s
+	// Register before trying, so a push between the try and the wait wakes us.
+	s.waiters.add(bp.keys, bp.wake)
+	defer s.waiters.remove(bp.keys, bp.wake)
 	r := &router.Request{}
 	for {
-		// Register before trying, so a push between the try and the wait wakes us.
-		if !registered {
-			s.waiters.add(keys, wake)
-			registered = true
-		}
-		r.Reset()
-		r.Kind = router.KindWrite
-		if name == "xread" {
-			r.Kind = router.KindRaw // a read, on the master, which has the newest data
-		}
-		r.DB = sess.db
-		r.Raw = raw
-		r.Argc = len(form)
-		r.NullArray = true
-		r.Mode = replicate.ModeRewrite // no effect when nothing was popped
-		if name == "xreadgroup" {
-			r.Mode = replicate.ModeRewriteQuiet
-		}
-		sess.waiter.Add(r)
-		s.router.Master().Submit(int(sess.id), r)
-		if r.Kind == router.KindRaw {
-			sess.readOnMaster() // monotonic reads: later reads see what it saw
-			sess.sendProbes()
-		}
-		sess.waiter.Wait()
-		sess.applyProbes()
-		sess.noteWrite(r)
+		sess.tryPop(bp, r)
 		if !isNull(r.Reply) {
-			sess.conn.WriteRaw(blockingReply(name, r.Reply))
+			sess.conn.WriteRaw(blockingReply(bp.name, r.Reply))
 			return false
 		}
 		if s.closing.Load() {
@@ -326,25 +274,87 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 			return false
 		}
 		wait := blockRetry
-		if !deadline.IsZero() {
-			left := time.Until(deadline)
+		if !bp.deadline.IsZero() {
+			left := time.Until(bp.deadline)
 			if left <= 0 {
 				sess.conn.WriteRaw([]byte("*-1\r\n"))
 				return false
 			}
 			wait = min(wait, left)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-wake:
-		case <-t.C:
-			if peerClosed(sess.conn.NetConn()) {
-				t.Stop()
-				return true
-			}
+		if !sess.sleepBlocked(bp, wait) {
+			return true
 		}
-		t.Stop()
 	}
+}
+
+// blockedPop prepares a blocking pop, or returns the error that refuses it.
+func (sess *Session) blockedPop(ci *router.CommandInfo, args [][]byte) (*blockedPop, string) {
+	name := ci.Name
+	form, targ, msg := nonBlocking(name, args)
+	var timeout time.Duration
+	if msg == "" && (name == "xread" || name == "xreadgroup") {
+		timeout, msg = parseBlockMs(targ)
+	} else if msg == "" {
+		timeout, msg = parseTimeout(targ)
+	}
+	if msg != "" {
+		return nil, msg
+	}
+	bp := &blockedPop{name: name, wake: make(chan struct{}, 1)}
+	if timeout > 0 {
+		bp.deadline = time.Now().Add(timeout)
+	}
+	for _, i := range ci.KeyIndexes(args, nil) {
+		bp.keys = append(bp.keys, waitKey{sess.db, string(args[i])})
+	}
+	if name == "xread" {
+		// "$" means the entries added from now on: pin it to the streams' last IDs.
+		if msg := sess.resolveDollar(form); msg != "" {
+			return nil, msg
+		}
+	}
+	bp.raw, bp.argc = buildCommand(form), len(form)
+	return bp, ""
+}
+
+// tryPop runs the non-blocking form once, on the master, into r.
+func (sess *Session) tryPop(bp *blockedPop, r *router.Request) {
+	r.Reset()
+	r.Kind = router.KindWrite
+	if bp.name == "xread" {
+		r.Kind = router.KindRaw // a read, on the master, which has the newest data
+	}
+	r.DB, r.Raw, r.Argc = sess.db, bp.raw, bp.argc
+	r.NullArray = true
+	r.Mode = replicate.ModeRewrite // no effect when nothing was popped
+	if bp.name == "xreadgroup" {
+		r.Mode = replicate.ModeRewriteQuiet
+	}
+	sess.waiter.Add(r)
+	sess.s.router.Master().Submit(int(sess.id), r)
+	if r.Kind == router.KindRaw {
+		sess.readOnMaster() // monotonic reads: later reads see what it saw
+		sess.sendProbes()
+	}
+	sess.waiter.Wait()
+	sess.applyProbes()
+	sess.noteWrite(r)
+}
+
+// sleepBlocked waits for a wake-up or for d; it reports false when the client
+// went away meanwhile.
+func (sess *Session) sleepBlocked(bp *blockedPop, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-bp.wake:
+	case <-t.C:
+		if peerClosed(sess.conn.NetConn()) {
+			return false
+		}
+	}
+	return true
 }
 
 // isNull reports whether a reply is a null bulk or null array.

@@ -78,23 +78,23 @@ func (sc *scripts) unload() {
 }
 
 // eval dispatches EVAL and EVALSHA (args[1] is the body or its SHA).
-func (sess *Session) eval(i int, r *router.Request, name string, args [][]byte, wrote *bool) {
-	s := sess.s
+func (sess *Session) eval(c *call) {
+	s, args := sess.s, c.cmd.Args
 	var us *userScript
-	if name == "evalsha" {
+	if c.route.Info.Name == "evalsha" {
 		if us = s.scripts.get(string(args[1])); us == nil {
-			sess.localError(r, msgNoScript)
+			sess.localError(&c.req, msgNoScript)
 			return
 		}
 	} else {
 		us = s.scripts.add(s, args[1])
 	}
-	sess.runScript(i, r, us, args[1:], wrote)
+	sess.runScript(c, us, args[1:])
 }
 
 // runScript runs a composed script; args[1] is numkeys, then keys and arguments.
-func (sess *Session) runScript(i int, r *router.Request, us *userScript, args [][]byte, wrote *bool) {
-	s := sess.s
+func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
+	s, r := sess.s, &c.req
 	nk, err := strconv.Atoi(string(args[1]))
 	switch {
 	case err != nil:
@@ -118,7 +118,7 @@ func (sess *Session) runScript(i int, r *router.Request, us *userScript, args []
 		return
 	}
 	master := s.router.Master()
-	check := evalCheck{us: us, r: r}
+	check := evalCheck{us: us}
 	if !us.loaded.Load() {
 		// The client's script must compile alone (the master compiles it and
 		// words its errors) before the composed script, where it is a
@@ -139,8 +139,8 @@ func (sess *Session) runScript(i int, r *router.Request, us *userScript, args []
 	r.Argc = len(args) - 1
 	r.Mode = replicate.ModeScript
 	r.Script = us.composed
-	sess.evalChecks = append(sess.evalChecks, check)
-	*wrote = true
+	c.eval = check
+	sess.wrote = true
 	sess.toMaster(r)
 }
 
@@ -158,25 +158,27 @@ func (sess *Session) compileScript(us *userScript) string {
 	return ""
 }
 
-// evalCheck remembers an EVAL of the batch, to notice a composed script that is
-// not on the master after all (its load failed, or a SCRIPT FLUSH came between).
+// evalCheck remembers what an EVAL of the batch needs checked, to notice a
+// composed script that is not on the master after all (its load failed, or a
+// SCRIPT FLUSH came between).
 type evalCheck struct {
-	us   *userScript
-	load *router.Request
-	r    *router.Request
+	us   *userScript     // nil: not an EVAL
+	load *router.Request // the SCRIPT LOAD sent with it, if any
 }
 
 // checkEvals runs once the batch completed.
-func (sess *Session) checkEvals() {
-	for _, c := range sess.evalChecks {
-		if (c.load != nil && (c.load.Failed || len(c.load.Reply) == 0 || c.load.Reply[0] == '-')) ||
-			strings.HasPrefix(string(c.r.Reply), "-NOSCRIPT") ||
-			strings.HasPrefix(string(c.r.Reply), "-ERR syncproxy: the replication script was flushed") {
-			c.us.loaded.Store(false)
+func (sess *Session) checkEvals(calls []*call) {
+	for _, c := range calls {
+		e, reply := &c.eval, c.req.Reply
+		if e.us == nil {
+			continue
+		}
+		if (e.load != nil && (e.load.Failed || len(e.load.Reply) == 0 || e.load.Reply[0] == '-')) ||
+			strings.HasPrefix(string(reply), "-NOSCRIPT") ||
+			strings.HasPrefix(string(reply), "-ERR syncproxy: the replication script was flushed") {
+			e.us.loaded.Store(false)
 		}
 	}
-	clear(sess.evalChecks)
-	sess.evalChecks = sess.evalChecks[:0]
 }
 
 // scriptFlushed is called after SCRIPT FLUSH went through: every script must be
@@ -223,14 +225,14 @@ func (f *functions) reset() {
 }
 
 // fcall dispatches FCALL name numkeys keys... args...
-func (sess *Session) fcall(i int, r *router.Request, args [][]byte, wrote *bool) {
-	s := sess.s
+func (sess *Session) fcall(c *call) {
+	s, args := sess.s, c.cmd.Args
 	name := string(args[1])
 	us := s.functions.get(name)
 	if us == nil {
 		code, msg := sess.libraryOf(name)
 		if msg != "" {
-			sess.localError(r, msg)
+			sess.localError(&c.req, msg)
 			return
 		}
 		body := "local __fns = {}\nlocal __lib = function(redis)\n" + code +
@@ -241,7 +243,7 @@ func (sess *Session) fcall(i int, r *router.Request, args [][]byte, wrote *bool)
 		s.functions.put(name, us)
 	}
 	// As EVAL: args[2:] are numkeys, keys and arguments.
-	sess.runScript(i, r, us, args[1:], wrote)
+	sess.runScript(c, us, args[1:])
 }
 
 // libraryOf returns the code (without its #! line) of the library that holds the

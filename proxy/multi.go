@@ -45,131 +45,111 @@ type txCmd struct {
 
 // inMulti handles a command while a transaction is open; it reports whether it
 // did (EXEC, DISCARD and the queued commands), leaving QUIT and RESET to the
-// normal path.
-func (sess *Session) inMulti(i int, r *router.Request, c redcon.Command, rt router.Route) bool {
+// normal path. A command refused while queuing aborts the transaction.
+func (sess *Session) inMulti(c *call) bool {
+	r := &c.req
+	if c.route.Info != nil {
+		switch c.route.Info.Policy.Handler {
+		case router.HandlerQuit, router.HandlerReset:
+			return false
+		case router.HandlerExec:
+			sess.exec(c)
+			sess.wrote = true // later reads of the batch go behind it, on the master
+			return true
+		case router.HandlerDiscard:
+			sess.tx = nil
+			sess.closeWatch()
+			sess.local(r, []byte("+OK\r\n"))
+			return true
+		case router.HandlerMulti:
+			sess.localError(r, msgMultiNested)
+			return true
+		case router.HandlerWatch:
+			sess.localError(r, msgWatchInMulti)
+			return true
+		}
+	}
 	tx := sess.tx
-	args := c.Args
-	if rt.Class == router.ClassUnknown {
-		sess.localError(r, errUnknownCommand(args))
-		tx.aborted = true
-		return true
+	msg := sess.gate(c)
+	if msg == "" && sess.s.memory().overMaxmemory(tx.bytes+int64(len(c.cmd.Raw))) {
+		msg = msgOOM // as Redis, over maxmemory nothing more is queued
 	}
-	name := rt.Info.Name
-	switch name {
-	case "quit", "reset":
-		return false
-	case "exec":
-		sess.exec(i, r)
-		return true
-	case "discard":
-		sess.tx = nil
-		sess.closeWatch()
-		sess.local(r, []byte("+OK\r\n"))
-		return true
-	case "multi":
-		sess.localError(r, msgMultiNested)
-		return true
-	case "watch":
-		sess.localError(r, msgWatchInMulti)
-		return true
+	var q txCmd
+	var reply []byte
+	if msg == "" {
+		q, reply, msg = sess.queue(c)
 	}
-	if !rt.Info.CheckArity(len(args)) {
-		sess.localError(r, errWrongArity(name))
-		tx.aborted = true
-		return true
+	if msg != "" {
+		reply = router.AppendError(nil, msg)
 	}
-	if e := sess.noPerm(rt.Info); e != "" {
-		sess.localError(r, e)
-		tx.aborted = true
-		return true
-	}
-	if sess.heldWrite(rt) {
-		sess.localError(r, msgMasterResetHeld)
-		tx.aborted = true
-		return true
-	}
-	if sess.s.memory().overMaxmemory(tx.bytes + int64(len(c.Raw))) {
-		// As Redis, over maxmemory nothing more is queued.
-		sess.localError(r, msgOOM)
-		tx.aborted = true
-		return true
-	}
-	q := txCmd{db: tx.db, raw: append([]byte(nil), c.Raw...), argc: len(args)}
-	if isACL(rt.Info) {
-		// Answered from the proxy's users when queued (they change only with
-		// the configuration); the master's ACL is never asked.
-		reply, refused, forward := sess.aclReply(name, args)
-		if refused || forward {
-			if forward {
-				reply = router.AppendError(nil, "ERR syncproxy: '"+name+"' is not supported inside MULTI")
-			}
-			sess.local(r, reply)
-			tx.aborted = true
-			return true
-		}
-		q.local = reply
-		tx.cmds = append(tx.cmds, q)
-		sess.local(r, []byte("+QUEUED\r\n"))
-		return true
-	}
-	switch {
-	case name == "select":
-		n, err := strconv.Atoi(string(args[1]))
-		if err != nil || n < 0 || n >= numDBs {
-			// Redis runs SELECT at EXEC time; an invalid one fails then, alone.
-			q.local = router.AppendError(nil, msgDBRange)
-			if err != nil {
-				q.local = router.AppendError(nil, msgNotInteger)
-			}
-		} else {
-			q.local = []byte("+OK\r\n")
-			tx.db = n
-		}
-	case name == "ping" || name == "echo":
-		q.mode = replicate.ModeRead
-	case rt.Class == router.ClassWrite:
-		if msg := sess.checkWrite(rt.Info, args); msg != "" {
-			sess.localError(r, msg)
-			tx.aborted = true
-			return true
-		}
-		q.mode, q.nullArray = rt.Mode, rt.NullArray
-	case rt.Class == router.ClassRead || (rt.Class == router.ClassMaster && !rt.Info.Has(router.FlagNoScript)):
-		if msg := checkKeys(rt.Info, args); msg != "" {
-			sess.localError(r, msg)
-			tx.aborted = true
-			return true
-		}
-		if sess.publishesToSyncChannel(name, args) {
-			sess.localError(r, msgSyncChannel)
-			tx.aborted = true
-			return true
-		}
-		q.mode = replicate.ModeRead
-		q.nullArray = name == "xread"
-	case rt.Class == router.ClassSpecial && blockingPops[name]:
-		// Inside a transaction a blocking pop does not block, as in Redis.
-		form, _, msg := nonBlocking(name, args)
-		if msg != "" {
-			sess.localError(r, msg)
-			tx.aborted = true
-			return true
-		}
-		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
-	case rt.Class == router.ClassDenied:
-		sess.localError(r, errDenied(name))
-		tx.aborted = true
-		return true
-	default:
-		sess.localError(r, "ERR syncproxy: '"+name+"' is not supported inside MULTI")
+	if reply != nil {
+		sess.local(r, reply)
 		tx.aborted = true
 		return true
 	}
 	tx.cmds = append(tx.cmds, q)
-	tx.bytes += int64(len(q.raw))
-	tx.denyOOM = tx.denyOOM || rt.Info.Has(router.FlagDenyOOM)
+	if c.route.Info.Policy.Handler != router.HandlerACL { // answered by the proxy: nothing to count
+		tx.bytes += int64(len(q.raw))
+		tx.denyOOM = tx.denyOOM || c.route.Info.Has(router.FlagDenyOOM)
+	}
 	sess.local(r, []byte("+QUEUED\r\n"))
 	return true
+}
+
+// queue makes the queued form of a command that passed the gate; it returns the
+// error that refuses it instead, or (ACL) the reply that refuses it.
+func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
+	rt, args := c.route, c.cmd.Args
+	name := rt.Info.Name
+	q = txCmd{db: sess.tx.db, raw: append([]byte(nil), c.cmd.Raw...), argc: len(args)}
+	switch {
+	case rt.Info.Policy.Handler == router.HandlerACL:
+		// Answered from the proxy's users when queued (they change only with
+		// the configuration); the master's ACL is never asked.
+		reply, refused, forward := sess.aclReply(name, args)
+		if forward {
+			return q, nil, "ERR syncproxy: '" + name + "' is not supported inside MULTI"
+		}
+		if refused {
+			return q, reply, ""
+		}
+		q.local = reply
+	case rt.Info.Policy.Handler == router.HandlerSelect:
+		q.local = sess.queueSelect(args[1])
+	case rt.Info.Policy.Handler == router.HandlerPing || rt.Info.Policy.Handler == router.HandlerEcho:
+		q.mode = replicate.ModeRead
+	case rt.Class == router.ClassWrite:
+		q.mode, q.nullArray = rt.Mode, rt.NullArray
+	case rt.Class == router.ClassRead || (rt.Class == router.ClassMaster && !rt.Info.Has(router.FlagNoScript)):
+		q.mode = replicate.ModeRead
+		q.nullArray = name == "xread"
+	case rt.Class == router.ClassSpecial && rt.Info.Policy.Blocking:
+		// Inside a transaction a blocking pop does not block, as in Redis.
+		form, _, msg := nonBlocking(name, args)
+		if msg != "" {
+			return q, nil, msg
+		}
+		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
+	case rt.Class == router.ClassDenied:
+		return q, nil, errDenied(name)
+	default:
+		return q, nil, "ERR syncproxy: '" + name + "' is not supported inside MULTI"
+	}
+	return q, nil, ""
+}
+
+// queueSelect is SELECT's reply inside a transaction: Redis runs it at EXEC
+// time, where an invalid one fails alone; a valid one moves the next commands.
+func (sess *Session) queueSelect(arg []byte) []byte {
+	n, err := strconv.Atoi(string(arg))
+	switch {
+	case err != nil:
+		return router.AppendError(nil, msgNotInteger)
+	case n < 0 || n >= numDBs:
+		return router.AppendError(nil, msgDBRange)
+	}
+	sess.tx.db = n
+	return []byte("+OK\r\n")
 }
 
 // writes reports whether the transaction has a command that may write.
@@ -184,8 +164,8 @@ func (tx *txState) writes() bool {
 
 // exec submits the queued transaction as one script call; execReply builds the
 // client's reply once it completed.
-func (sess *Session) exec(i int, r *router.Request) {
-	tx := sess.tx
+func (sess *Session) exec(c *call) {
+	tx, r := sess.tx, &c.req
 	sess.tx = nil
 	if tx.denyOOM && sess.s.memory().overMaxmemory(tx.bytes) {
 		sess.closeWatch()
@@ -204,7 +184,7 @@ func (sess *Session) exec(i int, r *router.Request) {
 		return
 	}
 	sess.setDB(tx.db) // SELECT inside the transaction holds for what follows EXEC
-	sess.posts[i] = postExec
+	c.post = postExec
 	r.Kind = router.KindLocal
 	ex := execEntry{tx: tx}
 	var chain []*router.Request
@@ -222,10 +202,10 @@ func (sess *Session) exec(i int, r *router.Request) {
 	}
 	if sess.watch != nil {
 		sess.execWatched(&ex, chain)
-		sess.execs = append(sess.execs, ex)
+		c.exec = ex
 		return
 	}
-	sess.execs = append(sess.execs, ex)
+	c.exec = ex
 	for _, tr := range chain {
 		sess.waiter.Add(tr)
 	}
@@ -234,7 +214,7 @@ func (sess *Session) exec(i int, r *router.Request) {
 	}
 }
 
-// execEntry is a transaction submitted by an EXEC of the current batch.
+// execEntry is the transaction an EXEC of the batch submitted.
 type execEntry struct {
 	tx      *txState
 	reqs    []*router.Request
@@ -244,9 +224,7 @@ type execEntry struct {
 
 // execReply is EXEC's reply: the array of the queued commands' replies, or the
 // proxy's error when the master could not run the transaction.
-func (sess *Session) execReply(dst []byte) []byte {
-	ex := sess.execs[0]
-	sess.execs = sess.execs[1:]
+func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 	tx := ex.tx
 	if ex.aborted {
 		return append(dst[:0], "*-1\r\n"...)

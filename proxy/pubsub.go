@@ -23,9 +23,6 @@ import (
 // dedicated connection is closed and the client is served as before (from the
 // session's own loop, one command at a time).
 
-// subscribeNames are the commands that enter subscribed mode.
-var subscribeNames = map[string]bool{"subscribe": true, "psubscribe": true, "ssubscribe": true}
-
 // pubsubNames are the commands forwarded as they are in subscribed mode.
 var pubsubNames = map[string]bool{
 	"subscribe": true, "psubscribe": true, "ssubscribe": true,
@@ -54,7 +51,7 @@ func (sess *Session) isSubscribe(args [][]byte) bool {
 		return false // the common case, without a table lookup
 	}
 	rt := sess.s.router.Route(args)
-	return rt.Info != nil && subscribeNames[rt.Info.Name]
+	return rt.Info != nil && rt.Info.Policy.Subscribe
 }
 
 // detach takes the client out of redcon's loop and serves it from a goroutine of

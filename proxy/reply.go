@@ -9,26 +9,6 @@ import (
 	"github.com/syncproxy/syncproxy/replicate"
 )
 
-// metaFreeScripts answer DBSIZE and RANDOMKEY in DB 0 as if the replication
-// metadata keys were not there (read-only scripts, run on the master).
-var metaFreeScripts = map[string][]byte{
-	"dbsize": buildCommand([][]byte{[]byte("EVAL_RO"), []byte(
-		"return redis.call('DBSIZE') - redis.call('EXISTS', 'syncproxy:epoch', 'syncproxy:seq', 'syncproxy:backlog')"), []byte("0")}),
-	"randomkey": buildCommand([][]byte{[]byte("EVAL_RO"), []byte(`
-local function meta(k) return string.sub(k, 1, 10) == 'syncproxy:' end
-for _ = 1, 16 do
-  local k = redis.call('RANDOMKEY')
-  if not k or not meta(k) then return k end
-end
-local cursor = '0'
-repeat
-  local r = redis.call('SCAN', cursor, 'COUNT', 100)
-  cursor = r[1]
-  for _, k in ipairs(r[2]) do if not meta(k) then return k end end
-until cursor == '0'
-return false`), []byte("0")}),
-}
-
 // hideMeta removes the replication metadata keys (syncproxy:*) from a KEYS reply
 // (an array of keys) or a SCAN reply (a cursor and an array of keys), so that
 // clients see the data set they wrote. Other replies pass unchanged.

@@ -24,18 +24,54 @@ const (
 	maxKeptRequests = 64
 )
 
-// post says how a request's reply is rewritten before it reaches the client.
+// replyMode is CLIENT REPLY's setting.
+type replyMode uint8
+
+const (
+	replyOn       replyMode = iota
+	replyOff                // no reply is sent
+	replySkipNext           // the next command's reply is not sent
+)
+
+// post is the finishing step of a call's reply, before it reaches the client.
 type post uint8
 
 const (
 	postNone        post = iota
 	postInfo             // prepend the proxy's INFO sections
-	postQuit             // close the connection after this reply
 	postExec             // EXEC: the array of the transaction's replies
 	postBroadcast        // CONFIG SET sent to every backend: the master's reply, or a slave's error
 	postHideMeta         // SCAN or KEYS in DB 0: leave out the replication metadata keys
 	postHideSecrets      // CONFIG GET: the master's passwords are not the client's to read
 )
+
+// call is one pipelined command on its way through the session: the client's
+// command, its route, the request sent for it, what becomes of its reply, and
+// what its finishing step needs. The session reuses calls across batches.
+type call struct {
+	at      int // position in the batch
+	cmd     redcon.Command
+	route   router.Route
+	req     router.Request
+	onSlave bool // the request went to a slave: retried on the master if it failed
+	skip    bool // CLIENT REPLY OFF or SKIP: the reply is not sent
+	quit    bool // QUIT: the connection closes after this reply
+	post    post
+	exec    execEntry    // EXEC: the transaction it submitted
+	bcast   bcastReplies // CONFIG SET: the slaves' replies
+	eval    evalCheck    // EVAL: what to check once the batch completed
+}
+
+// reset readies c for the command at position at, keeping its reply buffer.
+func (c *call) reset(at int, cmd redcon.Command, db int) {
+	reply := c.req.Reply
+	*c = call{at: at, cmd: cmd}
+	c.req.Reply = reply[:0]
+	c.req.DB = db
+}
+
+// info is the call's command (nil when unknown), for the metrics.
+func (c *call) info() *router.CommandInfo { return c.route.Info }
 
 // Session is one client connection's state. Its methods run on the connection's
 // redcon goroutine only.
@@ -66,8 +102,8 @@ type Session struct {
 
 	authed       bool  // AUTH succeeded, or no password is required
 	user         *User // the user authenticated as; nil: the default user
-	replyMode    int   // 0 on, 1 off, 2 skip next
-	replyDecided bool  // CLIENT REPLY set the skip of its own reply
+	replyMode    replyMode
+	replyDecided bool // CLIENT REPLY set the skip of its own reply
 
 	netConn net.Conn // the client's connection, for deadlines
 	created time.Time
@@ -77,20 +113,13 @@ type Session struct {
 	detached  atomic.Bool // served by its own goroutine (subscribed mode)
 	sub       *subConn    // the dedicated subscription connection
 
-	evalChecks []evalCheck    // the batch's EVALs
-	bcast      []bcastReplies // the slaves' replies to the batch's broadcasts
+	tx    *txState   // MULTI ... EXEC being queued
+	watch *watchConn // dedicated master connection while WATCHing
 
-	tx    *txState    // MULTI ... EXEC being queued
-	watch *watchConn  // dedicated master connection while WATCHing
-	execs []execEntry // transactions submitted by the batch's EXECs, in order
-
-	cmds    []redcon.Command
-	reqs    []*router.Request
-	posts   []post
-	infos   []*router.CommandInfo // each request's command, for the metrics
-	onSlave []bool                // the request went to a slave
-	skip    []bool                // CLIENT REPLY OFF/SKIP: the reply is not sent
-	waiter  *router.Waiter
+	cmds   []redcon.Command
+	calls  []*call // the batch's commands
+	wrote  bool    // the batch sent a write: its later reads go behind it, on the master
+	waiter *router.Waiter
 }
 
 func newSession(s *Server, conn redcon.Conn, id int64) *Session {
@@ -116,7 +145,7 @@ func (sess *Session) setAuthed(v bool) {
 
 func (sess *Session) close() {
 	sess.closeWatch()
-	sess.reqs = nil
+	sess.calls = nil
 	sess.cmds = nil
 }
 
@@ -180,54 +209,62 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 
 // serve runs one batch; it reports whether the connection must be closed.
 func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
-	for len(sess.reqs) < len(cmds) {
-		sess.reqs = append(sess.reqs, &router.Request{})
-		sess.posts = append(sess.posts, postNone)
-		sess.infos = append(sess.infos, nil)
-		sess.onSlave = append(sess.onSlave, false)
-		sess.skip = append(sess.skip, false)
+	for len(sess.calls) < len(cmds) {
+		sess.calls = append(sess.calls, &call{})
 	}
-	wrote := false
 	start := time.Now()
+	sess.wrote = false
 	sess.batchPicked, sess.batchSlave = false, nil
-	for i, c := range cmds {
-		r := sess.reqs[i]
-		r.Reset()
-		r.DB = sess.db
-		sess.posts[i] = postNone
-		sess.onSlave[i] = false
-		sess.skip[i] = false
+	calls := sess.calls[:len(cmds)]
+	for i, cmd := range cmds {
+		c := calls[i]
+		c.reset(i, cmd, sess.db)
 		mode := sess.replyMode
-		sess.dispatch(i, r, c, &wrote)
-		if sess.replyDecided { // CLIENT REPLY decides for its own reply
-			sess.replyDecided = false
-		} else {
-			switch mode {
-			case 1:
-				sess.skip[i] = true
-			case 2:
-				sess.skip[i] = true
-				sess.replyMode = 0
-			}
-		}
-		if sess.posts[i] == postQuit {
+		sess.dispatch(c)
+		sess.decideReply(c, mode)
+		if c.quit {
 			// As Redis does, nothing pipelined after QUIT runs.
-			cmds = cmds[:i+1]
+			calls = calls[:i+1]
 			break
 		}
 	}
-	sess.s.commands.Add(int64(len(cmds)))
+	sess.s.commands.Add(int64(len(calls)))
+	sess.complete(calls)
+	quit = sess.reply(calls, time.Since(start))
+	// Do not keep the calls of a deep pipeline.
+	if len(sess.calls) > maxKeptRequests {
+		clear(sess.calls[maxKeptRequests:])
+		sess.calls = sess.calls[:maxKeptRequests:maxKeptRequests]
+	}
+	return quit
+}
+
+// decideReply applies CLIENT REPLY (as it was before c ran) to c's reply.
+func (sess *Session) decideReply(c *call, mode replyMode) {
+	if sess.replyDecided { // CLIENT REPLY decides for its own reply
+		sess.replyDecided = false
+		return
+	}
+	switch mode {
+	case replyOff:
+		c.skip = true
+	case replySkipNext:
+		c.skip = true
+		sess.replyMode = replyOn
+	}
+}
+
+// complete waits for the batch's replies. A read that failed on a slave (it went
+// down) is retried on the master, when no write of the batch could overtake it
+// there.
+func (sess *Session) complete(calls []*call) {
 	sess.sendProbes()
 	sess.waiter.Wait()
-	if len(sess.evalChecks) > 0 {
-		sess.checkEvals()
-	}
-	// A read that failed on a slave (it went down) is retried on the master, when
-	// no write of the batch could overtake it there.
-	if !wrote {
+	sess.checkEvals(calls)
+	if !sess.wrote {
 		retried := false
-		for i := range cmds {
-			if r := sess.reqs[i]; sess.onSlave[i] && r.Failed {
+		for _, c := range calls {
+			if r := &c.req; c.onSlave && r.Failed {
 				r.Failed = false
 				retried = true
 				sess.s.router.MasterReads.Add(1)
@@ -241,50 +278,51 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		}
 	}
 	sess.applyProbes()
-	elapsed := time.Since(start)
+}
+
+// reply finishes the batch's replies and writes them in order; it reports
+// whether the connection must be closed.
+func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 	buffered := 0 // reply bytes redcon's writer holds (see writeReply)
 	var werr error
-	for i := range cmds {
-		r := sess.reqs[i]
+	for _, c := range calls {
+		r := &c.req
 		if r.Kind == router.KindWrite {
 			sess.noteWrite(r)
 		}
-		sess.s.metrics.reply(sess.infos[i], r, elapsed)
-		switch sess.posts[i] {
-		case postInfo:
-			r.Reply = sess.infoReply(r.Reply)
-		case postExec:
-			r.Reply = sess.execReply(r.Reply)
-		case postBroadcast:
-			r.Reply = sess.broadcastReply(r.Reply)
-		case postHideMeta:
-			r.Reply = hideMeta(r.Reply)
-		case postHideSecrets:
-			r.Reply = hideSecrets(r.Reply)
-		case postQuit:
-			quit = true
-		}
-		if !sess.skip[i] && werr == nil {
+		sess.s.metrics.reply(c.info(), r, elapsed)
+		sess.finish(c)
+		quit = quit || c.quit
+		if !c.skip && werr == nil {
 			werr = writeReply(sess.conn, r.Reply, &buffered)
 		}
-
 		// Do not keep large reply buffers alive between batches, nor the
-		// command (redcon's copy of it, as large as the client sent).
+		// command (redcon's copy of it, as large as the client sent), nor what
+		// the finishing step used.
 		if cap(r.Reply) > maxKeptReply {
 			r.Reply = nil
 		}
 		r.Raw = nil
-	}
-	// Nor the requests of a deep pipeline.
-	if len(sess.reqs) > maxKeptRequests {
-		clear(sess.reqs[maxKeptRequests:])
-		sess.reqs = sess.reqs[:maxKeptRequests:maxKeptRequests]
-		sess.posts = sess.posts[:maxKeptRequests:maxKeptRequests]
-		sess.infos = sess.infos[:maxKeptRequests:maxKeptRequests]
-		sess.onSlave = sess.onSlave[:maxKeptRequests:maxKeptRequests]
-		sess.skip = sess.skip[:maxKeptRequests:maxKeptRequests]
+		c.cmd, c.exec, c.bcast, c.eval = redcon.Command{}, execEntry{}, bcastReplies{}, evalCheck{}
 	}
 	return quit || werr != nil
+}
+
+// finish runs c's finishing step on its reply.
+func (sess *Session) finish(c *call) {
+	r := &c.req
+	switch c.post {
+	case postInfo:
+		r.Reply = sess.infoReply(r.Reply)
+	case postExec:
+		r.Reply = sess.execReply(&c.exec, r.Reply)
+	case postBroadcast:
+		r.Reply = broadcastReply(&c.bcast, r.Reply)
+	case postHideMeta:
+		r.Reply = hideMeta(r.Reply)
+	case postHideSecrets:
+		r.Reply = hideSecrets(r.Reply)
+	}
 }
 
 func (sess *Session) local(r *router.Request, reply []byte) {
@@ -302,224 +340,269 @@ func (sess *Session) toMaster(r *router.Request) {
 	sess.s.router.Master().Submit(int(sess.id), r)
 }
 
-func (sess *Session) dispatch(i int, r *router.Request, c redcon.Command, wrote *bool) {
-	args := c.Args
+// dispatch runs one command: past the gate, to its handler, or routed by its class.
+func (sess *Session) dispatch(c *call) {
+	args := c.cmd.Args
 	if isSyncproxyCommand(args) {
 		if sess.tx != nil {
-			sess.localError(r, msgSyncproxyMulti)
+			sess.localError(&c.req, msgSyncproxyMulti)
 			sess.tx.aborted = true
 			return
 		}
-		sess.syncproxyCommand(r, args)
+		sess.syncproxyCommand(&c.req, args)
 		return
 	}
-	rt := sess.s.router.Route(args)
-	sess.infos[i] = rt.Info
-	if sess.tx != nil && sess.inMulti(i, r, c, rt) {
-		if rt.Info != nil && rt.Info.Name == "exec" {
-			*wrote = true // later reads of the batch go behind it, on the master
-		}
+	c.route = sess.s.router.Route(args)
+	if sess.tx != nil && sess.inMulti(c) {
 		return
 	}
+	if msg := sess.gate(c); msg != "" {
+		sess.localError(&c.req, msg)
+		return
+	}
+	if h := handlers[c.route.Info.Policy.Handler]; h != nil {
+		h(sess, c)
+		return
+	}
+	sess.route(c)
+}
+
+// gate returns the error that refuses a call before it runs, or "": unknown
+// command, arity, authentication, the user's rights, the replication metadata
+// keys, a held master reset, a write the script cannot carry, the sync channel.
+// Every path checks through it: dispatch, MULTI's queue, blocking commands.
+func (sess *Session) gate(c *call) string {
+	rt, args := c.route, c.cmd.Args
 	if rt.Class == router.ClassUnknown {
-		sess.localError(r, errUnknownCommand(args))
-		return
+		return errUnknownCommand(args)
 	}
-	if !rt.Info.CheckArity(len(args)) {
-		sess.localError(r, errWrongArity(rt.Info.Name))
-		return
+	ci := rt.Info
+	if !ci.CheckArity(len(args)) {
+		return errWrongArity(ci.Name)
 	}
 	if !sess.authed && sess.s.config().RequirePass == "" {
 		sess.setAuthed(true) // a reload removed the password: as Redis, no AUTH needed
 	}
-	if !sess.authed && !rt.Info.Has(router.FlagNoAuth) {
-		sess.localError(r, msgNoAuth)
-		return
+	if !sess.authed && !ci.Has(router.FlagNoAuth) {
+		return msgNoAuth
 	}
-	if e := sess.noPerm(rt.Info); e != "" {
-		sess.localError(r, e)
-		return
+	if e := sess.noPerm(ci); e != "" {
+		return e
 	}
 	if rt.Class != router.ClassWrite && rt.Class != router.ClassLocal {
-		if msg := checkKeys(rt.Info, args); msg != "" {
-			sess.localError(r, msg)
-			return
+		if msg := checkKeys(ci, args); msg != "" {
+			return msg
 		}
 	}
 	if sess.heldWrite(rt) {
-		sess.localError(r, msgMasterResetHeld)
-		return
+		return msgMasterResetHeld
 	}
-	if rt.Info.Name == "client" && len(args) >= 2 {
-		switch strings.ToLower(string(args[1])) {
-		case "synctoken":
-			sess.local(r, appendBulk(nil, []byte(sess.syncToken(i))))
-			return
-		case "syncafter":
-			sess.syncAfter(r, args)
-			return
-		case "consistency":
-			sess.clientConsistency(r, args)
-			return
+	if rt.Class == router.ClassWrite {
+		if msg := sess.checkWrite(ci, args); msg != "" {
+			return msg
 		}
 	}
-	if isACL(rt.Info) {
-		reply, _, forward := sess.aclReply(rt.Info.Name, args)
-		if !forward {
-			sess.local(r, reply)
-			return
-		}
-		r.Kind = router.KindRaw
-		r.Raw = c.Raw
-		sess.toMaster(r)
-		return
+	if sess.publishesToSyncChannel(ci.Name, args) {
+		return msgSyncChannel
 	}
-	switch rt.Info.Name {
-	case "wait":
-		sess.wait(i, r, args)
-		return
-	case "unsubscribe", "punsubscribe", "sunsubscribe":
-		// Not subscribed: the master answers (no subscription to leave), and
-		// the shared connection's state does not change.
-		r.Kind = router.KindRaw
-		r.Raw = c.Raw
-		sess.toMaster(r)
-		return
-	case "multi":
-		sess.s.memory() // a fresh sample for what the transaction queues
-		sess.tx = &txState{db: sess.db}
-		sess.local(r, []byte("+OK\r\n"))
-		return
-	case "exec":
-		sess.localError(r, msgExecNoMulti)
-		return
-	case "discard":
-		sess.localError(r, msgDiscardNoMult)
-		return
-	case "watch":
-		sess.doWatch(r, c.Raw)
-		return
-	case "fcall":
-		sess.fcall(i, r, args, wrote)
-		return
-	case "function|load", "function|delete", "function|flush", "function|restore":
-		sess.s.functions.reset()
-		r.Kind = router.KindRaw
-		r.Raw = c.Raw
-		*wrote = true
-		sess.toMaster(r)
-		return
-	case "swapdb":
-		a, errA := strconv.Atoi(string(args[1]))
-		b, errB := strconv.Atoi(string(args[2]))
-		if errA == nil && errB == nil && (a == 0 || b == 0) {
-			sess.localError(r, msgSwapDB0)
-			return
+	return ""
+}
+
+// handlers serve the commands whose Policy row names a handler.
+var handlers = [router.NumHandlers]func(*Session, *call){
+	router.HandlerPing:          (*Session).ping,
+	router.HandlerEcho:          (*Session).echo,
+	router.HandlerQuit:          (*Session).quit,
+	router.HandlerSelect:        (*Session).selectDB,
+	router.HandlerReset:         (*Session).reset,
+	router.HandlerAuth:          (*Session).auth,
+	router.HandlerHello:         (*Session).hello,
+	router.HandlerInfo:          (*Session).info,
+	router.HandlerClientSetName: (*Session).clientSetName,
+	router.HandlerClientGetName: (*Session).clientGetName,
+	router.HandlerClientID:      (*Session).clientID,
+	router.HandlerClientInfo:    (*Session).clientInfo,
+	router.HandlerClientList:    (*Session).clientList,
+	router.HandlerClientSetInfo: (*Session).clientSetInfo,
+	router.HandlerClientReply:   (*Session).clientReply,
+	router.HandlerClient:        (*Session).client,
+	router.HandlerACL:           (*Session).acl,
+	router.HandlerWait:          (*Session).wait,
+	router.HandlerUnsubscribe:   (*Session).forward,
+	router.HandlerMulti:         (*Session).multi,
+	router.HandlerExec:          (*Session).execNoMulti,
+	router.HandlerDiscard:       (*Session).discardNoMulti,
+	router.HandlerWatch:         (*Session).doWatch,
+	router.HandlerUnwatch:       (*Session).unwatch,
+	router.HandlerEval:          (*Session).eval,
+	router.HandlerFcall:         (*Session).fcall,
+	router.HandlerScript:        (*Session).script,
+	router.HandlerFunctionWrite: (*Session).functionWrite,
+	router.HandlerSwapDB:        (*Session).swapDB,
+	router.HandlerConfigSet:     (*Session).configSet,
+}
+
+// route sends a call that no handler serves where its class says.
+func (sess *Session) route(c *call) {
+	r, ci := &c.req, c.route.Info
+	switch ci.Policy.Post {
+	case router.PostHideMetaDB0:
+		if r.DB == 0 {
+			c.post = postHideMeta
 		}
-		r.Kind, r.Raw, r.Argc = router.KindWrite, c.Raw, len(args)
-		*wrote = true
-		sess.toMaster(r)
-		return
-	case "config|set":
-		if sess.s.cfg.ConfigSet != "broadcast" {
-			sess.localError(r, msgConfigSet)
-			return
-		}
-		sess.broadcast(i, r, c.Raw)
-		return
-	case "eval", "evalsha":
-		sess.eval(i, r, rt.Info.Name, args, wrote)
-		return
-	case "eval_ro", "evalsha_ro", "script|exists", "script|kill", "script|help", "script|load", "script|flush", "script":
-		switch rt.Info.Name {
-		case "script|load":
-			sess.s.scripts.add(sess.s, args[2])
-		case "script|flush":
-			defer sess.s.scriptFlushed()
-		}
-		r.Kind = router.KindRaw
-		r.Raw = c.Raw
-		*wrote = true
-		sess.toMaster(r)
-		return
-	case "unwatch":
-		sess.closeWatch()
-		sess.local(r, []byte("+OK\r\n"))
-		return
+	case router.PostHideSecrets:
+		c.post = postHideSecrets
 	}
-	switch rt.Class {
-	case router.ClassLocal:
-		sess.runLocal(i, r, rt.Info, args)
+	switch c.route.Class {
 	case router.ClassDenied:
-		sess.localError(r, errDenied(rt.Info.Name))
-	case router.ClassSpecial:
-		sess.localError(r, errNotSupported(rt.Info.Name))
+		sess.localError(r, errDenied(ci.Name))
+	case router.ClassLocal, router.ClassSpecial:
+		sess.localError(r, errNotSupported(ci.Name))
 	case router.ClassWrite:
-		if msg := sess.checkWrite(rt.Info, args); msg != "" {
-			sess.localError(r, msg)
-			return
-		}
-		r.Kind = router.KindWrite
-		r.Raw = c.Raw
-		r.Argc = len(args)
-		r.Mode = rt.Mode
-		r.NullArray = rt.NullArray
-		*wrote = true
+		r.Kind, r.Raw, r.Argc = router.KindWrite, c.cmd.Raw, len(c.cmd.Args)
+		r.Mode, r.NullArray = c.route.Mode, c.route.NullArray
+		sess.wrote = true
 		sess.toMaster(r)
 	case router.ClassMaster:
-		if sess.publishesToSyncChannel(rt.Info.Name, args) {
-			sess.localError(r, msgSyncChannel)
-			return
-		}
-		r.Kind = router.KindRaw
-		r.Raw = c.Raw
-		if rt.Info.Name == "scan" && r.DB == 0 {
-			sess.posts[i] = postHideMeta
-		}
-		if rt.Info.Name == "config|get" {
-			sess.posts[i] = postHideSecrets
-		}
+		r.Kind, r.Raw = router.KindRaw, c.cmd.Raw
 		sess.toMaster(r)
-		if rt.Info.Has(router.FlagReadonly) { // SCAN & co. read the data set
+		if ci.Has(router.FlagReadonly) { // SCAN & co. read the data set
 			sess.readOnMaster()
 		}
 	case router.ClassRead:
-		r.Kind = router.KindRaw
-		r.Raw = c.Raw
-		if rt.Info.Name == "keys" && r.DB == 0 {
-			sess.posts[i] = postHideMeta
-		}
-		if (rt.Info.Name == "dbsize" || rt.Info.Name == "randomkey") && r.DB == 0 {
-			// DB 0 holds the metadata keys: answered on the master without them.
-			r.Raw = metaFreeScripts[rt.Info.Name]
-			sess.s.router.MasterReads.Add(1)
-			sess.toMaster(r)
-			sess.readOnMaster()
+		sess.read(c)
+	}
+}
+
+// read sends a read. A read after a write of the same batch goes behind it on
+// the master connection; a read while WATCHing reads what the transaction will
+// be checked against, on the master; otherwise to a slave that has this client's
+// last write.
+func (sess *Session) read(c *call) {
+	r := &c.req
+	r.Kind, r.Raw = router.KindRaw, c.cmd.Raw
+	if mf := c.route.Info.Policy.MetaFree; mf != nil && r.DB == 0 {
+		// DB 0 holds the metadata keys: answered on the master without them.
+		r.Raw = mf
+	} else if !sess.wrote && sess.watch == nil {
+		sl, err := sess.pickRead()
+		if err != nil {
+			sess.localError(r, msgNoReplica)
 			return
 		}
-		// A read after a write of the same batch goes behind it on the master
-		// connection; a read while WATCHing reads what the transaction will be
-		// checked against, on the master; otherwise to a slave that has this
-		// client's last write.
-		if !*wrote && sess.watch == nil {
-			sl, err := sess.pickRead()
-			if err != nil {
-				sess.localError(r, msgNoReplica)
-				return
-			}
-			if sl != nil {
-				sl.Reads.Add(1)
-				sess.onSlave[i] = true
-				sess.waiter.Add(r)
-				sl.Backend.Submit(int(sess.id), r)
-				sess.readOnSlave(sl)
-				return
-			}
+		if sl != nil {
+			sl.Reads.Add(1)
+			c.onSlave = true
+			sess.waiter.Add(r)
+			sl.Backend.Submit(int(sess.id), r)
+			sess.readOnSlave(sl)
+			return
 		}
-		sess.s.router.MasterReads.Add(1)
-		sess.toMaster(r)
-		sess.readOnMaster()
 	}
+	sess.s.router.MasterReads.Add(1)
+	sess.toMaster(r)
+	sess.readOnMaster()
+}
+
+// forward sends the client's command to the master as it is.
+func (sess *Session) forward(c *call) {
+	c.req.Kind, c.req.Raw = router.KindRaw, c.cmd.Raw
+	sess.toMaster(&c.req)
+}
+
+// forwardWrite forwards a command that may write outside the replication script
+// (script and function management): later reads of the batch go behind it.
+func (sess *Session) forwardWrite(c *call) {
+	sess.wrote = true
+	sess.forward(c)
+}
+
+// client serves the proxy's own CLIENT subcommands; the others are routed.
+func (sess *Session) client(c *call) {
+	args := c.cmd.Args
+	if len(args) >= 2 {
+		switch strings.ToLower(string(args[1])) {
+		case "synctoken":
+			sess.local(&c.req, appendBulk(nil, []byte(sess.syncToken(c.at))))
+			return
+		case "syncafter":
+			sess.syncAfter(&c.req, args)
+			return
+		case "consistency":
+			sess.clientConsistency(&c.req, args)
+			return
+		}
+	}
+	sess.route(c)
+}
+
+// acl answers ACL from the proxy's users, or forwards what the master answers.
+func (sess *Session) acl(c *call) {
+	reply, _, forward := sess.aclReply(c.route.Info.Name, c.cmd.Args)
+	if !forward {
+		sess.local(&c.req, reply)
+		return
+	}
+	sess.forward(c)
+}
+
+// multi opens a transaction.
+func (sess *Session) multi(c *call) {
+	sess.s.memory() // a fresh sample for what the transaction queues
+	sess.tx = &txState{db: sess.db}
+	sess.local(&c.req, []byte("+OK\r\n"))
+}
+
+func (sess *Session) execNoMulti(c *call)    { sess.localError(&c.req, msgExecNoMulti) }
+func (sess *Session) discardNoMulti(c *call) { sess.localError(&c.req, msgDiscardNoMult) }
+
+// unwatch ends a watch.
+func (sess *Session) unwatch(c *call) {
+	sess.closeWatch()
+	sess.local(&c.req, []byte("+OK\r\n"))
+}
+
+// script forwards EVAL_RO and SCRIPT to the master, noting what SCRIPT LOAD
+// and FLUSH change.
+func (sess *Session) script(c *call) {
+	switch c.route.Info.Name {
+	case "script|load":
+		sess.s.scripts.add(sess.s, c.cmd.Args[2])
+	case "script|flush":
+		defer sess.s.scriptFlushed()
+	}
+	sess.forwardWrite(c)
+}
+
+// functionWrite forwards FUNCTION LOAD, DELETE, FLUSH and RESTORE: the proxy's
+// composed functions must be composed again.
+func (sess *Session) functionWrite(c *call) {
+	sess.s.functions.reset()
+	sess.forwardWrite(c)
+}
+
+// swapDB runs SWAPDB, unless it involves DB 0 (the replication metadata's).
+func (sess *Session) swapDB(c *call) {
+	args := c.cmd.Args
+	a, errA := strconv.Atoi(string(args[1]))
+	b, errB := strconv.Atoi(string(args[2]))
+	if errA == nil && errB == nil && (a == 0 || b == 0) {
+		sess.localError(&c.req, msgSwapDB0)
+		return
+	}
+	r := &c.req
+	r.Kind, r.Raw, r.Argc = router.KindWrite, c.cmd.Raw, len(args)
+	sess.wrote = true
+	sess.toMaster(r)
+}
+
+// configSet runs CONFIG SET on every backend, when the configuration allows it.
+func (sess *Session) configSet(c *call) {
+	if sess.s.cfg.ConfigSet != "broadcast" {
+		sess.localError(&c.req, msgConfigSet)
+		return
+	}
+	sess.broadcast(c)
 }
 
 // noteWrite records the replication position of a completed write, for
@@ -568,11 +651,10 @@ type bcastReplies struct {
 }
 
 // broadcast sends a command (CONFIG SET) to the master and to every slave.
-func (sess *Session) broadcast(i int, r *router.Request, raw []byte) {
-	r.Kind = router.KindRaw
-	r.Raw = raw
-	sess.toMaster(r)
-	sess.posts[i] = postBroadcast
+func (sess *Session) broadcast(c *call) {
+	raw := c.cmd.Raw
+	sess.forward(c)
+	c.post = postBroadcast
 	b := bcastReplies{slaves: sess.s.router.Slaves()}
 	for _, sl := range b.slaves {
 		br := &router.Request{Kind: router.KindRaw, Raw: raw}
@@ -580,13 +662,11 @@ func (sess *Session) broadcast(i int, r *router.Request, raw []byte) {
 		sess.waiter.Add(br)
 		sl.Backend.Submit(int(sess.id), br)
 	}
-	sess.bcast = append(sess.bcast, b)
+	c.bcast = b
 }
 
 // broadcastReply is the master's reply, unless a slave refused.
-func (sess *Session) broadcastReply(master []byte) []byte {
-	mine := sess.bcast[0]
-	sess.bcast = sess.bcast[1:]
+func broadcastReply(mine *bcastReplies, master []byte) []byte {
 	if len(master) > 0 && master[0] == '-' {
 		return master
 	}
@@ -642,15 +722,7 @@ func (sess *Session) noPerm(ci *router.CommandInfo) string {
 
 // readOnlyRefuses reports whether a read-only user may not run ci.
 func readOnlyRefuses(ci *router.CommandInfo) bool {
-	return ci.Has(router.FlagWrite) || ci.Has(router.FlagAdmin) || readOnlyDenied[ci.Name]
-}
-
-// readOnlyDenied are the commands, neither write nor admin, that a read-only user
-// may not run: they can write (scripts) or reach other clients.
-var readOnlyDenied = map[string]bool{
-	"eval": true, "evalsha": true, "fcall": true, "publish": true, "spublish": true,
-	"script|load": true, "script|flush": true, "script|kill": true, "function|kill": true,
-	"pfdebug": true, "pfselftest": true,
+	return ci.Has(router.FlagWrite) || ci.Has(router.FlagAdmin) || ci.Policy.ReadOnlyDenied
 }
 
 // checkWrite refuses writes the replication script cannot carry, or that touch the
@@ -690,101 +762,6 @@ func checkKeys(ci *router.CommandInfo, args [][]byte) string {
 	return ""
 }
 
-// runLocal answers the commands the proxy implements itself.
-func (sess *Session) runLocal(i int, r *router.Request, ci *router.CommandInfo, args [][]byte) {
-	switch ci.Name {
-	case "ping":
-		if len(args) == 1 {
-			sess.local(r, []byte("+PONG\r\n"))
-		} else {
-			sess.local(r, appendBulk(nil, args[1]))
-		}
-	case "echo":
-		sess.local(r, appendBulk(nil, args[1]))
-	case "quit":
-		sess.local(r, []byte("+OK\r\n"))
-		sess.posts[i] = postQuit
-	case "select":
-		n, err := strconv.Atoi(string(args[1]))
-		switch {
-		case err != nil:
-			sess.localError(r, msgNotInteger)
-		case n < 0 || n >= numDBs:
-			sess.localError(r, msgDBRange)
-		default:
-			sess.setDB(n)
-			sess.local(r, []byte("+OK\r\n"))
-		}
-	case "reset":
-		sess.setAuthed(sess.s.config().RequirePass == "")
-		sess.user = nil
-		sess.tx = nil
-		sess.closeWatch()
-		sess.setDB(0)
-		sess.setName("")
-		sess.replyMode = 0
-		sess.setConsistency(levelDefault)
-		sess.local(r, []byte("+RESET\r\n"))
-	case "auth":
-		switch {
-		case len(args) > 3:
-			sess.localError(r, msgSyntax)
-		case len(args) == 2 && sess.s.config().RequirePass == "":
-			sess.localError(r, msgAuthNoPassword)
-		case sess.checkPassword(args[1:]):
-			sess.setAuthed(true)
-			sess.local(r, []byte("+OK\r\n"))
-		default:
-			sess.localError(r, msgWrongPass)
-		}
-	case "hello":
-		sess.hello(r, args)
-	case "info":
-		r.Kind = router.KindRaw
-		r.Raw = buildCommand(args)
-		sess.posts[i] = postInfo
-		sess.toMaster(r)
-	case "client|setname":
-		if !validClientName(args[2]) {
-			sess.localError(r, msgClientName)
-			return
-		}
-		sess.setName(string(args[2]))
-		sess.local(r, []byte("+OK\r\n"))
-	case "client|getname":
-		if sess.name == "" {
-			sess.local(r, []byte("$-1\r\n"))
-		} else {
-			sess.local(r, appendBulk(nil, []byte(sess.name)))
-		}
-	case "client|id":
-		sess.local(r, []byte(":"+strconv.FormatInt(sess.id, 10)+"\r\n"))
-	case "client|info":
-		sess.local(r, appendBulk(nil, []byte(sess.clientLine())))
-	case "client|list":
-		sess.local(r, appendBulk(nil, []byte(sess.s.clientList())))
-	case "client|setinfo":
-		sess.local(r, []byte("+OK\r\n"))
-	case "client|reply":
-		sess.replyDecided = true
-		switch strings.ToLower(string(args[2])) {
-		case "on":
-			sess.replyMode = 0
-			sess.local(r, []byte("+OK\r\n"))
-		case "off":
-			sess.replyMode = 1
-			sess.skip[i] = true
-		case "skip":
-			sess.replyMode = 2
-			sess.skip[i] = true
-		default:
-			sess.localError(r, msgSyntax)
-		}
-	default:
-		sess.localError(r, errNotSupported(ci.Name))
-	}
-}
-
 func validClientName(b []byte) bool {
 	for _, c := range b {
 		if c < '!' || c > '~' {
@@ -820,63 +797,6 @@ func (sess *Session) setName(n string) {
 func (sess *Session) setDB(db int) {
 	sess.db = db
 	sess.shownDB.Store(int32(db))
-}
-
-// hello answers HELLO [protover [AUTH user pass] [SETNAME name]] for RESP2.
-func (sess *Session) hello(r *router.Request, args [][]byte) {
-	if len(args) >= 2 {
-		v, err := strconv.Atoi(string(args[1]))
-		if err != nil {
-			sess.localError(r, msgProtoNotInt)
-			return
-		}
-		if v != 2 {
-			sess.localError(r, msgNoProto)
-			return
-		}
-		for j := 2; j < len(args); j++ {
-			opt := strings.ToLower(string(args[j]))
-			switch {
-			case opt == "auth" && j+2 < len(args):
-				if !sess.checkPassword(args[j+1 : j+3]) {
-					sess.localError(r, msgWrongPass)
-					return
-				}
-				sess.setAuthed(true)
-				j += 2
-			case opt == "setname" && j+1 < len(args):
-				if !validClientName(args[j+1]) {
-					sess.localError(r, msgClientName)
-					return
-				}
-				sess.setName(string(args[j+1]))
-				j++
-			default:
-				sess.localError(r, "ERR Syntax error in HELLO option '"+sanitize(args[j], 128)+"'")
-				return
-			}
-		}
-	}
-	if !sess.authed {
-		sess.localError(r, msgHelloNoAuth)
-		return
-	}
-	b := redcon.AppendArray(nil, 14)
-	b = redcon.AppendBulkString(b, "server")
-	b = redcon.AppendBulkString(b, "redis")
-	b = redcon.AppendBulkString(b, "version")
-	b = redcon.AppendBulkString(b, "7.0.0")
-	b = redcon.AppendBulkString(b, "proto")
-	b = redcon.AppendInt(b, 2)
-	b = redcon.AppendBulkString(b, "id")
-	b = redcon.AppendInt(b, sess.id)
-	b = redcon.AppendBulkString(b, "mode")
-	b = redcon.AppendBulkString(b, "standalone")
-	b = redcon.AppendBulkString(b, "role")
-	b = redcon.AppendBulkString(b, "master")
-	b = redcon.AppendBulkString(b, "modules")
-	b = redcon.AppendArray(b, 0)
-	sess.local(r, b)
 }
 
 // buildCommand encodes args as a RESP array of bulk strings.

@@ -16,7 +16,8 @@ const waitPoll = time.Millisecond
 
 // wait answers WAIT numreplicas timeout: how many slaves applied the session's
 // last write, waiting up to timeout ms (0: until numreplicas did) for numreplicas.
-func (sess *Session) wait(i int, r *router.Request, args [][]byte) {
+func (sess *Session) wait(c *call) {
+	r, args := &c.req, c.cmd.Args
 	want, err1 := strconv.ParseInt(string(args[1]), 10, 64)
 	ms, err2 := strconv.ParseInt(string(args[2]), 10, 64)
 	switch {
@@ -29,7 +30,7 @@ func (sess *Session) wait(i int, r *router.Request, args [][]byte) {
 	}
 	// What the batch sent before WAIT must have been answered: its writes count.
 	sess.waiter.Wait()
-	sess.updateLastSeq(i)
+	sess.updateLastSeq(c.at)
 	var deadline time.Time
 	if ms > 0 {
 		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
@@ -68,17 +69,17 @@ func (sess *Session) acked() int64 {
 	return n
 }
 
-// updateLastSeq takes the positions of the batch's writes before request i (all
+// updateLastSeq takes the positions of the batch's writes before call i (all
 // completed).
 func (sess *Session) updateLastSeq(i int) {
-	for _, r := range sess.reqs[:i] {
-		if r.Kind == router.KindWrite {
-			sess.noteWrite(r)
+	for _, c := range sess.calls[:i] {
+		if c.req.Kind == router.KindWrite {
+			sess.noteWrite(&c.req)
 		}
 	}
 }
 
-// syncToken is CLIENT SYNCTOKEN, request i of the batch: the latest position the
+// syncToken is CLIENT SYNCTOKEN, call i of the batch: the latest position the
 // session wrote or read, "epoch:seq" ("" before any), to hand to another
 // connection. What the batch sent before it was answered first.
 func (sess *Session) syncToken(i int) string {

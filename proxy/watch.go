@@ -81,7 +81,8 @@ func (sess *Session) watchDown(r *router.Request, err error) {
 }
 
 // doWatch runs WATCH on the dedicated connection, after what the batch sent before.
-func (sess *Session) doWatch(r *router.Request, raw []byte) {
+func (sess *Session) doWatch(c *call) {
+	r, raw := &c.req, c.cmd.Raw
 	sess.waiter.Wait()
 	if sess.watch == nil {
 		if err := sess.openWatch(); err != nil {

@@ -46,8 +46,8 @@ func TestCallReply(t *testing.T) {
 	}
 	for in, want := range map[string]string{
 		"+\x01I18446744073709551615\r\n": ":18446744073709551615\r\n",
-		"$-1\r\n":                       "*-1\r\n",
-		"+OK\r\n":                       "+OK\r\n",
+		"$-1\r\n":                        "*-1\r\n",
+		"+OK\r\n":                        "+OK\r\n",
 	} {
 		if got := string(replicate.FixCallReply([]byte(in), true)); got != want {
 			t.Errorf("FixCallReply(%q) = %q, want %q", in, got, want)
