@@ -715,167 +715,233 @@ func refusal(err error, conf *tls.Config) error {
 	return err
 }
 
-func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, readerDone chan error, gen uint64) error {
-	o := &l.b.opts
-	bw := bufio.NewWriterSize(conn, 16<<10)
-	curDB := 0
-	var carry *Request
-	idle := time.NewTimer(keepaliveIdle)
-	defer idle.Stop()
+// connWriter is the writer's state for one connection.
+type connWriter struct {
+	l          *link
+	ctx        context.Context
+	conn       net.Conn
+	bw         *bufio.Writer
+	pend       chan pending // what the reader must read, in order
+	readerDone chan error
+	gen        uint64
+	curDB      int
+	carry      *Request // taken from the queue but not sent yet
+	idle       *time.Timer
+}
 
-	push := func(p pending) error {
-		p.sent = monoNow()
-		select {
-		case pend <- p:
-			return nil
-		default:
-		}
-		// The reader is behind: let it see what we have written so far.
-		if err := l.flush(conn, bw); err != nil {
+// writer sends the queued requests on conn, grouping writes into script calls,
+// and flushes when the queue is empty; it returns why it stopped.
+func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, readerDone chan error, gen uint64) error {
+	w := &connWriter{l: l, ctx: ctx, conn: conn, bw: bufio.NewWriterSize(conn, 16<<10), pend: pend,
+		readerDone: readerDone, gen: gen, idle: time.NewTimer(keepaliveIdle)}
+	defer w.idle.Stop()
+	for {
+		r, err := w.next()
+		if err != nil {
 			return err
 		}
-		select {
-		case pend <- p:
-			return nil
-		case err := <-readerDone:
-			readerDone <- err
-			return err // the reader failed: its error is the cause
+		if r == nil {
+			continue
 		}
-	}
-
-	for {
-		var r *Request
-		paused := l.b.paused.Load()
-		if carry != nil && !paused {
-			r, carry = carry, nil
-		} else {
-			queue := l.queue
-			if paused {
-				queue = nil // requests wait in the queue until Resume
-				if err := l.flush(conn, bw); err != nil {
-					return err
-				}
-			}
-			select {
-			case r = <-queue:
-			case <-l.wake:
-				if l.gen.Load() != gen {
-					return errSwitched
-				}
-				continue
-			case <-ctx.Done():
-				l.flush(conn, bw)
-				return errStopped
-			case err := <-readerDone:
-				readerDone <- err
-				return err
-			case <-idle.C:
-				// Keepalive: a dead idle connection is noticed within about a second.
-				bw.WriteString("*1\r\n$4\r\nPING\r\n")
-				if err := push(pending{kind: pendDiscard}); err != nil {
-					return err
-				}
-				if err := l.flush(conn, bw); err != nil {
-					return err
-				}
-				idle.Reset(keepaliveIdle)
-				continue
-			}
+		if err := w.send(r); err != nil {
+			return err
 		}
-		if r.Kind == KindWrite && o.Script != nil && r.Script != nil {
-			// A client's script: a call of its own script, alone.
-			if err := l.waitGroups(ctx, conn, bw, readerDone, gen); err != nil {
-				l.failChain(r)
-				return err
-			}
-			writeScriptCall(bw, r.Script, r, 1, curDB)
-			l.groups.Add(1)
-			if err := push(pending{kind: pendGroup, req: r, n: 1}); err != nil {
-				l.failSent(r, err)
-				return err
-			}
-		} else if r.Kind == KindWrite && o.Script != nil {
-			// Adaptive group commit: with enough script calls in flight, let writes
-			// accumulate in the queue until one completes, so that the next call
-			// carries them all (the master's cost is per call, not per write).
-			if err := l.waitGroups(ctx, conn, bw, readerDone, gen); err != nil {
-				l.failChain(r)
-				return err
-			}
-			// Group commit: take the writes queued behind this one.
-			first := r
-			last, n := chainEnd(r)
-			for n < o.MaxGroup {
-				var nx *Request
-				select {
-				case nx = <-l.queue:
-				default:
-				}
-				if nx == nil {
-					break
-				}
-				if nx.Kind != KindWrite || nx.Script != nil {
-					carry = nx
-					break
-				}
-				last.next = nx
-				var k int
-				last, k = chainEnd(nx)
-				n += k
-			}
-			if l.reload.CompareAndSwap(true, false) {
-				bw.WriteString("*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n")
-				bw.Write(appendBulk(nil, []byte(o.Script.Body)))
-				if err := push(pending{kind: pendDiscard}); err != nil {
-					l.failChain(first)
-					return err
-				}
-			}
-			l.writeGroup(bw, first, n, curDB)
-			l.groups.Add(1)
-			if err := push(pending{kind: pendGroup, req: first, n: n}); err != nil {
-				l.failSent(first, err)
-				return err
-			}
-		} else {
-			if r.DB != curDB {
-				bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
-				bw.Write(appendBulkInt(nil, int64(r.DB)))
-				if err := push(pending{kind: pendDiscard}); err != nil {
-					l.b.Outstanding.Add(-1)
-					l.b.failIn(r, l.downMsg())
-					return err
-				}
-				curDB = r.DB
-			}
-			bw.Write(r.Raw)
-			if err := push(pending{kind: pendRequest, req: r}); err != nil {
-				l.b.Outstanding.Add(-1)
-				l.b.failIn(r, l.lostMsg(false, err))
-				return err
-			}
-		}
-		if carry == nil && len(l.queue) == 0 {
-			// Let the sessions that are about to submit do so, so that one write
-			// system call carries many requests (system calls dominate the cost).
-			// Twice: measured faster than once, and than not at all (make bench).
-			runtime.Gosched()
-			runtime.Gosched()
-		}
-		if carry == nil && len(l.queue) == 0 {
-			if err := l.flush(conn, bw); err != nil {
-				return err
-			}
-			if !idle.Stop() {
-				select {
-				case <-idle.C:
-				default:
-				}
-			}
-			idle.Reset(keepaliveIdle)
+		if err := w.flushWhenIdle(); err != nil {
+			return err
 		}
 	}
 }
+
+// next returns the next request to send, or nil when there was something else
+// to do (a keepalive, a wake-up).
+func (w *connWriter) next() (*Request, error) {
+	l := w.l
+	paused := l.b.paused.Load()
+	if w.carry != nil && !paused {
+		r := w.carry
+		w.carry = nil
+		return r, nil
+	}
+	queue := l.queue
+	if paused {
+		queue = nil // requests wait in the queue until Resume
+		if err := w.flush(); err != nil {
+			return nil, err
+		}
+	}
+	select {
+	case r := <-queue:
+		return r, nil
+	case <-l.wake:
+		if l.gen.Load() != w.gen {
+			return nil, errSwitched
+		}
+		return nil, nil
+	case <-w.ctx.Done():
+		w.flush()
+		return nil, errStopped
+	case err := <-w.readerDone:
+		w.readerDone <- err
+		return nil, err
+	case <-w.idle.C:
+		// Keepalive: a dead idle connection is noticed within about a second.
+		w.bw.WriteString("*1\r\n$4\r\nPING\r\n")
+		if err := w.push(pending{kind: pendDiscard}); err != nil {
+			return nil, err
+		}
+		if err := w.flush(); err != nil {
+			return nil, err
+		}
+		w.idle.Reset(keepaliveIdle)
+		return nil, nil
+	}
+}
+
+// send writes r: a client's script call, a group of writes, or a raw command.
+func (w *connWriter) send(r *Request) error {
+	o := &w.l.b.opts
+	switch {
+	case r.Kind == KindWrite && o.Script != nil && r.Script != nil:
+		return w.sendScript(r)
+	case r.Kind == KindWrite && o.Script != nil:
+		return w.sendGroup(r)
+	}
+	return w.sendRaw(r)
+}
+
+// sendScript writes the call of a client's script: its own script, alone.
+func (w *connWriter) sendScript(r *Request) error {
+	l := w.l
+	if err := l.waitGroups(w.ctx, w.conn, w.bw, w.readerDone, w.gen); err != nil {
+		l.failChain(r)
+		return err
+	}
+	writeScriptCall(w.bw, r.Script, r, 1, w.curDB)
+	l.groups.Add(1)
+	if err := w.push(pending{kind: pendGroup, req: r, n: 1}); err != nil {
+		l.failSent(r, err)
+		return err
+	}
+	return nil
+}
+
+// sendGroup writes one call of the replication script carrying r and the
+// writes queued behind it (group commit).
+func (w *connWriter) sendGroup(r *Request) error {
+	l, o := w.l, &w.l.b.opts
+	// Adaptive group commit: with enough script calls in flight, let writes
+	// accumulate in the queue until one completes, so that the next call
+	// carries them all (the master's cost is per call, not per write).
+	if err := l.waitGroups(w.ctx, w.conn, w.bw, w.readerDone, w.gen); err != nil {
+		l.failChain(r)
+		return err
+	}
+	first := r
+	last, n := chainEnd(r)
+	for n < o.MaxGroup {
+		var nx *Request
+		select {
+		case nx = <-l.queue:
+		default:
+		}
+		if nx == nil {
+			break
+		}
+		if nx.Kind != KindWrite || nx.Script != nil {
+			w.carry = nx
+			break
+		}
+		last.next = nx
+		var k int
+		last, k = chainEnd(nx)
+		n += k
+	}
+	if l.reload.CompareAndSwap(true, false) {
+		w.bw.WriteString("*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n")
+		w.bw.Write(appendBulk(nil, []byte(o.Script.Body)))
+		if err := w.push(pending{kind: pendDiscard}); err != nil {
+			l.failChain(first)
+			return err
+		}
+	}
+	l.writeGroup(w.bw, first, n, w.curDB)
+	l.groups.Add(1)
+	if err := w.push(pending{kind: pendGroup, req: first, n: n}); err != nil {
+		l.failSent(first, err)
+		return err
+	}
+	return nil
+}
+
+// sendRaw writes a command as the client sent it, SELECTing its DB first.
+func (w *connWriter) sendRaw(r *Request) error {
+	l := w.l
+	if r.DB != w.curDB {
+		w.bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
+		w.bw.Write(appendBulkInt(nil, int64(r.DB)))
+		if err := w.push(pending{kind: pendDiscard}); err != nil {
+			l.b.Outstanding.Add(-1)
+			l.b.failIn(r, l.downMsg())
+			return err
+		}
+		w.curDB = r.DB
+	}
+	w.bw.Write(r.Raw)
+	if err := w.push(pending{kind: pendRequest, req: r}); err != nil {
+		l.b.Outstanding.Add(-1)
+		l.b.failIn(r, l.lostMsg(false, err))
+		return err
+	}
+	return nil
+}
+
+// flushWhenIdle flushes once nothing more is queued.
+func (w *connWriter) flushWhenIdle() error {
+	if w.carry == nil && len(w.l.queue) == 0 {
+		// Let the sessions that are about to submit do so, so that one write
+		// system call carries many requests (system calls dominate the cost).
+		// Twice: measured faster than once, and than not at all (make bench).
+		runtime.Gosched()
+		runtime.Gosched()
+	}
+	if w.carry != nil || len(w.l.queue) != 0 {
+		return nil
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	if !w.idle.Stop() {
+		select {
+		case <-w.idle.C:
+		default:
+		}
+	}
+	w.idle.Reset(keepaliveIdle)
+	return nil
+}
+
+// push tells the reader to expect p's reply. When the reader is behind, what is
+// written so far is flushed for it to read.
+func (w *connWriter) push(p pending) error {
+	p.sent = monoNow()
+	select {
+	case w.pend <- p:
+		return nil
+	default:
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	select {
+	case w.pend <- p:
+		return nil
+	case err := <-w.readerDone:
+		w.readerDone <- err
+		return err // the reader failed: its error is the cause
+	}
+}
+
+func (w *connWriter) flush() error { return w.l.flush(w.conn, w.bw) }
 
 // waitGroups waits, with what is written flushed, until fewer than
 // maxGroupsInFlight script calls are in flight.
