@@ -10,7 +10,13 @@
 // that holds the session's read floor (consistency.go: its last write, what it
 // read, its causal token, and at global level the master's position), local
 // commands answered in place — then waits for the batch and writes the replies in
-// order with one flush. Transactions, WATCH, subscriptions, blocking commands and
+// order with one flush. Each command of the batch is a call (session.go): its
+// command, route, request, reply flags and finishing step in one value.
+// dispatch runs a call through the gate (arity, authentication, rights,
+// reserved keys, a held master reset, the sync channel: the same checks for
+// MULTI's queue and blocking commands), then the handler its command's
+// router.Policy row names (local.go holds the locally answered commands), or
+// routes it by its class. Transactions, WATCH, subscriptions, blocking commands and
 // scripts have files of their own (multi.go, watch.go, pubsub.go, blocking.go,
 // eval.go, wait.go). Replies are the backends' raw RESP frames, forwarded byte for
 // byte, so their types are exactly Redis'.

@@ -122,7 +122,7 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 		q.mode, q.nullArray = rt.Mode, rt.NullArray
 	case rt.Class == router.ClassRead || (rt.Class == router.ClassMaster && !rt.Info.Has(router.FlagNoScript)):
 		q.mode = replicate.ModeRead
-		q.nullArray = name == "xread"
+		q.nullArray = rt.Info.Policy.NullArray == router.NullArrayAlways // XREAD run in the script
 	case rt.Class == router.ClassSpecial && rt.Info.Policy.Blocking:
 		// Inside a transaction a blocking pop does not block, as in Redis.
 		form, _, msg := nonBlocking(name, args)

@@ -402,7 +402,7 @@ func (sess *Session) gate(c *call) string {
 			return msg
 		}
 	}
-	if sess.publishesToSyncChannel(ci.Name, args) {
+	if sess.publishesToSyncChannel(ci, args) {
 		return msgSyncChannel
 	}
 	return ""
@@ -736,8 +736,8 @@ func (sess *Session) checkWrite(ci *router.CommandInfo, args [][]byte) string {
 
 // publishesToSyncChannel reports whether a command publishes on the sync channel
 // (PUBLISH or SPUBLISH), which only the master script may do.
-func (sess *Session) publishesToSyncChannel(name string, args [][]byte) bool {
-	return (name == "publish" || name == "spublish") && len(args) > 1 && string(args[1]) == sess.s.cfg.SyncChannel
+func (sess *Session) publishesToSyncChannel(ci *router.CommandInfo, args [][]byte) bool {
+	return ci.Policy.Publishes && len(args) > 1 && string(args[1]) == sess.s.cfg.SyncChannel
 }
 
 // checkKeys refuses a command, read or write, that names a key of the

@@ -9,6 +9,9 @@
 // carries effects, not requests: non-deterministic or time-relative commands
 // (SPOP, INCRBYFLOAT, EXPIRE, SET EX, XADD *, ...) are replaced by what they did,
 // with absolute times. An epoch (syncproxy:epoch) names the master's data set.
+// The script's call format and its reply's are encoded and decoded in one place,
+// call.go (WriteCallHeader, WriteCallCommand, FixCallReply), which the backend
+// connections of package router use.
 //
 // # Slaves
 //

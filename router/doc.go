@@ -9,7 +9,11 @@
 // (forwarded unchanged: COMMAND, CONFIG GET, PUBLISH, SCAN cursors...), local (the
 // proxy answers), special (session state: transactions, subscriptions, scripts,
 // blocking), denied (would break the topology or bypass replication). Unknown
-// commands are never sent to a slave.
+// commands are never sent to a slave. How the proxy treats a command is one
+// Policy row (rows.go), attached to its CommandInfo when the table is built:
+// class, effect rewrite, null array, blocking, subscribe, read-only-denied, the
+// reply's finishing step and the session handler that serves it. A command
+// without a row follows its COMMAND flags.
 //
 // # Backends
 //
@@ -18,7 +22,9 @@
 // queued requests — a SELECT first when the request's DB differs from the
 // connection's — and flushes when its queue is empty, and a reader that completes
 // requests in FIFO order with the raw RESP frame of their reply. Consecutive
-// writes are grouped into one script call (group commit). A link that fails or
+// writes are grouped into one script call (group commit), encoded with package
+// replicate's call codec (replicate/call.go); Request.Mode says what the script
+// does with each command. A link that fails or
 // times out fails every request it holds with an -ERR and reconnects with capped
 // exponential backoff; while it is down, requests fail at once. A keepalive PING
 // on idle links notices dead connections.

@@ -23,6 +23,8 @@ type Policy struct {
 	Blocking bool
 	// Subscribe enters subscribed mode.
 	Subscribe bool
+	// Publishes names a channel (args[1]) it publishes on: never the sync channel.
+	Publishes bool
 	// ReadOnlyDenied: a read-only user may not run it although it neither writes
 	// nor is admin (scripts may write; PUBLISH reaches other clients).
 	ReadOnlyDenied bool
@@ -193,7 +195,7 @@ var rows = map[string]row{
 	"blpop":      blockingPop(), "brpop": blockingPop(), "blmove": blockingPop(),
 	"brpoplpush": blockingPop(), "blmpop": blockingPop(), "bzpopmin": blockingPop(),
 	"bzpopmax": blockingPop(), "bzmpop": blockingPop(),
-	"xread": {Policy: Policy{Blocking: true, BlockOption: true, Unblocked: ClassRead}},
+	"xread": {Policy: Policy{Blocking: true, BlockOption: true, Unblocked: ClassRead, NullArray: NullArrayAlways}},
 	"xreadgroup": {Policy: Policy{Blocking: true, BlockOption: true, Unblocked: ClassWrite,
 		Rewrite: RewriteAlways, NullArray: NullArrayAlways}},
 
@@ -209,7 +211,7 @@ var rows = map[string]row{
 	// master and replicated, or the slaves' values would drift from the master's.
 	"pfcount": pinned(ClassWrite),
 	"pfdebug": readOnlyDenied(byFlags(Policy{})), "pfselftest": readOnlyDenied(byFlags(Policy{})),
-	"publish": readOnlyDenied(byFlags(Policy{})), "spublish": readOnlyDenied(byFlags(Policy{})),
+	"publish": readOnlyDenied(byFlags(Policy{Publishes: true})), "spublish": readOnlyDenied(byFlags(Policy{Publishes: true})),
 
 	// Cursors are only valid on the backend that issued them.
 	"scan": withPost(pinned(ClassMaster), PostHideMetaDB0), "sscan": pinned(ClassMaster),
