@@ -58,12 +58,19 @@ func TestReservedKeysUnreadable(t *testing.T) {
 			t.Errorf("pipelined reply %d: %q, want %q", i, got, want)
 		}
 	}
-	// Inside MULTI: refused at queue time, EXEC aborts.
-	mustReply(t, c, "+OK\r\n", "MULTI")
-	if got := string(c.Do("GET", "syncproxy:seq")); !strings.HasPrefix(got, refused) {
-		t.Errorf("GET syncproxy:seq in MULTI: %q", got)
-	}
-	if got := string(c.Do("EXEC")); !strings.HasPrefix(got, "-EXECABORT") {
-		t.Errorf("EXEC after a refused read: %q, want EXECABORT", got)
+	// Inside MULTI: refused at queue time, EXEC aborts. Blocking pops too,
+	// although inside MULTI they run in their non-blocking form.
+	for _, cmd := range [][]string{
+		{"GET", "syncproxy:seq"},
+		{"BLPOP", "syncproxy:x", "0"},
+		{"XREAD", "BLOCK", "0", "STREAMS", "syncproxy:backlog", "0"},
+	} {
+		mustReply(t, c, "+OK\r\n", "MULTI")
+		if got := string(c.Do(cmd...)); !strings.HasPrefix(got, refused) {
+			t.Errorf("%s in MULTI: %q", showCmd(cmd), got)
+		}
+		if got := string(c.Do("EXEC")); !strings.HasPrefix(got, "-EXECABORT") {
+			t.Errorf("EXEC after a refused %s: %q, want EXECABORT", showCmd(cmd), got)
+		}
 	}
 }
