@@ -14,10 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 	"github.com/tidwall/redcon"
 
+	"github.com/syncproxy/syncproxy/internal/dial"
 	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
 )
@@ -256,8 +256,7 @@ func (s *Server) Config() Config { return *s.config() }
 // to the built-in table of Redis 7.0.
 func (s *Server) loadTable() *router.Table {
 	target := s.master.Load()
-	e := replicate.Endpoint{Addr: target.addr, Username: s.cfg.MasterUser, Password: s.cfg.MasterPassword, TLS: target.tls}
-	c, err := redis.Dial("tcp", target.addr, replicate.DialOptions(e, s.cfg.DialTimeout(), s.cfg.BackendTimeout, s.cfg.WriteTimeout())...)
+	c, err := dial.Redigo(context.Background(), s.masterDialTarget(target), s.cfg.BackendTimeout, s.cfg.WriteTimeout())
 	if err == nil {
 		defer c.Close()
 		var reply interface{}
