@@ -190,19 +190,10 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 		srv.Close()
 		return 1
 	}
-	if cfg.Admin != "" {
-		aln, err := net.Listen("tcp", cfg.Admin)
-		if err != nil {
-			log.Error().Err(err).Str("admin", cfg.Admin).Msg("cannot listen")
-			ln.Close()
-			srv.Close()
-			return 1
-		}
-		go func() {
-			if err := srv.ServeAdmin(aln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-				log.Error().Err(err).Msg("admin listener stopped")
-			}
-		}()
+	if err := serveAdmin(srv, cfg.Admin, log); err != nil {
+		ln.Close()
+		srv.Close()
+		return 1
 	}
 	if demo {
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -213,7 +204,12 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 	if ready != nil {
 		ready <- ln.Addr()
 	}
+	return serve(srv, ln, args, cfg, logOut, log)
+}
 
+// serve runs srv on ln until it stops or a signal stops it; SIGHUP reloads the
+// configuration, cfg being the one in force.
+func serve(srv *proxy.Server, ln net.Listener, args []string, cfg proxy.Config, logOut *logOutput, log zerolog.Logger) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -239,6 +235,24 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 			return shutdown(srv, sig, sigs, served, cfg.ShutdownGrace, log)
 		}
 	}
+}
+
+// serveAdmin starts the admin HTTP listener on addr, unless addr is empty.
+func serveAdmin(srv *proxy.Server, addr string, log zerolog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	aln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Error().Err(err).Str("admin", addr).Msg("cannot listen")
+		return err
+	}
+	go func() {
+		if err := srv.ServeAdmin(aln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			log.Error().Err(err).Msg("admin listener stopped")
+		}
+	}()
+	return nil
 }
 
 // shutdown stops srv after sig, waiting up to grace for requests in flight (a
