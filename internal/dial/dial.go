@@ -116,11 +116,11 @@ func Redigo(ctx context.Context, t Target, readTimeout, writeTimeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	return redis.NewConn(Buffered(conn, br), readTimeout, writeTimeout), nil
+	return redis.NewConn(buffered(conn, br), readTimeout, writeTimeout), nil
 }
 
-// Buffered returns a connection that reads what br holds before reading conn.
-func Buffered(conn net.Conn, br *bufio.Reader) net.Conn {
+// buffered returns a connection that reads what br holds before reading conn.
+func buffered(conn net.Conn, br *bufio.Reader) net.Conn {
 	if br.Buffered() == 0 {
 		return conn
 	}
