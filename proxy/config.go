@@ -3,11 +3,14 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"os"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,74 +21,79 @@ import (
 	"github.com/syncproxy/syncproxy/router"
 )
 
-// Config is every setting of a proxy. Zero values are replaced by DefaultConfig's.
+// Config is every setting of a proxy. Each is declared once, here, by its
+// field's tags: yaml is its key in the config file and the name of its flag;
+// usage is the flag's help (a field with flag:"-" is set in the file only);
+// reload:"true" lets Reload change it while serving (any other setting needs a
+// restart); env names a variable that gives it when neither the file nor a
+// flag does (ApplyEnv). DefaultConfig holds the defaults.
 type Config struct {
-	Listen              string         `yaml:"listen"`
-	Admin               string         `yaml:"admin"`
-	Master              string         `yaml:"master"`
-	Slaves              []string       `yaml:"slaves"`
-	SyncChannel         string         `yaml:"sync-channel"`
-	BackendTimeout      time.Duration  `yaml:"backend-timeout"`
-	BackendConns        int            `yaml:"backend-conns"`
-	BacklogLen          int            `yaml:"backlog-len"`
-	ApplierQueue        int            `yaml:"applier-queue"`
-	MaxPipeline         int            `yaml:"max-pipeline"`
-	WriteGroup          int            `yaml:"write-group"`
-	ConfigSet           string         `yaml:"config-set"`
-	OnMasterReset       string         `yaml:"on-master-reset"`
-	AllowSlaveEviction  bool           `yaml:"allow-slave-eviction"`
-	ReadPolicy          string         `yaml:"read-policy"`
-	ReadYourWrites      bool           `yaml:"read-your-writes"`
-	ReadConsistency     string         `yaml:"read-consistency"`
-	RYWWait             time.Duration  `yaml:"ryw-wait"`
-	MaxLagMessages      int64          `yaml:"max-lag-messages"`
-	MaxLagMs            int64          `yaml:"max-lag-ms"`
-	Weights             map[string]int `yaml:"weights"`
-	HealthInterval      time.Duration  `yaml:"health-interval"`
-	RequirePass         string         `yaml:"requirepass"`
-	Users               []User         `yaml:"users"`
-	MaxClients          int            `yaml:"max-clients"`
-	IdleTimeout         time.Duration  `yaml:"idle-timeout"`
-	HealthFailures      int            `yaml:"health-failures"`
-	ProtoMaxBulkLen     ByteSize       `yaml:"proto-max-bulk-len"`
-	MaxArgs             int64          `yaml:"max-args"`
-	QueryBufferLimit    ByteSize       `yaml:"client-query-buffer-limit"`
-	OutputTimeout       time.Duration  `yaml:"client-output-timeout"`
-	TLSHandshakeTimeout time.Duration  `yaml:"tls-handshake-timeout"`
-	BackendDialTimeout  time.Duration  `yaml:"backend-dial-timeout"`
-	BackendWriteTimeout time.Duration  `yaml:"backend-write-timeout"`
-	WriteReplyTimeout   time.Duration  `yaml:"write-reply-timeout"`
-	ShutdownGrace       time.Duration  `yaml:"shutdown-grace"`
-	LogLevel            string         `yaml:"log-level"`
-	LogFormat           string         `yaml:"log-format"`
+	Listen              string         `yaml:"listen" usage:"address to accept Redis clients on"`
+	Admin               string         `yaml:"admin" usage:"HOST:PORT of the admin HTTP listener: /metrics, /healthz, /status.json, / (off when empty)"`
+	Master              string         `yaml:"master" usage:"master Redis HOST:PORT (writes); empty (and no --sentinel) runs the in-process demo"`
+	Slaves              []string       `yaml:"slaves" reload:"true" usage:"comma-separated slave Redis HOST:PORT list (reads)"`
+	SyncChannel         string         `yaml:"sync-channel" usage:"pub/sub channel of the sync messages"`
+	BackendTimeout      time.Duration  `yaml:"backend-timeout" usage:"timeout of a slave's reply (the master's: --write-reply-timeout), and of dials and writes unless set on their own)"`
+	BackendConns        int            `yaml:"backend-conns" usage:"multiplexed connections per backend"`
+	BacklogLen          int            `yaml:"backlog-len" usage:"sync messages kept in the master's backlog (approximate)"`
+	ApplierQueue        int            `yaml:"applier-queue" usage:"sync messages buffered in memory per slave"`
+	MaxPipeline         int            `yaml:"max-pipeline" reload:"true" usage:"pipelined commands dispatched at once per client"`
+	WriteGroup          int            `yaml:"write-group" usage:"writes per replication script call at most (group commit; 1 disables it)"`
+	ConfigSet           string         `yaml:"config-set" usage:"CONFIG SET from clients: deny, or broadcast to the master and every slave"`
+	OnMasterReset       string         `yaml:"on-master-reset" usage:"when the master lost the slaves' data: resync (empty the slaves to match), or hold (keep them, refuse writes until SYNCPROXY MASTER-RESET CONFIRM)"`
+	AllowSlaveEviction  bool           `yaml:"allow-slave-eviction" usage:"start even when a slave's maxmemory is below the master's (it leaves the read set while it evicts)"`
+	ReadPolicy          string         `yaml:"read-policy" reload:"true" usage:"where reads go: master, prefer-master, replica, prefer-replica, any"`
+	ReadYourWrites      bool           `yaml:"read-your-writes" reload:"true" usage:"false: the same as --read-consistency eventual (kept for older configurations)"`
+	ReadConsistency     string         `yaml:"read-consistency" reload:"true" usage:"read consistency level: session (own writes, monotonic reads, tokens), global (every write acknowledged before the read), eventual"`
+	RYWWait             time.Duration  `yaml:"ryw-wait" reload:"true" usage:"how long a read may wait for a slave to apply the client's last write before going to the master"`
+	MaxLagMessages      int64          `yaml:"max-lag-messages" reload:"true" usage:"a slave more messages behind serves no reads (0: no bound)"`
+	MaxLagMs            int64          `yaml:"max-lag-ms" reload:"true" usage:"a slave lagging more milliseconds serves no reads (0: no bound)"`
+	Weights             map[string]int `yaml:"weights" reload:"true" flag:"-"`
+	HealthInterval      time.Duration  `yaml:"health-interval" reload:"true" usage:"how often each slave is checked (PING) and its position compared with the master's"`
+	RequirePass         string         `yaml:"requirepass" reload:"true" usage:"password clients must give with AUTH (as Redis' requirepass); empty: none"`
+	Users               []User         `yaml:"users" reload:"true" flag:"-"`
+	MaxClients          int            `yaml:"max-clients" reload:"true" usage:"clients connected at once at most; beyond, Redis' error and the connection closed"`
+	IdleTimeout         time.Duration  `yaml:"idle-timeout" reload:"true" usage:"close a client idle this long (0: never; subscribed clients excepted)"`
+	HealthFailures      int            `yaml:"health-failures" reload:"true" usage:"consecutive failed checks that take a slave out of the read set"`
+	ProtoMaxBulkLen     ByteSize       `yaml:"proto-max-bulk-len" reload:"true" usage:"longest bulk string a client may send (e.g. 512mb)"`
+	MaxArgs             int64          `yaml:"max-args" reload:"true" usage:"arguments in one command at most"`
+	QueryBufferLimit    ByteSize       `yaml:"client-query-buffer-limit" reload:"true" usage:"bytes of one client command at most (e.g. 1gb)"`
+	OutputTimeout       time.Duration  `yaml:"client-output-timeout" reload:"true" usage:"close a client that accepts no reply byte for this long (0: never)"`
+	TLSHandshakeTimeout time.Duration  `yaml:"tls-handshake-timeout" reload:"true" usage:"close a TLS client that has not completed its handshake after this long"`
+	BackendDialTimeout  time.Duration  `yaml:"backend-dial-timeout" usage:"timeout of backend dials and handshakes (0: --backend-timeout)"`
+	BackendWriteTimeout time.Duration  `yaml:"backend-write-timeout" usage:"timeout of backend writes (0: --backend-timeout)"`
+	WriteReplyTimeout   time.Duration  `yaml:"write-reply-timeout" usage:"how long to wait for the master's reply to a write while its connection is alive; beyond, the write's outcome is unknown"`
+	ShutdownGrace       time.Duration  `yaml:"shutdown-grace" reload:"true" usage:"time to finish requests in flight on SIGINT/SIGTERM"`
+	LogLevel            string         `yaml:"log-level" reload:"true" usage:"log level: trace, debug, info, warn, error, disabled"`
+	LogFormat           string         `yaml:"log-format" reload:"true" usage:"log format: json, console, or auto (console on a terminal)"`
 
 	// Client side TLS: with a certificate and key, clients must speak TLS; with a
 	// CA too, they must present a certificate it signed.
-	TLSCert string `yaml:"tls-cert"`
-	TLSKey  string `yaml:"tls-key"`
-	TLSCA   string `yaml:"tls-ca"`
+	TLSCert string `yaml:"tls-cert" usage:"certificate (PEM) of the client listener; with --tls-key, clients must use TLS"`
+	TLSKey  string `yaml:"tls-key" usage:"private key (PEM) of --tls-cert"`
+	TLSCA   string `yaml:"tls-ca" usage:"CA certificates (PEM): clients must present a certificate signed by one"`
 	// Backend TLS: every connection to the master and the slaves uses TLS,
 	// verified against BackendTLSCA (the system roots when empty) for the name
 	// BackendTLSServerName (the host of each address when empty).
-	BackendTLS           bool   `yaml:"backend-tls"`
-	BackendTLSCA         string `yaml:"backend-tls-ca"`
-	BackendTLSServerName string `yaml:"backend-tls-server-name"`
-	BackendTLSCert       string `yaml:"backend-tls-cert"`
-	BackendTLSKey        string `yaml:"backend-tls-key"`
+	BackendTLS           bool   `yaml:"backend-tls" usage:"connect to the master and the slaves with TLS"`
+	BackendTLSCA         string `yaml:"backend-tls-ca" usage:"CA certificates (PEM) that verify the backends (default: the system's)"`
+	BackendTLSServerName string `yaml:"backend-tls-server-name" usage:"name the backends' certificates are verified for, sent as SNI (default: the host of each address)"`
+	BackendTLSCert       string `yaml:"backend-tls-cert" usage:"client certificate (PEM) presented to the backends"`
+	BackendTLSKey        string `yaml:"backend-tls-key" usage:"private key (PEM) of --backend-tls-cert"`
 	// Backend credentials (AUTH [user] password); the slave ones apply to every
 	// slave. Never logged.
-	MasterUser     string `yaml:"master-user"`
-	MasterPassword string `yaml:"master-password"`
-	SlaveUser      string `yaml:"slave-user"`
-	SlavePassword  string `yaml:"slave-password"`
+	MasterUser     string `yaml:"master-user" usage:"ACL user on the master (needs a password)"`
+	MasterPassword string `yaml:"master-password" env:"SYNCPROXY_MASTER_PASSWORD" usage:"password on the master (AUTH)"`
+	SlaveUser      string `yaml:"slave-user" usage:"ACL user on every slave (needs a password)"`
+	SlavePassword  string `yaml:"slave-password" env:"SYNCPROXY_SLAVE_PASSWORD" usage:"password on every slave (AUTH)"`
 	// Sentinel, instead of Master: the sentinels (HOST:PORT) that monitor the
 	// master under the name SentinelMaster. The proxy asks them for the master's
 	// address at start and follows their failovers. Credentials, if the sentinels
 	// require them, are never logged.
-	Sentinels        []string `yaml:"sentinel"`
-	SentinelMaster   string   `yaml:"sentinel-master"`
-	SentinelUser     string   `yaml:"sentinel-user"`
-	SentinelPassword string   `yaml:"sentinel-password"`
+	Sentinels        []string `yaml:"sentinel" usage:"comma-separated Redis Sentinel HOST:PORT list that gives the master (instead of --master) and its failovers"`
+	SentinelMaster   string   `yaml:"sentinel-master" usage:"name the sentinels monitor the master under (with --sentinel)"`
+	SentinelUser     string   `yaml:"sentinel-user" usage:"ACL user on the sentinels (needs a password)"`
+	SentinelPassword string   `yaml:"sentinel-password" env:"SYNCPROXY_SENTINEL_PASSWORD" usage:"password on the sentinels (AUTH)"`
 }
 
 // User is a named client account (AUTH name password), besides the default user
@@ -188,6 +196,20 @@ func (c *Config) Demo() bool { return c.Master == "" && len(c.Sentinels) == 0 }
 
 // Validate checks every setting and returns the first problem, worded for a user.
 func (c *Config) Validate() error {
+	for _, check := range []func() error{
+		c.validateAddrs, c.validateBackend, c.validateReads, c.validateLimits,
+		c.validateWeights, c.validateUsers, c.validateChoices, c.validateCredentials,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateAddrs checks the addresses: the listeners, the master or the
+// sentinels, the slaves.
+func (c *Config) validateAddrs() error {
 	if err := checkAddr("listen", c.Listen); err != nil {
 		return err
 	}
@@ -206,9 +228,12 @@ func (c *Config) Validate() error {
 	if err := c.validateSentinel(); err != nil {
 		return err
 	}
-	if err := checkAddrList("slaves", c.Slaves, c.Master, "listed twice or is the master"); err != nil {
-		return err
-	}
+	return checkAddrList("slaves", c.Slaves, c.Master, "listed twice or is the master")
+}
+
+// validateBackend checks the settings of the backend connections and of the
+// replication.
+func (c *Config) validateBackend() error {
 	switch {
 	case c.SyncChannel == "":
 		return errors.New("config: sync-channel must not be empty")
@@ -227,12 +252,22 @@ func (c *Config) Validate() error {
 	case c.ShutdownGrace < 0:
 		return fmt.Errorf("config: shutdown-grace %v must not be negative", c.ShutdownGrace)
 	}
+	return nil
+}
+
+// validateReads checks the read policy and the consistency level.
+func (c *Config) validateReads() error {
 	if _, err := router.ParseReadPolicy(c.ReadPolicy); err != nil {
 		return fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "router: "))
 	}
 	if _, ok := parseConsistency(c.ReadConsistency); !ok {
 		return fmt.Errorf("config: read-consistency %q: want session, global or eventual", c.ReadConsistency)
 	}
+	return nil
+}
+
+// validateLimits checks the limits and the timeouts.
+func (c *Config) validateLimits() error {
 	switch {
 	case c.HealthInterval < 10*time.Millisecond:
 		return fmt.Errorf("config: health-interval %v too short (at least 10ms)", c.HealthInterval)
@@ -261,15 +296,21 @@ func (c *Config) Validate() error {
 	case c.MaxLagMessages < 0 || c.MaxLagMs < 0:
 		return errors.New("config: max-lag-messages and max-lag-ms must not be negative")
 	}
+	return nil
+}
+
+// validateWeights checks that each weight is a slave's, in range.
+func (c *Config) validateWeights() error {
 	for addr, w := range c.Weights {
-		found := false
-		for _, s := range c.Slaves {
-			found = found || s == addr
-		}
-		if !found || w < 1 || w > 1000 {
+		if !slices.Contains(c.Slaves, addr) || w < 1 || w > 1000 {
 			return fmt.Errorf("config: weights: %q must be a slave's address with a weight in 1..1000", addr)
 		}
 	}
+	return nil
+}
+
+// validateUsers checks the client accounts.
+func (c *Config) validateUsers() error {
 	users := map[string]bool{}
 	for i, u := range c.Users {
 		switch {
@@ -286,26 +327,30 @@ func (c *Config) Validate() error {
 		}
 		users[u.Name] = true
 	}
-	switch c.ConfigSet {
-	case "deny", "broadcast":
-	default:
-		return fmt.Errorf("config: config-set %q: want deny or broadcast", c.ConfigSet)
+	return nil
+}
+
+// validateChoices checks the settings that take one of a few words.
+func (c *Config) validateChoices() error {
+	for _, ch := range []struct {
+		name, value, want string
+		valid             []string
+	}{
+		{"config-set", c.ConfigSet, "deny or broadcast", []string{"deny", "broadcast"}},
+		{"on-master-reset", c.OnMasterReset, "resync or hold", []string{replicate.OnMasterResetResync, replicate.OnMasterResetHold}},
+		{"log-level", c.LogLevel, "trace, debug, info, warn, error or disabled",
+			[]string{"trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled"}},
+		{"log-format", c.LogFormat, "json, console or auto", []string{"auto", "json", "console"}},
+	} {
+		if !slices.Contains(ch.valid, ch.value) {
+			return fmt.Errorf("config: %s %q: want %s", ch.name, ch.value, ch.want)
+		}
 	}
-	switch c.OnMasterReset {
-	case replicate.OnMasterResetResync, replicate.OnMasterResetHold:
-	default:
-		return fmt.Errorf("config: on-master-reset %q: want resync or hold", c.OnMasterReset)
-	}
-	switch c.LogLevel {
-	case "trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled":
-	default:
-		return fmt.Errorf("config: log-level %q: want trace, debug, info, warn, error or disabled", c.LogLevel)
-	}
-	switch c.LogFormat {
-	case "auto", "json", "console":
-	default:
-		return fmt.Errorf("config: log-format %q: want json, console or auto", c.LogFormat)
-	}
+	return nil
+}
+
+// validateCredentials checks the backend credentials and the TLS settings.
+func (c *Config) validateCredentials() error {
 	switch {
 	case c.MasterUser != "" && c.MasterPassword == "":
 		return errors.New("config: master-user needs master-password")
@@ -315,10 +360,8 @@ func (c *Config) Validate() error {
 	if _, err := c.ServerTLS(); err != nil {
 		return err
 	}
-	if _, err := c.BackendTLSConfig(); err != nil {
-		return err
-	}
-	return nil
+	_, err := c.BackendTLSConfig()
+	return err
 }
 
 // validateSentinel checks the Sentinel settings: the master comes either from
@@ -445,5 +488,79 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("line %d: %v", n.Line, err)
 	}
 	*b = v
+	return nil
+}
+
+// BindFlags defines on fs a flag for every setting that has one, named as its
+// config-file key and writing into c's field; c's values are the defaults the
+// help shows. Parsing fs after the file was loaded over c makes the flags win.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	v, t := reflect.ValueOf(c).Elem(), reflect.TypeOf(c).Elem()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Tag.Get("flag") == "-" {
+			continue
+		}
+		name, usage := SettingName(f), f.Tag.Get("usage")
+		if env := f.Tag.Get("env"); env != "" {
+			usage += "; or env " + env
+		}
+		switch p := v.Field(i).Addr().Interface().(type) {
+		case flag.Value:
+			fs.Var(p, name, usage)
+		case *string:
+			fs.StringVar(p, name, *p, usage)
+		case *bool:
+			fs.BoolVar(p, name, *p, usage)
+		case *int:
+			fs.IntVar(p, name, *p, usage)
+		case *int64:
+			fs.Int64Var(p, name, *p, usage)
+		case *time.Duration:
+			fs.DurationVar(p, name, *p, usage)
+		case *[]string:
+			fs.Var((*listFlag)(p), name, usage)
+		default:
+			// A new field of another type: TestBindFlags finds it.
+			panic("proxy: Config." + f.Name + ": no flag type for " + f.Type.String() + ` (tag it flag:"-")`)
+		}
+	}
+}
+
+// SettingName is the config-file key of a Config field, also its flag's name.
+func SettingName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return name
+}
+
+// ApplyEnv gives each empty setting that names an environment variable its
+// value from getenv (os.Getenv): passwords there stay out of ps.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	v, t := reflect.ValueOf(c).Elem(), reflect.TypeOf(c).Elem()
+	for i := 0; i < t.NumField(); i++ {
+		if env := t.Field(i).Tag.Get("env"); env != "" && v.Field(i).String() == "" {
+			v.Field(i).SetString(getenv(env))
+		}
+	}
+}
+
+// listFlag is a list setting as a flag: comma-separated, empty items left out.
+type listFlag []string
+
+func (l *listFlag) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *listFlag) Set(v string) error {
+	var list []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			list = append(list, s)
+		}
+	}
+	*l = list
 	return nil
 }

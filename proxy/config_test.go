@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"flag"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -260,4 +261,68 @@ func FuzzParseByteSize(f *testing.F) {
 			t.Fatalf("%q -> %d -> %q -> %d, %v", s, v, v.String(), back, err)
 		}
 	})
+}
+
+// TestBindFlags: every setting but the file-only ones has a flag named as its
+// config-file key, that writes into that setting's field and no other.
+func TestBindFlags(t *testing.T) {
+	var cfg Config
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	cfg.BindFlags(fs)
+	typ := reflect.TypeOf(cfg)
+	var fileOnly []string
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		name := SettingName(f)
+		if f.Tag.Get("flag") == "-" {
+			fileOnly = append(fileOnly, name)
+			if fs.Lookup(name) != nil {
+				t.Errorf("%s: a flag, although tagged file-only", name)
+			}
+			continue
+		}
+		if f.Tag.Get("usage") == "" {
+			t.Errorf("Config.%s: no usage tag", f.Name)
+		}
+		fl := fs.Lookup(name)
+		if fl == nil {
+			t.Errorf("Config.%s: no flag %q", f.Name, name)
+			continue
+		}
+		before := cfg
+		value := map[reflect.Kind]string{reflect.String: "x:1", reflect.Bool: "true", reflect.Slice: "a:1, b:2"}[f.Type.Kind()]
+		if value == "" {
+			value = "7"
+		}
+		if f.Type == reflect.TypeOf(time.Duration(0)) {
+			value = "7s"
+		}
+		if err := fs.Set(name, value); err != nil {
+			t.Errorf("--%s %s: %v", name, value, err)
+			continue
+		}
+		after := reflect.ValueOf(cfg)
+		for j := 0; j < typ.NumField(); j++ {
+			changed := !reflect.DeepEqual(reflect.ValueOf(before).Field(j).Interface(), after.Field(j).Interface())
+			if changed != (j == i) {
+				t.Errorf("--%s %s: Config.%s changed %v", name, value, typ.Field(j).Name, changed)
+			}
+		}
+	}
+	if strings.Join(fileOnly, ",") != "weights,users" {
+		t.Errorf("file-only settings %v, want weights and users", fileOnly)
+	}
+	if got := strings.Join(cfg.Slaves, "|"); got != "a:1|b:2" {
+		t.Errorf("--slaves: %q", got)
+	}
+}
+
+// TestApplyEnv: the settings naming a variable take its value when empty only.
+func TestApplyEnv(t *testing.T) {
+	cfg := Config{MasterPassword: "given"}
+	cfg.ApplyEnv(func(name string) string { return "env:" + name })
+	if cfg.MasterPassword != "given" || cfg.SlavePassword != "env:SYNCPROXY_SLAVE_PASSWORD" ||
+		cfg.SentinelPassword != "env:SYNCPROXY_SENTINEL_PASSWORD" || cfg.RequirePass != "" || cfg.MasterUser != "" {
+		t.Errorf("%+v", cfg)
+	}
 }

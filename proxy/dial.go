@@ -2,18 +2,14 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"sync/atomic"
-	"syscall"
-	"time"
 
+	"github.com/syncproxy/syncproxy/internal/dial"
 	"github.com/syncproxy/syncproxy/replicate"
-	"github.com/syncproxy/syncproxy/router"
 )
 
 // masterTarget is where the master is: its address and the TLS settings for it.
@@ -104,30 +100,13 @@ func (s *Server) closeDedicated(addr string) {
 }
 
 // dialMaster opens a dedicated connection to the master (for WATCH and for
-// subscriptions) as the backend links open theirs: TCP, then the TLS handshake
-// and AUTH when configured, all within the backend dial timeout. The reader must be
-// used for everything read from the connection afterwards.
+// subscriptions) as the backend links open theirs, within the backend dial
+// timeout. The reader must be used for everything read from the connection
+// afterwards.
 func (s *Server) dialMaster() (net.Conn, *bufio.Reader, error) {
 	target := s.master.Load()
-	deadline := time.Now().Add(s.cfg.DialTimeout())
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", target.addr)
+	c, br, err := dial.Dial(context.Background(), s.masterDialTarget(target))
 	if err != nil {
-		return nil, nil, err
-	}
-	if target.tls != nil {
-		tc := tls.Client(c, target.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, nil, err
-		}
-		c = tc
-	}
-	br := bufio.NewReader(c)
-	if err := s.masterHandshake(c, br, deadline, target); err != nil {
-		c.Close()
 		return nil, nil, err
 	}
 	mc := &masterConn{Conn: c, s: s, addr: target.addr}
@@ -142,50 +121,8 @@ func (s *Server) dialMaster() (net.Conn, *bufio.Reader, error) {
 	return mc, br, nil
 }
 
-// masterHandshake sends AUTH when a password is configured, and PING, and checks
-// their replies: a master that refuses the connection (TLS, credentials) is
-// found here, with the reason, rather than at the client's first command.
-func (s *Server) masterHandshake(c net.Conn, br *bufio.Reader, deadline time.Time, target *masterTarget) error {
-	var frames []byte
-	n := 1
-	if s.cfg.MasterPassword != "" {
-		args := [][]byte{[]byte("AUTH"), []byte(s.cfg.MasterPassword)}
-		if s.cfg.MasterUser != "" {
-			args = [][]byte{[]byte("AUTH"), []byte(s.cfg.MasterUser), []byte(s.cfg.MasterPassword)}
-		}
-		frames = buildCommand(args)
-		n = 2
-	}
-	frames = append(frames, "*1\r\n$4\r\nPING\r\n"...)
-	c.SetDeadline(deadline)
-	if _, err := c.Write(frames); err != nil {
-		return refusal(err, target.tls)
-	}
-	for i := 0; i < n; i++ {
-		reply, err := router.ReadFrame(br, nil)
-		if err != nil {
-			return refusal(err, target.tls)
-		}
-		if reply[0] == '-' {
-			return errors.New("proxy: master refused the connection: " + string(bytes.TrimSpace(reply[1:])))
-		}
-	}
-	c.SetDeadline(time.Time{})
-	return nil
-}
-
-// refusal words an I/O error of the handshake: a TLS alert, or a connection
-// closed at once, most likely means TLS settings that do not match the master's.
-func refusal(err error, conf *tls.Config) error {
-	var oe *net.OpError
-	closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
-	switch {
-	case errors.As(err, &oe) && oe.Op == "remote error":
-		return errors.New("proxy: master refused TLS: " + err.Error())
-	case closed && conf == nil:
-		return errors.New("proxy: master closed the connection (does it expect TLS?)")
-	case closed && len(conf.Certificates) == 0:
-		return errors.New("proxy: master closed the TLS connection (does it require a client certificate?)")
-	}
-	return err
+// masterDialTarget is the master at t, reached with the master's credentials.
+func (s *Server) masterDialTarget(t *masterTarget) dial.Target {
+	return dial.Target{Role: "master", Addr: t.addr, Username: s.cfg.MasterUser, Password: s.cfg.MasterPassword,
+		TLS: t.tls, Timeout: s.cfg.DialTimeout()}
 }

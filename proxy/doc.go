@@ -32,8 +32,8 @@
 // both TLS configurations from the files). Every backend connection gets the
 // backend TLS configuration and credentials: the router's links, the
 // replicator's endpoints, the COMMAND read at start, and the dedicated WATCH and
-// SUBSCRIBE connections, which dialMaster (dial.go) opens and checks with AUTH
-// and PING. Passwords are never logged; the start line says whether they are set.
+// SUBSCRIBE connections (dialMaster, dial.go), all opened by internal/dial: TCP,
+// TLS, AUTH, PING, one error wording. Passwords are never logged; the start line says whether they are set.
 //
 // # Sentinel
 //

@@ -9,22 +9,6 @@ import (
 	"github.com/syncproxy/syncproxy/router"
 )
 
-// reloadable are the settings Reload changes while serving, by their name in
-// the config file. Any other setting, including one added later to Config,
-// needs a restart.
-var reloadable = map[string]bool{
-	"slaves": true, "weights": true,
-	"read-policy": true, "read-your-writes": true, "read-consistency": true, "ryw-wait": true,
-	"max-lag-messages": true, "max-lag-ms": true,
-	"health-interval": true, "health-failures": true,
-	"proto-max-bulk-len": true, "max-args": true, "client-query-buffer-limit": true,
-	"client-output-timeout": true, "tls-handshake-timeout": true, "max-pipeline": true, "max-clients": true, "idle-timeout": true,
-	"requirepass": true, "users": true,
-	"shutdown-grace": true,
-	// The logger is the caller's (cmd/syncproxy applies them); Reload records them.
-	"log-level": true, "log-format": true,
-}
-
 // Reload applies the settings of cfg that can change while serving, and keeps
 // the running value of the others, each logged as needing a restart; it then
 // returns an error wrapping ErrRestartNeeded. An invalid cfg changes nothing.
@@ -157,8 +141,8 @@ func mergeConfig(dst, src *Config) (changed, refused []string) {
 		if sameSetting(dv.Field(i), sv.Field(i)) {
 			continue
 		}
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if !reloadable[name] {
+		name := SettingName(t.Field(i))
+		if !Reloadable(t.Field(i)) {
 			refused = append(refused, name)
 			continue
 		}
@@ -167,6 +151,11 @@ func mergeConfig(dst, src *Config) (changed, refused []string) {
 	}
 	return changed, refused
 }
+
+// Reloadable reports whether Reload changes the setting of a Config field while
+// serving (its tag reload:"true"); any other needs a restart. The logger's
+// settings are the caller's to apply (cmd/syncproxy does); Reload records them.
+func Reloadable(f reflect.StructField) bool { return f.Tag.Get("reload") == "true" }
 
 // sameSetting compares two values of a setting; an empty list or map is no list.
 func sameSetting(a, b reflect.Value) bool {

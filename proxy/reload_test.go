@@ -40,21 +40,27 @@ func TestMergeConfig(t *testing.T) {
 	}
 }
 
-// TestReloadableNames: every setting has a config-file name, and every name
-// Reload treats as reloadable is one.
+// TestReloadableNames: every setting has a config-file name, and exactly the
+// settings README's reload table names are reloadable.
 func TestReloadableNames(t *testing.T) {
-	names := map[string]bool{}
+	var got []string
 	typ := reflect.TypeOf(Config{})
 	for i := 0; i < typ.NumField(); i++ {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")
+		name := SettingName(typ.Field(i))
 		if name == "" || name == "-" {
 			t.Errorf("Config.%s has no yaml name: a reload could not name it", typ.Field(i).Name)
 		}
-		names[name] = true
-	}
-	for name := range reloadable {
-		if !names[name] {
-			t.Errorf("reloadable setting %q is not a Config field", name)
+		if tag := typ.Field(i).Tag.Get("reload"); tag != "" && tag != "true" {
+			t.Errorf("Config.%s: reload:%q, want \"true\" or no tag", typ.Field(i).Name, tag)
 		}
+		if Reloadable(typ.Field(i)) {
+			got = append(got, name)
+		}
+	}
+	want := "slaves max-pipeline read-policy read-your-writes read-consistency ryw-wait max-lag-messages max-lag-ms weights " +
+		"health-interval requirepass users max-clients idle-timeout health-failures proto-max-bulk-len max-args " +
+		"client-query-buffer-limit client-output-timeout tls-handshake-timeout shutdown-grace log-level log-format"
+	if strings.Join(got, " ") != want {
+		t.Errorf("reloadable settings:\n%s\nwant\n%s", strings.Join(got, " "), want)
 	}
 }

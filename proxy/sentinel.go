@@ -94,8 +94,8 @@ func newSentinelWatch(s *Server) *sentinelWatch {
 // the backend TLS settings when they are on.
 func (w *sentinelWatch) dial(ctx context.Context, addr string, readTimeout time.Duration) (redis.Conn, error) {
 	cfg := &w.s.cfg
-	e := replicate.Endpoint{Addr: addr, Username: cfg.SentinelUser, Password: cfg.SentinelPassword, TLS: backendTLSFor(w.s.backendTLS, addr)}
-	return redis.DialContext(ctx, "tcp", addr, replicate.DialOptions(e, cfg.DialTimeout(), readTimeout, cfg.WriteTimeout())...)
+	e := replicate.Endpoint{Name: "sentinel", Addr: addr, Username: cfg.SentinelUser, Password: cfg.SentinelPassword, TLS: backendTLSFor(w.s.backendTLS, addr)}
+	return replicate.Dial(ctx, e, cfg.DialTimeout(), readTimeout, cfg.WriteTimeout())
 }
 
 // query asks one sentinel for the master's address and the config epoch it

@@ -14,10 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 	"github.com/tidwall/redcon"
 
+	"github.com/syncproxy/syncproxy/internal/dial"
 	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
 )
@@ -109,30 +109,62 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	if s.backendTLS, err = cfg.BackendTLSConfig(); err != nil {
 		return nil, err
 	}
-	masterAddr, configEpoch := cfg.Master, int64(0)
-	if len(cfg.Sentinels) > 0 {
-		s.sentinel = newSentinelWatch(s)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(cfg.Sentinels))*(cfg.DialTimeout()+cfg.BackendTimeout))
-		masterAddr, configEpoch, err = s.sentinel.resolve(ctx)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		for _, sl := range cfg.Slaves {
-			if sl == masterAddr {
-				return nil, fmt.Errorf("proxy: Sentinel gives %s as master %q, which is also a slave", masterAddr, cfg.SentinelMaster)
-			}
-		}
+	masterAddr, configEpoch, err := s.resolveMaster()
+	if err != nil {
+		return nil, err
 	}
 	s.master.Store(s.newTarget(masterAddr))
 	table := s.loadTable()
 	s.metrics = newMetrics(table)
+	s.repl = s.newReplicator(table)
+	master := s.newMasterBackend(masterAddr)
+	var slaves []*router.Slave
+	for _, a := range s.repl.Appliers() {
+		slaves = append(slaves, s.newSlave(a))
+	}
+	s.router = router.New(table, master, slaves)
+	s.router.SetSlaves(slaves, weightsOf(&cfg, slaves))
+	s.router.SetReadOptions(readOptionsOf(&cfg))
+	s.scripts.guard = scriptGuard(s.router)
+	if err := s.startBackends(master, slaves); err != nil {
+		return nil, err
+	}
+	if s.sentinel != nil {
+		s.sentinel.start(configEpoch)
+	}
+	return s, nil
+}
 
+// resolveMaster returns the master's address: the configured one, or the one
+// the sentinels give, with their config epoch.
+func (s *Server) resolveMaster() (addr string, configEpoch int64, err error) {
+	cfg := &s.cfg
+	if len(cfg.Sentinels) == 0 {
+		return cfg.Master, 0, nil
+	}
+	s.sentinel = newSentinelWatch(s)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(cfg.Sentinels))*(cfg.DialTimeout()+cfg.BackendTimeout))
+	defer cancel()
+	if addr, configEpoch, err = s.sentinel.resolve(ctx); err != nil {
+		return "", 0, err
+	}
+	for _, sl := range cfg.Slaves {
+		if sl == addr {
+			return "", 0, fmt.Errorf("proxy: Sentinel gives %s as master %q, which is also a slave", addr, cfg.SentinelMaster)
+		}
+	}
+	return addr, configEpoch, nil
+}
+
+// newReplicator makes the replicator of the master and the slaves configured;
+// table gives it the keys of each command.
+func (s *Server) newReplicator(table *router.Table) *replicate.Replicator {
+	cfg := &s.cfg
 	var slaveEPs []replicate.Endpoint
 	for _, addr := range cfg.Slaves {
 		slaveEPs = append(slaveEPs, s.slaveEndpoint(addr))
 	}
-	s.repl = replicate.New(replicate.Config{
+	return replicate.New(replicate.Config{
 		Master:        s.masterEndpoint(s.master.Load()),
 		Slaves:        slaveEPs,
 		Channel:       cfg.SyncChannel,
@@ -151,17 +183,23 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		},
 		OnEffect:      s.wakeBlocked(table),
 		OnMasterReset: cfg.OnMasterReset,
-		Log:           log,
+		Log:           s.log,
 	})
+}
+
+// newMasterBackend connects the master's links, which load the replication
+// script.
+func (s *Server) newMasterBackend(addr string) *router.Backend {
+	cfg := &s.cfg
 	ms := replicate.MasterScript()
 	s.script = &router.WriteScript{SHA: ms.SHA, Body: ms.Body, Args: [][]byte{
 		[]byte(s.repl.EpochCandidate()),
 		[]byte(strconv.Itoa(cfg.BacklogLen)),
 		[]byte(cfg.SyncChannel),
 	}}
-	master := router.NewBackend(router.BackendOptions{
+	return router.NewBackend(router.BackendOptions{
 		Name:         "master",
-		Addr:         masterAddr,
+		Addr:         addr,
 		Conns:        cfg.BackendConns,
 		Timeout:      cfg.BackendTimeout,
 		DialTimeout:  cfg.BackendDialTimeout,
@@ -172,37 +210,32 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		Username:     cfg.MasterUser,
 		Password:     cfg.MasterPassword,
 		TLS:          s.backendTLS, // for the address of the moment
-		Log:          log,
+		Log:          s.log,
 	})
-	var slaves []*router.Slave
-	for _, a := range s.repl.Appliers() {
-		slaves = append(slaves, s.newSlave(a))
-	}
-	s.router = router.New(table, master, slaves)
-	s.router.SetSlaves(slaves, weightsOf(&cfg, slaves))
-	s.router.SetReadOptions(readOptionsOf(&cfg))
-	s.scripts.guard = scriptGuard(s.router)
-	// Clients that come right away should not find the links still dialing.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.BackendTimeout)
+}
+
+// startBackends checks the servers, starts the replicator and waits for the
+// first connection attempt of every backend: clients that come right away
+// should not find the links still dialing. A check that fails closes the
+// backends.
+func (s *Server) startBackends(master *router.Backend, slaves []*router.Slave) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BackendTimeout)
 	defer cancel()
-	if err := s.repl.CheckServers(ctx, cfg.AllowSlaveEviction); err != nil {
+	if err := s.repl.CheckServers(ctx, s.cfg.AllowSlaveEviction); err != nil {
 		master.Close()
 		for _, sl := range slaves {
 			sl.Backend.Close()
 		}
-		return nil, err
+		return err
 	}
 	s.repl.Start()
 	if !master.WaitFirstAttempt(ctx) {
-		log.Warn().Str("master", masterAddr).Msg("master unreachable at start; writes fail until it is back")
+		s.log.Warn().Str("master", master.Addr()).Msg("master unreachable at start; writes fail until it is back")
 	}
 	for _, sl := range slaves {
 		sl.Backend.WaitFirstAttempt(ctx)
 	}
-	if s.sentinel != nil {
-		s.sentinel.start(configEpoch)
-	}
-	return s, nil
+	return nil
 }
 
 // slaveEndpoint describes the slave at addr to the replicator, under a name
@@ -256,8 +289,7 @@ func (s *Server) Config() Config { return *s.config() }
 // to the built-in table of Redis 7.0.
 func (s *Server) loadTable() *router.Table {
 	target := s.master.Load()
-	e := replicate.Endpoint{Addr: target.addr, Username: s.cfg.MasterUser, Password: s.cfg.MasterPassword, TLS: target.tls}
-	c, err := redis.Dial("tcp", target.addr, replicate.DialOptions(e, s.cfg.DialTimeout(), s.cfg.BackendTimeout, s.cfg.WriteTimeout())...)
+	c, err := dial.Redigo(context.Background(), s.masterDialTarget(target), s.cfg.BackendTimeout, s.cfg.WriteTimeout())
 	if err == nil {
 		defer c.Close()
 		var reply interface{}

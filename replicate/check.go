@@ -14,6 +14,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
+
+	"github.com/syncproxy/syncproxy/internal/dial"
 )
 
 // Defaults of CheckConfig.
@@ -244,10 +246,11 @@ func (ck *checker) close() {
 }
 
 func (ck *checker) dial(ctx context.Context, e Endpoint) (redis.Conn, error) {
-	opts := append(DialOptions(e, ck.cfg.Timeout, ck.cfg.Timeout, ck.cfg.Timeout), redis.DialClientName("syncproxy-check"))
-	c, err := redis.DialContext(ctx, "tcp", e.Addr, opts...)
+	t := e.target(ck.cfg.Timeout)
+	t.Setup = [][]string{{"CLIENT", "SETNAME", "syncproxy-check"}}
+	c, err := dial.Redigo(ctx, t, ck.cfg.Timeout, ck.cfg.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("replicate: check: %s %s: %w", e.Name, e.Addr, err)
+		return nil, fmt.Errorf("replicate: check: %w", err)
 	}
 	return c, nil
 }

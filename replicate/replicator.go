@@ -14,6 +14,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
+
+	"github.com/syncproxy/syncproxy/internal/dial"
 )
 
 // Endpoint is one backend server as the replicator reaches it.
@@ -437,27 +439,19 @@ func (r *Replicator) Close() {
 
 // dial opens a redigo connection to e with the replicator's timeouts.
 func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Duration) (redis.Conn, error) {
-	return redis.DialContext(ctx, "tcp", e.Addr, DialOptions(e, r.cfg.DialTimeout, readTimeout, r.cfg.WriteTimeout)...)
+	return Dial(ctx, e, r.cfg.DialTimeout, readTimeout, r.cfg.WriteTimeout)
 }
 
-// DialOptions are the redigo options of a connection to e: the timeouts, AUTH
-// with e's credentials, and TLS with e's settings.
-func DialOptions(e Endpoint, dial, read, write time.Duration) []redis.DialOption {
-	opts := []redis.DialOption{
-		redis.DialConnectTimeout(dial),
-		redis.DialReadTimeout(read),
-		redis.DialWriteTimeout(write),
-	}
-	if e.Password != "" {
-		opts = append(opts, redis.DialPassword(e.Password))
-		if e.Username != "" {
-			opts = append(opts, redis.DialUsername(e.Username))
-		}
-	}
-	if e.TLS != nil {
-		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(e.TLS))
-	}
-	return opts
+// Dial opens a redigo connection to e as every backend connection is opened
+// (see internal/dial): TCP, TLS with e's settings, AUTH with e's credentials,
+// PING, within dialTimeout; read and write bound each command afterwards.
+func Dial(ctx context.Context, e Endpoint, dialTimeout, read, write time.Duration) (redis.Conn, error) {
+	return dial.Redigo(ctx, e.target(dialTimeout), read, write)
+}
+
+// target is e as internal/dial reaches it.
+func (e Endpoint) target(timeout time.Duration) dial.Target {
+	return dial.Target{Role: e.Name, Addr: e.Addr, Username: e.Username, Password: e.Password, TLS: e.TLS, Timeout: timeout}
 }
 
 // sleepCtx waits d or until ctx ends; it reports whether ctx is still live.

@@ -12,11 +12,11 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/syncproxy/syncproxy/internal/dial"
 	"github.com/syncproxy/syncproxy/replicate"
 )
 
@@ -460,11 +460,10 @@ func (l *link) run(ctx context.Context) {
 			continue
 		}
 		l.serving.Store(gen)
-		var he handshakeError
 		switch {
 		case err == nil:
 			refused = ""
-		case errors.As(err, &he) && err.Error() != refused && ctx.Err() == nil:
+		case dial.Refused(err) && err.Error() != refused && ctx.Err() == nil:
 			// Connected, but refused (TLS, AUTH): a configuration problem, not an outage.
 			refused = err.Error()
 			l.log.Error().Err(err).Msg("backend refused the connection; check the TLS and credential settings")
@@ -574,70 +573,16 @@ func (l *link) failChainMsg(r *Request, msg string) {
 	}
 }
 
+// dial opens a connection of the link to addr: TCP, TLS, AUTH, SCRIPT LOAD,
+// PING, all synchronous before the link goes live.
 func (l *link) dial(ctx context.Context, addr string) (net.Conn, *bufio.Reader, error) {
 	o := &l.b.opts
-	d := net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
-	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
-	defer cancel()
-	conn, err := d.DialContext(dctx, "tcp", addr)
-	if err != nil {
-		return nil, nil, err
-	}
-	if o.TLS != nil {
-		conf := o.TLS
-		if conf.ServerName == "" && !conf.InsecureSkipVerify {
-			// Verified for the host of the address (which SetAddr may change).
-			conf = conf.Clone()
-			if conf.ServerName, _, err = net.SplitHostPort(addr); err != nil {
-				conf.ServerName = addr
-			}
-		}
-		tc := tls.Client(conn, conf)
-		if err := tc.HandshakeContext(dctx); err != nil {
-			conn.Close()
-			return nil, nil, handshakeError{"router: TLS handshake: " + err.Error()}
-		}
-		conn = tc
-	}
-	br := bufio.NewReaderSize(conn, 16<<10)
-	// Handshake: AUTH, SCRIPT LOAD, all synchronous before the link goes live.
-	var hs [][]string
-	if o.Password != "" {
-		if o.Username != "" {
-			hs = append(hs, []string{"AUTH", o.Username, o.Password})
-		} else {
-			hs = append(hs, []string{"AUTH", o.Password})
-		}
-	}
+	t := dial.Target{Role: o.Name, Addr: addr, Username: o.Username, Password: o.Password,
+		TLS: o.TLS, Timeout: o.DialTimeout, BufferSize: 16 << 10}
 	if o.Script != nil {
-		hs = append(hs, []string{"SCRIPT", "LOAD", o.Script.Body})
+		t.Setup = [][]string{{"SCRIPT", "LOAD", o.Script.Body}}
 	}
-	hs = append(hs, []string{"PING"})
-	conn.SetDeadline(time.Now().Add(o.DialTimeout))
-	var buf []byte
-	for _, c := range hs {
-		buf = appendArrayHeader(buf, len(c))
-		for _, a := range c {
-			buf = appendBulk(buf, []byte(a))
-		}
-	}
-	if _, err := conn.Write(buf); err != nil {
-		conn.Close()
-		return nil, nil, refusal(err, o.TLS)
-	}
-	for range hs {
-		reply, err := ReadFrame(br, nil)
-		if err != nil {
-			conn.Close()
-			return nil, nil, refusal(err, o.TLS)
-		}
-		if reply[0] == '-' {
-			conn.Close()
-			return nil, nil, handshakeError{"router: handshake: " + string(bytes.TrimSpace(reply[1:]))}
-		}
-	}
-	conn.SetDeadline(time.Time{})
-	return conn, br, nil
+	return dial.Dial(ctx, t)
 }
 
 // serve runs the writer in this goroutine and the reader in another, until either
@@ -690,30 +635,6 @@ var (
 	// the replication script returns.
 	errGroupShape = errors.New("router: unexpected reply from the replication script")
 )
-
-// handshakeError is a connection the backend accepted and then refused: TLS
-// failed, or AUTH or the script load was answered with an error.
-type handshakeError struct{ msg string }
-
-func (e handshakeError) Error() string { return e.msg }
-
-// refusal turns an I/O error of the handshake that most likely means TLS
-// settings not matching the server's into a handshakeError: a TLS alert from the
-// server (TLS 1.3 servers send it after the handshake to a client whose
-// certificate they refuse), or a connection closed at once.
-func refusal(err error, conf *tls.Config) error {
-	var oe *net.OpError
-	closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
-	switch {
-	case errors.As(err, &oe) && oe.Op == "remote error":
-		return handshakeError{"router: TLS handshake: " + err.Error()}
-	case closed && conf == nil:
-		return handshakeError{"router: handshake: the server closed the connection (does it expect TLS?)"}
-	case closed && len(conf.Certificates) == 0:
-		return handshakeError{"router: handshake: the server closed the TLS connection (does it require a client certificate?)"}
-	}
-	return err
-}
 
 // connWriter is the writer's state for one connection.
 type connWriter struct {

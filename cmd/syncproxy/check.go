@@ -82,20 +82,8 @@ func parseCheckFlags(args []string, stdout io.Writer) (opts checkOptions, help b
 	}
 	cfg := &opts.cfg
 	cfg.Master = replicate.Endpoint{Name: "master", Addr: *master, Username: *masterUser, Password: *masterPass}
-	seen := map[string]bool{*master: true}
-	for _, s := range strings.Split(*slaves, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		if err := checkAddr("--slaves", s); err != nil {
-			return opts, false, err
-		}
-		if seen[s] {
-			return opts, false, fmt.Errorf("--slaves: %s is listed twice, or is the master", s)
-		}
-		seen[s] = true
-		cfg.Slaves = append(cfg.Slaves, replicate.Endpoint{
-			Name: "slave-" + strconv.Itoa(len(cfg.Slaves)+1), Addr: s, Username: *slaveUser, Password: *slavePass})
+	if cfg.Slaves, err = checkSlaves(*slaves, *master, *slaveUser, *slavePass); err != nil {
+		return opts, false, err
 	}
 	if len(cfg.Slaves) == 0 {
 		return opts, false, errors.New("--slaves: no slave given")
@@ -120,6 +108,28 @@ func checkAddr(name, addr string) error {
 
 // maxCheckDB bounds the DB numbers --dbs takes (Redis' "databases" is 16 by default).
 const maxCheckDB = 1 << 16
+
+// checkSlaves returns the slaves of the comma-separated list, each with the
+// credentials; none may be listed twice or be the master.
+func checkSlaves(list, master, user, password string) ([]replicate.Endpoint, error) {
+	var eps []replicate.Endpoint
+	seen := map[string]bool{master: true}
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if err := checkAddr("--slaves", s); err != nil {
+			return nil, err
+		}
+		if seen[s] {
+			return nil, fmt.Errorf("--slaves: %s is listed twice, or is the master", s)
+		}
+		seen[s] = true
+		eps = append(eps, replicate.Endpoint{
+			Name: "slave-" + strconv.Itoa(len(eps)+1), Addr: s, Username: user, Password: password})
+	}
+	return eps, nil
+}
 
 // parseDBs parses a list of DB numbers and ranges: "0-15", "0,3,5-7".
 func parseDBs(s string) ([]int, error) {

@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,96 +28,20 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
 }
 
-// Environment variables that give the backend passwords when neither a flag nor
-// the config file does.
-const (
-	masterPasswordEnv   = "SYNCPROXY_MASTER_PASSWORD"
-	slavePasswordEnv    = "SYNCPROXY_SLAVE_PASSWORD"
-	sentinelPasswordEnv = "SYNCPROXY_SENTINEL_PASSWORD"
-)
-
 // usageError is a bad flag or setting: one line on stderr, exit status 2.
 type usageError struct{ err error }
 
 func (u usageError) Error() string { return u.err.Error() }
 
 // parseConfig builds the configuration from defaults, the config file and flags,
-// in that order of precedence (flags win).
+// in that order of precedence (flags win); passwords still empty then come from
+// the environment.
 func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, err error) {
 	cfg = proxy.DefaultConfig()
-	def := proxy.DefaultConfig()
-	fs := flag.NewFlagSet("syncproxy", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var (
-		configFile = fs.String("config", "", "YAML config file with the same settings as the flags (flags win over the file)")
-		listen     = fs.String("listen", def.Listen, "address to accept Redis clients on")
-		admin      = fs.String("admin", "", "HOST:PORT of the admin HTTP listener: /metrics, /healthz, /status.json, / (off when empty)")
-		master     = fs.String("master", "", "master Redis HOST:PORT (writes); empty (and no --sentinel) runs the in-process demo")
-		sentinels  = fs.String("sentinel", "", "comma-separated Redis Sentinel HOST:PORT list that gives the master (instead of --master) and its failovers")
-		sMaster    = fs.String("sentinel-master", "", "name the sentinels monitor the master under (with --sentinel)")
-		sUser      = fs.String("sentinel-user", "", "ACL user on the sentinels (needs a password)")
-		sPass      = fs.String("sentinel-password", "", "password on the sentinels (AUTH); or env "+sentinelPasswordEnv)
-		slaves     = fs.String("slaves", "", "comma-separated slave Redis HOST:PORT list (reads)")
-		channel    = fs.String("sync-channel", def.SyncChannel, "pub/sub channel of the sync messages")
-		timeout    = fs.Duration("backend-timeout", def.BackendTimeout, "timeout of a slave's reply (the master's: --write-reply-timeout), and of dials and writes unless set on their own)")
-		conns      = fs.Int("backend-conns", def.BackendConns, "multiplexed connections per backend")
-		backlog    = fs.Int("backlog-len", def.BacklogLen, "sync messages kept in the master's backlog (approximate)")
-		queue      = fs.Int("applier-queue", def.ApplierQueue, "sync messages buffered in memory per slave")
-		pipeline   = fs.Int("max-pipeline", def.MaxPipeline, "pipelined commands dispatched at once per client")
-		group      = fs.Int("write-group", def.WriteGroup, "writes per replication script call at most (group commit; 1 disables it)")
-		configSet  = fs.String("config-set", def.ConfigSet, "CONFIG SET from clients: deny, or broadcast to the master and every slave")
-		allowEvict = fs.Bool("allow-slave-eviction", def.AllowSlaveEviction, "start even when a slave's maxmemory is below the master's (it leaves the read set while it evicts)")
-		onReset    = fs.String("on-master-reset", def.OnMasterReset, "when the master lost the slaves' data: resync (empty the slaves to match), or hold (keep them, refuse writes until SYNCPROXY MASTER-RESET CONFIRM)")
-		readPolicy = fs.String("read-policy", def.ReadPolicy, "where reads go: master, prefer-master, replica, prefer-replica, any")
-		ryw        = fs.Bool("read-your-writes", def.ReadYourWrites, "false: the same as --read-consistency eventual (kept for older configurations)")
-		readCons   = fs.String("read-consistency", def.ReadConsistency, "read consistency level: session (own writes, monotonic reads, tokens), global (every write acknowledged before the read), eventual")
-		rywWait    = fs.Duration("ryw-wait", def.RYWWait, "how long a read may wait for a slave to apply the client's last write before going to the master")
-		maxLagMsgs = fs.Int64("max-lag-messages", def.MaxLagMessages, "a slave more messages behind serves no reads (0: no bound)")
-		maxLagMs   = fs.Int64("max-lag-ms", def.MaxLagMs, "a slave lagging more milliseconds serves no reads (0: no bound)")
-		hInterval  = fs.Duration("health-interval", def.HealthInterval, "how often each slave is checked (PING) and its position compared with the master's")
-		hFailures  = fs.Int("health-failures", def.HealthFailures, "consecutive failed checks that take a slave out of the read set")
-		reqPass    = fs.String("requirepass", "", "password clients must give with AUTH (as Redis' requirepass); empty: none")
-		maxClients = fs.Int("max-clients", def.MaxClients, "clients connected at once at most; beyond, Redis' error and the connection closed")
-		idle       = fs.Duration("idle-timeout", def.IdleTimeout, "close a client idle this long (0: never; subscribed clients excepted)")
-		maxArgs    = fs.Int64("max-args", def.MaxArgs, "arguments in one command at most")
-		outTimeout = fs.Duration("client-output-timeout", def.OutputTimeout, "close a client that accepts no reply byte for this long (0: never)")
-		tlsShake   = fs.Duration("tls-handshake-timeout", def.TLSHandshakeTimeout, "close a TLS client that has not completed its handshake after this long")
-		dialTO     = fs.Duration("backend-dial-timeout", def.BackendDialTimeout, "timeout of backend dials and handshakes (0: --backend-timeout)")
-		writeTO    = fs.Duration("backend-write-timeout", def.BackendWriteTimeout, "timeout of backend writes (0: --backend-timeout)")
-		replyTO    = fs.Duration("write-reply-timeout", def.WriteReplyTimeout, "how long to wait for the master's reply to a write while its connection is alive; beyond, the write's outcome is unknown")
-		grace      = fs.Duration("shutdown-grace", def.ShutdownGrace, "time to finish requests in flight on SIGINT/SIGTERM")
-		logLevel   = fs.String("log-level", def.LogLevel, "log level: trace, debug, info, warn, error, disabled")
-		logFormat  = fs.String("log-format", def.LogFormat, "log format: json, console, or auto (console on a terminal)")
-		tlsCert    = fs.String("tls-cert", "", "certificate (PEM) of the client listener; with --tls-key, clients must use TLS")
-		tlsKey     = fs.String("tls-key", "", "private key (PEM) of --tls-cert")
-		tlsCA      = fs.String("tls-ca", "", "CA certificates (PEM): clients must present a certificate signed by one")
-		bTLS       = fs.Bool("backend-tls", false, "connect to the master and the slaves with TLS")
-		bTLSCA     = fs.String("backend-tls-ca", "", "CA certificates (PEM) that verify the backends (default: the system's)")
-		bTLSName   = fs.String("backend-tls-server-name", "", "name the backends' certificates are verified for, sent as SNI (default: the host of each address)")
-		bTLSCert   = fs.String("backend-tls-cert", "", "client certificate (PEM) presented to the backends")
-		bTLSKey    = fs.String("backend-tls-key", "", "private key (PEM) of --backend-tls-cert")
-		masterUser = fs.String("master-user", "", "ACL user on the master (needs a password)")
-		masterPass = fs.String("master-password", "", "password on the master (AUTH); or env "+masterPasswordEnv)
-		slaveUser  = fs.String("slave-user", "", "ACL user on every slave (needs a password)")
-		slavePass  = fs.String("slave-password", "", "password on every slave (AUTH); or env "+slavePasswordEnv)
-	)
-	maxBulk, queryBuf := def.ProtoMaxBulkLen, def.QueryBufferLimit
-	fs.Var(&maxBulk, "proto-max-bulk-len", "longest bulk string a client may send (e.g. 512mb)")
-	fs.Var(&queryBuf, "client-query-buffer-limit", "bytes of one client command at most (e.g. 1gb)")
-	usage := func() {
-		fmt.Fprintf(stdout, "Usage: syncproxy [flags]\n\n"+
-			"A Redis proxy: writes go to --master and are replicated to every --slaves\n"+
-			"server; reads are balanced across the slaves. With no --master it runs a\n"+
-			"self-contained demo on in-process servers. SIGHUP reloads the --config\n"+
-			"file (flags still win); see README.md for what a reload changes.\n\nFlags:\n")
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	fs.Usage = func() {} // a parse error is one line on stderr, printed by run
+	fs, file := newFlagSet(&cfg)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			usage()
+			printUsage(fs, stdout)
 			return cfg, true, nil
 		}
 		return cfg, false, usageError{err}
@@ -126,133 +49,44 @@ func parseConfig(args []string, stdout io.Writer) (cfg proxy.Config, help bool, 
 	if fs.NArg() > 0 {
 		return cfg, false, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	if *configFile != "" {
-		if err := proxy.LoadConfigFile(*configFile, &cfg); err != nil {
+	if *file != "" {
+		cfg = proxy.DefaultConfig()
+		if err := proxy.LoadConfigFile(*file, &cfg); err != nil {
+			return cfg, false, usageError{err}
+		}
+		// The flags again, over the file: they parsed once, they parse again.
+		fs, _ = newFlagSet(&cfg)
+		if err := fs.Parse(args); err != nil {
 			return cfg, false, usageError{err}
 		}
 	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "listen":
-			cfg.Listen = *listen
-		case "admin":
-			cfg.Admin = *admin
-		case "master":
-			cfg.Master = *master
-		case "sentinel":
-			cfg.Sentinels = splitList(*sentinels)
-		case "sentinel-master":
-			cfg.SentinelMaster = *sMaster
-		case "sentinel-user":
-			cfg.SentinelUser = *sUser
-		case "sentinel-password":
-			cfg.SentinelPassword = *sPass
-		case "slaves":
-			cfg.Slaves = splitList(*slaves)
-		case "sync-channel":
-			cfg.SyncChannel = *channel
-		case "backend-timeout":
-			cfg.BackendTimeout = *timeout
-		case "backend-conns":
-			cfg.BackendConns = *conns
-		case "backlog-len":
-			cfg.BacklogLen = *backlog
-		case "applier-queue":
-			cfg.ApplierQueue = *queue
-		case "max-pipeline":
-			cfg.MaxPipeline = *pipeline
-		case "write-group":
-			cfg.WriteGroup = *group
-		case "config-set":
-			cfg.ConfigSet = *configSet
-		case "on-master-reset":
-			cfg.OnMasterReset = *onReset
-		case "allow-slave-eviction":
-			cfg.AllowSlaveEviction = *allowEvict
-		case "read-policy":
-			cfg.ReadPolicy = *readPolicy
-		case "read-your-writes":
-			cfg.ReadYourWrites = *ryw
-		case "read-consistency":
-			cfg.ReadConsistency = *readCons
-		case "ryw-wait":
-			cfg.RYWWait = *rywWait
-		case "max-lag-messages":
-			cfg.MaxLagMessages = *maxLagMsgs
-		case "max-lag-ms":
-			cfg.MaxLagMs = *maxLagMs
-		case "health-interval":
-			cfg.HealthInterval = *hInterval
-		case "health-failures":
-			cfg.HealthFailures = *hFailures
-		case "requirepass":
-			cfg.RequirePass = *reqPass
-		case "max-clients":
-			cfg.MaxClients = *maxClients
-		case "idle-timeout":
-			cfg.IdleTimeout = *idle
-		case "max-args":
-			cfg.MaxArgs = *maxArgs
-		case "client-output-timeout":
-			cfg.OutputTimeout = *outTimeout
-		case "tls-handshake-timeout":
-			cfg.TLSHandshakeTimeout = *tlsShake
-		case "backend-dial-timeout":
-			cfg.BackendDialTimeout = *dialTO
-		case "backend-write-timeout":
-			cfg.BackendWriteTimeout = *writeTO
-		case "write-reply-timeout":
-			cfg.WriteReplyTimeout = *replyTO
-		case "proto-max-bulk-len":
-			cfg.ProtoMaxBulkLen = maxBulk
-		case "client-query-buffer-limit":
-			cfg.QueryBufferLimit = queryBuf
-		case "shutdown-grace":
-			cfg.ShutdownGrace = *grace
-		case "log-level":
-			cfg.LogLevel = *logLevel
-		case "log-format":
-			cfg.LogFormat = *logFormat
-		case "tls-cert":
-			cfg.TLSCert = *tlsCert
-		case "tls-key":
-			cfg.TLSKey = *tlsKey
-		case "tls-ca":
-			cfg.TLSCA = *tlsCA
-		case "backend-tls":
-			cfg.BackendTLS = *bTLS
-		case "backend-tls-ca":
-			cfg.BackendTLSCA = *bTLSCA
-		case "backend-tls-server-name":
-			cfg.BackendTLSServerName = *bTLSName
-		case "backend-tls-cert":
-			cfg.BackendTLSCert = *bTLSCert
-		case "backend-tls-key":
-			cfg.BackendTLSKey = *bTLSKey
-		case "master-user":
-			cfg.MasterUser = *masterUser
-		case "master-password":
-			cfg.MasterPassword = *masterPass
-		case "slave-user":
-			cfg.SlaveUser = *slaveUser
-		case "slave-password":
-			cfg.SlavePassword = *slavePass
-		}
-	})
-	// Passwords given in the environment stay out of ps; a flag or key wins.
-	if cfg.MasterPassword == "" {
-		cfg.MasterPassword = os.Getenv(masterPasswordEnv)
-	}
-	if cfg.SlavePassword == "" {
-		cfg.SlavePassword = os.Getenv(slavePasswordEnv)
-	}
-	if cfg.SentinelPassword == "" {
-		cfg.SentinelPassword = os.Getenv(sentinelPasswordEnv)
-	}
+	cfg.ApplyEnv(os.Getenv)
 	if err := cfg.Validate(); err != nil {
 		return cfg, false, usageError{err}
 	}
 	return cfg, false, nil
+}
+
+// newFlagSet returns the flags: --config, and one per setting, writing into cfg.
+func newFlagSet(cfg *proxy.Config) (fs *flag.FlagSet, configFile *string) {
+	fs = flag.NewFlagSet("syncproxy", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {} // a parse error is one line on stderr, printed by run
+	configFile = fs.String("config", "", "YAML config file with the same settings as the flags (flags win over the file)")
+	cfg.BindFlags(fs)
+	return fs, configFile
+}
+
+// printUsage prints --help.
+func printUsage(fs *flag.FlagSet, stdout io.Writer) {
+	fmt.Fprintf(stdout, "Usage: syncproxy [flags]\n\n"+
+		"A Redis proxy: writes go to --master and are replicated to every --slaves\n"+
+		"server; reads are balanced across the slaves. With no --master it runs a\n"+
+		"self-contained demo on in-process servers. SIGHUP reloads the --config\n"+
+		"file (flags still win); see README.md for what a reload changes.\n\nFlags:\n")
+	fs.SetOutput(stdout)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
 }
 
 // logOutput is the log's destination, in the format and at the level in force:
@@ -356,19 +190,10 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 		srv.Close()
 		return 1
 	}
-	if cfg.Admin != "" {
-		aln, err := net.Listen("tcp", cfg.Admin)
-		if err != nil {
-			log.Error().Err(err).Str("admin", cfg.Admin).Msg("cannot listen")
-			ln.Close()
-			srv.Close()
-			return 1
-		}
-		go func() {
-			if err := srv.ServeAdmin(aln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-				log.Error().Err(err).Msg("admin listener stopped")
-			}
-		}()
+	if err := serveAdmin(srv, cfg.Admin, log); err != nil {
+		ln.Close()
+		srv.Close()
+		return 1
 	}
 	if demo {
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -379,7 +204,12 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 	if ready != nil {
 		ready <- ln.Addr()
 	}
+	return serve(srv, ln, args, cfg, logOut, log)
+}
 
+// serve runs srv on ln until it stops or a signal stops it; SIGHUP reloads the
+// configuration, cfg being the one in force.
+func serve(srv *proxy.Server, ln net.Listener, args []string, cfg proxy.Config, logOut *logOutput, log zerolog.Logger) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -405,6 +235,24 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 			return shutdown(srv, sig, sigs, served, cfg.ShutdownGrace, log)
 		}
 	}
+}
+
+// serveAdmin starts the admin HTTP listener on addr, unless addr is empty.
+func serveAdmin(srv *proxy.Server, addr string, log zerolog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	aln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Error().Err(err).Str("admin", addr).Msg("cannot listen")
+		return err
+	}
+	go func() {
+		if err := srv.ServeAdmin(aln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			log.Error().Err(err).Msg("admin listener stopped")
+		}
+	}()
+	return nil
 }
 
 // shutdown stops srv after sig, waiting up to grace for requests in flight (a
@@ -446,15 +294,4 @@ func startDemo(cfg *proxy.Config) (stop func(), err error) {
 	cfg.Master = servers[0].Addr()
 	cfg.Slaves = []string{servers[1].Addr(), servers[2].Addr()}
 	return stop, nil
-}
-
-// splitList splits a comma-separated flag value, leaving out empty items.
-func splitList(v string) []string {
-	var list []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			list = append(list, s)
-		}
-	}
-	return list
 }

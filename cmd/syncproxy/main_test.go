@@ -1,19 +1,24 @@
 package main
 
 import (
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/syncproxy/syncproxy/proxy"
 )
 
 // TestBackendPasswords: passwords come from the flags, else from the config file,
 // else from the environment.
 func TestBackendPasswords(t *testing.T) {
-	t.Setenv(masterPasswordEnv, "env-m")
-	t.Setenv(slavePasswordEnv, "env-s")
+	t.Setenv("SYNCPROXY_MASTER_PASSWORD", "env-m")
+	t.Setenv("SYNCPROXY_SLAVE_PASSWORD", "env-s")
 	file := filepath.Join(t.TempDir(), "c.yaml")
 	if err := os.WriteFile(file, []byte("master-password: file-m\nslave-user: app\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -69,7 +74,7 @@ func TestTLSFlags(t *testing.T) {
 // password may come from the environment, and the combinations that make no
 // sense are one-line usage errors.
 func TestSentinelFlags(t *testing.T) {
-	t.Setenv(sentinelPasswordEnv, "env-sp")
+	t.Setenv("SYNCPROXY_SENTINEL_PASSWORD", "env-sp")
 	cfg, _, err := parseConfig([]string{"--sentinel", "127.0.0.1:26379, 127.0.0.1:26380", "--sentinel-master", "mymaster",
 		"--slaves", "127.0.0.1:7001"}, io.Discard)
 	if err != nil {
@@ -90,7 +95,7 @@ func TestSentinelFlags(t *testing.T) {
 		{[]string{"--sentinel", "127.0.0.1:26379", "--sentinel-master", "m", "--sentinel-user", "u", "--sentinel-password", ""}, "sentinel-user needs sentinel-password"},
 	} {
 		if tc.want == "sentinel-user needs sentinel-password" {
-			t.Setenv(sentinelPasswordEnv, "")
+			t.Setenv("SYNCPROXY_SENTINEL_PASSWORD", "")
 		}
 		var stderr strings.Builder
 		if code := run(tc.args, io.Discard, &stderr, nil); code != 2 {
@@ -151,5 +156,72 @@ func TestWriteReplyTimeoutFlag(t *testing.T) {
 	if code := run([]string{"--master", "127.0.0.1:6379", "--write-reply-timeout", "0s"}, io.Discard, &stderr, nil); code != 2 ||
 		!strings.Contains(stderr.String(), "write-reply-timeout") {
 		t.Errorf("--write-reply-timeout 0s: exit status %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestSettingsDeclaredOnce: every flag but --config is a config-file key and
+// every key a flag, but the file-only weights and users; README's settings table
+// lists every flag, and no other.
+func TestSettingsDeclaredOnce(t *testing.T) {
+	cfg := proxy.DefaultConfig()
+	fs, _ := newFlagSet(&cfg)
+	flags := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { flags[f.Name] = true })
+	keys := map[string]bool{}
+	typ := reflect.TypeOf(cfg)
+	for i := 0; i < typ.NumField(); i++ {
+		keys[proxy.SettingName(typ.Field(i))] = true
+	}
+	for name := range flags {
+		if !keys[name] && name != "config" {
+			t.Errorf("flag --%s is no config-file key", name)
+		}
+	}
+	for key := range keys {
+		if !flags[key] && key != "weights" && key != "users" {
+			t.Errorf("config-file key %s is no flag", key)
+		}
+	}
+
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, _, _ := strings.Cut(string(readme[strings.Index(string(readme), "| Flag | Default | Meaning |"):]), "\n\n")
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z-]+)").FindAllStringSubmatch(table, -1) {
+		listed[m[1]] = true
+	}
+	for name := range flags {
+		if !listed[name] {
+			t.Errorf("README's settings table does not list --%s", name)
+		}
+	}
+	for name := range listed {
+		if !flags[name] {
+			t.Errorf("README's settings table lists --%s, which is no flag", name)
+		}
+	}
+}
+
+// TestFlagsOverFile: a flag wins over the file even when it gives the default
+// value; a setting given by neither keeps its default.
+func TestFlagsOverFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "master: 127.0.0.1:6379\nlisten: 127.0.0.1:1\nbackend-conns: 4\nread-policy: any\nslaves: [127.0.0.1:7001]\nproto-max-bulk-len: 1mb\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := parseConfig([]string{"--config", file, "--listen", "127.0.0.1:7379", "--backend-conns", "2",
+		"--slaves", "127.0.0.1:7002, 127.0.0.1:7003", "--idle-timeout", "1m"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := proxy.DefaultConfig()
+	want.Master, want.Listen, want.BackendConns, want.ReadPolicy = "127.0.0.1:6379", "127.0.0.1:7379", 2, "any"
+	want.Slaves, want.ProtoMaxBulkLen, want.IdleTimeout = []string{"127.0.0.1:7002", "127.0.0.1:7003"}, 1<<20, time.Minute
+	want.ApplyEnv(os.Getenv)
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("parsed\n%+v\nwant\n%+v", cfg, want)
 	}
 }

@@ -163,9 +163,9 @@ func TestBackendWrongPassword(t *testing.T) {
 		text := logs.String()
 		for _, want := range []string{
 			`"level":"error","backend":"master"`,
-			`router: handshake: WRONGPASS`,
+			`"error":"master ` + master.Addr + `: auth: WRONGPASS`,
 			`"backend":"slave-1"`,
-			`router: handshake: NOAUTH`,
+			`"error":"slave-1 ` + slave.Addr + `: ping: NOAUTH`,
 		} {
 			if !strings.Contains(text, want) {
 				return fmt.Errorf("no %q in the log:\n%s", want, text)
@@ -175,7 +175,7 @@ func TestBackendWrongPassword(t *testing.T) {
 	})
 	// The link keeps retrying, with backoff; the refusal is not logged again.
 	redistest.CheckFor(t, 5*time.Second, poll, func() error {
-		if n := strings.Count(logs.String(), `"backend":"master","addr":"`+master.Addr+`","conn":0,"error":"router: handshake: WRONGPASS`); n < 4 {
+		if n := strings.Count(logs.String(), `"backend":"master","addr":"`+master.Addr+`","conn":0,"error":"master `+master.Addr+`: auth: WRONGPASS`); n < 4 {
 			return fmt.Errorf("%d attempts", n)
 		}
 		return nil
