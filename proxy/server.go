@@ -150,6 +150,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 			return dst
 		},
 		OnEffect:      s.wakeBlocked(table),
+		WantEffects:   func() bool { return s.waiters.n.Load() > 0 },
 		OnMasterReset: cfg.OnMasterReset,
 		Log:           log,
 	})
