@@ -182,6 +182,7 @@ func (s *Server) newReplicator(table *router.Table) *replicate.Replicator {
 			return dst
 		},
 		OnEffect:      s.wakeBlocked(table),
+		WantEffects:   func() bool { return s.waiters.n.Load() > 0 },
 		OnMasterReset: cfg.OnMasterReset,
 		Log:           s.log,
 	})

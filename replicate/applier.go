@@ -45,6 +45,11 @@ type Applier struct {
 
 	overflow atomic.Bool
 	leader   atomic.Bool // holds the slave's lease (lease.go)
+	// want is set, and wantC signalled, when a reader of a follower's position
+	// needs a newer one (Applied).
+	want     atomic.Bool
+	wantC    chan struct{}
+	lastPoll time.Time // a follower's last read of the slave's position; run goroutine
 	state    atomic.Int32
 	applied  atomic.Int64
 	lagMs    atomic.Int64
@@ -79,6 +84,7 @@ func newApplier(r *Replicator, ep Endpoint) *Applier {
 		log:      r.cfg.Log.With().Str("component", "applier").Str("slave", ep.Name).Str("addr", ep.Addr).Logger(),
 		queue:    make(chan *Message, r.cfg.QueueLen),
 		kickC:    make(chan struct{}, 1),
+		wantC:    make(chan struct{}, 1),
 		script:   redis.NewScript(0, applyScript),
 		copy:     redis.NewScript(0, copyScript),
 		position: redis.NewScript(0, positionScript),
@@ -95,7 +101,19 @@ func (a *Applier) Addr() string { return a.ep.Addr }
 func (a *Applier) State() State { return State(a.state.Load()) }
 
 // Applied returns the sequence number of the last message applied to the slave.
-func (a *Applier) Applied() int64 { return a.applied.Load() }
+// On a follower it is what the slave last showed: a call that finds the master
+// (as the sync channel says) past it asks the applier to read the slave's
+// position again (lease.go), so followers read positions only when reads need them.
+func (a *Applier) Applied() int64 {
+	n := a.applied.Load()
+	if !a.leader.Load() && a.r.sub.hinted.Load() > n && !a.want.Load() && a.want.CompareAndSwap(false, true) {
+		select {
+		case a.wantC <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
 
 // Epoch returns the epoch of the slave's data.
 func (a *Applier) Epoch() string {
@@ -109,7 +127,7 @@ func (a *Applier) setEpoch(e string) { a.epoch.Store(&e) }
 
 // LagMessages returns how many known messages the slave has not applied yet.
 func (a *Applier) LagMessages() int64 {
-	if d := a.r.Latest() - a.Applied(); d > 0 {
+	if d := a.r.Latest() - a.applied.Load(); d > 0 {
 		return d
 	}
 	return 0
@@ -157,7 +175,7 @@ func (a *Applier) kick() {
 func (a *Applier) setState(s State, reason string) {
 	old := State(a.state.Swap(int32(s)))
 	if old != s {
-		a.log.Info().Str("from", old.String()).Str("to", s.String()).Str("reason", reason).Int64("applied", a.Applied()).Msg("slave state changed")
+		a.log.Info().Str("from", old.String()).Str("to", s.String()).Str("reason", reason).Int64("applied", a.applied.Load()).Msg("slave state changed")
 	}
 }
 
@@ -264,6 +282,10 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 				return err
 			}
 			clear(batch)
+		case <-a.wantC:
+			if err := a.refresh(ctx); err != nil {
+				return err
+			}
 		case <-a.kickC:
 			if d, _ := a.r.health(); d != interval {
 				interval = d
@@ -283,22 +305,13 @@ func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Dura
 	}
 }
 
-// take handles a batch of live messages: the lease holder applies them, a
-// follower waits for the slave to show them applied.
+// take handles a batch of live messages: the lease holder applies them; a
+// follower (it lost the lease since they were queued) drops them.
 func (a *Applier) take(ctx context.Context, msgs []*Message) error {
-	if a.Leader() {
-		return a.settle(ctx, a.applyLive(ctx, msgs))
-	}
-	var target int64
-	for _, m := range msgs {
-		if m.gen == a.gen && m.Epoch == a.Epoch() && m.Seq > target {
-			target = m.Seq
-		}
-	}
-	if target <= a.Applied() {
+	if !a.Leader() {
 		return nil
 	}
-	return a.follow(ctx, target)
+	return a.settle(ctx, a.applyLive(ctx, msgs))
 }
 
 // settle answers errGap (another proxy's applier moved the slave, or locked it for
@@ -322,7 +335,7 @@ func (a *Applier) applyLive(ctx context.Context, msgs []*Message) error {
 			// The master's data set changed: find out how, from the master itself.
 			return a.sync(ctx)
 		}
-		next := a.Applied() + 1
+		next := a.applied.Load() + 1
 		if len(run) > 0 {
 			next = run[len(run)-1].Seq + 1
 		}
@@ -337,7 +350,7 @@ func (a *Applier) applyLive(ctx context.Context, msgs []*Message) error {
 			if err := a.catchUp(ctx, m.Seq-1); err != nil {
 				return err
 			}
-			if m.Seq <= a.Applied() {
+			if m.Seq <= a.applied.Load() {
 				continue
 			}
 		}
@@ -457,25 +470,25 @@ const catchUpOffline = 1000
 
 // catchUp applies the backlog from the slave's position up to target.
 func (a *Applier) catchUp(ctx context.Context, target int64) error {
-	if a.Applied() >= target {
+	if a.applied.Load() >= target {
 		return nil
 	}
 	a.catchups.Add(1)
 	// A long catch-up takes the slave out of the read set meanwhile.
-	if a.State() == StateOnline && target-a.Applied() > catchUpOffline {
+	if a.State() == StateOnline && target-a.applied.Load() > catchUpOffline {
 		a.setState(StateCatchingUp, "far behind")
 		defer func() {
-			if a.State() == StateCatchingUp && a.Applied() >= target {
+			if a.State() == StateCatchingUp && a.applied.Load() >= target {
 				a.setState(StateOnline, "caught up")
 			}
 		}()
 	}
 	epoch := a.Epoch()
-	for a.Applied() < target {
+	for a.applied.Load() < target {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		from := a.Applied() + 1
+		from := a.applied.Load() + 1
 		vals, err := redis.Values(a.master.Do("XRANGE", KeyBacklog, strconv.FormatInt(from, 10)+"-0", "+", "COUNT", 256))
 		if err != nil {
 			return err
@@ -575,13 +588,13 @@ const (
 func (a *Applier) applyRun(msgs []*Message) error {
 	for {
 		// Skip what is already applied (possibly by another proxy's applier).
-		for len(msgs) > 0 && msgs[0].Seq <= a.Applied() {
+		for len(msgs) > 0 && msgs[0].Seq <= a.applied.Load() {
 			msgs = msgs[1:]
 		}
 		if len(msgs) == 0 {
 			return nil
 		}
-		if msgs[0].Seq != a.Applied()+1 {
+		if msgs[0].Seq != a.applied.Load()+1 {
 			return errGap
 		}
 		n, size := 0, 0
@@ -600,7 +613,7 @@ func (a *Applier) applyRun(msgs []*Message) error {
 }
 
 func (a *Applier) applyBatch(msgs []*Message) error {
-	from := a.Applied()
+	from := a.applied.Load()
 	last := msgs[len(msgs)-1]
 	neff := 0
 	nargs := 5

@@ -17,6 +17,14 @@ const backlogReadCount = 256
 // so its contents are never applied, its sequence number never skipped to nor
 // shown as lag. One read (XRANGE) serves every hint received meanwhile and every
 // applier.
+//
+// Only a proxy that needs the messages reads them: one holding a slave's lease,
+// or one whose OnEffect hook wants them (Config.WantEffects). A follower-only
+// proxy reads nothing: it notes the hints and its appliers read the slaves'
+// positions when reads need them (Applier.refresh). When it needs the messages
+// again it starts from the master's position, or from the first hint of the
+// wake-up if the backlog holds it a few entries back (the message that
+// woke it is then handed too).
 type backlogReader struct {
 	r   *Replicator
 	c   redis.Conn // to the master; owned by the goroutine in run
@@ -27,10 +35,15 @@ type backlogReader struct {
 	// epoch of the last message seen there.
 	hint      atomic.Int64
 	hintEpoch atomic.Pointer[string]
-	// epoch and last: the position of the last entry handed to the appliers.
-	started bool
-	epoch   string
-	last    int64
+	// low is the lowest sequence number seen on the channel since the last
+	// wake-up (0: none).
+	low atomic.Int64
+	// epoch and last: the position of the last entry handed to the appliers;
+	// started: they are current (the reader reads); kicked: the appliers were
+	// asked to compare their positions with the master's in this session.
+	started, kicked bool
+	epoch           string
+	last            int64
 }
 
 // noteHint records a message received on the channel; the caller then wakes run.
@@ -43,15 +56,23 @@ func (b *backlogReader) noteHint(data []byte) {
 	if e := b.hintEpoch.Load(); e == nil || *e != epoch {
 		b.hintEpoch.Store(&epoch)
 	}
+	b.r.sub.hinted.Store(seq)
+	casMax(&b.hint, seq, func(cur int64) bool { return seq <= cur })
+	casMax(&b.low, seq, func(cur int64) bool { return cur != 0 && cur <= seq })
+}
+
+// casMax stores v in x unless keep says the current value stays.
+func casMax(x *atomic.Int64, v int64, keep func(cur int64) bool) {
 	for {
-		cur := b.hint.Load()
-		if seq <= cur || b.hint.CompareAndSwap(cur, seq) {
+		cur := x.Load()
+		if keep(cur) || x.CompareAndSwap(cur, v) {
 			return
 		}
 	}
 }
 
-// run reads the backlog once per wake-up until stop is closed.
+// run reads the backlog once per wake-up until stop is closed, while this
+// proxy needs the messages.
 func (b *backlogReader) run(stop, wake <-chan struct{}) error {
 	for {
 		select {
@@ -59,8 +80,20 @@ func (b *backlogReader) run(stop, wake <-chan struct{}) error {
 			return nil
 		case <-wake:
 		}
+		low := b.low.Swap(0)
+		leads := b.leads()
+		if !b.kicked || (leads && !b.started) {
+			// At the session's start, and when an applier started applying:
+			// the appliers compare their positions with the master's.
+			b.kicked = true
+			b.r.kickAll()
+		}
+		if !leads && !b.wantsEffects() {
+			b.started = false
+			continue
+		}
 		if !b.started {
-			if err := b.start(); err != nil {
+			if err := b.start(low); err != nil {
 				return err
 			}
 		}
@@ -70,10 +103,26 @@ func (b *backlogReader) run(stop, wake <-chan struct{}) error {
 	}
 }
 
-// start reads from the master's current position on, once subscribed: the
-// appliers, asked to compare their positions with the master's, find what came
-// before in the backlog themselves.
-func (b *backlogReader) start() error {
+// leads reports whether an applier of this proxy holds its slave's lease.
+func (b *backlogReader) leads() bool {
+	for _, a := range b.r.Appliers() {
+		if a.Leader() {
+			return true
+		}
+	}
+	return false
+}
+
+// wantsEffects reports whether the OnEffect hook wants the messages now.
+func (b *backlogReader) wantsEffects() bool {
+	cfg := &b.r.cfg
+	return cfg.OnEffect != nil && (cfg.WantEffects == nil || cfg.WantEffects())
+}
+
+// start reads from the master's current position on, or from just before low
+// (the first hint of this wake-up) when that is at most backlogReadCount
+// entries back: appliers find what came before in the backlog themselves.
+func (b *backlogReader) start(low int64) error {
 	vals, err := redis.Values(b.c.Do("MGET", KeyEpoch, KeySeq))
 	if err != nil {
 		return err
@@ -82,7 +131,9 @@ func (b *backlogReader) start() error {
 	b.last, _ = redis.Int64(vals[1], nil)
 	b.started = true
 	b.r.observe(b.last)
-	b.r.kickAll()
+	if low > 0 && low <= b.last && b.last-low < backlogReadCount {
+		b.last = low - 1
+	}
 	return nil
 }
 
@@ -128,7 +179,9 @@ func (b *backlogReader) hand(m *Message, seq int64) {
 		}
 	}
 	for _, a := range b.r.Appliers() {
-		a.offer(m)
+		if a.Leader() {
+			a.offer(m)
+		}
 	}
 }
 

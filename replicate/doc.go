@@ -34,6 +34,8 @@
 // Every proxy runs an applier per slave, but only the one holding the slave's
 // lease (syncproxy:lease on the slave, renewed at every check, lease.go) applies;
 // the others follow the slave's position and take over when the lease lapses.
+// A proxy that holds no lease reads no backlog: it reads the slaves' positions
+// at each check and when its reads need a newer one (lease.go).
 // The lease saves work; safety comes from the apply script's position check. A
 // slave is emptied only by the applier holding its resync lock
 // (syncproxy:resync), which every proxy's appliers see, taking the slave out of

@@ -13,6 +13,15 @@ import (
 // not rest on the lease (the apply script checks the slave's position atomically,
 // so two appliers that both think they hold it only waste work); it saves the
 // duplicate apply calls and the lag they cause.
+//
+// A follower costs next to nothing per message: a proxy that holds no lease
+// does not read the backlog (backlog.go) and does not decode messages; it only
+// notes the sequence number of each message on the channel. It learns the
+// slave's position at every check (observe), and between checks only when a
+// read or WAIT asks for a position it has not seen while the channel says the
+// master is past it (Applied, refresh): one read of the slave's position, at
+// most every followEvery, serves every read that asked. It takes over at the
+// check after the lease lapsed (at most the TTL plus one health interval).
 
 // takeLease is run on the slave: it takes the lease if it is free or ours and
 // renews it. ARGV: holder id, TTL in ms. It returns 1 when we hold the lease.
@@ -69,31 +78,32 @@ func (a *Applier) releaseLease() {
 // otherwise another proxy does and this one follows the slave's position.
 func (a *Applier) Leader() bool { return a.leader.Load() }
 
-// followPolls bounds how many times a follower reads the slave's position for one
-// batch of messages, the first followPoll after the batch, then twice as long
-// apart each time, before it waits for the next batch or check.
-const (
-	followPolls = 6
-	followPoll  = 500 * time.Microsecond
-)
+// followEvery is the shortest time between two reads of the slave's position by
+// a follower for the reads that asked (refresh): however many reads and
+// messages arrive, a follower reads each slave's position at most this often.
+const followEvery = time.Millisecond
 
-// follow keeps a follower's view of the slave's position (what read routing and
-// WAIT use) current: it reads the slave's position until the slave applied target
-// (the messages just received), for a bounded time.
-func (a *Applier) follow(ctx context.Context, target int64) error {
-	wait := followPoll
-	for i := 0; i < followPolls; i++ {
-		sp, err := a.slavePosition()
-		if err != nil || a.lockedOut(sp) {
-			return err
-		}
-		if sp.ok && sp.epoch == a.Epoch() && sp.seq > a.Applied() {
-			a.applied.Store(sp.seq)
-		}
-		if a.Applied() >= target || !sleepCtx(ctx, wait) {
-			return nil
-		}
-		wait *= 2
+// refresh is how a follower keeps its view of the slave's position (what read
+// routing and WAIT use) current without following every message: a reader of
+// the position found the master past it (Applied), so it reads the slave's
+// position once, for every read that asked meanwhile. Reads asking after the
+// poll started ask again.
+func (a *Applier) refresh(ctx context.Context) error {
+	if a.Leader() {
+		a.want.Store(false)
+		return nil
+	}
+	if d := followEvery - time.Since(a.lastPoll); d > 0 && !sleepCtx(ctx, d) {
+		return nil
+	}
+	a.want.Store(false)
+	a.lastPoll = time.Now()
+	sp, err := a.slavePosition()
+	if err != nil || a.lockedOut(sp) {
+		return err
+	}
+	if sp.ok && sp.epoch == a.Epoch() && sp.seq > a.applied.Load() {
+		a.applied.Store(sp.seq)
 	}
 	return nil
 }
@@ -141,7 +151,7 @@ func (a *Applier) observe(ctx context.Context) error {
 		return nil
 	}
 	a.hold.held.Store(false)
-	if sp.epoch != a.Epoch() || sp.seq > a.Applied() {
+	if sp.epoch != a.Epoch() || sp.seq > a.applied.Load() {
 		a.setEpoch(sp.epoch)
 		a.applied.Store(sp.seq)
 	}

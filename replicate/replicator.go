@@ -60,6 +60,10 @@ type Config struct {
 	// backlog, before the appliers see it: the proxy wakes the clients blocked on
 	// its keys.
 	OnEffect func(db int, args [][]byte)
+	// WantEffects, when set, says whether OnEffect wants the messages now (the
+	// proxy: a client is blocked): a proxy that applies to no slave reads the
+	// backlog only then. Unset, OnEffect always gets them.
+	WantEffects func() bool
 	// OnMasterReset is what a slave holding data the master lost gets:
 	// OnMasterResetResync (the default) or OnMasterResetHold (see reset.go).
 	OnMasterReset string

@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -11,10 +12,15 @@ import (
 
 // subscriber receives the master's sync channel, which only says that the
 // backlog grew: a backlogReader reads the new entries and hands them to the
-// appliers. What it misses, appliers find in the backlog.
+// appliers that hold their slave's lease. What it misses, appliers find in the
+// backlog.
 type subscriber struct {
 	r   *Replicator
 	log zerolog.Logger
+	// hinted is the sequence number of the last message seen on the channel
+	// (whatever its epoch): followers compare their view of a slave with it to
+	// know whether reading the slave's position again may tell them more.
+	hinted atomic.Int64
 }
 
 func (s *subscriber) run(ctx context.Context) {

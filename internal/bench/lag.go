@@ -40,6 +40,14 @@ type lagResult struct {
 	lags       []time.Duration // one per slave per probe seen there
 	unseen     int             // (probe, slave) pairs never seen within drainTimeout
 	appliers   []int           // per slave: proxies reporting role=applier after the run
+	cpu        []procCPUShare  // per process of the run, over the probing time
+}
+
+// procCPUShare is the CPU one process of a run used while the probes ran.
+type procCPUShare struct {
+	name  string  // master, slave-1, proxy-2, ...
+	role  string  // for a proxy: how many slaves it applies to ("applies 2", "follows")
+	share float64 // CPU time / wall time (1 = one core busy)
 }
 
 // runProxiesLag measures the replication lag with each proxy count of -proxies-lag
@@ -99,14 +107,89 @@ func (b *bench) proxiesLag(ctx context.Context, n int) (lagResult, error) {
 	case <-ctx.Done():
 	case <-time.After(lagWarmup):
 	}
+	b.procsMu.Lock()
+	run := slices.Clone(b.procs[mark:])
+	b.procsMu.Unlock()
+	cpu := startCPU(run)
 	p, err := probeLag(ctx, proxies, slaves, b.opt.lagDuration)
+	res.cpu = cpu.stop()
 	res.achieved, res.loadErrors = load.stop()
 	if err != nil {
 		return res, err
 	}
 	res.probes, res.lags, res.unseen = p.probes, p.lags, p.unseen
 	res.appliers = countAppliers(proxies, lagSlaves)
+	roles := proxyRoles(proxies)
+	k := 0
+	for i := range res.cpu {
+		if strings.HasPrefix(res.cpu[i].name, "proxy") && k < len(roles) {
+			res.cpu[i].role = roles[k]
+			k++
+		}
+	}
 	return res, nil
+}
+
+// cpuSample is the CPU time of a run's processes at its start.
+type cpuSample struct {
+	procs []*proc
+	at    time.Time
+	used  []time.Duration
+}
+
+func startCPU(procs []*proc) *cpuSample {
+	s := &cpuSample{procs: procs, at: time.Now()}
+	for _, p := range procs {
+		d, _ := procCPU(p.cmd.Process.Pid)
+		s.used = append(s.used, d)
+	}
+	return s
+}
+
+// stop returns each process's CPU share since startCPU, named by its role in the
+// run (nil where the CPU time cannot be read).
+func (s *cpuSample) stop() []procCPUShare {
+	wall := time.Since(s.at)
+	var out []procCPUShare
+	for i, p := range s.procs {
+		d, ok := procCPU(p.cmd.Process.Pid)
+		if !ok {
+			return nil
+		}
+		name := p.name[strings.LastIndexByte(p.name, '-')+1:]
+		switch {
+		case strings.HasPrefix(p.name, "syncproxy"):
+			name = "proxy-" + name
+		case strings.Contains(p.name, "slave"):
+			name = "slave-" + name
+		}
+		out = append(out, procCPUShare{name: name, share: float64(d-s.used[i]) / float64(wall)})
+	}
+	return out
+}
+
+// proxyRoles asks every proxy's INFO to how many slaves it applies.
+func proxyRoles(proxies []string) []string {
+	var out []string
+	for _, addr := range proxies {
+		info, err := redis.String(doOnce(addr, "INFO"))
+		if err != nil {
+			out = append(out, "?")
+			continue
+		}
+		n := 0
+		for _, s := range parseSync(info) {
+			if s.role == "applier" {
+				n++
+			}
+		}
+		role := "follows"
+		if n > 0 {
+			role = "applies " + strconv.Itoa(n)
+		}
+		out = append(out, role)
+	}
+	return out
 }
 
 // countAppliers asks every proxy's INFO which slaves it applies to and returns,
@@ -367,6 +450,22 @@ func (b *bench) reportProxiesLag(results []lagResult) {
 	fmt.Fprintf(w, "SET/s is the load completed (it falls short of offered when the proxies cannot keep up); a lag\n"+
 		"includes up to %v of polling and one GET round trip; appliers per slave: proxies whose INFO says\n"+
 		"role=applier for it after the run (1 = one applier, the others follow).\n", lagPollEvery)
+	fmt.Fprintf(w, "\nCPU per process while the probes ran (%% of one core; the bench's own load generator and probes not counted)\n")
+	for _, r := range results {
+		if r.cpu == nil {
+			fmt.Fprintf(w, "%7d  not measured on this system\n", r.proxies)
+			continue
+		}
+		var parts []string
+		for _, c := range r.cpu {
+			part := fmt.Sprintf("%s %.0f%%", c.name, 100*c.share)
+			if c.role != "" {
+				part += " (" + c.role + ")"
+			}
+			parts = append(parts, part)
+		}
+		fmt.Fprintf(w, "%7d  %s\n", r.proxies, strings.Join(parts, ", "))
+	}
 }
 
 // durPercentile returns the nearest-rank p-quantile of v (p in (0, 1]).

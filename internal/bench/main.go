@@ -46,7 +46,9 @@
 // proxy in turn for -lag-duration, and every slave is polled directly with GET: a
 // probe's lag on a slave is from the write's reply to the first GET that shows its
 // value. The table gives p50, p99 and max per N, the SETs per second completed,
-// and how many proxies apply to each slave after the run.
+// and how many proxies apply to each slave after the run; a second table gives
+// the CPU each process of the run (master, slaves, proxies with their roles) used
+// while the probes ran, from /proc/<pid>/stat (Linux only).
 //
 // # Processes
 //
