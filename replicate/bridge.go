@@ -60,6 +60,7 @@ type bridgeState struct {
 	mu      sync.Mutex
 	seen    []epochBridge // the last bridgesKept epoch changes, oldest first
 	evicted time.Time     // when the epoch or the counter was last seen evicted
+	lost    time.Time     // when the backlog was last seen evicted
 	real    []string      // the last epochs the backlog reader read from the master
 	changed chan struct{} // closed and replaced when either is recorded
 	crossed atomic.Int64  // slaves moved to a new epoch without a resync
@@ -95,6 +96,9 @@ func (s *bridgeState) held(ctx context.Context, recent *recentMessages, epoch st
 		if msgs := recent.span(epoch, from, to); msgs != nil {
 			return msgs
 		}
+		if !s.evictedLately() {
+			return nil // no eviction: nothing is being taken from the channel
+		}
 		select {
 		case <-wait:
 		case <-t.C:
@@ -105,11 +109,27 @@ func (s *bridgeState) held(ctx context.Context, recent *recentMessages, epoch st
 	}
 }
 
-// metaEvicted records that the master evicted its epoch or counter.
-func (s *bridgeState) metaEvicted() {
+// evictedLately reports whether the evictor saw the metadata or the backlog
+// evicted within bridgeMaxAge.
+func (s *bridgeState) evictedLately() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.evicted = time.Now()
+	return (!s.evicted.IsZero() && time.Since(s.evicted) < bridgeMaxAge) ||
+		(!s.lost.IsZero() && time.Since(s.lost) < bridgeMaxAge)
+}
+
+// metaEvicted records that the master evicted one of its replication keys.
+func (s *bridgeState) metaEvicted(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch key {
+	case KeyEpoch, KeySeq:
+		s.evicted = time.Now()
+	case KeyBacklog:
+		s.lost = time.Now()
+	default:
+		return
+	}
 	s.signal()
 }
 
@@ -156,8 +176,10 @@ func (s *bridgeState) lookup(from string) (b epochBridge, ok bool, wait <-chan s
 	return epochBridge{}, false, s.changed
 }
 
-// find waits up to bridgeWait for the proof that the master went from epoch
-// from to a next one by an eviction.
+// find returns the proof that the master went from epoch from to a next one
+// by an eviction, waiting up to bridgeWait for the channel to show the change
+// when the evictor saw the metadata evicted (without that, it is no eviction: a
+// master restarted empty, say).
 func (s *bridgeState) find(ctx context.Context, from string) (epochBridge, bool) {
 	t := time.NewTimer(bridgeWait)
 	defer t.Stop()
@@ -165,6 +187,9 @@ func (s *bridgeState) find(ctx context.Context, from string) (epochBridge, bool)
 		b, ok, wait := s.lookup(from)
 		if ok {
 			return b, true
+		}
+		if !s.evictedLately() {
+			return epochBridge{}, false
 		}
 		select {
 		case <-wait:

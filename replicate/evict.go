@@ -192,8 +192,8 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 			if !ok {
 				continue
 			}
-			if db == 0 && (string(m.Data) == KeyEpoch || string(m.Data) == KeySeq) {
-				e.r.bridges.metaEvicted()
+			if db == 0 && strings.HasPrefix(string(m.Data), KeyPrefix) {
+				e.r.bridges.metaEvicted(string(m.Data))
 			}
 			select {
 			case queue <- EvictedKey{DB: db, Key: string(m.Data)}:

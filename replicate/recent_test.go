@@ -65,3 +65,37 @@ func TestRecentMessagesBytes(t *testing.T) {
 		t.Errorf("the ring holds %d messages, want the newest only within the bound", r.rings[0].n)
 	}
 }
+
+// TestChannelCopies: a number is taken from the channel only when it was
+// received exactly once (or twice the same), whole and well-formed.
+func TestChannelCopies(t *testing.T) {
+	enc := func(epoch string, seq int64, val string) []byte {
+		return AppendMessage(nil, &Message{Epoch: epoch, Seq: seq, Effects: []Effect{{Args: [][]byte{[]byte("SET"), []byte("k"), []byte(val)}}}})
+	}
+	c := newChannelCopies()
+	for s := int64(1); s <= 5; s++ {
+		c.add("e", s, enc("e", s, "v"))
+	}
+	c.add("e", 3, enc("e", 3, "v")) // the same again: harmless
+	if got := c.span("e", 2, 4); len(got) != 3 || got[0].Seq != 2 || string(got[2].Effects[0].Args[2]) != "v" {
+		t.Fatalf("span(2, 4) = %v", got)
+	}
+	if c.last("e") != 5 || c.last("f") != 0 {
+		t.Errorf("last: %d %d", c.last("e"), c.last("f"))
+	}
+	c.add("e", 4, enc("e", 4, "forged")) // two different messages numbered 4
+	if c.span("e", 2, 4) != nil || c.span("e", 4, 5) != nil {
+		t.Error("a number received twice with different messages was used")
+	}
+	if c.span("e", 5, 6) != nil {
+		t.Error("a number never received was used")
+	}
+	c.add("e", 6, enc("f", 6, "v")) // its message names another epoch
+	c.add("e", 7, []byte("junk"))
+	if c.span("e", 6, 6) != nil || c.span("e", 7, 7) != nil {
+		t.Error("a malformed or mislabelled message was used")
+	}
+	if c.span("e", 5, 5) == nil {
+		t.Error("span(5, 5) missing")
+	}
+}
