@@ -369,8 +369,8 @@ func (a *Applier) applyLive(ctx context.Context, msgs []*Message) error {
 // master an epoch if it has none (a new or emptied data set), after restoring
 // metadata an eviction removed (positionScript).
 func (a *Applier) masterPosition() (string, int64, error) {
-	candidate := a.r.EpochCandidate() + "-" + strconv.FormatInt(time.Now().UnixMilli(), 10)
-	vals, err := redis.Values(a.position.Do(a.master, candidate))
+	vals, err := redis.Values(a.position.Do(a.master, a.r.EpochCandidate(), time.Now().UnixMilli(),
+		a.r.cfg.BacklogLen, a.r.cfg.Channel))
 	if err != nil {
 		return "", 0, err
 	}
@@ -441,6 +441,9 @@ func (a *Applier) sync(ctx context.Context) error {
 	case !sp.ok:
 		return a.fullResync(ctx, sp, ResyncNoPosition)
 	case sp.epoch != mEpoch:
+		if crossed, err := a.bridge(ctx, sp); crossed || err != nil {
+			return err // crossed: the next sync catches up in the new epoch
+		}
 		return a.masterReset(ctx, sp, ResyncOtherEpoch, mEpoch)
 	case sp.seq > mSeq:
 		return a.masterReset(ctx, sp, ResyncAhead, mEpoch)
@@ -496,7 +499,7 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 		var msgs []*Message
 		if len(vals) == 0 {
 			// The backlog ends before target: evicted, and not written since.
-			if msgs = a.r.recent.span(epoch, from, target); msgs == nil {
+			if msgs = a.r.bridges.held(ctx, a.r.recent, epoch, from, target); msgs == nil {
 				return errNotCovered
 			}
 		}
@@ -506,10 +509,21 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 				return err
 			}
 			if m.Epoch != epoch {
+				// The master went on in a new epoch (bridge.go): what the slave
+				// lacks of its own, the backlog reader had read.
+				if held := a.r.bridges.held(ctx, a.r.recent, epoch, from, target); i == 0 && held != nil {
+					msgs = held
+					break
+				}
 				return errNotCovered
 			}
 			if i == 0 && id != from {
-				if held := a.r.recent.span(epoch, from, id-1); held != nil {
+				held := a.r.recent.span(epoch, from, id-1)
+				if held == nil && (a.rs != nil || !flushesAll(m)) {
+					// The backlog reader may be taking them from the channel.
+					held = a.r.bridges.held(ctx, a.r.recent, epoch, from, id-1)
+				}
+				if held != nil {
 					// The backlog was evicted and started again: what it lost,
 					// the backlog reader had read.
 					msgs = append(msgs, held...)

@@ -44,6 +44,12 @@ type backlogReader struct {
 	started, kicked bool
 	epoch           string
 	last            int64
+	// track follows the channel's epochs for bridge.go (noteHint's goroutine).
+	track hintTrack
+	// copies and fence let run fill the backlog's evicted gaps (hints.go).
+	copies *channelCopies
+	fence  *fencer
+	stop   <-chan struct{}
 }
 
 // noteHint records a message received on the channel; the caller then wakes run.
@@ -53,11 +59,18 @@ func (b *backlogReader) noteHint(data []byte) {
 		b.log.Error().Int("bytes", len(data)).Msg("undecodable message on the sync channel; reading the backlog")
 		return
 	}
-	if e := b.hintEpoch.Load(); e == nil || *e != epoch {
-		b.hintEpoch.Store(&epoch)
+	b.track.note(&b.r.bridges, epoch, seq)
+	if b.copies != nil {
+		b.copies.add(epoch, seq, data)
 	}
 	b.r.sub.hinted.Store(seq)
-	casMax(&b.hint, seq, func(cur int64) bool { return seq <= cur })
+	if e := b.hintEpoch.Load(); e == nil || *e != epoch {
+		// Another epoch: its numbers start over.
+		b.hintEpoch.Store(&epoch)
+		b.hint.Store(seq)
+	} else {
+		casMax(&b.hint, seq, func(cur int64) bool { return seq <= cur })
+	}
 	casMax(&b.low, seq, func(cur int64) bool { return cur != 0 && cur <= seq })
 }
 
@@ -130,6 +143,9 @@ func (b *backlogReader) start(low int64) error {
 	b.epoch, _ = redis.String(vals[0], nil)
 	b.last, _ = redis.Int64(vals[1], nil)
 	b.started = true
+	if b.epoch != "" {
+		b.r.bridges.readEpoch(b.epoch)
+	}
 	b.r.observe(b.last)
 	if low > 0 && low <= b.last && b.last-low < backlogReadCount {
 		b.last = low - 1
@@ -148,13 +164,18 @@ func (b *backlogReader) drain() error {
 		if err != nil {
 			return err
 		}
-		for _, v := range vals {
+		for i, v := range vals {
 			m, seq, err := decodeBacklogEntry(v)
 			if err != nil {
 				// The appliers meet it too, in their catch-up, and stop there.
 				b.log.Error().Err(err).Int64("after", b.last).Msg("undecodable backlog entry")
 				b.r.kickAll()
 				return nil
+			}
+			if i == 0 && b.last > 0 && (seq > b.last+1 || m.Epoch != b.epoch) {
+				// The backlog was evicted and started again past what was read,
+				// in this epoch or in a new one.
+				b.fillTail(m.Epoch, seq-1)
 			}
 			b.hand(m, seq)
 		}
@@ -168,7 +189,29 @@ func (b *backlogReader) drain() error {
 	return nil
 }
 
+// fillTail takes from the channel the messages the master numbered after the
+// last one read, when the backlog no longer has them: the backlog was evicted
+// and not written since (the master's counter, read before the fence, proves
+// they exist), or the epoch ended (bridge.go: its end is where the channel's
+// messages of that epoch stopped). epoch and seq are the master's position.
+func (b *backlogReader) fillTail(epoch string, seq int64) {
+	switch {
+	case b.last == 0 || b.epoch == "":
+	case epoch == b.epoch:
+		if seq > b.last {
+			b.fill(b.epoch, b.last+1, seq, b.stop)
+		}
+	case b.fence != nil && b.fence.wait(b.r.cfg.Timeout, b.stop):
+		if end := b.copies.last(b.epoch); end > b.last {
+			b.fill(b.epoch, b.last+1, end, b.stop)
+		}
+	}
+}
+
 func (b *backlogReader) hand(m *Message, seq int64) {
+	if m.Epoch != b.epoch {
+		b.r.bridges.readEpoch(m.Epoch)
+	}
 	b.epoch, b.last = m.Epoch, seq
 	m.gen = b.gen
 	b.r.recent.add(m)
@@ -195,13 +238,27 @@ func (b *backlogReader) unknownHint(h int64, he *string) error {
 	}
 	epoch, _ := redis.String(vals[0], nil)
 	seq, _ := redis.Int64(vals[1], nil)
+	b.fillTail(epoch, seq)
+	if epoch != b.epoch && epoch != "" {
+		// A new epoch (a new data set, or metadata evicted whole: bridge.go) is
+		// read from its start, for the appliers to cross to it.
+		b.log.Warn().Str("epoch", epoch).Int64("seq", seq).Str("was_epoch", b.epoch).Int64("was_seq", b.last).
+			Msg("the master is in a new epoch; reading its backlog from its start")
+		b.epoch, b.last = epoch, 0
+		b.r.bridges.readEpoch(epoch)
+		b.r.latest.Store(seq)
+		b.r.kickAll()
+		b.hint.CompareAndSwap(h, 0)
+		b.hintEpoch.CompareAndSwap(he, &epoch)
+		return b.drain()
+	}
 	if epoch != b.epoch || seq < b.last {
 		b.log.Warn().Str("epoch", epoch).Int64("seq", seq).Str("was_epoch", b.epoch).Int64("was_seq", b.last).
 			Msg("the master's data set changed; reading its backlog from its position")
 		b.epoch, b.last = epoch, seq
 		b.r.latest.Store(seq)
 		b.r.kickAll()
-	} else {
+	} else if h > b.last {
 		b.log.Warn().Int64("channel_seq", h).Int64("backlog_seq", b.last).
 			Msg("a message on the sync channel that the master's backlog does not hold: ignored")
 	}

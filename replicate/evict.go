@@ -40,21 +40,21 @@ func evictChannel(db int) string { return "__keyevent@" + strconv.Itoa(db) + "__
 const maxEvictDBs = 4096
 
 // evictScript deletes on the slaves the evicted keys the master does not hold
-// again. ARGV: backlog-maxlen, channel, now (unix ms), then per key: db, key.
-// It returns {seq, deleted}; seq 0 when no message was written.
+// again. ARGV: backlog-maxlen, channel, now (unix ms), epoch-candidate, then per
+// key: db, key. It returns {seq, deleted}; seq 0 when no message was written.
 var evictScript = redis.NewScript(0, recoverMeta+numberMessage+encodeEffect+`
-local maxlen, channel, ms = ARGV[1], ARGV[2], ARGV[3]
+local maxlen, channel, ms, epoch_c = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local eff, cur = {}, nil
-for i = 4, #ARGV - 1, 2 do
+for i = 5, #ARGV - 1, 2 do
   local db, key = ARGV[i], ARGV[i + 1]
   if db ~= cur then redis.call('SELECT', db); cur = db end
   if redis.call('EXISTS', key) == 0 then eff[#eff + 1] = enc(db, {'DEL', key}) end
 end
 redis.call('SELECT', 0)
 if #eff == 0 then return {0, 0} end
--- No epoch: the master holds no data set the slaves could follow; they resync.
-local seq = number_message(nil, ms, #eff, table.concat(eff), maxlen, channel)
-if not seq then return {0, 0} end
+-- Metadata evicted whole: the deletes start a new epoch, which the slaves
+-- cross to from the old one (bridge.go).
+local seq = number_message(epoch_c, ms, #eff, table.concat(eff), maxlen, channel)
 return {seq, #eff}
 `)
 
@@ -69,15 +69,15 @@ type EvictedKey struct {
 // one sync message. It returns that message's sequence number (0 for none) and
 // the number of keys deleted. Keys under KeyPrefix are skipped.
 func (r *Replicator) ReplicateEvictions(c redis.Conn, keys []EvictedKey) (seq int64, deleted int, err error) {
-	args := make([]interface{}, 0, 3+2*len(keys))
-	args = append(args, r.cfg.BacklogLen, r.cfg.Channel, time.Now().UnixMilli())
+	args := make([]interface{}, 0, 4+2*len(keys))
+	args = append(args, r.cfg.BacklogLen, r.cfg.Channel, time.Now().UnixMilli(), r.epoch)
 	for _, k := range keys {
 		if strings.HasPrefix(k.Key, KeyPrefix) {
 			continue
 		}
 		args = append(args, k.DB, k.Key)
 	}
-	if len(args) == 3 {
+	if len(args) == 4 {
 		return 0, 0, nil
 	}
 	vals, err := redis.Int64s(evictScript.Do(c, args...))
@@ -191,6 +191,9 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 			db, ok := evictedDB(m.Channel)
 			if !ok {
 				continue
+			}
+			if db == 0 && strings.HasPrefix(string(m.Data), KeyPrefix) {
+				e.r.bridges.metaEvicted(string(m.Data))
 			}
 			select {
 			case queue <- EvictedKey{DB: db, Key: string(m.Data)}:

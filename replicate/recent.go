@@ -6,10 +6,22 @@ import "sync"
 // master's backlog, in sequence order, for the appliers' catch-up when the
 // backlog itself no longer holds them: a maxmemory policy (allkeys-*) may evict
 // the backlog stream, after which the master script starts a new one at the next
-// sequence number. They came from the backlog, so they are as trusted as it. It
-// holds at most its length in messages and recentMaxBytes of them.
+// sequence number. They came from the backlog, so they are as trusted as it.
+//
+// It keeps the tails of the last few epochs too: when an eviction took the whole
+// replication metadata and the master went on in a new epoch (or several, one
+// after another), slaves still in an old one catch up to its end from here
+// before they cross to the next (bridge.go).
 type recentMessages struct {
 	mu    sync.Mutex
+	rings []*msgRing // one per epoch, the epoch being read last
+}
+
+// recentEpochs bounds the epochs whose tails are kept.
+const recentEpochs = 4
+
+// msgRing holds at most its length in messages and recentMaxBytes of them.
+type msgRing struct {
 	ring  []*Message // ring[i % len]: the message with sequence number i
 	sizes []int      // sizes[i % len]: what ring's message counts for
 	last  int64      // sequence number of the newest message held (0: none)
@@ -18,7 +30,7 @@ type recentMessages struct {
 }
 
 // minRecent is the fewest messages kept, whatever the appliers' queue length;
-// recentMaxBytes bounds what they hold (effects' arguments, and
+// recentMaxBytes bounds what each epoch's ring holds (effects' arguments, and
 // recentOverhead for each message).
 const (
 	minRecent      = 4096
@@ -27,20 +39,47 @@ const (
 )
 
 func newRecentMessages(size int) *recentMessages {
-	return &recentMessages{ring: make([]*Message, size), sizes: make([]int, size)}
+	return &recentMessages{rings: []*msgRing{newMsgRing(size)}}
 }
 
-// add records m, the message read after the last one added; a message that does
-// not follow it (another epoch, a gap) starts the ring over.
+func newMsgRing(size int) *msgRing {
+	return &msgRing{ring: make([]*Message, size), sizes: make([]int, size)}
+}
+
+// add records m, the message read after the last one added. A message of
+// another epoch keeps what was held as that epoch's tail and starts over; a gap
+// in the same epoch starts over.
 func (r *recentMessages) add(m *Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.n > 0 && (m.Seq != r.last+1 || r.ring[r.slot(r.last)].Epoch != m.Epoch) {
-		clear(r.ring)
-		r.n, r.bytes = 0, 0
+	c := r.rings[len(r.rings)-1]
+	if c.n > 0 {
+		if e := c.ring[c.slot(c.last)].Epoch; e != m.Epoch {
+			var next *msgRing
+			if len(r.rings) == recentEpochs {
+				next = r.rings[0]
+				r.rings = append(r.rings[:0], r.rings[1:]...)
+			} else {
+				next = newMsgRing(len(c.ring))
+			}
+			next.reset()
+			r.rings = append(r.rings, next)
+			c = next
+		} else if m.Seq != c.last+1 {
+			c.reset()
+		}
 	}
-	if r.n == len(r.ring) {
-		r.dropOldest()
+	c.add(m)
+}
+
+func (c *msgRing) reset() {
+	clear(c.ring)
+	c.last, c.n, c.bytes = 0, 0, 0
+}
+
+func (c *msgRing) add(m *Message) {
+	if c.n == len(c.ring) {
+		c.dropOldest()
 	}
 	size := recentOverhead
 	for _, e := range m.Effects {
@@ -48,33 +87,42 @@ func (r *recentMessages) add(m *Message) {
 			size += len(a)
 		}
 	}
-	i := r.slot(m.Seq)
-	r.ring[i], r.sizes[i] = m, size
-	r.last, r.n, r.bytes = m.Seq, r.n+1, r.bytes+size
-	for r.bytes > recentMaxBytes && r.n > 1 {
-		r.dropOldest()
+	i := c.slot(m.Seq)
+	c.ring[i], c.sizes[i] = m, size
+	c.last, c.n, c.bytes = m.Seq, c.n+1, c.bytes+size
+	for c.bytes > recentMaxBytes && c.n > 1 {
+		c.dropOldest()
 	}
 }
 
-func (r *recentMessages) slot(seq int64) int { return int(seq % int64(len(r.ring))) }
+func (c *msgRing) slot(seq int64) int { return int(seq % int64(len(c.ring))) }
 
-func (r *recentMessages) dropOldest() {
-	i := r.slot(r.last - int64(r.n) + 1)
-	r.bytes -= r.sizes[i]
-	r.ring[i], r.sizes[i] = nil, 0
-	r.n--
+func (c *msgRing) dropOldest() {
+	i := c.slot(c.last - int64(c.n) + 1)
+	c.bytes -= c.sizes[i]
+	c.ring[i], c.sizes[i] = nil, 0
+	c.n--
 }
 
 // span returns the messages from..to of epoch, or nil unless it holds them all.
 func (r *recentMessages) span(epoch string, from, to int64) []*Message {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.n == 0 || from > to || to > r.last || from <= r.last-int64(r.n) {
+	for i := len(r.rings) - 1; i >= 0; i-- {
+		if out := r.rings[i].span(epoch, from, to); out != nil {
+			return out
+		}
+	}
+	return nil
+}
+
+func (c *msgRing) span(epoch string, from, to int64) []*Message {
+	if c.n == 0 || from > to || to > c.last || from <= c.last-int64(c.n) {
 		return nil
 	}
 	out := make([]*Message, 0, to-from+1)
 	for s := from; s <= to; s++ {
-		m := r.ring[r.slot(s)]
+		m := c.ring[c.slot(s)]
 		if m == nil || m.Seq != s || m.Epoch != epoch {
 			return nil
 		}

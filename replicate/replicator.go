@@ -84,6 +84,10 @@ type Replicator struct {
 	// recent holds the last messages read from the backlog (recent.go).
 	recent *recentMessages
 	evict  *evictor
+	// bridges: epoch changes and metadata evictions seen (bridge.go).
+	bridges bridgeState
+	// gapsFilled counts messages taken from the channel (hints.go).
+	gapsFilled atomic.Int64
 	// evictions counts the evicted keys this proxy deleted on the slaves.
 	evictions atomic.Int64
 

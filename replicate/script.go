@@ -667,6 +667,9 @@ local function number_message(epoch_c, ms, n, body, maxlen, channel)
   if not epoch or c('EXISTS', 'syncproxy:seq') == 0 then
     recover_meta()
     epoch = c('GET', 'syncproxy:epoch')
+    -- A counter lost with the backlog cannot go on in the same epoch (its
+    -- numbers would come again): a new one starts (bridge.go).
+    if epoch and c('EXISTS', 'syncproxy:seq') == 0 then epoch = nil end
   end
   if not epoch then
     -- A new data set (first write ever, or the master lost its data): a new
@@ -697,11 +700,16 @@ end
 `
 
 // positionScript returns the master's {epoch, seq}, recovering evicted metadata
-// (recoverMeta) and giving a master without any an epoch (ARGV[1]): a new or
-// emptied data set.
-const positionScript = `redis.pcall('SELECT', 0)` + recoverMeta + `
+// (recoverMeta) and giving a master without any a new epoch (a new or emptied
+// data set, or metadata an eviction took whole). An epoch starts with a message
+// (without effects), as every other change of the position does: the proxies
+// subscribed see where the old epoch ended and the new one began (bridge.go).
+// ARGV: epoch-candidate, now (unix ms), backlog-maxlen, channel.
+const positionScript = `redis.pcall('SELECT', 0)` + recoverMeta + numberMessage + `
 recover_meta()
-redis.call('SET', 'syncproxy:epoch', ARGV[1], 'NX')
+if not redis.call('GET', 'syncproxy:epoch') or redis.call('EXISTS', 'syncproxy:seq') == 0 then
+  number_message(ARGV[1], ARGV[2], 0, '', ARGV[3], ARGV[4])
+end
 return {redis.call('GET', 'syncproxy:epoch'), redis.call('GET', 'syncproxy:seq') or '0'}
 `
 

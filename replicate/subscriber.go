@@ -82,6 +82,7 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 	// at a time); it closes the connection when ctx ends, to unblock Receive.
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	fence := newFencer()
 	go func() {
 		defer close(done)
 		t := time.NewTicker(ping)
@@ -98,11 +99,16 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 					c.Close()
 					return
 				}
+			case tok := <-fence.req:
+				if err := psc.Ping(tok); err != nil {
+					c.Close()
+					return
+				}
 			}
 		}
 	}()
 	// The reader owns rc; a failed read ends the session (closing c ends Receive).
-	rd := &backlogReader{r: s.r, c: rc, gen: g.id, log: s.log}
+	rd := &backlogReader{r: s.r, c: rc, gen: g.id, log: s.log, copies: newChannelCopies(), fence: fence, stop: stop}
 	wake := make(chan struct{}, 1)
 	readerDone := make(chan struct{})
 	go func() {
@@ -146,6 +152,7 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 				}
 			}
 		case redis.Pong:
+			fence.pong(m.Data)
 		case error:
 			return m
 		}

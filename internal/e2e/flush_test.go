@@ -53,7 +53,12 @@ func TestFlushNoFullResync(t *testing.T) {
 			before := resyncs()
 
 			slaves[0].Do(t, "CLIENT", "PAUSE", "300", "WRITE")
-			write("held:", 50)
+			// One round trip each: one message each, more than the queue holds.
+			for i := 0; i < 50; i++ {
+				if _, err := c.Do("SET", "held:"+strconv.Itoa(i), i); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if flush == "evicted backlog" {
 				// As a maxmemory policy evicts it: the slaves behind must
 				// catch up from what the proxy read of it.
