@@ -76,6 +76,8 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("master_resets", strconv.FormatInt(s.repl.MasterResets(), 10))
 	field("master_reset_held", strconv.FormatBool(s.repl.MasterResetHeld()))
 	field("master_evictions_replicated", strconv.FormatInt(s.repl.EvictionsReplicated(), 10))
+	field("epochs_crossed", strconv.FormatInt(s.repl.EpochsCrossed(), 10))
+	field("backlog_gaps_filled", strconv.FormatInt(s.repl.GapsFilled(), 10))
 	for i, sl := range slaves {
 		a := applierOf(sl)
 		field("slave"+strconv.Itoa(i), "name="+a.Name()+

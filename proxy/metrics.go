@@ -140,6 +140,8 @@ var (
 	descResets      = prometheus.NewDesc("syncproxy_master_resets_total", "Master resets seen: the master lost data the slaves held (restarted empty or from an older snapshot).", nil, nil)
 	descResetKeys   = prometheus.NewDesc("syncproxy_master_reset_keys_dropped_total", "Keys emptied from slaves to match a reset master.", nil, nil)
 	descEvictions   = prometheus.NewDesc("syncproxy_master_evictions_replicated_total", "Keys the master evicted that this proxy deleted on the slaves.", nil, nil)
+	descCrossed     = prometheus.NewDesc("syncproxy_epochs_crossed_total", "Slaves moved to a new epoch without a resync after an eviction took the master's replication metadata.", nil, nil)
+	descGapsFilled  = prometheus.NewDesc("syncproxy_backlog_gaps_filled_total", "Messages the master's backlog lost to an eviction before they were read, taken from the sync channel.", nil, nil)
 	descResetHeld   = prometheus.NewDesc("syncproxy_master_reset_held", "1 while a master reset is held (--on-master-reset hold): writes refused until an operator confirms.", nil, nil)
 )
 
@@ -147,7 +149,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCommands, descCmdLatency, descErrors, descClients, descBlocked,
 		descConnections, descRejected, descLimitCuts, descBackendUp, descBackendReqs, descBackendErrs, descBackendLat,
 		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descResyncWhy, descLease, descApplies, descCatchUps, descEvicting,
-		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches, descResets, descResetKeys, descResetHeld, descEvictions} {
+		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches, descResets, descResetKeys, descResetHeld, descEvictions,
+		descCrossed, descGapsFilled} {
 		ch <- d
 	}
 }
@@ -246,6 +249,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descResets, s.repl.MasterResets())
 	counter(descResetKeys, s.repl.MasterResetKeysDropped())
 	counter(descEvictions, s.repl.EvictionsReplicated())
+	counter(descCrossed, s.repl.EpochsCrossed())
+	counter(descGapsFilled, s.repl.GapsFilled())
 	held := 0.0
 	if s.repl.MasterResetHeld() {
 		held = 1

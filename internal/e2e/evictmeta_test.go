@@ -83,8 +83,8 @@ func TestMetadataSurvivesEviction(t *testing.T) {
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 	repl := srv.Replicator()
-	t.Logf("the master evicted %d keys; %d deleted on the slaves; slaves crossed to a new epoch %d times",
-		evicted, repl.EvictionsReplicated(), repl.EpochsCrossed())
+	t.Logf("the master evicted %d keys; %d deleted on the slaves; slaves crossed to a new epoch %d times; %d messages the backlog lost taken from the channel",
+		evicted, repl.EvictionsReplicated(), repl.EpochsCrossed(), repl.GapsFilled())
 	if n := resyncs() - before; n != 0 || repl.MasterResets() != 0 {
 		t.Errorf("evictions on the master caused %d full resyncs and %d master resets", n, repl.MasterResets())
 	}
