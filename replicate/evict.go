@@ -180,10 +180,15 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 		defer close(workerDone)
 		e.work(ctx, wc, g.ep, queue, stop, ping, c)
 	}()
+	sweepCtx, endSweep := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	close(sweepDone) // replaced when a sweep starts
 	defer func() {
 		close(stop)
 		c.Close()
 		<-workerDone
+		endSweep()
+		<-sweepDone
 	}()
 	for {
 		switch m := psc.Receive().(type) {
@@ -206,7 +211,12 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 			if m.Kind == "subscribe" && m.Count == dbs {
 				*backoff = minBackoff
 				if lost {
-					e.log.Warn().Msg("eviction subscription back: evictions on the master while it was down may have been missed; `syncproxy check --repair` repairs them")
+					e.log.Warn().Msg("eviction subscription back: evictions on the master while it was down may have been missed; sweeping the slaves for them")
+					sweepDone = make(chan struct{})
+					go func() {
+						defer close(sweepDone)
+						e.sweep(sweepCtx, g)
+					}()
 				}
 			}
 		case redis.Pong:

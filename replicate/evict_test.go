@@ -133,3 +133,34 @@ func TestSlaveEvictingLeavesReadSet(t *testing.T) {
 	}
 	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
 }
+
+// TestEvictionSweep: keys the master dropped while the eviction subscription
+// was down (here deleted behind the proxy's back, as an eviction nobody heard
+// of) are found by the sweep when it is back and deleted on the slave; the
+// keys the master holds stay.
+func TestEvictionSweep(t *testing.T) {
+	rg := newRig(t)
+	rg.master.Do(t, "CONFIG", "SET", "maxmemory", "1gb")
+	rg.master.Do(t, "CONFIG", "SET", "maxmemory-policy", "allkeys-random")
+	for i := 0; i < 1200; i++ {
+		rg.write(t, i%3, "SET", "k"+strconv.Itoa(i), "v")
+	}
+	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
+	c := rg.master.Dial(t)
+	defer c.Close()
+	for db := 0; db < 3; db++ {
+		c.Do("SELECT", db)
+		for i := db; i < 1200; i += 30 { // 40 keys of each DB
+			c.Do("DEL", "k"+strconv.Itoa(i))
+		}
+	}
+	if n := rg.slave.Do(t, "EXISTS", "k0", "k30"); n != int64(2) {
+		t.Fatalf("the slave lost the keys by itself: EXISTS %v", n)
+	}
+	// Cut the subscriptions: the evictor comes back and sweeps.
+	rg.master.Do(t, "CLIENT", "KILL", "TYPE", "pubsub")
+	redistest.WaitConverged(t, 20*time.Second, rg.master, rg.slave)
+	if got := rg.repl.EvictionsReplicated(); got != 120 {
+		t.Errorf("EvictionsReplicated = %d, want 120", got)
+	}
+}
