@@ -198,7 +198,7 @@ func (b *backlogReader) fillTail(epoch string, seq int64) {
 	switch {
 	case b.last == 0 || b.epoch == "":
 	case epoch == b.epoch:
-		if seq > b.last {
+		if seq > b.last && !b.backlogHas(b.last+1) {
 			b.fill(b.epoch, b.last+1, seq, b.stop)
 		}
 	case b.fence != nil && b.fence.wait(b.r.cfg.Timeout, b.stop):
@@ -206,6 +206,14 @@ func (b *backlogReader) fillTail(epoch string, seq int64) {
 			b.fill(b.epoch, b.last+1, end, b.stop)
 		}
 	}
+}
+
+// backlogHas reports whether the backlog holds entry seq (written since it was
+// read: the next wake-up reads it); errors say no, and the channel is tried.
+func (b *backlogReader) backlogHas(seq int64) bool {
+	id := strconv.FormatInt(seq, 10) + "-0"
+	vals, err := redis.Values(b.c.Do("XRANGE", KeyBacklog, id, id))
+	return err == nil && len(vals) == 1
 }
 
 func (b *backlogReader) hand(m *Message, seq int64) {
