@@ -61,7 +61,10 @@ type Server struct {
 	dedicated map[*masterConn]struct{} // WATCH and SUBSCRIBE connections to the master
 
 	nextID   atomic.Int64
-	clients  atomic.Int64
+	clients  atomic.Int64 // counted under mu while not shut down, so that none is added after
+	// lastLeft is closed when the last client leaves during a shutdown.
+	lastLeft     chan struct{}
+	lastLeftOnce sync.Once
 	closing  atomic.Bool
 	commands atomic.Int64
 
@@ -99,7 +102,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		return nil, errors.New("proxy: no master configured")
 	}
 	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{},
-		dedicated: map[*masterConn]struct{}{}, masterPos: newMasterPosition()}
+		dedicated: map[*masterConn]struct{}{}, masterPos: newMasterPosition(), lastLeft: make(chan struct{})}
 	s.cur.Store(&cfg)
 	s.limits.Store(limitsOf(&cfg))
 	var err error
@@ -396,15 +399,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	var err error
-	tick := time.NewTicker(5 * time.Millisecond)
-	for s.clients.Load() > 0 && err == nil {
+	if s.clients.Load() > 0 {
 		select {
-		case <-tick.C:
+		case <-s.lastLeft:
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
 	}
-	tick.Stop()
 	// The clients still connected are cut: their sockets are closed under any
 	// TLS, whose close_notify could wait 5 s for each client that reads nothing.
 	// (Detached sessions, subscribed clients, are not redcon's any more.)
@@ -456,8 +457,11 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	sess := newSession(s, conn, id)
 	conn.SetContext(sess)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
 	s.sessions[sess] = struct{}{}
-	s.mu.Unlock()
 	s.clients.Add(1)
 	return true
 }
@@ -473,7 +477,14 @@ func (s *Server) closed(conn redcon.Conn, err error) {
 		sess.close()
 		s.logClosed(sess.netConn, sess.id)
 	}
-	s.clients.Add(-1)
+	s.clientLeft()
+}
+
+// clientLeft counts a client gone; the last one during a shutdown wakes it.
+func (s *Server) clientLeft() {
+	if s.clients.Add(-1) == 0 && s.closing.Load() {
+		s.lastLeftOnce.Do(func() { close(s.lastLeft) })
+	}
 }
 
 // gateListener lets Shutdown stop accepting without redcon closing the clients:

@@ -546,13 +546,7 @@ func (sess *Session) pickRead() (*router.Slave, error) {
 	}
 	sl, err := rt.PickRead(epoch, seq)
 	if wait := sess.s.config().RYWWait; sl == nil && seq > 0 && wait > 0 {
-		deadline := time.Now().Add(wait)
-		for time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond) // bounded by ryw-wait
-			if sl, err = rt.PickRead(epoch, seq); sl != nil {
-				break
-			}
-		}
+		sl, err = sess.awaitRead(epoch, seq, wait)
 	}
 	if err == nil && lvl != levelEventual {
 		sess.batchPicked, sess.batchSlave = true, sl

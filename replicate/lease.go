@@ -88,7 +88,7 @@ func (a *Applier) follow(ctx context.Context, target int64) error {
 			return err
 		}
 		if sp.ok && sp.epoch == a.Epoch() && sp.seq > a.Applied() {
-			a.applied.Store(sp.seq)
+			a.setApplied(sp.seq)
 		}
 		if a.Applied() >= target || !sleepCtx(ctx, wait) {
 			return nil
@@ -143,7 +143,7 @@ func (a *Applier) observe(ctx context.Context) error {
 	a.hold.held.Store(false)
 	if sp.epoch != a.Epoch() || sp.seq > a.Applied() {
 		a.setEpoch(sp.epoch)
-		a.applied.Store(sp.seq)
+		a.setApplied(sp.seq)
 	}
 	a.setState(StateOnline, "followed the lease holder")
 	return nil

@@ -98,6 +98,8 @@ type Replicator struct {
 
 	gmu sync.Mutex
 	gen *masterGen // the current master; replaced by SetMaster
+
+	moved signal // raised when an applier's position or state changes (Moved)
 }
 
 // masterGen is one master the replicator follows; SetMaster starts a new one.
