@@ -60,13 +60,13 @@ type Server struct {
 	dmu       sync.Mutex
 	dedicated map[*masterConn]struct{} // WATCH and SUBSCRIBE connections to the master
 
-	nextID   atomic.Int64
-	clients  atomic.Int64 // counted under mu while not shut down, so that none is added after
+	nextID  atomic.Int64
+	clients atomic.Int64 // counted under mu while not shut down, so that none is added after
 	// lastLeft is closed when the last client leaves during a shutdown.
 	lastLeft     chan struct{}
 	lastLeftOnce sync.Once
-	closing  atomic.Bool
-	commands atomic.Int64
+	closing      atomic.Bool
+	commands     atomic.Int64
 
 	waiters    waiters             // clients blocked in BLPOP & co.
 	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
