@@ -160,7 +160,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			quit = sess.serve(batch[:n])
 			batch = batch[n:]
 		}
-		if err := redcon.BaseWriter(conn).Flush(); err != nil {
+		if err := flushConn(conn); err != nil {
 			quit = true
 		}
 	}
