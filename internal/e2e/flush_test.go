@@ -54,6 +54,13 @@ func TestFlushNoFullResync(t *testing.T) {
 
 			slaves[0].Do(t, "CLIENT", "PAUSE", "300", "WRITE")
 			write("held:", 50)
+			// A pipeline may go as one or two group-committed messages: a few
+			// writes one at a time make sure the held slave's queue overflows.
+			for i := 0; i < 3; i++ {
+				if _, err := c.Do("SET", "held-alone:"+strconv.Itoa(i), i); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if flush == "evicted backlog" {
 				// As a maxmemory policy evicts it: the slaves behind must
 				// catch up from what the proxy read of it.
