@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
@@ -332,4 +333,24 @@ func (m *masterPosition) fetch(master *router.Backend, idx int) (string, int64) 
 		return "", 0
 	}
 	return string(epoch), n
+}
+
+// awaitRead waits up to wait (ryw-wait) for a slave that may serve a read that
+// must see epoch:seq, woken each time a slave's position moves; it returns
+// PickRead's last answer.
+func (sess *Session) awaitRead(epoch string, seq int64, wait time.Duration) (*router.Slave, error) {
+	rt := sess.s.router
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+	for {
+		moved := sess.s.repl.Moved()
+		if sl, err := rt.PickRead(epoch, seq); sl != nil {
+			return sl, err
+		}
+		select {
+		case <-moved:
+		case <-timeout.C:
+			return rt.PickRead(epoch, seq)
+		}
+	}
 }

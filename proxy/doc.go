@@ -1,11 +1,15 @@
-// Package proxy is the client side of syncproxy: it accepts Redis clients with
-// redcon, keeps each client's session state, and dispatches every command along
-// the path the router chooses.
+// Package proxy is the client side of syncproxy: it accepts Redis clients and
+// serves each with a loop of its own on redcon's protocol functions (conn.go),
+// keeps each client's session state, and dispatches every command along the path
+// the router chooses.
 //
 // # Data path
 //
-// A redcon connection is a Session. Its handler takes the whole pipelined batch
-// (the command redcon hands it plus conn.ReadPipeline()), dispatches every command
+// A client connection (a clientConn, which is a redcon.Conn) is a Session. The
+// connection's loop reads requests into its own buffer, checking the input limits
+// as it frames them (limits.go), and redcon.Parse splits each into arguments. The
+// handler takes the whole pipelined batch (the first command plus
+// conn.ReadPipeline()), dispatches every command
 // at once — writes to the master through the replication script, reads to a slave
 // that holds the session's read floor (consistency.go: its last write, what it
 // read, its causal token, and at global level the master's position), local
@@ -50,12 +54,14 @@
 //
 // # Concurrency
 //
-// redcon runs one goroutine per client; Session methods run only there — or, once
-// a client subscribes, in the goroutine the session detaches to (tracked by the
-// Server's detachedWG), with one forwarder goroutine per subscription that the
-// session stops and waits for. Blocked clients (BLPOP, WAIT) wait in their own
-// goroutine, woken by the replicator's OnEffect hook or by their timeout, and
-// notice a client that left. WATCH and SUBSCRIBE use dedicated master connections
+// Serve runs one goroutine per client (serveConn); Session methods run only
+// there — or, once a client subscribes, in the goroutine the session detaches to
+// (tracked by the Server's detachedWG), with one forwarder goroutine per
+// subscription that the session stops and waits for. Blocked clients (BLPOP,
+// WAIT) wait in their own goroutine, woken by the replicator's OnEffect hook or by
+// their timeout, and notice a client that left; WAIT and reads waiting for
+// ryw-wait are woken by Replicator.Moved when a slave's position moves. Shutdown
+// waits for the last client to leave (lastLeft), not polling. WATCH and SUBSCRIBE use dedicated master connections
 // owned by their session and closed with it. Server owns the backends (package
 // router) and the replicator (package replicate): NewServer starts them and
 // Shutdown stops them, after it stopped accepting clients and the clients went

@@ -11,16 +11,15 @@ import (
 	"time"
 )
 
-// redcon's reader has no limits of its own: it buffers whatever length a client
-// declares. limitConn sits between the client's socket and redcon and follows the
-// request stream with a small state machine that reads only the framing — array
-// and bulk headers, inline line ends — and skips bulk payloads by their length.
-// It does not build commands (redcon does); it stops a request that exceeds a
-// limit before redcon buffers it, answers with Redis' error, and closes.
+// The client connection loop (conn.go) reads requests into its own buffer and
+// follows them with reqScanner, a small state machine that reads only the
+// framing — array and bulk headers, inline line ends — and skips bulk payloads
+// by their length. It tells the loop where each request ends, how much room the
+// one being read still needs, and when one breaks a limit: before the loop buffers
+// it. redcon's parser then splits each complete request into its arguments.
 //
-// What the machine cannot follow (a missing '$', a bad number) is malformed for
-// redcon too, which then answers with its own protocol error and closes: from
-// there the machine stops checking.
+// What the machine cannot follow (a missing '$', a bad number) is malformed:
+// redcon's parser says why, with its own protocol error.
 
 // Limits are the bounds on what one client may send and leave unread.
 type Limits struct {
@@ -28,7 +27,7 @@ type Limits struct {
 	MaxArgs       int64         // most arguments in one command
 	QueryBuffer   int64         // most bytes of one command (client-query-buffer-limit)
 	OutputTimeout time.Duration // a client that accepts no reply byte for this long is closed; 0: never
-	IdleTimeout   time.Duration // the read deadline redcon keeps (0: none), restored after a TLS handshake
+	IdleTimeout   time.Duration // a client silent for this long is closed (0: never)
 	// HandshakeTimeout bounds a TLS client's handshake: a connection that never
 	// completes it would otherwise hold its goroutine and TLS state for good.
 	HandshakeTimeout time.Duration
@@ -44,18 +43,11 @@ const (
 	errWriteTimeout = 1 * time.Second // for writing the error before closing
 )
 
-// errLimit is returned by limitConn.Read after it answered a request over a limit;
-// redcon then closes the connection.
+// errLimit is a request over a limit: the error the client is answered with
+// before its connection is closed.
 type errLimit struct{ reply string }
 
 func (e *errLimit) Error() string { return e.reply }
-
-// errMalformed marks a malformed request for limitConn.Read.
-var errMalformed = &errLimit{}
-
-// errIgnore marks an empty or negative array header ("*0", "*-1"), which Redis
-// ignores and redcon refuses: limitConn.Read removes it from the stream.
-var errIgnore = &errLimit{}
 
 // errOutputStalled is returned by outputConn.Write when the client took no reply
 // byte for the output timeout.
@@ -72,13 +64,25 @@ const (
 	stBulkBody                   // skipping an argument's bytes
 	stBulkCR                     // the CR LF after them
 	stBulkLF
-	stPass // malformed: redcon reports it
+	stLost // a limit was broken or the framing lost: nothing more is followed
+)
+
+// scanEvent is what reqScanner.scan stopped at.
+type scanEvent uint8
+
+const (
+	evMore      scanEvent = iota // everything given was consumed; the request goes on
+	evRequest                    // a request ended
+	evIgnore                     // an empty array header ("*0", "*-1") ended: Redis ignores it
+	evLimit                      // the request breaks a limit: reqScanner.err says which
+	evMalformed                  // the framing cannot be followed
 )
 
 // reqScanner follows the framing of a stream of client requests.
 type reqScanner struct {
 	lim    *Limits
 	authed func() bool // nil or true: the authenticated limits apply
+	err    *errLimit   // with evLimit
 
 	st       scanState
 	cmdBytes int64 // bytes of the current request so far
@@ -91,120 +95,28 @@ type reqScanner struct {
 	numBad    bool
 	lineLen   int
 	spaces    int // of the inline request
-	ignoreEnd int // with errIgnore: where the ignored header ends in p
 	prevCR    bool
 }
 
-// scan consumes p. When a request breaks a limit it returns the offset in p where
-// that request starts (0 if it started in an earlier p) and the error to send.
-// When a request is malformed it returns its offset and errMalformed: redcon
-// reports those itself, but drops the requests read with them, so they must
-// reach it first.
-func (r *reqScanner) scan(p []byte) (int, *errLimit) {
-	cmdStart := 0
-	startedHere := false // the current request's first byte is in p
-	malformed := func() (int, *errLimit) {
-		r.st = stPass
-		return max(cmdStart, 0), errMalformed
-	}
+// scan follows p, the next bytes of the stream, until a request ends, breaks a
+// limit or loses the framing, or until p ends. It returns the bytes of p it
+// consumed (with evRequest and evIgnore: up to the end of the request) and what it
+// stopped at.
+func (r *reqScanner) scan(p []byte) (int, scanEvent) {
 	for i := 0; i < len(p); {
+		ev := evMore
 		switch r.st {
-		case stPass:
-			return -1, nil
+		case stLost:
+			return i, evMalformed
 		case stStart:
-			cmdStart = i
-			startedHere = true
-			r.cmdBytes = 0
-			r.lineLen = 0
-			r.spaces = 0
-			if p[i] == '*' {
-				r.st = stArrayLen
-				r.resetNum()
-				i++
-				r.cmdBytes++
-			} else {
-				r.st = stInline
-			}
+			i = r.begin(p, i)
 		case stInline:
-			j := bytes.IndexByte(p[i:], '\n')
-			end := len(p)
-			if j >= 0 {
-				end = i + j
-			}
-			r.lineLen += end - i
-			r.cmdBytes += int64(end - i)
-			r.spaces += bytes.Count(p[i:end], []byte{' '})
-			// redcon copies the rest of the line for each argument: a long line
-			// of many short arguments costs its length times their number.
-			if r.lineLen > maxInline || r.spaces*r.lineLen > maxInlineWork {
-				return max(cmdStart, 0), &errLimit{"ERR Protocol error: too big inline request"}
-			}
-			if j < 0 {
-				return -1, nil
-			}
-			i = end + 1
-			r.st = stStart
+			i, ev = r.inline(p, i)
 		case stArrayLen, stBulkLen:
-			c := p[i]
-			i++
-			r.cmdBytes++
-			if c != '\n' {
-				r.lineLen++
-				if r.lineLen > maxInline {
-					what := "mbulk"
-					if r.st == stBulkLen {
-						what = "bulk"
-					}
-					return max(cmdStart, 0), &errLimit{"ERR Protocol error: too big " + what + " count string"}
-				}
-				r.digit(c)
-				continue
-			}
-			if !r.prevCR || r.numBad || r.numDigits == 0 {
-				return malformed() // redcon: invalid (multi)bulk length
-			}
-			n := r.num
-			if r.numNeg {
-				n = -n
-			}
-			r.lineLen = 0
-			if r.st == stArrayLen {
-				if n <= 0 {
-					if !startedHere {
-						return malformed() // partly delivered: redcon refuses it
-					}
-					r.st = stStart
-					r.ignoreEnd = i
-					return cmdStart, errIgnore
-				}
-				if n > r.lim.MaxArgs {
-					return max(cmdStart, 0), &errLimit{"ERR Protocol error: invalid multibulk length"}
-				}
-				if n > unauthMaxArgs && !r.isAuthed() {
-					return max(cmdStart, 0), &errLimit{"ERR Protocol error: unauthenticated multibulk length"}
-				}
-				r.args = n
-				r.st = stBulkStart
-				continue
-			}
-			if n < 0 {
-				return malformed()
-			}
-			if n > r.lim.MaxBulkLen {
-				return max(cmdStart, 0), &errLimit{"ERR Protocol error: invalid bulk length"}
-			}
-			if n > unauthMaxBulk && !r.isAuthed() {
-				return max(cmdStart, 0), &errLimit{"ERR Protocol error: unauthenticated bulk length"}
-			}
-			r.skip = n
-			if r.cmdBytes+r.skip > r.lim.QueryBuffer {
-				return max(cmdStart, 0), &errLimit{"ERR Protocol error: client reached the query buffer limit (" +
-					strconv.FormatInt(r.lim.QueryBuffer, 10) + " bytes)"}
-			}
-			r.st = stBulkBody
+			i, ev = r.header(p, i)
 		case stBulkStart:
 			if p[i] != '$' {
-				return malformed() // redcon: expected '$'
+				return i, r.lose() // redcon: expected '$'
 			}
 			i++
 			r.cmdBytes++
@@ -215,37 +127,176 @@ func (r *reqScanner) scan(p []byte) (int, *errLimit) {
 			i += int(n)
 			r.skip -= n
 			r.cmdBytes += n
-			if r.skip > 0 {
-				return -1, nil
+			if r.skip == 0 {
+				r.st = stBulkCR
 			}
-			r.st = stBulkCR
 		case stBulkCR, stBulkLF:
-			want := byte('\r')
-			if r.st == stBulkLF {
-				want = '\n'
-			}
-			if p[i] != want {
-				return malformed() // redcon: invalid bulk length
-			}
-			i++
-			r.cmdBytes++
-			if r.st == stBulkCR {
-				r.st = stBulkLF
-				continue
-			}
-			r.args--
-			if r.args == 0 {
-				r.st = stStart
-			} else {
-				r.st = stBulkStart
-			}
+			i, ev = r.bulkEnd(p, i)
 		}
-		if r.cmdBytes > r.lim.QueryBuffer {
-			return max(cmdStart, 0), &errLimit{"ERR Protocol error: client reached the query buffer limit (" +
-				strconv.FormatInt(r.lim.QueryBuffer, 10) + " bytes)"}
+		if ev != evMore {
+			return i, ev
+		}
+		// (A header line is bounded by maxInline, as Redis bounds it.)
+		if r.st != stArrayLen && r.st != stBulkLen && r.cmdBytes > r.lim.QueryBuffer {
+			return i, r.fail(queryBufferError(r.lim.QueryBuffer))
 		}
 	}
-	return -1, nil
+	return len(p), evMore
+}
+
+// need returns how many more bytes the request being read needs at least, when
+// known (0: not known).
+func (r *reqScanner) need() int64 {
+	switch r.st {
+	case stBulkBody:
+		return r.skip + 2
+	case stBulkCR:
+		return 2
+	case stBulkLF:
+		return 1
+	}
+	return 0
+}
+
+// begin starts a request at p[i]; it returns where scanning goes on.
+func (r *reqScanner) begin(p []byte, i int) int {
+	r.cmdBytes, r.lineLen, r.spaces = 0, 0, 0
+	if p[i] != '*' {
+		r.st = stInline
+		return i
+	}
+	r.st = stArrayLen
+	r.resetNum()
+	r.cmdBytes++
+	return i + 1
+}
+
+// inline follows an inline request from p[i] to its end of line.
+func (r *reqScanner) inline(p []byte, i int) (int, scanEvent) {
+	j := bytes.IndexByte(p[i:], '\n')
+	end := len(p)
+	if j >= 0 {
+		end = i + j
+	}
+	r.lineLen += end - i
+	r.cmdBytes += int64(end - i)
+	r.spaces += bytes.Count(p[i:end], []byte{' '})
+	// redcon copies the rest of the line for each argument: a long line of many
+	// short arguments costs its length times their number.
+	if r.lineLen > maxInline || r.spaces*r.lineLen > maxInlineWork {
+		return end, r.fail("ERR Protocol error: too big inline request")
+	}
+	if j < 0 {
+		return end, evMore
+	}
+	r.st = stStart
+	return end + 1, evRequest
+}
+
+// header reads one byte of an array or bulk header line, and takes the number at
+// its end.
+func (r *reqScanner) header(p []byte, i int) (int, scanEvent) {
+	c := p[i]
+	i++
+	r.cmdBytes++
+	if c != '\n' {
+		r.lineLen++
+		if r.lineLen > maxInline {
+			what := "mbulk"
+			if r.st == stBulkLen {
+				what = "bulk"
+			}
+			return i, r.fail("ERR Protocol error: too big " + what + " count string")
+		}
+		r.digit(c)
+		return i, evMore
+	}
+	if !r.prevCR || r.numBad || r.numDigits == 0 {
+		return i, r.lose() // redcon: invalid (multi)bulk length
+	}
+	n := r.num
+	if r.numNeg {
+		n = -n
+	}
+	r.lineLen = 0
+	if r.st == stArrayLen {
+		return i, r.arrayLen(n)
+	}
+	return i, r.bulkLen(n)
+}
+
+// arrayLen takes the count of a request's arguments.
+func (r *reqScanner) arrayLen(n int64) scanEvent {
+	switch {
+	case n <= 0:
+		r.st = stStart
+		return evIgnore
+	case n > r.lim.MaxArgs:
+		return r.fail("ERR Protocol error: invalid multibulk length")
+	case n > unauthMaxArgs && !r.isAuthed():
+		return r.fail("ERR Protocol error: unauthenticated multibulk length")
+	}
+	r.args = n
+	r.st = stBulkStart
+	return evMore
+}
+
+// bulkLen takes the length of an argument.
+func (r *reqScanner) bulkLen(n int64) scanEvent {
+	switch {
+	case n < 0:
+		return r.lose()
+	case n > r.lim.MaxBulkLen:
+		return r.fail("ERR Protocol error: invalid bulk length")
+	case n > unauthMaxBulk && !r.isAuthed():
+		return r.fail("ERR Protocol error: unauthenticated bulk length")
+	case r.cmdBytes+n > r.lim.QueryBuffer:
+		return r.fail(queryBufferError(r.lim.QueryBuffer))
+	}
+	r.skip = n
+	r.st = stBulkBody
+	return evMore
+}
+
+// bulkEnd reads the CR or LF after an argument.
+func (r *reqScanner) bulkEnd(p []byte, i int) (int, scanEvent) {
+	want := byte('\r')
+	if r.st == stBulkLF {
+		want = '\n'
+	}
+	if p[i] != want {
+		return i, r.lose() // redcon: invalid bulk length
+	}
+	i++
+	r.cmdBytes++
+	if r.st == stBulkCR {
+		r.st = stBulkLF
+		return i, evMore
+	}
+	if r.args--; r.args > 0 {
+		r.st = stBulkStart
+		return i, evMore
+	}
+	r.st = stStart
+	return i, evRequest
+}
+
+// fail stops at a request over a limit.
+func (r *reqScanner) fail(reply string) scanEvent {
+	r.err = &errLimit{reply}
+	r.st = stLost
+	return evLimit
+}
+
+// lose stops at a request whose framing cannot be followed.
+func (r *reqScanner) lose() scanEvent {
+	r.st = stLost
+	return evMalformed
+}
+
+// queryBufferError is Redis' error for a request over the query buffer limit.
+func queryBufferError(limit int64) string {
+	return "ERR Protocol error: client reached the query buffer limit (" + strconv.FormatInt(limit, 10) + " bytes)"
 }
 
 func (r *reqScanner) isAuthed() bool { return r.authed == nil || r.authed() }
@@ -280,83 +331,36 @@ func (r *reqScanner) digit(c byte) {
 	}
 }
 
-// limitConn is a client connection seen through its limits. A reload replaces
-// the limits: each Read and Write takes the ones in force.
+// limitConn is a client connection seen through its limits: it records whether
+// the client authenticated (the limits before are tighter) and why the
+// connection was cut, and bounds a TLS client's handshake. A reload replaces the
+// limits: each Read and Write takes the ones in force.
 type limitConn struct {
 	net.Conn
-	limits  *atomic.Pointer[Limits]
-	scan    reqScanner
-	authed  atomic.Bool
-	pending *errLimit              // to send at the next Read, after the replies before it
-	shaken  bool                   // the TLS handshake (if any) was done
-	rest    []byte                 // read, to deliver at the next Read (after a malformed request\'s start)
-	reason  atomic.Pointer[string] // why the connection failed, for the log
+	limits *atomic.Pointer[Limits]
+	authed atomic.Bool
+	shaken bool                   // the TLS handshake (if any) was done
+	reason atomic.Pointer[string] // why the connection failed, for the log
 }
 
 func newLimitConn(c net.Conn, limits *atomic.Pointer[Limits], needAuth bool) *limitConn {
 	lc := &limitConn{Conn: c, limits: limits}
 	lc.authed.Store(!needAuth)
-	lc.scan = reqScanner{authed: lc.authed.Load}
 	return lc
 }
 
 // NetConn returns the wrapped connection.
 func (c *limitConn) NetConn() net.Conn { return c.Conn }
 
-// Read reads from the client and checks what it read against the limits. Requests
-// before one over a limit are delivered; that one is answered with an error (once
-// the replies before it were written: redcon reads again only after flushing
-// them), and the connection fails.
+// Read reads from the client, after completing a TLS client's handshake.
 func (c *limitConn) Read(p []byte) (int, error) {
-	if c.pending != nil {
-		return 0, c.fail(c.pending)
-	}
-	if len(c.rest) > 0 {
-		n := copy(p, c.rest)
-		c.rest = c.rest[n:]
-		return n, nil
-	}
 	if !c.shaken {
 		c.shaken = true
 		if err := c.handshake(); err != nil {
 			return 0, err
 		}
 	}
-	for {
-		n, err := c.Conn.Read(p)
-		c.scan.lim = c.limits.Load()
-		for off := 0; off < n; {
-			at, lerr := c.scan.scan(p[off:n])
-			if lerr == nil {
-				break
-			}
-			at += off
-			switch lerr {
-			case errIgnore:
-				// Dropped, as Redis drops it; what follows is scanned on.
-				end := off + c.scan.ignoreEnd
-				n = at + copy(p[at:], p[end:n])
-				off = at
-				continue
-			case errMalformed:
-				// redcon answers it; what precedes it is served first.
-				if at > 0 {
-					c.rest = append([]byte(nil), p[at:n]...)
-					return at, nil
-				}
-				return n, err
-			}
-			if at > 0 {
-				c.pending = lerr
-				return at, nil
-			}
-			return 0, c.fail(lerr)
-		}
-		if n > 0 || err != nil {
-			return n, err
-		}
-		// Everything read was dropped: read on.
-	}
+	return c.Conn.Read(p)
 }
 
 // handshake completes a TLS client's handshake within tlsHandshakeTimeout, then
@@ -384,12 +388,14 @@ func (c *limitConn) handshake() error {
 	return nil
 }
 
-// fail answers the client with e and reports e.
-func (c *limitConn) fail(e *errLimit) error {
-	c.reason.Store(&e.reply)
+// fail answers the client with reply, unbuffered, before its connection is
+// closed; a limit's reply is recorded for the log.
+func (c *limitConn) fail(reply string, limit bool) {
+	if limit {
+		c.reason.Store(&reply)
+	}
 	c.Conn.SetWriteDeadline(time.Now().Add(errWriteTimeout))
-	c.Conn.Write([]byte("-" + e.reply + "\r\n"))
-	return e
+	c.Conn.Write([]byte("-" + reply + "\r\n"))
 }
 
 // Write writes replies; when the output timeout cut the client (see outputConn),
@@ -496,20 +502,6 @@ func (c *outputConn) arm(t time.Time) {
 		c.armed = t
 		c.Conn.SetWriteDeadline(t)
 	}
-}
-
-// outputListener wraps each accepted socket in an outputConn.
-type outputListener struct {
-	net.Listener
-	limits *atomic.Pointer[Limits]
-}
-
-func (l *outputListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return newOutputConn(c, l.limits), nil
 }
 
 // limitsOf returns the client limits set by c.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,25 +18,29 @@ import (
 var testLimits = Limits{MaxBulkLen: 20000, MaxArgs: 16, QueryBuffer: 30000}
 
 // scanAll feeds data to a fresh scanner in chunks cut at cuts; it returns the
-// offset in data of the request over a limit (-1: none) and the error.
+// offset in data of the request over a limit, malformed or (the first) ignored,
+// -1 if none, and the verdict.
 func scanAll(data []byte, authed bool, cuts ...int) (int, string) {
 	r := reqScanner{lim: &testLimits, authed: func() bool { return authed }}
-	pos := 0
+	pos, start := 0, 0
 	for _, end := range append(cuts, len(data)) {
 		if end < pos || end > len(data) {
 			continue
 		}
-		at, err := r.scan(data[pos:end])
-		if err == errMalformed {
-			return pos + at, "malformed"
+		for pos < end {
+			n, ev := r.scan(data[pos:end])
+			pos += n
+			switch ev {
+			case evRequest:
+				start = pos
+			case evIgnore:
+				return start, "ignore"
+			case evMalformed:
+				return start, "malformed"
+			case evLimit:
+				return start, r.err.reply
+			}
 		}
-		if err == errIgnore {
-			return pos + at, "ignore"
-		}
-		if err != nil {
-			return pos + at, err.reply
-		}
-		pos = end
 	}
 	return -1, ""
 }
@@ -78,9 +83,8 @@ func TestScannerLimits(t *testing.T) {
 		if at != c.at || err != c.err {
 			t.Errorf("%s: got (%d, %q), want (%d, %q)", c.name, at, err, c.at, c.err)
 		}
-		// The verdict does not depend on how the stream is cut into reads (but
-		// for a dropped header cut in two: TestLimitConnDropsEmptyArrays).
-		for cut := 1; cut < len(c.in) && cut < 200 && err != "ignore"; cut++ {
+		// The verdict does not depend on how the stream is cut into reads.
+		for cut := 1; cut < len(c.in) && cut < 200; cut++ {
 			at2, err2 := scanAll([]byte(c.in), c.authed, cut)
 			if err2 != err || (at2 != at && !(at2 >= 0 && at >= 0 && at2 <= cut && at <= cut)) {
 				t.Fatalf("%s cut at %d: got (%d, %q), whole (%d, %q)", c.name, cut, at2, err2, at, err)
@@ -98,9 +102,6 @@ func FuzzLimitScanner(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, cut uint) {
 		at, err := scanAll(data, true)
 		_, err2 := scanAll(data, true, int(cut%uint(len(data)+1)))
-		if err == "ignore" || err2 == "ignore" {
-			return // a header cut in two is refused, whole it is dropped: see TestLimitConnDropsEmptyArrays
-		}
 		if err != err2 {
 			t.Fatalf("verdict depends on the chunking: %q vs %q", err, err2)
 		}
@@ -145,30 +146,94 @@ func limitSeeds(tb testing.TB) [][]byte {
 	return seeds
 }
 
-func TestLimitConnAnswersAfterEarlierReplies(t *testing.T) {
+// testConn returns a client connection of a server with the limits lim over one
+// end of a pipe, and the other end, the client's.
+func testConn(t *testing.T, lim *Limits) (*clientConn, net.Conn) {
+	t.Helper()
+	s := &Server{}
+	s.cur.Store(&Config{})
+	s.limits.Store(lim)
 	a, b := net.Pipe()
-	defer a.Close()
-	lc := newLimitConn(b, fixedLimits(&testLimits), false)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return newClientConn(s, b), a
+}
+
+// clientReads returns what the client end a reads until it is closed or 5 s pass.
+func clientReads(a net.Conn) <-chan string {
+	got := make(chan string, 1)
 	go func() {
-		a.Write([]byte("PING\r\n*99\r\n"))
-	}()
-	buf := make([]byte, 64)
-	n, err := lc.Read(buf)
-	if err != nil || string(buf[:n]) != "PING\r\n" {
-		t.Fatalf("first read: %q %v", buf[:n], err)
-	}
-	got := make(chan string)
-	go func() {
-		p := make([]byte, 128)
 		a.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, _ := a.Read(p)
-		got <- string(p[:n])
+		b, _ := io.ReadAll(a)
+		got <- string(b)
 	}()
-	if _, err := lc.Read(buf); err == nil {
+	return got
+}
+
+// The requests before one over a limit are served; that one is answered with
+// the limit's error, and the connection fails.
+func TestConnAnswersAfterEarlierRequests(t *testing.T) {
+	c, a := testConn(t, &testLimits)
+	go a.Write([]byte("PING\r\n*99\r\n"))
+	cmds, err := c.readCommands()
+	if err != nil || len(cmds) != 1 || string(cmds[0].Args[0]) != "PING" {
+		t.Fatalf("first read: %q %v", cmds, err)
+	}
+	got := clientReads(a)
+	if _, err := c.readCommands(); err == nil {
 		t.Fatal("second read should fail")
 	}
+	c.nc.Close()
 	if s := <-got; s != "-ERR Protocol error: invalid multibulk length\r\n" {
 		t.Fatalf("client got %q", s)
+	}
+	if r := c.nc.reason.Load(); r == nil || *r != "ERR Protocol error: invalid multibulk length" {
+		t.Fatalf("reason %v", r)
+	}
+}
+
+// A malformed request is answered with redcon's protocol error, after the
+// requests before it.
+func TestConnMalformed(t *testing.T) {
+	c, a := testConn(t, &testLimits)
+	go a.Write([]byte("PING\r\n*1\r\n$4\r\nPINGxx"))
+	cmds, err := c.readCommands()
+	if err != nil || len(cmds) != 1 {
+		t.Fatalf("first read: %q %v", cmds, err)
+	}
+	got := clientReads(a)
+	if _, err := c.readCommands(); err == nil {
+		t.Fatal("second read should fail")
+	}
+	c.nc.Close()
+	if s := <-got; s != "-ERR Protocol error: invalid bulk length\r\n" {
+		t.Fatalf("client got %q", s)
+	}
+}
+
+// A large request is read into a buffer of its size, handed over with it, and the
+// connection goes back to a small buffer: nothing of it stays with the client.
+func TestConnLargeRequestLeavesNothing(t *testing.T) {
+	lim := testLimits
+	lim.MaxBulkLen, lim.QueryBuffer = 8<<20, 16<<20
+	c, a := testConn(t, &lim)
+	value := strings.Repeat("v", 4<<20)
+	go a.Write([]byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + strconv.Itoa(len(value)) + "\r\n" + value + "\r\nPING\r\nPI"))
+	var cmds []redcon.Command
+	for len(cmds) < 2 {
+		got, err := c.readCommands()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, got...)
+	}
+	if len(cmds) != 2 || string(cmds[0].Args[2]) != value || string(cmds[1].Args[0]) != "PING" {
+		t.Fatalf("read %d commands", len(cmds))
+	}
+	if cap(cmds[0].Raw) > len(value)+readBufSize {
+		t.Errorf("the large request's buffer holds %d bytes", cap(cmds[0].Raw))
+	}
+	if len(c.buf) > readBufSize || string(c.buf[c.start:c.end]) != "PI" {
+		t.Errorf("the connection kept a %d-byte buffer holding %q", len(c.buf), c.buf[c.start:c.end])
 	}
 }
 
@@ -212,33 +277,30 @@ func fixedLimits(lim *Limits) *atomic.Pointer[Limits] {
 	return &p
 }
 
-// "*0" and "*-1" are dropped from the stream, as Redis ignores them; the rest is
-// delivered and still checked.
-func TestLimitConnDropsEmptyArrays(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	var lim atomic.Pointer[Limits]
-	lim.Store(&testLimits)
-	lc := newLimitConn(b, &lim, false)
+// "*0" and "*-1" are dropped from the stream, as Redis ignores them, whole or cut
+// across reads; the rest is served and still checked.
+func TestConnDropsEmptyArrays(t *testing.T) {
+	c, a := testConn(t, &testLimits)
 	go func() {
-		a.Write([]byte("*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n*-5\r\n"))
-		a.Write([]byte("*0\r\n"))
+		a.Write([]byte("*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n*-5\r\n*"))
+		a.Write([]byte("0\r\n"))
 		a.Write([]byte("PING\r\n*99\r\n"))
 	}()
-	var got []byte
-	buf := make([]byte, 64)
-	for len(got) < len("*1\r\n$4\r\nPING\r\nPING\r\n") {
-		n, err := lc.Read(buf)
+	var got []string
+	for len(got) < 2 {
+		cmds, err := c.readCommands()
 		if err != nil {
 			t.Fatalf("read: %v after %q", err, got)
 		}
-		got = append(got, buf[:n]...)
+		for _, cmd := range cmds {
+			got = append(got, string(cmd.Raw))
+		}
 	}
-	if string(got) != "*1\r\n$4\r\nPING\r\nPING\r\n" {
-		t.Fatalf("delivered %q", got)
+	if strings.Join(got, "") != "*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n" {
+		t.Fatalf("served %q", got)
 	}
 	go io.Copy(io.Discard, a)
-	if _, err := lc.Read(buf); err == nil {
+	if _, err := c.readCommands(); err == nil {
 		t.Fatal("the request over the limit after the dropped headers was not refused")
 	}
 }

@@ -72,7 +72,7 @@ func (sess *Session) detach(conn redcon.Conn, cmds []redcon.Command) {
 		delete(s.sessions, sess)
 		s.mu.Unlock()
 		sess.close()
-		s.clients.Add(-1)
+		s.clientLeft()
 	}()
 }
 

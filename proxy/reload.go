@@ -52,11 +52,6 @@ func (s *Server) Reload(cfg Config) error {
 	if next.HealthInterval != old.HealthInterval || next.HealthFailures != old.HealthFailures {
 		s.repl.SetHealth(next.HealthInterval, next.HealthFailures)
 	}
-	s.mu.Lock()
-	if s.srv != nil {
-		s.srv.SetIdleClose(next.IdleTimeout) // redcon: for connections accepted from now on
-	}
-	s.mu.Unlock()
 	added, removed := s.reloadSlaves(&next)
 
 	ev := s.log.Info().Strs("changed", changed)

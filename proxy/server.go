@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/tidwall/redcon"
 
 	"github.com/syncproxy/syncproxy/internal/dial"
 	"github.com/syncproxy/syncproxy/replicate"
@@ -46,8 +45,7 @@ type Server struct {
 	repl    *replicate.Replicator
 	start   time.Time
 
-	srv *redcon.Server
-	ln  *gateListener
+	ln net.Listener // the client listener, closed by Shutdown
 
 	serverTLS  *tls.Config // the client listener's, nil without TLS
 	backendTLS *tls.Config // shared by the backend connections, nil without TLS
@@ -60,10 +58,13 @@ type Server struct {
 	dmu       sync.Mutex
 	dedicated map[*masterConn]struct{} // WATCH and SUBSCRIBE connections to the master
 
-	nextID   atomic.Int64
-	clients  atomic.Int64
-	closing  atomic.Bool
-	commands atomic.Int64
+	nextID  atomic.Int64
+	clients atomic.Int64 // counted under mu while not shut down, so that none is added after
+	// lastLeft is closed when the last client leaves during a shutdown.
+	lastLeft     chan struct{}
+	lastLeftOnce sync.Once
+	closing      atomic.Bool
+	commands     atomic.Int64
 
 	waiters    waiters             // clients blocked in BLPOP & co.
 	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
@@ -99,7 +100,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 		return nil, errors.New("proxy: no master configured")
 	}
 	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{},
-		dedicated: map[*masterConn]struct{}{}, masterPos: newMasterPosition()}
+		dedicated: map[*masterConn]struct{}{}, masterPos: newMasterPosition(), lastLeft: make(chan struct{})}
 	s.cur.Store(&cfg)
 	s.limits.Store(limitsOf(&cfg))
 	var err error
@@ -355,28 +356,17 @@ func (s *Server) ListenAndServe() error {
 	return s.Serve(ln)
 }
 
-// Serve accepts clients on ln until Shutdown or Close.
+// Serve accepts clients on ln until Shutdown or Close, and serves each from a
+// goroutine of its own (conn.go).
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.shutdown || s.srv != nil {
+	if s.shutdown || s.ln != nil {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
 	}
-	s.ln = &gateListener{Listener: ln, final: make(chan struct{})}
-	// The output timeout watches the socket, under TLS.
-	var served net.Listener = &outputListener{Listener: s.ln, limits: &s.limits}
-	if s.serverTLS != nil {
-		served = tls.NewListener(served, s.serverTLS)
-	}
-	// The limits read what the client sent: inside TLS.
-	served = &limitListener{Listener: served, s: s}
-	s.srv = redcon.NewServer(ln.Addr().String(), s.handle, s.accept, s.closed)
+	s.ln = ln
 	cfg := s.config()
-	if cfg.IdleTimeout > 0 {
-		s.srv.SetIdleClose(cfg.IdleTimeout)
-	}
-	srv := s.srv
 	s.mu.Unlock()
 	// Passwords are never logged: only whether they are set.
 	s.log.Info().Str("addr", ln.Addr().String()).Str("master", s.MasterAddr()).Strs("slaves", cfg.Slaves).
@@ -385,11 +375,43 @@ func (s *Server) Serve(ln net.Listener) error {
 		Bool("backend_tls", s.backendTLS != nil).Bool("requirepass", cfg.RequirePass != "").
 		Bool("master_auth", s.cfg.MasterPassword != "").Bool("slave_auth", s.cfg.SlavePassword != "").
 		Msg("syncproxy listening")
-	err := srv.Serve(served)
-	if s.closing.Load() {
-		return ErrServerClosed
+	backoff := time.Duration(0)
+	for {
+		nc, err := ln.Accept()
+		switch {
+		case err == nil:
+			backoff = 0
+			go s.serveConn(nc)
+		case s.closing.Load():
+			return ErrServerClosed
+		case errors.Is(err, net.ErrClosed):
+			return err
+		default:
+			// Out of file descriptors, say: wait a little, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("accepting a client failed")
+			time.Sleep(backoff)
+		}
 	}
-	return err
+}
+
+// serveConn serves one client: its socket is watched by the output timeout,
+// under TLS if configured, and read through the limits.
+func (s *Server) serveConn(sock net.Conn) {
+	var nc net.Conn = newOutputConn(sock, &s.limits)
+	if s.serverTLS != nil {
+		nc = tls.Server(nc, s.serverTLS)
+	}
+	c := newClientConn(s, nc)
+	if !s.accept(c) {
+		nc.Close()
+		return
+	}
+	err := c.serve(s.handle)
+	if err != errDetached {
+		c.nc.Close()
+	}
+	s.closed(c, err)
 }
 
 // Addr returns the listener's address, or nil before Serve.
@@ -413,11 +435,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.shutdown = true
 	s.closing.Store(true)
-	ln, srv := s.ln, s.srv
+	ln := s.ln
 	s.mu.Unlock()
 
 	if ln != nil {
-		ln.stopAccepting()
+		ln.Close() // the clients connected are served on
 	}
 	s.closeAdmin()
 	s.waiters.wakeAll()
@@ -429,26 +451,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	var err error
-	tick := time.NewTicker(5 * time.Millisecond)
-	for s.clients.Load() > 0 && err == nil {
+	if s.clients.Load() > 0 {
 		select {
-		case <-tick.C:
+		case <-s.lastLeft:
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
 	}
-	tick.Stop()
 	// The clients still connected are cut: their sockets are closed under any
 	// TLS, whose close_notify could wait 5 s for each client that reads nothing.
-	// (Detached sessions, subscribed clients, are not redcon's any more.)
 	s.mu.Lock()
 	for sess := range s.sessions {
 		socketOf(sess.netConn).Close()
 	}
 	s.mu.Unlock()
-	if srv != nil {
-		srv.Close()
-	}
 	s.detachedWG.Wait()
 	if s.sentinel != nil {
 		s.sentinel.stop()
@@ -474,14 +490,16 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) accept(conn redcon.Conn) bool {
+// accept registers a new client's session, unless the proxy is full or shutting
+// down.
+func (s *Server) accept(conn *clientConn) bool {
 	if s.closing.Load() {
 		return false
 	}
 	if s.clients.Load() >= int64(s.config().MaxClients) {
 		s.metrics.rejected.Add(1)
 		conn.WriteError(msgMaxClients)
-		redcon.BaseWriter(conn).Flush()
+		conn.Flush()
 		return false
 	}
 	s.metrics.connections.Add(1)
@@ -489,13 +507,18 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	sess := newSession(s, conn, id)
 	conn.SetContext(sess)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
 	s.sessions[sess] = struct{}{}
-	s.mu.Unlock()
 	s.clients.Add(1)
 	return true
 }
 
-func (s *Server) closed(conn redcon.Conn, err error) {
+// closed unregisters a client whose connection closed (unless its session went
+// on serving it itself).
+func (s *Server) closed(conn *clientConn, err error) {
 	if sess, ok := conn.Context().(*Session); ok {
 		if sess.detached.Load() {
 			return // its own goroutine ends it
@@ -506,51 +529,12 @@ func (s *Server) closed(conn redcon.Conn, err error) {
 		sess.close()
 		s.logClosed(sess.netConn, sess.id)
 	}
-	s.clients.Add(-1)
+	s.clientLeft()
 }
 
-// gateListener lets Shutdown stop accepting without redcon closing the clients:
-// after stopAccepting, Accept blocks until Close.
-type gateListener struct {
-	net.Listener
-	stopOnce, closeOnce sync.Once
-	stopping            atomic.Bool
-	final               chan struct{}
-}
-
-func (g *gateListener) Accept() (net.Conn, error) {
-	c, err := g.Listener.Accept()
-	if err != nil && g.stopping.Load() {
-		<-g.final
-		return nil, net.ErrClosed
+// clientLeft counts a client gone; the last one during a shutdown wakes it.
+func (s *Server) clientLeft() {
+	if s.clients.Add(-1) == 0 && s.closing.Load() {
+		s.lastLeftOnce.Do(func() { close(s.lastLeft) })
 	}
-	return c, err
-}
-
-func (g *gateListener) stopAccepting() {
-	g.stopOnce.Do(func() {
-		g.stopping.Store(true)
-		g.Listener.Close()
-	})
-}
-
-func (g *gateListener) Close() error {
-	g.stopAccepting()
-	g.closeOnce.Do(func() { close(g.final) })
-	return nil
-}
-
-// limitListener reads and writes every client connection through the server's
-// limits.
-type limitListener struct {
-	net.Listener
-	s *Server
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return newLimitConn(c, &l.s.limits, l.s.config().RequirePass != ""), nil
 }

@@ -189,7 +189,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			quit = sess.serve(batch[:n])
 			batch = batch[n:]
 		}
-		if err := redcon.BaseWriter(conn).Flush(); err != nil {
+		if err := flushConn(conn); err != nil {
 			quit = true
 		}
 	}
@@ -629,13 +629,7 @@ func (sess *Session) pickRead() (*router.Slave, error) {
 	}
 	sl, err := rt.PickRead(epoch, seq)
 	if wait := sess.s.config().RYWWait; sl == nil && seq > 0 && wait > 0 {
-		deadline := time.Now().Add(wait)
-		for time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond) // bounded by ryw-wait
-			if sl, err = rt.PickRead(epoch, seq); sl != nil {
-				break
-			}
-		}
+		sl, err = sess.awaitRead(epoch, seq, wait)
 	}
 	if err == nil && lvl != levelEventual {
 		sess.batchPicked, sess.batchSlave = true, sl

@@ -11,9 +11,6 @@ import (
 // WAIT and causal tokens answer from the slaves' applied positions, which the
 // proxy knows exactly.
 
-// waitPoll is how often WAIT looks at the slaves' positions again.
-const waitPoll = time.Millisecond
-
 // wait answers WAIT numreplicas timeout: how many slaves applied the session's
 // last write, waiting up to timeout ms (0: until numreplicas did) for numreplicas.
 func (sess *Session) wait(c *call) {
@@ -31,25 +28,34 @@ func (sess *Session) wait(c *call) {
 	// What the batch sent before WAIT must have been answered: its writes count.
 	sess.waiter.Wait()
 	sess.updateLastSeq(c.at)
-	var deadline time.Time
+	var timeout <-chan time.Time
 	if ms > 0 {
-		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+		defer t.Stop()
+		timeout = t.C
 	}
-	lastCheck := time.Now()
+	// Woken when a slave's position moves; every blockRetry, a client gone or a
+	// shutdown ends the wait, and a slave's health is looked at again.
+	recheck := time.NewTicker(blockRetry)
+	defer recheck.Stop()
 	for {
+		moved := sess.s.repl.Moved()
 		n := sess.acked()
-		if n >= want || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+		if n >= want {
 			sess.local(r, []byte(":"+strconv.FormatInt(n, 10)+"\r\n"))
 			return
 		}
-		if time.Since(lastCheck) > blockRetry {
-			lastCheck = time.Now()
-			if peerClosed(sess.netConn) || sess.s.closing.Load() {
-				sess.local(r, []byte(":"+strconv.FormatInt(n, 10)+"\r\n"))
-				return
+		select {
+		case <-moved:
+			continue
+		case <-timeout:
+		case <-recheck.C:
+			if !peerClosed(sess.netConn) && !sess.s.closing.Load() {
+				continue
 			}
 		}
-		time.Sleep(waitPoll)
+		sess.local(r, []byte(":"+strconv.FormatInt(sess.acked(), 10)+"\r\n"))
+		return
 	}
 }
 

@@ -175,6 +175,7 @@ func (a *Applier) kick() {
 func (a *Applier) setState(s State, reason string) {
 	old := State(a.state.Swap(int32(s)))
 	if old != s {
+		a.r.moved.raise()
 		a.log.Info().Str("from", old.String()).Str("to", s.String()).Str("reason", reason).Int64("applied", a.applied.Load()).Msg("slave state changed")
 	}
 }
@@ -450,7 +451,7 @@ func (a *Applier) sync(ctx context.Context) error {
 	}
 	a.hold.held.Store(false)
 	a.setEpoch(sp.epoch)
-	a.applied.Store(sp.seq)
+	a.setApplied(sp.seq)
 	if sp.seq < mSeq {
 		if err := a.catchUp(ctx, mSeq); err == errNotCovered {
 			return a.fullResync(ctx, sp, ResyncBacklogGone)
@@ -661,7 +662,7 @@ func (a *Applier) applyBatch(msgs []*Message) error {
 				return perr
 			}
 			if sp.ok && sp.lock == "" && sp.epoch == last.Epoch && sp.seq > from {
-				a.applied.Store(sp.seq)
+				a.setApplied(sp.seq)
 				return nil
 			}
 			return errGap
@@ -671,7 +672,7 @@ func (a *Applier) applyBatch(msgs []*Message) error {
 	if failed > 0 {
 		a.log.Error().Int("failed", failed).Int64("seq", last.Seq).Msg("effects failed on the slave: it may have diverged")
 	}
-	a.applied.Store(last.Seq)
+	a.setApplied(last.Seq)
 	a.applies.Add(1)
 	a.lagMs.Store(time.Now().UnixMilli() - last.TimeMs)
 	return nil

@@ -255,7 +255,7 @@ func (a *Applier) bridge(ctx context.Context, sp slavePos) (bool, error) {
 			return false, nil
 		}
 		a.setEpoch(b.from)
-		a.applied.Store(sp.seq)
+		a.setApplied(sp.seq)
 		if err := a.applyRun(msgs); err != nil {
 			return false, err
 		}
@@ -269,7 +269,7 @@ func (a *Applier) bridge(ctx context.Context, sp slavePos) (bool, error) {
 		return false, errGap // moved under us (another proxy crossed it): look again
 	}
 	a.setEpoch(b.to)
-	a.applied.Store(b.first - 1)
+	a.setApplied(b.first - 1)
 	a.r.bridges.crossed.Add(1)
 	log.Info().Msg("the master's metadata was evicted: slave crossed to the new epoch without a resync")
 	a.kick()

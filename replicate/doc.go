@@ -68,8 +68,8 @@
 // runs the eviction script and the pings. Close cancels them all and waits; it is safe to
 // call twice. AddSlave starts one more applier and RemoveSlave stops one and
 // waits for it; the subscriber hands messages to a snapshot of the appliers.
-// Check runs in its caller's goroutine, with its own connections,
-// closed before it returns; its callbacks are called from that goroutine.
+// Moved hands out a channel that the next change of an applier's position or
+// state closes: the proxy's waiting reads and WAIT block on it instead of polling.
 // The master the loops use belongs to a generation: SetMaster (a Sentinel
 // failover) starts a new one, which ends every session on the old master — they
 // registered with it — and waits for them; messages received from the old

@@ -2,6 +2,8 @@ package replicate
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -75,7 +77,7 @@ func (e *evictor) sweepSlave(ctx context.Context, wc redis.Conn, a *Applier) (sc
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, db := range keyspaceDBs(info) {
+	for _, db := range KeyspaceDBs(info) {
 		if _, err := sc.Do("SELECT", db); err != nil {
 			return scanned, deleted, err
 		}
@@ -107,4 +109,19 @@ func (e *evictor) sweepSlave(ctx context.Context, wc redis.Conn, a *Applier) (sc
 		}
 	}
 	return scanned, deleted, nil
+}
+
+// KeyspaceDBs returns the DBs listed in an INFO keyspace reply.
+func KeyspaceDBs(info string) []int {
+	var dbs []int
+	for _, line := range strings.Split(info, "\n") {
+		name, _, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "db") {
+			continue
+		}
+		if n, err := strconv.Atoi(name[2:]); err == nil {
+			dbs = append(dbs, n)
+		}
+	}
+	return dbs
 }

@@ -103,7 +103,7 @@ func (a *Applier) refresh(ctx context.Context) error {
 		return err
 	}
 	if sp.ok && sp.epoch == a.Epoch() && sp.seq > a.applied.Load() {
-		a.applied.Store(sp.seq)
+		a.setApplied(sp.seq)
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func (a *Applier) observe(ctx context.Context) error {
 	a.hold.held.Store(false)
 	if sp.epoch != a.Epoch() || sp.seq > a.applied.Load() {
 		a.setEpoch(sp.epoch)
-		a.applied.Store(sp.seq)
+		a.setApplied(sp.seq)
 	}
 	a.setState(StateOnline, "followed the lease holder")
 	return nil

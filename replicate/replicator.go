@@ -108,6 +108,8 @@ type Replicator struct {
 
 	gmu sync.Mutex
 	gen *masterGen // the current master; replaced by SetMaster
+
+	moved signal // raised when an applier's position or state changes (Moved)
 }
 
 // masterGen is one master the replicator follows; SetMaster starts a new one.
@@ -454,11 +456,12 @@ func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Dura
 // (see internal/dial): TCP, TLS with e's settings, AUTH with e's credentials,
 // PING, within dialTimeout; read and write bound each command afterwards.
 func Dial(ctx context.Context, e Endpoint, dialTimeout, read, write time.Duration) (redis.Conn, error) {
-	return dial.Redigo(ctx, e.target(dialTimeout), read, write)
+	return dial.Redigo(ctx, e.DialTarget(dialTimeout), read, write)
 }
 
-// target is e as internal/dial reaches it.
-func (e Endpoint) target(timeout time.Duration) dial.Target {
+// DialTarget is e as internal/dial reaches it, with timeout for the dial and
+// the handshake.
+func (e Endpoint) DialTarget(timeout time.Duration) dial.Target {
 	return dial.Target{Role: e.Name, Addr: e.Addr, Username: e.Username, Password: e.Password, TLS: e.TLS, Timeout: timeout}
 }
 

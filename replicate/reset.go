@@ -106,7 +106,7 @@ func (a *Applier) masterReset(ctx context.Context, sp slavePos, why ResyncReason
 		}
 		if a.r.resets.confirms.Load() == a.hold.confirms {
 			a.setEpoch(sEpoch)
-			a.applied.Store(sSeq)
+			a.setApplied(sSeq)
 			a.setState(StateOnline, "held after a master reset")
 			return nil
 		}

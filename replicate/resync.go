@@ -108,7 +108,7 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 		return err
 	}
 	a.setEpoch(epoch)
-	a.applied.Store(seq)
+	a.setApplied(seq)
 	a.log.Info().Int("keys", copied).Int64("seq", seq).Msg("full resync copied the master; catching up")
 	for round := 0; ; round++ {
 		_, target, err := a.masterPosition()

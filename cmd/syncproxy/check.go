@@ -19,11 +19,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/syncproxy/syncproxy/replicate"
+	"github.com/syncproxy/syncproxy/replicate/check"
 )
 
 // checkOptions are the settings of `syncproxy check`.
 type checkOptions struct {
-	cfg   replicate.CheckConfig
+	cfg   check.Config
 	quiet bool
 }
 
@@ -35,13 +36,13 @@ func parseCheckFlags(args []string, stdout io.Writer) (opts checkOptions, help b
 		master     = fs.String("master", "", "master Redis HOST:PORT (required)")
 		slaves     = fs.String("slaves", "", "comma-separated slave Redis HOST:PORT list (required)")
 		repair     = fs.Bool("repair", false, "copy each differing key from the master to the slave again, then verify it")
-		rate       = fs.Int("rate", replicate.DefaultCheckRate, "keys compared per second at most (0: no bound)")
+		rate       = fs.Int("rate", check.DefaultRate, "keys compared per second at most (0: no bound)")
 		dbs        = fs.String("dbs", "", "databases to compare, e.g. 0-15 or 0,3,5-7 (default: every database holding keys)")
 		masterPass = fs.String("master-password", "", "password of the master (default: $SYNCPROXY_MASTER_PASSWORD)")
 		slavePass  = fs.String("slave-password", "", "password of the slaves (default: $SYNCPROXY_SLAVE_PASSWORD)")
 		masterUser = fs.String("master-user", "", "ACL user of the master (with a password)")
 		slaveUser  = fs.String("slave-user", "", "ACL user of the slaves (with a password)")
-		timeout    = fs.Duration("timeout", replicate.DefaultCheckTimeout, "timeout of connections and of each round trip")
+		timeout    = fs.Duration("timeout", check.DefaultTimeout, "timeout of connections and of each round trip")
 		byContent  = fs.Bool("by-content", false, "compare values by content even where DEBUG DIGEST-VALUE is available")
 		quiet      = fs.Bool("quiet", false, "print only the differing keys: no progress, no summary")
 	)
@@ -174,12 +175,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	cfg := opts.cfg
 	cfg.Log = zerolog.New(zerolog.ConsoleWriter{Out: st, NoColor: !tty, TimeFormat: time.TimeOnly}).
 		Level(zerolog.WarnLevel).With().Timestamp().Logger()
-	cfg.OnDiff = func(d replicate.CheckDiff) { st.println(formatDiff(d, cfg.Repair)) }
+	cfg.OnDiff = func(d check.Diff) { st.println(formatDiff(d, cfg.Repair)) }
 	cfg.OnProgress = st.progress
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := replicate.Check(ctx, cfg)
+	rep, err := check.Run(ctx, cfg)
 	st.clear()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -200,25 +201,25 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 // formatDiff renders a difference on one line; the key is quoted as a Go string.
-func formatDiff(d replicate.CheckDiff, repair bool) string {
+func formatDiff(d check.Diff, repair bool) string {
 	line := fmt.Sprintf("%s db%d %s %s: %s", d.Slave, d.DB, strconv.Quote(d.Key), d.Kind, d.Detail)
 	switch {
 	case d.Repaired:
 		line += " (repaired)"
-	case repair && d.Kind != replicate.DiffUnsettled:
+	case repair && d.Kind != check.DiffUnsettled:
 		line += " (not repaired: " + d.RepairErr + ")"
 	}
 	return line
 }
 
 // formatSummary renders a slave's outcome on one line.
-func formatSummary(s *replicate.SlaveCheck, repair bool) string {
+func formatSummary(s *check.SlaveReport, repair bool) string {
 	line := fmt.Sprintf("%s %s: %d keys compared, %d looked up on the master: ", s.Name, s.Addr, s.Compared, s.Scanned)
 	if s.Differing() == 0 {
 		return line + "no differences"
 	}
 	var kinds []string
-	for _, k := range replicate.DiffKinds() {
+	for _, k := range check.DiffKinds() {
 		if n := s.Kinds[k]; n > 0 {
 			kinds = append(kinds, fmt.Sprintf("%d %s", n, k))
 		}
@@ -242,13 +243,13 @@ type statusLine struct {
 // statusEvery bounds how often the progress line is redrawn.
 const statusEvery = 100 * time.Millisecond
 
-func (s *statusLine) progress(p replicate.CheckProgress) {
+func (s *statusLine) progress(p check.Progress) {
 	if !s.tty || time.Since(s.last) < statusEvery {
 		return
 	}
 	s.last = time.Now()
 	what := "keys compared"
-	if p.Phase == replicate.PhaseExtra {
+	if p.Phase == check.PhaseExtra {
 		what = "slave keys looked up on the master"
 	}
 	pct := int64(100)

@@ -226,3 +226,33 @@ func TestSlaveRestartedEmptyServesNoStaleReads(t *testing.T) {
 	})
 	redistest.WaitConverged(t, convergeTimeout, master, slave)
 }
+
+// TestRYWWaitServedBySlave: with --ryw-wait, a read after a write waits for the
+// slave (held back by CLIENT PAUSE WRITE) instead of going to the master, and is
+// answered by it once it applied the write, well before ryw-wait ends (the
+// applier's move wakes the read).
+func TestRYWWaitServedBySlave(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	master, slave := servers[0], servers[1]
+	addr, srv := startProxyWith(t, func(c *proxy.Config) { c.RYWWait = 10 * time.Second }, master, slave)
+	c := redistest.DialRaw(t, addr)
+	mustReply(t, c, "+OK\r\n", "SET", "k", "0")
+	mustReply(t, c, ":1\r\n", "WAIT", "1", "0")
+	rt := srv.Router()
+	masterReads, slaveReads := rt.MasterReads.Load(), rt.Slaves()[0].Reads.Load()
+	slave.Do(t, "CLIENT", "PAUSE", "300", "WRITE")
+	mustReply(t, c, "+OK\r\n", "SET", "k", "1")
+	start := time.Now()
+	mustReply(t, c, "$1\r\n1\r\n", "GET", "k")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the read waited %v: not woken when the slave applied the write", d)
+	}
+	if n := rt.MasterReads.Load() - masterReads; n != 0 {
+		t.Errorf("%d reads went to the master", n)
+	}
+	if n := rt.Slaves()[0].Reads.Load() - slaveReads; n != 1 {
+		t.Errorf("the slave served %d reads, want 1", n)
+	}
+	redistest.WaitConverged(t, 10*time.Second, master, slave)
+}

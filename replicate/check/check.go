@@ -1,4 +1,4 @@
-package replicate
+package check
 
 import (
 	"bytes"
@@ -16,22 +16,23 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/syncproxy/syncproxy/internal/dial"
+	"github.com/syncproxy/syncproxy/replicate"
 )
 
-// Defaults of CheckConfig.
+// Defaults of Config.
 const (
-	// DefaultCheckRate is the default bound on keys compared per second.
-	DefaultCheckRate = 20000
-	// DefaultCheckTimeout bounds dials and round trips of the checker.
-	DefaultCheckTimeout = 5 * time.Second
+	// DefaultRate is the default bound on keys compared per second.
+	DefaultRate = 20000
+	// DefaultTimeout bounds dials and round trips of the checker.
+	DefaultTimeout = 5 * time.Second
 	// DefaultRecheckDelay is the first wait before a differing key is read again.
 	DefaultRecheckDelay = 50 * time.Millisecond
-	// DefaultCheckAttempts is how many times a differing key is read before it is
+	// DefaultAttempts is how many times a differing key is read before it is
 	// reported as unsettled (the waits double: 50ms, 100ms, ... 800ms by default).
-	DefaultCheckAttempts = 6
-	// MaxCheckDiffs bounds the differences kept in a SlaveCheck; all are counted
+	DefaultAttempts = 6
+	// MaxDiffs bounds the differences kept in a SlaveReport; all are counted
 	// and passed to OnDiff.
-	MaxCheckDiffs = 10000
+	MaxDiffs = 10000
 
 	checkBatchMax = 200 // keys per atomic read (MULTI) and per SCAN COUNT
 	catchUpWait   = time.Second
@@ -59,31 +60,31 @@ var diffKinds = []DiffKind{DiffMissing, DiffExtra, DiffType, DiffValue, DiffTTL,
 // DiffKinds returns the kinds of differences in the order reports list them.
 func DiffKinds() []DiffKind { return append([]DiffKind(nil), diffKinds...) }
 
-// CheckDiff is one key that differs between the master and a slave.
-type CheckDiff struct {
+// Diff is one key that differs between the master and a slave.
+type Diff struct {
 	Slave  string // slave name
 	DB     int
 	Key    string
 	Kind   DiffKind
 	Detail string
-	// Repaired is set when CheckConfig.Repair copied the key again and a new read
+	// Repaired is set when Config.Repair copied the key again and a new read
 	// found it equal; RepairErr says why not otherwise.
 	Repaired  bool
 	RepairErr string
 }
 
-// CheckPhase is the part of a database's check in progress.
-type CheckPhase string
+// Phase is the part of a database's check in progress.
+type Phase string
 
 // The phases of a database's check.
 const (
-	PhaseCompare CheckPhase = "compare" // the master's keys against every slave
-	PhaseExtra   CheckPhase = "extra"   // one slave's keys, looking for keys the master lacks
+	PhaseCompare Phase = "compare" // the master's keys against every slave
+	PhaseExtra   Phase = "extra"   // one slave's keys, looking for keys the master lacks
 )
 
-// CheckProgress is passed to CheckConfig.OnProgress after every batch of keys.
-type CheckProgress struct {
-	Phase     CheckPhase
+// Progress is passed to Config.OnProgress after every batch of keys.
+type Progress struct {
+	Phase     Phase
 	Slaves    []string // every slave in the compare phase, one in the extra phase
 	DB        int
 	Done      int64 // keys of the DB handled
@@ -91,10 +92,10 @@ type CheckProgress struct {
 	Differing int64 // differences found so far on Slaves, all DBs
 }
 
-// CheckConfig configures Check.
-type CheckConfig struct {
-	Master Endpoint
-	Slaves []Endpoint // Name defaults to slave-1, slave-2, ...
+// Config configures Run.
+type Config struct {
+	Master replicate.Endpoint
+	Slaves []replicate.Endpoint // Name defaults to slave-1, slave-2, ...
 	// DBs lists the databases to compare; empty: every database that holds keys on
 	// the master or on a slave (INFO keyspace).
 	DBs []int
@@ -107,33 +108,33 @@ type CheckConfig struct {
 	// ByContent compares values by their content even where DEBUG DIGEST-VALUE is
 	// available (it is used when every server allows DEBUG).
 	ByContent bool
-	// Timeout bounds dials and round trips (default DefaultCheckTimeout).
+	// Timeout bounds dials and round trips (default DefaultTimeout).
 	Timeout time.Duration
 	// RecheckDelay and Attempts: a differing key is read again up to Attempts times,
 	// waiting RecheckDelay, then twice as long each time.
 	RecheckDelay time.Duration
 	Attempts     int
 	// OnDiff receives each difference once, after its repair when Repair is set.
-	OnDiff func(CheckDiff)
+	OnDiff func(Diff)
 	// OnProgress receives the progress after every batch.
-	OnProgress func(CheckProgress)
+	OnProgress func(Progress)
 	// Log receives warnings (a slave being resynced, DEBUG unavailable, ...).
 	Log zerolog.Logger
 }
 
-// SlaveCheck is the outcome of the check of one slave.
-type SlaveCheck struct {
+// SlaveReport is the outcome of the check of one slave.
+type SlaveReport struct {
 	Name, Addr string
 	Compared   int64              // master keys compared with this slave
 	Scanned    int64              // slave keys looked up on the master
 	Kinds      map[DiffKind]int64 // differences by kind
 	Repaired   int64
-	Diffs      []CheckDiff // the first MaxCheckDiffs differences
+	Diffs      []Diff // the first MaxDiffs differences
 	Warnings   []string
 }
 
 // Differing returns the number of differing keys, unsettled ones included.
-func (s *SlaveCheck) Differing() int64 {
+func (s *SlaveReport) Differing() int64 {
 	var n int64
 	for _, v := range s.Kinds {
 		n += v
@@ -142,18 +143,18 @@ func (s *SlaveCheck) Differing() int64 {
 }
 
 // Remaining returns the number of differing keys not repaired.
-func (s *SlaveCheck) Remaining() int64 { return s.Differing() - s.Repaired }
+func (s *SlaveReport) Remaining() int64 { return s.Differing() - s.Repaired }
 
-// CheckReport is the outcome of Check.
-type CheckReport struct {
+// Report is the outcome of Run.
+type Report struct {
 	DBs    []int // databases compared
-	Slaves []SlaveCheck
+	Slaves []SlaveReport
 	// Digest tells whether values were compared with DEBUG DIGEST-VALUE (else by content).
 	Digest bool
 }
 
 // Clean reports whether every slave matches the master (after repairs, if any).
-func (r *CheckReport) Clean() bool {
+func (r *Report) Clean() bool {
 	for i := range r.Slaves {
 		if r.Slaves[i].Remaining() > 0 {
 			return false
@@ -162,12 +163,12 @@ func (r *CheckReport) Clean() bool {
 	return true
 }
 
-// ErrCheckConfig is a CheckConfig that cannot be used.
-var ErrCheckConfig = errors.New("replicate: check: bad configuration")
+// ErrConfig is a Config that cannot be used.
+var ErrConfig = errors.New("check: bad configuration")
 
-// Check compares every slave with the master, key by key: existence, type, value
+// Run compares every slave with the master, key by key: existence, type, value
 // and absolute expiry (PEXPIRETIME, so Redis 7 is needed). It scans with SCAN and
-// paces itself to CheckConfig.Rate, so it does not block the servers.
+// paces itself to Config.Rate, so it does not block the servers.
 //
 // A key read differently is read again (master, slave, master) until the two reads
 // of the master agree and, when the servers hold syncproxy's replication positions,
@@ -177,29 +178,29 @@ var ErrCheckConfig = errors.New("replicate: check: bad configuration")
 //
 // The error is about the servers (unreachable, failing); differences are in the
 // report.
-func Check(ctx context.Context, cfg CheckConfig) (CheckReport, error) {
+func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Master.Addr == "" || len(cfg.Slaves) == 0 {
-		return CheckReport{}, fmt.Errorf("%w: a master and at least one slave are needed", ErrCheckConfig)
+		return Report{}, fmt.Errorf("%w: a master and at least one slave are needed", ErrConfig)
 	}
 	if cfg.Rate < 0 {
-		return CheckReport{}, fmt.Errorf("%w: negative rate", ErrCheckConfig)
+		return Report{}, fmt.Errorf("%w: negative rate", ErrConfig)
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultCheckTimeout
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.RecheckDelay <= 0 {
 		cfg.RecheckDelay = DefaultRecheckDelay
 	}
 	if cfg.Attempts <= 0 {
-		cfg.Attempts = DefaultCheckAttempts
+		cfg.Attempts = DefaultAttempts
 	}
 	ck := &checker{cfg: cfg, pace: pacer{rate: cfg.Rate}}
 	defer ck.close()
 	if err := ck.connect(ctx); err != nil {
-		return CheckReport{}, err
+		return Report{}, err
 	}
 	if err := ck.prepare(); err != nil {
-		return CheckReport{}, err
+		return Report{}, err
 	}
 	for _, db := range ck.dbs {
 		if err := ck.checkDB(ctx, db); err != nil {
@@ -209,9 +210,9 @@ func Check(ctx context.Context, cfg CheckConfig) (CheckReport, error) {
 	return ck.report(), nil
 }
 
-// checker is the state of one Check; it runs in the caller's goroutine.
+// checker is the state of one Run; it runs in the caller's goroutine.
 type checker struct {
-	cfg    CheckConfig
+	cfg    Config
 	pace   pacer
 	master *checkConn
 	slaves []*slaveCheck
@@ -223,7 +224,7 @@ type checker struct {
 // slaveCheck is a slave's connection and its results.
 type slaveCheck struct {
 	conn     *checkConn
-	res      SlaveCheck
+	res      SlaveReport
 	noRepair string          // why this slave is not repaired, if it is not
 	reported map[string]bool // keys of the current DB already reported
 }
@@ -245,12 +246,12 @@ func (ck *checker) close() {
 	}
 }
 
-func (ck *checker) dial(ctx context.Context, e Endpoint) (redis.Conn, error) {
-	t := e.target(ck.cfg.Timeout)
+func (ck *checker) dial(ctx context.Context, e replicate.Endpoint) (redis.Conn, error) {
+	t := e.DialTarget(ck.cfg.Timeout)
 	t.Setup = [][]string{{"CLIENT", "SETNAME", "syncproxy-check"}}
 	c, err := dial.Redigo(ctx, t, ck.cfg.Timeout, ck.cfg.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("replicate: check: %w", err)
+		return nil, fmt.Errorf("check: %w", err)
 	}
 	return c, nil
 }
@@ -274,7 +275,7 @@ func (ck *checker) connect(ctx context.Context) error {
 		}
 		ck.slaves = append(ck.slaves, &slaveCheck{
 			conn: &checkConn{name: e.Name, addr: e.Addr, c: c},
-			res:  SlaveCheck{Name: e.Name, Addr: e.Addr, Kinds: map[DiffKind]int64{}},
+			res:  SlaveReport{Name: e.Name, Addr: e.Addr, Kinds: map[DiffKind]int64{}},
 		})
 	}
 	return nil
@@ -298,11 +299,11 @@ func (ck *checker) prepare() error {
 		if err != nil {
 			return cc.errorf("INFO keyspace: %w", err)
 		}
-		for _, db := range keyspaceDBs(info) {
+		for _, db := range replicate.KeyspaceDBs(info) {
 			dbs[db] = true
 		}
 		if ck.digest {
-			_, err := cc.c.Do("DEBUG", "DIGEST-VALUE", KeyPrefix+"check-probe")
+			_, err := cc.c.Do("DEBUG", "DIGEST-VALUE", replicate.KeyPrefix+"check-probe")
 			var rerr redis.Error
 			if errors.As(err, &rerr) {
 				ck.digest = false
@@ -327,9 +328,9 @@ func (ck *checker) prepare() error {
 		return err
 	}
 	for _, s := range ck.slaves {
-		lock, err := redis.Int(s.conn.c.Do("EXISTS", KeyResync))
+		lock, err := redis.Int(s.conn.c.Do("EXISTS", replicate.KeyResync))
 		if err != nil {
-			return s.conn.errorf("EXISTS %s: %w", KeyResync, err)
+			return s.conn.errorf("EXISTS %s: %w", replicate.KeyResync, err)
 		}
 		spos, err := ck.position(s.conn)
 		if err != nil {
@@ -337,7 +338,7 @@ func (ck *checker) prepare() error {
 		}
 		switch {
 		case lock == 1:
-			s.noRepair = "a proxy is resyncing this slave (" + KeyResync + " is set)"
+			s.noRepair = "a proxy is resyncing this slave (" + replicate.KeyResync + " is set)"
 			ck.warn(s, s.noRepair+": differences are expected until it ends; it is not repaired")
 		case mpos.ok && (!spos.ok || spos.epoch != mpos.epoch):
 			s.noRepair = "the slave holds no replication position of the master's data set"
@@ -353,7 +354,7 @@ func (ck *checker) warn(s *slaveCheck, msg string) {
 }
 
 func (cc *checkConn) errorf(format string, args ...interface{}) error {
-	return fmt.Errorf("replicate: check: %s %s: %w", cc.name, cc.addr, fmt.Errorf(format, args...))
+	return fmt.Errorf("check: %s %s: %w", cc.name, cc.addr, fmt.Errorf(format, args...))
 }
 
 func (cc *checkConn) selectDB(db int) error {
@@ -365,21 +366,6 @@ func (cc *checkConn) selectDB(db int) error {
 	}
 	cc.db = db
 	return nil
-}
-
-// keyspaceDBs returns the DBs listed in an INFO keyspace reply.
-func keyspaceDBs(info string) []int {
-	var dbs []int
-	for _, line := range strings.Split(info, "\n") {
-		name, _, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || !strings.HasPrefix(name, "db") {
-			continue
-		}
-		if n, err := strconv.Atoi(name[2:]); err == nil {
-			dbs = append(dbs, n)
-		}
-	}
-	return dbs
 }
 
 // position is a server's replication position: the master's epoch and sequence
@@ -395,9 +381,9 @@ type position struct {
 func positionCmds(cc *checkConn, db int) [][]interface{} {
 	cmds := [][]interface{}{{"SELECT", 0}}
 	if cc.master {
-		cmds = append(cmds, []interface{}{"GET", KeyEpoch}, []interface{}{"GET", KeySeq})
+		cmds = append(cmds, []interface{}{"GET", replicate.KeyEpoch}, []interface{}{"GET", replicate.KeySeq})
 	} else {
-		cmds = append(cmds, []interface{}{"GET", KeyApplied})
+		cmds = append(cmds, []interface{}{"GET", replicate.KeyApplied})
 	}
 	return append(cmds, []interface{}{"SELECT", db})
 }
@@ -467,6 +453,23 @@ func (ck *checker) read(cc *checkConn, db int, keys []string, types []string, du
 	}
 	cmds := positionCmds(cc, db)
 	npos := len(cmds)
+	cmds = ck.readCmds(cmds, keys, types, dump)
+	vals, err := multi(cc.c, cmds)
+	if err != nil {
+		if strings.Contains(err.Error(), "PEXPIRETIME") {
+			err = fmt.Errorf("%w (the checker needs Redis 7)", err)
+		}
+		return snapshot{}, cc.errorf("read: %w", err)
+	}
+	snap := snapshot{pos: parsePosition(cc.master, vals[1:npos-1]), states: make([]keyState, len(keys))}
+	if err := ck.parseRead(cc, &snap, vals[npos:], types, dump); err != nil {
+		return snapshot{}, err
+	}
+	return snap, nil
+}
+
+// readCmds appends to cmds the commands that read the state of keys (see read).
+func (ck *checker) readCmds(cmds [][]interface{}, keys, types []string, dump bool) [][]interface{} {
 	for _, k := range keys {
 		cmds = append(cmds, []interface{}{"TYPE", k}, []interface{}{"PEXPIRETIME", k})
 	}
@@ -486,55 +489,52 @@ func (ck *checker) read(cc *checkConn, db int, keys []string, types []string, du
 			cmds = append(cmds, []interface{}{"DUMP", k})
 		}
 	}
-	vals, err := multi(cc.c, cmds)
-	if err != nil {
-		if strings.Contains(err.Error(), "PEXPIRETIME") {
-			err = fmt.Errorf("%w (the checker needs Redis 7)", err)
-		}
-		return snapshot{}, cc.errorf("read: %w", err)
-	}
-	snap := snapshot{pos: parsePosition(cc.master, vals[1:npos-1]), states: make([]keyState, len(keys))}
-	vals = vals[npos:]
-	for i := range keys {
+	return cmds
+}
+
+// parseRead fills snap.states (and snap.dumps) from the replies to readCmds.
+func (ck *checker) parseRead(cc *checkConn, snap *snapshot, vals []interface{}, types []string, dump bool) error {
+	n := len(snap.states)
+	for i := range snap.states {
 		st := &snap.states[i]
-		st.typ, err = redis.String(vals[2*i], nil)
-		if err != nil {
-			return snapshot{}, cc.errorf("TYPE: %w", err)
+		var err error
+		if st.typ, err = redis.String(vals[2*i], nil); err != nil {
+			return cc.errorf("TYPE: %w", err)
 		}
 		if st.exp, err = redis.Int64(vals[2*i+1], nil); err != nil {
-			return snapshot{}, cc.errorf("PEXPIRETIME: %w", err)
+			return cc.errorf("PEXPIRETIME: %w", err)
 		}
 	}
-	vals = vals[2*len(keys):]
+	vals = vals[2*n:]
 	if ck.digest {
 		digests, err := redis.Strings(vals[0], nil)
-		if err != nil || len(digests) != len(keys) {
-			return snapshot{}, cc.errorf("DEBUG DIGEST-VALUE: %v", err)
+		if err != nil || len(digests) != n {
+			return cc.errorf("DEBUG DIGEST-VALUE: %v", err)
 		}
-		for i := range keys {
+		for i := range snap.states {
 			snap.states[i].token = digests[i]
 		}
 		vals = vals[1:]
 	} else {
-		for i := range keys {
+		for i := range snap.states {
 			snap.states[i].token = contentToken(types[i], vals[i])
 		}
-		vals = vals[len(keys):]
+		vals = vals[n:]
 	}
-	for i := range keys {
+	for i := range snap.states {
 		if snap.states[i].typ == "none" {
 			snap.states[i].token = ""
 		}
 	}
 	if dump {
-		snap.dumps = make([][]byte, len(keys))
-		for i := range keys {
+		snap.dumps = make([][]byte, n)
+		for i := range snap.dumps {
 			if b, ok := vals[i].([]byte); ok {
 				snap.dumps[i] = b
 			}
 		}
 	}
-	return snap, nil
+	return nil
 }
 
 // readTypes returns the types of keys (pipelined, not atomic).
@@ -713,11 +713,11 @@ func (ck *checker) checkDB(ctx context.Context, db int) error {
 	return nil
 }
 
-func (ck *checker) progress(phase CheckPhase, names []string, db int, done, total int64, slaves []*slaveCheck) {
+func (ck *checker) progress(phase Phase, names []string, db int, done, total int64, slaves []*slaveCheck) {
 	if ck.cfg.OnProgress == nil {
 		return
 	}
-	p := CheckProgress{Phase: phase, Slaves: names, DB: db, Done: done, Total: total}
+	p := Progress{Phase: phase, Slaves: names, DB: db, Done: done, Total: total}
 	for _, s := range slaves {
 		p.Differing += s.res.Differing()
 	}
@@ -760,7 +760,7 @@ func (ck *checker) scan(ctx context.Context, cc *checkConn, db int, fn func(keys
 		}
 		keys, skipped := page[:0], 0
 		for _, k := range page {
-			if db == 0 && strings.HasPrefix(k, KeyPrefix) {
+			if db == 0 && strings.HasPrefix(k, replicate.KeyPrefix) {
 				skipped++
 				continue
 			}
@@ -946,12 +946,12 @@ func (ck *checker) settle(ctx context.Context, s *slaveCheck, db int, keys []str
 
 // settleAndReport settles differing keys, repairs the confirmed ones if asked, and
 // reports each once.
-func (ck *checker) settleAndReport(ctx context.Context, s *slaveCheck, db int, keys []string, a, sv snapshot, phase CheckPhase) error {
+func (ck *checker) settleAndReport(ctx context.Context, s *slaveCheck, db int, keys []string, a, sv snapshot, phase Phase) error {
 	confirmed, unsettled, err := ck.settle(ctx, s, db, keys, a, sv)
 	if err != nil {
 		return err
 	}
-	var diffs []CheckDiff
+	var diffs []Diff
 	for _, c := range confirmed {
 		if phase == PhaseCompare && c.master.typ == "none" {
 			continue // deleted on the master meanwhile: the extra phase sees it
@@ -960,7 +960,7 @@ func (ck *checker) settleAndReport(ctx context.Context, s *slaveCheck, db int, k
 		if err != nil {
 			return err
 		}
-		diffs = append(diffs, CheckDiff{Slave: s.conn.name, DB: db, Key: c.key, Kind: kind, Detail: detail})
+		diffs = append(diffs, Diff{Slave: s.conn.name, DB: db, Key: c.key, Kind: kind, Detail: detail})
 	}
 	if ck.cfg.Repair && len(diffs) > 0 {
 		if err := ck.repairDiffs(ctx, s, db, diffs); err != nil {
@@ -971,7 +971,7 @@ func (ck *checker) settleAndReport(ctx context.Context, s *slaveCheck, db int, k
 		if phase == PhaseCompare && u.master.typ == "none" {
 			continue
 		}
-		diffs = append(diffs, CheckDiff{Slave: s.conn.name, DB: db, Key: u.key, Kind: DiffUnsettled,
+		diffs = append(diffs, Diff{Slave: s.conn.name, DB: db, Key: u.key, Kind: DiffUnsettled,
 			Detail: u.reason + "; master " + describeState(u.master) + ", slave " + describeState(u.slave)})
 	}
 	for _, d := range diffs {
@@ -985,7 +985,7 @@ func (ck *checker) settleAndReport(ctx context.Context, s *slaveCheck, db int, k
 		if d.Repaired {
 			s.res.Repaired++
 		}
-		if len(s.res.Diffs) < MaxCheckDiffs {
+		if len(s.res.Diffs) < MaxDiffs {
 			s.res.Diffs = append(s.res.Diffs, d)
 		}
 		if ck.cfg.OnDiff != nil {
@@ -1100,7 +1100,7 @@ var repairLua = redis.NewScript(-1, repairScript)
 
 // repairDiffs copies the keys of diffs from the master to the slave, then reads
 // them again and marks those now equal as repaired.
-func (ck *checker) repairDiffs(ctx context.Context, s *slaveCheck, db int, diffs []CheckDiff) error {
+func (ck *checker) repairDiffs(ctx context.Context, s *slaveCheck, db int, diffs []Diff) error {
 	if s.noRepair != "" {
 		for i := range diffs {
 			diffs[i].RepairErr = s.noRepair
@@ -1216,36 +1216,44 @@ func (ck *checker) repair(ctx context.Context, s *slaveCheck, db int, keys []str
 		if len(stable) == 0 {
 			continue
 		}
-		args := []interface{}{len(stable)}
-		for _, k := range stable {
-			args = append(args, k)
-		}
-		args = append(args, epoch, lo, hi, db)
-		for i := range stable {
-			exp := a.states[i].exp
-			if exp < 0 {
-				exp = 0
-			}
-			args = append(args, exp, a.dumps[i])
-		}
-		reply, err := redis.Int64s(repairLua.Do(s.conn.c, args...))
-		var rerr redis.Error
-		switch {
-		case errors.As(err, &rerr):
-			for _, k := range stable {
-				failed[k] = rerr.Error()
-			}
-		case err != nil:
-			return nil, s.conn.errorf("repair: %w", err)
-		case len(reply) == 2 && reply[0] == -1:
-			for _, k := range stable {
-				failed[k] = "the slave holds no replication position of the master's data set"
-			}
-		case len(reply) == 2 && reply[0] == -2:
-			keys = append(keys, stable...) // the slave moved on: read again
+		var err2 error
+		if keys, err2 = ck.restore(s, db, stable, a, epoch, lo, hi, keys, failed); err2 != nil {
+			return nil, err2
 		}
 	}
 	return failed, nil
+}
+
+// restore runs repairScript on the slave for the stable keys, read in a, whose
+// master position was epoch lo..hi. Keys that failed go to failed; keys to read
+// again (the slave moved on) are appended to again, which it returns.
+func (ck *checker) restore(s *slaveCheck, db int, stable []string, a snapshot, epoch string, lo, hi int64,
+	again []string, failed map[string]string) ([]string, error) {
+	args := []interface{}{len(stable)}
+	for _, k := range stable {
+		args = append(args, k)
+	}
+	args = append(args, epoch, lo, hi, db)
+	for i := range stable {
+		args = append(args, max(a.states[i].exp, 0), a.dumps[i])
+	}
+	reply, err := redis.Int64s(repairLua.Do(s.conn.c, args...))
+	var rerr redis.Error
+	switch {
+	case errors.As(err, &rerr):
+		for _, k := range stable {
+			failed[k] = rerr.Error()
+		}
+	case err != nil:
+		return nil, s.conn.errorf("repair: %w", err)
+	case len(reply) == 2 && reply[0] == -1:
+		for _, k := range stable {
+			failed[k] = "the slave holds no replication position of the master's data set"
+		}
+	case len(reply) == 2 && reply[0] == -2:
+		again = append(again, stable...) // the slave moved on: read again
+	}
+	return again, nil
 }
 
 func pickStates(s []keyState, idx []int) []keyState {
@@ -1281,8 +1289,8 @@ func (ck *checker) waitApplied(ctx context.Context, s *slaveCheck, pos position)
 	}
 }
 
-func (ck *checker) report() CheckReport {
-	r := CheckReport{DBs: ck.dbs, Digest: ck.digest}
+func (ck *checker) report() Report {
+	r := Report{DBs: ck.dbs, Digest: ck.digest}
 	for _, s := range ck.slaves {
 		r.Slaves = append(r.Slaves, s.res)
 	}
@@ -1310,4 +1318,16 @@ func (p *pacer) wait(ctx context.Context, n int) error {
 		return ctx.Err()
 	}
 	return ctx.Err()
+}
+
+// sleepCtx waits for d; it reports false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

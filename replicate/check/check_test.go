@@ -1,4 +1,4 @@
-package replicate_test
+package check_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
 	"github.com/syncproxy/syncproxy/replicate"
+	"github.com/syncproxy/syncproxy/replicate/check"
 )
 
 // binKey is a key with NUL, CR, LF and invalid UTF-8 in it.
@@ -98,21 +99,21 @@ func plant(t *testing.T, slave *redistest.Server) []string {
 
 // runCheck runs Check and returns the report and the differences seen by OnDiff as
 // "db/key/kind", sorted.
-func runCheck(t *testing.T, cfg replicate.CheckConfig) (replicate.CheckReport, map[string][]string) {
+func runCheck(t *testing.T, cfg check.Config) (check.Report, map[string][]string) {
 	t.Helper()
 	got := map[string][]string{}
-	cfg.OnDiff = func(d replicate.CheckDiff) {
+	cfg.OnDiff = func(d check.Diff) {
 		got[d.Slave] = append(got[d.Slave], fmt.Sprintf("%d/%s/%s", d.DB, d.Key, d.Kind))
 		if cfg.Repair && !d.Repaired {
 			t.Errorf("%s db %d %q (%s): not repaired: %s", d.Slave, d.DB, d.Key, d.Kind, d.RepairErr)
 		}
 		t.Logf("%s db%d %q %s: %s", d.Slave, d.DB, d.Key, d.Kind, d.Detail)
 	}
-	last := map[string]replicate.CheckProgress{}
-	cfg.OnProgress = func(p replicate.CheckProgress) {
+	last := map[string]check.Progress{}
+	cfg.OnProgress = func(p check.Progress) {
 		last[fmt.Sprintf("%s/%d/%s", p.Phase, p.DB, strings.Join(p.Slaves, ","))] = p
 	}
-	rep, err := replicate.Check(context.Background(), cfg)
+	rep, err := check.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("Check: %v", err)
 	}
@@ -127,8 +128,8 @@ func runCheck(t *testing.T, cfg replicate.CheckConfig) (replicate.CheckReport, m
 	return rep, got
 }
 
-func checkConfig(master *redistest.Server, slaves ...*redistest.Server) replicate.CheckConfig {
-	cfg := replicate.CheckConfig{
+func checkConfig(master *redistest.Server, slaves ...*redistest.Server) check.Config {
+	cfg := check.Config{
 		Master:       replicate.Endpoint{Addr: master.Addr},
 		RecheckDelay: 5 * time.Millisecond,
 		Attempts:     3,
@@ -186,7 +187,7 @@ func TestCheck(t *testing.T) {
 			if len(got["slave-2"]) > 0 {
 				t.Errorf("slave-2 differences: %q", got["slave-2"])
 			}
-			if rep.Clean() || rep.Slaves[0].Differing() != int64(len(want)) || rep.Slaves[0].Kinds[replicate.DiffValue] != 4 {
+			if rep.Clean() || rep.Slaves[0].Differing() != int64(len(want)) || rep.Slaves[0].Kinds[check.DiffValue] != 4 {
 				t.Errorf("report: %+v", rep.Slaves[0])
 			}
 			if rep.Slaves[1].Compared != rep.Slaves[0].Compared || rep.Slaves[1].Compared == 0 {
@@ -237,7 +238,7 @@ func TestCheckSlaveBehind(t *testing.T) {
 	slave.Do(t, "SET", replicate.KeyApplied, "e0:10")
 	cfg.Repair = true
 	cfg.OnDiff = nil
-	rep, err := replicate.Check(context.Background(), cfg)
+	rep, err := check.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +253,13 @@ func TestCheckSlaveBehind(t *testing.T) {
 // TestCheckErrors: unreachable servers and bad configurations are errors.
 func TestCheckErrors(t *testing.T) {
 	srv := redistest.Start(t)
-	if _, err := replicate.Check(context.Background(), replicate.CheckConfig{Master: replicate.Endpoint{Addr: srv.Addr}}); err == nil {
+	if _, err := check.Run(context.Background(), check.Config{Master: replicate.Endpoint{Addr: srv.Addr}}); err == nil {
 		t.Error("no slaves: no error")
 	}
 	cfg := checkConfig(srv)
 	cfg.Slaves = []replicate.Endpoint{{Addr: "127.0.0.1:1"}}
 	cfg.Timeout = time.Second
-	if _, err := replicate.Check(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "slave-1") {
+	if _, err := check.Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "slave-1") {
 		t.Errorf("unreachable slave: %v", err)
 	}
 }
