@@ -156,22 +156,49 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
+	e := emitter(ch)
 	s := c.s
-	m := s.metrics
-	counter := func(d *prometheus.Desc, v int64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	e.commands(s.metrics)
+	e.gauge(descClients, float64(s.clients.Load()))
+	e.gauge(descBlocked, float64(s.waiters.n.Load()))
+	e.backend(s.router.Master(), "master")
+	for _, sl := range s.router.Slaves() {
+		e.backend(sl.Backend, "slave")
+		e.slave(sl)
 	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	e.sync(s)
+}
+
+// emitter sends the metrics of one Collect.
+type emitter chan<- prometheus.Metric
+
+func (e emitter) counter(d *prometheus.Desc, v int64, labels ...string) {
+	e <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func (e emitter) gauge(d *prometheus.Desc, v float64, labels ...string) {
+	e <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func (e emitter) flag(d *prometheus.Desc, on bool, labels ...string) {
+	v := 0.0
+	if on {
+		v = 1
 	}
-	hist := func(d *prometheus.Desc, h *router.Histogram, labels ...string) {
-		n, sum, buckets := h.Snapshot()
-		ch <- prometheus.MustNewConstHistogram(d, n, sum, buckets, labels...)
-	}
+	e.gauge(d, v, labels...)
+}
+
+func (e emitter) hist(d *prometheus.Desc, h *router.Histogram, labels ...string) {
+	n, sum, buckets := h.Snapshot()
+	e <- prometheus.MustNewConstHistogram(d, n, sum, buckets, labels...)
+}
+
+// commands emits the per-command counts and latencies, errors and connections.
+func (e emitter) commands(m *metrics) {
 	stat := func(name string, st *cmdStat) {
 		if n := st.calls.Load(); n > 0 {
-			counter(descCommands, n, name)
-			hist(descCmdLatency, &st.latency, name)
+			e.counter(descCommands, n, name)
+			e.hist(descCmdLatency, &st.latency, name)
 		}
 	}
 	for ci, st := range m.commands {
@@ -180,80 +207,59 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	stat("unknown", &m.unknown)
 	for i, kind := range errorKinds {
 		if n := m.errors[i].Load(); n > 0 {
-			counter(descErrors, n, kind)
+			e.counter(descErrors, n, kind)
 		}
 	}
-	gauge(descClients, float64(s.clients.Load()))
-	gauge(descBlocked, float64(s.waiters.n.Load()))
-	counter(descConnections, m.connections.Load())
-	counter(descRejected, m.rejected.Load())
-	counter(descLimitCuts, m.limitCuts.Load())
-	backend := func(b *router.Backend, role string) {
-		up := 0.0
-		if b.Up() {
-			up = 1
-		}
-		gauge(descBackendUp, up, b.Name(), b.Addr(), role)
-		counter(descBackendReqs, b.Stats.Requests.Load(), b.Name())
-		counter(descBackendErrs, b.Stats.Failed.Load(), b.Name())
-		hist(descBackendLat, &b.Stats.Latency, b.Name())
-		gauge(descBackendOut, float64(b.Outstanding.Load()), b.Name())
+	e.counter(descConnections, m.connections.Load())
+	e.counter(descRejected, m.rejected.Load())
+	e.counter(descLimitCuts, m.limitCuts.Load())
+	e.counter(descReloads, m.reloads.Load())
+}
+
+func (e emitter) backend(b *router.Backend, role string) {
+	e.flag(descBackendUp, b.Up(), b.Name(), b.Addr(), role)
+	e.counter(descBackendReqs, b.Stats.Requests.Load(), b.Name())
+	e.counter(descBackendErrs, b.Stats.Failed.Load(), b.Name())
+	e.hist(descBackendLat, &b.Stats.Latency, b.Name())
+	e.gauge(descBackendOut, float64(b.Outstanding.Load()), b.Name())
+}
+
+// slave emits a slave's replication state.
+func (e emitter) slave(sl *router.Slave) {
+	a := applierOf(sl)
+	name := a.Name()
+	cur := a.State()
+	for _, st := range []replicate.State{replicate.StateDown, replicate.StateResyncing, replicate.StateCatchingUp, replicate.StateOnline} {
+		e.flag(descSlaveState, st == cur, name, st.String())
 	}
-	backend(s.router.Master(), "master")
-	for _, sl := range s.router.Slaves() {
-		backend(sl.Backend, "slave")
-		a := applierOf(sl)
-		name := a.Name()
-		cur := a.State()
-		for _, st := range []replicate.State{replicate.StateDown, replicate.StateResyncing, replicate.StateCatchingUp, replicate.StateOnline} {
-			v := 0.0
-			if st == cur {
-				v = 1
-			}
-			gauge(descSlaveState, v, name, st.String())
-		}
-		gauge(descApplied, float64(a.Applied()), name)
-		gauge(descLagMsgs, float64(a.LagMessages()), name)
-		gauge(descLagMs, float64(a.LagMs()), name)
-		counter(descReads, sl.Reads.Load(), name)
-		counter(descResyncs, a.Resyncs(), name)
-		for _, why := range replicate.ResyncReasons {
-			counter(descResyncWhy, a.ResyncsFor(why), name, why.Label())
-		}
-		lease := 0.0
-		if a.Leader() {
-			lease = 1
-		}
-		gauge(descLease, lease, name)
-		counter(descApplies, a.Applies(), name)
-		counter(descCatchUps, a.CatchUps(), name)
-		evicting := 0.0
-		if a.Evicting() {
-			evicting = 1
-		}
-		gauge(descEvicting, evicting, name)
+	e.gauge(descApplied, float64(a.Applied()), name)
+	e.gauge(descLagMsgs, float64(a.LagMessages()), name)
+	e.gauge(descLagMs, float64(a.LagMs()), name)
+	e.counter(descReads, sl.Reads.Load(), name)
+	e.counter(descResyncs, a.Resyncs(), name)
+	for _, why := range replicate.ResyncReasons {
+		e.counter(descResyncWhy, a.ResyncsFor(why), name, why.Label())
 	}
-	gauge(descLatestSeq, float64(s.repl.Latest()))
-	sub := 0.0
-	if s.repl.Subscribed() {
-		sub = 1
-	}
-	gauge(descSubscribed, sub)
-	counter(descMasterReads, s.router.MasterReads.Load())
-	counter(descReloads, m.reloads.Load())
+	e.flag(descLease, a.Leader(), name)
+	e.counter(descApplies, a.Applies(), name)
+	e.counter(descCatchUps, a.CatchUps(), name)
+	e.flag(descEvicting, a.Evicting(), name)
+}
+
+// sync emits the replicator's figures.
+func (e emitter) sync(s *Server) {
+	e.gauge(descLatestSeq, float64(s.repl.Latest()))
+	e.flag(descSubscribed, s.repl.Subscribed())
+	e.counter(descMasterReads, s.router.MasterReads.Load())
 	var switches int64
 	if w := s.sentinel; w != nil {
 		switches = w.switches.Load()
 	}
-	counter(descSwitches, switches)
-	counter(descResets, s.repl.MasterResets())
-	counter(descResetKeys, s.repl.MasterResetKeysDropped())
-	counter(descEvictions, s.repl.EvictionsReplicated())
-	counter(descCrossed, s.repl.EpochsCrossed())
-	counter(descGapsFilled, s.repl.GapsFilled())
-	held := 0.0
-	if s.repl.MasterResetHeld() {
-		held = 1
-	}
-	gauge(descResetHeld, held)
+	e.counter(descSwitches, switches)
+	e.counter(descResets, s.repl.MasterResets())
+	e.counter(descResetKeys, s.repl.MasterResetKeysDropped())
+	e.counter(descEvictions, s.repl.EvictionsReplicated())
+	e.counter(descCrossed, s.repl.EpochsCrossed())
+	e.counter(descGapsFilled, s.repl.GapsFilled())
+	e.flag(descResetHeld, s.repl.MasterResetHeld())
 }

@@ -492,57 +492,9 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		from := a.applied.Load() + 1
-		vals, err := redis.Values(a.master.Do("XRANGE", KeyBacklog, strconv.FormatInt(from, 10)+"-0", "+", "COUNT", 256))
+		msgs, err := a.nextRun(ctx, epoch, a.applied.Load()+1, target)
 		if err != nil {
 			return err
-		}
-		var msgs []*Message
-		if len(vals) == 0 {
-			// The backlog ends before target: evicted, and not written since.
-			if msgs = a.r.bridges.held(ctx, a.r.recent, epoch, from, target); msgs == nil {
-				return errNotCovered
-			}
-		}
-		for i, v := range vals {
-			m, id, err := decodeBacklogEntry(v)
-			if err != nil {
-				return err
-			}
-			if m.Epoch != epoch {
-				// The master went on in a new epoch (bridge.go): what the slave
-				// lacks of its own, the backlog reader had read.
-				if held := a.r.bridges.held(ctx, a.r.recent, epoch, from, target); i == 0 && held != nil {
-					msgs = held
-					break
-				}
-				return errNotCovered
-			}
-			if i == 0 && id != from {
-				held := a.r.recent.span(epoch, from, id-1)
-				if held == nil && (a.rs != nil || !flushesAll(m)) {
-					// The backlog reader may be taking them from the channel.
-					held = a.r.bridges.held(ctx, a.r.recent, epoch, from, id-1)
-				}
-				if held != nil {
-					// The backlog was evicted and started again: what it lost,
-					// the backlog reader had read.
-					msgs = append(msgs, held...)
-					msgs = append(msgs, m)
-					continue
-				}
-				if a.rs != nil || !flushesAll(m) {
-					return errNotCovered
-				}
-				// A FLUSHALL on the master also emptied the backlog: what the
-				// missing messages did is wiped by the one that did it.
-				if err := a.applyBatch([]*Message{m}); err != nil {
-					return err
-				}
-				a.log.Info().Int64("from", from).Int64("flushall_seq", id).Msg("catch-up skipped the messages a FLUSHALL wiped")
-				continue
-			}
-			msgs = append(msgs, m)
 		}
 		if a.rs != nil {
 			if msgs, err = a.filter(msgs); err != nil {
@@ -554,6 +506,71 @@ func (a *Applier) catchUp(ctx context.Context, target int64) error {
 		}
 	}
 	return nil
+}
+
+// nextRun returns the next messages of epoch to apply, from from on: from the
+// backlog, and from the recent messages where the backlog lost them (evicted,
+// or the master went on in a new epoch: bridge.go).
+func (a *Applier) nextRun(ctx context.Context, epoch string, from, target int64) ([]*Message, error) {
+	vals, err := redis.Values(a.master.Do("XRANGE", KeyBacklog, strconv.FormatInt(from, 10)+"-0", "+", "COUNT", 256))
+	if err != nil {
+		return nil, err
+	}
+	var msgs []*Message
+	for i, v := range vals {
+		m, id, err := decodeBacklogEntry(v)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case m.Epoch != epoch && i > 0:
+			return msgs, nil // the rest next round
+		case m.Epoch != epoch:
+			vals = nil // what the slave lacks of its own epoch, the reader had read
+		case i == 0 && id != from:
+			held, err := a.lostRun(ctx, epoch, from, m)
+			if err != nil || held == nil {
+				return nil, err
+			}
+			msgs = append(msgs, held...)
+			continue
+		default:
+			msgs = append(msgs, m)
+			continue
+		}
+		break
+	}
+	if len(vals) == 0 {
+		// The backlog ends before target: evicted, and not written since.
+		if msgs = a.r.bridges.held(ctx, a.r.recent, epoch, from, target); msgs == nil {
+			return nil, errNotCovered
+		}
+	}
+	return msgs, nil
+}
+
+// lostRun returns the messages from from to m (the backlog's first entry, past
+// from): what the backlog lost, from the recent messages, then m. After a
+// FLUSHALL, which also emptied the backlog, it applies m alone (what the missing
+// messages did is wiped by it) and returns nil.
+func (a *Applier) lostRun(ctx context.Context, epoch string, from int64, m *Message) ([]*Message, error) {
+	held := a.r.recent.span(epoch, from, m.Seq-1)
+	flushed := a.rs == nil && flushesAll(m)
+	if held == nil && !flushed {
+		// The backlog reader may be taking them from the channel.
+		held = a.r.bridges.held(ctx, a.r.recent, epoch, from, m.Seq-1)
+	}
+	if held != nil {
+		return append(held, m), nil
+	}
+	if !flushed {
+		return nil, errNotCovered
+	}
+	if err := a.applyBatch([]*Message{m}); err != nil {
+		return nil, err
+	}
+	a.log.Info().Int64("from", from).Int64("flushall_seq", m.Seq).Msg("catch-up skipped the messages a FLUSHALL wiped")
+	return nil, nil
 }
 
 // flushesAll reports whether one of m's effects is a FLUSHALL: the slave's state

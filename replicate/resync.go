@@ -110,6 +110,16 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 	a.setEpoch(epoch)
 	a.setApplied(seq)
 	a.log.Info().Int("keys", copied).Int64("seq", seq).Msg("full resync copied the master; catching up")
+	if err := a.settleCopy(ctx); err != nil {
+		return err
+	}
+	a.setState(StateOnline, "resync complete")
+	return nil
+}
+
+// settleCopy catches the copied slave up with the master, copying again the
+// keys that changed during the copy, until none did.
+func (a *Applier) settleCopy(ctx context.Context) error {
 	for round := 0; ; round++ {
 		_, target, err := a.masterPosition()
 		if err != nil {
@@ -122,7 +132,7 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 			return err
 		}
 		if len(a.rs.dirty) == 0 {
-			break
+			return nil
 		}
 		if round == maxRecopyRounds {
 			return errResyncUnstable
@@ -133,8 +143,6 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 		}
 		a.log.Info().Int("keys", n).Int("round", round+1).Msg("full resync copied keys changed during the copy again")
 	}
-	a.setState(StateOnline, "resync complete")
-	return nil
 }
 
 // resyncLockTTL bounds how long a crashed resync keeps a slave locked; a running

@@ -85,27 +85,7 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 	fence := newFencer()
 	go func() {
 		defer close(done)
-		t := time.NewTicker(ping)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				c.Close()
-				return
-			case <-stop:
-				return
-			case <-t.C:
-				if err := psc.Ping(""); err != nil {
-					c.Close()
-					return
-				}
-			case tok := <-fence.req:
-				if err := psc.Ping(tok); err != nil {
-					c.Close()
-					return
-				}
-			}
-		}
+		pinger(ctx, psc, ping, stop, fence)
 	}()
 	// The reader owns rc; a failed read ends the session (closing c ends Receive).
 	rd := &backlogReader{r: s.r, c: rc, gen: g.id, log: s.log, copies: newChannelCopies(), fence: fence, stop: stop}
@@ -131,6 +111,37 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 		c.Close()
 	}()
 
+	return s.receive(psc, rd, wake, backoff)
+}
+
+// pinger sends a PING every period, and the fences asked for, on psc until ctx
+// ends (it then closes psc, to unblock the receiver) or stop is closed.
+func pinger(ctx context.Context, psc redis.PubSubConn, period time.Duration, stop <-chan struct{}, fence *fencer) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			psc.Close()
+			return
+		case <-stop:
+			return
+		case <-t.C:
+			err = psc.Ping("")
+		case tok := <-fence.req:
+			err = psc.Ping(tok)
+		}
+		if err != nil {
+			psc.Close()
+			return
+		}
+	}
+}
+
+// receive reads the subscription until it fails: each message is noted as a
+// hint and wakes the backlog reader.
+func (s *subscriber) receive(psc redis.PubSubConn, rd *backlogReader, wake chan struct{}, backoff *time.Duration) error {
 	for {
 		switch m := psc.Receive().(type) {
 		case redis.Message:
@@ -152,7 +163,7 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 				}
 			}
 		case redis.Pong:
-			fence.pong(m.Data)
+			rd.fence.pong(m.Data)
 		case error:
 			return m
 		}
