@@ -17,16 +17,17 @@ import (
 type shapeKind uint8
 
 const (
-	shapeKeep       shapeKind = iota // the same type; elem applies to array elements
-	shapeDouble                      // a bulk string holding a double: ,<double>
-	shapeVerbatim                    // a bulk string of text: =<len> txt:<text>
-	shapeSet                         // an array: ~ with each element as elem
-	shapeMap                         // a flat array k1 v1 k2 v2: % with each value as fields[k] or elem
-	shapePairs                       // a flat array k1 v1 k2 v2: an array of [k, v] with v as elem
-	shapeTuple                       // an array whose element i is items[i] (beyond: elem)
-	shapeMapOfPairs                  // an array of [k, v] arrays: % with each v as elem
-	shapeLast                        // an array whose last element is elem, the others kept
-	shapeStat                        // MEMORY STATS values: an array is a map, a bulk string a double
+	shapeKeep        shapeKind = iota // the same type; elem applies to array elements
+	shapeDouble                       // a bulk string holding a double: ,<double>
+	shapeVerbatim                     // a bulk string of text: =<len> txt:<text>
+	shapeSet                          // an array: ~ with each element as elem
+	shapeMap                          // a flat array k1 v1 k2 v2: % with each value as fields[k] or elem
+	shapePairs                        // a flat array k1 v1 k2 v2: an array of [k, v] with v as elem
+	shapeTuple                        // an array whose element i is items[i] (beyond: elem)
+	shapeMapOfPairs                   // an array of [k, v] arrays: % with each v as elem
+	shapeLast                         // an array whose last element is elem, the others kept
+	shapeStat                         // MEMORY STATS values: an array is a map, a bulk string a double
+	shapeSubcommands                  // COMMAND's subcommands: an empty set, or an array of elem
 )
 
 // shape is a reply's RESP3 form, nested as the reply is. A nil *shape keeps
@@ -160,6 +161,12 @@ func convertArray(out, b []byte, n int, sh *shape, depth int) ([]byte, []byte, b
 	}
 	if kind == shapeStat {
 		kind = shapeMap
+	}
+	if kind == shapeSubcommands {
+		kind = shapeKeep
+		if n == 0 {
+			kind = shapeSet
+		}
 	}
 	switch kind {
 	case shapeSet:

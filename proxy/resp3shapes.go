@@ -31,7 +31,7 @@ var commandInfo = func() *shape {
 	}}
 	info := &shape{kind: shapeTuple}
 	// name arity flags first last step acl-categories tips key-specs subcommands
-	info.items = []*shape{nil, nil, set, nil, nil, nil, set, set, {kind: shapeSet, elem: keySpec}, {kind: shapeSet, elem: info}}
+	info.items = []*shape{nil, nil, set, nil, nil, nil, set, set, {kind: shapeSet, elem: keySpec}, {kind: shapeSubcommands, elem: info}}
 	return info
 }()
 

@@ -1,11 +1,20 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"os/exec"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
 	"github.com/syncproxy/syncproxy/proxy"
@@ -244,4 +253,145 @@ func TestRESP3RedisCLI(t *testing.T) {
 // cliHello drops the id and version in redis-cli's rendering of HELLO.
 func cliHello(s string) string {
 	return regexp.MustCompile(`(?m)^(version|id) .*$`).ReplaceAllString(s, "$1")
+}
+
+// typePaths lists the RESP3 types of a reply's values by their path (map keys,
+// * for array elements), each once: the reply's shape without its values,
+// counts or order, for replies that hold times or dict-ordered members.
+func typePaths(t *testing.T, reply []byte) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	r := bufio.NewReader(bytes.NewReader(reply))
+	var walk func(path string)
+	walk = func(path string) {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reply %q: %v", reply, err)
+		}
+		typ, n := line[0], 0
+		if len(line) > 3 {
+			n, _ = strconv.Atoi(line[1 : len(line)-2])
+		}
+		seen[path+":"+string(typ)] = true
+		switch typ {
+		case '$', '=', '!':
+			if n >= 0 {
+				io.CopyN(io.Discard, r, int64(n+2))
+			}
+		case '*', '~', '>':
+			for i := 0; i < n; i++ {
+				walk(path + "/*")
+			}
+		case '%':
+			for i := 0; i < n; i++ {
+				key := typePathKey(r)
+				walk(path + "/" + key)
+			}
+		}
+	}
+	walk("")
+	out := make([]string, 0, len(seen))
+	for p := range seen {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// typePathKey reads a map key (a bulk or simple string) for typePaths.
+func typePathKey(r *bufio.Reader) string {
+	line, _ := r.ReadString('\n')
+	key := strings.TrimSpace(line[1:])
+	if line[0] == '$' {
+		n, _ := strconv.Atoi(key)
+		b := make([]byte, n+2)
+		io.ReadFull(r, b)
+		key = string(b[:n])
+	}
+	if strings.HasPrefix(key, "db.") { // MEMORY STATS: one map per DB with keys
+		key = "db.N"
+	}
+	if _, err := strconv.Atoi(key); err == nil { // LATENCY HISTOGRAM's buckets
+		key = "N"
+	}
+	return key
+}
+
+// TestRESP3Shapes compares, path by path, the RESP3 types of replies whose
+// values differ between two servers (times, memory, dict order): XINFO STREAM
+// FULL, XINFO CONSUMERS, MEMORY STATS, FUNCTION LIST and STATS, CONFIG GET *,
+// COMMAND, COMMAND DOCS, SLOWLOG.
+func TestRESP3Shapes(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	addr, _ := startProxy(t, redistest.Start(t), redistest.Start(t))
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	hello3(t, rc)
+	hello3(t, pc)
+	lib := "#!lua name=r3lib\nredis.register_function{function_name='r3f', callback=function() return 1 end, flags={'no-writes'}}"
+	for _, c := range []*redistest.RawConn{rc, pc} {
+		for _, line := range []string{"XADD sx 1-1 f v", "XGROUP CREATE sx g 0", "XREADGROUP GROUP g c STREAMS sx >", "SET k v"} {
+			c.Do(cmd(line)...)
+		}
+		c.Do("FUNCTION", "LOAD", lib)
+	}
+	for _, line := range []string{
+		"XINFO STREAM sx FULL", "XINFO CONSUMERS sx g", "MEMORY STATS", "FUNCTION LIST", "FUNCTION LIST WITHCODE",
+		"FUNCTION STATS", "CONFIG GET *", "COMMAND", "COMMAND DOCS", "SLOWLOG GET", "LATENCY HISTOGRAM config|get",
+	} {
+		args := cmd(line)
+		want, got := typePaths(t, rc.Do(args...)), typePaths(t, pc.Do(args...))
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: types by path differ:\n\tproxy: %v\n\tredis: %v", line, got, want)
+		}
+	}
+}
+
+// TestGoRedisRESP3 drives the proxy with go-redis v9 in RESP3 (Protocol 3): the
+// handshake, typed replies read from maps, sets and doubles, pub/sub pushes;
+// then the slaves converge.
+func TestGoRedisRESP3(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rdb := goredis.NewClient(&goredis.Options{Addr: addr, Protocol: 3, PoolSize: 4})
+	defer rdb.Close()
+	hello, err := rdb.Do(ctx, "HELLO", "3").Result()
+	if m, ok := hello.(map[interface{}]interface{}); err != nil || !ok || m["proto"] != int64(3) {
+		t.Fatalf("HELLO 3: %#v, %v", hello, err)
+	}
+	rdb.HSet(ctx, "h", "a", "1", "b", "2")
+	if m, err := rdb.HGetAll(ctx, "h").Result(); err != nil || len(m) != 2 || m["b"] != "2" {
+		t.Errorf("HGETALL: %v, %v", m, err)
+	}
+	rdb.ZAdd(ctx, "z", goredis.Z{Score: 1.5, Member: "m"}, goredis.Z{Score: 2, Member: "n"})
+	if zs, err := rdb.ZRangeWithScores(ctx, "z", 0, -1).Result(); err != nil || len(zs) != 2 || zs[0].Score != 1.5 {
+		t.Errorf("ZRANGE WITHSCORES: %v, %v", zs, err)
+	}
+	if f, err := rdb.ZIncrBy(ctx, "z", 0.25, "m").Result(); err != nil || f != 1.75 {
+		t.Errorf("ZINCRBY: %v, %v", f, err)
+	}
+	if v, err := rdb.Get(ctx, "nokey").Result(); !errors.Is(err, goredis.Nil) {
+		t.Errorf("GET nokey: %q, %v", v, err)
+	}
+	rdb.XAdd(ctx, &goredis.XAddArgs{Stream: "x", ID: "1-1", Values: []string{"f", "v"}})
+	if st, err := rdb.XRead(ctx, &goredis.XReadArgs{Streams: []string{"x", "0"}}).Result(); err != nil || len(st) != 1 || st[0].Messages[0].ID != "1-1" {
+		t.Errorf("XREAD: %v, %v", st, err)
+	}
+	ps := rdb.Subscribe(ctx, "news")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatalf("SUBSCRIBE: %v", err)
+	}
+	if err := rdb.Publish(ctx, "news", "hi").Err(); err != nil {
+		t.Fatalf("PUBLISH: %v", err)
+	}
+	msg, err := ps.ReceiveMessage(ctx)
+	if err != nil || msg.Channel != "news" || msg.Payload != "hi" {
+		t.Errorf("message: %v, %v", msg, err)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
