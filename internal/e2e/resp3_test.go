@@ -395,3 +395,31 @@ func TestGoRedisRESP3(t *testing.T) {
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
+
+// TestRESP3DifferentialPipelined sends the RESP3 table as one pipeline, with
+// HELLO 3 in front: the same replies as Redis', in order.
+func TestRESP3DifferentialPipelined(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	table := append([][]string{{"HELLO", "3"}}, resp3Table()...)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	for _, c := range []*redistest.RawConn{rc, pc} {
+		for _, args := range table {
+			c.Send(args...)
+		}
+		c.Flush()
+	}
+	mismatches := 0
+	for i, args := range table {
+		want, got := rc.Read(), pc.Read()
+		if i == 0 {
+			want, got = []byte(normHello(want)), []byte(normHello(got))
+		}
+		if !bytes.Equal(got, want) {
+			mismatches++
+			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, showCmd(args), showReply(got), showReply(want))
+		}
+	}
+	t.Logf("%d pipelined commands in RESP3, %d mismatches", len(table), mismatches)
+	checkSameData(t, ref, master, slaves)
+}
