@@ -266,18 +266,18 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 	for {
 		sess.tryPop(bp, r)
 		if !isNull(r.Reply) {
-			sess.conn.WriteRaw(blockingReply(bp.name, r.Reply))
+			sess.conn.WriteRaw(sess.blockedReply(bp.name, args, blockingReply(bp.name, r.Reply)))
 			return false
 		}
 		if s.closing.Load() {
-			sess.conn.WriteRaw([]byte("*-1\r\n"))
+			sess.conn.WriteRaw(sess.blockedReply(bp.name, args, []byte("*-1\r\n")))
 			return false
 		}
 		wait := blockRetry
 		if !bp.deadline.IsZero() {
 			left := time.Until(bp.deadline)
 			if left <= 0 {
-				sess.conn.WriteRaw([]byte("*-1\r\n"))
+				sess.conn.WriteRaw(sess.blockedReply(bp.name, args, []byte("*-1\r\n")))
 				return false
 			}
 			wait = min(wait, left)

@@ -25,6 +25,15 @@
 // eval.go, wait.go). Replies are the backends' raw RESP frames, forwarded byte for
 // byte, so their types are exactly Redis'.
 //
+// # RESP3
+//
+// The backends answer the proxy in RESP2. A client that switched to RESP3 (HELLO
+// 3, hello.go) gets each reply converted, as the batch is written, to the type
+// Redis 7.0 gives a RESP3 client for that command (resp3.go, with the commands'
+// shapes in resp3shapes.go): maps, sets, doubles, verbatim text, _ for nulls;
+// EXEC converts each queued command's reply. Its subscription's frames become
+// pushes, and it may run any command while subscribed (pubsub.go).
+//
 // # Configuration
 //
 // Config holds every setting; DefaultConfig gives the defaults and Validate the

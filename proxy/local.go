@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tidwall/redcon"
-
 	"github.com/syncproxy/syncproxy/router"
 )
 
@@ -50,6 +48,7 @@ func (sess *Session) reset(c *call) {
 	sess.setName("")
 	sess.replyMode = replyOn
 	sess.setConsistency(levelDefault)
+	sess.resp3.Store(false)
 	sess.local(&c.req, []byte("+RESET\r\n"))
 }
 
@@ -124,62 +123,4 @@ func (sess *Session) clientReply(c *call) {
 	default:
 		sess.localError(&c.req, msgSyntax)
 	}
-}
-
-// hello answers HELLO [protover [AUTH user pass] [SETNAME name]] for RESP2.
-func (sess *Session) hello(c *call) {
-	r, args := &c.req, c.cmd.Args
-	if len(args) >= 2 {
-		v, err := strconv.Atoi(string(args[1]))
-		if err != nil {
-			sess.localError(r, msgProtoNotInt)
-			return
-		}
-		if v != 2 {
-			sess.localError(r, msgNoProto)
-			return
-		}
-		for j := 2; j < len(args); j++ {
-			opt := strings.ToLower(string(args[j]))
-			switch {
-			case opt == "auth" && j+2 < len(args):
-				if !sess.checkPassword(args[j+1 : j+3]) {
-					sess.localError(r, msgWrongPass)
-					return
-				}
-				sess.setAuthed(true)
-				j += 2
-			case opt == "setname" && j+1 < len(args):
-				if !validClientName(args[j+1]) {
-					sess.localError(r, msgClientName)
-					return
-				}
-				sess.setName(string(args[j+1]))
-				j++
-			default:
-				sess.localError(r, "ERR Syntax error in HELLO option '"+sanitize(args[j], 128)+"'")
-				return
-			}
-		}
-	}
-	if !sess.authed {
-		sess.localError(r, msgHelloNoAuth)
-		return
-	}
-	b := redcon.AppendArray(nil, 14)
-	b = redcon.AppendBulkString(b, "server")
-	b = redcon.AppendBulkString(b, "redis")
-	b = redcon.AppendBulkString(b, "version")
-	b = redcon.AppendBulkString(b, "7.0.0")
-	b = redcon.AppendBulkString(b, "proto")
-	b = redcon.AppendInt(b, 2)
-	b = redcon.AppendBulkString(b, "id")
-	b = redcon.AppendInt(b, sess.id)
-	b = redcon.AppendBulkString(b, "mode")
-	b = redcon.AppendBulkString(b, "standalone")
-	b = redcon.AppendBulkString(b, "role")
-	b = redcon.AppendBulkString(b, "master")
-	b = redcon.AppendBulkString(b, "modules")
-	b = redcon.AppendArray(b, 0)
-	sess.local(r, b)
 }

@@ -243,6 +243,9 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 		if b := tx.cmds[j].block; b != "" {
 			reply = blockingReply(b, reply)
 		}
+		if sess.resp3.Load() {
+			reply = toRESP3(tx.cmds[j].shape(), reply)
+		}
 		out = append(out, reply...)
 		sess.noteWrite(tr)
 	}

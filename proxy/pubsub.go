@@ -19,7 +19,9 @@ import (
 // master connection: the proxy detaches the client from redcon's loop, forwards
 // what the client sends to that connection and what the master sends back to the
 // client, frame by frame, so that subscribed mode — messages, PING, the errors for
-// other commands — is exactly Redis'. When the client's last subscription ends, the
+// other commands — is exactly Redis'. A RESP3 client (HELLO 3) gets the frames as pushes
+// (resp3.go: toPush) and may run any other command while subscribed, as with
+// Redis; it is served as usual, behind the replies to what was forwarded. When the client's last subscription ends, the
 // dedicated connection is closed and the client is served as before (from the
 // session's own loop, one command at a time).
 
@@ -27,6 +29,13 @@ import (
 var pubsubNames = map[string]bool{
 	"subscribe": true, "psubscribe": true, "ssubscribe": true,
 	"unsubscribe": true, "punsubscribe": true, "sunsubscribe": true, "ping": true,
+}
+
+// pubsubNames3 are the commands forwarded in subscribed mode for a RESP3
+// client, which may run any other command (PING included) as usual.
+var pubsubNames3 = map[string]bool{
+	"subscribe": true, "psubscribe": true, "ssubscribe": true,
+	"unsubscribe": true, "punsubscribe": true, "sunsubscribe": true,
 }
 
 // barrierPrefix marks the proxy's own PINGs on a subscription connection.
@@ -96,11 +105,20 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 		if err != nil {
 			return
 		}
-		if sess.sub != nil && !sess.subForward(cmd) {
-			sess.endSub()
-		}
-		if sess.sub != nil {
-			continue // forwarded
+		if name := strings.ToLower(string(cmd.Args[0])); sess.sub != nil && sess.resp3.Load() && !pubsubNames3[name] {
+			// A RESP3 client may run any command while subscribed: served as
+			// usual, after the replies to what was forwarded before it. RESET
+			// leaves subscribed mode.
+			if name == "reset" || !sess.subBarrier() {
+				sess.endSub()
+			}
+		} else {
+			if sess.sub != nil && !sess.subForward(cmd) {
+				sess.endSub()
+			}
+			if sess.sub != nil {
+				continue // forwarded
+			}
 		}
 		if sess.isSubscribe(cmd.Args) {
 			if err := sess.startSub(dc, &mu); err != nil {
@@ -136,13 +154,13 @@ func (sess *Session) startSub(dc redcon.DetachedConn, mu *sync.Mutex) error {
 	}
 	sub := &subConn{conn: c, br: br, barrier: make(chan struct{}, 1), done: make(chan struct{})}
 	sess.sub = sub
-	go sub.forward(dc, mu)
+	go sub.forward(sess, dc, mu)
 	return nil
 }
 
 // forward copies the master's frames to the client, noting when no subscription
 // is left and swallowing the proxy's barrier PINGs.
-func (sub *subConn) forward(dc redcon.DetachedConn, mu *sync.Mutex) {
+func (sub *subConn) forward(sess *Session, dc redcon.DetachedConn, mu *sync.Mutex) {
 	defer close(sub.done)
 	br := sub.br
 	var frame []byte
@@ -164,9 +182,13 @@ func (sub *subConn) forward(dc redcon.DetachedConn, mu *sync.Mutex) {
 		if countZero(frame) {
 			sub.ended.Store(true)
 		}
+		out := frame
+		if sess.resp3.Load() {
+			out = toPush(frame) // as Redis sends them to a RESP3 client
+		}
 		mu.Lock()
 		buffered := 0
-		if err = writeReply(dc, frame, &buffered); err == nil {
+		if err = writeReply(dc, out, &buffered); err == nil {
 			err = dc.Flush()
 		}
 		mu.Unlock()
@@ -203,24 +225,8 @@ func (sess *Session) subForward(cmd redcon.Command) bool {
 	if name == "reset" {
 		return false // leaves subscribed mode; served by the session (+RESET)
 	}
-	if !pubsubNames[name] {
-		// Make sure every reply to what was forwarded has been seen, so that the
-		// subscription count is known, then decide.
-		id := strconv.FormatInt(time.Now().UnixNano(), 10)
-		sub.conn.SetWriteDeadline(time.Now().Add(sess.s.cfg.BackendTimeout))
-		if _, err := sub.conn.Write(buildCommand([][]byte{[]byte("PING"), []byte(barrierPrefix + id)})); err != nil {
-			return false
-		}
-		t := time.NewTimer(sess.s.cfg.BackendTimeout)
-		select {
-		case <-sub.barrier:
-		case <-sub.done:
-		case <-t.C:
-		}
-		t.Stop()
-		if sub.ended.Load() {
-			return false
-		}
+	if !pubsubNames[name] && !sess.subBarrier() {
+		return false
 	}
 	sub.conn.SetWriteDeadline(time.Now().Add(sess.s.cfg.BackendTimeout))
 	if _, err := sub.conn.Write(cmd.Raw); err != nil {
@@ -230,6 +236,26 @@ func (sess *Session) subForward(cmd redcon.Command) bool {
 		<-sub.done
 	}
 	return true
+}
+
+// subBarrier makes sure every reply to what was forwarded has been seen, so
+// that the subscription count is known; it reports whether a subscription is
+// left.
+func (sess *Session) subBarrier() bool {
+	sub := sess.sub
+	id := strconv.FormatInt(time.Now().UnixNano(), 10)
+	sub.conn.SetWriteDeadline(time.Now().Add(sess.s.cfg.BackendTimeout))
+	if _, err := sub.conn.Write(buildCommand([][]byte{[]byte("PING"), []byte(barrierPrefix + id)})); err != nil {
+		return false
+	}
+	t := time.NewTimer(sess.s.cfg.BackendTimeout)
+	select {
+	case <-sub.barrier:
+	case <-sub.done:
+	case <-t.C:
+	}
+	t.Stop()
+	return !sub.ended.Load()
 }
 
 // endSub closes the subscription connection and waits for its forwarder.

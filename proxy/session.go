@@ -70,6 +70,15 @@ func (c *call) reset(at int, cmd redcon.Command, db int) {
 	c.req.DB = db
 }
 
+// shape is the RESP3 shape of the call's reply (EXEC's replies are converted
+// one by one, in execReply).
+func (c *call) shape() *shape {
+	if c.route.Info == nil || c.post == postExec {
+		return nil
+	}
+	return replyShape(c.route.Info.Name, c.cmd.Args)
+}
+
 // info is the call's command (nil when unknown), for the metrics.
 func (c *call) info() *router.CommandInfo { return c.route.Info }
 
@@ -103,7 +112,8 @@ type Session struct {
 	authed       bool  // AUTH succeeded, or no password is required
 	user         *User // the user authenticated as; nil: the default user
 	replyMode    replyMode
-	replyDecided bool // CLIENT REPLY set the skip of its own reply
+	replyDecided bool        // CLIENT REPLY set the skip of its own reply
+	resp3        atomic.Bool // HELLO 3: replies in RESP3 (resp3.go); read by the subscription's forwarder
 
 	netConn net.Conn // the client's connection, for deadlines
 	created time.Time
@@ -292,6 +302,9 @@ func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 		}
 		sess.s.metrics.reply(c.info(), r, elapsed)
 		sess.finish(c)
+		if sess.resp3.Load() {
+			r.Reply = toRESP3(c.shape(), r.Reply)
+		}
 		quit = quit || c.quit
 		if !c.skip && werr == nil {
 			werr = writeReply(sess.conn, r.Reply, &buffered)

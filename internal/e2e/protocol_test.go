@@ -44,9 +44,9 @@ func TestProtocolDifferential(t *testing.T) {
 			t.Errorf("%s: HELLO 2: %q", name, hello)
 		}
 	}
-	// RESP3 is not spoken: HELLO 3 gets Redis' NOPROTO error, the client stays on RESP2.
+	// RESP3 is spoken (resp3_test.go compares it with Redis'): HELLO 3 switches.
 	c := redistest.DialRaw(t, addr)
-	if r := string(c.Do("HELLO", "3")); r != "-NOPROTO unsupported protocol version\r\n" {
+	if r := string(c.Do("HELLO", "3")); !strings.HasPrefix(r, "%7\r\n") || !strings.Contains(r, "$5\r\nproto\r\n:3\r\n") {
 		t.Errorf("HELLO 3 through the proxy: %q", r)
 	}
 	for i := range got["redis"] {
