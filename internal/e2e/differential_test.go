@@ -291,6 +291,15 @@ func TestDifferential(t *testing.T) {
 	}
 	rc := redistest.DialRaw(t, ref.Addr)
 	pc := redistest.DialRaw(t, addr)
+	mismatches := sendBoth(t, rc, pc, table, payload)
+	t.Logf("%d commands, %d mismatches", len(table), mismatches)
+	checkSameData(t, ref, master, slaves)
+}
+
+// sendBoth sends each command of table to Redis (rc) and to the proxy (pc), one
+// at a time, and reports every reply that differs; it returns how many did.
+func sendBoth(t *testing.T, rc, pc *redistest.RawConn, table [][]string, payload string) int {
+	t.Helper()
 	mismatches := 0
 	for i, args := range table {
 		args = substitute(args, payload)
@@ -301,8 +310,7 @@ func TestDifferential(t *testing.T) {
 			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, showCmd(args), showReply(got), showReply(want))
 		}
 	}
-	t.Logf("%d commands, %d mismatches", len(table), mismatches)
-	checkSameData(t, ref, master, slaves)
+	return mismatches
 }
 
 // TestDifferentialPipelined sends the whole table as one pipeline: same replies,

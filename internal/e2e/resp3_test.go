@@ -85,16 +85,7 @@ func TestRESP3Differential(t *testing.T) {
 	pc := redistest.DialRaw(t, addr)
 	hello3(t, rc)
 	hello3(t, pc)
-	mismatches := 0
-	for i, args := range table {
-		args = substitute(args, payload)
-		want := rc.Do(args...)
-		got := pc.Do(args...)
-		if !bytes.Equal(got, want) {
-			mismatches++
-			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, showCmd(args), showReply(got), showReply(want))
-		}
-	}
+	mismatches := sendBoth(t, rc, pc, table, payload)
 	t.Logf("%d commands in RESP3, %d mismatches", len(table), mismatches)
 	checkSameData(t, ref, master, slaves)
 }
