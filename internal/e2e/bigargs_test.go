@@ -19,6 +19,14 @@ func bigCmd(n int, group func(i int) []string, head ...string) []string {
 	return args
 }
 
+// shortCmd shows a command's name, first arguments and length.
+func shortCmd(args []string) string {
+	if len(args) <= 6 {
+		return showCmd(args)
+	}
+	return showCmd(args[:4]) + " ... (" + strconv.Itoa(len(args)) + " arguments)"
+}
+
 func members(prefix string) func(int) []string {
 	return func(i int) []string { return []string{prefix + strconv.Itoa(i)} }
 }
@@ -102,11 +110,11 @@ func TestBigArgsDifferential(t *testing.T) {
 		want := rc.Do(args...)
 		got := pc.Do(args...)
 		if !bytes.Equal(got, want) {
-			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, showCmd(args), showReply(got), showReply(want))
+			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, shortCmd(args), showReply(got), showReply(want))
 		}
 		if want[0] == '-' && len(args) > 1000 {
 			if after := master.Do(t, "GET", "syncproxy:seq"); string(after.([]byte)) != string(seq.([]byte)) {
-				t.Errorf("#%d %s failed but took a sequence number (%s -> %s)", i, showCmd(args), seq, after)
+				t.Errorf("#%d %s failed but took a sequence number (%s -> %s)", i, shortCmd(args), seq, after)
 			}
 		}
 	}
@@ -152,7 +160,7 @@ func TestBigArgsPipelined(t *testing.T) {
 	for i, args := range table {
 		want, got := rc.Read(), pc.Read()
 		if !bytes.Equal(got, want) {
-			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, showCmd(args), showReply(got), showReply(want))
+			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, shortCmd(args), showReply(got), showReply(want))
 		}
 	}
 	checkSameData(t, ref, master, slaves)
@@ -173,13 +181,13 @@ func TestBigArgsRefused(t *testing.T) {
 		bigCmd(10000, members("a"), "EVAL", "return 1", "0"),
 	} {
 		if got := string(pc.Do(args...)); !strings.HasPrefix(got, "-ERR syncproxy: too many arguments for a replicated write") {
-			t.Errorf("%s: got %s", showCmd(args), showReply([]byte(got)))
+			t.Errorf("%s: got %s", shortCmd(args), showReply([]byte(got)))
 		}
 	}
 	mustReply(t, pc, "+OK\r\n", "MULTI")
 	big := bigCmd(10000, members("m"), "SADD", "s")
 	if got := string(pc.Do(big...)); !strings.Contains(got, "not supported inside MULTI") {
-		t.Errorf("%s inside MULTI: got %s", showCmd(big), showReply([]byte(got)))
+		t.Errorf("%s inside MULTI: got %s", shortCmd(big), showReply([]byte(got)))
 	}
 	mustReply(t, pc, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
 	mustReply(t, pc, ":0\r\n", "EXISTS", "s", "dest", "k0")
