@@ -154,7 +154,7 @@ func appendBulkInt(dst []byte, n int64) []byte {
 // a transaction with two short calls of the master script around it:
 //
 //	MULTI
-//	EVALSHA <sha> 0 <script args...> <now-ms> <db> 1 <db> 0 p <empty>
+//	EVAL <body> 0 <script args...> <now-ms> <db> 1 <db> 0 p <empty>
 //	<the command, as the client sent it>
 //	EVAL <body> 0 <script args...> <now-ms> <db> 1 <db> 1 n <effects> <k>
 //	EXEC
@@ -162,8 +162,8 @@ func appendBulkInt(dst []byte, n int64) []byte {
 // The first call (mode p) notes the master's count of error replies; the second
 // (mode n) numbers, appends and publishes the effects unless that count moved,
 // that is unless the command failed (its error then reaches the client, and no
-// slave sees it). It is an EVAL, not an EVALSHA: a script flushed from the master
-// would leave a command that ran without its number. effects is the command
+// slave sees it). Both are EVALs, not EVALSHAs: a script flushed from the master
+// would leave a command that ran without its number, or without the count. effects is the command
 // split into k commands of the same name (see Split), each small enough for a
 // slave's apply script, already encoded: Lua never unpacks the arguments. The
 // SELECT of the command's DB, if needed, is sent before MULTI.
@@ -227,9 +227,9 @@ func SplitOf(args [][]byte) (Split, bool) {
 // WriteNativeCall writes the transaction that runs a command too large for the
 // master script natively (see above); raw is the command as the client sent it
 // (argc arguments), db its DB. The connection must have db selected.
-func WriteNativeCall(w CallWriter, sha, body string, scriptArgs [][]byte, nowMs int64, db int, sp Split, raw []byte, argc int) {
+func WriteNativeCall(w CallWriter, body string, scriptArgs [][]byte, nowMs int64, db int, sp Split, raw []byte, argc int) {
 	w.WriteString("*1\r\n$5\r\nMULTI\r\n")
-	writeNativeHeader(w, "EVALSHA", sha, scriptArgs, nowMs, db, 0)
+	writeNativeHeader(w, "EVAL", body, scriptArgs, nowMs, db, 0)
 	w.WriteString(modeLetters[modePre])
 	w.WriteString("$0\r\n\r\n")
 	w.Write(raw)

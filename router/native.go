@@ -33,7 +33,7 @@ func (w *connWriter) sendNative(r *Request) error {
 		}
 		w.curDB = r.DB
 	}
-	replicate.WriteNativeCall(w.bw, s.SHA, s.Body, s.Args, time.Now().UnixMilli(), r.DB, r.Split, r.Raw, r.Argc)
+	replicate.WriteNativeCall(w.bw, s.Body, s.Args, time.Now().UnixMilli(), r.DB, r.Split, r.Raw, r.Argc)
 	l.groups.Add(1)
 	if err := w.push(pending{kind: pendNative, req: r, n: replicate.NativeQueued}); err != nil {
 		l.failSent(r, err)

@@ -88,6 +88,17 @@ func TestBackendNativeWrite(t *testing.T) {
 	if n := srv.Do(t, "EXISTS", replicate.KeyErrs); n != int64(0) {
 		t.Errorf("%s left on the master", replicate.KeyErrs)
 	}
+	// The script flushed from the master behind the proxy's back: a large
+	// write still tells failure from success, and is numbered.
+	srv.Do(t, "SCRIPT", "FLUSH")
+	failed, ok := bigWrite(3, "RPUSH", "s", 10000), bigWrite(0, "SADD", "t", 10000)
+	do(b, failed, ok)
+	if failed.Seq != 0 || !strings.HasPrefix(string(failed.Reply), "-WRONGTYPE") {
+		t.Errorf("after SCRIPT FLUSH, failed write: %q seq %d", failed.Reply, failed.Seq)
+	}
+	if ok.Seq != 5 || string(ok.Reply) != ":10000\r\n" {
+		t.Errorf("after SCRIPT FLUSH, write: %q seq %d, want seq 5", ok.Reply, ok.Seq)
+	}
 }
 
 // TestSplitOf pins how large writes split: the head every part repeats (with
