@@ -198,3 +198,51 @@ func TestBigArgsRefused(t *testing.T) {
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slave)
 }
+
+// TestBigArgsConcurrent: clients pipelining large and small writes to the same
+// keys at once, over several backend connections; the slaves end equal to the
+// master (sequence order is master order, large writes included).
+func TestBigArgsConcurrent(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	const clients, rounds, n = 3, 4, 20000
+	done := make(chan struct{}, clients)
+	for c := 0; c < clients; c++ {
+		go func(c int) {
+			defer func() { done <- struct{}{} }()
+			pc := redistest.DialRaw(t, addr)
+			tag := strconv.Itoa(c) + "-"
+			table := [][]string{}
+			for r := 0; r < rounds; r++ {
+				table = append(table,
+					[]string{"RPUSH", "list", tag + "a"},
+					bigCmd(n, members(tag), "RPUSH", "list"),
+					[]string{"LPUSH", "list", tag + "b"},
+					bigCmd(n, members(tag), "SADD", "set"),
+					[]string{"SREM", "set", tag + "1"},
+					bigCmd(n/2, members(tag), "SREM", "set"),
+					bigCmd(n/2, pairs(tag, "v"), "MSET"),
+					[]string{"SET", tag + "1", "small"},
+					bigCmd(n/4, members(tag), "DEL"),
+					[]string{"INCR", "counter"})
+			}
+			for _, args := range table {
+				pc.Send(args...)
+			}
+			pc.Flush()
+			for _, args := range table {
+				got, err := pc.TryRead() // not Read: no Fatal outside the test's goroutine
+				if err != nil || got[0] == '-' {
+					t.Errorf("client %d: %s: %s %v", c, shortCmd(args), showReply(got), err)
+					return
+				}
+			}
+		}(c)
+	}
+	for c := 0; c < clients; c++ {
+		<-done
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
