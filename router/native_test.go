@@ -105,14 +105,14 @@ func TestBackendNativeWrite(t *testing.T) {
 // ZADD's and GEOADD's options), the group size, and what cannot be split.
 func TestSplitOf(t *testing.T) {
 	for line, want := range map[string]replicate.Split{
-		"SADD s a b":           {2, 1},
-		"del a b c":            {1, 1},
-		"MSET a 1 b 2":         {1, 2},
-		"HSET h f v":           {2, 2},
-		"ZADD z NX ch 1 a 2 b": {4, 2},
-		"zadd z 1 nx":          {2, 2},
-		"GEOADD g XX 1 2 a":    {3, 3},
-		"XACK s g 1-0 2-0":     {3, 1},
+		"SADD s a b":           {Head: 2, Group: 1},
+		"del a b c":            {Head: 1, Group: 1},
+		"MSET a 1 b 2":         {Head: 1, Group: 2},
+		"HSET h f v":           {Head: 2, Group: 2},
+		"ZADD z NX ch 1 a 2 b": {Head: 4, Group: 2},
+		"zadd z 1 nx":          {Head: 2, Group: 2},
+		"GEOADD g XX 1 2 a":    {Head: 3, Group: 3},
+		"XACK s g 1-0 2-0":     {Head: 3, Group: 1},
 		"MSETNX a 1 b 2":       {},
 		"SUNIONSTORE d a b":    {},
 		"EVAL return 0":        {},
