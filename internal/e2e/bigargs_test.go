@@ -10,6 +10,19 @@ import (
 	"github.com/syncproxy/syncproxy/proxy"
 )
 
+// bigSetup is diffSetup with the proxy's default backend timeout: a slave
+// applies large messages in script calls of up to 8 MB, which may take more than
+// the tests' usual 2s on a loaded machine.
+func bigSetup(t *testing.T) (ref, master *redistest.Server, slaves []*redistest.Server, proxyAddr string) {
+	t.Helper()
+	servers := redistest.StartN(t, 4)
+	ref, master, slaves = servers[0], servers[1], servers[2:]
+	proxyAddr, _ = startProxyWith(t, bigTimeout, master, slaves...)
+	return ref, master, slaves, proxyAddr
+}
+
+func bigTimeout(c *proxy.Config) { c.BackendTimeout = proxy.DefaultConfig().BackendTimeout }
+
 // bigCmd returns the command name, then head, then n groups made by group(i).
 func bigCmd(n int, group func(i int) []string, head ...string) []string {
 	args := append([]string(nil), head...)
@@ -102,7 +115,7 @@ func bigTable() [][]string {
 // ones take no sequence number.
 func TestBigArgsDifferential(t *testing.T) {
 	t.Parallel()
-	ref, master, slaves, addr := diffSetup(t)
+	ref, master, slaves, addr := bigSetup(t)
 	rc := redistest.DialRaw(t, ref.Addr)
 	pc := redistest.DialRaw(t, addr)
 	for i, args := range bigTable() {
@@ -128,7 +141,7 @@ func TestBigArgsDifferential(t *testing.T) {
 // keys: every reply in order and as Redis gives it, so every write kept its place.
 func TestBigArgsPipelined(t *testing.T) {
 	t.Parallel()
-	ref, master, slaves, addr := diffSetup(t)
+	ref, master, slaves, addr := bigSetup(t)
 	const n = 100000
 	table := [][]string{
 		{"SADD", "s", "first"}, {"SET", "k1", "before"}, {"DEL", "l"}, {"RPUSH", "l", "a"},
@@ -173,7 +186,7 @@ func TestBigArgsRefused(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 2)
 	master, slave := servers[0], servers[1]
-	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.MaxArgs = 150000 }, master, slave)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) { bigTimeout(c); c.MaxArgs = 150000 }, master, slave)
 	pc := redistest.DialRaw(t, addr)
 	for _, args := range [][]string{
 		bigCmd(10000, pairs("k", "v"), "MSETNX"),
@@ -206,7 +219,7 @@ func TestBigArgsConcurrent(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 3)
 	master, slaves := servers[0], servers[1:]
-	addr, _ := startProxy(t, master, slaves...)
+	addr, _ := startProxyWith(t, bigTimeout, master, slaves...)
 	const clients, rounds, n = 3, 4, 20000
 	done := make(chan struct{}, clients)
 	for c := 0; c < clients; c++ {
