@@ -38,8 +38,16 @@ const (
 	msgSwapDB0 = "ERR syncproxy: SWAPDB with DB 0 is refused: DB 0 holds the replication metadata"
 	// msgConfigSet refuses CONFIG SET unless it may be broadcast.
 	msgConfigSet = "ERR syncproxy: CONFIG SET would change one backend only; start syncproxy with --config-set broadcast to apply it to the master and every slave"
-	// msgTooManyArgs refuses writes too large for the replication script.
-	msgTooManyArgs = "ERR syncproxy: too many arguments for a replicated write (split the command)"
+	// msgTooManyArgs refuses writes too large for the replication script that
+	// cannot be replicated in parts (replicate.SplitOf).
+	msgTooManyArgs = "ERR syncproxy: too many arguments for a replicated write (more than 7900 only for " +
+		"DEL, UNLINK, MSET, SADD, SREM, HSET, HMSET, HDEL, RPUSH, LPUSH, RPUSHX, LPUSHX, ZADD, ZREM, " +
+		"GEOADD, PFADD, XDEL, XACK; split the command)"
+	// msgTooManyArgsMulti refuses a large write inside MULTI: it runs natively
+	// in a transaction of its own, which cannot nest in the script call of a
+	// client's transaction.
+	msgTooManyArgsMulti = "ERR syncproxy: a write of more than 7900 arguments is not supported inside MULTI " +
+		"(send it outside the transaction)"
 )
 
 // errWrongArity is Redis 7's wrong-arity error; name is the full command name

@@ -411,7 +411,7 @@ func (sess *Session) gate(c *call) string {
 		return msgMasterResetHeld
 	}
 	if rt.Class == router.ClassWrite {
-		if msg := sess.checkWrite(ci, args); msg != "" {
+		if msg := sess.checkWrite(rt, args); msg != "" {
 			return msg
 		}
 	}
@@ -474,6 +474,9 @@ func (sess *Session) route(c *call) {
 	case router.ClassWrite:
 		r.Kind, r.Raw, r.Argc = router.KindWrite, c.cmd.Raw, len(c.cmd.Args)
 		r.Mode, r.NullArray = c.route.Mode, c.route.NullArray
+		if bigWrite(c.cmd.Args) {
+			r.Split, _ = replicate.SplitOf(c.cmd.Args) // the gate refused the others
+		}
 		sess.wrote = true
 		sess.toMaster(r)
 	case router.ClassMaster:
@@ -733,13 +736,24 @@ func readOnlyRefuses(ci *router.CommandInfo) bool {
 }
 
 // checkWrite refuses writes the replication script cannot carry, or that touch the
-// replication metadata; it returns the error, or "".
-func (sess *Session) checkWrite(ci *router.CommandInfo, args [][]byte) string {
-	if len(args)+4 > replicate.MaxScriptArgs {
-		return msgTooManyArgs
+// replication metadata; it returns the error, or "". A write too large for the
+// script runs natively (see bigWrite) when it is its own effect and splits into
+// smaller ones, outside MULTI.
+func (sess *Session) checkWrite(rt router.Route, args [][]byte) string {
+	if bigWrite(args) {
+		if _, ok := replicate.SplitOf(args); !ok || rt.Mode != replicate.ModeCommand {
+			return msgTooManyArgs
+		}
+		if sess.tx != nil {
+			return msgTooManyArgsMulti
+		}
 	}
-	return checkKeys(ci, args)
+	return checkKeys(rt.Info, args)
 }
+
+// bigWrite reports whether a write has too many arguments for the master
+// script: it then runs natively, split for the slaves (router.Request.Split).
+func bigWrite(args [][]byte) bool { return len(args)+4 > replicate.MaxScriptArgs }
 
 // publishesToSyncChannel reports whether a command publishes on the sync channel
 // (PUBLISH or SPUBLISH), which only the master script may do.

@@ -1,8 +1,10 @@
 package replicate
 
 import (
+	"bytes"
 	"io"
 	"strconv"
+	"strings"
 )
 
 // The call format of the master script, in one place: what the proxy sends to run
@@ -44,6 +46,10 @@ const (
 	// ModeScript: a client's script (the composed script of UserScript); the
 	// arguments are numkeys, keys and args.
 	ModeScript
+	// modePre and modeNumber are the two calls around a native command (see
+	// WriteNativeCall): note the error count; number the effects given.
+	modePre
+	modeNumber
 )
 
 // modeLetters are the modes as the Lua script reads them.
@@ -53,6 +59,8 @@ var modeLetters = [...]string{
 	ModeRewriteQuiet: "$1\r\nq\r\n",
 	ModeRead:         "$1\r\nr\r\n",
 	ModeScript:       "$1\r\ne\r\n",
+	modePre:          "$1\r\np\r\n",
+	modeNumber:       "$1\r\nn\r\n",
 }
 
 // CallWriter is what a call is written to (bufio.Writer, bytes.Buffer): the
@@ -139,4 +147,189 @@ func appendArrayHeader(dst []byte, n int) []byte {
 func appendBulkInt(dst []byte, n int64) []byte {
 	var num [20]byte
 	return appendBulk(dst, strconv.AppendInt(num[:0], n, 10))
+}
+
+// A write too large for the master script (more than MaxScriptArgs arguments:
+// Lua's unpack cannot pass them to redis.call) runs natively on the master, in
+// a transaction with two short calls of the master script around it:
+//
+//	MULTI
+//	EVAL <body> 0 <script args...> <now-ms> <db> 1 <db> 0 p <empty>
+//	<the command, as the client sent it>
+//	EVAL <body> 0 <script args...> <now-ms> <db> 1 <db> 1 n <effects> <k>
+//	EXEC
+//
+// The first call (mode p) notes the master's count of error replies; the second
+// (mode n) numbers, appends and publishes the effects unless that count moved,
+// that is unless the command failed (its error then reaches the client, and no
+// slave sees it). Both are EVALs, not EVALSHAs: a script flushed from the master
+// would leave a command that ran without its number, or without the count. effects is the command
+// split into k commands of the same name (see Split), each small enough for a
+// slave's apply script, already encoded: Lua never unpacks the arguments. The
+// SELECT of the command's DB, if needed, is sent before MULTI.
+//
+// The EXEC reply is {pre-reply, command-reply, {seq, epoch, nil}}.
+
+// NativeQueued is the number of commands a native call queues between MULTI and
+// EXEC: the reader expects that many +QUEUED (or errors) before EXEC's reply.
+const NativeQueued = 3
+
+// maxSplitArgs bounds the arguments of one effect of a split command, far
+// below what a slave's apply script can unpack.
+const maxSplitArgs = 4000
+
+// Split says how a write whose effect is the command itself splits into several
+// writes of the same command, with the same outcome when it succeeded: the first
+// Head arguments (name, key, options) start every part, and the rest goes in
+// groups of Group arguments (a member, a field and its value, ...). A zero Split
+// cannot be split.
+type Split struct{ Head, Group int }
+
+// splitRules are the writes that may be larger than the master script allows:
+// those applied one group of arguments after the other (so that applying them
+// in parts, in order, is the same), with no outcome that depends on the whole
+// (MSETNX, the *STORE commands and scripts cannot be split: they stay refused).
+var splitRules = map[string]Split{
+	"del": {1, 1}, "unlink": {1, 1}, "mset": {1, 2},
+	"sadd": {2, 1}, "srem": {2, 1},
+	"hset": {2, 2}, "hmset": {2, 2}, "hdel": {2, 1},
+	"rpush": {2, 1}, "lpush": {2, 1}, "rpushx": {2, 1}, "lpushx": {2, 1},
+	"zadd": {2, 2}, "zrem": {2, 1}, "geoadd": {2, 3},
+	"pfadd": {2, 1}, "xdel": {2, 1}, "xack": {3, 1},
+}
+
+// splitOptions are the options ZADD and GEOADD take before their members: they
+// apply to each member alone, and start every part.
+var splitOptions = map[string]map[string]bool{
+	"zadd":   {"nx": true, "xx": true, "gt": true, "lt": true, "ch": true, "incr": true},
+	"geoadd": {"nx": true, "xx": true, "ch": true},
+}
+
+// SplitOf returns how the write args (args[0] its name) splits, and false when it
+// cannot be split.
+func SplitOf(args [][]byte) (Split, bool) {
+	if len(args) == 0 {
+		return Split{}, false
+	}
+	name := strings.ToLower(string(args[0]))
+	sp, ok := splitRules[name]
+	if !ok || len(args) < sp.Head {
+		return Split{}, false
+	}
+	if opts := splitOptions[name]; opts != nil {
+		for sp.Head < len(args) && opts[strings.ToLower(string(args[sp.Head]))] {
+			sp.Head++
+		}
+	}
+	return sp, true
+}
+
+// WriteNativeCall writes the transaction that runs a command too large for the
+// master script natively (see above); raw is the command as the client sent it
+// (argc arguments), db its DB. The connection must have db selected.
+func WriteNativeCall(w CallWriter, body string, scriptArgs [][]byte, nowMs int64, db int, sp Split, raw []byte, argc int) {
+	w.WriteString("*1\r\n$5\r\nMULTI\r\n")
+	writeNativeHeader(w, "EVAL", body, scriptArgs, nowMs, db, 0)
+	w.WriteString(modeLetters[modePre])
+	w.WriteString("$0\r\n\r\n")
+	w.Write(raw)
+	writeNativeHeader(w, "EVAL", body, scriptArgs, nowMs, db, 1)
+	w.WriteString(modeLetters[modeNumber])
+	args := argFrames(skipHeader(raw), argc)
+	k := writeSplitEffects(w, db, sp, args)
+	var buf [32]byte
+	w.Write(appendBulkInt(buf[:0], int64(k)))
+	w.WriteString("*1\r\n$4\r\nEXEC\r\n")
+}
+
+// writeNativeHeader writes a call of the master script carrying one command of
+// argc arguments in db, up to its mode.
+func writeNativeHeader(w CallWriter, verb, script string, scriptArgs [][]byte, nowMs int64, db, argc int) {
+	var buf [256]byte
+	h := appendArrayHeader(buf[:0], 3+len(scriptArgs)+3+4+argc)
+	h = appendBulk(h, []byte(verb))
+	w.Write(h)
+	h = append(buf[:0], '$')
+	h = strconv.AppendInt(h, int64(len(script)), 10)
+	w.Write(append(h, '\r', '\n'))
+	w.WriteString(script)
+	w.WriteString("\r\n")
+	w.WriteString("$1\r\n0\r\n")
+	for _, a := range scriptArgs {
+		w.Write(appendBulk(buf[:0], a))
+	}
+	h = appendBulkInt(buf[:0], nowMs)
+	h = appendBulkInt(h, int64(db))
+	h = appendBulkInt(h, 1)
+	h = appendBulkInt(h, int64(db))
+	h = appendBulkInt(h, int64(argc))
+	w.Write(h)
+}
+
+// writeSplitEffects writes, as one bulk, the effects of the command whose
+// argument frames are args, split by sp into parts of at most maxSplitArgs
+// arguments; it returns the number of parts.
+func writeSplitEffects(w CallWriter, db int, sp Split, args [][]byte) int {
+	var dbBuf [32]byte
+	dbBulk := appendBulkInt(dbBuf[:0], int64(db))
+	head := args[:sp.Head]
+	headLen := len(dbBulk)
+	for _, a := range head {
+		headLen += len(a)
+	}
+	per := (maxSplitArgs - sp.Head) / sp.Group * sp.Group
+	parts, total := 0, 0
+	for i := sp.Head; i < len(args); i += per {
+		n := min(per, len(args)-i)
+		total += len(appendArrayHeader(nil, 1+sp.Head+n)) + headLen
+		for _, a := range args[i : i+n] {
+			total += len(a)
+		}
+		parts++
+	}
+	var buf [64]byte
+	h := append(buf[:0], '$')
+	h = strconv.AppendInt(h, int64(total), 10)
+	w.Write(append(h, '\r', '\n'))
+	for i := sp.Head; i < len(args); i += per {
+		n := min(per, len(args)-i)
+		w.Write(appendArrayHeader(buf[:0], 1+sp.Head+n))
+		w.Write(dbBulk)
+		for _, a := range head {
+			w.Write(a)
+		}
+		for _, a := range args[i : i+n] {
+			w.Write(a)
+		}
+	}
+	w.WriteString("\r\n")
+	return parts
+}
+
+// argFrames returns the argc bulk frames ("$<len>\r\n<bytes>\r\n") of body, a
+// command's arguments without its array header; they alias body.
+func argFrames(body []byte, argc int) [][]byte {
+	out := make([][]byte, 0, argc)
+	for len(out) < argc && len(body) > 0 {
+		i := bytes.IndexByte(body, '\n')
+		if i < 0 {
+			break
+		}
+		n, err := strconv.Atoi(string(body[1 : i-1]))
+		if err != nil || n < 0 || i+1+n+2 > len(body) {
+			break
+		}
+		end := i + 1 + n + 2
+		out = append(out, body[:end])
+		body = body[end:]
+	}
+	return out
+}
+
+// skipHeader returns raw without its leading "*N\r\n" line.
+func skipHeader(raw []byte) []byte {
+	if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+		return raw[i+1:]
+	}
+	return raw
 }

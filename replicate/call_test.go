@@ -2,6 +2,7 @@ package replicate_test
 
 import (
 	"bytes"
+	"strconv"
 	"testing"
 
 	"github.com/syncproxy/syncproxy/replicate"
@@ -55,5 +56,28 @@ func TestCallReply(t *testing.T) {
 	}
 	if got := string(replicate.FixCallReply([]byte("$-1\r\n"), false)); got != "$-1\r\n" {
 		t.Errorf("FixCallReply without null array = %q", got)
+	}
+}
+
+// TestNativeCallFormat pins the transaction of a write too large for the
+// script: MULTI, the counting call, the command as sent, the numbering call
+// with the effects as one bulk and their count, EXEC.
+func TestNativeCallFormat(t *testing.T) {
+	var b bytes.Buffer
+	raw := "*4\r\n$4\r\nSADD\r\n$1\r\ns\r\n$1\r\na\r\n$2\r\nbc\r\n"
+	sp, ok := replicate.SplitOf([][]byte{[]byte("SADD"), []byte("s"), []byte("a"), []byte("bc")})
+	if !ok {
+		t.Fatal("SADD does not split")
+	}
+	replicate.WriteNativeCall(&b, "B", [][]byte{[]byte("E")}, 7, 2, sp, []byte(raw), 4)
+	call := func(mode, tail string, argc int) string {
+		return "*" + strconv.Itoa(11+argc) + "\r\n$4\r\nEVAL\r\n$1\r\nB\r\n$1\r\n0\r\n$1\r\nE\r\n$1\r\n7\r\n$1\r\n2\r\n$1\r\n1\r\n" +
+			"$1\r\n2\r\n$1\r\n" + strconv.Itoa(argc) + "\r\n$1\r\n" + mode + "\r\n" + tail
+	}
+	effect := "*5\r\n$1\r\n2\r\n$4\r\nSADD\r\n$1\r\ns\r\n$1\r\na\r\n$2\r\nbc\r\n"
+	want := "*1\r\n$5\r\nMULTI\r\n" + call("p", "$0\r\n\r\n", 0) + raw +
+		call("n", "$"+strconv.Itoa(len(effect))+"\r\n"+effect+"\r\n$1\r\n1\r\n", 1) + "*1\r\n$4\r\nEXEC\r\n"
+	if got := b.String(); got != want {
+		t.Fatalf("native call:\n%q\nwant\n%q", got, want)
 	}
 }

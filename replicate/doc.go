@@ -11,7 +11,11 @@
 // with absolute times. An epoch (syncproxy:epoch) names the master's data set.
 // The script's call format and its reply's are encoded and decoded in one place,
 // call.go (WriteCallHeader, WriteCallCommand, FixCallReply), which the backend
-// connections of package router use.
+// connections of package router use. A write with more arguments than Lua's
+// unpack can pass (MaxScriptArgs) runs natively instead, in a MULTI/EXEC between
+// two calls of the script that number its effects unless it failed
+// (WriteNativeCall); its effect is split into parts of the same command
+// (SplitOf), each small enough for a slave's apply script.
 //
 // # Slaves
 //

@@ -17,6 +17,7 @@ const (
 	KeyApplied = "syncproxy:applied" // slave: "<epoch>:<seq>" of the last applied message
 	KeyResync  = "syncproxy:resync"  // slave: token of the applier resyncing it
 	KeyLease   = "syncproxy:lease"   // slave: id of the proxy whose applier applies to it
+	KeyErrs    = "syncproxy:errs"    // master: error count during a native write's transaction
 )
 
 // PatternMayReachReserved reports whether a SORT BY or GET pattern may read a
@@ -33,8 +34,9 @@ func PatternMayReachReserved(p []byte) bool {
 	return bytes.HasPrefix(pre, []byte(KeyPrefix)) || strings.HasPrefix(KeyPrefix, string(pre))
 }
 
-// MaxScriptArgs bounds the arguments of one replicated write: Lua's unpack() cannot
-// pass more than about 8000 values to redis.call.
+// MaxScriptArgs bounds the arguments of one write run inside the master script:
+// Lua's unpack() cannot pass more than about 8000 values to redis.call. Larger
+// writes run natively (WriteNativeCall) when they split (SplitOf).
 const MaxScriptArgs = 7900
 
 // masterScript runs a group of client writes on the master and, atomically with
@@ -44,6 +46,10 @@ const MaxScriptArgs = 7900
 // ARGV: epoch-candidate, backlog-maxlen, channel, now (unix ms, the proxy's clock:
 // TIME would cost a call per script), conn-db, n, then per command:
 // db, argc, mode, effect, args...
+//
+// Modes "p" and "n" surround a command run natively (too large for unpack; see
+// WriteNativeCall): "p" notes the error count, "n" (its one argument the number
+// of effects) numbers the effect unless the command failed.
 //
 // effect is the command's sync-message encoding, built by the proxy from the
 // client's RESP bytes so that Lua need not build it. mode "r" marks a read (in a
@@ -130,6 +136,31 @@ local function restore_meta()
     try('RESTORE', 'syncproxy:backlog', 0, meta_saved[3])
   end
   call('SELECT', d)
+end
+
+-- A command too large for this script runs natively, in a transaction between
+-- a call in mode 'p' and one in mode 'n' (replicate.WriteNativeCall): the first
+-- notes the master's count of error replies in syncproxy:errs, the second
+-- numbers the command's effects only if the count did not move (the command did
+-- not fail). Where INFO does not give the count, the command is taken as done.
+local function error_count()
+  local info = redis.pcall('INFO', 'stats')
+  if type(info) ~= 'string' then return nil end
+  return string.match(info, 'total_error_replies:(%d+)')
+end
+local function errs_mark()
+  local c, d = error_count(), cur_db
+  call('SELECT', 0)
+  if c then try('SET', 'syncproxy:errs', c) else call('DEL', 'syncproxy:errs') end
+  call('SELECT', d)
+end
+local function errs_moved()
+  local c, d = error_count(), cur_db
+  call('SELECT', 0)
+  local m = call('GET', 'syncproxy:errs')
+  if m then call('DEL', 'syncproxy:errs') end
+  call('SELECT', d)
+  return c ~= nil and m ~= false and c ~= m
 end
 
 -- The effect of claiming stream entries, as Redis propagates it: per entry, an
@@ -552,6 +583,11 @@ for i = 1, n do
   elseif mode == 'r' then
     r = redis.pcall(unpack(ARGV, pos, last))
     effect = nil
+  elseif mode == 'p' then
+    errs_mark()
+    effect = nil
+  elseif mode == 'n' then
+    if errs_moved() then effect = nil else ne = ne + tonumber(ARGV[pos]) end
   else
     r = redis.pcall(unpack(ARGV, pos, last))
     if type(r) == 'table' and r.err then effect = nil else ne = ne + 1 end

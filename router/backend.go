@@ -54,6 +54,11 @@ type Request struct {
 	// Script: with ModeScript, the script composed to run a client's script (see
 	// replicate.UserScript); Raw holds numkeys, keys and args. It runs alone.
 	Script *WriteScript
+	// Split, when set (Group > 0), marks a KindWrite too large for the master
+	// script: it runs natively in a transaction with the numbering of its
+	// effects, this split of the command (replicate.WriteNativeCall). It runs
+	// alone, not chained.
+	Split replicate.Split
 	// Reply holds the raw RESP reply once the request is complete.
 	Reply []byte
 	// Seq is the replication sequence number a KindWrite request was given (0 when
@@ -388,6 +393,7 @@ const (
 	pendRequest pendingKind = iota // complete one request with the reply
 	pendGroup                      // a script call: seq + one reply per chained request
 	pendDiscard                    // a reply the link asked for itself (SELECT, PING, SCRIPT LOAD)
+	pendNative                     // a native write's MULTI, queued replies and EXEC
 )
 
 type pending struct {
@@ -622,7 +628,7 @@ func (l *link) failPending(p pending, cause error) {
 	case pendRequest:
 		l.b.Outstanding.Add(-1)
 		l.b.failIn(p.req, l.lostMsg(false, cause))
-	case pendGroup:
+	case pendGroup, pendNative:
 		l.failSent(p.req, cause)
 	}
 }
@@ -722,6 +728,8 @@ func (w *connWriter) next() (*Request, error) {
 func (w *connWriter) send(r *Request) error {
 	o := &w.l.b.opts
 	switch {
+	case r.Kind == KindWrite && o.Script != nil && r.Split.Group > 0 && r.next == nil:
+		return w.sendNative(r)
 	case r.Kind == KindWrite && o.Script != nil && r.Script != nil:
 		return w.sendScript(r)
 	case r.Kind == KindWrite && o.Script != nil:
@@ -768,7 +776,7 @@ func (w *connWriter) sendGroup(r *Request) error {
 		if nx == nil {
 			break
 		}
-		if nx.Kind != KindWrite || nx.Script != nil {
+		if nx.Kind != KindWrite || nx.Script != nil || nx.Split.Group > 0 {
 			w.carry = nx
 			break
 		}
@@ -1062,8 +1070,12 @@ func (l *link) readOne(br *bufio.Reader, p pending, gen uint64) error {
 		l.b.Stats.Requests.Add(1)
 		l.b.Stats.Latency.Observe(time.Duration(monoNow() - p.sent))
 		r.complete()
-	case pendGroup:
-		rest, err := l.readGroup(br, p, gen)
+	case pendGroup, pendNative:
+		read := l.readGroup
+		if p.kind == pendNative {
+			read = l.readNative
+		}
+		rest, err := read(br, p, gen)
 		l.groups.Add(-1)
 		select {
 		case l.groupDone <- struct{}{}:

@@ -24,7 +24,10 @@
 // requests in FIFO order with the raw RESP frame of their reply. Consecutive
 // writes are grouped into one script call (group commit), encoded with package
 // replicate's call codec (replicate/call.go); Request.Mode says what the script
-// does with each command. A link that fails or
+// does with each command. A write too large for the script (Request.Split set)
+// is sent alone, natively, in a MULTI/EXEC of its own with the script's
+// numbering calls (replicate.WriteNativeCall, native.go), on the same link, so
+// that it keeps its place among its client's writes. A link that fails or
 // times out fails every request it holds with an -ERR and reconnects with capped
 // exponential backoff; while it is down, requests fail at once. A keepalive PING
 // on idle links notices dead connections.

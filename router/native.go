@@ -1,0 +1,165 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"time"
+
+	"github.com/syncproxy/syncproxy/replicate"
+)
+
+// A write too large for the master script (Request.Split set) runs natively on
+// the master in a transaction with the numbering of its effects; the format of
+// that transaction is package replicate's (replicate.WriteNativeCall). It goes
+// through the same link as script calls, so that it keeps its place among the
+// writes of its client.
+
+// sendNative writes a write too large for the master script as a transaction
+// of its own: SELECT its DB first, then MULTI, the command between the two
+// numbering calls, EXEC (replicate.WriteNativeCall). It counts as a script call
+// in flight.
+func (w *connWriter) sendNative(r *Request) error {
+	l, s := w.l, w.l.b.opts.Script
+	if err := l.waitGroups(w.ctx, w.conn, w.bw, w.readerDone, w.gen); err != nil {
+		l.failChain(r)
+		return err
+	}
+	if r.DB != w.curDB {
+		w.bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
+		w.bw.Write(appendBulkInt(nil, int64(r.DB)))
+		if err := w.push(pending{kind: pendDiscard}); err != nil {
+			l.failChain(r)
+			return err
+		}
+		w.curDB = r.DB
+	}
+	replicate.WriteNativeCall(w.bw, s.Body, s.Args, time.Now().UnixMilli(), r.DB, r.Split, r.Raw, r.Argc)
+	l.groups.Add(1)
+	if err := w.push(pending{kind: pendNative, req: r, n: replicate.NativeQueued}); err != nil {
+		l.failSent(r, err)
+		return err
+	}
+	return nil
+}
+
+// readNative reads a native write's replies: MULTI's, the queued commands', then
+// EXEC's {pre, command, numbering}. The command's reply is the client's; an
+// aborted transaction gives the client the error that aborted it (the command
+// refused when queued: OOM, READONLY, ...). An error returned means the
+// connection is unusable; rest is then the request, not completed.
+func (l *link) readNative(br *bufio.Reader, p pending, gen uint64) (rest *Request, err error) {
+	r := p.req
+	var multiErr, queuedErr, cmdQueued []byte
+	for i := 0; i <= p.n; i++ {
+		if l.scratch, err = ReadFrame(br, l.scratch[:0]); err != nil {
+			return r, err
+		}
+		switch {
+		case i == 0 && l.scratch[0] == '-':
+			multiErr = append([]byte(nil), l.scratch...)
+		case l.scratch[0] == '-' && queuedErr == nil:
+			queuedErr = append([]byte(nil), l.scratch...)
+		}
+		if i == 2 {
+			cmdQueued = append(cmdQueued[:0], l.scratch...)
+		}
+	}
+	head, err := br.Peek(1)
+	if err != nil {
+		return r, err
+	}
+	if head[0] != '*' || multiErr != nil {
+		if l.scratch, err = ReadFrame(br, l.scratch[:0]); err != nil {
+			return r, err
+		}
+		return l.nativeAborted(p, multiErr, queuedErr, cmdQueued, gen)
+	}
+	line, err := readLine(br)
+	if err != nil {
+		return r, err
+	}
+	n, err := parseLen(line[1:len(line)-2], maxReplyArray)
+	if err != nil {
+		return r, err
+	}
+	if n != p.n {
+		header := append([]byte(nil), line...)
+		if err := l.discard(br, n); err != nil {
+			return r, err
+		}
+		return l.badGroup(p, header, gen)
+	}
+	if err := l.discard(br, 1); err != nil { // the first numbering call's reply
+		return r, err
+	}
+	if r.Reply, err = ReadFrame(br, r.Reply[:0]); err != nil {
+		return r, err
+	}
+	seq, epoch, err := l.readNumbering(br)
+	if err == nil && l.gen.Load() != gen {
+		err = errSwitched
+	}
+	if err != nil {
+		return r, err
+	}
+	l.completeNative(p, seq, epoch)
+	return nil, nil
+}
+
+// nativeAborted completes a native write whose transaction did not run: EXEC
+// failed (or MULTI did, and the commands ran alone: their outcome is unknown).
+func (l *link) nativeAborted(p pending, multiErr, queuedErr, cmdReply []byte, gen uint64) (*Request, error) {
+	r := p.req
+	if l.gen.Load() != gen {
+		return r, errSwitched
+	}
+	switch {
+	case multiErr != nil && (len(cmdReply) == 0 || cmdReply[0] != '-'):
+		l.log.Error().Str("reply", sanitizeReply(multiErr, 200)).
+			Msg("MULTI failed before a native write: it may have run without its number")
+		l.failChainMsg(r, "ERR syncproxy: the master refused MULTI around a large write: the write's outcome is unknown")
+		return nil, nil
+	case multiErr != nil:
+		r.Reply = append(r.Reply[:0], cmdReply...)
+	case queuedErr != nil:
+		r.Reply = append(r.Reply[:0], queuedErr...)
+	default:
+		r.Reply = append(r.Reply[:0], l.scratch...)
+	}
+	l.completeNative(p, 0, "")
+	return nil, nil
+}
+
+// readNumbering reads the numbering call's reply, {seq, epoch, nil}, and
+// returns seq (0: the command failed, nothing numbered) and the epoch. A reply
+// of another shape means that the command ran and was not numbered: logged, as
+// the slaves miss it.
+func (l *link) readNumbering(br *bufio.Reader) (int64, string, error) {
+	var err error
+	if l.scratch, err = ReadFrame(br, l.scratch[:0]); err != nil {
+		return 0, "", err
+	}
+	frame := l.scratch
+	if bytes.HasPrefix(frame, []byte("*3\r\n")) {
+		b := bufio.NewReader(bytes.NewReader(frame[4:]))
+		seqF, err1 := ReadFrame(b, nil)
+		epochF, err2 := ReadFrame(b, nil)
+		if seq, ok := replicate.CallSeq(seqF); ok && err1 == nil && err2 == nil && epochF[0] == '$' {
+			return seq, l.internEpoch(epochF), nil
+		}
+	}
+	l.log.Error().Err(errGroupShape).Str("reply", sanitizeReply(frame, 200)).
+		Msg("a large write ran natively on the master but was not numbered: the slaves miss it")
+	return 0, "", nil
+}
+
+// completeNative completes a native write with its reply, numbered seq in
+// epoch (0: not numbered).
+func (l *link) completeNative(p pending, seq int64, epoch string) {
+	r := p.req
+	r.Seq, r.Epoch = seq, epoch
+	l.b.Outstanding.Add(-1)
+	l.b.Stats.Requests.Add(1)
+	l.b.Stats.Latency.Observe(time.Duration(monoNow() - p.sent))
+	r.complete()
+}
