@@ -42,7 +42,7 @@ type Config struct {
 	ConfigSet           string         `yaml:"config-set" usage:"CONFIG SET from clients: deny, or broadcast to the master and every slave"`
 	OnMasterReset       string         `yaml:"on-master-reset" usage:"when the master lost the slaves' data: resync (empty the slaves to match), or hold (keep them, refuse writes until SYNCPROXY MASTER-RESET CONFIRM)"`
 	AllowSlaveEviction  bool           `yaml:"allow-slave-eviction" usage:"start even when a slave's maxmemory is below the master's (it leaves the read set while it evicts)"`
-	ReadPolicy          string         `yaml:"read-policy" reload:"true" usage:"where reads go: master, prefer-master, replica, prefer-replica, any"`
+	ReadPolicy          string         `yaml:"read-policy" reload:"true" usage:"where reads go: master, prefer-master, slave, prefer-slave, any"`
 	ReadYourWrites      bool           `yaml:"read-your-writes" reload:"true" usage:"false: the same as --read-consistency eventual (kept for older configurations)"`
 	ReadConsistency     string         `yaml:"read-consistency" reload:"true" usage:"read consistency level: session (own writes, monotonic reads, tokens), global (every write acknowledged before the read), eventual"`
 	RYWWait             time.Duration  `yaml:"ryw-wait" reload:"true" usage:"how long a read may wait for a slave to apply the client's last write before going to the master"`
@@ -123,7 +123,7 @@ func DefaultConfig() Config {
 		WriteGroup:          512,
 		ConfigSet:           "deny",
 		OnMasterReset:       replicate.OnMasterResetResync,
-		ReadPolicy:          "prefer-replica",
+		ReadPolicy:          "prefer-slave",
 		ReadYourWrites:      true,
 		ReadConsistency:     "session",
 		HealthInterval:      time.Second,

@@ -253,7 +253,7 @@ func parseBulk(b []byte) (body, rest []byte, ok bool) {
 // slave served.
 func (sess *Session) afterUnknown() bool {
 	rt := sess.s.router
-	if !sess.readUnknown || rt.ReadOptions().Policy == router.PolicyReplica || !rt.Master().Up() {
+	if !sess.readUnknown || rt.ReadOptions().Policy == router.PolicySlave || !rt.Master().Up() {
 		return false
 	}
 	sess.readUnknown = false

@@ -32,8 +32,8 @@ const (
 	msgReservedKey = "ERR syncproxy: keys starting with 'syncproxy:' are reserved for replication metadata"
 	// msgSyncChannel refuses PUBLISH to the sync channel.
 	msgSyncChannel = "ERR syncproxy: the sync channel is reserved for replication"
-	// msgNoReplica: read policy replica and no slave may serve the read.
-	msgNoReplica = "ERR syncproxy: no replica is eligible for this read (read policy replica)"
+	// msgNoSlave: read policy slave and no slave may serve the read.
+	msgNoSlave = "ERR syncproxy: no slave is eligible for this read (read policy slave)"
 	// msgSwapDB0 refuses SWAPDB of DB 0.
 	msgSwapDB0 = "ERR syncproxy: SWAPDB with DB 0 is refused: DB 0 holds the replication metadata"
 	// msgConfigSet refuses CONFIG SET unless it may be broadcast.

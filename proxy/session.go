@@ -503,7 +503,7 @@ func (sess *Session) read(c *call) {
 	} else if !sess.wrote && sess.watch == nil {
 		sl, err := sess.pickRead()
 		if err != nil {
-			sess.localError(r, msgNoReplica)
+			sess.localError(r, msgNoSlave)
 			return
 		}
 		if sl != nil {

@@ -5,19 +5,21 @@ import (
 	"fmt"
 )
 
-// ReadPolicy says where reads may go, named as Envoy names its read policies.
+// ReadPolicy says where reads may go, named as Envoy names its read policies,
+// with the project's one name for the read servers: slave. The older spellings
+// "replica" and "prefer-replica" are still read, as the same policies.
 type ReadPolicy uint8
 
 const (
-	// PolicyPreferReplica reads from an eligible slave, else from the master.
-	PolicyPreferReplica ReadPolicy = iota
+	// PolicyPreferSlave reads from an eligible slave, else from the master.
+	PolicyPreferSlave ReadPolicy = iota
 	// PolicyMaster reads from the master only.
 	PolicyMaster
 	// PolicyPreferMaster reads from the master, from an eligible slave when the
 	// master is down.
 	PolicyPreferMaster
-	// PolicyReplica reads from eligible slaves only; none eligible is an error.
-	PolicyReplica
+	// PolicySlave reads from eligible slaves only; none eligible is an error.
+	PolicySlave
 	// PolicyAny balances reads over the master and the eligible slaves.
 	PolicyAny
 )
@@ -25,18 +27,18 @@ const (
 // ParseReadPolicy parses a policy name.
 func ParseReadPolicy(s string) (ReadPolicy, error) {
 	switch s {
-	case "prefer-replica", "":
-		return PolicyPreferReplica, nil
+	case "prefer-slave", "prefer-replica", "":
+		return PolicyPreferSlave, nil
 	case "master":
 		return PolicyMaster, nil
 	case "prefer-master":
 		return PolicyPreferMaster, nil
-	case "replica":
-		return PolicyReplica, nil
+	case "slave", "replica":
+		return PolicySlave, nil
 	case "any":
 		return PolicyAny, nil
 	}
-	return 0, fmt.Errorf("router: read policy %q: want master, prefer-master, replica, prefer-replica or any", s)
+	return 0, fmt.Errorf("router: read policy %q: want master, prefer-master, slave, prefer-slave or any", s)
 }
 
 // ReadOptions bound which slaves may serve reads.
@@ -48,8 +50,8 @@ type ReadOptions struct {
 	MaxLagMs       int64
 }
 
-// ErrNoReplica is returned by PickRead under PolicyReplica when no slave may serve.
-var ErrNoReplica = errors.New("router: no slave is eligible for reads")
+// ErrNoSlave is returned by PickRead under PolicySlave when no slave may serve.
+var ErrNoSlave = errors.New("router: no slave is eligible for reads")
 
 // SetReadOptions sets the read options; reads picked afterwards follow them.
 func (r *Router) SetReadOptions(o ReadOptions) { r.read.Store(&o) }
@@ -84,9 +86,9 @@ func (r *Router) PickRead(epoch string, minSeq int64) (*Slave, error) {
 	}
 	best, weight := r.leastLoaded(o, epoch, minSeq)
 	switch o.Policy {
-	case PolicyReplica:
+	case PolicySlave:
 		if best == nil {
-			return nil, ErrNoReplica
+			return nil, ErrNoSlave
 		}
 	case PolicyAny:
 		// The master takes part, with weight 1.

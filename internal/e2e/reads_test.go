@@ -172,18 +172,18 @@ func TestReadPolicies(t *testing.T) {
 	if m, per, _ := reads("prefer-master", nil); m != 2000 || per[0]+per[1] != 0 {
 		t.Errorf("prefer-master: master %d, slaves %v", m, per)
 	}
-	if m, per, _ := reads("replica", nil); m != 0 || per[0]+per[1] != 2000 {
+	if m, per, _ := reads("slave", nil); m != 0 || per[0]+per[1] != 2000 {
 		t.Errorf("replica: master %d, slaves %v", m, per)
 	}
 	if m, per, _ := reads("any", nil); m == 0 || per[0] == 0 || per[1] == 0 {
 		t.Errorf("any: master %d, slaves %v", m, per)
 	}
-	_, per, _ := reads("prefer-replica", map[string]int{slaves[0].Addr: 1, slaves[1].Addr: 3})
+	_, per, _ := reads("prefer-slave", map[string]int{slaves[0].Addr: 1, slaves[1].Addr: 3})
 	if ratio := float64(per[1]) / float64(per[0]); ratio < 2.7 || ratio > 3.3 {
 		t.Errorf("weights 1:3 gave %v", per)
 	}
 	// replica with no eligible slave: an error, never the master.
-	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.ReadPolicy = "replica" }, master, slaves...)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.ReadPolicy = "slave" }, master, slaves...)
 	// Paused for longer than the test can take on a loaded machine, then let go.
 	for _, s := range slaves {
 		s.Do(t, "CLIENT", "PAUSE", "20000", "WRITE")
@@ -191,8 +191,8 @@ func TestReadPolicies(t *testing.T) {
 	}
 	c := redistest.DialRaw(t, addr)
 	c.Do("SET", "x", "1") // the slaves cannot apply it: read-your-writes finds none
-	if r := string(c.Do("GET", "x")); !strings.HasPrefix(r, "-ERR syncproxy: no replica") {
-		t.Errorf("replica policy, no eligible slave: %q", r)
+	if r := string(c.Do("GET", "x")); !strings.HasPrefix(r, "-ERR syncproxy: no slave is eligible") {
+		t.Errorf("slave policy, no eligible slave: %q", r)
 	}
 }
 
