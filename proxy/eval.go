@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
@@ -130,8 +131,9 @@ func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 		}
 		check.load = &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
 			[]byte("SCRIPT"), []byte("LOAD"), []byte(us.composed.Body)})}
+		sess.enterLane()
 		sess.waiter.Add(check.load)
-		master.Submit(int(sess.id), check.load)
+		master.SubmitOn(sess.lane, check.load)
 		us.loaded.Store(true)
 	}
 	r.Kind = router.KindWrite
@@ -141,7 +143,106 @@ func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 	r.Script = us.composed
 	c.eval = check
 	sess.wrote = true
-	sess.toMaster(r)
+	sess.enterLane()
+	sess.waiter.Add(r)
+	master.SubmitOn(sess.lane, r)
+}
+
+// A client's script runs on a master connection for scripts (a lane), not on
+// the session's: a runaway script then holds no other client behind it, and
+// they get the master's BUSY reply as direct clients would. The session's
+// commands keep their order: a script waits for what the batch sent before it,
+// and what follows a run of scripts waits for them (leaveLane).
+
+// enterLane waits for what the batch sent before and picks the lane of the
+// batch's run of scripts.
+func (sess *Session) enterLane() {
+	if sess.onLane {
+		return
+	}
+	sess.waiter.Wait()
+	sess.lane = sess.s.router.Master().ScriptLane(int(sess.id))
+	sess.onLane = true
+}
+
+// leaveLane waits for the batch's scripts before a command that is not one runs.
+func (sess *Session) leaveLane(c *call) {
+	if !sess.onLane || (sess.tx == nil && isScriptCall(c)) {
+		return
+	}
+	sess.waiter.Wait()
+	sess.onLane = false
+}
+
+// isScriptCall reports whether c runs a client's script on a lane.
+func isScriptCall(c *call) bool {
+	if c.route.Info == nil {
+		return false
+	}
+	switch c.route.Info.Policy.Handler {
+	case router.HandlerEval, router.HandlerFcall:
+		return true
+	case router.HandlerScript:
+		return c.route.Info.Name == "eval_ro" || c.route.Info.Name == "evalsha_ro"
+	}
+	return false
+}
+
+// forwardScript sends a read-only script (EVAL_RO, EVALSHA_RO) as it is, on a
+// lane: it may run away too.
+func (sess *Session) forwardScript(c *call) {
+	c.req.Kind, c.req.Raw = router.KindRaw, c.cmd.Raw
+	sess.wrote = true // later reads of the batch go behind it, on the master
+	sess.enterLane()
+	sess.waiter.Add(&c.req)
+	sess.s.router.Master().SubmitOn(sess.lane, &c.req)
+}
+
+// killScript sends SCRIPT KILL or FUNCTION KILL to the master on a connection
+// of its own: the master's other connections may wait behind the script to
+// kill. It does not wait for the batch either (what it sent may wait behind it).
+func (sess *Session) killScript(c *call) {
+	s, r := sess.s, &c.req
+	conn, br, err := s.dialMaster()
+	if err != nil {
+		sess.localError(r, s.masterDown(nil, err))
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(s.cfg.BackendTimeout))
+	if _, err = conn.Write(c.cmd.Raw); err == nil {
+		var reply []byte
+		if reply, err = router.ReadFrame(br, nil); err == nil {
+			sess.local(r, reply)
+			return
+		}
+	}
+	sess.localError(r, s.masterDown(conn, err))
+}
+
+// Redis' reply to the client of a script that SCRIPT KILL ended, up to the
+// script's SHA1.
+const killedPrefix = "-ERR Script killed by user with SCRIPT KILL... script: "
+
+// killedReply words the reply of a killed client script as Redis does: the
+// master named the composed script, which the client never sent. A line outside
+// the client's script (the kill was noticed in the composed script's own code)
+// is reported as the script's first.
+func killedReply(reply []byte, us *userScript) []byte {
+	rest, ok := strings.CutPrefix(string(reply), killedPrefix+us.composed.SHA+", on @user_script:")
+	if !ok {
+		return reply
+	}
+	line, _, _ := strings.Cut(rest, ".")
+	if n, err := strconv.Atoi(line); err != nil || n < 1 || n > strings.Count(us.body, "\n")+1 {
+		line = "1"
+	}
+	return []byte(killedPrefix + sha1Hex(us.body) + ", on @user_script:" + line + ".\r\n")
+}
+
+func sha1Hex(s string) string {
+	sum := sha1.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 // compileScript has the master compile the client's script alone (SCRIPT LOAD)
@@ -173,6 +274,7 @@ func (sess *Session) checkEvals(calls []*call) {
 		if e.us == nil {
 			continue
 		}
+		c.req.Reply = killedReply(reply, e.us)
 		if (e.load != nil && (e.load.Failed || len(e.load.Reply) == 0 || e.load.Reply[0] == '-')) ||
 			strings.HasPrefix(string(reply), "-NOSCRIPT") ||
 			strings.HasPrefix(string(reply), "-ERR syncproxy: the replication script was flushed") {

@@ -21,6 +21,7 @@ const (
 	msgDiscardNoMult = "ERR DISCARD without MULTI"
 	msgMultiNested   = "ERR MULTI calls can not be nested"
 	msgWatchInMulti  = "ERR WATCH inside MULTI is not allowed"
+	msgExecBusy      = "EXECABORT Transaction discarded because of: "
 )
 
 // txState is a transaction being queued.
@@ -235,6 +236,11 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 	for _, tr := range ex.reqs {
 		if tr.Failed {
 			return append(dst[:0], tr.Reply...)
+		}
+		if router.IsBusy(tr.Reply) {
+			// The master runs a script: as Redis refuses EXEC then (no command
+			// in a transaction's script gets BUSY).
+			return router.AppendError(dst[:0], msgExecBusy+string(bytesTrimErr(tr.Reply)))
 		}
 	}
 	out := redcon.AppendArray(dst[:0], len(ex.reqs))

@@ -202,6 +202,7 @@ func (s *Server) newMasterBackend(addr string) *router.Backend {
 		Name:         "master",
 		Addr:         addr,
 		Conns:        cfg.BackendConns,
+		ScriptConns:  scriptConns,
 		Timeout:      cfg.BackendTimeout,
 		DialTimeout:  cfg.BackendDialTimeout,
 		WriteTimeout: cfg.BackendWriteTimeout,
@@ -554,3 +555,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 	return newLimitConn(c, &l.s.limits, l.s.config().RequirePass != ""), nil
 }
+
+// scriptConns is the number of master connections for client scripts (see
+// eval.go): a runaway script holds one of them.
+const scriptConns = 2
