@@ -116,9 +116,9 @@ type Session struct {
 	tx    *txState   // MULTI ... EXEC being queued
 	watch *watchConn // dedicated master connection while WATCHing
 
-	cmds   []redcon.Command
-	calls  []*call // the batch's commands
-	wrote  bool    // the batch sent a write: its later reads go behind it, on the master
+	cmds  []redcon.Command
+	calls []*call // the batch's commands
+	wrote bool    // the batch sent a write: its later reads go behind it, on the master
 	// onLane: the batch's last command was a client script, sent on lane (a
 	// master connection for scripts, see eval.go); what follows waits for it.
 	onLane bool

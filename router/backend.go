@@ -172,8 +172,8 @@ type BackendOptions struct {
 
 // Backend is a pool of multiplexed connections to one Redis server.
 type Backend struct {
-	opts   BackendOptions
-	links  []*link
+	opts  BackendOptions
+	links []*link
 	// scriptLinks run client scripts (SubmitScript); see BackendOptions.ScriptConns.
 	scriptLinks []*link
 	// busyAt is the monoNow of the last BUSY reply: the server is alive, running
