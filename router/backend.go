@@ -1072,7 +1072,7 @@ func (l *link) awaitReply(conn net.Conn, br *bufio.Reader, p pending, pend chan 
 		if err == nil {
 			return nil
 		}
-		if err = readErr(err); !errors.Is(err, errReplyTimeout) || !l.b.Busy() {
+		if err = readErr(err); !errors.Is(err, errReplyTimeout) || !(l.b.Busy() || l.probeBusy()) {
 			return err
 		}
 		conn.SetReadDeadline(time.Now().Add(o.ReplyTimeout))

@@ -2,7 +2,10 @@ package router
 
 import (
 	"bytes"
+	"context"
 	"time"
+
+	"github.com/syncproxy/syncproxy/internal/dial"
 )
 
 // A client's script may run for as long as it likes: Redis then answers BUSY to
@@ -75,4 +78,23 @@ func (b *Backend) SubmitOn(lane Lane, r *Request) {
 		return
 	}
 	l.enqueue(r, 1)
+}
+
+// probeBusy asks the server, on a connection of its own, whether it is running
+// a script (its PING answered BUSY): a reply late for that reason is still
+// coming.
+func (l *link) probeBusy() bool {
+	o := &l.b.opts
+	busy := false
+	t := dial.Target{Role: o.Name, Addr: l.b.Addr(), Username: o.Username, Password: o.Password,
+		TLS: o.TLS, Timeout: o.DialTimeout, OnBusy: func() { busy = true }}
+	conn, _, err := dial.Dial(context.Background(), t)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	if busy {
+		l.b.busyAt.Store(monoNow())
+	}
+	return busy
 }
