@@ -35,6 +35,7 @@ type userScript struct {
 	body     string
 	composed *router.WriteScript
 	loaded   atomic.Bool // SCRIPT LOADed on the master
+	compiled atomic.Bool // the client's body compiled alone on the master
 }
 
 // scripts caches client scripts by their SHA1 (lower-case hex).
@@ -42,6 +43,18 @@ type scripts struct {
 	mu    sync.Mutex
 	m     map[string]*userScript
 	guard replicate.Guard // what client scripts may not do, for the composed scripts
+	tx    *userScript     // runs transactions holding scripts (replicate.TxScript)
+}
+
+// txScript returns the script that runs a transaction holding client scripts.
+func (sc *scripts) txScript(s *Server) *userScript {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.tx == nil {
+		composed := replicate.TxScript(sc.guard)
+		sc.tx = &userScript{composed: &router.WriteScript{SHA: composed.SHA, Body: composed.Body, Args: s.script.Args}}
+	}
+	return sc.tx
 }
 
 func (sc *scripts) get(sha string) *userScript {
@@ -76,6 +89,9 @@ func (sc *scripts) unload() {
 	for _, us := range sc.m {
 		us.loaded.Store(false)
 	}
+	if sc.tx != nil {
+		sc.tx.loaded.Store(false)
+	}
 }
 
 // eval dispatches EVAL and EVALSHA (args[1] is the body or its SHA).
@@ -96,26 +112,8 @@ func (sess *Session) eval(c *call) {
 // runScript runs a composed script; args[1] is numkeys, then keys and arguments.
 func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 	s, r := sess.s, &c.req
-	nk, err := strconv.Atoi(string(args[1]))
-	switch {
-	case err != nil:
-		sess.localError(r, msgNotInteger)
-		return
-	case nk < 0:
-		sess.localError(r, msgNumKeysNeg)
-		return
-	case nk > len(args)-2:
-		sess.localError(r, msgNumKeysLarge)
-		return
-	}
-	for _, k := range args[2 : 2+nk] {
-		if strings.HasPrefix(string(k), "syncproxy:") {
-			sess.localError(r, msgReservedKey)
-			return
-		}
-	}
-	if len(args)+5 > replicate.MaxScriptArgs {
-		sess.localError(r, msgTooManyArgs)
+	if msg, _ := scriptArgs(args[1:]); msg != "" {
+		sess.localError(r, msg)
 		return
 	}
 	master := s.router.Master()
@@ -245,6 +243,29 @@ func sha1Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// scriptArgs checks a script's numkeys, keys and arguments (rest[0] is
+// numkeys): it returns Redis' error, or (refused) the proxy's refusal.
+func scriptArgs(rest [][]byte) (msg string, refused bool) {
+	nk, err := strconv.Atoi(string(rest[0]))
+	switch {
+	case err != nil:
+		return msgNotInteger, false
+	case nk < 0:
+		return msgNumKeysNeg, false
+	case nk > len(rest)-1:
+		return msgNumKeysLarge, false
+	}
+	for _, k := range rest[1 : 1+nk] {
+		if strings.HasPrefix(string(k), replicate.KeyPrefix) {
+			return msgReservedKey, true
+		}
+	}
+	if len(rest)+6 > replicate.MaxScriptArgs {
+		return msgTooManyArgs, true
+	}
+	return "", false
+}
+
 // compileScript has the master compile the client's script alone (SCRIPT LOAD)
 // and waits for it; it returns the error to reply, or "".
 func (sess *Session) compileScript(us *userScript) string {
@@ -256,6 +277,7 @@ func (sess *Session) compileScript(us *userScript) string {
 	if len(q.Reply) == 0 || q.Reply[0] == '-' {
 		return string(bytesTrimErr(q.Reply))
 	}
+	us.compiled.Store(true)
 	return ""
 }
 
@@ -328,24 +350,33 @@ func (f *functions) reset() {
 
 // fcall dispatches FCALL name numkeys keys... args...
 func (sess *Session) fcall(c *call) {
-	s, args := sess.s, c.cmd.Args
-	name := string(args[1])
-	us := s.functions.get(name)
-	if us == nil {
-		code, msg := sess.libraryOf(name)
-		if msg != "" {
-			sess.localError(&c.req, msg)
-			return
-		}
-		body := "local __fns = {}\nlocal __lib = function(redis)\n" + code +
-			"\nend\nlocal __fake = setmetatable({register_function = function(a, b)\n" +
-			"  if type(a) == 'table' then __fns[a.function_name] = a.callback else __fns[a] = b end\n" +
-			"end}, {__index = redis})\n__lib(__fake)\nreturn __fns[" + replicate.LuaQuote(name) + "](KEYS, ARGV)"
-		us = s.scripts.add(s, []byte(body))
-		s.functions.put(name, us)
+	args := c.cmd.Args
+	us, msg := sess.functionScript(string(args[1]))
+	if msg != "" {
+		sess.localError(&c.req, msg)
+		return
 	}
 	// As EVAL: args[2:] are numkeys, keys and arguments.
 	sess.runScript(c, us, args[1:])
+}
+
+// functionScript returns the script that runs the function name, or the error.
+func (sess *Session) functionScript(name string) (*userScript, string) {
+	s := sess.s
+	if us := s.functions.get(name); us != nil {
+		return us, ""
+	}
+	code, msg := sess.libraryOf(name)
+	if msg != "" {
+		return nil, msg
+	}
+	body := "local __fns = {}\nlocal __lib = function(redis)\n" + code +
+		"\nend\nlocal __fake = setmetatable({register_function = function(a, b)\n" +
+		"  if type(a) == 'table' then __fns[a.function_name] = a.callback else __fns[a] = b end\n" +
+		"end}, {__index = redis})\n__lib(__fake)\nreturn __fns[" + replicate.LuaQuote(name) + "](KEYS, ARGV)"
+	us := s.scripts.add(s, []byte(body))
+	s.functions.put(name, us)
+	return us, ""
 }
 
 // libraryOf returns the code (without its #! line) of the library that holds the

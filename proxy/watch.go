@@ -113,11 +113,18 @@ func (sess *Session) doWatch(c *call) {
 func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 	defer sess.closeWatch()
 	sess.waiter.Wait()
-	frames := []byte("*1\r\n$5\r\nMULTI\r\n")
-	n := 2
+	var frames []byte
+	n, ws := 2, sess.s.script
+	if ex.tx.scripts {
+		// The transaction's client scripts run in a script of its own (multi.go).
+		ws = sess.s.scripts.txScript(sess.s).composed
+		frames = buildCommand([][]byte{[]byte("SCRIPT"), []byte("LOAD"), []byte(ws.Body)})
+		n++
+	}
+	frames = append(frames, "*1\r\n$5\r\nMULTI\r\n"...)
 	if len(chain) > 0 {
-		frames = router.AppendScriptCall(frames, sess.s.script, chain, sess.watch.db)
-		n = 3
+		frames = router.AppendScriptCall(frames, ws, chain, sess.watch.db)
+		n++
 	}
 	frames = append(frames, "*1\r\n$4\r\nEXEC\r\n"...)
 	replies, err := sess.watchRoundTrip(frames, n)

@@ -44,6 +44,9 @@ const (
 	// ModeScript: a client's script (the composed script of UserScript); the
 	// arguments are numkeys, keys and args.
 	ModeScript
+	// ModeTxScript: a client's script in a transaction (the call is TxScript's);
+	// the arguments are the script's body, numkeys, keys and args.
+	ModeTxScript
 )
 
 // modeLetters are the modes as the Lua script reads them.
@@ -53,6 +56,7 @@ var modeLetters = [...]string{
 	ModeRewriteQuiet: "$1\r\nq\r\n",
 	ModeRead:         "$1\r\nr\r\n",
 	ModeScript:       "$1\r\ne\r\n",
+	ModeTxScript:     "$1\r\nt\r\n",
 }
 
 // CallWriter is what a call is written to (bufio.Writer, bytes.Buffer): the

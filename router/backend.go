@@ -758,16 +758,18 @@ func (w *connWriter) send(r *Request) error {
 	return w.sendRaw(r)
 }
 
-// sendScript writes the call of a client's script: its own script, alone.
+// sendScript writes the call of a client's script: its own script, alone (or
+// a transaction's, chained behind r).
 func (w *connWriter) sendScript(r *Request) error {
 	l := w.l
 	if err := l.waitGroups(w.ctx, w.conn, w.bw, w.readerDone, w.gen); err != nil {
 		l.failChain(r)
 		return err
 	}
-	writeScriptCall(w.bw, r.Script, r, 1, w.curDB)
+	_, n := chainEnd(r)
+	writeScriptCall(w.bw, r.Script, r, n, w.curDB)
 	l.groups.Add(1)
-	if err := w.push(pending{kind: pendGroup, req: r, n: 1}); err != nil {
+	if err := w.push(pending{kind: pendGroup, req: r, n: n}); err != nil {
 		l.failSent(r, err)
 		return err
 	}

@@ -98,3 +98,21 @@ func (l *link) probeBusy() bool {
 	}
 	return busy
 }
+
+// SubmitTxOn queues reqs on the connection lane as SubmitTx does on a
+// session's: one script call — the first request's Script when set.
+func (b *Backend) SubmitTxOn(lane Lane, reqs []*Request) {
+	for i := 0; i+1 < len(reqs); i++ {
+		reqs[i].next = reqs[i+1]
+	}
+	all := b.allLinks()
+	l := all[int(lane)%len(all)]
+	if !l.up.Load() && !l.switching.Load() {
+		for _, r := range reqs {
+			r.next = nil
+			b.failIn(r, l.downMsg())
+		}
+		return
+	}
+	l.enqueue(reqs[0], len(reqs))
+}
