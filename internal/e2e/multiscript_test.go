@@ -144,3 +144,46 @@ func incr(n string) string {
 	v, _ := strconv.Atoi(n)
 	return strconv.Itoa(v + 1)
 }
+
+// redisPyScripts uses redis-py's Script objects in transactional pipelines
+// (MULTI ... EVALSHA ... EXEC, WATCHed too) and prints the results.
+const redisPyScripts = `
+import json, sys, redis
+host, port = sys.argv[1].rsplit(':', 1)
+r = redis.Redis(host=host, port=int(port), decode_responses=True)
+r.flushall()
+incr = r.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+setget = r.register_script("redis.call('SET', KEYS[1], ARGV[1])\nreturn redis.call('GET', KEYS[1])")
+out = []
+p = r.pipeline()
+p.set('a', 1)
+incr(keys=['a'], args=[5], client=p)
+setget(keys=['b'], args=['x'], client=p)
+p.get('a')
+out.append(p.execute())
+with r.pipeline() as p:
+    p.watch('a')
+    v = int(p.get('a'))
+    p.multi()
+    incr(keys=['a'], args=[v], client=p)
+    setget(keys=['c'], args=[str(v)], client=p)
+    out.append(p.execute())
+out.append([r.get('a'), r.get('b'), r.get('c')])
+print(json.dumps(out))
+`
+
+// TestMultiScriptRedisPy: redis-py's Script objects in transactional pipelines
+// through the proxy give what they give against Redis, and the slaves converge.
+func TestMultiScriptRedisPy(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 4)
+	ref, master, slaves := servers[0], servers[1], servers[2:]
+	addr, _ := startProxy(t, master, slaves...)
+	want := runTool(t, redisPyScripts, "/usr/bin/python3", "-", ref.Addr)
+	got := runTool(t, redisPyScripts, "/usr/bin/python3", "-", addr)
+	if got != want {
+		t.Fatalf("through the proxy:\n%s\nagainst Redis:\n%s", got, want)
+	}
+	t.Logf("redis-py: %s", got)
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
