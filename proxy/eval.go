@@ -118,6 +118,9 @@ func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 	}
 	master := s.router.Master()
 	check := evalCheck{us: us}
+	if c.route.Info.Name == "fcall" {
+		check.fcall = string(c.cmd.Args[1])
+	}
 	if !us.loaded.Load() {
 		// The client's script must compile alone (the master compiles it and
 		// words its errors) before the composed script, where it is a
@@ -140,6 +143,9 @@ func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 	r.Mode = replicate.ModeScript
 	r.Script = us.composed
 	c.eval = check
+	if check.fcall != "" {
+		s.functions.running.Add(1)
+	}
 	sess.wrote = true
 	sess.enterLane()
 	sess.waiter.Add(r)
@@ -208,7 +214,11 @@ func (sess *Session) killScript(c *call) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(s.cfg.BackendTimeout))
-	if _, err = conn.Write(c.cmd.Raw); err == nil {
+	raw := c.cmd.Raw
+	if c.route.Info.Name == "function|kill" && s.functions.running.Load() > 0 {
+		raw = buildCommand([][]byte{[]byte("SCRIPT"), []byte("KILL")})
+	}
+	if _, err = conn.Write(raw); err == nil {
 		var reply []byte
 		if reply, err = router.ReadFrame(br, nil); err == nil {
 			sess.local(r, reply)
@@ -223,19 +233,30 @@ func (sess *Session) killScript(c *call) {
 const killedPrefix = "-ERR Script killed by user with SCRIPT KILL... script: "
 
 // killedReply words the reply of a killed client script as Redis does: the
-// master named the composed script, which the client never sent. A line outside
-// the client's script (the kill was noticed in the composed script's own code)
-// is reported as the script's first.
-func killedReply(reply []byte, us *userScript) []byte {
+// master named the composed script, which the client never sent; a function
+// (fcall, its name) is named as Redis names one. A line outside the client's
+// code (the kill was noticed in the composed script's own code) is reported as
+// the script's first.
+func killedReply(reply []byte, us *userScript, fcall string) []byte {
 	rest, ok := strings.CutPrefix(string(reply), killedPrefix+us.composed.SHA+", on @user_script:")
 	if !ok {
 		return reply
 	}
 	line, _, _ := strings.Cut(rest, ".")
-	if n, err := strconv.Atoi(line); err != nil || n < 1 || n > strings.Count(us.body, "\n")+1 {
-		line = "1"
+	n, err := strconv.Atoi(line)
+	lines := strings.Count(us.body, "\n") + 1
+	if fcall != "" {
+		// The library's code starts on the body's third line, and on the
+		// library's second (its #! line is cut).
+		if err != nil || n < 3 || n > lines {
+			n = 3
+		}
+		return []byte(killedPrefix + fcall + ", on @user_function:" + strconv.Itoa(n-1) + ".\r\n")
 	}
-	return []byte(killedPrefix + sha1Hex(us.body) + ", on @user_script:" + line + ".\r\n")
+	if err != nil || n < 1 || n > lines {
+		n = 1
+	}
+	return []byte(killedPrefix + sha1Hex(us.body) + ", on @user_script:" + strconv.Itoa(n) + ".\r\n")
 }
 
 func sha1Hex(s string) string {
@@ -285,8 +306,9 @@ func (sess *Session) compileScript(us *userScript) string {
 // composed script that is not on the master after all (its load failed, or a
 // SCRIPT FLUSH came between).
 type evalCheck struct {
-	us   *userScript     // nil: not an EVAL
-	load *router.Request // the SCRIPT LOAD sent with it, if any
+	us    *userScript     // nil: not an EVAL
+	load  *router.Request // the SCRIPT LOAD sent with it, if any
+	fcall string          // the function an FCALL calls (counted in functions.running)
 }
 
 // checkEvals runs once the batch completed.
@@ -296,7 +318,10 @@ func (sess *Session) checkEvals(calls []*call) {
 		if e.us == nil {
 			continue
 		}
-		c.req.Reply = killedReply(reply, e.us)
+		if e.fcall != "" {
+			sess.s.functions.running.Add(-1)
+		}
+		c.req.Reply = killedReply(reply, e.us, e.fcall)
 		if (e.load != nil && (e.load.Failed || len(e.load.Reply) == 0 || e.load.Reply[0] == '-')) ||
 			strings.HasPrefix(string(reply), "-NOSCRIPT") ||
 			strings.HasPrefix(string(reply), "-ERR syncproxy: the replication script was flushed") {
@@ -324,6 +349,9 @@ const msgFunctionNotFound = "ERR Function not found"
 type functions struct {
 	mu sync.Mutex
 	m  map[string]*userScript
+	// running counts FCALLs sent and not completed: the master runs them as
+	// scripts, so FUNCTION KILL is sent as SCRIPT KILL meanwhile.
+	running atomic.Int64
 }
 
 func (f *functions) get(name string) *userScript {

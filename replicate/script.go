@@ -511,7 +511,20 @@ local function run_user(db, pos, last, body)
     if not f then return f, e end
     return function(...) return f(proxy, genv, sload, sload, keys, argv, ...) end
   end
-  local ok, res = pcall(fn, keys, argv, proxy, genv, sload, sload)
+  -- SCRIPT KILL: Redis raises its error from a hook that, once the script is
+  -- killed, raises it again on every new line. The handler runs where it was
+  -- raised, hooks off: it notes the client's line (the frame below it); on the
+  -- same line, the error is then raised on that line of a chunk named as the
+  -- client's, for Redis to word as for the client's script.
+  local kline
+  local function onerr(e)
+    if l_type(e) == 'table' and s_find(tostring(e.err), 'Script killed by user with SCRIPT KILL', 1, true) then
+      local _, w = pcall(l_error, '', 3)
+      kline = l_tonumber(s_match(l_type(w) == 'string' and w or '', '^user_script:(%d+):'))
+    end
+    return e
+  end
+  local ok, res = xpcall(function() return fn(keys, argv, proxy, genv, sload, sload) end, onerr) if kline then l_loadstring(string.rep('\n', kline - 1) .. 'return', '@user_script')() end
   if rpcall('GET', 'syncproxy:resp') == nil then
     -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for
     -- what follows, its booleans replied as RESP3 would (:1 and :0).

@@ -79,6 +79,15 @@ func TestBusyScriptKill(t *testing.T) {
 	serviceBack(t, killed, a, b, k)
 	mustReply(t, k, "-NOTBUSY No scripts in execution right now.\r\n", "SCRIPT", "KILL")
 	mustReply(t, b, "$-1\r\n", "GET", "tx")
+	// Killed on its third line: Redis names the line.
+	const spin3 = "local x = 1\nlocal y = 2\nwhile true do end"
+	sendOnly(a, "EVAL", spin3, "0")
+	waitBusy(t, b)
+	mustReply(t, k, "+OK\r\n", "SCRIPT", "KILL")
+	want := "-ERR Script killed by user with SCRIPT KILL... script: " + sha1Hex(spin3) + ", on @user_script:3.\r\n"
+	if got := string(a.Read()); got != want {
+		t.Fatalf("the killed script's client got %q, want %q", got, want)
+	}
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
 
@@ -121,5 +130,27 @@ func TestBusyUnkillable(t *testing.T) {
 		t.Fatalf("the script's client got %q, want its reply", got)
 	}
 	mustReply(t, a, "$1\r\nv\r\n", "GET", "w")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestBusyFunctionKill: a runaway function through the proxy is ended by
+// FUNCTION KILL, and its client gets Redis' reply.
+func TestBusyFunctionKill(t *testing.T) {
+	t.Parallel()
+	master, slaves := startBusyMaster(t)
+	addr, _ := startProxy(t, master, slaves...)
+	a, b, k := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+	mustReply(t, b, "$4\r\nspin\r\n", "FUNCTION", "LOAD",
+		"#!lua name=spin\nredis.register_function('spin', function(keys, args)\n  while true do end\nend)")
+	sendOnly(a, "FCALL", "spin", "0")
+	waitBusy(t, b)
+	mustReply(t, k, "+OK\r\n", "FUNCTION", "KILL")
+	killed := time.Now()
+	const want = "-ERR Script killed by user with SCRIPT KILL... script: spin, on @user_function:3.\r\n"
+	if got := string(a.Read()); got != want {
+		t.Fatalf("the killed function's client got %q, want %q", got, want)
+	}
+	serviceBack(t, killed, a, b, k)
+	mustReply(t, k, "-NOTBUSY No scripts in execution right now.\r\n", "FUNCTION", "KILL")
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
