@@ -71,6 +71,11 @@ func TestBusyScriptKill(t *testing.T) {
 	mustReply(t, b, "+OK\r\n", "MULTI")
 	mustReply(t, b, "+QUEUED\r\n", "SET", "tx", "1")
 	mustReply(t, b, "-EXECABORT Transaction discarded because of: "+busyText+"\r\n", "EXEC")
+	mustReply(t, b, "+OK\r\n", "WATCH", "tx")
+	mustReply(t, b, "+OK\r\n", "MULTI")
+	mustReply(t, b, "+QUEUED\r\n", "SET", "tx", "1")
+	mustReply(t, b, "-EXECABORT Transaction discarded because of: "+busyText+"\r\n", "EXEC")
+	mustReply(t, b, "+OK\r\n", "WATCH", "tx") // once killed, a watched transaction runs
 	mustReply(t, k, "+OK\r\n", "SCRIPT", "KILL")
 	killed := time.Now()
 	if got := string(a.Read()); got != killedReply {
@@ -78,6 +83,9 @@ func TestBusyScriptKill(t *testing.T) {
 	}
 	serviceBack(t, killed, a, b, k)
 	mustReply(t, k, "-NOTBUSY No scripts in execution right now.\r\n", "SCRIPT", "KILL")
+	mustReply(t, b, "+OK\r\n", "MULTI")
+	mustReply(t, b, "+QUEUED\r\n", "SET", "tx2", "1")
+	mustReply(t, b, "*1\r\n+OK\r\n", "EXEC")
 	mustReply(t, b, "$-1\r\n", "GET", "tx")
 	// Killed on its third line: Redis names the line.
 	const spin3 = "local x = 1\nlocal y = 2\nwhile true do end"
