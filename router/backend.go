@@ -488,7 +488,11 @@ func (l *link) run(ctx context.Context) {
 		case dial.Refused(err) && err.Error() != refused && ctx.Err() == nil:
 			// Connected, but refused (TLS, AUTH): a configuration problem, not an outage.
 			refused = err.Error()
-			l.log.Error().Err(err).Msg("backend refused the connection; check the TLS and credential settings")
+			lvl := zerolog.ErrorLevel
+			if l.idx >= l.b.opts.Conns {
+				lvl = zerolog.DebugLevel // a script link: its pool's links said it already
+			}
+			l.log.WithLevel(lvl).Err(err).Msg("backend refused the connection; check the TLS and credential settings")
 		}
 		if err == nil {
 			l.b.up.Add(1)
