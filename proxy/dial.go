@@ -123,6 +123,8 @@ func (s *Server) dialMaster() (net.Conn, *bufio.Reader, error) {
 
 // masterDialTarget is the master at t, reached with the master's credentials.
 func (s *Server) masterDialTarget(t *masterTarget) dial.Target {
+	// A master running a script answers BUSY to the PING: it is alive (and
+	// SCRIPT KILL needs a connection then).
 	return dial.Target{Role: "master", Addr: t.addr, Username: s.cfg.MasterUser, Password: s.cfg.MasterPassword,
-		TLS: t.tls, Timeout: s.cfg.DialTimeout()}
+		TLS: t.tls, Timeout: s.cfg.DialTimeout(), OnBusy: func() {}}
 }

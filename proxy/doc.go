@@ -70,8 +70,12 @@
 // WAIT) wait in their own goroutine, woken by the replicator's OnEffect hook or by
 // their timeout, and notice a client that left; WAIT and reads waiting for
 // ryw-wait are woken by Replicator.Moved when a slave's position moves. Shutdown
-// waits for the last client to leave (lastLeft), not polling. WATCH and SUBSCRIBE use dedicated master connections
-// owned by their session and closed with it. Server owns the backends (package
+// waits for the last client to leave (lastLeft), not polling. WATCH and SUBSCRIBE
+// use dedicated master connections owned by their session and closed with it;
+// SCRIPT KILL and FUNCTION KILL one that lives for the command. Client scripts
+// run on the master backend's script connections (a lane per run of scripts in a
+// batch), the session waiting for the batch's earlier requests before and for the
+// scripts after (eval.go). Server owns the backends (package
 // router) and the replicator (package replicate): NewServer starts them and
 // Shutdown stops them, after it stopped accepting clients and the clients went
 // idle (what they sent is answered). With Sentinel, the Server also owns a

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
@@ -34,6 +35,7 @@ type userScript struct {
 	body     string
 	composed *router.WriteScript
 	loaded   atomic.Bool // SCRIPT LOADed on the master
+	compiled atomic.Bool // the client's body compiled alone on the master
 }
 
 // scripts caches client scripts by their SHA1 (lower-case hex).
@@ -41,6 +43,18 @@ type scripts struct {
 	mu    sync.Mutex
 	m     map[string]*userScript
 	guard replicate.Guard // what client scripts may not do, for the composed scripts
+	tx    *userScript     // runs transactions holding scripts (replicate.TxScript)
+}
+
+// txScript returns the script that runs a transaction holding client scripts.
+func (sc *scripts) txScript(s *Server) *userScript {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.tx == nil {
+		composed := replicate.TxScript(sc.guard)
+		sc.tx = &userScript{composed: &router.WriteScript{SHA: composed.SHA, Body: composed.Body, Args: s.script.Args}}
+	}
+	return sc.tx
 }
 
 func (sc *scripts) get(sha string) *userScript {
@@ -75,6 +89,9 @@ func (sc *scripts) unload() {
 	for _, us := range sc.m {
 		us.loaded.Store(false)
 	}
+	if sc.tx != nil {
+		sc.tx.loaded.Store(false)
+	}
 }
 
 // eval dispatches EVAL and EVALSHA (args[1] is the body or its SHA).
@@ -95,30 +112,15 @@ func (sess *Session) eval(c *call) {
 // runScript runs a composed script; args[1] is numkeys, then keys and arguments.
 func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 	s, r := sess.s, &c.req
-	nk, err := strconv.Atoi(string(args[1]))
-	switch {
-	case err != nil:
-		sess.localError(r, msgNotInteger)
-		return
-	case nk < 0:
-		sess.localError(r, msgNumKeysNeg)
-		return
-	case nk > len(args)-2:
-		sess.localError(r, msgNumKeysLarge)
-		return
-	}
-	for _, k := range args[2 : 2+nk] {
-		if strings.HasPrefix(string(k), "syncproxy:") {
-			sess.localError(r, msgReservedKey)
-			return
-		}
-	}
-	if len(args)+5 > replicate.MaxScriptArgs {
-		sess.localError(r, msgTooManyArgs)
+	if msg, _ := scriptArgs(args[1:]); msg != "" {
+		sess.localError(r, msg)
 		return
 	}
 	master := s.router.Master()
 	check := evalCheck{us: us}
+	if c.route.Info.Name == "fcall" {
+		check.fcall = string(c.cmd.Args[1])
+	}
 	if !us.loaded.Load() {
 		// The client's script must compile alone (the master compiles it and
 		// words its errors) before the composed script, where it is a
@@ -130,8 +132,9 @@ func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 		}
 		check.load = &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
 			[]byte("SCRIPT"), []byte("LOAD"), []byte(us.composed.Body)})}
+		sess.enterLane()
 		sess.waiter.Add(check.load)
-		master.Submit(int(sess.id), check.load)
+		master.SubmitOn(sess.lane, check.load)
 		us.loaded.Store(true)
 	}
 	r.Kind = router.KindWrite
@@ -140,8 +143,148 @@ func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 	r.Mode = replicate.ModeScript
 	r.Script = us.composed
 	c.eval = check
+	if check.fcall != "" {
+		s.functions.running.Add(1)
+	}
 	sess.wrote = true
-	sess.toMaster(r)
+	sess.enterLane()
+	sess.waiter.Add(r)
+	master.SubmitOn(sess.lane, r)
+}
+
+// A client's script runs on a master connection for scripts (a lane), not on
+// the session's: a runaway script then holds no other client behind it, and
+// they get the master's BUSY reply as direct clients would. The session's
+// commands keep their order: a script waits for what the batch sent before it,
+// and what follows a run of scripts waits for them (leaveLane).
+
+// enterLane waits for what the batch sent before and picks the lane of the
+// batch's run of scripts.
+func (sess *Session) enterLane() {
+	if sess.onLane {
+		return
+	}
+	sess.waiter.Wait()
+	sess.lane = sess.s.router.Master().ScriptLane(int(sess.id))
+	sess.onLane = true
+}
+
+// leaveLane waits for the batch's scripts before a command that is not one runs.
+func (sess *Session) leaveLane(c *call) {
+	if !sess.onLane || (sess.tx == nil && isScriptCall(c)) {
+		return
+	}
+	sess.waiter.Wait()
+	sess.onLane = false
+}
+
+// isScriptCall reports whether c runs a client's script on a lane.
+func isScriptCall(c *call) bool {
+	if c.route.Info == nil {
+		return false
+	}
+	switch c.route.Info.Policy.Handler {
+	case router.HandlerEval, router.HandlerFcall:
+		return true
+	case router.HandlerScript:
+		return c.route.Info.Name == "eval_ro" || c.route.Info.Name == "evalsha_ro"
+	}
+	return false
+}
+
+// forwardScript sends a read-only script (EVAL_RO, EVALSHA_RO) as it is, on a
+// lane: it may run away too.
+func (sess *Session) forwardScript(c *call) {
+	c.req.Kind, c.req.Raw = router.KindRaw, c.cmd.Raw
+	sess.wrote = true // later reads of the batch go behind it, on the master
+	sess.enterLane()
+	sess.waiter.Add(&c.req)
+	sess.s.router.Master().SubmitOn(sess.lane, &c.req)
+}
+
+// killScript sends SCRIPT KILL or FUNCTION KILL to the master on a connection
+// of its own: the master's other connections may wait behind the script to
+// kill. It does not wait for the batch either (what it sent may wait behind it).
+func (sess *Session) killScript(c *call) {
+	s, r := sess.s, &c.req
+	conn, br, err := s.dialMaster()
+	if err != nil {
+		sess.localError(r, s.masterDown(nil, err))
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(s.cfg.BackendTimeout))
+	raw := c.cmd.Raw
+	if c.route.Info.Name == "function|kill" && s.functions.running.Load() > 0 {
+		raw = buildCommand([][]byte{[]byte("SCRIPT"), []byte("KILL")})
+	}
+	if _, err = conn.Write(raw); err == nil {
+		var reply []byte
+		if reply, err = router.ReadFrame(br, nil); err == nil {
+			sess.local(r, reply)
+			return
+		}
+	}
+	sess.localError(r, s.masterDown(conn, err))
+}
+
+// Redis' reply to the client of a script that SCRIPT KILL ended, up to the
+// script's SHA1.
+const killedPrefix = "-ERR Script killed by user with SCRIPT KILL... script: "
+
+// killedReply words the reply of a killed client script as Redis does: the
+// master named the composed script, which the client never sent; a function
+// (fcall, its name) is named as Redis names one. A line outside the client's
+// code (the kill was noticed in the composed script's own code) is reported as
+// the script's first.
+func killedReply(reply []byte, us *userScript, fcall string) []byte {
+	rest, ok := strings.CutPrefix(string(reply), killedPrefix+us.composed.SHA+", on @user_script:")
+	if !ok {
+		return reply
+	}
+	line, _, _ := strings.Cut(rest, ".")
+	n, err := strconv.Atoi(line)
+	lines := strings.Count(us.body, "\n") + 1
+	if fcall != "" {
+		// The library's code starts on the body's third line, and on the
+		// library's second (its #! line is cut).
+		if err != nil || n < 3 || n > lines {
+			n = 3
+		}
+		return []byte(killedPrefix + fcall + ", on @user_function:" + strconv.Itoa(n-1) + ".\r\n")
+	}
+	if err != nil || n < 1 || n > lines {
+		n = 1
+	}
+	return []byte(killedPrefix + sha1Hex(us.body) + ", on @user_script:" + strconv.Itoa(n) + ".\r\n")
+}
+
+func sha1Hex(s string) string {
+	sum := sha1.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// scriptArgs checks a script's numkeys, keys and arguments (rest[0] is
+// numkeys): it returns Redis' error, or (refused) the proxy's refusal.
+func scriptArgs(rest [][]byte) (msg string, refused bool) {
+	nk, err := strconv.Atoi(string(rest[0]))
+	switch {
+	case err != nil:
+		return msgNotInteger, false
+	case nk < 0:
+		return msgNumKeysNeg, false
+	case nk > len(rest)-1:
+		return msgNumKeysLarge, false
+	}
+	for _, k := range rest[1 : 1+nk] {
+		if strings.HasPrefix(string(k), replicate.KeyPrefix) {
+			return msgReservedKey, true
+		}
+	}
+	if len(rest)+6 > replicate.MaxScriptArgs {
+		return msgTooManyArgs, true
+	}
+	return "", false
 }
 
 // compileScript has the master compile the client's script alone (SCRIPT LOAD)
@@ -155,6 +298,7 @@ func (sess *Session) compileScript(us *userScript) string {
 	if len(q.Reply) == 0 || q.Reply[0] == '-' {
 		return string(bytesTrimErr(q.Reply))
 	}
+	us.compiled.Store(true)
 	return ""
 }
 
@@ -162,8 +306,9 @@ func (sess *Session) compileScript(us *userScript) string {
 // composed script that is not on the master after all (its load failed, or a
 // SCRIPT FLUSH came between).
 type evalCheck struct {
-	us   *userScript     // nil: not an EVAL
-	load *router.Request // the SCRIPT LOAD sent with it, if any
+	us    *userScript     // nil: not an EVAL
+	load  *router.Request // the SCRIPT LOAD sent with it, if any
+	fcall string          // the function an FCALL calls (counted in functions.running)
 }
 
 // checkEvals runs once the batch completed.
@@ -173,6 +318,10 @@ func (sess *Session) checkEvals(calls []*call) {
 		if e.us == nil {
 			continue
 		}
+		if e.fcall != "" {
+			sess.s.functions.running.Add(-1)
+		}
+		c.req.Reply = killedReply(reply, e.us, e.fcall)
 		if (e.load != nil && (e.load.Failed || len(e.load.Reply) == 0 || e.load.Reply[0] == '-')) ||
 			strings.HasPrefix(string(reply), "-NOSCRIPT") ||
 			strings.HasPrefix(string(reply), "-ERR syncproxy: the replication script was flushed") {
@@ -200,6 +349,9 @@ const msgFunctionNotFound = "ERR Function not found"
 type functions struct {
 	mu sync.Mutex
 	m  map[string]*userScript
+	// running counts FCALLs sent and not completed: the master runs them as
+	// scripts, so FUNCTION KILL is sent as SCRIPT KILL meanwhile.
+	running atomic.Int64
 }
 
 func (f *functions) get(name string) *userScript {
@@ -226,24 +378,33 @@ func (f *functions) reset() {
 
 // fcall dispatches FCALL name numkeys keys... args...
 func (sess *Session) fcall(c *call) {
-	s, args := sess.s, c.cmd.Args
-	name := string(args[1])
-	us := s.functions.get(name)
-	if us == nil {
-		code, msg := sess.libraryOf(name)
-		if msg != "" {
-			sess.localError(&c.req, msg)
-			return
-		}
-		body := "local __fns = {}\nlocal __lib = function(redis)\n" + code +
-			"\nend\nlocal __fake = setmetatable({register_function = function(a, b)\n" +
-			"  if type(a) == 'table' then __fns[a.function_name] = a.callback else __fns[a] = b end\n" +
-			"end}, {__index = redis})\n__lib(__fake)\nreturn __fns[" + replicate.LuaQuote(name) + "](KEYS, ARGV)"
-		us = s.scripts.add(s, []byte(body))
-		s.functions.put(name, us)
+	args := c.cmd.Args
+	us, msg := sess.functionScript(string(args[1]))
+	if msg != "" {
+		sess.localError(&c.req, msg)
+		return
 	}
 	// As EVAL: args[2:] are numkeys, keys and arguments.
 	sess.runScript(c, us, args[1:])
+}
+
+// functionScript returns the script that runs the function name, or the error.
+func (sess *Session) functionScript(name string) (*userScript, string) {
+	s := sess.s
+	if us := s.functions.get(name); us != nil {
+		return us, ""
+	}
+	code, msg := sess.libraryOf(name)
+	if msg != "" {
+		return nil, msg
+	}
+	body := "local __fns = {}\nlocal __lib = function(redis)\n" + code +
+		"\nend\nlocal __fake = setmetatable({register_function = function(a, b)\n" +
+		"  if type(a) == 'table' then __fns[a.function_name] = a.callback else __fns[a] = b end\n" +
+		"end}, {__index = redis})\n__lib(__fake)\nreturn __fns[" + replicate.LuaQuote(name) + "](KEYS, ARGV)"
+	us := s.scripts.add(s, []byte(body))
+	s.functions.put(name, us)
+	return us, ""
 }
 
 // libraryOf returns the code (without its #! line) of the library that holds the

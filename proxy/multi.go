@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"strconv"
 
 	"github.com/tidwall/redcon"
@@ -21,6 +22,7 @@ const (
 	msgDiscardNoMult = "ERR DISCARD without MULTI"
 	msgMultiNested   = "ERR MULTI calls can not be nested"
 	msgWatchInMulti  = "ERR WATCH inside MULTI is not allowed"
+	msgExecBusy      = "EXECABORT Transaction discarded because of: "
 )
 
 // txState is a transaction being queued.
@@ -30,6 +32,7 @@ type txState struct {
 	cmds    []txCmd
 	bytes   int64 // of the commands queued, counted as the master's memory (memory.go)
 	denyOOM bool  // a queued command may use memory: EXEC is refused over maxmemory
+	scripts bool  // a client script is queued: the transaction runs in replicate.TxScript
 }
 
 // txCmd is one queued command.
@@ -130,11 +133,53 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 			return q, nil, msg
 		}
 		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
+	case rt.Info.Policy.Handler == router.HandlerEval || rt.Info.Policy.Handler == router.HandlerFcall:
+		return sess.queueScript(c, q)
 	case rt.Class == router.ClassDenied:
 		return q, nil, errDenied(name)
 	default:
 		return q, nil, "ERR syncproxy: '" + name + "' is not supported inside MULTI"
 	}
+	return q, nil, ""
+}
+
+// queueScript queues EVAL, EVALSHA or FCALL: the script's body travels with
+// the transaction and runs in it, in the master's script (replicate.TxScript),
+// its writes replicated as effects in the transaction's message. What Redis
+// finds wrong only at EXEC (no such script or function, numkeys, a body that
+// does not compile) is the command's reply in EXEC's array; what the proxy
+// refuses (a reserved key in KEYS) aborts the transaction, as outside scripts.
+func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
+	s, args := sess.s, c.cmd.Args
+	var us *userScript
+	msg := ""
+	switch c.route.Info.Name {
+	case "fcall":
+		us, msg = sess.functionScript(string(args[1]))
+	case "evalsha":
+		if us = s.scripts.get(string(args[1])); us == nil {
+			msg = msgNoScript
+		}
+	default:
+		us = s.scripts.add(s, args[1])
+	}
+	refused := false
+	if msg == "" {
+		msg, refused = scriptArgs(args[2:])
+	}
+	if refused {
+		return q, nil, msg
+	}
+	if msg == "" && !us.compiled.Load() {
+		msg = sess.compileScript(us)
+	}
+	if msg != "" {
+		q.local = router.AppendError(nil, msg)
+		return q, nil, ""
+	}
+	form := append([][]byte{[]byte(us.body)}, args[2:]...)
+	q.raw, q.argc, q.mode = buildCommand(form), len(form), replicate.ModeTxScript
+	sess.tx.scripts = true
 	return q, nil, ""
 }
 
@@ -206,12 +251,35 @@ func (sess *Session) exec(c *call) {
 		return
 	}
 	c.exec = ex
+	if tx.scripts && len(chain) > 0 {
+		sess.execScripts(chain)
+		return
+	}
 	for _, tr := range chain {
 		sess.waiter.Add(tr)
 	}
 	if len(chain) > 0 {
 		sess.s.router.Master().SubmitTx(int(sess.id), chain)
 	}
+}
+
+// execScripts submits a transaction holding client scripts: one call of
+// replicate.TxScript, on a lane (it may run away as a script may, eval.go).
+func (sess *Session) execScripts(chain []*router.Request) {
+	master, txs := sess.s.router.Master(), sess.s.scripts.txScript(sess.s)
+	sess.enterLane()
+	if !txs.loaded.Load() {
+		load := &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
+			[]byte("SCRIPT"), []byte("LOAD"), []byte(txs.composed.Body)})}
+		sess.waiter.Add(load)
+		master.SubmitOn(sess.lane, load)
+		txs.loaded.Store(true)
+	}
+	chain[0].Script = txs.composed
+	for _, tr := range chain {
+		sess.waiter.Add(tr)
+	}
+	master.SubmitTxOn(sess.lane, chain)
 }
 
 // execEntry is the transaction an EXEC of the batch submitted.
@@ -233,8 +301,17 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 		return router.AppendError(dst[:0], ex.err)
 	}
 	for _, tr := range ex.reqs {
+		if tx.scripts && (bytes.HasPrefix(tr.Reply, []byte("-NOSCRIPT")) ||
+			bytes.HasPrefix(tr.Reply, []byte("-ERR syncproxy: the replication script was flushed"))) {
+			sess.s.scripts.txScript(sess.s).loaded.Store(false) // SCRIPT FLUSH came between
+		}
 		if tr.Failed {
 			return append(dst[:0], tr.Reply...)
+		}
+		if router.IsBusy(tr.Reply) {
+			// The master runs a script: as Redis refuses EXEC then (no command
+			// in a transaction's script gets BUSY).
+			return router.AppendError(dst[:0], msgExecBusy+string(bytesTrimErr(tr.Reply)))
 		}
 	}
 	out := redcon.AppendArray(dst[:0], len(ex.reqs))

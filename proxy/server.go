@@ -203,6 +203,7 @@ func (s *Server) newMasterBackend(addr string) *router.Backend {
 		Name:         "master",
 		Addr:         addr,
 		Conns:        cfg.BackendConns,
+		ScriptConns:  scriptConns,
 		Timeout:      cfg.BackendTimeout,
 		DialTimeout:  cfg.BackendDialTimeout,
 		WriteTimeout: cfg.BackendWriteTimeout,
@@ -538,3 +539,7 @@ func (s *Server) clientLeft() {
 		s.lastLeftOnce.Do(func() { close(s.lastLeft) })
 	}
 }
+
+// scriptConns is the number of master connections for client scripts (see
+// eval.go): a runaway script holds one of them.
+const scriptConns = 2

@@ -126,9 +126,13 @@ type Session struct {
 	tx    *txState   // MULTI ... EXEC being queued
 	watch *watchConn // dedicated master connection while WATCHing
 
-	cmds   []redcon.Command
-	calls  []*call // the batch's commands
-	wrote  bool    // the batch sent a write: its later reads go behind it, on the master
+	cmds  []redcon.Command
+	calls []*call // the batch's commands
+	wrote bool    // the batch sent a write: its later reads go behind it, on the master
+	// onLane: the batch's last command was a client script, sent on lane (a
+	// master connection for scripts, see eval.go); what follows waits for it.
+	onLane bool
+	lane   router.Lane
 	waiter *router.Waiter
 }
 
@@ -223,7 +227,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		sess.calls = append(sess.calls, &call{})
 	}
 	start := time.Now()
-	sess.wrote = false
+	sess.wrote, sess.onLane = false, false
 	sess.batchPicked, sess.batchSlave = false, nil
 	calls := sess.calls[:len(cmds)]
 	for i, cmd := range cmds {
@@ -366,6 +370,7 @@ func (sess *Session) dispatch(c *call) {
 		return
 	}
 	c.route = sess.s.router.Route(args)
+	sess.leaveLane(c)
 	if sess.tx != nil && sess.inMulti(c) {
 		return
 	}
@@ -586,6 +591,12 @@ func (sess *Session) script(c *call) {
 		sess.s.scripts.add(sess.s, c.cmd.Args[2])
 	case "script|flush":
 		defer sess.s.scriptFlushed()
+	case "script|kill", "function|kill":
+		sess.killScript(c)
+		return
+	case "eval_ro", "evalsha_ro":
+		sess.forwardScript(c)
+		return
 	}
 	sess.forwardWrite(c)
 }

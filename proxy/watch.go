@@ -22,6 +22,9 @@ type watchConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	db   int
+	// unloaded: the master was running a script (BUSY) when the connection
+	// was opened; the replication script is loaded at EXEC.
+	unloaded bool
 }
 
 var errWatchReply = errors.New("proxy: unexpected reply on the WATCH connection")
@@ -55,7 +58,10 @@ func (sess *Session) openWatch() error {
 	}
 	sess.watch = &watchConn{conn: c, br: br}
 	replies, err := sess.watchRoundTrip(buildCommand([][]byte{[]byte("SCRIPT"), []byte("LOAD"), []byte(s.script.Body)}), 1)
-	if err == nil && replies[0][0] == '-' {
+	if err == nil && router.IsBusy(replies[0]) {
+		// Alive, running a script: WATCH works then, as in Redis.
+		sess.watch.unloaded = true
+	} else if err == nil && replies[0][0] == '-' {
 		err = errWatchReply
 	}
 	if err != nil {
@@ -113,11 +119,20 @@ func (sess *Session) doWatch(c *call) {
 func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 	defer sess.closeWatch()
 	sess.waiter.Wait()
-	frames := []byte("*1\r\n$5\r\nMULTI\r\n")
-	n := 2
+	var frames []byte
+	n, ws := 2, sess.s.script
+	if ex.tx.scripts {
+		// The transaction's client scripts run in a script of its own (multi.go).
+		ws = sess.s.scripts.txScript(sess.s).composed
+	}
+	if ex.tx.scripts || sess.watch.unloaded {
+		frames = buildCommand([][]byte{[]byte("SCRIPT"), []byte("LOAD"), []byte(ws.Body)})
+		n++
+	}
+	frames = append(frames, "*1\r\n$5\r\nMULTI\r\n"...)
 	if len(chain) > 0 {
-		frames = router.AppendScriptCall(frames, sess.s.script, chain, sess.watch.db)
-		n = 3
+		frames = router.AppendScriptCall(frames, ws, chain, sess.watch.db)
+		n++
 	}
 	frames = append(frames, "*1\r\n$4\r\nEXEC\r\n"...)
 	replies, err := sess.watchRoundTrip(frames, n)
@@ -129,6 +144,11 @@ func (sess *Session) execWatched(ex *execEntry, chain []*router.Request) {
 		return
 	}
 	execRe := replies[n-1]
+	if len(chain) > 0 && router.IsBusy(replies[n-2]) {
+		// The master runs a script: EXEC is refused as Redis refuses it then.
+		ex.err = msgExecBusy + string(bytesTrimErr(replies[n-2]))
+		return
+	}
 	switch {
 	case string(execRe) == "*-1\r\n":
 		ex.aborted = true // a watched key changed

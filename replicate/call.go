@@ -46,6 +46,9 @@ const (
 	// ModeScript: a client's script (the composed script of UserScript); the
 	// arguments are numkeys, keys and args.
 	ModeScript
+	// ModeTxScript: a client's script in a transaction (the call is TxScript's);
+	// the arguments are the script's body, numkeys, keys and args.
+	ModeTxScript
 	// modePre and modeNumber are the two calls around a native command (see
 	// WriteNativeCall): note the error count; number the effects given.
 	modePre
@@ -59,6 +62,7 @@ var modeLetters = [...]string{
 	ModeRewriteQuiet: "$1\r\nq\r\n",
 	ModeRead:         "$1\r\nr\r\n",
 	ModeScript:       "$1\r\ne\r\n",
+	ModeTxScript:     "$1\r\nt\r\n",
 	modePre:          "$1\r\np\r\n",
 	modeNumber:       "$1\r\nn\r\n",
 }

@@ -460,7 +460,16 @@ local function norm3(r)
 end
 
 -- run_user runs a client's script; ARGV[pos..last] are numkeys, keys, args.
-local function run_user(db, pos, last)
+-- With body (a transaction's script, mode t) it runs body instead of __user:
+-- compiled here as a chunk of its own, named as Redis names it.
+local function run_user(db, pos, last, body)
+  local fn, sha = __user, __sha
+  if body then
+    local e
+    sha = redis.sha1hex(body)
+    fn, e = l_loadstring('local KEYS, ARGV, redis, _G, loadstring, load = ...; ' .. body, '@user_script')
+    if not fn then return {err = 'ERR Error compiling script (new function): ' .. tostring(e)} end
+  end
   local nk = l_tonumber(ARGV[pos])
   local keys, argv = {}, {}
   for j = 1, nk do keys[j] = ARGV[pos + j] end
@@ -533,7 +542,20 @@ local function run_user(db, pos, last)
     if not f then return f, e end
     return function(...) return f(proxy, genv, sload, sload, keys, argv, ...) end
   end
-  local ok, res = pcall(__user, keys, argv, proxy, genv, sload, sload)
+  -- SCRIPT KILL: Redis raises its error from a hook that, once the script is
+  -- killed, raises it again on every new line. The handler runs where it was
+  -- raised, hooks off: it notes the client's line (the frame below it); on the
+  -- same line, the error is then raised on that line of a chunk named as the
+  -- client's, for Redis to word as for the client's script.
+  local kline
+  local function onerr(e)
+    if l_type(e) == 'table' and s_find(tostring(e.err), 'Script killed by user with SCRIPT KILL', 1, true) then
+      local _, w = pcall(l_error, '', 3)
+      kline = l_tonumber(s_match(l_type(w) == 'string' and w or '', '^user_script:(%d+):'))
+    end
+    return e
+  end
+  local ok, res = xpcall(function() return fn(keys, argv, proxy, genv, sload, sload) end, onerr) if kline then l_loadstring(string.rep('\n', kline - 1) .. 'return', '@user_script')() end
   if rpcall('GET', 'syncproxy:resp') == nil then
     -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for
     -- what follows, its booleans replied as RESP3 would (:1 and :0).
@@ -549,9 +571,9 @@ local function run_user(db, pos, last)
     line, rest = '1', msg
   end
   if line and s_sub(rest, 1, 1) == '\1' then
-    msg = s_sub(rest, 2) .. ' script: ' .. __sha .. ', on @user_script:' .. line .. '.'
+    msg = s_sub(rest, 2) .. ' script: ' .. sha .. ', on @user_script:' .. line .. '.'
   elseif line then
-    msg = 'ERR ' .. msg .. ' script: ' .. __sha .. ', on @user_script:' .. line .. '.'
+    msg = 'ERR ' .. msg .. ' script: ' .. sha .. ', on @user_script:' .. line .. '.'
   end
   return {err = msg}
 end
@@ -579,6 +601,9 @@ for i = 1, n do
     end
   elseif mode == 'e' then
     r = run_user(db, pos, last)
+    effect = nil
+  elseif mode == 't' then
+    r = run_user(db, pos + 1, last, ARGV[pos])
     effect = nil
   elseif mode == 'r' then
     r = redis.pcall(unpack(ARGV, pos, last))
@@ -805,6 +830,10 @@ func UserScript(body string, g Guard) Script {
 	b.WriteString(masterBody)
 	return newScript(b.String())
 }
+
+// TxScript composes the script that runs a transaction holding client scripts
+// (ModeTxScript): the master script with g enforced on the scripts.
+func TxScript(g Guard) Script { return UserScript("", g) }
 
 // LuaQuote returns s as a single-quoted Lua string literal.
 func LuaQuote(s string) string {

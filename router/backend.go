@@ -165,6 +165,10 @@ type BackendOptions struct {
 	QueueLen     int // requests waiting to be written, per connection
 	MaxGroup     int // writes per script call
 	Script       *WriteScript
+	// ScriptConns are connections of their own for client scripts (SubmitScript):
+	// a runaway script holds only its own connection, and every other command
+	// reaches the server and gets its BUSY reply, as a direct client would.
+	ScriptConns int
 	// OnReconnect, when set, is called when a connection is established again
 	// after it was lost (the server may have restarted, empty).
 	OnReconnect func()
@@ -173,8 +177,13 @@ type BackendOptions struct {
 
 // Backend is a pool of multiplexed connections to one Redis server.
 type Backend struct {
-	opts   BackendOptions
-	links  []*link
+	opts  BackendOptions
+	links []*link
+	// scriptLinks run client scripts (SubmitScript); see BackendOptions.ScriptConns.
+	scriptLinks []*link
+	// busyAt is the monoNow of the last BUSY reply: the server is alive, running
+	// a script (see busy.go).
+	busyAt atomic.Int64
 	up     atomic.Int32 // connections currently up
 	closed atomic.Bool  // Close was called: requests enqueued late are failed
 	// addr is the server's address; SetAddr moves the backend to another.
@@ -220,8 +229,8 @@ func NewBackend(opts BackendOptions) *Backend {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Backend{opts: opts, cancel: cancel, tried: make(chan struct{})}
 	b.addr.Store(&opts.Addr)
-	b.triedLeft.Store(int32(opts.Conns))
-	for i := 0; i < opts.Conns; i++ {
+	b.triedLeft.Store(int32(opts.Conns + opts.ScriptConns))
+	for i := 0; i < opts.Conns+opts.ScriptConns; i++ {
 		l := &link{
 			b:         b,
 			idx:       i,
@@ -229,7 +238,11 @@ func NewBackend(opts BackendOptions) *Backend {
 			groupDone: make(chan struct{}, 1),
 			wake:      make(chan struct{}, 1),
 		}
-		b.links = append(b.links, l)
+		if i < opts.Conns {
+			b.links = append(b.links, l)
+		} else {
+			b.scriptLinks = append(b.scriptLinks, l)
+		}
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
@@ -237,6 +250,11 @@ func NewBackend(opts BackendOptions) *Backend {
 		}()
 	}
 	return b
+}
+
+// allLinks returns the backend's links, the script links included.
+func (b *Backend) allLinks() []*link {
+	return append(b.links[:len(b.links):len(b.links)], b.scriptLinks...)
 }
 
 // WaitFirstAttempt waits until every connection tried to connect once, or ctx
@@ -265,7 +283,7 @@ func (b *Backend) SetAddr(addr string) {
 		return
 	}
 	b.addr.Store(&addr)
-	for _, l := range b.links {
+	for _, l := range b.allLinks() {
 		l.switching.Store(true)
 		l.gen.Add(1)
 		l.signal()
@@ -278,7 +296,7 @@ func (b *Backend) SetAddr(addr string) {
 // promotes a replica, so that no write reaches the old master meanwhile.
 func (b *Backend) Pause() {
 	b.paused.Store(true)
-	for _, l := range b.links {
+	for _, l := range b.allLinks() {
 		l.signal()
 	}
 }
@@ -286,7 +304,7 @@ func (b *Backend) Pause() {
 // Resume undoes Pause.
 func (b *Backend) Resume() {
 	if b.paused.Swap(false) {
-		for _, l := range b.links {
+		for _, l := range b.allLinks() {
 			l.signal()
 		}
 	}
@@ -376,6 +394,10 @@ type link struct {
 
 	// reload asks the writer to SCRIPT LOAD before its next script call.
 	reload atomic.Bool
+	// waitSince is the monoNow at which the reply the reader waits for was
+	// sent, 0 when it waits for none (ScriptLane avoids a connection held by a
+	// runaway script).
+	waitSince atomic.Int64
 	// groups counts script calls sent and not yet answered; groupDone wakes a
 	// writer waiting for one to complete.
 	groups    atomic.Int32
@@ -472,7 +494,11 @@ func (l *link) run(ctx context.Context) {
 		case dial.Refused(err) && err.Error() != refused && ctx.Err() == nil:
 			// Connected, but refused (TLS, AUTH): a configuration problem, not an outage.
 			refused = err.Error()
-			l.log.Error().Err(err).Msg("backend refused the connection; check the TLS and credential settings")
+			lvl := zerolog.ErrorLevel
+			if l.idx >= l.b.opts.Conns {
+				lvl = zerolog.DebugLevel // a script link: its pool's links said it already
+			}
+			l.log.WithLevel(lvl).Err(err).Msg("backend refused the connection; check the TLS and credential settings")
 		}
 		if err == nil {
 			l.b.up.Add(1)
@@ -587,6 +613,12 @@ func (l *link) dial(ctx context.Context, addr string) (net.Conn, *bufio.Reader, 
 		TLS: o.TLS, Timeout: o.DialTimeout, BufferSize: 16 << 10}
 	if o.Script != nil {
 		t.Setup = [][]string{{"SCRIPT", "LOAD", o.Script.Body}}
+		// A master running a script is alive: connected, its script is loaded
+		// before the first call.
+		t.OnBusy = func() {
+			l.reload.Store(true)
+			l.b.busyAt.Store(monoNow())
+		}
 	}
 	return dial.Dial(ctx, t)
 }
@@ -738,16 +770,18 @@ func (w *connWriter) send(r *Request) error {
 	return w.sendRaw(r)
 }
 
-// sendScript writes the call of a client's script: its own script, alone.
+// sendScript writes the call of a client's script: its own script, alone (or
+// a transaction's, chained behind r).
 func (w *connWriter) sendScript(r *Request) error {
 	l := w.l
 	if err := l.waitGroups(w.ctx, w.conn, w.bw, w.readerDone, w.gen); err != nil {
 		l.failChain(r)
 		return err
 	}
-	writeScriptCall(w.bw, r.Script, r, 1, w.curDB)
+	_, n := chainEnd(r)
+	writeScriptCall(w.bw, r.Script, r, n, w.curDB)
 	l.groups.Add(1)
-	if err := w.push(pending{kind: pendGroup, req: r, n: 1}); err != nil {
+	if err := w.push(pending{kind: pendGroup, req: r, n: n}); err != nil {
 		l.failSent(r, err)
 		return err
 	}
@@ -901,7 +935,7 @@ func (l *link) waitGroups(ctx context.Context, conn net.Conn, bw *bufio.Writer, 
 // ReloadScript makes every connection load the replication script again before
 // its next call (after a SCRIPT FLUSH went through).
 func (b *Backend) ReloadScript() {
-	for _, l := range b.links {
+	for _, l := range b.allLinks() {
 		l.reload.Store(true)
 	}
 }
@@ -1011,6 +1045,7 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 		case <-stop:
 			return errStopped
 		}
+		l.waitSince.Store(p.sent)
 		if br.Buffered() == 0 {
 			if err := l.awaitReply(conn, br, p, pend); err != nil {
 				l.failPending(p, err)
@@ -1019,6 +1054,9 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 		}
 		if err := l.readOne(br, p, gen); err != nil {
 			return err
+		}
+		if len(pend) == 0 {
+			l.waitSince.Store(0)
 		}
 	}
 }
@@ -1038,7 +1076,21 @@ func (l *link) awaitReply(conn net.Conn, br *bufio.Reader, p pending, pend chan 
 		}
 	}
 	conn.SetReadDeadline(start.Add(o.ReplyTimeout))
-	return nil
+	if o.Script == nil {
+		return nil
+	}
+	// The master: a reply late while the server answers BUSY elsewhere is still
+	// coming (the command runs, or waits behind a script that runs).
+	for {
+		_, err := br.Peek(1)
+		if err == nil {
+			return nil
+		}
+		if err = readErr(err); !errors.Is(err, errReplyTimeout) || !(l.b.Busy() || l.probeBusy()) {
+			return err
+		}
+		conn.SetReadDeadline(time.Now().Add(o.ReplyTimeout))
+	}
 }
 
 // readOne reads the reply of p and completes its requests. An error means that
@@ -1051,7 +1103,9 @@ func (l *link) readOne(br *bufio.Reader, p pending, gen uint64) error {
 		if err != nil {
 			return readErr(err)
 		}
-		if reply[0] == '-' {
+		if IsBusy(reply) {
+			l.b.noteBusy(reply) // alive, running a script
+		} else if reply[0] == '-' {
 			l.log.Warn().Str("reply", string(bytes.TrimSpace(reply))).Msg("backend refused an internal command")
 		}
 	case pendRequest:
@@ -1069,6 +1123,7 @@ func (l *link) readOne(br *bufio.Reader, p pending, gen uint64) error {
 		l.b.Outstanding.Add(-1)
 		l.b.Stats.Requests.Add(1)
 		l.b.Stats.Latency.Observe(time.Duration(monoNow() - p.sent))
+		l.b.noteBusy(r.Reply)
 		r.complete()
 	case pendGroup, pendNative:
 		read := l.readGroup
@@ -1183,6 +1238,7 @@ func (l *link) readReplies(br *bufio.Reader, r *Request, seq int64, epoch string
 // the script call got instead of its array (the script did not run, or failed).
 func (l *link) groupError(first *Request, line []byte) {
 	msg := string(line[1 : len(line)-2])
+	l.b.noteBusy(line)
 	if bytes.HasPrefix(line, []byte("-NOSCRIPT")) {
 		l.reload.Store(true)
 		msg = "ERR syncproxy: the replication script was flushed from the master; it is being reloaded, retry the command"

@@ -32,6 +32,11 @@
 // exponential backoff; while it is down, requests fail at once. A keepalive PING
 // on idle links notices dead connections.
 //
+// Client scripts run on script links of their own (BackendOptions.ScriptConns,
+// SubmitOn with ScriptLane), so that a runaway script holds no other client's
+// commands: those reach the server and get its BUSY reply. BUSY is a sign of
+// life, not a failure (busy.go).
+//
 // A reply is awaited for BackendOptions.ReplyTimeout: long on the master, where
 // a write still running may be applied. A request sent whose reply never came
 // (timeout, connection lost) fails, on the master, with "outcome unknown" — never

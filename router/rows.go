@@ -205,7 +205,7 @@ var rows = map[string]row{
 	"function|delete":  handledBy(pinned(ClassMaster), HandlerFunctionWrite),
 	"function|flush":   handledBy(pinned(ClassMaster), HandlerFunctionWrite),
 	"function|restore": handledBy(pinned(ClassMaster), HandlerFunctionWrite),
-	"function|kill":    readOnlyDenied(pinned(ClassMaster)),
+	"function|kill":    readOnlyDenied(special(HandlerScript)),
 
 	// PFCOUNT updates the cached cardinality inside the HyperLogLog: run on the
 	// master and replicated, or the slaves' values would drift from the master's.

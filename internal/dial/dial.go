@@ -43,6 +43,9 @@ type Target struct {
 	// (SCRIPT LOAD, CLIENT SETNAME); an error reply to one fails the dial, at
 	// the step named by its first two words ("script load").
 	Setup [][]string
+	// OnBusy, when set, makes a BUSY reply (the server runs a script) to a setup
+	// command or the PING no failure: the server is alive. OnBusy is called.
+	OnBusy func()
 	// Timeout bounds the dial and the whole handshake (0: only ctx does).
 	Timeout time.Duration
 	// BufferSize is the size of the reader returned (at least 4096).
@@ -157,6 +160,10 @@ func (t *Target) handshake(ctx context.Context, conn net.Conn, br *bufio.Reader)
 		line, err := readReply(br)
 		if err != nil {
 			return t.ioFailure(step, err)
+		}
+		if t.OnBusy != nil && bytes.HasPrefix(line, []byte("-BUSY ")) {
+			t.OnBusy()
+			continue
 		}
 		if line[0] == '-' {
 			return t.fail(step, errors.New(string(line[1:])), true)
