@@ -101,37 +101,6 @@ func (sess *Session) shownConsistency() string {
 	return sess.s.config().readLevel().String()
 }
 
-// later returns the later of two positions: the second when the epochs differ
-// (it was learnt last).
-func later(e1 string, s1 int64, e2 string, s2 int64) (string, int64) {
-	if s2 == 0 || (e1 == e2 && s1 >= s2) {
-		return e1, s1
-	}
-	if s1 == 0 || e1 != e2 || s2 > s1 {
-		return e2, s2
-	}
-	return e1, s1
-}
-
-// readPosition is the replication position a read must see: the causal token
-// the session was given, and unless eventual its last write and what its reads
-// saw.
-func (sess *Session) readPosition() (string, int64) {
-	epoch, seq := sess.minEpoch, sess.minSeq
-	if sess.level() != levelEventual {
-		epoch, seq = later(epoch, seq, sess.lastEpoch, sess.lastSeq)
-		epoch, seq = later(epoch, seq, sess.readEpoch, sess.readSeq)
-	}
-	return epoch, seq
-}
-
-// seenPosition is what CLIENT SYNCTOKEN hands out: the latest of the token, the
-// last write and what the reads saw, whatever the level.
-func (sess *Session) seenPosition() (string, int64) {
-	epoch, seq := later(sess.minEpoch, sess.minSeq, sess.lastEpoch, sess.lastSeq)
-	return later(epoch, seq, sess.readEpoch, sess.readSeq)
-}
-
 // probe reads back the position of a backend behind the batch's reads on it.
 type probe struct {
 	slave *router.Slave // nil: the master
@@ -188,51 +157,6 @@ func (sess *Session) nextProbe(sl *router.Slave, cmd []byte) *probe {
 	p.slave, p.req.Kind, p.req.Raw = sl, router.KindRaw, cmd
 	sess.waiter.Add(&p.req)
 	return p
-}
-
-// applyProbes raises the session's read floor, and the slaves' observed
-// positions, to what the completed probes read back.
-func (sess *Session) applyProbes() {
-	for _, p := range sess.probes {
-		reply := p.req.Reply
-		if p.req.Failed || (len(reply) > 0 && reply[0] == '-') {
-			// What the reads saw is not known: the next one goes to the master.
-			sess.readUnknown = true
-			continue
-		}
-		var epoch, seq []byte
-		if p.slave != nil {
-			body, _, ok := parseBulk(reply)
-			i := bytes.LastIndexByte(body, ':')
-			if !ok || i <= 0 {
-				continue
-			}
-			epoch, seq = body[:i], body[i+1:]
-		} else {
-			if !bytes.HasPrefix(reply, []byte("*2\r\n")) {
-				continue
-			}
-			var ok1, ok2 bool
-			epoch, reply, ok1 = parseBulk(reply[4:])
-			seq, _, ok2 = parseBulk(reply)
-			if !ok1 || !ok2 {
-				continue
-			}
-		}
-		n, err := strconv.ParseInt(string(seq), 10, 64)
-		if err != nil || n <= 0 {
-			continue
-		}
-		if string(epoch) != sess.readEpoch {
-			sess.readEpoch = string(epoch)
-			sess.readSeq = 0
-		}
-		sess.readSeq = max(sess.readSeq, n)
-		if p.slave != nil {
-			p.slave.Observe(sess.readEpoch, n)
-		}
-	}
-	sess.probes = sess.probes[:0]
 }
 
 // parseBulk splits a bulk string frame off b: its body and what follows.

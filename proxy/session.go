@@ -89,25 +89,10 @@ type Session struct {
 	conn redcon.Conn
 	id   int64
 
-	db        int
-	name      string
-	lastSeq   int64  // sequence number of this client's last write (read-your-writes)
-	lastEpoch string // and the master's epoch then
-	minSeq    int64  // causal token set by CLIENT SYNCAFTER: reads must see it
-	minEpoch  string
-	readSeq   int64 // what the session's reads saw (monotonic reads; see consistency.go)
-	readEpoch string
-
-	consistency consistency // CLIENT CONSISTENCY; levelDefault: the proxy's
-	shownLevel  atomic.Int32
-	// The batch's reads stay on the backend the first one picked (nil: the
-	// master), so that they read in order; the probes read back its position.
-	batchPicked bool
-	batchSlave  *router.Slave
-	probeSlave  *router.Slave
-	probeMaster bool
-	probes      []*probe
-	readUnknown bool // a probe failed: what the reads saw is not known
+	db   int
+	name string
+	// readState: what the session's reads must see and saw (readstate.go).
+	readState
 
 	authed       bool  // AUTH succeeded, or no password is required
 	user         *User // the user authenticated as; nil: the default user
@@ -632,14 +617,6 @@ func (sess *Session) configSet(c *call) {
 	sess.broadcast(c)
 }
 
-// noteWrite records the replication position of a completed write, for
-// read-your-writes, WAIT and CLIENT SYNCTOKEN (a write without effect has none).
-func (sess *Session) noteWrite(r *router.Request) {
-	if r.Seq > 0 {
-		sess.lastSeq, sess.lastEpoch = r.Seq, r.Epoch
-	}
-}
-
 // pickRead chooses the slave for a read (nil: the master), waiting up to ryw-wait
 // for a slave to apply what the read must see. Unless eventual, the batch's
 // later reads go to the same place.
@@ -649,7 +626,7 @@ func (sess *Session) pickRead() (*router.Slave, error) {
 		return sess.batchSlave, nil
 	}
 	rt := sess.s.router
-	epoch, seq := sess.readPosition()
+	epoch, seq := sess.readPosition(lvl)
 	if lvl == levelGlobal {
 		e, s := sess.s.masterPos.get(rt.Master(), int(sess.id))
 		epoch, seq = later(epoch, seq, e, s)
