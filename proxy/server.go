@@ -298,7 +298,7 @@ func (s *Server) loadTable() *router.Table {
 			var infos []*router.CommandInfo
 			if infos, err = router.ParseCommandReply(reply); err == nil && len(infos) > 50 {
 				s.log.Info().Int("commands", len(infos)).Msg("command table read from the master")
-				return router.NewTable(infos)
+				return router.NewTable(router.CompleteFromBuiltin(infos))
 			}
 		}
 	}
@@ -326,6 +326,15 @@ func (s *Server) wakeBlocked(table *router.Table) func(db int, args [][]byte) {
 
 // clientList is CLIENT LIST: one line per client, by id.
 func (s *Server) clientList() string {
+	var b strings.Builder
+	for _, sess := range s.sessionList() {
+		b.WriteString(sess.clientLine())
+	}
+	return b.String()
+}
+
+// sessionList returns the connected sessions, by id.
+func (s *Server) sessionList() []*Session {
 	s.mu.Lock()
 	list := make([]*Session, 0, len(s.sessions))
 	for sess := range s.sessions {
@@ -333,11 +342,7 @@ func (s *Server) clientList() string {
 	}
 	s.mu.Unlock()
 	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
-	var b strings.Builder
-	for _, sess := range list {
-		b.WriteString(sess.clientLine())
-	}
-	return b.String()
+	return list
 }
 
 // Router returns the server's router (for tests and INFO).

@@ -110,6 +110,7 @@ type Session struct {
 	// What CLIENT LIST shows of this session to other sessions.
 	shownName atomic.Pointer[string]
 	shownDB   atomic.Int32
+	shown     clientShown
 	detached  atomic.Bool // served by its own goroutine (subscribed mode)
 	sub       *subConn    // the dedicated subscription connection
 
@@ -173,7 +174,9 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			// A blocking command runs alone, after what precedes it was answered.
 			s.commands.Add(1)
 			start := time.Now()
+			sess.noteBlocked(ci.Name)
 			quit = sess.block(ci, batch[0].Args)
+			sess.noteBlocked("")
 			st := s.metrics.command(ci)
 			st.calls.Add(1)
 			st.latency.Observe(time.Since(start))
@@ -221,6 +224,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		c.reset(i, cmd, sess.db)
 		mode := sess.replyMode
 		sess.dispatch(c)
+		sess.noteCommand(c)
 		sess.decideReply(c, mode)
 		if c.quit {
 			// As Redis does, nothing pipelined after QUIT runs.
@@ -567,7 +571,7 @@ func (sess *Session) unwatch(c *call) {
 func (sess *Session) script(c *call) {
 	switch c.route.Info.Name {
 	case "script|load":
-		sess.s.scripts.add(sess.s, c.cmd.Args[2])
+		sess.s.scripts.add(sess.s, c.cmd.Args[2]).known.Store(true)
 	case "script|flush":
 		defer sess.s.scriptFlushed()
 	}
@@ -769,23 +773,6 @@ func validClientName(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// clientLine describes the session as CLIENT INFO and CLIENT LIST do. It may run
-// on another session's goroutine: it reads only what is safe to share.
-func (sess *Session) clientLine() string {
-	name := ""
-	if p := sess.shownName.Load(); p != nil {
-		name = *p
-	}
-	return "id=" + strconv.FormatInt(sess.id, 10) +
-		" addr=" + sess.netConn.RemoteAddr().String() +
-		" laddr=" + sess.netConn.LocalAddr().String() +
-		" name=" + name +
-		" user=" + sess.userName() +
-		" age=" + strconv.FormatInt(int64(time.Since(sess.created).Seconds()), 10) +
-		" db=" + strconv.FormatInt(int64(sess.shownDB.Load()), 10) +
-		" consistency=" + sess.shownConsistency() + "\n"
 }
 
 // setName and setDB change the session's name and DB, and what CLIENT LIST shows.
