@@ -325,7 +325,7 @@ func (sess *Session) finish(c *call) {
 	case postHideMeta:
 		r.Reply = hideMeta(r.Reply)
 	case postHideSecrets:
-		r.Reply = hideSecrets(r.Reply)
+		r.Reply = showRequirePass(hideSecrets(r.Reply), sess.s.config().RequirePass)
 	}
 }
 
@@ -598,15 +598,6 @@ func (sess *Session) swapDB(c *call) {
 	r.Kind, r.Raw, r.Argc = router.KindWrite, c.cmd.Raw, len(args)
 	sess.wrote = true
 	sess.toMaster(r)
-}
-
-// configSet runs CONFIG SET on every backend, when the configuration allows it.
-func (sess *Session) configSet(c *call) {
-	if sess.s.cfg.ConfigSet != "broadcast" {
-		sess.localError(&c.req, msgConfigSet)
-		return
-	}
-	sess.broadcast(c)
 }
 
 // noteWrite records the replication position of a completed write, for

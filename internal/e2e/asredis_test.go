@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/proxy"
 )
 
 // Commands that must behave as Redis 7.0 does (issue 13): each is sent directly
@@ -180,4 +184,126 @@ print("ok")
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Errorf("redis-py: %v\n%s", err, out)
 	}
+}
+
+// TestConfigSetRequirePass: CONFIG SET requirepass sets the proxy's password,
+// as Redis sets its own (same replies, AUTH after it as Redis'), and never the
+// backends' (the proxy keeps reaching them); CONFIG GET requirepass shows it;
+// settings that would cut the proxy off its backends are never broadcast
+// (issue 13, item 12).
+func TestConfigSetRequirePass(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 4)
+	ref, master, slaves := servers[0], servers[1], servers[2:]
+	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.ConfigSet = "broadcast" }, master, slaves...)
+	backends := servers[1:]
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	diffSame(t, rc, pc, [][]string{
+		cmd("CONFIG SET requirepass"), cmd("CONFIG SET requirepass pw maxmemory"),
+		cmd("CONFIG SET requirepass pw"), cmd("CONFIG GET requirepass"), cmd("SET a 1"),
+	})
+	rc2, pc2 := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	diffSame(t, rc2, pc2, [][]string{
+		cmd("GET a"), cmd("AUTH nope"), cmd("AUTH default nope"), cmd("AUTH pw"), cmd("GET a"),
+	})
+	// The backends kept no password, and the proxy reaches them on new connections.
+	for _, b := range backends {
+		if v := b.Do(t, "CONFIG", "GET", "requirepass").([]interface{}); len(v[1].([]byte)) != 0 {
+			t.Errorf("%s: requirepass %q", b.Addr, v[1])
+		}
+		b.Do(t, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	}
+	rc2.Do("SET", "b", "2")
+	redistest.CheckFor(t, onlineTimeout, poll, func() error {
+		if r := string(pc2.Do("SET", "b", "2")); r != "+OK\r\n" {
+			return fmt.Errorf("SET after the backends' connections were killed: %q", r)
+		}
+		if r := string(pc2.Do("CONFIG", "SET", "maxmemory-policy", "noeviction")); r != "+OK\r\n" {
+			return fmt.Errorf("CONFIG SET after the backends' connections were killed: %q", r)
+		}
+		return nil
+	})
+	// Settings that would cut the proxy off are refused, with nothing applied.
+	for _, args := range [][]string{
+		cmd("CONFIG SET masterauth x"), cmd("CONFIG SET port 1"), cmd("CONFIG SET bind 10.0.0.1"),
+		cmd("CONFIG SET tls-port 1"), cmd("CONFIG SET maxmemory-policy allkeys-lru masteruser u"),
+	} {
+		if r := string(pc2.Do(args...)); !strings.HasPrefix(r, "-ERR syncproxy: CONFIG SET "+strings.ToLower(args[len(args)-2])+" is not broadcast") {
+			t.Errorf("%s: %q", showCmd(args), r)
+		}
+	}
+	// With another setting: the password is the proxy's, the other broadcast.
+	mustReply(t, pc2, "+OK\r\n", "CONFIG", "SET", "requirepass", "pw2", "maxmemory-policy", "allkeys-lru")
+	for _, b := range backends {
+		v := b.Do(t, "CONFIG", "GET", "*").([]interface{})
+		for i := 0; i+1 < len(v); i += 2 {
+			switch k, val := string(v[i].([]byte)), string(v[i+1].([]byte)); {
+			case k == "maxmemory-policy" && val != "allkeys-lru", k == "requirepass" && val != "",
+				k == "masterauth" && val != "", k == "port" && val == "1", k == "masteruser" && val != "":
+				t.Errorf("%s: %s %q", b.Addr, k, val)
+			}
+		}
+	}
+	mustReply(t, pc2, "*2\r\n$11\r\nrequirepass\r\n$3\r\npw2\r\n", "CONFIG", "GET", "requirepass")
+	mustReply(t, redistest.DialRaw(t, addr), "-WRONGPASS invalid username-password pair or user is disabled.\r\n", "AUTH", "pw")
+	rc3, pc3 := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	mustReply(t, rc3, "+OK\r\n", "AUTH", "pw")
+	mustReply(t, pc3, "+OK\r\n", "AUTH", "pw2")
+	diffSame(t, rc3, pc3, [][]string{cmd("CONFIG SET requirepass"), cmd("CONFIG SET requirepass a b"), {"CONFIG", "SET", "requirepass", ""}})
+	diffSame(t, redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr), [][]string{cmd("GET a"), cmd("CONFIG GET requirepass")})
+	checkSameData(t, ref, master, slaves)
+}
+
+// TestConfigSetRequirePassDeny: with CONFIG SET denied (the default), the
+// proxy's own password may still be set; the backends' settings may not.
+func TestConfigSetRequirePassDeny(t *testing.T) {
+	t.Parallel()
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	c := redistest.DialRaw(t, addr)
+	mustReply(t, c, "+OK\r\n", "CONFIG", "SET", "requirepass", "pw")
+	if r := string(c.Do("CONFIG", "SET", "requirepass", "pw", "maxmemory", "1mb")); !strings.HasPrefix(r, "-ERR syncproxy: CONFIG SET would change") {
+		t.Errorf("CONFIG SET requirepass and maxmemory with CONFIG SET denied: %q", r)
+	}
+	mustReply(t, redistest.DialRaw(t, addr), "-NOAUTH Authentication required.\r\n", "GET", "a")
+	mustReply(t, c, "$-1\r\n", "GET", "a")
+}
+
+// TestBackendRefusalLogged: a slave that starts refusing the proxy (a password
+// set on it behind the proxy's back) is logged at error level by the backend
+// links and by the replicator's connections (applier, health checks), once
+// (issue 13, item 12).
+func TestBackendRefusalLogged(t *testing.T) {
+	t.Parallel()
+	master, slave := redistest.Start(t), redistest.Start(t)
+	var buf lockedBuffer
+	_, srv := serveProxy(t, zerolog.New(&buf).Level(zerolog.ErrorLevel), nil, master, slave)
+	waitOnline(t, srv)
+	slave.Do(t, "CONFIG", "SET", "requirepass", "behind-its-back")
+	t.Cleanup(func() {
+		c := redistest.DialRaw(t, slave.Addr)
+		c.Do("AUTH", "behind-its-back")
+		c.Do("CONFIG", "SET", "requirepass", "")
+	})
+	c := redistest.DialRaw(t, slave.Addr)
+	mustReply(t, c, "+OK\r\n", "AUTH", "behind-its-back")
+	c.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	redistest.CheckFor(t, onlineTimeout, poll, func() error {
+		var link, repl int
+		for _, line := range strings.Split(buf.String(), "\n") {
+			if !strings.Contains(line, `"level":"error"`) || !strings.Contains(line, "refused the connection") ||
+				!strings.Contains(line, slave.Addr) {
+				continue
+			}
+			if strings.Contains(line, `"conn":`) {
+				link++
+			} else {
+				repl++
+			}
+		}
+		if link != 1 || repl != 1 {
+			return fmt.Errorf("%d refusals logged by the backend link, %d by the replicator; want 1 and 1:\n%s", link, repl, buf.String())
+		}
+		return nil
+	})
 }
