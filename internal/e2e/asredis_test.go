@@ -307,3 +307,43 @@ func TestBackendRefusalLogged(t *testing.T) {
 		return nil
 	})
 }
+
+// TestBitfieldExact: BITFIELD replies of 54 to 64 bits come back exact
+// through the master script (a Lua number would round them), alone, pipelined
+// and in MULTI, with every overflow mode; the slaves get the same bits (issue
+// 13, item 6).
+func TestBitfieldExact(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	table := [][]string{
+		cmd("BITFIELD bf SET u63 0 6396753603050843136 INCRBY u63 0 2613344896249556480"),
+		cmd("BITFIELD bf GET u63 0 GET i64 0 GET u8 0 GET i54 3 GET u54 #1"),
+		cmd("BITFIELD b2 SET i64 0 -9223372036854775808 GET i64 0 INCRBY i64 0 -1 OVERFLOW FAIL INCRBY i64 0 -1 GET u8 0"),
+		cmd("BITFIELD b2 SET i60 #1 576460752303423487 GET i60 #1 OVERFLOW SAT INCRBY i60 #1 9 INCRBY u63 7 9223372036854775807"),
+		cmd("BITFIELD b2 overflow wrap incrby i64 100 9007199254740993 get i64 100 set u62 3 4611686018427387903"),
+		cmd("BITFIELD b3 INCRBY u8 0 300 INCRBY i16 8 5"), cmd("BITFIELD nokey GET i64 0 GET u63 1000"),
+		cmd("BITFIELD b2 GET u64 0"), cmd("BITFIELD b2 GET i65 0"), cmd("BITFIELD b2 INCRBY u63 0 x"),
+		cmd("BITFIELD b2 SET i64 0 1 BADOP"), cmd("BITFIELD b2 OVERFLOW nope GET i64 0"), cmd("SADD s x"),
+		cmd("BITFIELD s GET i64 0"), cmd("GET bf"), cmd("GET b2"),
+		cmd("MULTI"), cmd("BITFIELD_RO b2 GET i64 0 GET u63 1 GET u8 0"),
+		cmd("BITFIELD b4 SET u63 0 9223372036854775807 GET u63 0 INCRBY u63 0 1"), cmd("INCRBY n 9007199254740993"),
+		cmd("EXEC"), cmd("BITFIELD_RO b4 GET u63 0"),
+	}
+	diffSame(t, rc, pc, table)
+	for _, c := range []*redistest.RawConn{rc, pc} {
+		for _, args := range table[:6] {
+			c.Send(args...)
+		}
+		c.Flush()
+	}
+	for i := range table[:6] {
+		if want, got := rc.Read(), pc.Read(); !bytes.Equal(got, want) {
+			t.Errorf("pipelined #%d: proxy %s, redis %s", i, showReply(got), showReply(want))
+		}
+	}
+	if n := master.Do(t, "EXISTS", "syncproxy:bitfield"); n != int64(0) {
+		t.Errorf("the master keeps the script's copy: EXISTS %v", n)
+	}
+	checkSameData(t, ref, master, slaves)
+}
