@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -24,6 +25,13 @@ type clientShown struct {
 	inMulti  atomic.Int32           // commands queued in MULTI plus one; 0: not in MULTI
 	multiMem atomic.Int64           // their bytes
 	blocked  atomic.Bool            // in a blocking command
+	noEvict  atomic.Bool            // CLIENT NO-EVICT on
+	user     atomic.Pointer[string] // the user authenticated as
+
+	// CLIENT UNBLOCK's hold on a blocking command (clientadmin.go).
+	bmu       sync.Mutex
+	wake      chan struct{} // the blocking command's, nil when not blocked
+	unblocked int32         // unblockTimeout or unblockError, asked for
 }
 
 // noteCommand records c as the session's last command, for CLIENT LIST.
@@ -41,6 +49,10 @@ func (sess *Session) noteCommand(c *call) {
 		n += int64(len(a))
 	}
 	sh.argvMem.Store(n)
+	if p := sh.user.Load(); p == nil || *p != sess.userName() {
+		u := sess.userName()
+		sh.user.Store(&u)
+	}
 	sess.noteMulti()
 }
 
@@ -120,7 +132,7 @@ func (sess *Session) clientLine() string {
 	num("tot-mem", argv+mmem)
 	field("events", "r")
 	field("cmd", cmd)
-	field("user", sess.userName())
+	field("user", sess.shownUser())
 	num("redir", -1)
 	num("resp", 2)
 	field("consistency", sess.shownConsistency())
@@ -142,25 +154,26 @@ func (sess *Session) clientFlags() string {
 	if sh.blocked.Load() {
 		f = append(f, 'b')
 	}
+	if sh.noEvict.Load() {
+		f = append(f, 'e')
+	}
 	if len(f) == 0 {
 		f = append(f, 'N')
 	}
 	return string(f)
 }
 
+// shownUser is the session's user, for another session's goroutine.
+func (sess *Session) shownUser() string {
+	if p := sess.shown.user.Load(); p != nil {
+		return *p
+	}
+	return "default"
+}
+
 // connFD is the file descriptor of the client's socket, or -1.
 func connFD(c net.Conn) int {
-	for {
-		switch w := c.(type) {
-		case *limitConn:
-			c = w.Conn
-			continue
-		case interface{ NetConn() net.Conn }: // *tls.Conn
-			c = w.NetConn()
-			continue
-		}
-		break
-	}
+	c = socketOf(c)
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return -1

@@ -107,3 +107,10 @@ func showRequirePass(reply []byte, pass string) []byte {
 	}
 	return out
 }
+
+// configResetStat is CONFIG RESETSTAT: the proxy's statistics (INFO's
+// total_commands_processed) and every backend's are reset.
+func (sess *Session) configResetStat(c *call) {
+	sess.s.commands.Store(0)
+	sess.broadcast(c)
+}

@@ -73,6 +73,7 @@ type Server struct {
 	functions  functions           // FCALL's functions, as composed scripts
 	masterPos  *masterPosition     // the master's position, for global reads
 	mem        masterMemory        // the master's memory, for transactions (memory.go)
+	pause      clientPause         // CLIENT PAUSE (clientadmin.go)
 
 	// reloadMu serializes Reload, and Shutdown's stop of the backends with it;
 	// slaveNames counts the slave names given ("slave-<n>"), under reloadMu.

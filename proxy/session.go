@@ -174,6 +174,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			// A blocking command runs alone, after what precedes it was answered.
 			s.commands.Add(1)
 			start := time.Now()
+			sess.paused(router.Route{Class: router.ClassWrite, Info: ci})
 			sess.noteBlocked(ci.Name)
 			quit = sess.block(ci, batch[0].Args)
 			sess.noteBlocked("")
@@ -364,6 +365,7 @@ func (sess *Session) dispatch(c *call) {
 		sess.localError(&c.req, msg)
 		return
 	}
+	sess.paused(c.route)
 	if h := handlers[c.route.Info.Policy.Handler]; h != nil {
 		h(sess, c)
 		return
@@ -444,6 +446,8 @@ var handlers = [router.NumHandlers]func(*Session, *call){
 	router.HandlerFunctionWrite: (*Session).functionWrite,
 	router.HandlerSwapDB:        (*Session).swapDB,
 	router.HandlerConfigSet:     (*Session).configSet,
+	router.HandlerClientAdmin:   (*Session).clientAdmin,
+	router.HandlerResetStat:     (*Session).configResetStat,
 }
 
 // route sends a call that no handler serves where its class says.

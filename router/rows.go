@@ -114,6 +114,8 @@ const (
 	HandlerFunctionWrite // FUNCTION LOAD, DELETE, FLUSH, RESTORE
 	HandlerSwapDB        // SWAPDB, not of DB 0
 	HandlerConfigSet     // CONFIG SET, to every backend when allowed
+	HandlerClientAdmin   // CLIENT KILL, PAUSE, UNPAUSE, UNBLOCK, NO-EVICT: on the proxy's clients
+	HandlerResetStat     // CONFIG RESETSTAT: the proxy's and every backend's
 	numHandlers
 )
 
@@ -156,6 +158,9 @@ var rows = map[string]row{
 	"client|id": local(HandlerClientID), "client|info": local(HandlerClientInfo),
 	"client|setinfo": local(HandlerClientSetInfo), "client|list": local(HandlerClientList),
 	"client|reply": local(HandlerClientReply), "client|help": pinned(ClassMaster),
+	"client|kill": local(HandlerClientAdmin), "client|pause": local(HandlerClientAdmin),
+	"client|unpause": local(HandlerClientAdmin), "client|unblock": local(HandlerClientAdmin),
+	"client|no-evict": local(HandlerClientAdmin), "config|resetstat": special(HandlerResetStat),
 	"client": byFlags(Policy{Handler: HandlerClient}),
 	"acl":    {Policy: Policy{Handler: HandlerACL}, subs: true},
 
@@ -165,10 +170,8 @@ var rows = map[string]row{
 	"debug": pinned(ClassDenied), "monitor": pinned(ClassDenied), "migrate": pinned(ClassDenied),
 	"failover": pinned(ClassDenied), "cluster": pinned(ClassDenied), "readonly": pinned(ClassDenied),
 	"readwrite": pinned(ClassDenied), "asking": pinned(ClassDenied), "module": pinned(ClassDenied),
-	"config|rewrite": pinned(ClassDenied), "config|resetstat": pinned(ClassDenied),
-	"client|kill": pinned(ClassDenied), "client|pause": pinned(ClassDenied), "client|unpause": pinned(ClassDenied),
+	"config|rewrite":  pinned(ClassDenied),
 	"client|tracking": pinned(ClassDenied), "client|caching": pinned(ClassDenied),
-	"client|no-evict": pinned(ClassDenied), "client|unblock": pinned(ClassDenied),
 	"client|trackinginfo": pinned(ClassDenied), "client|getredir": pinned(ClassDenied),
 	"acl|setuser": deniedWith(HandlerACL), "acl|deluser": deniedWith(HandlerACL),
 	"acl|load": deniedWith(HandlerACL), "acl|save": deniedWith(HandlerACL),

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -346,4 +348,124 @@ func TestBitfieldExact(t *testing.T) {
 		t.Errorf("the master keeps the script's copy: EXISTS %v", n)
 	}
 	checkSameData(t, ref, master, slaves)
+}
+
+// clientID returns the proxy's id of the client on c.
+func clientID(t *testing.T, c *redistest.RawConn) string {
+	t.Helper()
+	return strings.Trim(string(c.Do("CLIENT", "ID")), ":\r\n")
+}
+
+// TestClientAdmin: CLIENT KILL, PAUSE, UNPAUSE, UNBLOCK and NO-EVICT act on
+// the proxy's clients, with Redis' replies and errors (issue 13, item 11).
+func TestClientAdmin(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	ref, master, slave := servers[0], servers[1], servers[2]
+	addr, _ := startProxy(t, master, slave)
+	rc, a := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	diffSame(t, rc, a, [][]string{
+		cmd("CLIENT KILL 1.2.3.4:5"), cmd("CLIENT KILL ID 0"), cmd("CLIENT KILL ID 99999"),
+		cmd("CLIENT KILL TYPE nosuch"), cmd("CLIENT KILL TYPE master"), cmd("CLIENT KILL USER nosuch"),
+		cmd("CLIENT KILL ID 99999 SKIPME maybe"), cmd("CLIENT KILL ID 99999 FOO bar"), cmd("CLIENT KILL ID 99999 TYPE"),
+		cmd("CLIENT PAUSE x"), cmd("CLIENT PAUSE -1"), cmd("CLIENT PAUSE 10 FOO"), cmd("CLIENT PAUSE 10 WRITE x"),
+		cmd("CLIENT UNPAUSE"), cmd("CLIENT NO-EVICT maybe"), cmd("CLIENT NO-EVICT on"),
+		cmd("CLIENT UNBLOCK x"), cmd("CLIENT UNBLOCK 99999"), cmd("CLIENT UNBLOCK 1 FOO"), cmd("CLIENT NO-EVICT off"),
+	})
+	// KILL: by id, by address (the old form), itself.
+	b, c := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+	mustReply(t, a, ":1\r\n", "CLIENT", "KILL", "ID", clientID(t, b))
+	if r, err := b.TryRead(); err == nil {
+		t.Errorf("killed client read %q", r)
+	}
+	cid := clientID(t, c)
+	list := string(a.Do("CLIENT", "LIST", "ID", cid))
+	caddr := strings.Fields(list[strings.Index(list, "addr="):])[0][len("addr="):]
+	mustReply(t, a, "+OK\r\n", "CLIENT", "KILL", caddr)
+	if r, err := c.TryRead(); err == nil {
+		t.Errorf("killed client read %q", r)
+	}
+	mustReply(t, a, ":1\r\n", "CLIENT", "KILL", "ID", clientID(t, a), "SKIPME", "no")
+	if r, err := a.TryRead(); err == nil {
+		t.Errorf("client that killed itself read %q", r)
+	}
+	// PAUSE WRITE holds writes only, until UNPAUSE.
+	a, b = redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+	mustReply(t, a, "+OK\r\n", "CLIENT", "PAUSE", "20000", "WRITE")
+	mustReply(t, b, "$-1\r\n", "GET", "x")
+	b.Send("SET", "x", "1")
+	b.Flush()
+	b.SetTimeout(300 * time.Millisecond)
+	if r, err := b.TryRead(); err == nil {
+		t.Errorf("a write during CLIENT PAUSE WRITE answered %q", r)
+	}
+	b.SetTimeout(10 * time.Second)
+	mustReply(t, a, "+OK\r\n", "CLIENT", "UNPAUSE")
+	if r := string(b.Read()); r != "+OK\r\n" {
+		t.Errorf("the write held by CLIENT PAUSE: %q", r)
+	}
+	// PAUSE ALL holds every command until it ends.
+	mustReply(t, a, "+OK\r\n", "CLIENT", "PAUSE", "300")
+	start := time.Now()
+	mustReply(t, b, "+PONG\r\n", "PING")
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("PING answered %v into a 300ms CLIENT PAUSE", d)
+	}
+	// UNBLOCK ends a blocking command, as a timeout or with an error.
+	for _, tc := range []struct{ how, want string }{{"TIMEOUT", "*-1\r\n"}, {"ERROR", "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"}} {
+		bid := clientID(t, b)
+		b.Send("BLPOP", "nolist", "0")
+		b.Flush()
+		redistest.CheckFor(t, onlineTimeout, poll, func() error {
+			if r := string(a.Do("CLIENT", "LIST", "ID", bid)); !strings.Contains(r, " flags=b ") {
+				return fmt.Errorf("not blocked yet: %q", r)
+			}
+			return nil
+		})
+		mustReply(t, a, ":1\r\n", "CLIENT", "UNBLOCK", bid, tc.how)
+		if r := string(b.Read()); r != tc.want {
+			t.Errorf("BLPOP unblocked with %s: %q, want %q", tc.how, r, tc.want)
+		}
+		mustReply(t, a, ":0\r\n", "CLIENT", "UNBLOCK", bid)
+	}
+	mustReply(t, b, "+OK\r\n", "CLIENT", "NO-EVICT", "on")
+	if r := string(b.Do("CLIENT", "INFO")); !strings.Contains(r, " flags=e ") {
+		t.Errorf("CLIENT INFO after NO-EVICT on: %q", r)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slave)
+}
+
+// TestConfigResetStat: CONFIG RESETSTAT resets the proxy's statistics and
+// every backend's (issue 13, item 11).
+func TestConfigResetStat(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	addr, _ := startProxy(t, servers[0], servers[1:]...)
+	misses := func(s *redistest.Server) int {
+		n, _ := strconv.Atoi(s.Info(t, "stats", "keyspace_misses"))
+		return n
+	}
+	for _, s := range servers {
+		c := redistest.DialRaw(t, s.Addr)
+		for i := 0; i < 100; i++ {
+			c.Send("GET", "missing")
+		}
+		c.Flush()
+		for i := 0; i < 100; i++ {
+			c.Read()
+		}
+	}
+	c := redistest.DialRaw(t, addr)
+	for i := 0; i < 100; i++ {
+		c.Do("PING")
+	}
+	mustReply(t, c, "+OK\r\n", "CONFIG", "RESETSTAT")
+	for _, s := range servers {
+		if n := misses(s); n >= 100 {
+			t.Errorf("%s: keyspace_misses %d after CONFIG RESETSTAT", s.Addr, n)
+		}
+	}
+	if v, _ := infoField(c, "total_commands_processed"); v == "" || len(v) > 1 {
+		t.Errorf("the proxy's total_commands_processed after CONFIG RESETSTAT: %q", v)
+	}
 }
