@@ -26,6 +26,7 @@ type clientShown struct {
 	multiMem atomic.Int64           // their bytes
 	blocked  atomic.Bool            // in a blocking command
 	noEvict  atomic.Bool            // CLIENT NO-EVICT on
+	monitor  atomic.Bool            // in MONITOR mode
 	user     atomic.Pointer[string] // the user authenticated as
 
 	// CLIENT UNBLOCK's hold on a blocking command (clientadmin.go).
@@ -140,11 +141,14 @@ func (sess *Session) clientLine() string {
 	return b.String()
 }
 
-// clientFlags is CLIENT LIST's flags field: P subscribed, x in MULTI, b blocked,
-// N none (Redis' letters, in Redis' order).
+// clientFlags is CLIENT LIST's flags field: O in MONITOR mode, P subscribed, x
+// in MULTI, b blocked, e no-evict, N none (Redis' letters, in Redis' order).
 func (sess *Session) clientFlags() string {
 	sh := &sess.shown
 	f := make([]byte, 0, 4)
+	if sh.monitor.Load() {
+		f = append(f, 'O')
+	}
 	if sess.detached.Load() {
 		f = append(f, 'P')
 	}

@@ -74,6 +74,7 @@ type Server struct {
 	masterPos  *masterPosition     // the master's position, for global reads
 	mem        masterMemory        // the master's memory, for transactions (memory.go)
 	pause      clientPause         // CLIENT PAUSE (clientadmin.go)
+	monitors   monitors            // MONITOR clients (monitor.go)
 
 	// reloadMu serializes Reload, and Shutdown's stop of the backends with it;
 	// slaveNames counts the slave names given ("slave-<n>"), under reloadMu.
@@ -503,7 +504,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 
 func (s *Server) closed(conn redcon.Conn, err error) {
 	if sess, ok := conn.Context().(*Session); ok {
-		if sess.detached.Load() {
+		if sess.detached.Load() || sess.shown.monitor.Load() {
 			return // its own goroutine ends it
 		}
 		s.mu.Lock()

@@ -163,6 +163,11 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	all := batch // kept for the next batch, unless a deep pipeline grew it
 	quit := false
 	for len(batch) > 0 && !quit {
+		if sess.isMonitor(batch[0].Args) {
+			sess.startMonitor(conn, batch) // (copies batch)
+			clear(all)
+			return
+		}
 		if sess.isSubscribe(batch[0].Args) {
 			// Subscribed mode: the session serves itself from now on, from
 			// another goroutine; this one must not touch it any more.
@@ -176,6 +181,9 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			start := time.Now()
 			sess.paused(router.Route{Class: router.ClassWrite, Info: ci})
 			sess.noteBlocked(ci.Name)
+			if s.monitors.n.Load() > 0 {
+				sess.feedMonitors(&call{cmd: batch[0], route: router.Route{Info: ci}})
+			}
 			quit = sess.block(ci, batch[0].Args)
 			sess.noteBlocked("")
 			st := s.metrics.command(ci)
@@ -185,7 +193,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 		} else {
 			n := min(len(batch), s.config().MaxPipeline)
 			for j := 1; j < n; j++ {
-				if _, ok := sess.isBlocking(batch[j].Args); ok || sess.isSubscribe(batch[j].Args) {
+				if _, ok := sess.isBlocking(batch[j].Args); ok || sess.isSubscribe(batch[j].Args) || sess.isMonitor(batch[j].Args) {
 					n = j
 					break
 				}
@@ -366,6 +374,9 @@ func (sess *Session) dispatch(c *call) {
 		return
 	}
 	sess.paused(c.route)
+	if sess.s.monitors.n.Load() > 0 {
+		defer sess.feedMonitors(c) // after it ran: SELECT shows its new DB
+	}
 	if h := handlers[c.route.Info.Policy.Handler]; h != nil {
 		h(sess, c)
 		return
@@ -448,6 +459,7 @@ var handlers = [router.NumHandlers]func(*Session, *call){
 	router.HandlerConfigSet:     (*Session).configSet,
 	router.HandlerClientAdmin:   (*Session).clientAdmin,
 	router.HandlerResetStat:     (*Session).configResetStat,
+	router.HandlerMonitor:       (*Session).monitor,
 }
 
 // route sends a call that no handler serves where its class says.

@@ -116,6 +116,7 @@ const (
 	HandlerConfigSet     // CONFIG SET, to every backend when allowed
 	HandlerClientAdmin   // CLIENT KILL, PAUSE, UNPAUSE, UNBLOCK, NO-EVICT: on the proxy's clients
 	HandlerResetStat     // CONFIG RESETSTAT: the proxy's and every backend's
+	HandlerMonitor       // MONITOR, when it cannot start (it is served before dispatch)
 	numHandlers
 )
 
@@ -161,13 +162,14 @@ var rows = map[string]row{
 	"client|kill": local(HandlerClientAdmin), "client|pause": local(HandlerClientAdmin),
 	"client|unpause": local(HandlerClientAdmin), "client|unblock": local(HandlerClientAdmin),
 	"client|no-evict": local(HandlerClientAdmin), "config|resetstat": special(HandlerResetStat),
-	"client": byFlags(Policy{Handler: HandlerClient}),
-	"acl":    {Policy: Policy{Handler: HandlerACL}, subs: true},
+	"monitor": local(HandlerMonitor),
+	"client":  byFlags(Policy{Handler: HandlerClient}),
+	"acl":     {Policy: Policy{Handler: HandlerACL}, subs: true},
 
 	// Topology, persistence control of backends, or replication bypass.
 	"replicaof": pinned(ClassDenied), "slaveof": pinned(ClassDenied), "sync": pinned(ClassDenied),
 	"psync": pinned(ClassDenied), "replconf": pinned(ClassDenied), "shutdown": pinned(ClassDenied),
-	"debug": pinned(ClassDenied), "monitor": pinned(ClassDenied), "migrate": pinned(ClassDenied),
+	"debug": pinned(ClassDenied), "migrate": pinned(ClassDenied),
 	"failover": pinned(ClassDenied), "cluster": pinned(ClassDenied), "readonly": pinned(ClassDenied),
 	"readwrite": pinned(ClassDenied), "asking": pinned(ClassDenied), "module": pinned(ClassDenied),
 	"config|rewrite":  pinned(ClassDenied),

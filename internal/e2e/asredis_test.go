@@ -469,3 +469,69 @@ func TestConfigResetStat(t *testing.T) {
 		t.Errorf("the proxy's total_commands_processed after CONFIG RESETSTAT: %q", v)
 	}
 }
+
+// monitorLines reads MONITOR's stream on m until a line ends with last, and
+// returns the lines without their time and client address.
+func monitorLines(t *testing.T, m *redistest.RawConn, last string) []string {
+	t.Helper()
+	var out []string
+	for {
+		line := strings.TrimSuffix(string(m.Read()), "\r\n")
+		// +<time> [<db> <addr>] args
+		open, closing := strings.IndexByte(line, '['), strings.IndexByte(line, ']')
+		if open < 0 || closing < open {
+			t.Fatalf("MONITOR line %q", line)
+		}
+		db, _, _ := strings.Cut(line[open+1:closing], " ")
+		out = append(out, "["+db+"]"+line[closing+1:])
+		if strings.HasSuffix(line, last) {
+			return out
+		}
+	}
+}
+
+// TestMonitor: MONITOR streams the commands the proxy's clients send in
+// Redis' format, leaving out what Redis leaves out (refused and administrative
+// commands) and redacting passwords (issue 13, item 11).
+func TestMonitor(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	ref, master, slave := servers[0], servers[1], servers[2]
+	addr, _ := startProxy(t, master, slave)
+	table := [][]string{
+		{"SET", "a b", "x\"y\n\\"}, {"SET", "k", "\x01\xff\t\r"}, cmd("AUTH foo"), cmd("HELLO 2 AUTH default foo"),
+		cmd("CONFIG GET maxmemory"), cmd("CLIENT ID"), cmd("CLIENT LIST"), cmd("SELECT 3"), cmd("GET x"),
+		cmd("NOSUCH"), cmd("GET"), cmd("BLPOP nol 0.1"), cmd("SELECT 0"), cmd("PING end"),
+	}
+	var got [2][]string
+	for i, a := range []string{ref.Addr, addr} {
+		m := redistest.DialRaw(t, a)
+		mustReply(t, m, "+OK\r\n", "MONITOR")
+		c := redistest.DialRaw(t, a)
+		for _, args := range table {
+			c.Do(args...)
+		}
+		got[i] = monitorLines(t, m, `"PING" "end"`)
+		if a == addr {
+			mustReply(t, m, "+PONG\r\n", "PING")
+		}
+		mustReply(t, m, "+OK\r\n", "QUIT")
+	}
+	if strings.Join(got[1], "\n") != strings.Join(got[0], "\n") {
+		t.Errorf("MONITOR through the proxy:\n\t%s\nRedis':\n\t%s", strings.Join(got[1], "\n\t"), strings.Join(got[0], "\n\t"))
+	}
+	// The MONITOR client shows as Redis' (flags=O), and leaves when killed.
+	m, c := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+	mid := clientID(t, m)
+	mustReply(t, m, "+OK\r\n", "MONITOR")
+	if l := string(c.Do("CLIENT", "LIST", "ID", mid)); !strings.Contains(l, " flags=O ") || !strings.Contains(l, " cmd=monitor ") {
+		t.Errorf("CLIENT LIST of a MONITOR client: %q", l)
+	}
+	mustReply(t, c, ":1\r\n", "CLIENT", "KILL", "ID", mid)
+	redistest.CheckFor(t, onlineTimeout, poll, func() error {
+		if l := string(c.Do("CLIENT", "LIST", "ID", mid)); l != "$0\r\n\r\n" {
+			return fmt.Errorf("the killed MONITOR client is still listed: %q", l)
+		}
+		return nil
+	})
+}
