@@ -19,7 +19,10 @@
 // routes it by its class. Transactions, WATCH, subscriptions, blocking commands and
 // scripts have files of their own (multi.go, watch.go, pubsub.go, blocking.go,
 // eval.go, wait.go). Replies are the backends' raw RESP frames, forwarded byte for
-// byte, so their types are exactly Redis'.
+// byte, so their types are exactly Redis'. The commands about the proxy's own
+// clients and settings have theirs: clientinfo.go (CLIENT INFO and LIST),
+// clientadmin.go (CLIENT KILL, PAUSE, UNBLOCK ...), configset.go (CONFIG SET
+// and RESETSTAT), monitor.go (MONITOR).
 //
 // # Configuration
 //
@@ -55,7 +58,11 @@
 // Server's detachedWG), with one forwarder goroutine per subscription that the
 // session stops and waits for. Blocked clients (BLPOP, WAIT) wait in their own
 // goroutine, woken by the replicator's OnEffect hook or by their timeout, and
-// notice a client that left. WATCH and SUBSCRIBE use dedicated master connections
+// notice a client that left. A MONITOR client detaches too, to two goroutines
+// (detachedWG): one reads what it sends, one writes the stream the other
+// sessions feed through a bounded channel (a client too far behind is cut).
+// CLIENT LIST and KILL read the other sessions' clientShown (atomics), never
+// their state. WATCH and SUBSCRIBE use dedicated master connections
 // owned by their session and closed with it. Server owns the backends (package
 // router) and the replicator (package replicate): NewServer starts them and
 // Shutdown stops them, after it stopped accepting clients and the clients went
