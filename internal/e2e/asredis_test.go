@@ -204,6 +204,7 @@ func TestConfigSetRequirePass(t *testing.T) {
 		cmd("CONFIG SET requirepass"), cmd("CONFIG SET requirepass pw maxmemory"),
 		cmd("CONFIG SET requirepass pw"), cmd("CONFIG GET requirepass"), cmd("SET a 1"),
 	})
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...) // (a new connection may read a slave)
 	rc2, pc2 := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
 	diffSame(t, rc2, pc2, [][]string{
 		cmd("GET a"), cmd("AUTH nope"), cmd("AUTH default nope"), cmd("AUTH pw"), cmd("GET a"),
@@ -252,6 +253,7 @@ func TestConfigSetRequirePass(t *testing.T) {
 	mustReply(t, rc3, "+OK\r\n", "AUTH", "pw")
 	mustReply(t, pc3, "+OK\r\n", "AUTH", "pw2")
 	diffSame(t, rc3, pc3, [][]string{cmd("CONFIG SET requirepass"), cmd("CONFIG SET requirepass a b"), {"CONFIG", "SET", "requirepass", ""}})
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 	diffSame(t, redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr), [][]string{cmd("GET a"), cmd("CONFIG GET requirepass")})
 	checkSameData(t, ref, master, slaves)
 }
