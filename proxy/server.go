@@ -428,6 +428,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closeAdmin()
 	s.waiters.wakeAll()
+	s.pause.end() // a CLIENT PAUSE does not hold the drain
 	// Clients are served until they have been idle for drainIdle: what they sent
 	// before the shutdown is answered. Then their connections close.
 	s.mu.Lock()
