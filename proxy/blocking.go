@@ -262,6 +262,8 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 	// Register before trying, so a push between the try and the wait wakes us.
 	s.waiters.add(bp.keys, bp.wake)
 	defer s.waiters.remove(bp.keys, bp.wake)
+	sess.blockingStarted(bp.wake) // CLIENT UNBLOCK may end the wait
+	defer sess.blockingEnded()
 	r := &router.Request{}
 	for {
 		sess.tryPop(bp, r)
@@ -284,6 +286,14 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 		}
 		if !sess.sleepBlocked(bp, wait) {
 			return true
+		}
+		switch sess.unblocked() {
+		case unblockTimeout:
+			sess.conn.WriteRaw([]byte("*-1\r\n"))
+			return false
+		case unblockError:
+			sess.conn.WriteError(msgUnblocked)
+			return false
 		}
 	}
 }

@@ -23,7 +23,10 @@
 // routes it by its class. Transactions, WATCH, subscriptions, blocking commands and
 // scripts have files of their own (multi.go, watch.go, pubsub.go, blocking.go,
 // eval.go, wait.go). Replies are the backends' raw RESP frames, forwarded byte for
-// byte, so their types are exactly Redis'.
+// byte, so their types are exactly Redis'. The commands about the proxy's own
+// clients and settings have theirs: clientinfo.go (CLIENT INFO and LIST),
+// clientadmin.go (CLIENT KILL, PAUSE, UNBLOCK ...), configset.go (CONFIG SET
+// and RESETSTAT), monitor.go (MONITOR).
 //
 // # RESP3
 //
@@ -66,16 +69,20 @@
 // Serve runs one goroutine per client (serveConn); Session methods run only
 // there — or, once a client subscribes, in the goroutine the session detaches to
 // (tracked by the Server's detachedWG), with one forwarder goroutine per
-// subscription that the session stops and waits for. Blocked clients (BLPOP,
-// WAIT) wait in their own goroutine, woken by the replicator's OnEffect hook or by
-// their timeout, and notice a client that left; WAIT and reads waiting for
-// ryw-wait are woken by Replicator.Moved when a slave's position moves. Shutdown
-// waits for the last client to leave (lastLeft), not polling. WATCH and SUBSCRIBE
-// use dedicated master connections owned by their session and closed with it;
-// SCRIPT KILL and FUNCTION KILL one that lives for the command. Client scripts
-// run on the master backend's script connections (a lane per run of scripts in a
-// batch), the session waiting for the batch's earlier requests before and for the
-// scripts after (eval.go). Server owns the backends (package
+// subscription that the session stops and waits for. A MONITOR client detaches
+// too, to two goroutines (detachedWG): one reads what it sends, one writes the
+// stream the other sessions feed through a bounded channel (a client too far
+// behind is cut). CLIENT LIST and KILL read the other sessions' clientShown
+// (atomics), never their state. Blocked clients (BLPOP, WAIT) wait in their own
+// goroutine, woken by the replicator's OnEffect hook or by their timeout, and
+// notice a client that left; WAIT and reads waiting for ryw-wait are woken by
+// Replicator.Moved when a slave's position moves. Shutdown waits for the last
+// client to leave (lastLeft), not polling. WATCH and SUBSCRIBE use dedicated
+// master connections owned by their session and closed with it; SCRIPT KILL and
+// FUNCTION KILL one that lives for the command. Client scripts run on the master
+// backend's script connections (a lane per run of scripts in a batch), the
+// session waiting for the batch's earlier requests before and for the scripts
+// after (eval.go). Server owns the backends (package
 // router) and the replicator (package replicate): NewServer starts them and
 // Shutdown stops them, after it stopped accepting clients and the clients went
 // idle (what they sent is answered). With Sentinel, the Server also owns a

@@ -36,6 +36,7 @@ type userScript struct {
 	composed *router.WriteScript
 	loaded   atomic.Bool // SCRIPT LOADed on the master
 	compiled atomic.Bool // the client's body compiled alone on the master
+	known    atomic.Bool // the client's: EVAL or SCRIPT LOAD ran it since the last SCRIPT FLUSH
 }
 
 // scripts caches client scripts by their SHA1 (lower-case hex).
@@ -82,6 +83,16 @@ func (sc *scripts) add(s *Server, body []byte) *userScript {
 	return us
 }
 
+// forget makes EVALSHA of every client script answer NOSCRIPT (SCRIPT FLUSH),
+// as the proxy's own scripts (FCALL's) do always.
+func (sc *scripts) forget() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, us := range sc.m {
+		us.known.Store(false)
+	}
+}
+
 // unload forgets that the composed scripts are on the master (SCRIPT FLUSH).
 func (sc *scripts) unload() {
 	sc.mu.Lock()
@@ -99,12 +110,13 @@ func (sess *Session) eval(c *call) {
 	s, args := sess.s, c.cmd.Args
 	var us *userScript
 	if c.route.Info.Name == "evalsha" {
-		if us = s.scripts.get(string(args[1])); us == nil {
+		if us = s.scripts.get(string(args[1])); us == nil || !us.known.Load() {
 			sess.localError(&c.req, msgNoScript)
 			return
 		}
 	} else {
 		us = s.scripts.add(s, args[1])
+		us.known.Store(true)
 	}
 	sess.runScript(c, us, args[1:])
 }
@@ -335,6 +347,7 @@ func (sess *Session) checkEvals(calls []*call) {
 func (s *Server) scriptFlushed() {
 	s.router.Master().ReloadScript()
 	s.scripts.unload()
+	s.scripts.forget()
 }
 
 // Functions (FCALL) are served like scripts: the proxy reads the function's

@@ -11,7 +11,12 @@ import (
 // (see handlers in session.go).
 
 func (sess *Session) ping(c *call) {
-	if args := c.cmd.Args; len(args) > 1 {
+	args := c.cmd.Args
+	if len(args) > 2 { // PING's arity is -1, but it takes one argument at most
+		sess.localError(&c.req, errWrongArity("ping"))
+		return
+	}
+	if len(args) == 2 {
 		sess.local(&c.req, appendBulk(nil, args[1]))
 		return
 	}
@@ -98,11 +103,61 @@ func (sess *Session) clientID(c *call) {
 }
 
 func (sess *Session) clientInfo(c *call) {
+	sess.noteCommand(c)
 	sess.local(&c.req, appendBulk(nil, []byte(sess.clientLine())))
 }
 
+// clientList is CLIENT LIST [TYPE type | ID id [id ...]].
 func (sess *Session) clientList(c *call) {
-	sess.local(&c.req, appendBulk(nil, []byte(sess.s.clientList())))
+	sess.noteCommand(c)
+	args := c.cmd.Args
+	switch {
+	case len(args) == 2:
+		sess.local(&c.req, appendBulk(nil, []byte(sess.s.clientList())))
+	case len(args) == 4 && strings.EqualFold(string(args[2]), "type"):
+		pubsub := false
+		switch strings.ToLower(string(args[3])) {
+		case "normal":
+		case "pubsub":
+			pubsub = true
+		case "master", "replica", "slave":
+			sess.local(&c.req, appendBulk(nil, nil)) // the proxy has none
+			return
+		default:
+			sess.localError(&c.req, "ERR Unknown client type '"+sanitize(args[3], 128)+"'")
+			return
+		}
+		var b strings.Builder
+		for _, o := range sess.s.sessionList() {
+			if o.detached.Load() == pubsub {
+				b.WriteString(o.clientLine())
+			}
+		}
+		sess.local(&c.req, appendBulk(nil, []byte(b.String())))
+	case len(args) > 3 && strings.EqualFold(string(args[2]), "id"):
+		sess.clientListIDs(c)
+	default:
+		sess.localError(&c.req, msgSyntax)
+	}
+}
+
+// clientListIDs is CLIENT LIST ID id [id ...]: the clients in the order asked.
+func (sess *Session) clientListIDs(c *call) {
+	list := sess.s.sessionList()
+	var b strings.Builder
+	for _, a := range c.cmd.Args[3:] {
+		id, err := strconv.ParseInt(string(a), 10, 64)
+		if err != nil {
+			sess.localError(&c.req, "ERR Invalid client ID")
+			return
+		}
+		for _, o := range list {
+			if o.id == id {
+				b.WriteString(o.clientLine())
+			}
+		}
+	}
+	sess.local(&c.req, appendBulk(nil, []byte(b.String())))
 }
 
 func (sess *Session) clientSetInfo(c *call) { sess.local(&c.req, []byte("+OK\r\n")) }

@@ -74,6 +74,8 @@ type Server struct {
 	functions  functions           // FCALL's functions, as composed scripts
 	masterPos  *masterPosition     // the master's position, for global reads
 	mem        masterMemory        // the master's memory, for transactions (memory.go)
+	pause      clientPause         // CLIENT PAUSE (clientadmin.go)
+	monitors   monitors            // MONITOR clients (monitor.go)
 
 	// reloadMu serializes Reload, and Shutdown's stop of the backends with it;
 	// slaveNames counts the slave names given ("slave-<n>"), under reloadMu.
@@ -300,7 +302,7 @@ func (s *Server) loadTable() *router.Table {
 			var infos []*router.CommandInfo
 			if infos, err = router.ParseCommandReply(reply); err == nil && len(infos) > 50 {
 				s.log.Info().Int("commands", len(infos)).Msg("command table read from the master")
-				return router.NewTable(infos)
+				return router.NewTable(router.CompleteFromBuiltin(infos))
 			}
 		}
 	}
@@ -328,6 +330,15 @@ func (s *Server) wakeBlocked(table *router.Table) func(db int, args [][]byte) {
 
 // clientList is CLIENT LIST: one line per client, by id.
 func (s *Server) clientList() string {
+	var b strings.Builder
+	for _, sess := range s.sessionList() {
+		b.WriteString(sess.clientLine())
+	}
+	return b.String()
+}
+
+// sessionList returns the connected sessions, by id.
+func (s *Server) sessionList() []*Session {
 	s.mu.Lock()
 	list := make([]*Session, 0, len(s.sessions))
 	for sess := range s.sessions {
@@ -335,11 +346,7 @@ func (s *Server) clientList() string {
 	}
 	s.mu.Unlock()
 	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
-	var b strings.Builder
-	for _, sess := range list {
-		b.WriteString(sess.clientLine())
-	}
-	return b.String()
+	return list
 }
 
 // Router returns the server's router (for tests and INFO).
@@ -444,6 +451,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closeAdmin()
 	s.waiters.wakeAll()
+	s.pause.end() // a CLIENT PAUSE does not hold the drain
 	// Clients are served until they have been idle for drainIdle: what they sent
 	// before the shutdown is answered. Then their connections close.
 	s.mu.Lock()
@@ -521,7 +529,7 @@ func (s *Server) accept(conn *clientConn) bool {
 // on serving it itself).
 func (s *Server) closed(conn *clientConn, err error) {
 	if sess, ok := conn.Context().(*Session); ok {
-		if sess.detached.Load() {
+		if sess.detached.Load() || sess.shown.monitor.Load() {
 			return // its own goroutine ends it
 		}
 		s.mu.Lock()

@@ -105,6 +105,7 @@ type Session struct {
 	// What CLIENT LIST shows of this session to other sessions.
 	shownName atomic.Pointer[string]
 	shownDB   atomic.Int32
+	shown     clientShown
 	detached  atomic.Bool // served by its own goroutine (subscribed mode)
 	sub       *subConn    // the dedicated subscription connection
 
@@ -161,6 +162,11 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	all := batch // kept for the next batch, unless a deep pipeline grew it
 	quit := false
 	for len(batch) > 0 && !quit {
+		if sess.isMonitor(batch[0].Args) {
+			sess.startMonitor(conn, batch) // (copies batch)
+			clear(all)
+			return
+		}
 		if sess.isSubscribe(batch[0].Args) {
 			// Subscribed mode: the session serves itself from now on, from
 			// another goroutine; this one must not touch it any more.
@@ -172,7 +178,13 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			// A blocking command runs alone, after what precedes it was answered.
 			s.commands.Add(1)
 			start := time.Now()
+			sess.paused(router.Route{Class: router.ClassWrite, Info: ci})
+			sess.noteBlocked(ci.Name)
+			if s.monitors.n.Load() > 0 {
+				sess.feedMonitors(&call{cmd: batch[0], route: router.Route{Info: ci}})
+			}
 			quit = sess.block(ci, batch[0].Args)
+			sess.noteBlocked("")
 			st := s.metrics.command(ci)
 			st.calls.Add(1)
 			st.latency.Observe(time.Since(start))
@@ -180,7 +192,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 		} else {
 			n := min(len(batch), s.config().MaxPipeline)
 			for j := 1; j < n; j++ {
-				if _, ok := sess.isBlocking(batch[j].Args); ok || sess.isSubscribe(batch[j].Args) {
+				if _, ok := sess.isBlocking(batch[j].Args); ok || sess.isSubscribe(batch[j].Args) || sess.isMonitor(batch[j].Args) {
 					n = j
 					break
 				}
@@ -220,6 +232,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		c.reset(i, cmd, sess.db)
 		mode := sess.replyMode
 		sess.dispatch(c)
+		sess.noteCommand(c)
 		sess.decideReply(c, mode)
 		if c.quit {
 			// As Redis does, nothing pipelined after QUIT runs.
@@ -323,7 +336,7 @@ func (sess *Session) finish(c *call) {
 	case postHideMeta:
 		r.Reply = hideMeta(r.Reply)
 	case postHideSecrets:
-		r.Reply = hideSecrets(r.Reply)
+		r.Reply = showRequirePass(hideSecrets(r.Reply), sess.s.config().RequirePass)
 	}
 }
 
@@ -362,6 +375,10 @@ func (sess *Session) dispatch(c *call) {
 	if msg := sess.gate(c); msg != "" {
 		sess.localError(&c.req, msg)
 		return
+	}
+	sess.paused(c.route)
+	if sess.s.monitors.n.Load() > 0 {
+		defer sess.feedMonitors(c) // after it ran: SELECT shows its new DB
 	}
 	if h := handlers[c.route.Info.Policy.Handler]; h != nil {
 		h(sess, c)
@@ -443,6 +460,9 @@ var handlers = [router.NumHandlers]func(*Session, *call){
 	router.HandlerFunctionWrite: (*Session).functionWrite,
 	router.HandlerSwapDB:        (*Session).swapDB,
 	router.HandlerConfigSet:     (*Session).configSet,
+	router.HandlerClientAdmin:   (*Session).clientAdmin,
+	router.HandlerResetStat:     (*Session).configResetStat,
+	router.HandlerMonitor:       (*Session).monitor,
 }
 
 // route sends a call that no handler serves where its class says.
@@ -573,7 +593,7 @@ func (sess *Session) unwatch(c *call) {
 func (sess *Session) script(c *call) {
 	switch c.route.Info.Name {
 	case "script|load":
-		sess.s.scripts.add(sess.s, c.cmd.Args[2])
+		sess.s.scripts.add(sess.s, c.cmd.Args[2]).known.Store(true)
 	case "script|flush":
 		defer sess.s.scriptFlushed()
 	case "script|kill", "function|kill":
@@ -606,15 +626,6 @@ func (sess *Session) swapDB(c *call) {
 	r.Kind, r.Raw, r.Argc = router.KindWrite, c.cmd.Raw, len(args)
 	sess.wrote = true
 	sess.toMaster(r)
-}
-
-// configSet runs CONFIG SET on every backend, when the configuration allows it.
-func (sess *Session) configSet(c *call) {
-	if sess.s.cfg.ConfigSet != "broadcast" {
-		sess.localError(&c.req, msgConfigSet)
-		return
-	}
-	sess.broadcast(c)
 }
 
 // pickRead chooses the slave for a read (nil: the master), waiting up to ryw-wait
@@ -778,23 +789,6 @@ func validClientName(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// clientLine describes the session as CLIENT INFO and CLIENT LIST do. It may run
-// on another session's goroutine: it reads only what is safe to share.
-func (sess *Session) clientLine() string {
-	name := ""
-	if p := sess.shownName.Load(); p != nil {
-		name = *p
-	}
-	return "id=" + strconv.FormatInt(sess.id, 10) +
-		" addr=" + sess.netConn.RemoteAddr().String() +
-		" laddr=" + sess.netConn.LocalAddr().String() +
-		" name=" + name +
-		" user=" + sess.userName() +
-		" age=" + strconv.FormatInt(int64(time.Since(sess.created).Seconds()), 10) +
-		" db=" + strconv.FormatInt(int64(sess.shownDB.Load()), 10) +
-		" consistency=" + sess.shownConsistency() + "\n"
 }
 
 // setName and setDB change the session's name and DB, and what CLIENT LIST shows.

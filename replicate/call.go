@@ -128,14 +128,16 @@ func CallSeq(frame []byte) (int64, bool) {
 }
 
 // FixCallReply restores what Lua changed in one command's reply: a big integer
-// sent as "\x01I<digits>", and, when the command's nil is a null array
-// (nullArray), the null bulk Lua made of it. It rewrites reply in place.
+// sent as "\x01I<digits>" (alone, or in an array: BITFIELD), and, when the
+// command's nil is a null array (nullArray), the null bulk Lua made of it. It
+// rewrites reply in place (an array with big integers: in a new slice).
 func FixCallReply(reply []byte, nullArray bool) []byte {
 	if len(reply) > 3 && reply[0] == '+' && reply[1] == 1 && reply[2] == 'I' {
 		n := copy(reply[1:], reply[3:])
 		reply = reply[:1+n]
 		reply[0] = ':'
 	}
+	reply = fixNestedBigInts(reply)
 	if nullArray && string(reply) == "$-1\r\n" {
 		reply = append(reply[:0], "*-1\r\n"...)
 	}

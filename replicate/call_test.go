@@ -49,6 +49,10 @@ func TestCallReply(t *testing.T) {
 		"+\x01I18446744073709551615\r\n": ":18446744073709551615\r\n",
 		"$-1\r\n":                        "*-1\r\n",
 		"+OK\r\n":                        "+OK\r\n",
+		// BITFIELD: big integers inside an array; bulks and nulls kept.
+		"*4\r\n:1\r\n+\x01I-9223372036854775808\r\n$-1\r\n+\x01I9010098499300399616\r\n": "*4\r\n:1\r\n:-9223372036854775808\r\n$-1\r\n:9010098499300399616\r\n",
+		"*2\r\n$6\r\n\r\n+\x01I1\r\n*1\r\n+\x01I7\r\n":                                   "*2\r\n$6\r\n\r\n+\x01I1\r\n*1\r\n:7\r\n",
+		"*3\r\n+\x01I1\r\n": "*3\r\n+\x01I1\r\n", // malformed: left alone
 	} {
 		if got := string(replicate.FixCallReply([]byte(in), true)); got != want {
 			t.Errorf("FixCallReply(%q) = %q, want %q", in, got, want)

@@ -109,7 +109,8 @@ type Replicator struct {
 	gmu sync.Mutex
 	gen *masterGen // the current master; replaced by SetMaster
 
-	moved signal // raised when an applier's position or state changes (Moved)
+	moved   signal   // raised when an applier's position or state changes (Moved)
+	refused sync.Map // backend address → the refusal last logged (dial)
 }
 
 // masterGen is one master the replicator follows; SetMaster starts a new one.
@@ -448,8 +449,20 @@ func (r *Replicator) Close() {
 }
 
 // dial opens a redigo connection to e with the replicator's timeouts.
+// A backend's refusal (TLS, AUTH: a configuration problem, not an outage) is
+// logged at error level, once until the endpoint accepts a connection again.
 func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Duration) (redis.Conn, error) {
-	return Dial(ctx, e, r.cfg.DialTimeout, readTimeout, r.cfg.WriteTimeout)
+	c, err := Dial(ctx, e, r.cfg.DialTimeout, readTimeout, r.cfg.WriteTimeout)
+	switch {
+	case err == nil:
+		r.refused.Delete(e.Addr)
+	case dial.Refused(err) && ctx.Err() == nil:
+		if prev, loaded := r.refused.Swap(e.Addr, err.Error()); !loaded || prev != err.Error() {
+			r.cfg.Log.Error().Err(err).Str("backend", e.Name).Str("addr", e.Addr).
+				Msg("backend refused the connection; check the TLS and credential settings")
+		}
+	}
+	return c, err
 }
 
 // Dial opens a redigo connection to e as every backend connection is opened

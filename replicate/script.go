@@ -85,7 +85,7 @@ end
 ` + encodeEffect + `
 local function num(x) return string.format('%d', x) end
 local BIG = 9007199254740992
-` + recoverMeta + numberMessage + `
+` + recoverMeta + numberMessage + bitfieldExact + `
 
 -- The effect of a key's expiry, as absolute time.
 local function ttl_effect(db, key)
@@ -606,7 +606,9 @@ for i = 1, n do
     r = run_user(db, pos + 1, last, ARGV[pos])
     effect = nil
   elseif mode == 'r' then
+    local bf = bitfield_pre(pos, last)
     r = redis.pcall(unpack(ARGV, pos, last))
+    if bf then r = bitfield_exact(pos, last, r) end
     effect = nil
   elseif mode == 'p' then
     errs_mark()
@@ -614,7 +616,9 @@ for i = 1, n do
   elseif mode == 'n' then
     if errs_moved() then effect = nil else ne = ne + tonumber(ARGV[pos]) end
   else
+    local bf = bitfield_pre(pos, last)
     r = redis.pcall(unpack(ARGV, pos, last))
+    if bf then r = bitfield_exact(pos, last, r) end
     if type(r) == 'table' and r.err then effect = nil else ne = ne + 1 end
   end
   pos = last + 1

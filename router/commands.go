@@ -321,6 +321,30 @@ func NewTable(infos []*CommandInfo) *Table {
 	return t
 }
 
+// CompleteFromBuiltin fills in what a master's COMMAND reply lacks: a command
+// the reply gives without subcommands (Redis before 7.0, miniredis, some
+// Redis-compatible servers) takes the built-in row of Redis 7.0 with them, so
+// that CLIENT LIST, CONFIG GET, SCRIPT FLUSH ... are served by their own rows.
+// Commands the master does not report are left out: it does not implement them.
+func CompleteFromBuiltin(infos []*CommandInfo) []*CommandInfo {
+	var builtin map[string]*cmdSpec
+	for i, c := range infos {
+		if c == nil || len(c.Subcommands) > 0 {
+			continue
+		}
+		if builtin == nil {
+			builtin = make(map[string]*cmdSpec, len(tableBuiltin))
+			for j := range tableBuiltin {
+				builtin[tableBuiltin[j].name] = &tableBuiltin[j]
+			}
+		}
+		if b := builtin[strings.ToLower(c.Name)]; b != nil && len(b.subs) > 0 {
+			infos[i] = b.info("")
+		}
+	}
+	return infos
+}
+
 // BuiltinTable returns the table of Redis 7.0's commands, for masters that do not
 // implement COMMAND (miniredis, some Redis-compatible servers).
 func BuiltinTable() *Table {

@@ -538,3 +538,30 @@ func TestKeysAtPositions(t *testing.T) {
 		}
 	}
 }
+
+// TestCompleteFromBuiltin: a master's COMMAND reply without subcommands (Redis
+// 6, miniredis) takes the built-in rows of the containers, keeps its other
+// rows, and gains no command it does not report.
+func TestCompleteFromBuiltin(t *testing.T) {
+	infos := CompleteFromBuiltin([]*CommandInfo{
+		{Name: "client", Arity: -2},
+		{Name: "get", Arity: 2, Flags: FlagReadonly, FirstKey: 1, LastKey: 1, Step: 1},
+		{Name: "custom", Arity: -1},
+		nil,
+	})
+	tab := NewTable(infos)
+	for _, tt := range []struct{ line, want string }{
+		{"CLIENT LIST", "client|list"}, {"client info", "client|info"}, {"CLIENT", "client"},
+		{"GET k", "get"}, {"CUSTOM", "custom"},
+	} {
+		if ci := tab.Lookup(cmdArgs(tt.line)); ci == nil || ci.Name != tt.want {
+			t.Errorf("%s: got %+v, want %s", tt.line, ci, tt.want)
+		}
+	}
+	if ci := tab.Lookup(cmdArgs("SET k v")); ci != nil {
+		t.Errorf("SET, which the master did not report, is in the table: %+v", ci)
+	}
+	if tab.Len() != 3 {
+		t.Errorf("%d commands, want 3", tab.Len())
+	}
+}

@@ -114,6 +114,9 @@ const (
 	HandlerFunctionWrite // FUNCTION LOAD, DELETE, FLUSH, RESTORE
 	HandlerSwapDB        // SWAPDB, not of DB 0
 	HandlerConfigSet     // CONFIG SET, to every backend when allowed
+	HandlerClientAdmin   // CLIENT KILL, PAUSE, UNPAUSE, UNBLOCK, NO-EVICT: on the proxy's clients
+	HandlerResetStat     // CONFIG RESETSTAT: the proxy's and every backend's
+	HandlerMonitor       // MONITOR, when it cannot start (it is served before dispatch)
 	numHandlers
 )
 
@@ -156,19 +159,21 @@ var rows = map[string]row{
 	"client|id": local(HandlerClientID), "client|info": local(HandlerClientInfo),
 	"client|setinfo": local(HandlerClientSetInfo), "client|list": local(HandlerClientList),
 	"client|reply": local(HandlerClientReply), "client|help": pinned(ClassMaster),
-	"client": byFlags(Policy{Handler: HandlerClient}),
-	"acl":    {Policy: Policy{Handler: HandlerACL}, subs: true},
+	"client|kill": local(HandlerClientAdmin), "client|pause": local(HandlerClientAdmin),
+	"client|unpause": local(HandlerClientAdmin), "client|unblock": local(HandlerClientAdmin),
+	"client|no-evict": local(HandlerClientAdmin), "config|resetstat": special(HandlerResetStat),
+	"monitor": local(HandlerMonitor),
+	"client":  byFlags(Policy{Handler: HandlerClient}),
+	"acl":     {Policy: Policy{Handler: HandlerACL}, subs: true},
 
 	// Topology, persistence control of backends, or replication bypass.
 	"replicaof": pinned(ClassDenied), "slaveof": pinned(ClassDenied), "sync": pinned(ClassDenied),
 	"psync": pinned(ClassDenied), "replconf": pinned(ClassDenied), "shutdown": pinned(ClassDenied),
-	"debug": pinned(ClassDenied), "monitor": pinned(ClassDenied), "migrate": pinned(ClassDenied),
+	"debug": pinned(ClassDenied), "migrate": pinned(ClassDenied),
 	"failover": pinned(ClassDenied), "cluster": pinned(ClassDenied), "readonly": pinned(ClassDenied),
 	"readwrite": pinned(ClassDenied), "asking": pinned(ClassDenied), "module": pinned(ClassDenied),
-	"config|rewrite": pinned(ClassDenied), "config|resetstat": pinned(ClassDenied),
-	"client|kill": pinned(ClassDenied), "client|pause": pinned(ClassDenied), "client|unpause": pinned(ClassDenied),
+	"config|rewrite":  pinned(ClassDenied),
 	"client|tracking": pinned(ClassDenied), "client|caching": pinned(ClassDenied),
-	"client|no-evict": pinned(ClassDenied), "client|unblock": pinned(ClassDenied),
 	"client|trackinginfo": pinned(ClassDenied), "client|getredir": pinned(ClassDenied),
 	"acl|setuser": deniedWith(HandlerACL), "acl|deluser": deniedWith(HandlerACL),
 	"acl|load": deniedWith(HandlerACL), "acl|save": deniedWith(HandlerACL),

@@ -188,7 +188,8 @@ func TestBackendWrongPassword(t *testing.T) {
 // TestSecretsNotShown: the passwords of the clients, the master and the slaves
 // appear in no log line (at debug level, from start to shutdown, with failures
 // on the way) and in nothing the proxy answers itself: INFO (every section),
-// CLIENT LIST, CLIENT INFO, HELLO, the refusal of CONFIG SET, a user's NOPERM.
+// CLIENT LIST, CLIENT INFO, HELLO, the refusal of CONFIG SET, a user's NOPERM;
+// CONFIG GET shows the clients' password (requirepass) only, as Redis does.
 func TestSecretsNotShown(t *testing.T) {
 	t.Parallel()
 	const clientPW, masterPW, slavePW = "client-Secret-9f1", "master-Secret-7c2", "slave-Secret-3d8"
@@ -231,8 +232,13 @@ func TestSecretsNotShown(t *testing.T) {
 	ro := redistest.DialRaw(t, addr)
 	mustReply(t, ro, "+OK\r\n", "AUTH", "dash", userPW)
 	replies = append(replies, string(ro.Do("CLIENT", "LIST")), string(ro.Do("ACL", "WHOAMI")), string(ro.Do("SET", "k", "x")))
-	if !strings.Contains(replies[14], "(hidden by syncproxy)") {
-		t.Errorf("CONFIG GET requirepass: %q", replies[14])
+	// CONFIG GET requirepass shows the proxy's own password, as Redis shows its
+	// own to its authenticated clients (issue 13): never the master's.
+	if want := "*2\r\n$11\r\nrequirepass\r\n$17\r\n" + clientPW + "\r\n"; replies[14] != want {
+		t.Errorf("CONFIG GET requirepass: %q, want %q", replies[14], want)
+	}
+	for i := 14; i <= 16; i++ {
+		replies[i] = strings.ReplaceAll(replies[i], clientPW, "(the proxy's)")
 	}
 	if replies[1] != "+OK\r\n" || replies[3] != "+OK\r\n" || !strings.Contains(replies[4], "# Proxy") ||
 		!strings.Contains(replies[4], "# Server") || !strings.Contains(replies[11], "name=me") {

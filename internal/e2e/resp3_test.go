@@ -143,6 +143,13 @@ func TestHelloRESP3(t *testing.T) {
 			t.Errorf("%s:\n\tproxy: %q\n\tredis: %q", showCmd(args), got, want)
 		}
 	}
+	// CLIENT INFO's resp= follows the protocol, as Redis' does.
+	for _, proto := range []string{"3", "2"} {
+		pc.Do("HELLO", proto, "AUTH", "default", pass)
+		if info := string(pc.Do("CLIENT", "INFO")); !strings.Contains(info, " resp="+proto+" ") {
+			t.Errorf("CLIENT INFO after HELLO %s: %q", proto, info)
+		}
+	}
 }
 
 // TestRESP3PubSub compares subscribed mode for a RESP3 client, and a RESP2

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/proxy"
+)
+
+// TestDemoClientList: in demo mode, whose in-process master reports no
+// subcommands in COMMAND, CLIENT subcommands are still served by their own rows
+// (issue 13, item 13).
+func TestDemoClientList(t *testing.T) {
+	cfg := proxy.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	stop, err := startDemo(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	srv, err := proxy.NewServer(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c := redistest.DialRaw(t, ln.Addr().String())
+	for _, args := range [][]string{{"CLIENT", "LIST"}, {"CLIENT", "INFO"}} {
+		if got := string(c.Do(args...)); !strings.HasPrefix(got, "$") || !strings.Contains(got, " cmd=client|") {
+			t.Errorf("%v: %q", args, got)
+		}
+	}
+	if got := string(c.Do("CLIENT", "SETNAME", "demo")); got != "+OK\r\n" {
+		t.Errorf("CLIENT SETNAME: %q", got)
+	}
+	if got := string(c.Do("CLIENT", "GETNAME")); got != "$4\r\ndemo\r\n" {
+		t.Errorf("CLIENT GETNAME: %q", got)
+	}
+}

@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// CLIENT INFO and CLIENT LIST describe a session with every field Redis 7.0
+// gives, in Redis' order, so that clients that parse them (redis-py's
+// client_info, node-redis' clientInfo) find what they expect; the proxy's own
+// field (consistency) comes last. Fields the proxy has no value for (the
+// sizes of redcon's buffers) are 0.
+
+// clientShown is what CLIENT LIST shows of a session to other sessions'
+// goroutines: the session's goroutine writes it, any goroutine reads it.
+type clientShown struct {
+	cmd      atomic.Pointer[string] // the last command's name ("client|info")
+	last     atomic.Int64           // when it arrived, in Unix nanoseconds
+	argvMem  atomic.Int64           // its arguments' bytes
+	inMulti  atomic.Int32           // commands queued in MULTI plus one; 0: not in MULTI
+	multiMem atomic.Int64           // their bytes
+	blocked  atomic.Bool            // in a blocking command
+	noEvict  atomic.Bool            // CLIENT NO-EVICT on
+	monitor  atomic.Bool            // in MONITOR mode
+	user     atomic.Pointer[string] // the user authenticated as
+
+	// CLIENT UNBLOCK's hold on a blocking command (clientadmin.go).
+	bmu       sync.Mutex
+	wake      chan struct{} // the blocking command's, nil when not blocked
+	unblocked int32         // unblockTimeout or unblockError, asked for
+}
+
+// noteCommand records c as the session's last command, for CLIENT LIST.
+func (sess *Session) noteCommand(c *call) {
+	sh := &sess.shown
+	if ci := c.route.Info; ci != nil {
+		if p := sh.cmd.Load(); p == nil || *p != ci.Name {
+			name := ci.Name
+			sh.cmd.Store(&name)
+		}
+	}
+	sh.last.Store(time.Now().UnixNano())
+	n := int64(0)
+	for _, a := range c.cmd.Args {
+		n += int64(len(a))
+	}
+	sh.argvMem.Store(n)
+	if p := sh.user.Load(); p == nil || *p != sess.userName() {
+		u := sess.userName()
+		sh.user.Store(&u)
+	}
+	sess.noteMulti()
+}
+
+// noteBlocked records a blocking command's start (name) or end ("").
+func (sess *Session) noteBlocked(name string) {
+	sh := &sess.shown
+	if name != "" {
+		sh.cmd.Store(&name)
+		sh.last.Store(time.Now().UnixNano())
+	}
+	sh.blocked.Store(name != "")
+}
+
+// noteMulti records the MULTI queue's length and bytes.
+func (sess *Session) noteMulti() {
+	sh := &sess.shown
+	if tx := sess.tx; tx != nil {
+		sh.inMulti.Store(int32(len(tx.cmds)) + 1)
+		sh.multiMem.Store(tx.bytes)
+	} else {
+		sh.inMulti.Store(0)
+		sh.multiMem.Store(0)
+	}
+}
+
+// clientLine describes the session as CLIENT INFO and CLIENT LIST do. It may run
+// on another session's goroutine: it reads only what is safe to share.
+func (sess *Session) clientLine() string {
+	sh := &sess.shown
+	name := ""
+	if p := sess.shownName.Load(); p != nil {
+		name = *p
+	}
+	cmd := "NULL"
+	if p := sh.cmd.Load(); p != nil {
+		cmd = *p
+	}
+	now := time.Now()
+	idle := int64(0)
+	if last := sh.last.Load(); last > 0 {
+		idle = int64(now.Sub(time.Unix(0, last)).Seconds())
+	}
+	multi := int64(sh.inMulti.Load()) - 1
+	argv, mmem := sh.argvMem.Load(), sh.multiMem.Load()
+	var b strings.Builder
+	b.Grow(320)
+	field := func(k, v string) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(v)
+	}
+	num := func(k string, v int64) { field(k, strconv.FormatInt(v, 10)) }
+	num("id", sess.id)
+	field("addr", sess.netConn.RemoteAddr().String())
+	field("laddr", sess.netConn.LocalAddr().String())
+	num("fd", int64(connFD(sess.netConn)))
+	field("name", name)
+	num("age", int64(now.Sub(sess.created).Seconds()))
+	num("idle", idle)
+	field("flags", sess.clientFlags())
+	num("db", int64(sess.shownDB.Load()))
+	for _, k := range []string{"sub", "psub", "ssub"} {
+		num(k, 0)
+	}
+	num("multi", multi)
+	for _, k := range []string{"qbuf", "qbuf-free"} {
+		num(k, 0)
+	}
+	num("argv-mem", argv)
+	num("multi-mem", mmem)
+	for _, k := range []string{"rbs", "rbp", "obl", "oll", "omem"} {
+		num(k, 0)
+	}
+	num("tot-mem", argv+mmem)
+	field("events", "r")
+	field("cmd", cmd)
+	field("user", sess.shownUser())
+	num("redir", -1)
+	resp := int64(2)
+	if sess.resp3.Load() {
+		resp = 3
+	}
+	num("resp", resp)
+	field("consistency", sess.shownConsistency())
+	b.WriteByte('\n')
+	return b.String()
+}
+
+// clientFlags is CLIENT LIST's flags field: O in MONITOR mode, P subscribed, x
+// in MULTI, b blocked, e no-evict, N none (Redis' letters, in Redis' order).
+func (sess *Session) clientFlags() string {
+	sh := &sess.shown
+	f := make([]byte, 0, 4)
+	if sh.monitor.Load() {
+		f = append(f, 'O')
+	}
+	if sess.detached.Load() {
+		f = append(f, 'P')
+	}
+	if sh.inMulti.Load() > 0 {
+		f = append(f, 'x')
+	}
+	if sh.blocked.Load() {
+		f = append(f, 'b')
+	}
+	if sh.noEvict.Load() {
+		f = append(f, 'e')
+	}
+	if len(f) == 0 {
+		f = append(f, 'N')
+	}
+	return string(f)
+}
+
+// shownUser is the session's user, for another session's goroutine.
+func (sess *Session) shownUser() string {
+	if p := sess.shown.user.Load(); p != nil {
+		return *p
+	}
+	return "default"
+}
+
+// connFD is the file descriptor of the client's socket, or -1.
+func connFD(c net.Conn) int {
+	c = socketOf(c)
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	if raw.Control(func(u uintptr) { fd = int(u) }) != nil {
+		return -1
+	}
+	return fd
+}
