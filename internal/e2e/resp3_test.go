@@ -321,8 +321,11 @@ func typePathKey(r *bufio.Reader) string {
 // COMMAND, COMMAND DOCS, SLOWLOG.
 func TestRESP3Shapes(t *testing.T) {
 	t.Parallel()
-	ref := redistest.Start(t)
-	addr, _ := startProxy(t, redistest.Start(t), redistest.Start(t))
+	// Every command in the slow log, on every server: SLOWLOG GET has entries
+	// whatever the machine's speed.
+	slow := []string{"--slowlog-log-slower-than", "0"}
+	ref := redistest.Start(t, slow...)
+	addr, _ := startProxy(t, redistest.Start(t, slow...), redistest.Start(t, slow...))
 	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
 	hello3(t, rc)
 	hello3(t, pc)
