@@ -201,10 +201,20 @@ func (b *backlogReader) fillTail(epoch string, seq int64) {
 		if seq > b.last && !b.backlogHas(b.last+1) {
 			b.fill(b.epoch, b.last+1, seq, b.stop)
 		}
-	case b.fence != nil && b.fence.wait(b.r.cfg.Timeout, b.stop):
-		if end := b.copies.last(b.epoch); end > b.last {
-			b.fill(b.epoch, b.last+1, end, b.stop)
-		}
+	default:
+		b.fillEnd()
+	}
+}
+
+// fillEnd takes from the channel the messages of the epoch read that came
+// after the last one read, up to the last the channel had (the epoch ended, or
+// its metadata is being evicted): everything published before the fence is in.
+func (b *backlogReader) fillEnd() {
+	if b.last == 0 || b.epoch == "" || b.fence == nil || !b.fence.wait(b.r.cfg.Timeout, b.stop) {
+		return
+	}
+	if end := b.copies.last(b.epoch); end > b.last {
+		b.fill(b.epoch, b.last+1, end, b.stop)
 	}
 }
 
@@ -245,7 +255,15 @@ func (b *backlogReader) unknownHint(h int64, he *string) error {
 		return err
 	}
 	epoch, _ := redis.String(vals[0], nil)
-	seq, _ := redis.Int64(vals[1], nil)
+	seq, err := redis.Int64(vals[1], nil)
+	if epoch == "" || err != nil {
+		// No epoch or no counter: evicted (a new epoch follows with the next
+		// write, bridge.go) or the master was emptied (its new epoch is read
+		// when it comes). What this epoch published last, the channel has.
+		b.fillEnd()
+		b.hint.CompareAndSwap(h, b.last)
+		return nil
+	}
 	b.fillTail(epoch, seq)
 	if epoch != b.epoch && epoch != "" {
 		// A new epoch (a new data set, or metadata evicted whole: bridge.go) is
