@@ -9,7 +9,7 @@ HISTORY  ?= 2m
 
 all: test
 
-# test installs redis-server and redis-tools when missing, then vets and runs every
+# test installs redis-server, redis-tools and prometheus when missing, then vets and runs every
 # test under the race detector; plain `go test` also runs the fuzz seed corpora.
 test: deps
 	$(GO) vet ./...
@@ -19,9 +19,11 @@ vet:
 	$(GO) vet ./...
 
 # deps installs what the tests need: redis-server and redis-benchmark (the tests
-# start real servers), a C compiler (the race detector needs cgo), and chromium
-# (the status page is tested in a headless browser). apt-get only;
-# elsewhere it says what to install.
+# start real servers), a C compiler (the race detector needs cgo), chromium
+# (the status page is tested in a headless browser), and Debian's prometheus
+# package (promtool checks and unit tests deploy/prometheus; a real Prometheus
+# server runs the alert rules against the proxy). apt-get only; elsewhere it
+# says what to install.
 deps:
 	@missing=; \
 	if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then \
@@ -29,10 +31,11 @@ deps:
 	fi; \
 	command -v "$$($(GO) env CC)" >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$$missing chromium"; \
+	{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing="$$missing prometheus"; \
 	[ -z "$$missing" ] && exit 0; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
 		echo "make: missing: $$missing" >&2; \
-		echo "make: install redis-server 7 and redis-tools (redis-cli, redis-benchmark), chromium, and a C compiler for go test -race (e.g. 'brew install redis' on macOS, 'dnf install redis gcc' on Fedora)" >&2; \
+		echo "make: install redis-server 7 and redis-tools (redis-cli, redis-benchmark), chromium, prometheus and promtool (2.x: prometheus.io/download), and a C compiler for go test -race (e.g. 'brew install redis prometheus' on macOS, 'dnf install redis gcc' on Fedora)" >&2; \
 		exit 1; \
 	fi; \
 	sudo=; \
@@ -44,8 +47,9 @@ deps:
 	echo "make: installing $$missing with apt-get"; \
 	$$sudo apt-get update -qq && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing && \
-	{ command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; } || \
-	{ echo "make: redis-server or redis-benchmark still missing after apt-get install" >&2; exit 1; }
+	{ command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 && \
+		command -v promtool >/dev/null 2>&1; } || \
+	{ echo "make: redis-server, redis-benchmark or promtool still missing after apt-get install" >&2; exit 1; }
 
 build:
 	$(GO) build -o bin/syncproxy ./cmd/syncproxy
