@@ -219,3 +219,43 @@ func checkCharts(t *testing.T, dom string) {
 		t.Errorf("the slave's state change is not marked on the charts")
 	}
 }
+
+// TestResyncProgress: a full resync counts the keys it copies of the master's,
+// and INFO and /status.json show the figures.
+func TestResyncProgress(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	master, slave := servers[0], servers[1]
+	const keys = 3000
+	for db := 0; db < 2; db++ {
+		c := master.Dial(t)
+		if _, err := c.Do("SELECT", db); err != nil {
+			t.Fatal(err)
+		}
+		args := []interface{}{}
+		for i := 0; i < keys/2; i++ {
+			args = append(args, fmt.Sprintf("key:%d", i), i)
+		}
+		if _, err := c.Do("MSET", args...); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	addr, srv := startProxy(t, master, slave) // the empty slave is resynced in full
+	c := redistest.DialRaw(t, addr)
+	line, _ := infoField(c, "slave0")
+	want := fmt.Sprintf(",resync_keys_copied=%d,resync_keys_total=%d", keys, keys)
+	if !strings.Contains(line, want) {
+		t.Errorf("INFO slave0:%s\nwant it to hold %s", line, want)
+	}
+	base := startAdmin(t, srv)
+	_, body := httpGet(t, base+"/status.json")
+	var st proxy.Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	if sl := st.Slaves[0]; sl.ResyncKeysCopied != keys || sl.ResyncKeysTotal != keys {
+		t.Errorf("/status.json: resync %d of %d keys, want %d of %d", sl.ResyncKeysCopied, sl.ResyncKeysTotal, keys, keys)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slave)
+}
