@@ -17,8 +17,10 @@ import (
 // The admin listener (--admin) serves:
 //   /metrics     Prometheus metrics (see metrics.go, plus Go runtime and process)
 //   /healthz     200 when the master is reachable and the sync subscription runs
-//   /status.json the master and each slave, as the status page shows them
-//   /            the status page, refreshed live
+//   /status.json the master and each slave, as the status page shows them, and
+//                the last 15 minutes sampled every second (series.go)
+//   /            the status page: a table and charts drawn in SVG by the page
+//                itself (no external assets), refreshed live
 //   POST /master-reset/confirm  ends a master-reset hold (see reset.go)
 
 //go:embed status.html
@@ -37,6 +39,9 @@ type Status struct {
 	Slaves     []SlaveStatus `json:"slaves"`
 	Healthy    bool          `json:"healthy"`
 	Problems   []string      `json:"problems"`
+	// Series is the last 15 minutes, sampled every second (series.go); nil
+	// from Status, set by /status.json.
+	Series *Series `json:"series,omitempty"`
 }
 
 // BackendStatus is one backend's connection state and traffic.
@@ -61,6 +66,10 @@ type SlaveStatus struct {
 	CatchUps    int64  `json:"catchups"`
 	Role        string `json:"role"` // applier (holds the slave's lease) or follower
 	ApplyCalls  int64  `json:"apply_calls"`
+	// ResyncKeysCopied of ResyncKeysTotal: the progress of the running (or
+	// last) full resync.
+	ResyncKeysCopied int64 `json:"resync_keys_copied"`
+	ResyncKeysTotal  int64 `json:"resync_keys_total"`
 }
 
 // Status returns the proxy's current state.
@@ -93,6 +102,8 @@ func (s *Server) Status() Status {
 			Role:          role(a),
 			ApplyCalls:    a.Applies(),
 		})
+		last := &st.Slaves[len(st.Slaves)-1]
+		last.ResyncKeysCopied, last.ResyncKeysTotal = a.ResyncProgress()
 	}
 	if !st.Master.Up {
 		st.Problems = append(st.Problems, "master "+m.Addr()+" unreachable")
@@ -106,6 +117,7 @@ func (s *Server) Status() Status {
 
 // AdminHandler returns the admin listener's handler.
 func (s *Server) AdminHandler() http.Handler {
+	series := s.startSampler()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
@@ -127,9 +139,12 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(s.Status())
+		enc := json.NewEncoder(w) // compact: the page fetches it every second
+		st := s.Status()
+		if series != nil {
+			st.Series = series.snapshot()
+		}
+		enc.Encode(st)
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -180,4 +195,5 @@ func (s *Server) closeAdmin() {
 		hs.Shutdown(ctx)
 		cancel()
 	}
+	s.stopSampler()
 }

@@ -92,6 +92,8 @@
 // Shutdown is safe to call twice. A transaction that needs a fresh sample of the
 // master's memory starts one short goroutine (refreshMemory, one at a time), which
 // ends with its INFO request: at the latest when the master backend fails it.
+// The status page's sampler (series.go) is one goroutine, started by the first
+// AdminHandler and stopped and waited for by Shutdown (closeAdmin).
 //
 // Global reads share the fetch of the master's position (masterPosition): the
 // session whose fetch is due sends it and waits for it on its own goroutine; the

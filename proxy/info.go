@@ -80,6 +80,7 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("backlog_gaps_filled", strconv.FormatInt(s.repl.GapsFilled(), 10))
 	for i, sl := range slaves {
 		a := applierOf(sl)
+		copied, total := a.ResyncProgress()
 		field("slave"+strconv.Itoa(i), "name="+a.Name()+
 			",addr="+a.Addr()+
 			",state="+a.State().String()+
@@ -91,7 +92,8 @@ func (s *Server) writeInfo(b *strings.Builder) {
 			",resyncs="+strconv.FormatInt(a.Resyncs(), 10)+
 			",catchups="+strconv.FormatInt(a.CatchUps(), 10)+
 			",evicting="+strconv.FormatBool(a.Evicting())+
-			",role="+role(a))
+			",role="+role(a)+
+			",resync_keys_copied="+strconv.FormatInt(copied, 10)+",resync_keys_total="+strconv.FormatInt(total, 10))
 	}
 }
 

@@ -85,6 +85,7 @@ type Server struct {
 	mu       sync.Mutex
 	shutdown bool
 	admin    []*http.Server // admin listeners, closed by Shutdown
+	series   *sampler       // the status page's samples, started by AdminHandler (series.go)
 	sessions map[*Session]struct{}
 }
 

@@ -57,6 +57,7 @@ type Applier struct {
 	byReason [numResyncReasons]atomic.Int64
 	applies  atomic.Int64
 	catchups atomic.Int64
+	progress resyncProgress // of the running or last full resync (resync.go)
 
 	epoch atomic.Pointer[string]
 	hold  applierHold // after a master reset (reset.go)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -89,7 +90,9 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 	if seen.raw == "" {
 		ev = a.log.Info() // a new or emptied slave: nothing was lost
 	}
-	ev.Str("reason", reason).Str("slave_position", seen.raw).Msg("full resync: slave emptied, copying the master")
+	a.progress.begin(a.masterKeys())
+	ev.Str("reason", reason).Str("slave_position", seen.raw).Int64("master_keys", a.progress.total.Load()).
+		Msg("full resync: slave emptied, copying the master")
 	epoch, seq, err := a.masterPosition()
 	if err != nil {
 		return err
@@ -104,12 +107,14 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 			return err
 		}
 	}
+	a.progress.total.Store(int64(copied)) // the keys there were, as scanned
 	if _, err := a.slave.Do("SET", KeyApplied, epoch+":"+strconv.FormatInt(seq, 10)); err != nil {
 		return err
 	}
 	a.setEpoch(epoch)
 	a.setApplied(seq)
-	a.log.Info().Int("keys", copied).Int64("seq", seq).Msg("full resync copied the master; catching up")
+	a.log.Info().Int("keys", copied).Int64("seq", seq).Dur("took", time.Since(a.progress.started)).
+		Msg("full resync copied the master; catching up")
 	if err := a.settleCopy(ctx); err != nil {
 		return err
 	}
@@ -268,6 +273,7 @@ func (a *Applier) copyDB(ctx context.Context, db int) (int, error) {
 		}
 		n, err := a.copyKeys(db, todo)
 		copied += n
+		a.progress.add(a, n)
 		if err != nil {
 			return copied, err
 		}
@@ -357,4 +363,63 @@ func (a *Applier) copyKeys(db int, keys [][]byte) (int, error) {
 		}
 	}
 	return len(keys), nil
+}
+
+// resyncLogEvery is how often a full resync logs its progress.
+const resyncLogEvery = 5 * time.Second
+
+// resyncProgress counts the keys a full resync copied of those the master held
+// when it began; the figures stay after it ends, for INFO and the status page.
+type resyncProgress struct {
+	copied, total atomic.Int64
+	started       time.Time // run goroutine only, as lastLog
+	lastLog       time.Time
+}
+
+// ResyncProgress returns the keys copied by the running (or last) full resync,
+// and the keys the master held when it began (the copied ones once it copied all).
+func (a *Applier) ResyncProgress() (copied, total int64) {
+	return a.progress.copied.Load(), a.progress.total.Load()
+}
+
+func (p *resyncProgress) begin(total int64) {
+	p.copied.Store(0)
+	p.total.Store(total)
+	p.started = time.Now()
+	p.lastLog = p.started
+}
+
+// add counts n keys copied and logs the progress every resyncLogEvery.
+func (p *resyncProgress) add(a *Applier, n int) {
+	copied := p.copied.Add(int64(n))
+	if time.Since(p.lastLog) < resyncLogEvery {
+		return
+	}
+	p.lastLog = time.Now()
+	ev := a.log.Info().Int64("keys_copied", copied).Int64("keys_total", p.total.Load())
+	if secs := time.Since(p.started).Seconds(); secs > 0 {
+		ev = ev.Int64("keys_per_second", int64(float64(copied)/secs))
+	}
+	ev.Msg("full resync copying")
+}
+
+// masterKeys returns the number of keys of the master's databases (INFO
+// keyspace), replication metadata included; 0 if unknown.
+func (a *Applier) masterKeys() int64 {
+	info, err := redis.String(a.master.Do("INFO", "keyspace"))
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		_, rest, ok := strings.Cut(line, ":keys=")
+		if !ok || !strings.HasPrefix(line, "db") {
+			continue
+		}
+		n, _, _ := strings.Cut(rest, ",")
+		if v, err := strconv.ParseInt(n, 10, 64); err == nil {
+			total += v
+		}
+	}
+	return total
 }

@@ -24,8 +24,9 @@ import (
 
 // checkOptions are the settings of `syncproxy check`.
 type checkOptions struct {
-	cfg   check.Config
-	quiet bool
+	cfg           check.Config
+	quiet         bool
+	progressEvery time.Duration // between plain progress lines, off a terminal
 }
 
 // parseCheckFlags parses the arguments of `syncproxy check`.
@@ -45,6 +46,7 @@ func parseCheckFlags(args []string, stdout io.Writer) (opts checkOptions, help b
 		timeout    = fs.Duration("timeout", check.DefaultTimeout, "timeout of connections and of each round trip")
 		byContent  = fs.Bool("by-content", false, "compare values by content even where DEBUG DIGEST-VALUE is available")
 		quiet      = fs.Bool("quiet", false, "print only the differing keys: no progress, no summary")
+		every      = fs.Duration("progress-interval", 5*time.Second, "time between progress lines on stderr when it is not a terminal (on a terminal: a progress bar)")
 	)
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
@@ -72,6 +74,9 @@ func parseCheckFlags(args []string, stdout io.Writer) (opts checkOptions, help b
 	if *timeout <= 0 {
 		return opts, false, errors.New("--timeout must be positive")
 	}
+	if *every <= 0 {
+		return opts, false, errors.New("--progress-interval must be positive")
+	}
 	if *masterPass == "" {
 		*masterPass = os.Getenv("SYNCPROXY_MASTER_PASSWORD")
 	}
@@ -95,7 +100,7 @@ func parseCheckFlags(args []string, stdout io.Writer) (opts checkOptions, help b
 		}
 	}
 	cfg.Rate, cfg.Repair, cfg.Timeout, cfg.ByContent = *rate, *repair, *timeout, *byContent
-	opts.quiet = *quiet
+	opts.quiet, opts.progressEvery = *quiet, *every
 	return opts, false, nil
 }
 
@@ -171,7 +176,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if f, ok := stderr.(*os.File); ok && !opts.quiet {
 		tty = isatty.IsTerminal(f.Fd())
 	}
-	st := &statusLine{out: stdout, err: stderr, tty: tty}
+	st := &statusLine{out: stdout, err: stderr, tty: tty, quiet: opts.quiet, every: opts.progressEvery, last: time.Now()}
 	cfg := opts.cfg
 	cfg.Log = zerolog.New(zerolog.ConsoleWriter{Out: st, NoColor: !tty, TimeFormat: time.TimeOnly}).
 		Level(zerolog.WarnLevel).With().Timestamp().Logger()
@@ -231,34 +236,64 @@ func formatSummary(s *check.SlaveReport, repair bool) string {
 	return line
 }
 
-// statusLine keeps one progress line at the bottom of a terminal: what is written
-// to stdout, or logged to stderr, clears it first. Off a terminal it draws nothing.
+// statusLine shows the progress on stderr. On a terminal it keeps a progress
+// bar on the bottom line: what is written to stdout, or logged to stderr, clears
+// it first. Off a terminal (a log file, a pipe) it prints a plain line every
+// `every`. It decides on stderr, where it writes: `check > diffs.txt` on a
+// terminal still shows the bar, and the diffs file holds only the diffs.
 type statusLine struct {
 	out, err io.Writer
 	tty      bool
+	quiet    bool          // no progress at all
+	every    time.Duration // between plain lines
 	shown    bool
 	last     time.Time
 }
 
-// statusEvery bounds how often the progress line is redrawn.
+// statusEvery bounds how often the progress bar is redrawn.
 const statusEvery = 100 * time.Millisecond
 
+// barWidth is the width of the progress bar, in characters.
+const barWidth = 30
+
 func (s *statusLine) progress(p check.Progress) {
-	if !s.tty || time.Since(s.last) < statusEvery {
-		return
+	switch {
+	case s.quiet:
+	case s.tty && time.Since(s.last) >= statusEvery:
+		s.last = time.Now()
+		fmt.Fprintf(s.err, "\r\x1b[K%s", formatProgress(p, true))
+		s.shown = true
+	case !s.tty && time.Since(s.last) >= s.every:
+		s.last = time.Now()
+		fmt.Fprintln(s.err, formatProgress(p, false))
 	}
-	s.last = time.Now()
+}
+
+// formatProgress renders the progress as a bar (for a terminal) or a plain line:
+// keys done of the DBSIZE total, the rate and the time left at that rate.
+func formatProgress(p check.Progress, bar bool) string {
 	what := "keys compared"
 	if p.Phase == check.PhaseExtra {
 		what = "slave keys looked up on the master"
 	}
-	pct := int64(100)
+	frac := 1.0
 	if p.Total > 0 {
-		pct = min(100, 100*p.Done/p.Total)
+		frac = min(1, float64(p.Done)/float64(p.Total))
 	}
-	fmt.Fprintf(s.err, "\r\x1b[K%s db%d: %d/%d %s (%d%%) %d differing",
-		strings.Join(p.Slaves, ","), p.DB, p.Done, p.Total, what, pct, p.Differing)
-	s.shown = true
+	rate, eta := 0.0, "-"
+	if secs := p.Elapsed.Seconds(); secs > 0 && p.Done > 0 {
+		rate = float64(p.Done) / secs
+		left := time.Duration(float64(max(0, p.Total-p.Done)) / rate * float64(time.Second))
+		eta = left.Round(time.Second).String()
+	}
+	line := fmt.Sprintf("%d/%d %s (%d%%), %.0f keys/s, ETA %s, %d differing",
+		p.Done, p.Total, what, int(frac*100), rate, eta, p.Differing)
+	if bar {
+		n := int(frac * barWidth)
+		return fmt.Sprintf("%s db%d [%s%s] %s", strings.Join(p.Slaves, ","), p.DB,
+			strings.Repeat("#", n), strings.Repeat(".", barWidth-n), line)
+	}
+	return fmt.Sprintf("progress: %s db%d: %s", strings.Join(p.Slaves, ","), p.DB, line)
 }
 
 func (s *statusLine) clear() {

@@ -90,6 +90,9 @@ type Progress struct {
 	Done      int64 // keys of the DB handled
 	Total     int64 // DBSIZE of the server scanned (the master, or the slave)
 	Differing int64 // differences found so far on Slaves, all DBs
+	// Elapsed is the time since this phase of the DB began, for a rate and an
+	// estimate of the time left.
+	Elapsed time.Duration
 }
 
 // Config configures Run.
@@ -675,6 +678,7 @@ func (ck *checker) checkDB(ctx context.Context, db int) error {
 		names[i] = s.conn.name
 	}
 	var done int64
+	start := time.Now()
 	err = ck.scan(ctx, ck.master, db, func(keys []string, skipped int) error {
 		done += int64(skipped)
 		if len(keys) > 0 {
@@ -683,7 +687,7 @@ func (ck *checker) checkDB(ctx context.Context, db int) error {
 			}
 		}
 		done += int64(len(keys))
-		ck.progress(PhaseCompare, names, db, done, total, ck.slaves)
+		ck.progress(PhaseCompare, names, db, done, total, start, ck.slaves)
 		return nil
 	})
 	if err != nil {
@@ -695,6 +699,7 @@ func (ck *checker) checkDB(ctx context.Context, db int) error {
 			return err
 		}
 		var done int64
+		start := time.Now()
 		err = ck.scan(ctx, s.conn, db, func(keys []string, skipped int) error {
 			done += int64(skipped)
 			if len(keys) > 0 {
@@ -703,7 +708,7 @@ func (ck *checker) checkDB(ctx context.Context, db int) error {
 				}
 			}
 			done += int64(len(keys))
-			ck.progress(PhaseExtra, []string{s.conn.name}, db, done, total, []*slaveCheck{s})
+			ck.progress(PhaseExtra, []string{s.conn.name}, db, done, total, start, []*slaveCheck{s})
 			return nil
 		})
 		if err != nil {
@@ -713,11 +718,11 @@ func (ck *checker) checkDB(ctx context.Context, db int) error {
 	return nil
 }
 
-func (ck *checker) progress(phase Phase, names []string, db int, done, total int64, slaves []*slaveCheck) {
+func (ck *checker) progress(phase Phase, names []string, db int, done, total int64, start time.Time, slaves []*slaveCheck) {
 	if ck.cfg.OnProgress == nil {
 		return
 	}
-	p := Progress{Phase: phase, Slaves: names, DB: db, Done: done, Total: total}
+	p := Progress{Phase: phase, Slaves: names, DB: db, Done: done, Total: total, Elapsed: time.Since(start)}
 	for _, s := range slaves {
 		p.Differing += s.res.Differing()
 	}
