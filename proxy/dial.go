@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 
 	"github.com/syncproxy/syncproxy/internal/dial"
@@ -48,10 +49,16 @@ type masterConn struct {
 
 // Close closes the connection and forgets it.
 func (c *masterConn) Close() error {
-	c.s.dmu.Lock()
-	delete(c.s.dedicated, c)
-	c.s.dmu.Unlock()
+	c.s.dedicated.mu.Lock()
+	delete(c.s.dedicated.conns, c)
+	c.s.dedicated.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// dedicatedConns are the dedicated master connections open (WATCH, SUBSCRIBE).
+type dedicatedConns struct {
+	mu    sync.Mutex
+	conns map[*masterConn]struct{}
 }
 
 // masterDown words the error of a dedicated master connection that failed: as
@@ -88,13 +95,14 @@ func (s *Server) replaced(c net.Conn) bool {
 // closeDedicated closes the dedicated connections to other masters than addr:
 // a WATCH or a subscription does not survive a failover (as with Redis).
 func (s *Server) closeDedicated(addr string) {
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
-	for c := range s.dedicated {
+	d := &s.dedicated
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c := range d.conns {
 		if c.addr != addr {
 			c.switched.Store(&addr)
 			c.Conn.Close()
-			delete(s.dedicated, c)
+			delete(d.conns, c)
 		}
 	}
 }
@@ -110,14 +118,14 @@ func (s *Server) dialMaster() (net.Conn, *bufio.Reader, error) {
 		return nil, nil, err
 	}
 	mc := &masterConn{Conn: c, s: s, addr: target.addr}
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
+	s.dedicated.mu.Lock()
+	defer s.dedicated.mu.Unlock()
 	if now := s.MasterAddr(); now != target.addr {
 		// Replaced while dialing: closeDedicated has run already.
 		c.Close()
 		return nil, nil, errors.New("master switched to " + now)
 	}
-	s.dedicated[mc] = struct{}{}
+	s.dedicated.conns[mc] = struct{}{}
 	return mc, br, nil
 }
 

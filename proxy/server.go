@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,16 +54,12 @@ type Server struct {
 	master    atomic.Pointer[masterTarget]
 	sentinel  *sentinelWatch // nil without Sentinel
 	switchMu  sync.Mutex     // serializes switchMaster
-	dmu       sync.Mutex
-	dedicated map[*masterConn]struct{} // WATCH and SUBSCRIBE connections to the master
+	dedicated dedicatedConns // WATCH and SUBSCRIBE connections to the master (dial.go)
 
-	nextID  atomic.Int64
-	clients atomic.Int64 // counted under mu while not shut down, so that none is added after
-	// lastLeft is closed when the last client leaves during a shutdown.
-	lastLeft     chan struct{}
-	lastLeftOnce sync.Once
-	closing      atomic.Bool
-	commands     atomic.Int64
+	// clientSet: the connected clients, counted, and the shutdown's wait for
+	// the last (clients.go).
+	clientSet
+	commands atomic.Int64
 
 	waiters    waiters             // clients blocked in BLPOP & co.
 	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
@@ -82,11 +77,8 @@ type Server struct {
 	reloadMu   sync.Mutex
 	slaveNames int
 
-	mu       sync.Mutex
-	shutdown bool
-	admin    []*http.Server // admin listeners, closed by Shutdown
-	series   *sampler       // the status page's samples, started by AdminHandler (series.go)
-	sessions map[*Session]struct{}
+	admin  []*http.Server // admin listeners, closed by Shutdown; under clientSet's mu
+	series *sampler       // the status page's samples, started by AdminHandler (series.go)
 }
 
 // drainIdle is how long, during a shutdown, a client may stay idle before its
@@ -102,8 +94,9 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	if cfg.Master == "" && len(cfg.Sentinels) == 0 {
 		return nil, errors.New("proxy: no master configured")
 	}
-	s := &Server{cfg: cfg, log: log, start: time.Now(), sessions: map[*Session]struct{}{},
-		dedicated: map[*masterConn]struct{}{}, masterPos: newMasterPosition(), lastLeft: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, start: time.Now(),
+		dedicated: dedicatedConns{conns: map[*masterConn]struct{}{}}, masterPos: newMasterPosition()}
+	s.clientSet.init()
 	s.cur.Store(&cfg)
 	s.limits.Store(limitsOf(&cfg))
 	var err error
@@ -338,18 +331,6 @@ func (s *Server) clientList() string {
 	return b.String()
 }
 
-// sessionList returns the connected sessions, by id.
-func (s *Server) sessionList() []*Session {
-	s.mu.Lock()
-	list := make([]*Session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		list = append(list, sess)
-	}
-	s.mu.Unlock()
-	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
-	return list
-}
-
 // Router returns the server's router (for tests and INFO).
 func (s *Server) Router() *router.Router { return s.router }
 
@@ -540,13 +521,6 @@ func (s *Server) closed(conn *clientConn, err error) {
 		s.logClosed(sess.netConn, sess.id)
 	}
 	s.clientLeft()
-}
-
-// clientLeft counts a client gone; the last one during a shutdown wakes it.
-func (s *Server) clientLeft() {
-	if s.clients.Add(-1) == 0 && s.closing.Load() {
-		s.lastLeftOnce.Do(func() { close(s.lastLeft) })
-	}
 }
 
 // scriptConns is the number of master connections for client scripts (see
