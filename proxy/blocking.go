@@ -265,10 +265,14 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 	sess.blockingStarted(bp.wake) // CLIENT UNBLOCK may end the wait
 	defer sess.blockingEnded()
 	r := &router.Request{}
-	for {
+	for tries := 0; ; tries++ {
 		sess.tryPop(bp, r)
-		if !isNull(r.Reply) {
-			sess.conn.WriteRaw(sess.blockedReply(bp.name, args, blockingReply(bp.name, r.Reply)))
+		reply, again := r.Reply, isNull(r.Reply)
+		if tries > 0 && !again {
+			reply, again = sess.streamRetry(bp, reply) // the stream changed under the client
+		}
+		if !again {
+			sess.conn.WriteRaw(sess.blockedReply(bp.name, args, blockingReply(bp.name, reply)))
 			return false
 		}
 		if s.closing.Load() {
