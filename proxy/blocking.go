@@ -244,7 +244,8 @@ func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
 // it pops or the deadline passes.
 type blockedPop struct {
 	name     string
-	raw      []byte // the non-blocking form
+	form     [][]byte // the non-blocking form's arguments
+	raw      []byte   // the non-blocking form
 	argc     int
 	deadline time.Time // zero: forever
 	keys     []waitKey
@@ -328,7 +329,7 @@ func (sess *Session) blockedPop(ci *router.CommandInfo, args [][]byte) (*blocked
 			return nil, msg
 		}
 	}
-	bp.raw, bp.argc = buildCommand(form), len(form)
+	bp.form, bp.raw, bp.argc = form, buildCommand(form), len(form)
 	return bp, ""
 }
 

@@ -30,7 +30,7 @@ func (sess *Session) streamRetry(bp *blockedPop, reply []byte) (out []byte, wait
 	wrongType := bytes.HasPrefix(reply, []byte("-WRONGTYPE "))
 	switch {
 	case bp.name == "xread" && wrongType:
-		return nil, true
+		return sess.xreadStreams(bp)
 	case bp.name == "xread":
 		return reply, false
 	case wrongType:
@@ -39,7 +39,7 @@ func (sess *Session) streamRetry(bp *blockedPop, reply []byte) (out []byte, wait
 		return reply, false
 	}
 	// NOGROUP: the key is gone (or not a stream), or only the group.
-	for _, k := range bp.keys {
+	for _, k := range nogroupKeys(bp.keys, reply) {
 		typ, ok := sess.masterType(k.key)
 		if !ok {
 			return reply, false
@@ -49,6 +49,17 @@ func (sess *Session) streamRetry(bp *blockedPop, reply []byte) (out []byte, wait
 		}
 	}
 	return errorLine(msgGroupGone), false
+}
+
+// nogroupKeys returns the key the master's NOGROUP error names ("No such key
+// 'k' or consumer group 'g' ..."), or every key when none matches.
+func nogroupKeys(keys []waitKey, reply []byte) []waitKey {
+	for i, k := range keys {
+		if bytes.HasPrefix(reply, []byte("-NOGROUP No such key '"+k.key+"' or consumer group '")) {
+			return keys[i : i+1]
+		}
+	}
+	return keys
 }
 
 // masterType is TYPE key on the master, in the session's DB; ok is false when
@@ -68,4 +79,50 @@ func (sess *Session) masterType(key string) (typ string, ok bool) {
 // errorLine is msg as a RESP error line.
 func errorLine(msg string) []byte {
 	return []byte("-" + msg + "\r\n")
+}
+
+// xreadStreams retries a blocked XREAD on those of its keys that are streams or
+// absent, when another key holds a different type: Redis serves a blocked XREAD
+// from whichever of its streams gets entries. wait reports there were none.
+func (sess *Session) xreadStreams(bp *blockedPop) (out []byte, wait bool) {
+	si := xreadStreamsIndex(bp.form)
+	if si < 0 || len(bp.keys) != (len(bp.form)-si-1)/2 {
+		return nil, true
+	}
+	n := len(bp.keys)
+	keys, ids := [][]byte{}, [][]byte{}
+	for j, k := range bp.keys {
+		typ, ok := sess.masterType(k.key)
+		if ok && (typ == "stream" || typ == "none") {
+			keys, ids = append(keys, bp.form[si+1+j]), append(ids, bp.form[si+1+n+j])
+		}
+	}
+	if len(keys) == 0 {
+		return nil, true
+	}
+	form := append(append(append([][]byte{}, bp.form[:si+1]...), keys...), ids...)
+	some := *bp
+	some.raw, some.argc = buildCommand(form), len(form)
+	r := &router.Request{}
+	sess.tryPop(&some, r)
+	if isNull(r.Reply) || bytes.HasPrefix(r.Reply, []byte("-WRONGTYPE ")) {
+		return nil, true
+	}
+	return r.Reply, false
+}
+
+// xreadStreamsIndex is the position of STREAMS in an XREAD without BLOCK, past
+// its COUNT option, or -1.
+func xreadStreamsIndex(form [][]byte) int {
+	for i := 1; i < len(form); i++ {
+		switch strings.ToLower(string(form[i])) {
+		case "count":
+			i++
+		case "streams":
+			return i
+		default:
+			return -1
+		}
+	}
+	return -1
 }

@@ -19,35 +19,43 @@ func TestXReadBlockKeyChanges(t *testing.T) {
 	addr, _ := startProxy(t, master, slaves...)
 	cases := []struct {
 		name         string
-		setup, block []string
+		setup        string // commands separated by ";"
+		block        []string
 		changes      [][]string // by another client, once the first one blocks
 	}{
-		{"xread woken by xadd", cmd("XADD a 1-1 f v"), cmd("XREAD BLOCK 5000 STREAMS a $"),
+		{"xread woken by xadd", "XADD a 1-1 f v", cmd("XREAD BLOCK 5000 STREAMS a $"),
 			[][]string{cmd("XADD a 2-1 f v2")}},
-		{"xread key deleted", cmd("XADD b 1-1 f v"), cmd("XREAD BLOCK 5000 STREAMS b $"),
+		{"xread key deleted", "XADD b 1-1 f v", cmd("XREAD BLOCK 5000 STREAMS b $"),
 			[][]string{cmd("DEL b"), cmd("XADD b 2-1 f v2")}},
-		{"xread type changed", cmd("XADD c 1-1 f v"), cmd("XREAD BLOCK 700 STREAMS c $"),
+		{"xread type changed", "XADD c 1-1 f v", cmd("XREAD BLOCK 700 STREAMS c $"),
 			[][]string{cmd("DEL c"), cmd("SET c x"), cmd("XADD c 3-1 f v")}},
-		{"xread overwritten by set", cmd("XADD c2 1-1 f v"), cmd("XREAD BLOCK 700 STREAMS c2 $"),
+		{"xread overwritten by set", "XADD c2 1-1 f v", cmd("XREAD BLOCK 700 STREAMS c2 $"),
 			[][]string{cmd("SET c2 x")}},
-		{"xread flushall", cmd("XADD d 1-1 f v"), cmd("XREAD BLOCK 5000 STREAMS d $"),
+		{"xread flushall", "XADD d 1-1 f v", cmd("XREAD BLOCK 5000 STREAMS d $"),
 			[][]string{cmd("FLUSHALL"), cmd("XADD d 2-1 f v2")}},
-		{"xreadgroup woken by xadd", cmd("XGROUP CREATE e g $ MKSTREAM"), cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS e >"),
+		{"xread of two streams, one overwritten", "XADD k1 1-1 f v", cmd("XREAD BLOCK 5000 STREAMS k1 k2 $ $"),
+			[][]string{cmd("SET k1 x"), cmd("XADD k2 2-1 f v2")}},
+		{"xreadgroup woken by xadd", "XGROUP CREATE e g $ MKSTREAM", cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS e >"),
 			[][]string{cmd("XADD e 1-1 f v")}},
-		{"xreadgroup key deleted", cmd("XGROUP CREATE f g $ MKSTREAM"), cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS f >"),
+		{"xreadgroup key deleted", "XGROUP CREATE f g $ MKSTREAM", cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS f >"),
 			[][]string{cmd("DEL f")}},
-		{"xreadgroup type changed", cmd("XGROUP CREATE h g $ MKSTREAM"), cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS h >"),
+		{"xreadgroup type changed", "XGROUP CREATE h g $ MKSTREAM", cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS h >"),
 			[][]string{cmd("SET h x")}},
-		{"xreadgroup group destroyed", cmd("XGROUP CREATE i g $ MKSTREAM"), cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS i >"),
+		{"xreadgroup group destroyed", "XGROUP CREATE i g $ MKSTREAM", cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS i >"),
 			[][]string{cmd("XGROUP DESTROY i g")}},
-		{"xreadgroup flushdb", cmd("XGROUP CREATE j g $ MKSTREAM"), cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS j >"),
+		{"xreadgroup flushdb", "XGROUP CREATE j g $ MKSTREAM", cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS j >"),
 			[][]string{cmd("FLUSHDB")}},
+		{"xreadgroup of two streams, group destroyed then key deleted", "XGROUP CREATE l1 g $ MKSTREAM; XGROUP CREATE l2 g $ MKSTREAM",
+			cmd("XREADGROUP GROUP g c BLOCK 5000 STREAMS l1 l2 > >"),
+			[][]string{cmd("XGROUP DESTROY l1 g"), cmd("DEL l2")}},
 	}
 	for _, tc := range cases {
 		replies := map[string]string{}
 		for name, a := range map[string]string{"redis": ref.Addr, "proxy": addr} {
 			blocked, other := redistest.DialRaw(t, a), redistest.DialRaw(t, a)
-			other.Do(tc.setup...)
+			for _, line := range strings.Split(tc.setup, ";") {
+				other.Do(cmd(line)...)
+			}
 			blocked.Send(tc.block...)
 			blocked.Flush()
 			waitBlocked(t, name, ref, other)
