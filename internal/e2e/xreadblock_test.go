@@ -18,10 +18,10 @@ func TestXReadBlockKeyChanges(t *testing.T) {
 	ref, master, slaves := servers[0], servers[1], servers[2:]
 	addr, _ := startProxy(t, master, slaves...)
 	cases := []struct {
-		name         string
-		setup        string // commands separated by ";"
-		block        []string
-		changes      [][]string // by another client, once the first one blocks
+		name    string
+		setup   string // commands separated by ";"
+		block   []string
+		changes [][]string // by another client, once the first one blocks
 	}{
 		{"xread woken by xadd", "XADD a 1-1 f v", cmd("XREAD BLOCK 5000 STREAMS a $"),
 			[][]string{cmd("XADD a 2-1 f v2")}},
