@@ -244,7 +244,8 @@ func (sess *Session) isBlocking(args [][]byte) (*router.CommandInfo, bool) {
 // it pops or the deadline passes.
 type blockedPop struct {
 	name     string
-	raw      []byte // the non-blocking form
+	form     [][]byte // the non-blocking form's arguments
+	raw      []byte   // the non-blocking form
 	argc     int
 	deadline time.Time // zero: forever
 	keys     []waitKey
@@ -265,10 +266,14 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 	sess.blockingStarted(bp.wake) // CLIENT UNBLOCK may end the wait
 	defer sess.blockingEnded()
 	r := &router.Request{}
-	for {
+	for tries := 0; ; tries++ {
 		sess.tryPop(bp, r)
-		if !isNull(r.Reply) {
-			sess.conn.WriteRaw(sess.blockedReply(bp.name, args, blockingReply(bp.name, r.Reply)))
+		reply, again := r.Reply, isNull(r.Reply)
+		if tries > 0 && !again {
+			reply, again = sess.streamRetry(bp, reply) // the stream changed under the client
+		}
+		if !again {
+			sess.conn.WriteRaw(sess.blockedReply(bp.name, args, blockingReply(bp.name, reply)))
 			return false
 		}
 		if s.closing.Load() {
@@ -324,7 +329,7 @@ func (sess *Session) blockedPop(ci *router.CommandInfo, args [][]byte) (*blocked
 			return nil, msg
 		}
 	}
-	bp.raw, bp.argc = buildCommand(form), len(form)
+	bp.form, bp.raw, bp.argc = form, buildCommand(form), len(form)
 	return bp, ""
 }
 
