@@ -21,7 +21,7 @@
 // MULTI's queue and blocking commands), then the handler its command's
 // router.Policy row names (local.go holds the locally answered commands), or
 // routes it by its class. Transactions, WATCH, subscriptions, blocking commands and
-// scripts have files of their own (multi.go, watch.go, pubsub.go, blocking.go,
+// scripts have files of their own (multi.go, watch.go, pubsub.go, blocking.go and blockstream.go,
 // eval.go, wait.go). Replies are the backends' raw RESP frames, forwarded byte for
 // byte, so their types are exactly Redis'. The commands about the proxy's own
 // clients and settings have theirs: clientinfo.go (CLIENT INFO and LIST),

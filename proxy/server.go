@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -310,6 +311,13 @@ func (s *Server) wakeBlocked(table *router.Table) func(db int, args [][]byte) {
 	var idx []int
 	return func(db int, args [][]byte) {
 		if s.waiters.n.Load() == 0 {
+			return
+		}
+		if len(args) > 0 && (bytes.EqualFold(args[0], []byte("flushall")) || bytes.EqualFold(args[0], []byte("flushdb")) ||
+			bytes.EqualFold(args[0], []byte("swapdb"))) {
+			// Names no key, changes every key of a DB: every blocked client
+			// looks again (XREADGROUP's "no longer exists").
+			s.waiters.wakeAll()
 			return
 		}
 		if ci := table.Lookup(args); ci != nil && ci.Name != "xreadgroup" {
