@@ -382,28 +382,43 @@ func (s *Server) scriptFlushed() {
 // msgFunctionNotFound is Redis' reply to FCALL of an unknown function.
 const msgFunctionNotFound = "ERR Function not found"
 
+// functionRecheck is how long a function's composed script is used before the
+// proxy reads its library from the master again: libraries loaded, replaced or
+// deleted on the master directly are seen within it.
+const functionRecheck = time.Second
+
 // functions caches, per function name, the script that runs it.
 type functions struct {
 	mu sync.Mutex
-	m  map[string]*userScript
+	m  map[string]cachedFunction
 	// running counts FCALLs sent and not completed: the master runs them as
 	// scripts, so FUNCTION KILL is sent as SCRIPT KILL meanwhile.
 	running atomic.Int64
 }
 
+// cachedFunction is a function's composed script and when it was composed.
+type cachedFunction struct {
+	us *userScript
+	at time.Time
+}
+
+// get returns the function's script, nil when unknown or older than functionRecheck.
 func (f *functions) get(name string) *userScript {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.m[name]
+	if e, ok := f.m[name]; ok && time.Since(e.at) < functionRecheck {
+		return e.us
+	}
+	return nil
 }
 
 func (f *functions) put(name string, us *userScript) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
-		f.m = map[string]*userScript{}
+		f.m = map[string]cachedFunction{}
 	}
-	f.m[name] = us
+	f.m[name] = cachedFunction{us: us, at: time.Now()}
 }
 
 // reset forgets every function (FUNCTION LOAD, DELETE, FLUSH, RESTORE went through).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
 )
@@ -126,4 +127,37 @@ func waitSameFunctions(t *testing.T, master *redistest.Server, slaves ...*redist
 			return nil
 		})
 	}
+}
+
+// TestFunctionBehindBack: libraries loaded, replaced or deleted on the master
+// directly (not through the proxy) are what FCALL through the proxy runs,
+// within a second.
+func TestFunctionBehindBack(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	m := redistest.DialRaw(t, master.Addr)
+	lib := func(v string) string {
+		return "#!lua name=bb\nredis.register_function('ver', function() return " + v + " end)"
+	}
+	mustReply(t, m, "$2\r\nbb\r\n", "FUNCTION", "LOAD", lib("1"))
+	mustReply(t, c, ":1\r\n", "FCALL", "ver", "0")
+	mustReply(t, m, "$2\r\nbb\r\n", "FUNCTION", "LOAD", "REPLACE", lib("2"))
+	waitReply(t, c, ":2\r\n", "FCALL", "ver", "0")
+	mustReply(t, m, "+OK\r\n", "FUNCTION", "DELETE", "bb")
+	waitReply(t, c, "-ERR Function not found\r\n", "FCALL", "ver", "0")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// waitReply sends args on c until the reply is want, for up to two seconds.
+func waitReply(t *testing.T, c *redistest.RawConn, want string, args ...string) {
+	t.Helper()
+	redistest.CheckFor(t, 2*time.Second, poll, func() error {
+		if got := c.Do(args...); string(got) != want {
+			return fmt.Errorf("%s: got %q, want %q", showCmd(args), got, want)
+		}
+		return nil
+	})
 }
