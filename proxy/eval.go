@@ -201,7 +201,10 @@ func isScriptCall(c *call) bool {
 	case router.HandlerEval, router.HandlerFcall:
 		return true
 	case router.HandlerScript:
-		return c.route.Info.Name == "eval_ro" || c.route.Info.Name == "evalsha_ro"
+		switch c.route.Info.Name {
+		case "eval_ro", "evalsha_ro", "fcall_ro":
+			return true
+		}
 	}
 	return false
 }

@@ -603,7 +603,7 @@ func (sess *Session) script(c *call) {
 	case "script|kill", "function|kill":
 		sess.killScript(c)
 		return
-	case "eval_ro", "evalsha_ro":
+	case "eval_ro", "evalsha_ro", "fcall_ro":
 		sess.forwardScript(c)
 		return
 	}

@@ -207,8 +207,9 @@ var rows = map[string]row{
 	"xreadgroup": {Policy: Policy{Blocking: true, BlockOption: true, Unblocked: ClassWrite,
 		Rewrite: RewriteAlways, NullArray: NullArrayAlways}},
 
-	// Read-only functions and the function library live on the master.
-	"fcall_ro": pinned(ClassMaster), "function": pinned(ClassMaster),
+	// Read-only functions and the function library live on the master; FCALL_RO
+	// runs there on a script lane, as EVAL_RO (it may run away).
+	"fcall_ro": special(HandlerScript), "function": pinned(ClassMaster),
 	"function|load":    handledBy(pinned(ClassMaster), HandlerFunctionWrite),
 	"function|delete":  handledBy(pinned(ClassMaster), HandlerFunctionWrite),
 	"function|flush":   handledBy(pinned(ClassMaster), HandlerFunctionWrite),

@@ -161,3 +161,26 @@ func waitReply(t *testing.T, c *redistest.RawConn, want string, args ...string) 
 		return nil
 	})
 }
+
+// TestFunctionBusyRO: a runaway FCALL_RO through the proxy holds no other client
+// behind it: they get Redis' BUSY error, FUNCTION KILL ends it with Redis' reply,
+// and service returns within a second.
+func TestFunctionBusyRO(t *testing.T) {
+	t.Parallel()
+	master, slaves := startBusyMaster(t)
+	addr, _ := startProxy(t, master, slaves...)
+	a, b, k := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+	mustReply(t, b, "$6\r\nspinro\r\n", "FUNCTION", "LOAD",
+		"#!lua name=spinro\nredis.register_function{function_name='spinro', callback=function()\n  while true do end\nend, flags={'no-writes'}}")
+	sendOnly(a, "FCALL_RO", "spinro", "0")
+	// Redis' BUSY error for a function names FUNCTION KILL.
+	waitReply(t, b, "-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.\r\n", "SET", "probe", "1")
+	mustReply(t, k, "+OK\r\n", "FUNCTION", "KILL")
+	killed := time.Now()
+	const want = "-ERR Script killed by user with SCRIPT KILL... script: spinro, on @user_function:3.\r\n"
+	if got := string(a.Read()); got != want {
+		t.Fatalf("the killed function's client got %q, want %q", got, want)
+	}
+	serviceBack(t, killed, a, b, k)
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
