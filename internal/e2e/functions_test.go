@@ -114,21 +114,6 @@ func TestFunctionDifferential(t *testing.T) {
 	checkSameData(t, ref, master, slaves)
 }
 
-// waitSameFunctions waits until every slave holds the master's libraries.
-func waitSameFunctions(t *testing.T, master *redistest.Server, slaves ...*redistest.Server) {
-	t.Helper()
-	want := redistest.DialRaw(t, master.Addr).Do("FUNCTION", "LIST", "WITHCODE")
-	for _, s := range slaves {
-		c := redistest.DialRaw(t, s.Addr)
-		redistest.CheckFor(t, convergeTimeout, poll, func() error {
-			if got := c.Do("FUNCTION", "LIST", "WITHCODE"); !bytes.Equal(got, want) {
-				return fmt.Errorf("slave %s libraries %s, master's %s", s.Addr, showReply(got), showReply(want))
-			}
-			return nil
-		})
-	}
-}
-
 // TestFunctionBehindBack: libraries loaded, replaced or deleted on the master
 // directly (not through the proxy) are what FCALL through the proxy runs,
 // within a second.
