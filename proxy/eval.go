@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tidwall/redcon"
+
 	"github.com/syncproxy/syncproxy/replicate"
 	"github.com/syncproxy/syncproxy/router"
 )
@@ -199,7 +201,10 @@ func isScriptCall(c *call) bool {
 	case router.HandlerEval, router.HandlerFcall:
 		return true
 	case router.HandlerScript:
-		return c.route.Info.Name == "eval_ro" || c.route.Info.Name == "evalsha_ro"
+		switch c.route.Info.Name {
+		case "eval_ro", "evalsha_ro", "fcall_ro":
+			return true
+		}
 	}
 	return false
 }
@@ -271,6 +276,28 @@ func killedReply(reply []byte, us *userScript, fcall string) []byte {
 	return []byte(killedPrefix + sha1Hex(us.body) + ", on @user_script:" + strconv.Itoa(n) + ".\r\n")
 }
 
+// functionErrReply words the error of a function (fcall, its name) as Redis
+// does: "script: <the function>, on @user_function:<line of the library>.", where
+// the master named the composed script and its line.
+func functionErrReply(reply []byte, us *userScript, fcall string) []byte {
+	if fcall == "" || len(reply) == 0 || reply[0] != '-' {
+		return reply
+	}
+	text := strings.TrimSuffix(string(reply), "\r\n")
+	for _, sha := range []string{sha1Hex(us.body), us.composed.SHA} {
+		head, line, ok := strings.Cut(text, " script: "+sha+", on @user_script:")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(line, "."))
+		if err != nil || n < 3 || n > strings.Count(us.body, "\n")+1 {
+			n = 3
+		}
+		return []byte(head + " script: " + fcall + ", on @user_function:" + strconv.Itoa(n-1) + ".\r\n")
+	}
+	return reply
+}
+
 func sha1Hex(s string) string {
 	sum := sha1.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
@@ -333,7 +360,7 @@ func (sess *Session) checkEvals(calls []*call) {
 		if e.fcall != "" {
 			sess.s.functions.running.Add(-1)
 		}
-		c.req.Reply = killedReply(reply, e.us, e.fcall)
+		c.req.Reply = functionErrReply(killedReply(reply, e.us, e.fcall), e.us, e.fcall)
 		if (e.load != nil && (e.load.Failed || len(e.load.Reply) == 0 || e.load.Reply[0] == '-')) ||
 			strings.HasPrefix(string(reply), "-NOSCRIPT") ||
 			strings.HasPrefix(string(reply), "-ERR syncproxy: the replication script was flushed") {
@@ -358,28 +385,43 @@ func (s *Server) scriptFlushed() {
 // msgFunctionNotFound is Redis' reply to FCALL of an unknown function.
 const msgFunctionNotFound = "ERR Function not found"
 
+// functionRecheck is how long a function's composed script is used before the
+// proxy reads its library from the master again: libraries loaded, replaced or
+// deleted on the master directly are seen within it.
+const functionRecheck = time.Second
+
 // functions caches, per function name, the script that runs it.
 type functions struct {
 	mu sync.Mutex
-	m  map[string]*userScript
+	m  map[string]cachedFunction
 	// running counts FCALLs sent and not completed: the master runs them as
 	// scripts, so FUNCTION KILL is sent as SCRIPT KILL meanwhile.
 	running atomic.Int64
 }
 
+// cachedFunction is a function's composed script and when it was composed.
+type cachedFunction struct {
+	us *userScript
+	at time.Time
+}
+
+// get returns the function's script, nil when unknown or older than functionRecheck.
 func (f *functions) get(name string) *userScript {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.m[name]
+	if e, ok := f.m[name]; ok && time.Since(e.at) < functionRecheck {
+		return e.us
+	}
+	return nil
 }
 
 func (f *functions) put(name string, us *userScript) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
-		f.m = map[string]*userScript{}
+		f.m = map[string]cachedFunction{}
 	}
-	f.m[name] = us
+	f.m[name] = cachedFunction{us: us, at: time.Now()}
 }
 
 // reset forgets every function (FUNCTION LOAD, DELETE, FLUSH, RESTORE went through).
@@ -407,43 +449,87 @@ func (sess *Session) functionScript(name string) (*userScript, string) {
 	if us := s.functions.get(name); us != nil {
 		return us, ""
 	}
-	code, msg := sess.libraryOf(name)
+	code, noWrites, msg := sess.libraryOf(name)
 	if msg != "" {
 		return nil, msg
 	}
-	body := "local __fns = {}\nlocal __lib = function(redis)\n" + code +
-		"\nend\nlocal __fake = setmetatable({register_function = function(a, b)\n" +
-		"  if type(a) == 'table' then __fns[a.function_name] = a.callback else __fns[a] = b end\n" +
-		"end}, {__index = redis})\n__lib(__fake)\nreturn __fns[" + replicate.LuaQuote(name) + "](KEYS, ARGV)"
-	us := s.scripts.add(s, []byte(body))
+	us := s.scripts.add(s, []byte(composeFunction(name, code, noWrites, s.writeNames())))
 	s.functions.put(name, us)
 	return us, ""
 }
 
+// msgReadOnlyScript is Redis' error for a write command in a no-writes function.
+const msgReadOnlyScript = "ERR Write commands are not allowed from read-only scripts."
+
+// composeFunction returns the body of the script that runs the function name of
+// the library code (its #! line cut): the library registers its functions in a
+// table of ours, and the function is called. A no-writes function gets a redis
+// table that refuses the commands named in writes (Lua table fields), as Redis
+// refuses them in a read-only script.
+func composeFunction(name, code string, noWrites bool, writes string) string {
+	var b strings.Builder
+	b.WriteString("local __fns = {}\nlocal __lib = function(redis)\n")
+	b.WriteString(code)
+	b.WriteString("\nend\nlocal __api = {register_function = function(a, b)\n" +
+		"  if type(a) == 'table' then __fns[a.function_name] = a.callback else __fns[a] = b end\nend}\n")
+	if noWrites {
+		b.WriteString("local __w = {" + writes + "}\nlocal __r = redis\n" +
+			"local function __isw(n, sub)\n" +
+			"  if type(n) ~= 'string' then return false end\n  n = string.lower(n)\n" +
+			"  if __w[n] then return true end\n" +
+			"  return type(sub) == 'string' and __w[n .. '|' .. string.lower(sub)] == true\nend\n" +
+			"__api.call = function(...)\n" +
+			"  if __isw(...) then error('\\1" + msgReadOnlyScript + "', 2) end\n  return __r.call(...)\nend\n" +
+			"__api.pcall = function(...)\n" +
+			"  if __isw(...) then return {err = '" + msgReadOnlyScript + "'} end\n  return __r.pcall(...)\nend\n")
+	}
+	b.WriteString("__lib(setmetatable(__api, {__index = redis}))\nreturn __fns[" +
+		replicate.LuaQuote(name) + "](KEYS, ARGV)")
+	return b.String()
+}
+
+// writeNames returns the write commands of the command table as the fields of a
+// Lua table ("['set']=true,..."), subcommands as "container|sub".
+func (s *Server) writeNames() string {
+	s.writesOnce.Do(func() {
+		var b strings.Builder
+		t := s.router.Table()
+		for _, name := range t.Names() {
+			ci := t.Lookup([][]byte{[]byte(name)})
+			if ci.Has(router.FlagWrite) {
+				b.WriteString("[" + replicate.LuaQuote(name) + "]=true,")
+			}
+			for _, sub := range slices.Sorted(maps.Keys(ci.Subcommands)) {
+				if ci.Subcommands[sub].Has(router.FlagWrite) {
+					b.WriteString("[" + replicate.LuaQuote(name+"|"+sub) + "]=true,")
+				}
+			}
+		}
+		s.writes = b.String()
+	})
+	return s.writes
+}
+
 // libraryOf returns the code (without its #! line) of the library that holds the
-// function, from the master.
-func (sess *Session) libraryOf(name string) (string, string) {
+// function, from the master, and whether the function has the no-writes flag.
+func (sess *Session) libraryOf(name string) (code string, noWrites bool, msg string) {
 	q := &router.Request{Kind: router.KindRaw, Raw: buildCommand([][]byte{
 		[]byte("FUNCTION"), []byte("LIST"), []byte("WITHCODE")})}
 	sess.waiter.Add(q)
 	sess.s.router.Master().Submit(int(sess.id), q)
 	sess.waiter.Wait()
 	if len(q.Reply) == 0 || q.Reply[0] == '-' {
-		return "", string(bytesTrimErr(q.Reply))
+		return "", false, string(bytesTrimErr(q.Reply))
 	}
 	for _, lib := range splitArray(q.Reply) {
 		fields := splitArray(lib)
-		var code string
 		found := false
 		for k := 0; k+1 < len(fields); k += 2 {
 			switch bulkText(fields[k]) {
 			case "functions":
 				for _, fn := range splitArray(fields[k+1]) {
-					ff := splitArray(fn)
-					for m := 0; m+1 < len(ff); m += 2 {
-						if bulkText(ff[m]) == "name" && bulkText(ff[m+1]) == name {
-							found = true
-						}
+					if ok, nw := functionEntry(fn, name); ok {
+						found, noWrites = true, nw
 					}
 				}
 			case "library_code":
@@ -458,10 +544,28 @@ func (sess *Session) libraryOf(name string) (string, string) {
 					code = ""
 				}
 			}
-			return code, ""
+			return code, noWrites, ""
 		}
 	}
-	return "", msgFunctionNotFound
+	return "", false, msgFunctionNotFound
+}
+
+// functionEntry reads one function of FUNCTION LIST's reply: whether it is the
+// function name, and whether it has the no-writes flag.
+func functionEntry(fn []byte, name string) (match, noWrites bool) {
+	ff := splitArray(fn)
+	for m := 0; m+1 < len(ff); m += 2 {
+		switch bulkText(ff[m]) {
+		case "name":
+			match = bulkText(ff[m+1]) == name
+		case "flags":
+			for _, f := range splitArray(ff[m+1]) {
+				_, r := redcon.ReadNextRESP(f)
+				noWrites = noWrites || string(r.Data) == "no-writes"
+			}
+		}
+	}
+	return match, noWrites
 }
 
 func bytesTrimErr(reply []byte) []byte {

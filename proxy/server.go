@@ -68,6 +68,8 @@ type Server struct {
 	script     *router.WriteScript // the replication script, for WATCH connections
 	scripts    scripts             // client scripts (EVAL), composed
 	functions  functions           // FCALL's functions, as composed scripts
+	writesOnce sync.Once           // writes is set once (writeNames)
+	writes     string              // the write commands, for no-writes functions
 	masterPos  *masterPosition     // the master's position, for global reads
 	mem        masterMemory        // the master's memory, for transactions (memory.go)
 	pause      clientPause         // CLIENT PAUSE (clientadmin.go)

@@ -43,6 +43,7 @@ const (
 	postBroadcast        // CONFIG SET sent to every backend: the master's reply, or a slave's error
 	postHideMeta         // SCAN or KEYS in DB 0: leave out the replication metadata keys
 	postHideSecrets      // CONFIG GET: the master's passwords are not the client's to read
+	postSlowlog          // SLOWLOG GET or LEN: the master's and the slaves' merged
 )
 
 // call is one pipelined command on its way through the session: the client's
@@ -335,6 +336,8 @@ func (sess *Session) finish(c *call) {
 		r.Reply = broadcastReply(&c.bcast, r.Reply)
 	case postHideMeta:
 		r.Reply = hideMeta(r.Reply)
+	case postSlowlog:
+		r.Reply = slowlogReply(c, r.Reply)
 	case postHideSecrets:
 		r.Reply = showRequirePass(hideSecrets(r.Reply), sess.s.config().RequirePass)
 	}
@@ -463,6 +466,7 @@ var handlers = [router.NumHandlers]func(*Session, *call){
 	router.HandlerClientAdmin:   (*Session).clientAdmin,
 	router.HandlerResetStat:     (*Session).configResetStat,
 	router.HandlerMonitor:       (*Session).monitor,
+	router.HandlerSlowlog:       (*Session).slowlog,
 }
 
 // route sends a call that no handler serves where its class says.
@@ -599,7 +603,7 @@ func (sess *Session) script(c *call) {
 	case "script|kill", "function|kill":
 		sess.killScript(c)
 		return
-	case "eval_ro", "evalsha_ro":
+	case "eval_ro", "evalsha_ro", "fcall_ro":
 		sess.forwardScript(c)
 		return
 	}

@@ -117,6 +117,7 @@ const (
 	HandlerClientAdmin   // CLIENT KILL, PAUSE, UNPAUSE, UNBLOCK, NO-EVICT: on the proxy's clients
 	HandlerResetStat     // CONFIG RESETSTAT: the proxy's and every backend's
 	HandlerMonitor       // MONITOR, when it cannot start (it is served before dispatch)
+	HandlerSlowlog       // SLOWLOG GET, LEN, RESET: merged from the master and the slaves
 	numHandlers
 )
 
@@ -162,9 +163,11 @@ var rows = map[string]row{
 	"client|kill": local(HandlerClientAdmin), "client|pause": local(HandlerClientAdmin),
 	"client|unpause": local(HandlerClientAdmin), "client|unblock": local(HandlerClientAdmin),
 	"client|no-evict": local(HandlerClientAdmin), "config|resetstat": special(HandlerResetStat),
-	"monitor": local(HandlerMonitor),
-	"client":  byFlags(Policy{Handler: HandlerClient}),
-	"acl":     {Policy: Policy{Handler: HandlerACL}, subs: true},
+	"slowlog|get": special(HandlerSlowlog), "slowlog|len": special(HandlerSlowlog),
+	"slowlog|reset": special(HandlerSlowlog),
+	"monitor":       local(HandlerMonitor),
+	"client":        byFlags(Policy{Handler: HandlerClient}),
+	"acl":           {Policy: Policy{Handler: HandlerACL}, subs: true},
 
 	// Topology, persistence control of backends, or replication bypass.
 	"replicaof": pinned(ClassDenied), "slaveof": pinned(ClassDenied), "sync": pinned(ClassDenied),
@@ -204,8 +207,9 @@ var rows = map[string]row{
 	"xreadgroup": {Policy: Policy{Blocking: true, BlockOption: true, Unblocked: ClassWrite,
 		Rewrite: RewriteAlways, NullArray: NullArrayAlways}},
 
-	// Read-only functions and the function library live on the master.
-	"fcall_ro": pinned(ClassMaster), "function": pinned(ClassMaster),
+	// Read-only functions and the function library live on the master; FCALL_RO
+	// runs there on a script lane, as EVAL_RO (it may run away).
+	"fcall_ro": special(HandlerScript), "function": pinned(ClassMaster),
 	"function|load":    handledBy(pinned(ClassMaster), HandlerFunctionWrite),
 	"function|delete":  handledBy(pinned(ClassMaster), HandlerFunctionWrite),
 	"function|flush":   handledBy(pinned(ClassMaster), HandlerFunctionWrite),

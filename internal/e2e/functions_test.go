@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
+)
+
+// The libraries of the FUNCTION tests: flib's rget may not write (no-writes),
+// wset writes, sneaky says no-writes and tries to write.
+const (
+	flib = "#!lua name=flib\n" +
+		"redis.register_function{function_name='rget', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}\n" +
+		"redis.register_function('wset', function(keys, args) return redis.call('SET', keys[1], args[1]) end)\n" +
+		"redis.register_function{function_name='sneaky', callback=function(keys) local r = redis.call('SET', keys[1], 'x'); return r end, flags={'no-writes'}}\n" +
+		"redis.register_function{function_name='sneakyp', callback=function(keys)\n  local r = redis.pcall('set', keys[1], 'x')\n  return {r, redis.call('GET', keys[1])}\nend, flags={'no-writes'}}\n" +
+		"redis.register_function('bad', function(keys)\n  local r = redis.call('INCR', keys[1])\n  return r\nend)"
+	glib = "#!lua name=glib\nredis.register_function{function_name='glen', callback=function(keys) return redis.call('STRLEN', keys[1]) end, flags={'no-writes'}}"
+	// funcDumpArg stands for the reference's FUNCTION DUMP payload.
+	funcDumpArg = "<function dump>"
+)
+
+// functionTable is the FUNCTION family, FCALL and FCALL_RO, Redis' errors included.
+func functionTable() [][]string {
+	return [][]string{
+		{"FUNCTION", "FLUSH"},
+		{"FUNCTION", "LOAD", flib},
+		{"FUNCTION", "LOAD", flib},
+		{"FUNCTION", "LOAD", "REPLACE", flib},
+		{"FUNCTION", "LOAD", "#!lua name=bad\nreturn 1 +"},
+		{"FUNCTION", "LOAD", "#!lua\nreturn 1"},
+		{"FUNCTION", "LOAD", glib},
+		{"FUNCTION", "LIST", "LIBRARYNAME", "glib"},
+		{"FUNCTION", "LIST", "LIBRARYNAME", "fl"},
+		{"FUNCTION", "LIST", "WITHCODE", "LIBRARYNAME", "g"},
+		{"FUNCTION", "LIST", "BADARG"},
+		{"FCALL", "wset", "1", "k", "v1"},
+		{"FCALL", "rget", "1", "k"},
+		{"FCALL_RO", "rget", "1", "k"},
+		{"FCALL_RO", "glen", "1", "k"},
+		{"FCALL_RO", "wset", "1", "k", "v2"},
+		{"FCALL", "sneaky", "1", "k"},
+		{"FCALL", "sneakyp", "1", "k"},
+		{"FCALL", "bad", "1", "k"},
+		{"FCALL_RO", "sneaky", "1", "k"},
+		{"FCALL_RO", "nosuch", "0"},
+		{"FCALL", "rget", "2", "k"},
+		{"GET", "k"},
+		{"FUNCTION", "STATS"},
+		{"FUNCTION", "KILL"},
+		{"FUNCTION", "DELETE", "glib"},
+		{"FUNCTION", "DELETE", "glib"},
+		{"FCALL_RO", "glen", "1", "k"},
+		{"FUNCTION", "RESTORE", funcDumpArg},
+		{"FUNCTION", "RESTORE", funcDumpArg, "BADPOLICY"},
+		{"FUNCTION", "RESTORE", "garbage"},
+		{"FUNCTION", "RESTORE", funcDumpArg, "REPLACE"},
+		{"FUNCTION", "LIST", "LIBRARYNAME", "g"},
+		{"FUNCTION", "FLUSH", "ASYNC"},
+		{"FUNCTION", "RESTORE", funcDumpArg, "APPEND"},
+		{"FUNCTION", "RESTORE", funcDumpArg, "FLUSH"},
+		{"FCALL_RO", "glen", "1", "k"},
+		{"FUNCTION", "FLUSH", "SYNC"},
+		{"FUNCTION", "FLUSH", "LAZY"},
+		{"FUNCTION", "LIST"},
+		{"FUNCTION", "RESTORE", funcDumpArg},
+		{"FCALL_RO", "rget", "1", "k"},
+		{"FUNCTION", "DELETE", "glib"},
+		{"FUNCTION", "DUMP"},
+	}
+}
+
+// functionDump returns the FUNCTION DUMP payload of flib and glib, made by s.
+func functionDump(t *testing.T, s *redistest.Server) string {
+	t.Helper()
+	c := redistest.DialRaw(t, s.Addr)
+	mustReply(t, c, "+OK\r\n", "FUNCTION", "FLUSH")
+	c.Do("FUNCTION", "LOAD", flib)
+	c.Do("FUNCTION", "LOAD", glib)
+	frame := c.Do("FUNCTION", "DUMP")
+	mustReply(t, c, "+OK\r\n", "FUNCTION", "FLUSH")
+	i := bytes.Index(frame, []byte("\r\n"))
+	if frame[0] != '$' || i < 0 {
+		t.Fatalf("FUNCTION DUMP reply %q", frame)
+	}
+	return string(frame[i+2 : len(frame)-2])
+}
+
+// TestFunctionDifferential: the FUNCTION family, FCALL and FCALL_RO against
+// Redis directly and through the proxy: the same replies byte for byte (no-writes
+// enforced by FCALL, errors named after the function and its library's line);
+// the slaves end with the master's data.
+func TestFunctionDifferential(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	payload := functionDump(t, ref)
+	rc := redistest.DialRaw(t, ref.Addr)
+	pc := redistest.DialRaw(t, addr)
+	for i, args := range functionTable() {
+		for j, a := range args {
+			if a == funcDumpArg {
+				args[j] = payload
+			}
+		}
+		want := rc.Do(args...)
+		got := pc.Do(args...)
+		if !bytes.Equal(got, want) {
+			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, showCmd(args), showReply(got), showReply(want))
+		}
+	}
+	checkSameData(t, ref, master, slaves)
+}
+
+// TestFunctionBehindBack: libraries loaded, replaced or deleted on the master
+// directly (not through the proxy) are what FCALL through the proxy runs,
+// within a second.
+func TestFunctionBehindBack(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	m := redistest.DialRaw(t, master.Addr)
+	lib := func(v string) string {
+		return "#!lua name=bb\nredis.register_function('ver', function() return " + v + " end)"
+	}
+	mustReply(t, m, "$2\r\nbb\r\n", "FUNCTION", "LOAD", lib("1"))
+	mustReply(t, c, ":1\r\n", "FCALL", "ver", "0")
+	mustReply(t, m, "$2\r\nbb\r\n", "FUNCTION", "LOAD", "REPLACE", lib("2"))
+	waitReply(t, c, ":2\r\n", "FCALL", "ver", "0")
+	mustReply(t, m, "+OK\r\n", "FUNCTION", "DELETE", "bb")
+	waitReply(t, c, "-ERR Function not found\r\n", "FCALL", "ver", "0")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// waitReply sends args on c until the reply is want, for up to two seconds.
+func waitReply(t *testing.T, c *redistest.RawConn, want string, args ...string) {
+	t.Helper()
+	redistest.CheckFor(t, 2*time.Second, poll, func() error {
+		if got := c.Do(args...); string(got) != want {
+			return fmt.Errorf("%s: got %q, want %q", showCmd(args), got, want)
+		}
+		return nil
+	})
+}
+
+// TestFunctionBusyRO: a runaway FCALL_RO through the proxy holds no other client
+// behind it: they get Redis' BUSY error, FUNCTION KILL ends it with Redis' reply,
+// and service returns within a second.
+func TestFunctionBusyRO(t *testing.T) {
+	t.Parallel()
+	master, slaves := startBusyMaster(t)
+	addr, _ := startProxy(t, master, slaves...)
+	a, b, k := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+	mustReply(t, b, "$6\r\nspinro\r\n", "FUNCTION", "LOAD",
+		"#!lua name=spinro\nredis.register_function{function_name='spinro', callback=function()\n  while true do end\nend, flags={'no-writes'}}")
+	sendOnly(a, "FCALL_RO", "spinro", "0")
+	// Redis' BUSY error for a function names FUNCTION KILL.
+	waitReply(t, b, "-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.\r\n", "SET", "probe", "1")
+	mustReply(t, k, "+OK\r\n", "FUNCTION", "KILL")
+	killed := time.Now()
+	const want = "-ERR Script killed by user with SCRIPT KILL... script: spinro, on @user_function:3.\r\n"
+	if got := string(a.Read()); got != want {
+		t.Fatalf("the killed function's client got %q, want %q", got, want)
+	}
+	serviceBack(t, killed, a, b, k)
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
