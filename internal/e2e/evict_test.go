@@ -16,7 +16,7 @@ import (
 // stops, every slave (without maxmemory) equals the master, with no full resync.
 func TestMasterEvictionsReplicate(t *testing.T) {
 	t.Parallel()
-	master := redistest.Start(t, "--maxmemory", "2mb", "--maxmemory-policy", "volatile-lru")
+	master := redistest.Start(t, "--maxmemory", "3mb", "--maxmemory-policy", "volatile-lru")
 	slaves := redistest.StartN(t, 2)
 	addr, srv := startProxyWith(t, func(c *proxy.Config) {
 		c.BacklogLen = 100 // the backlog has no TTL: volatile-lru never evicts it
