@@ -610,11 +610,19 @@ func (sess *Session) script(c *call) {
 	sess.forwardWrite(c)
 }
 
-// functionWrite forwards FUNCTION LOAD, DELETE, FLUSH and RESTORE: the proxy's
-// composed functions must be composed again.
+// functionWrite runs FUNCTION LOAD, DELETE, FLUSH and RESTORE on the master and
+// replicates them: FUNCTION may not run in a script, so it runs natively in the
+// transaction large writes use (replicate.WriteNativeCall), numbered only when it
+// succeeded, its effect the command itself; the slaves apply it natively too
+// (replicate/functions.go). The proxy's composed functions are composed again.
 func (sess *Session) functionWrite(c *call) {
 	sess.s.functions.reset()
-	sess.forwardWrite(c)
+	r, args := &c.req, c.cmd.Args
+	r.Kind, r.Raw, r.Argc = router.KindWrite, c.cmd.Raw, len(args)
+	r.Mode = replicate.ModeCommand
+	r.Split = replicate.Split{Head: len(args) - 1, Group: 1} // one part: the whole command
+	sess.wrote = true
+	sess.toMaster(r)
 }
 
 // swapDB runs SWAPDB, unless it involves DB 0 (the replication metadata's).

@@ -630,8 +630,14 @@ func (a *Applier) applyRun(msgs []*Message) error {
 		if msgs[0].Seq != a.applied.Load()+1 {
 			return errGap
 		}
+		if nativeEffects(msgs[0]) {
+			if err := a.applyNative(msgs[0]); err != nil {
+				return err
+			}
+			continue
+		}
 		n, size := 0, 0
-		for n < len(msgs) && n < maxApplyMsgs && (n == 0 || size < maxApplyBytes) {
+		for n < len(msgs) && n < maxApplyMsgs && (n == 0 || size < maxApplyBytes) && !nativeEffects(msgs[n]) {
 			for _, e := range msgs[n].Effects {
 				for _, arg := range e.Args {
 					size += len(arg)

@@ -97,6 +97,11 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 	if err != nil {
 		return err
 	}
+	// The libraries after the position: what changed them since is applied
+	// again by the catch-up (a LOAD of a library the copy has only fails).
+	if err := a.copyFunctions(); err != nil {
+		return err
+	}
 	a.rs = &resyncState{positions: map[dbKey]int64{}, dirty: map[dbKey]bool{}, token: token}
 	defer func() { a.rs = nil }()
 	copied := 0

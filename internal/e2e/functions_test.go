@@ -3,8 +3,12 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"sort"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gomodule/redigo/redis"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
 )
@@ -167,5 +171,93 @@ func TestFunctionBusyRO(t *testing.T) {
 		t.Fatalf("the killed function's client got %q, want %q", got, want)
 	}
 	serviceBack(t, killed, a, b, k)
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// functionLists returns each server's libraries as sorted "name=code" lines
+// (Redis lists libraries and functions in its dicts' order, which differs
+// between servers; the code says what each library has).
+func functionLists(t *testing.T, servers ...*redistest.Server) []string {
+	t.Helper()
+	var out []string
+	for _, s := range servers {
+		libs, err := redis.Values(s.Do(t, "FUNCTION", "LIST", "WITHCODE"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, l := range libs {
+			f, _ := redis.Values(l, nil)
+			var name, code string
+			for k := 0; k+1 < len(f); k += 2 {
+				switch key, _ := redis.String(f[k], nil); key {
+				case "library_name":
+					name, _ = redis.String(f[k+1], nil)
+				case "library_code":
+					code, _ = redis.String(f[k+1], nil)
+				}
+			}
+			lines = append(lines, name+"="+code)
+		}
+		sort.Strings(lines)
+		out = append(out, strings.Join(lines, "\n"))
+	}
+	return out
+}
+
+// waitSameFunctions polls until every slave holds the master's libraries.
+func waitSameFunctions(t *testing.T, master *redistest.Server, slaves ...*redistest.Server) {
+	t.Helper()
+	redistest.CheckFor(t, convergeTimeout, poll, func() error {
+		lists := functionLists(t, append([]*redistest.Server{master}, slaves...)...)
+		for i, l := range lists[1:] {
+			if l != lists[0] {
+				return fmt.Errorf("slave %s's libraries %q, the master's %q", slaves[i].Addr, l, lists[0])
+			}
+		}
+		return nil
+	})
+}
+
+// TestFunctionsReplicated: FUNCTION LOAD, LOAD REPLACE, DELETE, RESTORE and FLUSH
+// through the proxy reach every slave in stream order, a slave serves FCALL_RO
+// of a library loaded through the proxy, a failed LOAD reaches no slave, and a
+// slave resynced in full gets the master's libraries.
+func TestFunctionsReplicated(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	lib := func(name, ret string) string {
+		return "#!lua name=" + name + "\nredis.register_function{function_name='" + name + "f', callback=function(keys) redis.call('SET', keys[1], '" + ret + "') return '" + ret + "' end}\n" +
+			"redis.register_function{function_name='" + name + "ro', callback=function() return '" + ret + "' end, flags={'no-writes'}}"
+	}
+	mustReply(t, c, "$4\r\nlib1\r\n", "FUNCTION", "LOAD", lib("lib1", "a"))
+	mustReply(t, c, "$4\r\nlib2\r\n", "FUNCTION", "LOAD", lib("lib2", "b"))
+	if r := string(c.Do("FUNCTION", "LOAD", lib("lib1", "x"))); !strings.HasPrefix(r, "-ERR Library 'lib1' already exists") {
+		t.Fatalf("LOAD of an existing library: %q", r)
+	}
+	mustReply(t, c, "$1\r\na\r\n", "FCALL", "lib1f", "1", "k1")
+	waitSameFunctions(t, master, slaves...)
+	for _, s := range slaves {
+		if r := string(redistest.DialRaw(t, s.Addr).Do("FCALL_RO", "lib2ro", "0")); r != "$1\r\nb\r\n" {
+			t.Fatalf("FCALL_RO on slave %s: %q", s.Addr, r)
+		}
+	}
+	mustReply(t, c, "$4\r\nlib1\r\n", "FUNCTION", "LOAD", "REPLACE", lib("lib1", "c"))
+	mustReply(t, c, "+OK\r\n", "FUNCTION", "DELETE", "lib2")
+	dump := c.Do("FUNCTION", "DUMP")
+	mustReply(t, c, "+OK\r\n", "FUNCTION", "FLUSH")
+	waitSameFunctions(t, master, slaves...)
+	payload := dump[bytes.IndexByte(dump, '\n')+1 : len(dump)-2]
+	mustReply(t, c, "+OK\r\n", "FUNCTION", "RESTORE", string(payload))
+	waitSameFunctions(t, master, slaves...)
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+
+	// A slave restarted empty is resynced in full: with the libraries.
+	slaves[0].Restart(t)
+	mustReply(t, c, "$1\r\nc\r\n", "FCALL", "lib1f", "1", "k2")
+	waitSameFunctions(t, master, slaves...)
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
