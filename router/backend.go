@@ -323,12 +323,7 @@ func (b *Backend) Conns() int { return len(b.links) }
 // same connection are executed in submission order. r is always completed: with
 // the backend's reply, or with an error when the backend is down or times out.
 func (b *Backend) Submit(idx int, r *Request) {
-	l := b.links[idx%len(b.links)]
-	if !l.up.Load() && !l.switching.Load() {
-		b.failIn(r, l.downMsg())
-		return
-	}
-	l.enqueue(r, 1)
+	b.SubmitOn(Lane(idx%len(b.links)), r)
 }
 
 // enqueue queues r — with the n-1 requests chained behind it — for the writer,
@@ -1015,18 +1010,7 @@ func chainEnd(r *Request) (*Request, int) {
 // connection idx: atomically, as a MULTI/EXEC transaction. Each is completed with
 // its own reply.
 func (b *Backend) SubmitTx(idx int, reqs []*Request) {
-	for i := 0; i+1 < len(reqs); i++ {
-		reqs[i].next = reqs[i+1]
-	}
-	l := b.links[idx%len(b.links)]
-	if !l.up.Load() && !l.switching.Load() {
-		for _, r := range reqs {
-			r.next = nil
-			b.failIn(r, l.downMsg())
-		}
-		return
-	}
-	l.enqueue(reqs[0], len(reqs))
+	b.SubmitTxOn(Lane(idx%len(b.links)), reqs)
 }
 
 // skipArrayHeader returns raw without its leading "*N\r\n" line.

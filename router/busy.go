@@ -69,10 +69,19 @@ func (b *Backend) ScriptLane(idx int) Lane {
 	return Lane(len(b.links) + best)
 }
 
+// laneLink is the connection of lane: the session connections, then the
+// script connections.
+func (b *Backend) laneLink(lane Lane) *link {
+	i := int(lane) % (len(b.links) + len(b.scriptLinks))
+	if i < len(b.links) {
+		return b.links[i]
+	}
+	return b.scriptLinks[i-len(b.links)]
+}
+
 // SubmitOn queues r on the connection lane, as Submit does on a session's.
 func (b *Backend) SubmitOn(lane Lane, r *Request) {
-	all := b.allLinks()
-	l := all[int(lane)%len(all)]
+	l := b.laneLink(lane)
 	if !l.up.Load() && !l.switching.Load() {
 		b.failIn(r, l.downMsg())
 		return
@@ -105,8 +114,7 @@ func (b *Backend) SubmitTxOn(lane Lane, reqs []*Request) {
 	for i := 0; i+1 < len(reqs); i++ {
 		reqs[i].next = reqs[i+1]
 	}
-	all := b.allLinks()
-	l := all[int(lane)%len(all)]
+	l := b.laneLink(lane)
 	if !l.up.Load() && !l.switching.Load() {
 		for _, r := range reqs {
 			r.next = nil
