@@ -66,6 +66,14 @@ type bridgeState struct {
 	crossed atomic.Int64  // slaves moved to a new epoch without a resync
 }
 
+// waitChan returns the channel closed at the next change; s.mu is held.
+func (s *bridgeState) waitChan() <-chan struct{} {
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
+}
+
 func (s *bridgeState) signal() {
 	if s.changed != nil {
 		close(s.changed)
@@ -88,10 +96,7 @@ func (s *bridgeState) held(ctx context.Context, recent *recentMessages, epoch st
 	defer t.Stop()
 	for {
 		s.mu.Lock()
-		if s.changed == nil {
-			s.changed = make(chan struct{})
-		}
-		wait := s.changed
+		wait := s.waitChan()
 		s.mu.Unlock()
 		if msgs := recent.span(epoch, from, to); msgs != nil {
 			return msgs
@@ -164,9 +169,7 @@ func (s *bridgeState) readEpoch(epoch string) {
 func (s *bridgeState) lookup(from string) (b epochBridge, ok bool, wait <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.changed == nil {
-		s.changed = make(chan struct{})
-	}
+	s.waitChan()
 	for i := len(s.seen) - 1; i >= 0; i-- {
 		if c := s.seen[i]; c.from == from && slices.Contains(s.real, c.to) {
 			d := c.at.Sub(s.evicted)

@@ -57,31 +57,7 @@ func TestMultiDifferential(t *testing.T) {
 		{"WATCH", "x"},
 		{"EXEC"},
 	}
-	for _, pipelined := range []bool{false, true} {
-		got := map[string][]string{}
-		for name, a := range map[string]string{"redis": ref.Addr, "proxy": addr} {
-			c := redistest.DialRaw(t, a)
-			c.Do("FLUSHDB")
-			if pipelined {
-				for _, cmd := range script {
-					c.Send(cmd...)
-				}
-				c.Flush()
-				for range script {
-					got[name] = append(got[name], string(c.Read()))
-				}
-				continue
-			}
-			for _, cmd := range script {
-				got[name] = append(got[name], string(c.Do(cmd...)))
-			}
-		}
-		for i, cmd := range script {
-			if got["redis"][i] != got["proxy"][i] {
-				t.Errorf("pipelined=%v %q: redis %q, proxy %q", pipelined, cmd, got["redis"][i], got["proxy"][i])
-			}
-		}
-	}
+	sameScript(t, ref.Addr, addr, "FLUSHDB", script)
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
 
@@ -208,5 +184,37 @@ func TestWatchPipelined(t *testing.T) {
 	}
 	if got["redis"] != got["proxy"] {
 		t.Fatalf("redis %q\nproxy %q", got["redis"], got["proxy"])
+	}
+}
+
+// sameScript sends script to Redis (refAddr) and through the proxy (addr), one
+// command at a time and then pipelined, each on a fresh connection after flush,
+// and reports every reply that differs.
+func sameScript(t *testing.T, refAddr, addr, flush string, script [][]string) {
+	t.Helper()
+	for _, pipelined := range []bool{false, true} {
+		got := map[string][]string{}
+		for name, a := range map[string]string{"redis": refAddr, "proxy": addr} {
+			c := redistest.DialRaw(t, a)
+			c.Do(flush)
+			if pipelined {
+				for _, cmd := range script {
+					c.Send(cmd...)
+				}
+				c.Flush()
+				for range script {
+					got[name] = append(got[name], string(c.Read()))
+				}
+				continue
+			}
+			for _, cmd := range script {
+				got[name] = append(got[name], string(c.Do(cmd...)))
+			}
+		}
+		for i, cmd := range script {
+			if got["redis"][i] != got["proxy"][i] {
+				t.Errorf("pipelined=%v %.60q: redis %q, proxy %q", pipelined, cmd, got["redis"][i], got["proxy"][i])
+			}
+		}
 	}
 }
