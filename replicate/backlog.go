@@ -50,6 +50,13 @@ type backlogReader struct {
 	copies *channelCopies
 	fence  *fencer
 	stop   <-chan struct{}
+	// fed is the position of the last message given to OnMessage, when the
+	// messages given since the reader started are unbroken.
+	fed struct {
+		ok    bool
+		epoch string
+		seq   int64
+	}
 }
 
 // noteHint records a message received on the channel; the caller then wakes run.
@@ -103,6 +110,7 @@ func (b *backlogReader) run(stop, wake <-chan struct{}) error {
 		}
 		if !leads && !b.wantsEffects() {
 			b.started = false
+			b.lost()
 			continue
 		}
 		if !b.started {
@@ -126,10 +134,33 @@ func (b *backlogReader) leads() bool {
 	return false
 }
 
-// wantsEffects reports whether the OnEffect hook wants the messages now.
+// wantsEffects reports whether the OnEffect or OnMessage hook wants the
+// messages now.
 func (b *backlogReader) wantsEffects() bool {
 	cfg := &b.r.cfg
-	return cfg.OnEffect != nil && (cfg.WantEffects == nil || cfg.WantEffects())
+	return (cfg.OnEffect != nil || cfg.OnMessage != nil) && (cfg.WantEffects == nil || cfg.WantEffects())
+}
+
+// lost tells OnStreamLost that the messages given so far no longer continue.
+func (b *backlogReader) lost() {
+	if !b.fed.ok {
+		return
+	}
+	b.fed.ok = false
+	if f := b.r.cfg.OnStreamLost; f != nil {
+		f()
+	}
+}
+
+// feed gives m to OnMessage, saying whether it follows the last one given.
+func (b *backlogReader) feed(m *Message, seq int64) {
+	f := b.r.cfg.OnMessage
+	if f == nil {
+		return
+	}
+	continuous := b.fed.ok && b.fed.epoch == m.Epoch && b.fed.seq+1 == seq
+	b.fed.ok, b.fed.epoch, b.fed.seq = true, m.Epoch, seq
+	f(m, continuous)
 }
 
 // start reads from the master's current position on, or from just before low
@@ -234,6 +265,7 @@ func (b *backlogReader) hand(m *Message, seq int64) {
 	m.gen = b.gen
 	b.r.recent.add(m)
 	b.r.observe(seq)
+	b.feed(m, seq)
 	if f := b.r.cfg.OnEffect; f != nil {
 		for _, e := range m.Effects {
 			f(e.DB, e.Args)

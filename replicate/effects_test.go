@@ -33,9 +33,15 @@ func newRig(t *testing.T) *rig {
 // several proxies do).
 func newRigOn(t *testing.T, master, slave *redistest.Server, queueLen, backlogLen int) *rig {
 	t.Helper()
+	return newRigWith(t, master, slave, queueLen, backlogLen, nil)
+}
+
+// newRigWith is newRigOn with the replicator's Config changed by set first.
+func newRigWith(t *testing.T, master, slave *redistest.Server, queueLen, backlogLen int, set func(*replicate.Config)) *rig {
+	t.Helper()
 	table := router.BuiltinTable()
 	rg := &rig{master: master, slave: slave}
-	rg.repl = replicate.New(replicate.Config{
+	cfg := replicate.Config{
 		RecentLen:    queueLen, // a backlog trimmed below the slave is lost to the proxy too
 		Master:       replicate.Endpoint{Name: "master", Addr: rg.master.Addr},
 		Slaves:       []replicate.Endpoint{{Name: "slave-1", Addr: rg.slave.Addr}},
@@ -50,7 +56,11 @@ func newRigOn(t *testing.T, master, slave *redistest.Server, queueLen, backlogLe
 			return dst
 		},
 		Log: zerolog.Nop(),
-	})
+	}
+	if set != nil {
+		set(&cfg)
+	}
+	rg.repl = replicate.New(cfg)
 	rg.repl.Start()
 	t.Cleanup(rg.repl.Close)
 	ms := replicate.MasterScript()

@@ -60,9 +60,19 @@ type Config struct {
 	// backlog, before the appliers see it: the proxy wakes the clients blocked on
 	// its keys.
 	OnEffect func(db int, args [][]byte)
-	// WantEffects, when set, says whether OnEffect wants the messages now (the
-	// proxy: a client is blocked): a proxy that applies to no slave reads the
-	// backlog only then. Unset, OnEffect always gets them.
+	// OnMessage, when set, is called by the same goroutine, before OnEffect, for
+	// every message read from the backlog, in stream order. continuous is false
+	// when messages before m may have been missed (the first message after the
+	// reader started, a jump in numbers, a new epoch): a consumer that derives
+	// state from the stream (key invalidations) drops what it derived before.
+	OnMessage func(m *Message, continuous bool)
+	// OnStreamLost, when set, is called when the reader stops following the
+	// stream (the subscription ended, or no hook wants messages any more): until
+	// the next OnMessage, writes are not seen.
+	OnStreamLost func()
+	// WantEffects, when set, says whether OnEffect and OnMessage want the
+	// messages now (the proxy: a client is blocked, or tracks keys): a proxy that
+	// applies to no slave reads the backlog only then. Unset, they always get them.
 	WantEffects func() bool
 	// OnMasterReset is what a slave holding data the master lost gets:
 	// OnMasterResetResync (the default) or OnMasterResetHold (see reset.go).

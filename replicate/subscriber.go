@@ -109,6 +109,7 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 		<-done
 		<-readerDone
 		c.Close()
+		rd.lost()
 	}()
 
 	return s.receive(psc, rd, wake, backoff)
