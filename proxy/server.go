@@ -63,6 +63,7 @@ type Server struct {
 	commands atomic.Int64
 
 	waiters    waiters             // clients blocked in BLPOP & co.
+	feed       *keyFeed            // the keys the sync stream's writes touched (keyfeed.go)
 	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
 	bgWG       sync.WaitGroup      // background requests of the server's own (memory.go)
 	script     *router.WriteScript // the replication script, for WATCH connections
@@ -116,6 +117,7 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	s.master.Store(s.newTarget(masterAddr))
 	table := s.loadTable()
 	s.metrics = newMetrics(table)
+	s.feed = newKeyFeed(table)
 	s.repl = s.newReplicator(table)
 	master := s.newMasterBackend(masterAddr)
 	var slaves []*router.Slave
@@ -182,7 +184,9 @@ func (s *Server) newReplicator(table *router.Table) *replicate.Replicator {
 			return dst
 		},
 		OnEffect:      s.wakeBlocked(table),
-		WantEffects:   func() bool { return s.waiters.n.Load() > 0 },
+		OnMessage:     s.feed.message,
+		OnStreamLost:  s.feed.lost,
+		WantEffects:   func() bool { return s.waiters.n.Load() > 0 || s.feed.wants() },
 		OnMasterReset: cfg.OnMasterReset,
 		Log:           s.log,
 	})
