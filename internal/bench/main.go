@@ -1,6 +1,6 @@
-// Command bench measures syncproxy against Redis with redis-benchmark; `make bench`
-// runs it. It is a measurement, not a test: it exits 0 whatever the figures, and
-// non-zero only when it cannot run.
+// Command bench measures syncproxy against Redis, and against other Redis proxies,
+// with redis-benchmark; `make bench` runs it. It is a measurement, not a test: it
+// exits 0 whatever the figures, and non-zero only when it cannot run.
 //
 // # What it starts
 //
@@ -8,6 +8,12 @@
 //
 //   - a master and two slaves (redis-server --save "" --appendonly no), and syncproxy,
 //     built from this checkout, in front of them;
+//   - with -peers (the default), the peers found: predixy (-predixy, by default
+//     ../shared/bin/predixy from the module root or from the main git worktree's
+//     root) with 1 worker thread, writing to the master and reading from the first
+//     slave; and twemproxy (-twemproxy, Debian's nutcracker, looked up in PATH) with
+//     one pool holding the master alone. A peer not found is not measured: its row
+//     says "not found" and the bench runs on;
 //   - with -replication (the default), a second master with two native replicas
 //     attached by REPLICAOF, the baseline of the write line;
 //   - with -reads (the default), a second syncproxy with --read-your-writes=false in
@@ -17,10 +23,12 @@
 //
 // For every test of -tests and every pipeline depth of -P, each round runs
 // redis-benchmark -c 50 -n N against the master directly, then through syncproxy,
-// and for SET with -replication, against the master with native replicas: the runs
-// are interleaved so that a change of machine load touches every side alike. The
-// tables give the median requests per second over the rounds and the ratios, with
-// the targets of issues 2 and 3 marked PASS or BELOW.
+// then through each peer, and for SET with -replication, against the master with
+// native replicas: the runs are interleaved so that a change of machine load
+// touches every side alike. Around each run through a proxy, the bench reads the
+// proxy process's user+system CPU time from /proc/<pid>/stat (Linux only) and
+// divides it by N: the CPU per request. For syncproxy's SET runs the span ends when
+// both slaves have applied the run's last write, so it includes the applying.
 //
 // While syncproxy runs SET, a sampler sends INFO through the proxy every 10 ms and
 // records each slave's lag_ms and lag_messages from the "# Sync" section. After
@@ -34,6 +42,25 @@
 // directly on the master and then through the read-your-writes proxy. The mixed
 // table gives two combined figures: the sum of the two processes' own requests per
 // second, and 2N over the slower process's time.
+//
+// # Reading the report
+//
+// The first table is issue 15's: one row per system (syncproxy, predixy,
+// twemproxy, the master with 2 native replicas) and, per test and depth, the
+// requests per second as a ratio to direct Redis measured in the same round (the
+// median over the rounds of the per-round ratios), then the CPU microseconds per
+// request of the proxy (median). syncproxy's SET keeps two slaves exact; in
+// brackets is its ratio to the natively replicated master of the same round, the
+// fair baseline for a replicated write. The peers keep no slaves on their SET rows,
+// and predixy reads from a slave while direct GETs and twemproxy's go to the
+// master. Below it, issue 15's targets for syncproxy, each marked PASS or BELOW:
+// GET >= 0.85 of direct at -P 1 and at least predixy's ratio; >= 0.6 at -P 16;
+// CPU per GET <= 1.3 times predixy's; SET >= 0.8 of native replication at -P 1 and
+// >= 0.6 at -P 16; replication lag p99 < 10 ms during the SET runs. Targets that
+// need predixy say "predixy not measured" without it. Then the medians in
+// requests per second, the catch-up time of the slaves after each SET run, the
+// lag percentiles, and the read and mixed tables. Client, proxies and servers
+// share the machine's cores: compare ratios from one run, on a quiet machine.
 //
 // # Replication lag with several proxies (-proxies-lag)
 //
@@ -157,7 +184,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	pipes := fs.String("P", "1,16", "comma-separated pipeline depths (redis-benchmark -P)")
 	tests := fs.String("tests", "set,get", "comma-separated redis-benchmark tests (-t), each run on its own")
 	fs.IntVar(&opt.rounds, "rounds", 3, "interleaved rounds; medians are taken over them")
-	fs.IntVar(&opt.requests, "n", 100000, "requests per redis-benchmark run")
+	fs.IntVar(&opt.requests, "n", 50000, "requests per redis-benchmark run (the default keeps the whole bench near 4 minutes on 2 cores)")
 	fs.IntVar(&opt.clients, "c", 50, "redis-benchmark parallel connections")
 	fs.BoolVar(&opt.repl, "replication", true, "also compare SET through syncproxy with SET on a master with two native replicas, and sample the replication lag")
 	fs.DurationVar(&opt.timeout, "timeout", 30*time.Minute, "bound on the whole bench")
@@ -396,7 +423,7 @@ func (b *bench) rounds(ctx context.Context, cells []*cell) error {
 }
 
 // plan lists the cells in the order each round runs them: per test and depth,
-// direct then proxy (then native for SET).
+// direct, syncproxy, the peers started (then native for SET).
 func (b *bench) plan() []*cell {
 	var cells []*cell
 	hasSet := false
