@@ -184,7 +184,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	pipes := fs.String("P", "1,16", "comma-separated pipeline depths (redis-benchmark -P)")
 	tests := fs.String("tests", "set,get", "comma-separated redis-benchmark tests (-t), each run on its own")
 	fs.IntVar(&opt.rounds, "rounds", 3, "interleaved rounds; medians are taken over them")
-	fs.IntVar(&opt.requests, "n", 50000, "requests per redis-benchmark run (the default keeps the whole bench near 4 minutes on 2 cores)")
+	fs.IntVar(&opt.requests, "n", 70000, "requests per redis-benchmark run (the default keeps the whole bench near 4 minutes on 2 cores)")
 	fs.IntVar(&opt.clients, "c", 50, "redis-benchmark parallel connections")
 	fs.BoolVar(&opt.repl, "replication", true, "also compare SET through syncproxy with SET on a master with two native replicas, and sample the replication lag")
 	fs.DurationVar(&opt.timeout, "timeout", 30*time.Minute, "bound on the whole bench")
