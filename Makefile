@@ -54,8 +54,11 @@ deps:
 build:
 	$(GO) build -o bin/syncproxy ./cmd/syncproxy
 
-# bench starts its own servers and syncproxy; see internal/bench. Then what idle
-# clients and one large request cost the proxy in memory (BenchmarkIdleClients).
+# bench starts its own servers and syncproxy, and the peers it finds (predixy at
+# ../shared/bin/predixy, twemproxy: Debian's nutcracker; a missing one's row says
+# "not found"), and prints issue 15's table and targets; see internal/bench and
+# README's Benchmarks (about 4 minutes on 2 cores). Then what idle clients and one
+# large request cost the proxy in memory (BenchmarkIdleClients).
 bench: deps
 	$(GO) run ./internal/bench
 	$(GO) test -run '^$$' -bench '^BenchmarkIdleClients$$' -benchtime 1x ./internal/e2e
