@@ -44,6 +44,8 @@ type txCmd struct {
 	nullArray bool
 	local     []byte // the reply, when the proxy answers it (SELECT)
 	block     string // a blocking pop run in its non-blocking form: convert the reply
+	fcall     string      // FCALL, FCALL_RO: the function, named in its errors
+	fus       *userScript // and its composed script
 }
 
 // inMulti handles a command while a transaction is open; it reports whether it
@@ -133,7 +135,8 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 			return q, nil, msg
 		}
 		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
-	case rt.Info.Policy.Handler == router.HandlerEval || rt.Info.Policy.Handler == router.HandlerFcall:
+	case rt.Info.Policy.Handler == router.HandlerEval || rt.Info.Policy.Handler == router.HandlerFcall ||
+		rt.Info.Policy.Handler == router.HandlerFcallRO:
 		return sess.queueScript(c, q)
 	case rt.Class == router.ClassDenied:
 		return q, nil, errDenied(name)
@@ -154,7 +157,7 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 	var us *userScript
 	msg := ""
 	switch c.route.Info.Name {
-	case "fcall":
+	case "fcall", "fcall_ro":
 		us, msg = sess.functionScript(string(args[1]))
 	case "evalsha":
 		if us = s.scripts.get(string(args[1])); us == nil {
@@ -165,10 +168,13 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 	}
 	refused := false
 	if msg == "" {
-		msg, refused = scriptArgs(args[2:])
+		msg, refused = scriptArgsOf(c.route.Info.Name, args[2:])
 	}
 	if refused {
 		return q, nil, msg
+	}
+	if msg == "" && c.route.Info.Name == "fcall_ro" && us.writes.Load() {
+		msg = msgWriteFlagRO
 	}
 	if msg == "" && !us.compiled.Load() {
 		msg = sess.compileScript(us)
@@ -176,6 +182,9 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 	if msg != "" {
 		q.local = router.AppendError(nil, msg)
 		return q, nil, ""
+	}
+	if name := c.route.Info.Name; name == "fcall" || name == "fcall_ro" {
+		q.fcall, q.fus = string(args[1]), us
 	}
 	form := append([][]byte{[]byte(us.body)}, args[2:]...)
 	q.raw, q.argc, q.mode = buildCommand(form), len(form), replicate.ModeTxScript
@@ -319,6 +328,9 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 		reply := tr.Reply
 		if b := tx.cmds[j].block; b != "" {
 			reply = blockingReply(b, reply)
+		}
+		if q := &tx.cmds[j]; q.fcall != "" {
+			reply = functionErrReply(reply, q.fus, q.fcall)
 		}
 		if sess.resp3.Load() {
 			reply = toRESP3(tx.cmds[j].shape(), reply)
