@@ -42,8 +42,8 @@ type txCmd struct {
 	argc      int
 	mode      replicate.Mode
 	nullArray bool
-	local     []byte // the reply, when the proxy answers it (SELECT)
-	block     string // a blocking pop run in its non-blocking form: convert the reply
+	local     []byte      // the reply, when the proxy answers it (SELECT)
+	block     string      // a blocking pop run in its non-blocking form: convert the reply
 	fcall     string      // FCALL, FCALL_RO: the function, named in its errors
 	fus       *userScript // and its composed script
 }
