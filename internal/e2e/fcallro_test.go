@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,4 +201,61 @@ func TestFcallROBehindBack(t *testing.T) {
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
 
-var _ = fmt.Sprint
+
+
+// clientField returns the field of the client id in CLIENT LIST, asked on c.
+func clientField(t *testing.T, c *redistest.RawConn, id, field string) string {
+	t.Helper()
+	list := string(bulkData(t, c.Do("CLIENT", "LIST")))
+	for _, line := range strings.Split(list, "\n") {
+		if !strings.HasPrefix(line, "id="+id+" ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, field+"="); ok {
+				return v
+			}
+		}
+	}
+	t.Fatalf("no client %s with %s in %q", id, field, list)
+	return ""
+}
+
+// bulkData returns a bulk reply's content.
+func bulkData(t *testing.T, frame []byte) []byte {
+	t.Helper()
+	i := bytes.Index(frame, []byte("\r\n"))
+	if len(frame) == 0 || frame[0] != '$' || i < 0 {
+		t.Fatalf("not a bulk reply: %q", frame)
+	}
+	return frame[i+2 : len(frame)-2]
+}
+
+// TestClientListSubCounts: CLIENT LIST and CLIENT INFO give a subscribed
+// client's channel, pattern and shard channel counts (sub, psub, ssub), as Redis.
+func TestClientListSubCounts(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxy(t, servers[0], servers[1:]...)
+	a, b := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+	id := strings.TrimSuffix(strings.TrimPrefix(string(a.Do("CLIENT", "ID")), ":"), "\r\n")
+	counts := func() string {
+		return clientField(t, b, id, "sub") + " " + clientField(t, b, id, "psub") + " " + clientField(t, b, id, "ssub")
+	}
+	a.Do("SUBSCRIBE", "c1", "c2")
+	a.Read()
+	a.Do("PSUBSCRIBE", "p*")
+	a.Do("SSUBSCRIBE", "s1")
+	if got := counts(); got != "2 1 1" {
+		t.Fatalf("sub psub ssub: %s, want 2 1 1", got)
+	}
+	a.Do("UNSUBSCRIBE", "c1")
+	a.Do("PUNSUBSCRIBE")
+	if got := counts(); got != "1 0 1" {
+		t.Fatalf("after UNSUBSCRIBE c1, PUNSUBSCRIBE: %s, want 1 0 1", got)
+	}
+	mustReply(t, a, "+RESET\r\n", "RESET")
+	if got := counts(); got != "0 0 0" {
+		t.Fatalf("after RESET: %s, want 0 0 0", got)
+	}
+}
