@@ -201,8 +201,6 @@ func TestFcallROBehindBack(t *testing.T) {
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
 
-
-
 // clientField returns the field of the client id in CLIENT LIST, asked on c.
 func clientField(t *testing.T, c *redistest.RawConn, id, field string) string {
 	t.Helper()
