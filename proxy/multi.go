@@ -23,6 +23,8 @@ const (
 	msgMultiNested   = "ERR MULTI calls can not be nested"
 	msgWatchInMulti  = "ERR WATCH inside MULTI is not allowed"
 	msgExecBusy      = "EXECABORT Transaction discarded because of: "
+	// FUNCTION LOAD, DELETE, FLUSH, RESTORE run natively: alone in a transaction.
+	msgFunctionTx = "ERR syncproxy: FUNCTION LOAD, DELETE, FLUSH and RESTORE run inside MULTI only alone (no other command, no WATCH)"
 )
 
 // txState is a transaction being queued.
@@ -42,10 +44,11 @@ type txCmd struct {
 	argc      int
 	mode      replicate.Mode
 	nullArray bool
-	local     []byte      // the reply, when the proxy answers it (SELECT)
-	block     string      // a blocking pop run in its non-blocking form: convert the reply
-	fcall     string      // FCALL, FCALL_RO: the function, named in its errors
-	fus       *userScript // and its composed script
+	local     []byte          // the reply, when the proxy answers it (SELECT)
+	block     string          // a blocking pop run in its non-blocking form: convert the reply
+	fcall     string          // FCALL, FCALL_RO: the function, named in its errors
+	split     replicate.Split // FUNCTION LOAD, ...: run natively (Request.Split)
+	fus       *userScript     // and its composed script
 }
 
 // inMulti handles a command while a transaction is open; it reports whether it
@@ -107,7 +110,14 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 	rt, args := c.route, c.cmd.Args
 	name := rt.Info.Name
 	q = txCmd{db: sess.tx.db, raw: append([]byte(nil), c.cmd.Raw...), argc: len(args)}
+	native := len(sess.tx.cmds) == 1 && sess.tx.cmds[0].split.Group > 0
 	switch {
+	case native || (rt.Info.Policy.Handler == router.HandlerFunctionWrite && (len(sess.tx.cmds) > 0 || sess.watch != nil)):
+		return q, nil, msgFunctionTx
+	case rt.Info.Policy.Handler == router.HandlerFunctionWrite:
+		// Run natively (FUNCTION may not run in a script), numbered when it
+		// succeeded, as outside MULTI (functionWrite).
+		q.mode, q.split = replicate.ModeCommand, replicate.Split{Head: len(args) - 1, Group: 1}
 	case rt.Info.Policy.Handler == router.HandlerACL:
 		// Answered from the proxy's users when queued (they change only with
 		// the configuration); the master's ACL is never asked.
@@ -251,7 +261,10 @@ func (sess *Session) exec(c *call) {
 			continue
 		}
 		tr.Kind, tr.DB, tr.Raw, tr.Argc = router.KindWrite, q.db, q.raw, q.argc
-		tr.Mode, tr.NullArray = q.mode, q.nullArray
+		tr.Mode, tr.NullArray, tr.Split = q.mode, q.nullArray, q.split
+		if q.split.Group > 0 {
+			sess.s.functions.reset()
+		}
 		chain = append(chain, tr)
 	}
 	if sess.watch != nil {

@@ -257,3 +257,38 @@ func TestClientListSubCounts(t *testing.T) {
 		t.Fatalf("after RESET: %s, want 0 0 0", got)
 	}
 }
+
+// TestFunctionLoadInMulti: FUNCTION LOAD, DELETE and FLUSH alone inside MULTI
+// run as in Redis (the same replies, errors in EXEC's array) and replicate to
+// the slaves; with other commands in the transaction they are refused (aborting
+// it), not run out of order.
+func TestFunctionLoadInMulti(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	for _, tx := range [][][]string{
+		{{"FUNCTION", "LOAD", rolib}},
+		{{"FUNCTION", "LOAD", rolib}},
+		{{"FUNCTION", "LOAD", "#!lua name=bad\nreturn 1 +"}},
+		{{"FUNCTION", "DELETE", "rolib"}},
+		{{"FUNCTION", "LOAD", "REPLACE", rolib}},
+	} {
+		for _, args := range append(append([][]string{{"MULTI"}}, tx...), []string{"EXEC"}) {
+			want, got := rc.Do(args...), pc.Do(args...)
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s:\n\tproxy: %s\n\tredis: %s", showCmd(args), showReply(got), showReply(want))
+			}
+		}
+	}
+	mustReply(t, pc, "+OK\r\n", "SET", "k", "v")
+	mustReply(t, pc, "$1\r\nv\r\n", "FCALL_RO", "rget", "1", "k")
+	waitSameFunctions(t, master, slaves...)
+	mustReply(t, pc, "+OK\r\n", "MULTI")
+	mustReply(t, pc, "+QUEUED\r\n", "FUNCTION", "FLUSH")
+	if r := string(pc.Do("SET", "k", "w")); !strings.HasPrefix(r, "-ERR syncproxy: FUNCTION LOAD") {
+		t.Fatalf("a command after FUNCTION FLUSH in MULTI: %q", r)
+	}
+	mustReply(t, pc, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+	waitSameFunctions(t, master, slaves...)
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
