@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"net"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ type clientShown struct {
 	noEvict  atomic.Bool            // CLIENT NO-EVICT on
 	monitor  atomic.Bool            // in MONITOR mode
 	user     atomic.Pointer[string] // the user authenticated as
+	subs     subscriptions          // what the subscription connection holds
 
 	// CLIENT UNBLOCK's hold on a blocking command (clientadmin.go).
 	bmu       sync.Mutex
@@ -118,8 +120,8 @@ func (sess *Session) clientLine() string {
 	num("idle", idle)
 	field("flags", sess.clientFlags())
 	num("db", int64(sess.shownDB.Load()))
-	for _, k := range []string{"sub", "psub", "ssub"} {
-		num(k, 0)
+	for kind, k := range []string{"sub", "psub", "ssub"} {
+		num(k, int64(sh.subs.count(kind)))
 	}
 	num("multi", multi)
 	for _, k := range []string{"qbuf", "qbuf-free"} {
@@ -195,4 +197,66 @@ func connFD(c net.Conn) int {
 		return -1
 	}
 	return fd
+}
+
+// subscriptions are a session's channels, patterns and shard channels as the
+// master confirmed them on its subscription connection (CLIENT LIST's sub, psub
+// and ssub): the forwarder writes them, CLIENT LIST reads them.
+type subscriptions struct {
+	mu   sync.Mutex
+	sets [3]map[string]struct{} // channels, patterns, shard channels
+}
+
+// subKinds are the confirmations that change a subscription set: the set's
+// index, and whether it adds.
+var subKinds = map[string]struct {
+	kind int
+	add  bool
+}{
+	"subscribe": {0, true}, "unsubscribe": {0, false},
+	"psubscribe": {1, true}, "punsubscribe": {1, false},
+	"ssubscribe": {2, true}, "sunsubscribe": {2, false},
+}
+
+// note applies a frame of the subscription connection (RESP2) when it confirms a
+// subscription or its end; other frames (messages) are passed over cheaply.
+func (ss *subscriptions) note(frame []byte) {
+	if !bytes.HasPrefix(frame, []byte("*3\r\n$")) || bytes.HasPrefix(frame, []byte("*3\r\n$7\r\nmessage\r\n")) ||
+		bytes.HasPrefix(frame, []byte("*3\r\n$8\r\nsmessage\r\n")) {
+		return
+	}
+	parts := splitArray(frame)
+	if len(parts) != 3 {
+		return
+	}
+	k, ok := subKinds[bulkText(parts[0])]
+	if !ok {
+		return
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if !k.add {
+		if parts[1][0] == '$' && parts[1][1] != '-' {
+			delete(ss.sets[k.kind], bulkText(parts[1]))
+		}
+		return
+	}
+	if ss.sets[k.kind] == nil {
+		ss.sets[k.kind] = map[string]struct{}{}
+	}
+	ss.sets[k.kind][bulkText(parts[1])] = struct{}{}
+}
+
+// count returns the size of the set kind (0 channels, 1 patterns, 2 shard channels).
+func (ss *subscriptions) count(kind int) int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.sets[kind])
+}
+
+// reset empties the sets: the subscription connection is closed.
+func (ss *subscriptions) reset() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.sets = [3]map[string]struct{}{}
 }

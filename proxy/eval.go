@@ -39,6 +39,8 @@ type userScript struct {
 	loaded   atomic.Bool // SCRIPT LOADed on the master
 	compiled atomic.Bool // the client's body compiled alone on the master
 	known    atomic.Bool // the client's: EVAL or SCRIPT LOAD ran it since the last SCRIPT FLUSH
+	writes   atomic.Bool // a function's, without the no-writes flag: FCALL_RO refuses it
+	slaves   sync.Map    // *router.Slave → true: SCRIPT LOADed there (FCALL_RO)
 }
 
 // scripts caches client scripts by their SHA1 (lower-case hex).
@@ -126,7 +128,7 @@ func (sess *Session) eval(c *call) {
 // runScript runs a composed script; args[1] is numkeys, then keys and arguments.
 func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 	s, r := sess.s, &c.req
-	if msg, _ := scriptArgs(args[1:]); msg != "" {
+	if msg, _ := scriptArgsOf(c.route.Info.Name, args[1:]); msg != "" {
 		sess.localError(r, msg)
 		return
 	}
@@ -198,7 +200,7 @@ func isScriptCall(c *call) bool {
 		return false
 	}
 	switch c.route.Info.Policy.Handler {
-	case router.HandlerEval, router.HandlerFcall:
+	case router.HandlerEval, router.HandlerFcall, router.HandlerFcallRO:
 		return true
 	case router.HandlerScript:
 		switch c.route.Info.Name {
@@ -231,13 +233,19 @@ func (sess *Session) killScript(c *call) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(s.cfg.BackendTimeout))
-	raw := c.cmd.Raw
-	if c.route.Info.Name == "function|kill" && s.functions.running.Load() > 0 {
-		raw = buildCommand([][]byte{[]byte("SCRIPT"), []byte("KILL")})
+	raw, onSlave := c.cmd.Raw, false
+	if c.route.Info.Name == "function|kill" {
+		onSlave = s.killOnSlaves()
+		if s.functions.running.Load() > 0 {
+			raw = buildCommand([][]byte{[]byte("SCRIPT"), []byte("KILL")})
+		}
 	}
 	if _, err = conn.Write(raw); err == nil {
 		var reply []byte
 		if reply, err = router.ReadFrame(br, nil); err == nil {
+			if onSlave && strings.HasPrefix(string(reply), "-NOTBUSY") {
+				reply = []byte("+OK\r\n") // the function ran on a slave
+			}
 			sess.local(r, reply)
 			return
 		}
@@ -326,6 +334,19 @@ func scriptArgs(rest [][]byte) (msg string, refused bool) {
 	return "", false
 }
 
+// msgBadNumKeys is Redis' error for FCALL's numkeys that is no integer.
+const msgBadNumKeys = "ERR Bad number of keys provided"
+
+// scriptArgsOf is scriptArgs for the command name, with FCALL's and FCALL_RO's
+// wording of a numkeys that is no integer.
+func scriptArgsOf(name string, rest [][]byte) (msg string, refused bool) {
+	msg, refused = scriptArgs(rest)
+	if msg == msgNotInteger && (name == "fcall" || name == "fcall_ro") {
+		msg = msgBadNumKeys
+	}
+	return msg, refused
+}
+
 // compileScript has the master compile the client's script alone (SCRIPT LOAD)
 // and waits for it; it returns the error to reply, or "".
 func (sess *Session) compileScript(us *userScript) string {
@@ -347,18 +368,28 @@ func (sess *Session) compileScript(us *userScript) string {
 type evalCheck struct {
 	us    *userScript     // nil: not an EVAL
 	load  *router.Request // the SCRIPT LOAD sent with it, if any
-	fcall string          // the function an FCALL calls (counted in functions.running)
+	fcall string          // the function an FCALL calls (counted in functions.running on the master)
+	ro    bool            // an FCALL_RO: the reply is the composed script's call reply
+	slave *router.Slave   // an FCALL_RO's slave; nil: the master
+	body  bool            // an FCALL_RO sent the composed script whole (EVAL_RO)
 }
 
 // checkEvals runs once the batch completed.
 func (sess *Session) checkEvals(calls []*call) {
+	sess.checkReadOnlyCalls(calls)
 	for _, c := range calls {
 		e, reply := &c.eval, c.req.Reply
 		if e.us == nil {
 			continue
 		}
-		if e.fcall != "" {
+		if e.fcall != "" && e.slave == nil {
 			sess.s.functions.running.Add(-1)
+		}
+		if e.ro {
+			if e.body && len(reply) > 0 && reply[0] == '*' {
+				e.us.loaded.Store(true) // EVAL_RO ran it: the master has it
+			}
+			reply = unwrapCall(reply)
 		}
 		c.req.Reply = functionErrReply(killedReply(reply, e.us, e.fcall), e.us, e.fcall)
 		if (e.load != nil && (e.load.Failed || len(e.load.Reply) == 0 || e.load.Reply[0] == '-')) ||
@@ -397,6 +428,9 @@ type functions struct {
 	// running counts FCALLs sent and not completed: the master runs them as
 	// scripts, so FUNCTION KILL is sent as SCRIPT KILL meanwhile.
 	running atomic.Int64
+	// onSlaves counts the FCALL_ROs running on each slave, which FUNCTION KILL
+	// reaches too.
+	onSlaves map[*router.Slave]int
 }
 
 // cachedFunction is a function's composed script and when it was composed.
@@ -454,6 +488,7 @@ func (sess *Session) functionScript(name string) (*userScript, string) {
 		return nil, msg
 	}
 	us := s.scripts.add(s, []byte(composeFunction(name, code, noWrites, s.writeNames())))
+	us.writes.Store(!noWrites)
 	s.functions.put(name, us)
 	return us, ""
 }
@@ -483,7 +518,8 @@ func composeFunction(name, code string, noWrites bool, writes string) string {
 			"__api.pcall = function(...)\n" +
 			"  if __isw(...) then return {err = '" + msgReadOnlyScript + "'} end\n  return __r.pcall(...)\nend\n")
 	}
-	b.WriteString("__lib(setmetatable(__api, {__index = redis}))\nreturn __fns[" +
+	// The metatable hidden: getmetatable would hand out the unchecked redis table.
+	b.WriteString("__lib(setmetatable(__api, {__index = redis, __metatable = false}))\nreturn __fns[" +
 		replicate.LuaQuote(name) + "](KEYS, ARGV)")
 	return b.String()
 }

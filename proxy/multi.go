@@ -23,6 +23,8 @@ const (
 	msgMultiNested   = "ERR MULTI calls can not be nested"
 	msgWatchInMulti  = "ERR WATCH inside MULTI is not allowed"
 	msgExecBusy      = "EXECABORT Transaction discarded because of: "
+	// FUNCTION LOAD, DELETE, FLUSH, RESTORE run natively: alone in a transaction.
+	msgFunctionTx = "ERR syncproxy: FUNCTION LOAD, DELETE, FLUSH and RESTORE run inside MULTI only alone (no other command, no WATCH)"
 )
 
 // txState is a transaction being queued.
@@ -42,8 +44,11 @@ type txCmd struct {
 	argc      int
 	mode      replicate.Mode
 	nullArray bool
-	local     []byte // the reply, when the proxy answers it (SELECT)
-	block     string // a blocking pop run in its non-blocking form: convert the reply
+	local     []byte          // the reply, when the proxy answers it (SELECT)
+	block     string          // a blocking pop run in its non-blocking form: convert the reply
+	fcall     string          // FCALL, FCALL_RO: the function, named in its errors
+	split     replicate.Split // FUNCTION LOAD, ...: run natively (Request.Split)
+	fus       *userScript     // and its composed script
 }
 
 // inMulti handles a command while a transaction is open; it reports whether it
@@ -105,7 +110,14 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 	rt, args := c.route, c.cmd.Args
 	name := rt.Info.Name
 	q = txCmd{db: sess.tx.db, raw: append([]byte(nil), c.cmd.Raw...), argc: len(args)}
+	native := len(sess.tx.cmds) == 1 && sess.tx.cmds[0].split.Group > 0
 	switch {
+	case native || (rt.Info.Policy.Handler == router.HandlerFunctionWrite && (len(sess.tx.cmds) > 0 || sess.watch != nil)):
+		return q, nil, msgFunctionTx
+	case rt.Info.Policy.Handler == router.HandlerFunctionWrite:
+		// Run natively (FUNCTION may not run in a script), numbered when it
+		// succeeded, as outside MULTI (functionWrite).
+		q.mode, q.split = replicate.ModeCommand, replicate.Split{Head: len(args) - 1, Group: 1}
 	case rt.Info.Policy.Handler == router.HandlerACL:
 		// Answered from the proxy's users when queued (they change only with
 		// the configuration); the master's ACL is never asked.
@@ -133,7 +145,8 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 			return q, nil, msg
 		}
 		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
-	case rt.Info.Policy.Handler == router.HandlerEval || rt.Info.Policy.Handler == router.HandlerFcall:
+	case rt.Info.Policy.Handler == router.HandlerEval || rt.Info.Policy.Handler == router.HandlerFcall ||
+		rt.Info.Policy.Handler == router.HandlerFcallRO:
 		return sess.queueScript(c, q)
 	case rt.Class == router.ClassDenied:
 		return q, nil, errDenied(name)
@@ -154,7 +167,7 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 	var us *userScript
 	msg := ""
 	switch c.route.Info.Name {
-	case "fcall":
+	case "fcall", "fcall_ro":
 		us, msg = sess.functionScript(string(args[1]))
 	case "evalsha":
 		if us = s.scripts.get(string(args[1])); us == nil {
@@ -165,10 +178,13 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 	}
 	refused := false
 	if msg == "" {
-		msg, refused = scriptArgs(args[2:])
+		msg, refused = scriptArgsOf(c.route.Info.Name, args[2:])
 	}
 	if refused {
 		return q, nil, msg
+	}
+	if msg == "" && c.route.Info.Name == "fcall_ro" && us.writes.Load() {
+		msg = msgWriteFlagRO
 	}
 	if msg == "" && !us.compiled.Load() {
 		msg = sess.compileScript(us)
@@ -176,6 +192,9 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 	if msg != "" {
 		q.local = router.AppendError(nil, msg)
 		return q, nil, ""
+	}
+	if name := c.route.Info.Name; name == "fcall" || name == "fcall_ro" {
+		q.fcall, q.fus = string(args[1]), us
 	}
 	form := append([][]byte{[]byte(us.body)}, args[2:]...)
 	q.raw, q.argc, q.mode = buildCommand(form), len(form), replicate.ModeTxScript
@@ -242,7 +261,10 @@ func (sess *Session) exec(c *call) {
 			continue
 		}
 		tr.Kind, tr.DB, tr.Raw, tr.Argc = router.KindWrite, q.db, q.raw, q.argc
-		tr.Mode, tr.NullArray = q.mode, q.nullArray
+		tr.Mode, tr.NullArray, tr.Split = q.mode, q.nullArray, q.split
+		if q.split.Group > 0 {
+			sess.s.functions.reset()
+		}
 		chain = append(chain, tr)
 	}
 	if sess.watch != nil {
@@ -319,6 +341,9 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 		reply := tr.Reply
 		if b := tx.cmds[j].block; b != "" {
 			reply = blockingReply(b, reply)
+		}
+		if q := &tx.cmds[j]; q.fcall != "" {
+			reply = functionErrReply(reply, q.fus, q.fcall)
 		}
 		if sess.resp3.Load() {
 			reply = toRESP3(tx.cmds[j].shape(), reply)

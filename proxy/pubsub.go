@@ -179,6 +179,7 @@ func (sub *subConn) forward(sess *Session, dc redcon.DetachedConn, mu *sync.Mute
 			}
 			continue
 		}
+		sess.shown.subs.note(frame)
 		if countZero(frame) {
 			sub.ended.Store(true)
 		}
@@ -265,5 +266,6 @@ func (sess *Session) endSub() {
 		sub.leaving.Store(true)
 		sub.conn.Close()
 		<-sub.done
+		sess.shown.subs.reset()
 	}
 }

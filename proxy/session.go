@@ -459,6 +459,7 @@ var handlers = [router.NumHandlers]func(*Session, *call){
 	router.HandlerUnwatch:       (*Session).unwatch,
 	router.HandlerEval:          (*Session).eval,
 	router.HandlerFcall:         (*Session).fcall,
+	router.HandlerFcallRO:       (*Session).fcallRO,
 	router.HandlerScript:        (*Session).script,
 	router.HandlerFunctionWrite: (*Session).functionWrite,
 	router.HandlerSwapDB:        (*Session).swapDB,
@@ -603,7 +604,7 @@ func (sess *Session) script(c *call) {
 	case "script|kill", "function|kill":
 		sess.killScript(c)
 		return
-	case "eval_ro", "evalsha_ro", "fcall_ro":
+	case "eval_ro", "evalsha_ro":
 		sess.forwardScript(c)
 		return
 	}

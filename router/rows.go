@@ -110,6 +110,7 @@ const (
 	HandlerUnwatch       //
 	HandlerEval          // EVAL, EVALSHA: the client's script in a composed one
 	HandlerFcall         // FCALL: the function's library in a composed script
+	HandlerFcallRO       // FCALL_RO: FCALL's composed script, read-only, as a read (a slave)
 	HandlerScript        // EVAL_RO, SCRIPT ...: to the master, in write order
 	HandlerFunctionWrite // FUNCTION LOAD, DELETE, FLUSH, RESTORE
 	HandlerSwapDB        // SWAPDB, not of DB 0
@@ -207,9 +208,9 @@ var rows = map[string]row{
 	"xreadgroup": {Policy: Policy{Blocking: true, BlockOption: true, Unblocked: ClassWrite,
 		Rewrite: RewriteAlways, NullArray: NullArrayAlways}},
 
-	// Read-only functions and the function library live on the master; FCALL_RO
-	// runs there on a script lane, as EVAL_RO (it may run away).
-	"fcall_ro": special(HandlerScript), "function": pinned(ClassMaster),
+	// The function library lives on the master (and is replicated); FCALL_RO runs
+	// FCALL's composed script read-only where a read goes (a slave).
+	"fcall_ro": special(HandlerFcallRO), "function": pinned(ClassMaster),
 	"function|load":    handledBy(pinned(ClassMaster), HandlerFunctionWrite),
 	"function|delete":  handledBy(pinned(ClassMaster), HandlerFunctionWrite),
 	"function|flush":   handledBy(pinned(ClassMaster), HandlerFunctionWrite),

@@ -11,6 +11,8 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/proxy"
+	"github.com/syncproxy/syncproxy/router"
 )
 
 // The libraries of the FUNCTION tests: flib's rget may not write (no-writes),
@@ -152,26 +154,57 @@ func waitReply(t *testing.T, c *redistest.RawConn, want string, args ...string) 
 }
 
 // TestFunctionBusyRO: a runaway FCALL_RO through the proxy holds no other client
-// behind it: they get Redis' BUSY error, FUNCTION KILL ends it with Redis' reply,
-// and service returns within a second.
+// behind it, on the master (read policy master: they get Redis' BUSY error) and
+// on the slave that serves it (reads by the default policy); FUNCTION KILL ends
+// it, on the slave too, its client gets Redis' reply, and service returns within
+// a second.
 func TestFunctionBusyRO(t *testing.T) {
 	t.Parallel()
-	master, slaves := startBusyMaster(t)
-	addr, _ := startProxy(t, master, slaves...)
-	a, b, k := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
-	mustReply(t, b, "$6\r\nspinro\r\n", "FUNCTION", "LOAD",
-		"#!lua name=spinro\nredis.register_function{function_name='spinro', callback=function()\n  while true do end\nend, flags={'no-writes'}}")
-	sendOnly(a, "FCALL_RO", "spinro", "0")
-	// Redis' BUSY error for a function names FUNCTION KILL.
-	waitReply(t, b, "-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.\r\n", "SET", "probe", "1")
-	mustReply(t, k, "+OK\r\n", "FUNCTION", "KILL")
-	killed := time.Now()
-	const want = "-ERR Script killed by user with SCRIPT KILL... script: spinro, on @user_function:3.\r\n"
-	if got := string(a.Read()); got != want {
-		t.Fatalf("the killed function's client got %q, want %q", got, want)
+	for _, policy := range []string{"master", "prefer-slave"} {
+		t.Run(policy, func(t *testing.T) {
+			master := redistest.Start(t, "--busy-reply-threshold", "100")
+			slaves := redistest.StartN(t, 2, "--busy-reply-threshold", "100")
+			addr, _ := startProxyWith(t, func(c *proxy.Config) { c.ReadPolicy = policy }, master, slaves...)
+			a, b, k := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+			mustReply(t, b, "$6\r\nspinro\r\n", "FUNCTION", "LOAD",
+				"#!lua name=spinro\nredis.register_function{function_name='spinro', callback=function()\n  while true do end\nend, flags={'no-writes'}}")
+			sendOnly(a, "FCALL_RO", "spinro", "0")
+			if policy == "master" {
+				// The master runs the function in the proxy's composed script:
+				// its BUSY error names SCRIPT KILL (Redis' names FUNCTION KILL).
+				waitReply(t, b, busyReply, "SET", "probe", "1")
+			} else {
+				waitSlaveBusy(t, slaves)
+				mustReply(t, b, "+OK\r\n", "SET", "probe", "1")
+			}
+			mustReply(t, k, "+OK\r\n", "FUNCTION", "KILL")
+			killed := time.Now()
+			const want = "-ERR Script killed by user with SCRIPT KILL... script: spinro, on @user_function:3.\r\n"
+			if got := string(a.Read()); got != want {
+				t.Fatalf("the killed function's client got %q, want %q", got, want)
+			}
+			serviceBack(t, killed, a, b, k)
+			mustReply(t, k, "-NOTBUSY No scripts in execution right now.\r\n", "FUNCTION", "KILL")
+			redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+		})
 	}
-	serviceBack(t, killed, a, b, k)
-	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// waitSlaveBusy polls until a slave answers BUSY: it runs a script.
+func waitSlaveBusy(t *testing.T, slaves []*redistest.Server) {
+	t.Helper()
+	conns := make([]*redistest.RawConn, len(slaves))
+	for i, s := range slaves {
+		conns[i] = redistest.DialRaw(t, s.Addr)
+	}
+	redistest.CheckFor(t, 5*time.Second, poll, func() error {
+		for _, c := range conns {
+			if router.IsBusy(c.Do("PING")) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no slave runs a script")
+	})
 }
 
 // functionLists returns each server's libraries as sorted "name=code" lines
