@@ -130,6 +130,7 @@ func (sess *Session) readOnMaster() {
 // sendProbes submits the probes the reads sent since the last call need, each
 // behind them on the same connection.
 func (sess *Session) sendProbes() {
+	sess.nearSendTTLs() // before the probes, on the same connections
 	if sl := sess.probeSlave; sl != nil {
 		sess.probeSlave = nil
 		p := sess.nextProbe(sl, probeSlaveCmd)

@@ -320,8 +320,15 @@ func (c *nearCache) stats() nearStats {
 }
 
 // nearBatch is what a batch's GETs share: the feed's position and the
-// position the reads must see, read at the first GET that needs them.
+// position the reads must see, read at the first GET that needs them; and the
+// GETs sent to a backend, whose keys' expiry must be read.
 type nearBatch struct {
+	sent []*call // kept across batches
+	nearPos
+}
+
+// nearPos are the positions a batch's GETs compare with.
+type nearPos struct {
 	checked   bool
 	live      bool   // the feed follows the stream
 	epoch     string // the feed's position
@@ -331,12 +338,15 @@ type nearBatch struct {
 }
 
 // nearRead is a GET sent to a backend whose reply may be cached: the backend
-// (nil: the master) and the position it was known to hold before.
+// (nil: the master), the position it was known to hold before, and the
+// PEXPIRETIME of the key read behind it (a key that expires on the slaves
+// changes without a message: only keys without an expiry are cached).
 type nearRead struct {
 	ok    bool
 	slave *router.Slave
 	epoch string
 	from  int64
+	ttl   router.Request
 }
 
 // isPlainGet reports whether c is GET key.
@@ -399,32 +409,55 @@ func (sess *Session) nearSend(c *call, sl *router.Slave) {
 	if sess.s.near == nil || !isPlainGet(c) {
 		return
 	}
+	nr := &c.near
 	if sl != nil {
-		c.near = nearRead{ok: true, slave: sl, epoch: sl.Status.Epoch(), from: sl.Status.Applied()}
-		return
+		nr.ok, nr.slave, nr.epoch, nr.from = true, sl, sl.Status.Epoch(), sl.Status.Applied()
+	} else {
+		// The master is past every message the feed gave.
+		b := &sess.near
+		if !b.checked {
+			b.checked = true
+			b.epoch, b.fed, b.live = sess.s.feed.position()
+		}
+		nr.ok, nr.epoch, nr.from = b.live, b.epoch, b.fed
 	}
-	// The master is past every message the feed gave.
-	b := &sess.near
-	if !b.checked {
-		b.checked = true
-		b.epoch, b.fed, b.live = sess.s.feed.position()
+	if nr.ok {
+		sess.near.sent = append(sess.near.sent, c)
 	}
-	if b.live {
-		c.near = nearRead{ok: true, epoch: b.epoch, from: b.fed}
+}
+
+// nearSendTTLs reads the expiry of the keys the batch's GETs read, each on the
+// backend connection of its GET, after the batch's reads and before the probe:
+// a write that changed the expiry in between is numbered before the probe's
+// position, so it keeps the reply out of the cache (see put).
+func (sess *Session) nearSendTTLs() {
+	for i, c := range sess.near.sent {
+		sess.near.sent[i] = nil
+		r := &c.near.ttl
+		r.Reset()
+		r.Kind, r.DB = router.KindRaw, c.req.DB
+		r.Raw = buildCommand([][]byte{[]byte("PEXPIRETIME"), c.cmd.Args[1]})
+		sess.waiter.Add(r)
+		if sl := c.near.slave; sl != nil {
+			sl.Backend.Submit(int(sess.id), r)
+		} else {
+			sess.s.router.Master().Submit(int(sess.id), r)
+		}
 	}
+	sess.near.sent = sess.near.sent[:0]
 }
 
 // nearFill caches the batch's GET replies that nearSend noted, with the
 // positions their probes read back; it ends the batch for the near cache.
 func (sess *Session) nearFill(calls []*call) {
-	sess.near = nearBatch{}
+	sess.near.nearPos = nearPos{}
 	nc := sess.s.near
 	if nc == nil {
 		return
 	}
 	for _, c := range calls {
 		nr, r := &c.near, &c.req
-		if !nr.ok || r.Failed || len(r.Reply) == 0 || r.Reply[0] != '$' {
+		if !nr.ok || r.Failed || len(r.Reply) == 0 || r.Reply[0] != '$' || !noExpiry(&nr.ttl) {
 			continue
 		}
 		epoch, upper, ok := sess.probed(nr.slave)
@@ -432,6 +465,12 @@ func (sess *Session) nearFill(calls []*call) {
 			nc.put(r.DB, c.cmd.Args[1], r.Reply, nr.epoch, nr.from, upper)
 		}
 	}
+}
+
+// noExpiry reports whether PEXPIRETIME answered that the key has no expiry
+// (-1) or does not exist (-2).
+func noExpiry(r *router.Request) bool {
+	return !r.Failed && (string(r.Reply) == ":-1\r\n" || string(r.Reply) == ":-2\r\n")
 }
 
 // probed returns the position the batch's probe of sl (nil: the master) read.
