@@ -247,7 +247,8 @@ func (c *nearCache) put(db int, key, reply []byte, epoch string, from, upper int
 		sh.drop(old)
 	}
 	e := &nearEntry{db: db, key: string(key), reply: append([]byte(nil), reply...),
-		epoch: epoch, from: from, upper: upper, size: size}
+		epoch: st.epoch, // the feed's string: compared by pointer first on hits
+		from:  from, upper: upper, size: size}
 	m[e.key] = e
 	sh.pushFront(e)
 	sh.bytes += size
