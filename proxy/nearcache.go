@@ -336,6 +336,10 @@ type nearPos struct {
 	fed       int64
 	needEpoch string // the position the batch's reads must see
 	need      int64
+	// The master's position for the batch's global reads, once fetched.
+	global      bool
+	globalEpoch string
+	globalSeq   int64
 }
 
 // nearRead is a GET sent to a backend whose reply may be cached: the backend
@@ -395,13 +399,24 @@ func (sess *Session) nearPosition() *nearBatch {
 	lvl := sess.level()
 	b.needEpoch, b.need = sess.readPosition(lvl)
 	if lvl == levelGlobal {
-		e, s := sess.s.masterPos.get(sess.s.router.Master(), int(sess.id))
+		e, s := sess.globalPosition()
 		if s == 0 {
 			b.live = false // the master's position is not known: no hit
 		}
 		b.needEpoch, b.need = later(b.needEpoch, b.need, e, s)
 	}
 	return b
+}
+
+// globalPosition returns the master's position for the batch's global reads:
+// fetched once per batch (the batch's reads all arrived before the fetch).
+func (sess *Session) globalPosition() (string, int64) {
+	b := &sess.near
+	if !b.global {
+		b.global = true
+		b.globalEpoch, b.globalSeq = sess.s.masterPos.get(sess.s.router.Master(), int(sess.id))
+	}
+	return b.globalEpoch, b.globalSeq
 }
 
 // nearSend notes a GET about to be sent to sl (nil: the master): the position

@@ -658,7 +658,7 @@ func (sess *Session) pickRead() (*router.Slave, error) {
 	rt := sess.s.router
 	epoch, seq := sess.readPosition(lvl)
 	if lvl == levelGlobal {
-		e, s := sess.s.masterPos.get(rt.Master(), int(sess.id))
+		e, s := sess.globalPosition()
 		epoch, seq = later(epoch, seq, e, s)
 	}
 	sl, err := rt.PickRead(epoch, seq)
