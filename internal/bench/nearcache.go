@@ -11,8 +11,12 @@ import (
 
 // The near cache run (-near-cache-get), instead of the other runs: GET over a
 // 1,000-key working set (redis-benchmark -t get -r 1000 -P 16 -c 50) directly
-// on the master and through a proxy with --near-cache 64mb, interleaved over
-// -rounds; the goal of issue 16 is the proxy at >= 1.2x direct Redis.
+// on the master, through a proxy with --near-cache 64mb, and through one
+// without (the same slaves), interleaved over -rounds; the goal of issue 16 is
+// the caching proxy at >= 1.2x direct Redis.
+
+// sideNoCache is the proxy without the near cache (in b.proxyNoRYW's place).
+const sideNoCache = "no-cache"
 
 const (
 	nearKeys   = 1000
@@ -39,6 +43,9 @@ func (b *bench) runNearCacheGet(ctx context.Context) error {
 	if b.proxy, err = b.startProxy(ctx, "syncproxy", b.master, slaves, "--near-cache", nearSize); err != nil {
 		return err
 	}
+	if b.proxyNoRYW, err = b.startProxy(ctx, "syncproxy-nocache", b.master, slaves); err != nil {
+		return err
+	}
 	r := strconv.Itoa(nearKeys)
 	// The working set, written through the proxy (the near cache starts with
 	// the first write it sees), then one warm-up GET run that fills the cache.
@@ -53,8 +60,12 @@ func (b *bench) runNearCacheGet(ctx context.Context) error {
 	}
 	rps := map[string][]float64{}
 	for round := 1; round <= b.opt.rounds; round++ {
-		for _, side := range []string{sideDirect, sideProxy} {
-			v, err := b.redisBenchmark(ctx, b.addr(side), "get", nearPipe, b.opt.clients, "-r", r)
+		for _, side := range []string{sideDirect, sideProxy, sideNoCache} {
+			addr := b.addr(side)
+			if side == sideNoCache {
+				addr = b.proxyNoRYW
+			}
+			v, err := b.redisBenchmark(ctx, addr, "get", nearPipe, b.opt.clients, "-r", r)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round, side, err)
 			}
@@ -72,11 +83,12 @@ func (b *bench) reportNearCache(rps map[string][]float64) error {
 	if err != nil {
 		return err
 	}
-	direct, proxy := median(rps[sideDirect]), median(rps[sideProxy])
+	direct, proxy, plain := median(rps[sideDirect]), median(rps[sideProxy]), median(rps[sideNoCache])
 	fmt.Fprintf(b.out, "\n### Near cache: GET, %d keys, -P %d, -c %d, -n %d, median of %d rounds\n\n",
 		nearKeys, nearPipe, b.opt.clients, b.opt.requests, b.opt.rounds)
-	fmt.Fprintf(b.out, "| direct Redis | proxy --near-cache %s | proxy/direct | target |\n|---|---|---|---|\n", nearSize)
-	fmt.Fprintf(b.out, "| %.0f | %.0f | %.2f | %s |\n\n", direct, proxy, proxy/direct, verdict(proxy/direct, nearTarget))
+	fmt.Fprintf(b.out, "| direct Redis | proxy --near-cache %s | proxy without | cache/direct | target | cache/without |\n|---|---|---|---|---|---|\n", nearSize)
+	fmt.Fprintf(b.out, "| %.0f | %.0f | %.0f | %.2f | %s | %.2f |\n\n", direct, proxy, plain, proxy/direct,
+		verdict(proxy/direct, nearTarget), proxy/plain)
 	var fields []string
 	for _, f := range []string{"hits", "misses", "invalidations", "entries", "bytes"} {
 		fields = append(fields, f+"="+infoField(info, "near_cache_"+f))
