@@ -168,6 +168,16 @@ func TestNearCacheHits(t *testing.T) {
 	if b := nearStat(t, ns.a, "bytes"); b <= 0 {
 		t.Errorf("near_cache_bytes %d", b)
 	}
+	fams := scrape(t, startAdmin(t, ns.srvA))
+	if v, ok := metric(fams, "syncproxy_near_cache_hits_total"); !ok || int64(v) != nearStat(t, ns.a, "hits") {
+		t.Errorf("/metrics syncproxy_near_cache_hits_total = %v (%v), want INFO's", v, ok)
+	}
+	for _, name := range []string{"syncproxy_near_cache_misses_total", "syncproxy_near_cache_invalidations_total",
+		"syncproxy_near_cache_evictions_total", "syncproxy_near_cache_bytes", "syncproxy_near_cache_entries"} {
+		if _, ok := metric(fams, name); !ok {
+			t.Errorf("%s missing from /metrics", name)
+		}
+	}
 	redistest.WaitConverged(t, convergeTimeout, ns.master, ns.slaves...)
 }
 
