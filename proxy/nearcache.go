@@ -324,7 +324,8 @@ func (c *nearCache) stats() nearStats {
 // position the reads must see, read at the first GET that needs them; and the
 // GETs sent to a backend, whose keys' expiry must be read.
 type nearBatch struct {
-	sent []*call // kept across batches
+	sent []*call           // kept across batches
+	ttls []*router.Request // the PEXPIRETIME requests, reused across batches
 	nearPos
 }
 
@@ -351,7 +352,7 @@ type nearRead struct {
 	slave *router.Slave
 	epoch string
 	from  int64
-	ttl   router.Request
+	ttl   *router.Request
 }
 
 // isPlainGet reports whether c is GET key.
@@ -430,12 +431,9 @@ func (sess *Session) nearSend(c *call, sl *router.Slave) {
 		nr.ok, nr.slave, nr.epoch, nr.from = true, sl, sl.Status.Epoch(), sl.Status.Applied()
 	} else {
 		// The master is past every message the feed gave.
-		b := &sess.near
-		if !b.checked {
-			b.checked = true
-			b.epoch, b.fed, b.live = sess.s.feed.position()
-		}
-		nr.ok, nr.epoch, nr.from = b.live, b.epoch, b.fed
+		var live bool
+		nr.epoch, nr.from, live = sess.s.feed.position()
+		nr.ok = live
 	}
 	if nr.ok {
 		sess.near.sent = append(sess.near.sent, c)
@@ -447,9 +445,14 @@ func (sess *Session) nearSend(c *call, sl *router.Slave) {
 // a write that changed the expiry in between is numbered before the probe's
 // position, so it keeps the reply out of the cache (see put).
 func (sess *Session) nearSendTTLs() {
-	for i, c := range sess.near.sent {
-		sess.near.sent[i] = nil
-		r := &c.near.ttl
+	b := &sess.near
+	for i, c := range b.sent {
+		b.sent[i] = nil
+		if i == len(b.ttls) {
+			b.ttls = append(b.ttls, &router.Request{})
+		}
+		r := b.ttls[i]
+		c.near.ttl = r
 		r.Reset()
 		r.Kind, r.DB = router.KindRaw, c.req.DB
 		r.Raw = buildCommand([][]byte{[]byte("PEXPIRETIME"), c.cmd.Args[1]})
@@ -460,7 +463,10 @@ func (sess *Session) nearSendTTLs() {
 			sess.s.router.Master().Submit(int(sess.id), r)
 		}
 	}
-	sess.near.sent = sess.near.sent[:0]
+	b.sent = b.sent[:0]
+	if len(b.ttls) > maxKeptRequests {
+		b.sent, b.ttls = nil, nil // a deep pipeline's are not kept
+	}
 }
 
 // nearFill caches the batch's GET replies that nearSend noted, with the
@@ -473,7 +479,7 @@ func (sess *Session) nearFill(calls []*call) {
 	}
 	for _, c := range calls {
 		nr, r := &c.near, &c.req
-		if !nr.ok || r.Failed || len(r.Reply) == 0 || r.Reply[0] != '$' || !noExpiry(&nr.ttl) {
+		if !nr.ok || r.Failed || len(r.Reply) == 0 || r.Reply[0] != '$' || !noExpiry(nr.ttl) {
 			continue
 		}
 		epoch, upper, ok := sess.probed(nr.slave)
@@ -486,7 +492,7 @@ func (sess *Session) nearFill(calls []*call) {
 // noExpiry reports whether PEXPIRETIME answered that the key has no expiry
 // (-1) or does not exist (-2).
 func noExpiry(r *router.Request) bool {
-	return !r.Failed && (string(r.Reply) == ":-1\r\n" || string(r.Reply) == ":-2\r\n")
+	return r != nil && !r.Failed && (string(r.Reply) == ":-1\r\n" || string(r.Reply) == ":-2\r\n")
 }
 
 // probed returns the position the batch's probe of sl (nil: the master) read.
