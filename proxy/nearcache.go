@@ -65,7 +65,8 @@ type nearCache struct {
 // nearStream is the part of the sync stream the cache was given.
 type nearStream struct {
 	epoch string
-	base  int64 // every write numbered after base was given; -1: not known yet
+	base  int64  // every write numbered after base was given; -1: not known yet
+	gen   uint64 // one more for each stream: the entries' tag
 }
 
 // nearShard is a part of the cache, by hash of (db, key).
@@ -89,9 +90,9 @@ type nearEntry struct {
 	db         int
 	key        string
 	reply      []byte
-	epoch      string
-	from       int64 // the value is the key's from this position on
-	upper      int64 // served only once the feed passed this (the probe's position)
+	gen        uint64 // the stream it was put in (see nearStream)
+	from       int64  // the value is the key's from this position on
+	upper      int64  // served only once the feed passed this (the probe's position)
 	size       int64
 }
 
@@ -161,7 +162,7 @@ func (c *nearCache) flushed(epoch string, seq int64, db int) {
 // reset is keyConsumer's: writes may have been missed, everything goes.
 func (c *nearCache) reset() {
 	c.streamMu.Lock()
-	c.stream.Store(&nearStream{base: -1})
+	c.stream.Store(&nearStream{base: -1, gen: c.stream.Load().gen + 1})
 	c.streamMu.Unlock()
 	c.clear()
 }
@@ -174,7 +175,7 @@ func (c *nearCache) follow(epoch string, seq int64) {
 	}
 	c.streamMu.Lock()
 	st := c.stream.Load()
-	c.stream.Store(&nearStream{epoch: epoch, base: seq - 1})
+	c.stream.Store(&nearStream{epoch: epoch, base: seq - 1, gen: st.gen + 1})
 	c.streamMu.Unlock()
 	if st.base >= 0 {
 		c.clear() // another epoch (after a reset, clear ran already)
@@ -197,17 +198,24 @@ func (c *nearCache) clear() {
 	}
 }
 
+// generation returns the tag of the entries of the stream followed now, when
+// it is of epoch.
+func (c *nearCache) generation(epoch string) (uint64, bool) {
+	st := c.stream.Load()
+	return st.gen, st.epoch == epoch && st.base >= 0
+}
+
 // get appends to dst[:0] the cached reply of GET key in db, when its entry is
-// of epoch and the feed, at fed, passed the entry's probe position; it returns
-// the position the value is the key's from.
-func (c *nearCache) get(db int, key []byte, epoch string, fed int64, dst []byte) ([]byte, int64, bool) {
+// of generation gen and the feed, at fed, passed the entry's probe position;
+// it returns the position the value is the key's from.
+func (c *nearCache) get(db int, key []byte, gen uint64, fed int64, dst []byte) ([]byte, int64, bool) {
 	if db < 0 || db >= numDBs {
 		return dst, 0, false
 	}
 	sh, _ := c.locate(db, key)
 	sh.mu.Lock()
 	e := sh.keys[db][string(key)]
-	if e == nil || e.epoch != epoch || e.upper > fed {
+	if e == nil || e.gen != gen || e.upper > fed {
 		sh.misses++
 		sh.mu.Unlock()
 		return dst, 0, false
@@ -247,8 +255,7 @@ func (c *nearCache) put(db int, key, reply []byte, epoch string, from, upper int
 		sh.drop(old)
 	}
 	e := &nearEntry{db: db, key: string(key), reply: append([]byte(nil), reply...),
-		epoch: st.epoch, // the feed's string: compared by pointer first on hits
-		from:  from, upper: upper, size: size}
+		gen: st.gen, from: from, upper: upper, size: size}
 	m[e.key] = e
 	sh.pushFront(e)
 	sh.bytes += size
@@ -332,9 +339,10 @@ type nearBatch struct {
 // nearPos are the positions a batch's GETs compare with.
 type nearPos struct {
 	checked   bool
-	live      bool   // the feed follows the stream
+	live      bool   // the feed follows the stream, and the cache with it
 	epoch     string // the feed's position
 	fed       int64
+	gen       uint64 // the cache's stream (nearStream.gen)
 	needEpoch string // the position the batch's reads must see
 	need      int64
 	// The master's position for the batch's global reads, once fetched.
@@ -378,7 +386,7 @@ func (sess *Session) nearServe(c *call) bool {
 		return false
 	}
 	r := &c.req
-	reply, from, ok := nc.get(r.DB, c.cmd.Args[1], b.epoch, b.fed, r.Reply)
+	reply, from, ok := nc.get(r.DB, c.cmd.Args[1], b.gen, b.fed, r.Reply)
 	r.Reply = reply
 	if !ok {
 		return false
@@ -397,6 +405,10 @@ func (sess *Session) nearPosition() *nearBatch {
 	}
 	b.checked = true
 	b.epoch, b.fed, b.live = sess.s.feed.position()
+	var ok bool
+	if b.gen, ok = sess.s.near.generation(b.epoch); !ok {
+		b.live = false
+	}
 	lvl := sess.level()
 	b.needEpoch, b.need = sess.readPosition(lvl)
 	if lvl == levelGlobal {

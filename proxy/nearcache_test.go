@@ -13,7 +13,11 @@ func newTestNearCache(size, maxValue int64) *nearCache {
 
 // hit GETs key in db from c at feed position (epoch, fed).
 func hit(c *nearCache, db int, key, epoch string, fed int64) (string, int64, bool) {
-	reply, from, ok := c.get(db, []byte(key), epoch, fed, nil)
+	gen, ok := c.generation(epoch)
+	if !ok {
+		return "", 0, false
+	}
+	reply, from, ok := c.get(db, []byte(key), gen, fed, nil)
 	return string(reply), from, ok
 }
 
@@ -121,7 +125,8 @@ func TestNearCacheHitAllocs(t *testing.T) {
 	c.put(0, key, bulkOf("v"), "e", 1, 1)
 	buf := make([]byte, 0, 64)
 	if n := testing.AllocsPerRun(100, func() {
-		if _, _, ok := c.get(0, key, "e", 1, buf); !ok {
+		gen, _ := c.generation("e")
+		if _, _, ok := c.get(0, key, gen, 1, buf); !ok {
 			t.Fatal("miss")
 		}
 	}); n != 0 {
