@@ -491,7 +491,7 @@ func (sess *Session) nearFill(calls []*call) {
 	}
 	for _, c := range calls {
 		nr, r := &c.near, &c.req
-		if !nr.ok || r.Failed || len(r.Reply) == 0 || r.Reply[0] != '$' || !noExpiry(nr.ttl) {
+		if !nr.ok || r.Failed || len(r.Reply) == 0 || r.Reply[0] != '$' || !noExpiry(r.Reply, nr.ttl) {
 			continue
 		}
 		epoch, upper, ok := sess.probed(nr.slave)
@@ -501,10 +501,17 @@ func (sess *Session) nearFill(calls []*call) {
 	}
 }
 
-// noExpiry reports whether PEXPIRETIME answered that the key has no expiry
-// (-1) or does not exist (-2).
-func noExpiry(r *router.Request) bool {
-	return r != nil && !r.Failed && (string(r.Reply) == ":-1\r\n" || string(r.Reply) == ":-2\r\n")
+// noExpiry reports whether PEXPIRETIME, read after GET answered get, says
+// that the key has no expiry: -1 for a value, -2 for a nil reply. A value and
+// -2 is a key that expired in between.
+func noExpiry(get []byte, ttl *router.Request) bool {
+	if ttl == nil || ttl.Failed {
+		return false
+	}
+	if string(get) == "$-1\r\n" {
+		return string(ttl.Reply) == ":-2\r\n"
+	}
+	return string(ttl.Reply) == ":-1\r\n"
 }
 
 // probed returns the position the batch's probe of sl (nil: the master) read.

@@ -3,6 +3,8 @@ package proxy
 import (
 	"strconv"
 	"testing"
+
+	"github.com/syncproxy/syncproxy/router"
 )
 
 func newTestNearCache(size, maxValue int64) *nearCache {
@@ -131,5 +133,29 @@ func TestNearCacheHitAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Fatalf("%v allocations per hit", n)
+	}
+}
+
+// TestNearCacheNoExpiry: only a key without an expiry is cached; a value read
+// just before the key expired (PEXPIRETIME then says -2) is not.
+func TestNearCacheNoExpiry(t *testing.T) {
+	for _, v := range []struct {
+		get, ttl string
+		want     bool
+	}{
+		{"$1\r\nx\r\n", ":-1\r\n", true},
+		{"$-1\r\n", ":-2\r\n", true},
+		{"$1\r\nx\r\n", ":-2\r\n", false}, // expired between GET and PEXPIRETIME
+		{"$1\r\nx\r\n", ":1700000000000\r\n", false},
+		{"$-1\r\n", ":1700000000000\r\n", false},
+		{"$1\r\nx\r\n", "-ERR unknown command\r\n", false},
+	} {
+		r := &router.Request{Reply: []byte(v.ttl)}
+		if got := noExpiry([]byte(v.get), r); got != v.want {
+			t.Errorf("noExpiry(%q, %q) = %v, want %v", v.get, v.ttl, got, v.want)
+		}
+	}
+	if noExpiry([]byte("$1\r\nx\r\n"), &router.Request{Reply: []byte(":-1\r\n"), Failed: true}) {
+		t.Error("a failed PEXPIRETIME says no expiry")
 	}
 }

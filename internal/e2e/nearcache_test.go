@@ -233,7 +233,12 @@ func TestNearCacheExpiringKey(t *testing.T) {
 	}
 	redistest.CheckFor(t, nearWait, poll, func() error {
 		if v := get(t, ns.a, "t"); v != "(nil)" {
-			return fmt.Errorf("GET t = %s", v)
+			var onSlaves []string
+			for _, s := range ns.slaves {
+				ttl, _ := redis.Int64(s.Dial(t).Do("PTTL", "t"))
+				onSlaves = append(onSlaves, strconv.FormatInt(ttl, 10))
+			}
+			return fmt.Errorf("GET t = %s (%d hits; PTTL on the slaves %v)", v, nearStat(t, ns.a, "hits"), onSlaves)
 		}
 		return nil
 	})
