@@ -88,11 +88,20 @@ func (b *bench) reportNearCache(rps map[string][]float64) error {
 		nearKeys, nearPipe, b.opt.clients, b.opt.requests, b.opt.rounds)
 	fmt.Fprintf(b.out, "| direct Redis | proxy --near-cache %s | proxy without | cache/direct | target | cache/without |\n|---|---|---|---|---|---|\n", nearSize)
 	fmt.Fprintf(b.out, "| %.0f | %.0f | %.0f | %.2f | %s | %.2f |\n\n", direct, proxy, plain, proxy/direct,
-		verdict(proxy/direct, nearTarget), proxy/plain)
+		nearVerdict(proxy/direct), proxy/plain)
 	var fields []string
 	for _, f := range []string{"hits", "misses", "invalidations", "entries", "bytes"} {
 		fields = append(fields, f+"="+infoField(info, "near_cache_"+f))
 	}
 	fmt.Fprintf(b.out, "near cache after the runs: %s\n", strings.Join(fields, ", "))
 	return nil
+}
+
+// nearVerdict marks the ratio of the caching proxy to direct Redis against the
+// issue's goal.
+func nearVerdict(ratio float64) string {
+	if ratio >= nearTarget {
+		return fmt.Sprintf(">= %.2f PASS", nearTarget)
+	}
+	return fmt.Sprintf(">= %.2f BELOW", nearTarget)
 }
