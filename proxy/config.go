@@ -66,6 +66,8 @@ type Config struct {
 	ShutdownGrace       time.Duration  `yaml:"shutdown-grace" reload:"true" usage:"time to finish requests in flight on SIGINT/SIGTERM"`
 	LogLevel            string         `yaml:"log-level" reload:"true" usage:"log level: trace, debug, info, warn, error, disabled"`
 	LogFormat           string         `yaml:"log-format" reload:"true" usage:"log format: json, console, or auto (console on a terminal)"`
+	NearCache           ByteSize       `yaml:"near-cache" usage:"memory of the near cache: values of keys read with GET, served from the proxy while the sync stream says they are current (e.g. 64mb; 0: off)"`
+	NearCacheMaxValue   ByteSize       `yaml:"near-cache-max-value" usage:"largest GET reply the near cache keeps (e.g. 64kb)"`
 
 	// Client side TLS: with a certificate and key, clients must speak TLS; with a
 	// CA too, they must present a certificate it signed.
@@ -138,6 +140,7 @@ func DefaultConfig() Config {
 		ShutdownGrace:       10 * time.Second,
 		LogLevel:            "info",
 		LogFormat:           "auto",
+		NearCacheMaxValue:   64 << 10,
 	}
 }
 
@@ -295,6 +298,8 @@ func (c *Config) validateLimits() error {
 		return fmt.Errorf("config: ryw-wait %v must not be negative", c.RYWWait)
 	case c.MaxLagMessages < 0 || c.MaxLagMs < 0:
 		return errors.New("config: max-lag-messages and max-lag-ms must not be negative")
+	case c.NearCache < 0 || c.NearCacheMaxValue < 1:
+		return errors.New("config: near-cache must not be negative, near-cache-max-value must be at least 1")
 	}
 	return nil
 }

@@ -115,14 +115,14 @@ var (
 
 // readOnSlave notes a read sent to sl: its position must be read back.
 func (sess *Session) readOnSlave(sl *router.Slave) {
-	if sess.level() != levelEventual {
+	if sess.level() != levelEventual || sess.s.near != nil { // the near cache needs it
 		sess.probeSlave = sl
 	}
 }
 
 // readOnMaster notes a read sent to the master.
 func (sess *Session) readOnMaster() {
-	if sess.level() != levelEventual {
+	if sess.level() != levelEventual || sess.s.near != nil {
 		sess.probeMaster = true
 	}
 }
@@ -130,6 +130,7 @@ func (sess *Session) readOnMaster() {
 // sendProbes submits the probes the reads sent since the last call need, each
 // behind them on the same connection.
 func (sess *Session) sendProbes() {
+	sess.nearSendTTLs() // before the probes, on the same connections
 	if sl := sess.probeSlave; sl != nil {
 		sess.probeSlave = nil
 		p := sess.nextProbe(sl, probeSlaveCmd)

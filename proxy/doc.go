@@ -99,6 +99,10 @@
 // session whose fetch is due sends it and waits for it on its own goroutine; the
 // reads that joined it wait on a condition variable. No goroutine of its own.
 //
+// The near cache (nearcache.go, --near-cache) has no goroutine of its own: the
+// replicator's backlog reader drops its entries through the keyFeed, and
+// sessions read and fill it under one lock per shard.
+//
 // Reload (reload.go), serialized with itself and with Shutdown's stop of the
 // backends, publishes what it changes through atomic pointers — the config in
 // force, the client limits, the router's read set and read options — so that

@@ -69,6 +69,17 @@ func (s *Server) writeInfo(b *strings.Builder) {
 	field("global_reads", "batches="+strconv.FormatInt(s.masterPos.reads.Load(), 10)+
 		",position_fetches="+strconv.FormatInt(s.masterPos.fetches.Load(), 10))
 	field("sync_channel", s.cfg.SyncChannel)
+	if nc := s.near; nc != nil {
+		st := nc.stats()
+		b.WriteString("\r\n# NearCache\r\n")
+		field("near_cache_hits", strconv.FormatInt(st.hits, 10))
+		field("near_cache_misses", strconv.FormatInt(st.misses, 10))
+		field("near_cache_invalidations", strconv.FormatInt(st.invalidations, 10))
+		field("near_cache_evictions", strconv.FormatInt(st.evictions, 10))
+		field("near_cache_entries", strconv.FormatInt(st.entries, 10))
+		field("near_cache_bytes", strconv.FormatInt(st.bytes, 10))
+		field("near_cache_max_bytes", strconv.FormatInt(st.maxBytes, 10))
+	}
 	b.WriteString("\r\n# Sync\r\n")
 	field("sync_latest_seq", strconv.FormatInt(s.repl.Latest(), 10))
 	slaves := s.router.Slaves()

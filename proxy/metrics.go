@@ -142,6 +142,12 @@ var (
 	descEvictions   = prometheus.NewDesc("syncproxy_master_evictions_replicated_total", "Keys the master evicted that this proxy deleted on the slaves.", nil, nil)
 	descCrossed     = prometheus.NewDesc("syncproxy_epochs_crossed_total", "Slaves moved to a new epoch without a resync after an eviction took the master's replication metadata.", nil, nil)
 	descGapsFilled  = prometheus.NewDesc("syncproxy_backlog_gaps_filled_total", "Messages the master's backlog lost to an eviction before they were read, taken from the sync channel.", nil, nil)
+	descNearHits    = prometheus.NewDesc("syncproxy_near_cache_hits_total", "GETs answered from the near cache.", nil, nil)
+	descNearMisses  = prometheus.NewDesc("syncproxy_near_cache_misses_total", "GETs the near cache could not answer (sent to a backend).", nil, nil)
+	descNearInval   = prometheus.NewDesc("syncproxy_near_cache_invalidations_total", "Near cache entries dropped because the sync stream reported a write to their key, a flush or a break.", nil, nil)
+	descNearEvict   = prometheus.NewDesc("syncproxy_near_cache_evictions_total", "Near cache entries dropped to stay within --near-cache (least recently used first).", nil, nil)
+	descNearBytes   = prometheus.NewDesc("syncproxy_near_cache_bytes", "Memory of the near cache's entries (keys, values and overhead).", nil, nil)
+	descNearEntries = prometheus.NewDesc("syncproxy_near_cache_entries", "Entries in the near cache.", nil, nil)
 	descResetHeld   = prometheus.NewDesc("syncproxy_master_reset_held", "1 while a master reset is held (--on-master-reset hold): writes refused until an operator confirms.", nil, nil)
 )
 
@@ -150,7 +156,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descConnections, descRejected, descLimitCuts, descBackendUp, descBackendReqs, descBackendErrs, descBackendLat,
 		descBackendOut, descSlaveState, descApplied, descLagMsgs, descLagMs, descReads, descResyncs, descResyncWhy, descLease, descApplies, descCatchUps, descEvicting,
 		descLatestSeq, descSubscribed, descMasterReads, descReloads, descSwitches, descResets, descResetKeys, descResetHeld, descEvictions,
-		descCrossed, descGapsFilled} {
+		descCrossed, descGapsFilled, descNearHits, descNearMisses, descNearInval, descNearEvict, descNearBytes, descNearEntries} {
 		ch <- d
 	}
 }
@@ -167,6 +173,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		e.slave(sl)
 	}
 	e.sync(s)
+	if s.near != nil {
+		e.near(s.near.stats())
+	}
+}
+
+// near emits the near cache's figures.
+func (e emitter) near(st nearStats) {
+	e.counter(descNearHits, st.hits)
+	e.counter(descNearMisses, st.misses)
+	e.counter(descNearInval, st.invalidations)
+	e.counter(descNearEvict, st.evictions)
+	e.gauge(descNearBytes, float64(st.bytes))
+	e.gauge(descNearEntries, float64(st.entries))
 }
 
 // emitter sends the metrics of one Collect.

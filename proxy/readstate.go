@@ -75,33 +75,12 @@ func (st *readState) seenPosition() (string, int64) {
 // positions, to what the completed probes read back.
 func (st *readState) applyProbes() {
 	for _, p := range st.probes {
-		reply := p.req.Reply
-		if p.req.Failed || (len(reply) > 0 && reply[0] == '-') {
-			// What the reads saw is not known: the next one goes to the master.
-			st.readUnknown = true
-			continue
-		}
-		var epoch, seq []byte
-		if p.slave != nil {
-			body, _, ok := parseBulk(reply)
-			i := bytes.LastIndexByte(body, ':')
-			if !ok || i <= 0 {
-				continue
+		epoch, n, ok := p.position()
+		if !ok {
+			if p.failed() {
+				// What the reads saw is not known: the next one goes to the master.
+				st.readUnknown = true
 			}
-			epoch, seq = body[:i], body[i+1:]
-		} else {
-			if !bytes.HasPrefix(reply, []byte("*2\r\n")) {
-				continue
-			}
-			var ok1, ok2 bool
-			epoch, reply, ok1 = parseBulk(reply[4:])
-			seq, _, ok2 = parseBulk(reply)
-			if !ok1 || !ok2 {
-				continue
-			}
-		}
-		n, err := strconv.ParseInt(string(seq), 10, 64)
-		if err != nil || n <= 0 {
 			continue
 		}
 		if string(epoch) != st.readEpoch {
@@ -114,4 +93,42 @@ func (st *readState) applyProbes() {
 		}
 	}
 	st.probes = st.probes[:0]
+}
+
+// failed reports whether the probe got no position: its backend failed or
+// answered an error.
+func (p *probe) failed() bool {
+	return p.req.Failed || (len(p.req.Reply) > 0 && p.req.Reply[0] == '-')
+}
+
+// position returns the position the completed probe read back.
+func (p *probe) position() (epoch []byte, seq int64, ok bool) {
+	if p.failed() {
+		return nil, 0, false
+	}
+	reply := p.req.Reply
+	var s []byte
+	if p.slave != nil {
+		body, _, ok := parseBulk(reply)
+		i := bytes.LastIndexByte(body, ':')
+		if !ok || i <= 0 {
+			return nil, 0, false
+		}
+		epoch, s = body[:i], body[i+1:]
+	} else {
+		if !bytes.HasPrefix(reply, []byte("*2\r\n")) {
+			return nil, 0, false
+		}
+		var ok1, ok2 bool
+		epoch, reply, ok1 = parseBulk(reply[4:])
+		s, _, ok2 = parseBulk(reply)
+		if !ok1 || !ok2 {
+			return nil, 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(s), 10, 64)
+	if err != nil || n <= 0 {
+		return nil, 0, false
+	}
+	return epoch, n, true
 }

@@ -61,6 +61,7 @@ type call struct {
 	exec    execEntry    // EXEC: the transaction it submitted
 	bcast   bcastReplies // CONFIG SET: the slaves' replies
 	eval    evalCheck    // EVAL: what to check once the batch completed
+	near    nearRead     // GET: what caching its reply needs (nearcache.go)
 }
 
 // reset readies c for the command at position at, keeping its reply buffer.
@@ -121,6 +122,7 @@ type Session struct {
 	onLane bool
 	lane   router.Lane
 	waiter *router.Waiter
+	near   nearBatch // the batch's GETs and the near cache (nearcache.go)
 }
 
 func newSession(s *Server, conn redcon.Conn, id int64) *Session {
@@ -274,6 +276,7 @@ func (sess *Session) complete(calls []*call) {
 	sess.sendProbes()
 	sess.waiter.Wait()
 	sess.checkEvals(calls)
+	sess.nearFill(calls)
 	if !sess.wrote {
 		retried := false
 		for _, c := range calls {
@@ -516,11 +519,15 @@ func (sess *Session) read(c *call) {
 		// DB 0 holds the metadata keys: answered on the master without them.
 		r.Raw = mf
 	} else if !sess.wrote && sess.watch == nil {
+		if sess.nearServe(c) {
+			return
+		}
 		sl, err := sess.pickRead()
 		if err != nil {
 			sess.localError(r, msgNoSlave)
 			return
 		}
+		sess.nearSend(c, sl)
 		if sl != nil {
 			sl.Reads.Add(1)
 			c.onSlave = true
@@ -652,7 +659,7 @@ func (sess *Session) pickRead() (*router.Slave, error) {
 	rt := sess.s.router
 	epoch, seq := sess.readPosition(lvl)
 	if lvl == levelGlobal {
-		e, s := sess.s.masterPos.get(rt.Master(), int(sess.id))
+		e, s := sess.globalPosition()
 		epoch, seq = later(epoch, seq, e, s)
 	}
 	sl, err := rt.PickRead(epoch, seq)

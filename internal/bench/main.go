@@ -140,6 +140,7 @@ type options struct {
 	proxiesLag  []int         // -proxies-lag: proxy counts; when set, only the lag runs
 	lagRate     float64       // SET/s offered in total in each -proxies-lag run
 	lagDuration time.Duration // probing time of each -proxies-lag run
+	nearCache   bool          // -near-cache-get: only the near cache run (nearcache.go)
 }
 
 func main() {
@@ -197,6 +198,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	proxiesLag := fs.String("proxies-lag", "", "comma-separated proxy counts, e.g. 1,3: instead of the other runs, for each count start that many proxies on a fresh master and 2 slaves, offer the same total SET rate split across them, and measure the replication lag by probing the slaves directly")
 	fs.Float64Var(&opt.lagRate, "lag-rate", 5000, "with -proxies-lag: total SET/s offered, split across the proxies")
 	fs.DurationVar(&opt.lagDuration, "lag-duration", 10*time.Second, "with -proxies-lag: probing time per proxy count (after 1s of load alone)")
+	fs.BoolVar(&opt.nearCache, "near-cache-get", false, "instead of the other runs: GET over 1,000 keys at -P 16 directly and through a proxy with and without --near-cache 64mb (nearcache.go)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./internal/bench [flags]\n\n"+
 			"Measures redis-benchmark against Redis directly and through syncproxy.\n\nFlags:\n")
@@ -329,6 +331,9 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	if len(b.opt.proxiesLag) > 0 {
 		return b.runProxiesLag(ctx)
+	}
+	if b.opt.nearCache {
+		return b.runNearCacheGet(ctx)
 	}
 
 	// syncproxy's backends.
