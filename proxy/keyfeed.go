@@ -24,11 +24,11 @@ type keyFeed struct {
 	table *router.Table
 	idx   []int // scratch for message's goroutine
 
-	mu    sync.Mutex
-	subs  []keyConsumer
-	live  bool // following the stream: epoch and seq are what was given
-	epoch string
-	seq   int64
+	mu      sync.Mutex
+	subs    []keyConsumer
+	live    bool // following the stream: epoch and seq are what was given
+	epoch   string
+	seq     int64
 	moved   chan struct{} // closed and replaced when live, epoch or seq change, if waiting
 	waiting int           // goroutines in waitFed
 
@@ -173,6 +173,30 @@ func atoiOr(b []byte, def int) int {
 		return def
 	}
 	return n
+}
+
+// keyStarter is a keyConsumer told where the stream starts: the messages after
+// (epoch, seq) are given from now on, and none before it may be assumed.
+type keyStarter interface {
+	started(epoch string, seq int64)
+}
+
+// started is the replicator's OnStreamStart hook: the consumers drop what they
+// derived while the stream was not followed, and start from (epoch, seq).
+func (f *keyFeed) started(epoch string, seq int64) {
+	f.mu.Lock()
+	subs := f.subs
+	f.mu.Unlock()
+	for _, c := range subs {
+		c.reset()
+		if st, ok := c.(keyStarter); ok {
+			st.started(epoch, seq)
+		}
+	}
+	f.mu.Lock()
+	f.live, f.epoch, f.seq = true, epoch, seq
+	f.moveLocked()
+	f.mu.Unlock()
 }
 
 // lost is the replicator's OnStreamLost hook.

@@ -167,6 +167,10 @@ func (c *nearCache) reset() {
 	c.clear()
 }
 
+// started is keyStarter's: the messages after (epoch, seq) are given from now
+// on (a proxy that has seen no write yet caches from its start).
+func (c *nearCache) started(epoch string, seq int64) { c.follow(epoch, seq+1) }
+
 // follow notes that the message at (epoch, seq) is given: after a reset it
 // starts the stream there, and another epoch drops everything.
 func (c *nearCache) follow(epoch string, seq int64) {

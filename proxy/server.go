@@ -187,6 +187,7 @@ func (s *Server) newReplicator(table *router.Table) *replicate.Replicator {
 		},
 		OnEffect:      s.wakeBlocked(table),
 		OnMessage:     s.feed.message,
+		OnStreamStart: s.feed.started,
 		OnStreamLost:  s.feed.lost,
 		WantEffects:   func() bool { return s.waiters.n.Load() > 0 || s.feed.wants() },
 		OnMasterReset: cfg.OnMasterReset,

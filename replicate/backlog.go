@@ -181,7 +181,19 @@ func (b *backlogReader) start(low int64) error {
 	if low > 0 && low <= b.last && b.last-low < backlogReadCount {
 		b.last = low - 1
 	}
+	b.startFeed()
 	return nil
+}
+
+// startFeed tells OnStreamStart that the messages after the position read are
+// given from now on.
+func (b *backlogReader) startFeed() {
+	f := b.r.cfg.OnStreamStart
+	if f == nil || b.epoch == "" {
+		return
+	}
+	b.fed.ok, b.fed.epoch, b.fed.seq = true, b.epoch, b.last
+	f(b.epoch, b.last)
 }
 
 // drain hands the appliers every backlog entry after the last one read.

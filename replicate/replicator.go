@@ -66,6 +66,10 @@ type Config struct {
 	// reader started, a jump in numbers, a new epoch): a consumer that derives
 	// state from the stream (key invalidations) drops what it derived before.
 	OnMessage func(m *Message, continuous bool)
+	// OnStreamStart, when set, is called by the same goroutine when the reader
+	// starts following the stream after the master's position (epoch, seq): the
+	// messages after it are given in order, the first one continuous.
+	OnStreamStart func(epoch string, seq int64)
 	// OnStreamLost, when set, is called when the reader stops following the
 	// stream (the subscription ended, or no hook wants messages any more): until
 	// the next OnMessage, writes are not seen.

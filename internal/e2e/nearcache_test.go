@@ -423,3 +423,21 @@ func TestNearCacheHistory(t *testing.T) {
 		})
 	}
 }
+
+// TestNearCacheColdStart: a proxy started in front of data written before it,
+// with no write since, caches from its start (the stream is followed from the
+// master's position when the proxy subscribes, not from the first write it sees).
+func TestNearCacheColdStart(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addrB, _ := startProxy(t, master, slaves...)
+	b := dialProxy(t, addrB)
+	if _, err := b.Do("SET", "cold", "v"); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitConverged(t, nearWait, master, slaves...)
+	addrA, _ := startProxyWith(t, func(c *proxy.Config) { c.NearCache = 1 << 20 }, master, slaves...)
+	ns := &nearSetup{master: master, slaves: slaves, a: dialProxy(t, addrA), b: b}
+	ns.waitHit(t, "cold", "v")
+}
