@@ -524,7 +524,7 @@ func (sess *Session) read(c *call) {
 			sl.Reads.Add(1)
 			c.onSlave = true
 			sess.waiter.Add(r)
-			sl.Backend.Submit(int(sess.id), r)
+			sess.waiter.Defer(sl.Backend, int(sess.id), r)
 			sess.readOnSlave(sl)
 			return
 		}
@@ -681,7 +681,7 @@ func (sess *Session) broadcast(c *call) {
 		br := &router.Request{Kind: router.KindRaw, Raw: raw}
 		b.reqs = append(b.reqs, br)
 		sess.waiter.Add(br)
-		sl.Backend.Submit(int(sess.id), br)
+		sess.waiter.Defer(sl.Backend, int(sess.id), br) // behind the batch's reads there
 	}
 	c.bcast = b
 }
