@@ -121,6 +121,9 @@ type Session struct {
 	onLane bool
 	lane   router.Lane
 	waiter *router.Waiter
+	// batchAt is when the batch being served began: its commands' time for
+	// CLIENT LIST (one clock reading per batch, not per command).
+	batchAt time.Time
 }
 
 func newSession(s *Server, conn redcon.Conn, id int64) *Session {
@@ -225,6 +228,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		sess.calls = append(sess.calls, &call{})
 	}
 	start := time.Now()
+	sess.batchAt = start
 	sess.wrote, sess.onLane = false, false
 	sess.batchPicked, sess.batchSlave = false, nil
 	calls := sess.calls[:len(cmds)]
