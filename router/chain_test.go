@@ -115,3 +115,47 @@ func TestWaiterDeferOrder(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkBackendReads measures a session's batch of 16 GETs to one backend
+// connection: submitted one by one (Submit), or deferred and queued in one step
+// (Waiter.Defer). One op is one GET. Run with -benchmem.
+func BenchmarkBackendReads(b *testing.B) {
+	srv := redistest.Start(b)
+	srv.Do(b, "SET", "k", "abc")
+	be := router.NewBackend(router.BackendOptions{Name: "bench", Addr: srv.Addr, Conns: 1, Timeout: 5 * time.Second})
+	b.Cleanup(be.Close)
+	redistest.CheckFor(b, 5*time.Second, 5*time.Millisecond, func() error {
+		if !be.Up() {
+			return errString("backend not up")
+		}
+		return nil
+	})
+	const depth = 16
+	reqs := make([]*router.Request, depth)
+	for i := range reqs {
+		reqs[i] = &router.Request{}
+	}
+	get := cmd("GET", "k")
+	for _, mode := range []string{"submit", "defer"} {
+		b.Run(mode, func(b *testing.B) {
+			w := router.NewWaiter()
+			b.ReportAllocs()
+			for i := 0; i < b.N; i += depth {
+				for _, r := range reqs {
+					r.Reset()
+					r.Kind, r.Raw = router.KindRaw, get
+					w.Add(r)
+					if mode == "defer" {
+						w.Defer(be, 0, r)
+					} else {
+						be.Submit(0, r)
+					}
+				}
+				w.Wait()
+				if string(reqs[depth-1].Reply) != "$3\r\nabc\r\n" {
+					b.Fatalf("reply %q", reqs[depth-1].Reply)
+				}
+			}
+		})
+	}
+}
