@@ -334,7 +334,10 @@ func (p *clientPause) wait(write bool) {
 }
 
 // active reports whether a pause may be in force.
-func (p *clientPause) active() bool { return p.untilNs.Load() > time.Now().UnixNano() }
+func (p *clientPause) active() bool {
+	until := p.untilNs.Load()
+	return until != 0 && until > time.Now().UnixNano() // no clock reading when none was ever set
+}
 
 // paused holds a command while CLIENT PAUSE is in force.
 func (sess *Session) paused(rt router.Route) {

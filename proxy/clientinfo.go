@@ -46,7 +46,11 @@ func (sess *Session) noteCommand(c *call) {
 			sh.cmd.Store(&name)
 		}
 	}
-	sh.last.Store(time.Now().UnixNano())
+	at := sess.batchAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	sh.last.Store(at.UnixNano())
 	n := int64(0)
 	for _, a := range c.cmd.Args {
 		n += int64(len(a))

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -51,6 +52,7 @@ type clientConn struct {
 	scan      reqScanner
 	malformed bool             // buf[start:] is malformed: redcon's parser says why once it can
 	failed    error            // to answer at the next read, after the requests before it
+	spans     []span           // small requests scanned, not yet copied out (copySpans)
 	cmds      []redcon.Command // read, not yet handed out
 	batch     []redcon.Command // the last batch read, reused
 	idleSet   bool             // the idle deadline is set on nc
@@ -135,6 +137,15 @@ func (c *clientConn) parse() ([]redcon.Command, error) {
 		c.scanned += n
 		switch ev {
 		case evRequest:
+			if req := c.buf[c.start:c.scanned]; req[0] == '*' && len(req) <= readBufSize {
+				c.spans = append(c.spans, span{c.start, c.scanned})
+				c.start = c.scanned
+				continue
+			}
+			var err error
+			if cmds, err = c.copySpans(cmds); err != nil {
+				return cmds, err
+			}
 			cmd, ok, err := c.command()
 			if err != nil {
 				return cmds, err
@@ -145,10 +156,18 @@ func (c *clientConn) parse() ([]redcon.Command, error) {
 		case evIgnore:
 			c.start = c.scanned
 		case evLimit:
-			return cmds, c.scan.err
+			cmds, err := c.copySpans(cmds)
+			if err == nil {
+				err = c.scan.err
+			}
+			return cmds, err
 		case evMalformed:
 			c.malformed = true
 		}
+	}
+	cmds, err := c.copySpans(cmds)
+	if err != nil {
+		return cmds, err
 	}
 	c.batch = cmds
 	if c.malformed {
@@ -187,6 +206,95 @@ func (c *clientConn) command() (cmd redcon.Command, ok bool, err error) {
 		return cmd, false, protocolError(err)
 	}
 	return cmd, true, nil
+}
+
+// span is a request's place in clientConn.buf.
+type span struct{ start, end int }
+
+// copySpans appends to cmds the commands of the small array requests noted in
+// c.spans, copied out of the read buffer: all of them into one new buffer, and
+// their arguments into one new slice, so that a pipelined batch costs two
+// allocations, not three per command. Each command's slices are capped to its
+// own part, and the buffers are never reused: what a session keeps of a command
+// holds at most the requests read with it.
+func (c *clientConn) copySpans(cmds []redcon.Command) ([]redcon.Command, error) {
+	if len(c.spans) == 0 {
+		return cmds, nil
+	}
+	size, argc := 0, 0
+	for _, sp := range c.spans {
+		size += sp.end - sp.start
+		argc += arrayLen(c.buf[sp.start:sp.end])
+	}
+	raw := make([]byte, 0, size)
+	args := make([][]byte, argc)
+	var err error
+	for _, sp := range c.spans {
+		at := len(raw)
+		raw = append(raw, c.buf[sp.start:sp.end]...)
+		req := raw[at:len(raw):len(raw)]
+		n := arrayLen(req)
+		cmd, ok := splitArgs(req, args[:n:n])
+		args = args[n:]
+		if !ok { // redcon's parser decides, as command does
+			if cmd, err = redcon.Parse(req); err != nil {
+				if err.Error() == "incomplete command" {
+					err = nil
+					continue
+				}
+				err = protocolError(err)
+				break
+			}
+		}
+		cmds = append(cmds, cmd)
+	}
+	c.spans = c.spans[:0]
+	return cmds, err
+}
+
+// arrayLen returns N of a request "*N\r\n...", or 0 when it is not well formed.
+func arrayLen(req []byte) int {
+	n, i := 0, 1
+	for ; i < len(req) && req[i] >= '0' && req[i] <= '9' && i < 12; i++ {
+		n = n*10 + int(req[i]-'0')
+	}
+	if i == 1 || i+1 >= len(req) || req[i] != '\r' || req[i+1] != '\n' || n > len(req) {
+		return 0
+	}
+	return n
+}
+
+// splitArgs parses req, a whole "*N" array of N bulk strings, into a command
+// whose arguments are slices of req stored in args (len N). It reports false
+// when req is not exactly that, strictly framed: redcon.Parse then decides.
+func splitArgs(req []byte, args [][]byte) (redcon.Command, bool) {
+	if len(args) == 0 {
+		return redcon.Command{}, false
+	}
+	i := bytes.IndexByte(req, '\n') + 1
+	for k := range args {
+		if i >= len(req) || req[i] != '$' {
+			return redcon.Command{}, false
+		}
+		size, j := 0, i+1
+		for ; j < len(req) && req[j] >= '0' && req[j] <= '9' && j-i < 12; j++ {
+			size = size*10 + int(req[j]-'0')
+		}
+		if j == i+1 || j+1 >= len(req) || req[j] != '\r' || req[j+1] != '\n' {
+			return redcon.Command{}, false
+		}
+		start := j + 2
+		end := start + size
+		if end+2 > len(req) || req[end] != '\r' || req[end+1] != '\n' {
+			return redcon.Command{}, false
+		}
+		args[k] = req[start:end:end]
+		i = end + 2
+	}
+	if i != len(req) {
+		return redcon.Command{}, false
+	}
+	return redcon.Command{Raw: req, Args: args}, true
 }
 
 // protocolError is the reply to a request redcon's parser refused with err.

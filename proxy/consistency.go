@@ -134,7 +134,7 @@ func (sess *Session) sendProbes() {
 	if sl := sess.probeSlave; sl != nil {
 		sess.probeSlave = nil
 		p := sess.nextProbe(sl, probeSlaveCmd)
-		sl.Backend.Submit(int(sess.id), &p.req)
+		sess.waiter.Defer(sl.Backend, int(sess.id), &p.req) // in one step with the reads
 	}
 	if sess.probeMaster {
 		sess.probeMaster = false

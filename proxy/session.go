@@ -123,6 +123,9 @@ type Session struct {
 	lane   router.Lane
 	waiter *router.Waiter
 	near   nearBatch // the batch's GETs and the near cache (nearcache.go)
+	// batchAt is when the batch being served began: its commands' time for
+	// CLIENT LIST (one clock reading per batch, not per command).
+	batchAt time.Time
 }
 
 func newSession(s *Server, conn redcon.Conn, id int64) *Session {
@@ -227,6 +230,7 @@ func (sess *Session) serve(cmds []redcon.Command) (quit bool) {
 		sess.calls = append(sess.calls, &call{})
 	}
 	start := time.Now()
+	sess.batchAt = start
 	sess.wrote, sess.onLane = false, false
 	sess.batchPicked, sess.batchSlave = false, nil
 	calls := sess.calls[:len(cmds)]
@@ -532,7 +536,7 @@ func (sess *Session) read(c *call) {
 			sl.Reads.Add(1)
 			c.onSlave = true
 			sess.waiter.Add(r)
-			sl.Backend.Submit(int(sess.id), r)
+			sess.waiter.Defer(sl.Backend, int(sess.id), r)
 			sess.readOnSlave(sl)
 			return
 		}
@@ -689,7 +693,7 @@ func (sess *Session) broadcast(c *call) {
 		br := &router.Request{Kind: router.KindRaw, Raw: raw}
 		b.reqs = append(b.reqs, br)
 		sess.waiter.Add(br)
-		sl.Backend.Submit(int(sess.id), br)
+		sess.waiter.Defer(sl.Backend, int(sess.id), br) // behind the batch's reads there
 	}
 	c.bcast = b
 }

@@ -106,6 +106,11 @@ func (r *Request) fail(msg string) {
 type Waiter struct {
 	n  atomic.Int32
 	ch chan struct{}
+	// deferred are raw requests for connection deferredIdx of deferredTo, not
+	// yet queued: they go in one step (see Defer).
+	deferred    []*Request
+	deferredTo  *Backend
+	deferredIdx int
 }
 
 // NewWaiter returns a Waiter ready for use.
@@ -127,10 +132,39 @@ func (w *Waiter) done() {
 	}
 }
 
-// Wait blocks until every added request completed, then readies w for the next
-// batch. Backends guarantee completion within their timeout, so Wait never blocks
-// forever.
+// Defer queues r, a KindRaw request added to w, for connection idx of b, behind
+// the requests deferred before it: consecutive ones for the same connection are
+// queued in one step (one hand-over to its writer, written together), when one
+// for another connection is deferred, or at Flush or Wait.
+func (w *Waiter) Defer(b *Backend, idx int, r *Request) {
+	if len(w.deferred) > 0 && (w.deferredTo != b || w.deferredIdx != idx) {
+		w.Flush()
+	}
+	w.deferredTo, w.deferredIdx = b, idx
+	w.deferred = append(w.deferred, r)
+}
+
+// Flush queues the deferred requests.
+func (w *Waiter) Flush() {
+	if len(w.deferred) == 0 {
+		return
+	}
+	w.deferredTo.SubmitChain(w.deferredIdx, w.deferred)
+	clear(w.deferred)
+	w.deferred, w.deferredTo = w.deferred[:0], nil
+	if cap(w.deferred) > maxKeptDeferred {
+		w.deferred = nil
+	}
+}
+
+// maxKeptDeferred bounds the deferred list a Waiter keeps between batches.
+const maxKeptDeferred = 64
+
+// Wait queues the deferred requests, blocks until every added request
+// completed, then readies w for the next batch. Backends guarantee completion
+// within their timeout, so Wait never blocks forever.
 func (w *Waiter) Wait() {
+	w.Flush()
 	if w.n.Add(-1) != 0 {
 		<-w.ch
 	}
@@ -324,6 +358,23 @@ func (b *Backend) Conns() int { return len(b.links) }
 // the backend's reply, or with an error when the backend is down or times out.
 func (b *Backend) Submit(idx int, r *Request) {
 	b.SubmitOn(Lane(idx%len(b.links)), r)
+}
+
+// SubmitChain queues reqs, KindRaw requests, on connection idx (mod the pool
+// size) in one step: they are written in order behind what was submitted there
+// before, and each is completed with its own reply, as with Submit.
+func (b *Backend) SubmitChain(idx int, reqs []*Request) {
+	l := b.laneLink(Lane(idx % len(b.links)))
+	if !l.up.Load() && !l.switching.Load() {
+		for _, r := range reqs {
+			b.failIn(r, l.downMsg())
+		}
+		return
+	}
+	for i := 0; i+1 < len(reqs); i++ {
+		reqs[i].next = reqs[i+1]
+	}
+	l.enqueue(reqs[0], len(reqs))
 }
 
 // enqueue queues r — with the n-1 requests chained behind it — for the writer,
@@ -653,8 +704,7 @@ func (l *link) serve(ctx context.Context, conn net.Conn, br *bufio.Reader, gen u
 func (l *link) failPending(p pending, cause error) {
 	switch p.kind {
 	case pendRequest:
-		l.b.Outstanding.Add(-1)
-		l.b.failIn(p.req, l.lostMsg(false, cause))
+		l.failChainMsg(p.req, l.lostMsg(false, cause))
 	case pendGroup, pendNative:
 		l.failSent(p.req, cause)
 	}
@@ -721,6 +771,14 @@ func (w *connWriter) next() (*Request, error) {
 		queue = nil // requests wait in the queue until Resume
 		if err := w.flush(); err != nil {
 			return nil, err
+		}
+	}
+	if queue != nil && l.gen.Load() == w.gen && !l.b.closed.Load() && len(w.readerDone) == 0 {
+		// Busy: the next request without the full select below (measured).
+		select {
+		case r := <-queue:
+			return r, nil
+		default:
 		}
 	}
 	select {
@@ -831,24 +889,33 @@ func (w *connWriter) sendGroup(r *Request) error {
 	return nil
 }
 
-// sendRaw writes a command as the client sent it, SELECTing its DB first.
+// sendRaw writes the chain of commands from r (see SubmitChain) as the client
+// sent them, SELECTing their DB first where it differs from the connection's.
+// The reader reads the replies of each run of one DB as one pending entry.
 func (w *connWriter) sendRaw(r *Request) error {
 	l := w.l
-	if r.DB != w.curDB {
-		w.bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
-		w.bw.Write(appendBulkInt(nil, int64(r.DB)))
-		if err := w.push(pending{kind: pendDiscard}); err != nil {
-			l.b.Outstanding.Add(-1)
-			l.b.failIn(r, l.downMsg())
+	for r != nil {
+		if r.DB != w.curDB {
+			w.bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
+			w.bw.Write(appendBulkInt(nil, int64(r.DB)))
+			if err := w.push(pending{kind: pendDiscard}); err != nil {
+				l.failChain(r)
+				return err
+			}
+			w.curDB = r.DB
+		}
+		first, last, n := r, r, 0
+		for ; r != nil && r.DB == w.curDB; r = r.next {
+			w.bw.Write(r.Raw)
+			last = r
+			n++
+		}
+		last.next = nil // the run ends here; r is the rest
+		if err := w.push(pending{kind: pendRequest, req: first, n: n}); err != nil {
+			l.failChainMsg(first, l.lostMsg(false, err))
+			l.failChain(r)
 			return err
 		}
-		w.curDB = r.DB
-	}
-	w.bw.Write(r.Raw)
-	if err := w.push(pending{kind: pendRequest, req: r}); err != nil {
-		l.b.Outstanding.Add(-1)
-		l.b.failIn(r, l.lostMsg(false, err))
-		return err
 	}
 	return nil
 }
@@ -1025,9 +1092,13 @@ func (l *link) reader(conn net.Conn, br *bufio.Reader, pend chan pending, stop c
 	for {
 		var p pending
 		select {
-		case p = <-pend:
-		case <-stop:
-			return errStopped
+		case p = <-pend: // busy: without the select below
+		default:
+			select {
+			case p = <-pend:
+			case <-stop:
+				return errStopped
+			}
 		}
 		l.waitSince.Store(p.sent)
 		if br.Buffered() == 0 {
@@ -1093,22 +1164,10 @@ func (l *link) readOne(br *bufio.Reader, p pending, gen uint64) error {
 			l.log.Warn().Str("reply", string(bytes.TrimSpace(reply))).Msg("backend refused an internal command")
 		}
 	case pendRequest:
-		r := p.req
-		var err error
-		r.Reply, err = ReadFrame(br, r.Reply[:0])
-		if err == nil && l.gen.Load() != gen {
-			err = errSwitched // read after the switch: not delivered
-		}
-		if err != nil {
-			err = readErr(err)
-			l.failPending(p, err)
+		if rest, err := l.readRaw(br, p, gen); err != nil {
+			l.failChainMsg(rest, l.lostMsg(false, err))
 			return err
 		}
-		l.b.Outstanding.Add(-1)
-		l.b.Stats.Requests.Add(1)
-		l.b.Stats.Latency.Observe(time.Duration(monoNow() - p.sent))
-		l.b.noteBusy(r.Reply)
-		r.complete()
 	case pendGroup, pendNative:
 		read := l.readGroup
 		if p.kind == pendNative {
@@ -1127,6 +1186,30 @@ func (l *link) readOne(br *bufio.Reader, p pending, gen uint64) error {
 		}
 	}
 	return nil
+}
+
+// readRaw completes the chain of raw requests of p with one reply each. On an
+// error it returns the requests not completed.
+func (l *link) readRaw(br *bufio.Reader, p pending, gen uint64) (rest *Request, err error) {
+	n := 0
+	for r := p.req; r != nil; n++ {
+		r.Reply, err = ReadFrame(br, r.Reply[:0])
+		if err == nil && l.gen.Load() != gen {
+			err = errSwitched // read after the switch: not delivered
+		}
+		if err != nil {
+			return r, readErr(err)
+		}
+		next := r.next
+		r.next = nil
+		l.b.Outstanding.Add(-1)
+		l.b.noteBusy(r.Reply)
+		r.complete()
+		r = next
+	}
+	l.b.Stats.Requests.Add(int64(n))
+	l.b.Stats.Latency.ObserveN(time.Duration(monoNow()-p.sent), n)
+	return nil, nil
 }
 
 // readErr names the expiry of the read deadline errReplyTimeout.

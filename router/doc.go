@@ -21,7 +21,10 @@
 // shared by every client. Each link has a writer (its run goroutine) that sends
 // queued requests — a SELECT first when the request's DB differs from the
 // connection's — and flushes when its queue is empty, and a reader that completes
-// requests in FIFO order with the raw RESP frame of their reply. Consecutive
+// requests in FIFO order with the raw RESP frame of their reply. A session's
+// batch of reads reaches a link in one step (Waiter.Defer, SubmitChain): one
+// hand-over to the writer and one entry for the reader per run of one DB, not
+// one per request. Consecutive
 // writes are grouped into one script call (group commit), encoded with package
 // replicate's call codec (replicate/call.go); Request.Mode says what the script
 // does with each command. A write too large for the script (Request.Split set)
