@@ -764,6 +764,16 @@ local function number_message(epoch_c, ms, n, body, maxlen, channel)
 end
 `
 
+// numberScript numbers the effects of a native group (see WriteGroupNumber),
+// which ran in the same transaction before it: it appends them as one message
+// to the backlog and publishes it. ARGV: epoch-candidate, backlog-maxlen,
+// channel, now (unix ms), conn-db, n, effects. It returns {seq, epoch}.
+const numberScript = `redis.pcall('SELECT', 0)` + recoverMeta + numberMessage + `
+local seq, epoch = number_message(ARGV[1], ARGV[4], tonumber(ARGV[6]), ARGV[7], ARGV[2], ARGV[3])
+if ARGV[5] ~= '0' then redis.pcall('SELECT', ARGV[5]) end
+return {seq, epoch}
+`
+
 // positionScript returns the master's {epoch, seq}, recovering evicted metadata
 // (recoverMeta) and giving a master without any a new epoch (a new or emptied
 // data set, or metadata an eviction took whole). An epoch starts with a message
