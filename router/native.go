@@ -202,7 +202,8 @@ func (l *link) nativeAborted(p pending, multiErr, queuedErr, cmdReply []byte, ge
 	return nil, nil
 }
 
-// readNumbering reads the numbering call's reply, {seq, epoch, nil}, and
+// readNumbering reads the numbering call's reply, {seq, epoch, nil} (a native
+// group's: {seq, epoch}), and
 // returns seq (0: the command failed, nothing numbered) and the epoch. A reply
 // of another shape means that the command ran and was not numbered: logged, as
 // the slaves miss it.
@@ -212,7 +213,7 @@ func (l *link) readNumbering(br *bufio.Reader) (int64, string, error) {
 		return 0, "", err
 	}
 	frame := l.scratch
-	if bytes.HasPrefix(frame, []byte("*3\r\n")) {
+	if bytes.HasPrefix(frame, []byte("*3\r\n")) || bytes.HasPrefix(frame, []byte("*2\r\n")) {
 		b := bufio.NewReader(bytes.NewReader(frame[4:]))
 		seqF, err1 := ReadFrame(b, nil)
 		epochF, err2 := ReadFrame(b, nil)
@@ -309,9 +310,13 @@ func (l *link) groupAborted(p pending, multiErr, queuedErr []byte, gen uint64) (
 	if l.gen.Load() != gen {
 		return p.req, errSwitched
 	}
-	if multiErr != nil {
+	switch {
+	case multiErr != nil:
+		l.b.noteBusy(multiErr)
 		l.log.Error().Str("reply", sanitizeReply(multiErr, 200)).
 			Msg("MULTI failed before a native group: its writes may have run without their number")
+	case queuedErr != nil:
+		l.b.noteBusy(queuedErr)
 	}
 	for r := p.req; r != nil; r = r.next {
 		switch {
