@@ -1,100 +1,112 @@
 package replicate
 
 import (
-	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/gomodule/redigo/redis"
 )
 
 // A run of messages is applied to a slave as one transaction of the plain
-// effect commands, in two round trips:
+// effect commands, in one round trip:
 //
-//	WATCH syncproxy:applied syncproxy:resync
-//	MGET syncproxy:applied syncproxy:resync      (the slave must be at the run's start,
-//	                                              and no other applier's resync hold it)
+//	WATCH syncproxy:applied syncproxy:resync syncproxy:applyguard
+//	EVAL <guardScript> 0 <epoch>:<from> <token>
 //	MULTI
 //	[SELECT db] effect ... [SELECT db] effect ...
 //	[SELECT 0] SET syncproxy:applied <epoch>:<last seq>
 //	EXEC
 //
-// The WATCH makes the EXEC fail if another applier moved the position, or took
-// the resync lock, after it was checked: applying stays exactly-once with several
-// appliers, as with the apply script, while the slave runs the effects at native
-// speed (no Lua call per effect). Commands a script may not run (FUNCTION) need
-// nothing else. A run the slave refuses as a whole at queue time (EXECABORT: a
-// command it does not know, or OOM) is applied by the apply script instead,
-// which applies what it can and counts the rest as failed, as before.
+// The guard checks that the slave is at the run's start and that no other
+// applier's resync holds it; when not, it writes a WATCHed key, which makes the
+// EXEC behind it fail, and says why. The WATCH also makes the EXEC fail if
+// another applier moved the position, or took the resync lock, after the check:
+// applying stays exactly-once with several appliers, as with the apply script,
+// while the slave runs the effects at native speed (no Lua call per effect).
+// Commands a script may not run (FUNCTION) need nothing else. A run the slave
+// refuses as a whole at queue time (EXECABORT: a command it does not know, OOM)
+// is applied by the apply script instead, which applies what it can and counts
+// the rest as failed, as before.
+
+// guardScript is the check before an apply transaction (see above). ARGV: the
+// position the run starts from ("<epoch>:<seq>"), the applier's resync token.
+// A failed read counts as a moved position. The first DEL is a write: after
+// one, Redis lets a script write even when the slave is out of memory.
+const guardScript = `
+local lock = redis.pcall('GET', 'syncproxy:resync')
+local cur = redis.pcall('GET', 'syncproxy:applied')
+local locked = type(lock) ~= 'string' and lock ~= false or (lock and lock ~= ARGV[2])
+if locked or cur ~= ARGV[1] then
+  redis.pcall('DEL', 'syncproxy:applyguard')
+  redis.pcall('SET', 'syncproxy:applyguard', '1')
+  redis.pcall('DEL', 'syncproxy:applyguard')
+  if locked then return redis.error_reply('SYNCGAP resync in progress') end
+  return redis.error_reply('SYNCGAP ' .. tostring(cur))
+end
+return 1
+`
 
 // applyTx applies msgs, consecutive messages from the slave's position, in one
 // transaction with the position's update.
 func (a *Applier) applyTx(msgs []*Message) error {
 	from := a.applied.Load()
 	last := msgs[len(msgs)-1]
-	if err := a.watchPosition(last.Epoch, from); err != nil {
+	replies, err := a.sendRun(msgs, last, from)
+	if err != nil {
 		return err
 	}
-	reply, err := a.execRun(msgs, last)
-	var re redis.Error
-	switch {
-	case errors.As(err, &re):
+	guard, exec := replies[1], replies[len(replies)-1]
+	if re, ok := guard.(redis.Error); ok {
+		if _, ran := exec.([]interface{}); ran {
+			// The check did not run (refused), and the effects were applied.
+			a.log.Error().Err(re).Int64("seq", last.Seq).Msg("the slave refused the position check and applied the run without it")
+			return re
+		}
+		switch {
+		case strings.HasPrefix(string(re), "SYNCGAP resync"):
+			return errGap // another applier's resync holds the slave
+		case strings.HasPrefix(string(re), "SYNCGAP"):
+			return a.moved(last.Epoch, from)
+		}
+		return re
+	}
+	switch exec := exec.(type) {
+	case nil:
+		return a.moved(last.Epoch, from) // the position or the lock moved under the WATCH
+	case redis.Error:
 		// Refused when queued: the transaction was discarded (and the WATCH).
 		for _, m := range msgs {
 			if nativeEffects(m) {
-				return err
+				return exec
 			}
 		}
-		a.log.Warn().Err(re).Int64("seq", last.Seq).Msg("the slave refused a run as a transaction: applied by the apply script")
+		a.log.Warn().Err(exec).Int64("seq", last.Seq).Msg("the slave refused a run as a transaction: applied by the apply script")
 		return a.applyScripted(msgs)
-	case err != nil:
-		return err
-	case reply == nil:
-		return a.moved(last.Epoch, from) // the position or the lock moved under the WATCH
-	}
-	failed := 0
-	for _, r := range reply {
-		if _, ok := r.(redis.Error); ok {
-			failed++
+	case []interface{}:
+		failed := 0
+		for _, r := range exec {
+			if _, ok := r.(redis.Error); ok {
+				failed++
+			}
 		}
+		a.appliedRun(last, failed)
+		return nil
 	}
-	a.appliedRun(last, failed)
-	return nil
+	return fmt.Errorf("replicate: unexpected EXEC reply %T from the slave", exec)
 }
 
-// watchPosition WATCHes the slave's position and resync lock and checks that
-// the slave is at from in epoch, unlocked or locked by this applier's resync;
-// otherwise it UNWATCHes and answers as for a run the slave refused (moved).
-func (a *Applier) watchPosition(epoch string, from int64) error {
+// sendRun sends the transaction that applies msgs from the position from, and
+// returns every reply: WATCH's, the guard's, MULTI's, one per queued command,
+// EXEC's.
+func (a *Applier) sendRun(msgs []*Message, last *Message, from int64) ([]interface{}, error) {
 	c := a.slave
-	if err := c.Send("WATCH", KeyApplied, KeyResync); err != nil {
-		return err
-	}
-	vals, err := redis.Strings(c.Do("MGET", KeyApplied, KeyResync))
-	if err != nil {
-		c.Do("UNWATCH")
-		return err
-	}
 	token := ""
 	if a.rs != nil {
 		token = a.rs.token
 	}
-	if vals[0] == epoch+":"+strconv.FormatInt(from, 10) && (vals[1] == "" || vals[1] == token) {
-		return nil
-	}
-	if _, err := c.Do("UNWATCH"); err != nil {
-		return err
-	}
-	if vals[1] != "" && vals[1] != token {
-		return errGap // another applier's resync holds the slave
-	}
-	return a.moved(epoch, from)
-}
-
-// execRun sends msgs' effects and the position's update as MULTI ... EXEC and
-// returns EXEC's replies (nil: the WATCH aborted it); an error reply means the
-// transaction was refused as a whole.
-func (a *Applier) execRun(msgs []*Message, last *Message) ([]interface{}, error) {
-	c := a.slave
+	c.Send("WATCH", KeyApplied, KeyResync, keyApplyGuard)
+	c.Send("EVAL", guardScript, 0, last.Epoch+":"+strconv.FormatInt(from, 10), token)
 	c.Send("MULTI")
 	db := 0
 	for _, m := range msgs {
@@ -119,12 +131,6 @@ func (a *Applier) execRun(msgs []*Message, last *Message) ([]interface{}, error)
 		c.Send("SELECT", 0)
 	}
 	c.Send("SET", KeyApplied, last.Epoch+":"+strconv.FormatInt(last.Seq, 10))
-	reply, err := c.Do("EXEC")
-	if err != nil {
-		return nil, err
-	}
-	if reply == nil {
-		return nil, nil
-	}
-	return redis.Values(reply, nil)
+	c.Send("EXEC")
+	return redis.Values(c.Do(""))
 }

@@ -89,3 +89,31 @@ func TestSlaveRefusedRunAppliedByScript(t *testing.T) {
 		t.Fatalf("want only key b missing on the slave, got:\n%s", strings.Join(diffs, "\n"))
 	}
 }
+
+// TestApplyGuardAbortsMovedSlave: a run whose start is not the slave's position
+// (another applier applied it meanwhile) is not applied: the check before the
+// transaction makes its EXEC fail, and the applier continues from the slave's
+// position.
+func TestApplyGuardAbortsMovedSlave(t *testing.T) {
+	rg := newRig(t)
+	rg.write(t, 0, "SET", "a", "1")
+	waitApplied(t, rg)
+	pos, err := redis.String(rg.slave.Do(t, "GET", replicate.KeyApplied), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.LastIndexByte(pos, ':')
+	seq, _ := strconv.ParseInt(pos[i+1:], 10, 64)
+	// As if another proxy's applier had applied the next message.
+	rg.slave.Do(t, "SET", replicate.KeyApplied, pos[:i+1]+strconv.FormatInt(seq+1, 10))
+	rg.write(t, 0, "SET", "b", "2")
+	waitApplied(t, rg)
+	if n, _ := redis.Int(rg.slave.Do(t, "EXISTS", "b", "syncproxy:applyguard"), nil); n != 0 {
+		t.Fatalf("a run from a position the slave left was applied (%d keys)", n)
+	}
+	rg.write(t, 0, "SET", "c", "3")
+	waitApplied(t, rg)
+	if v, _ := redis.String(rg.slave.Do(t, "GET", "c"), nil); v != "3" {
+		t.Fatalf("the next run after a moved position: c = %q", v)
+	}
+}

@@ -23,8 +23,8 @@
 // PUBLISH there): it reads the new entries of the backlog, which only the master
 // script writes, and hands those to one Applier per slave. An
 // applier applies runs of consecutive messages as one transaction of the plain
-// effect commands (applytx.go: MULTI/EXEC under WATCH of the position it checked
-// first), which updates the slave's own position (syncproxy:applied =
+// effect commands (applytx.go: MULTI/EXEC under WATCH, behind a check of the
+// position that fails the EXEC when the slave is elsewhere), which updates the slave's own position (syncproxy:applied =
 // "<epoch>:<seq>") in the same atomic step: applying is idempotent and several proxies may apply to the
 // same slaves. A gap (lost message, overflowing queue, reconnect) is filled from
 // the backlog; a slave with no position, another epoch, or behind the backlog is

@@ -20,6 +20,10 @@ const (
 	KeyErrs    = "syncproxy:errs"    // master: error count during a native write's transaction
 )
 
+// keyApplyGuard is the slave key an apply transaction's check writes (and
+// deletes) to fail the transaction (applytx.go); it never stays.
+const keyApplyGuard = "syncproxy:applyguard"
+
 // PatternMayReachReserved reports whether a SORT BY or GET pattern may read a
 // reserved key: a pattern looks up the key made of its text with the element in
 // place of its first '*' (no '*': no lookup; "#": the element itself), so it may
