@@ -147,7 +147,7 @@ func (a *Applier) LagMs() int64 {
 // ResyncsFor counts the full resyncs done for one reason.
 func (a *Applier) ResyncsFor(r ResyncReason) int64 { return a.byReason[r].Load() }
 
-// Applies counts the apply script calls that changed the slave's position.
+// Applies counts the apply transactions (or script calls) that changed the slave's position.
 func (a *Applier) Applies() int64 { return a.applies.Load() }
 
 // Resyncs and CatchUps count full resyncs and backlog catch-ups.

@@ -15,7 +15,9 @@
 // unpack can pass (MaxScriptArgs) runs natively instead, in a MULTI/EXEC between
 // two calls of the script that number its effects unless it failed
 // (WriteNativeCall); its effect is split into parts of the same command
-// (SplitOf), each small enough for a slave's apply script.
+// (SplitOf), each small enough for a slave's apply script. Writes that are their
+// own effect and cannot fail once queued (ModeNative) run natively in groups, in
+// a MULTI/EXEC ended by one call of a short numbering script (WriteGroupNumber).
 //
 // # Slaves
 //
