@@ -73,9 +73,10 @@ type Applier struct {
 	position *redis.Script
 	// slave, master, rs and failures are owned by the run goroutine.
 	slave, master redis.Conn
-	failures      int          // consecutive failed checks of an online slave
-	rs            *resyncState // during a full resync
-	gen           uint64       // the master generation of the session
+	failures      int           // consecutive failed checks of an online slave
+	args          []interface{} // execRun's arguments, reused
+	rs            *resyncState  // during a full resync
+	gen           uint64        // the master generation of the session
 }
 
 func newApplier(r *Replicator, ep Endpoint) *Applier {
@@ -146,7 +147,7 @@ func (a *Applier) LagMs() int64 {
 // ResyncsFor counts the full resyncs done for one reason.
 func (a *Applier) ResyncsFor(r ResyncReason) int64 { return a.byReason[r].Load() }
 
-// Applies counts the apply script calls that changed the slave's position.
+// Applies counts the apply transactions (or script calls) that changed the slave's position.
 func (a *Applier) Applies() int64 { return a.applies.Load() }
 
 // Resyncs and CatchUps count full resyncs and backlog catch-ups.
@@ -567,7 +568,7 @@ func (a *Applier) lostRun(ctx context.Context, epoch string, from int64, m *Mess
 	if !flushed {
 		return nil, errNotCovered
 	}
-	if err := a.applyBatch([]*Message{m}); err != nil {
+	if err := a.applyTx([]*Message{m}); err != nil {
 		return nil, err
 	}
 	a.log.Info().Int64("from", from).Int64("flushall_seq", m.Seq).Msg("catch-up skipped the messages a FLUSHALL wiped")
@@ -610,14 +611,15 @@ func decodeBacklogEntry(v interface{}) (*Message, int64, error) {
 	return m, seq, nil
 }
 
-// Batch bounds for one apply script call.
+// Bounds of one apply transaction: what one round trip to the slave carries.
 const (
 	maxApplyBytes = 8 << 20
-	maxApplyMsgs  = 256
+	maxApplyMsgs  = 1024
 )
 
-// applyRun applies consecutive messages starting at Applied()+1, in script calls
-// bounded in size, each atomic with the update of the slave's position.
+// applyRun applies consecutive messages starting at Applied()+1, in
+// transactions bounded in size, each atomic with the update of the slave's
+// position (applyTx).
 func (a *Applier) applyRun(msgs []*Message) error {
 	for {
 		// Skip what is already applied (possibly by another proxy's applier).
@@ -630,14 +632,8 @@ func (a *Applier) applyRun(msgs []*Message) error {
 		if msgs[0].Seq != a.applied.Load()+1 {
 			return errGap
 		}
-		if nativeEffects(msgs[0]) {
-			if err := a.applyNative(msgs[0]); err != nil {
-				return err
-			}
-			continue
-		}
 		n, size := 0, 0
-		for n < len(msgs) && n < maxApplyMsgs && (n == 0 || size < maxApplyBytes) && !nativeEffects(msgs[n]) {
+		for n < len(msgs) && n < maxApplyMsgs && (n == 0 || size < maxApplyBytes) {
 			for _, e := range msgs[n].Effects {
 				for _, arg := range e.Args {
 					size += len(arg)
@@ -645,13 +641,16 @@ func (a *Applier) applyRun(msgs []*Message) error {
 			}
 			n++
 		}
-		if err := a.applyBatch(msgs[:n]); err != nil {
+		if err := a.applyTx(msgs[:n]); err != nil {
 			return err
 		}
 	}
 }
 
-func (a *Applier) applyBatch(msgs []*Message) error {
+// applyScripted applies msgs in one call of the apply script, which checks the
+// slave's position and applies what it can of each effect: the way for a run
+// the slave refused as a transaction (applyTx).
+func (a *Applier) applyScripted(msgs []*Message) error {
 	from := a.applied.Load()
 	last := msgs[len(msgs)-1]
 	neff := 0
@@ -680,26 +679,38 @@ func (a *Applier) applyBatch(msgs []*Message) error {
 	if err != nil {
 		var re redis.Error
 		if errors.As(err, &re) && strings.HasPrefix(string(re), "SYNCGAP") {
-			// Another applier (another proxy) moved the slave; continue from there.
-			sp, perr := a.slavePosition()
-			if perr != nil {
-				return perr
-			}
-			if sp.ok && sp.lock == "" && sp.epoch == last.Epoch && sp.seq > from {
-				a.setApplied(sp.seq)
-				return nil
-			}
-			return errGap
+			return a.moved(last.Epoch, from)
 		}
 		return err
 	}
+	a.appliedRun(last, failed)
+	return nil
+}
+
+// moved answers a run refused because the slave was not at from in epoch:
+// another applier (another proxy's) moved it on, and this one continues from
+// there; or it is elsewhere (errGap).
+func (a *Applier) moved(epoch string, from int64) error {
+	sp, err := a.slavePosition()
+	if err != nil {
+		return err
+	}
+	if sp.ok && sp.lock == "" && sp.epoch == epoch && sp.seq > from {
+		a.setApplied(sp.seq)
+		return nil
+	}
+	return errGap
+}
+
+// appliedRun records a run applied up to last, failed of its effects refused by
+// the slave.
+func (a *Applier) appliedRun(last *Message, failed int) {
 	if failed > 0 {
 		a.log.Error().Int("failed", failed).Int64("seq", last.Seq).Msg("effects failed on the slave: it may have diverged")
 	}
 	a.setApplied(last.Seq)
 	a.applies.Add(1)
 	a.lagMs.Store(time.Now().UnixMilli() - last.TimeMs)
-	return nil
 }
 
 // Suspect takes an online slave out of the read set until the applier checked its

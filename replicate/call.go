@@ -53,6 +53,10 @@ const (
 	// WriteNativeCall): note the error count; number the effects given.
 	modePre
 	modeNumber
+	// ModeNative: a write that is its own effect and cannot fail once queued
+	// (its arity is right): it may run natively in a group's transaction
+	// (WriteGroupEffect); in a script call it is ModeCommand.
+	ModeNative
 )
 
 // modeLetters are the modes as the Lua script reads them.
@@ -65,6 +69,7 @@ var modeLetters = [...]string{
 	ModeTxScript:     "$1\r\nt\r\n",
 	modePre:          "$1\r\np\r\n",
 	modeNumber:       "$1\r\nn\r\n",
+	ModeNative:       "$1\r\n0\r\n",
 }
 
 // CallWriter is what a call is written to (bufio.Writer, bytes.Buffer): the
@@ -339,3 +344,69 @@ func skipHeader(raw []byte) []byte {
 	}
 	return raw
 }
+
+// A group of writes that are their own effects and cannot fail once queued
+// (ModeNative) runs natively on the master, all in one DB, numbered by one short
+// call of NumberScript in the same transaction:
+//
+//	MULTI
+//	<command 1, as the client sent it> ... <command n>
+//	EVAL <NumberScript> 0 <script args...> <now-ms> <db> <n> <effects>
+//	EXEC
+//
+// effects is the n commands' sync-message encodings, one bulk (WriteGroupEffect).
+// The EXEC reply is {reply 1, ..., reply n, {seq, epoch}}. Since no command of
+// the group can fail when it runs (a command refused when queued aborts the
+// whole transaction), every one of them is numbered. EVAL, not EVALSHA: a script
+// flushed from the master would leave commands that ran without their number;
+// NumberScript is short, for the master to hash at each call. The SELECT of the
+// DB, if needed, is sent before MULTI.
+
+// GroupQueued is the number of commands a native group of n writes queues
+// between MULTI and EXEC.
+func GroupQueued(n int) int { return n + 1 }
+
+// WriteGroupStart writes the start of a native group's transaction.
+func WriteGroupStart(w CallWriter) { w.WriteString("*1\r\n$5\r\nMULTI\r\n") }
+
+// GroupEffectLen is the length of the encoding WriteGroupEffect writes for a
+// command of argc arguments (args, their bulks) in db.
+func GroupEffectLen(db, argc int, args []byte) int {
+	var buf [64]byte
+	e := appendArrayHeader(buf[:0], argc+1)
+	return len(appendBulkInt(e, int64(db))) + len(args)
+}
+
+// WriteGroupNumber writes the numbering call of a native group of n writes in
+// db, up to its effects: effectsLen is the sum of their GroupEffectLen.
+func WriteGroupNumber(w CallWriter, scriptArgs [][]byte, nowMs int64, db, n, effectsLen int) {
+	var buf [256]byte
+	h := appendArrayHeader(buf[:0], 3+len(scriptArgs)+4)
+	h = append(h, "$4\r\nEVAL\r\n"...)
+	h = append(h, '$')
+	h = strconv.AppendInt(h, int64(len(numberScript)), 10)
+	w.Write(append(h, '\r', '\n'))
+	w.WriteString(numberScript)
+	w.WriteString("\r\n$1\r\n0\r\n")
+	for _, a := range scriptArgs {
+		w.Write(appendBulk(buf[:0], a))
+	}
+	h = appendBulkInt(buf[:0], nowMs)
+	h = appendBulkInt(h, int64(db))
+	h = appendBulkInt(h, int64(n))
+	h = append(h, '$')
+	h = strconv.AppendInt(h, int64(effectsLen), 10)
+	w.Write(append(h, '\r', '\n'))
+}
+
+// WriteGroupEffect writes the effect of one command of a native group, after
+// WriteGroupNumber: args are its argc arguments as RESP bulks.
+func WriteGroupEffect(w CallWriter, db, argc int, args []byte) {
+	var buf [64]byte
+	e := appendArrayHeader(buf[:0], argc+1)
+	w.Write(appendBulkInt(e, int64(db)))
+	w.Write(args)
+}
+
+// WriteGroupEnd ends a native group's transaction, after its effects.
+func WriteGroupEnd(w CallWriter) { w.WriteString("\r\n*1\r\n$4\r\nEXEC\r\n") }

@@ -15,16 +15,19 @@
 // unpack can pass (MaxScriptArgs) runs natively instead, in a MULTI/EXEC between
 // two calls of the script that number its effects unless it failed
 // (WriteNativeCall); its effect is split into parts of the same command
-// (SplitOf), each small enough for a slave's apply script.
+// (SplitOf), each small enough for a slave's apply script. Writes that are their
+// own effect and cannot fail once queued (ModeNative) run natively in groups, in
+// a MULTI/EXEC ended by one call of a short numbering script (WriteGroupNumber).
 //
 // # Slaves
 //
 // The subscriber takes a message on the sync channel as a hint only (anyone may
 // PUBLISH there): it reads the new entries of the backlog, which only the master
 // script writes, and hands those to one Applier per slave. An
-// applier applies runs of consecutive messages with the apply script, which checks and
-// updates the slave's own position (syncproxy:applied = "<epoch>:<seq>") in the
-// same atomic step: applying is idempotent and several proxies may apply to the
+// applier applies runs of consecutive messages as one transaction of the plain
+// effect commands (applytx.go: MULTI/EXEC under WATCH, behind a check of the
+// position that fails the EXEC when the slave is elsewhere), which updates the slave's own position (syncproxy:applied =
+// "<epoch>:<seq>") in the same atomic step: applying is idempotent and several proxies may apply to the
 // same slaves. A gap (lost message, overflowing queue, reconnect) is filled from
 // the backlog; a slave with no position, another epoch, or behind the backlog is
 // emptied and copied from the master (full resync). Another epoch, or a position
@@ -40,7 +43,7 @@
 // the others follow the slave's position and take over when the lease lapses.
 // A proxy that holds no lease reads no backlog: it reads the slaves' positions
 // at each check and when its reads need a newer one (lease.go).
-// The lease saves work; safety comes from the apply script's position check. A
+// The lease saves work; safety comes from the applier's WATCHed position check. A
 // slave is emptied only by the applier holding its resync lock
 // (syncproxy:resync), which every proxy's appliers see, taking the slave out of
 // their read sets, and only if the slave's position is still the one the

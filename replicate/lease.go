@@ -10,7 +10,7 @@ import (
 // One applier per slave: when several proxies front the same slaves, the applier
 // holding the slave's lease (KeyLease, on the slave) applies to it and the others
 // follow its position, ready to take over when the lease lapses. Correctness does
-// not rest on the lease (the apply script checks the slave's position atomically,
+// not rest on the lease (each apply transaction checks the slave's position under WATCH,
 // so two appliers that both think they hold it only waste work); it saves the
 // duplicate apply calls and the lag they cause.
 //

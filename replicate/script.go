@@ -20,6 +20,10 @@ const (
 	KeyErrs    = "syncproxy:errs"    // master: error count during a native write's transaction
 )
 
+// keyApplyGuard is the slave key an apply transaction's check writes (and
+// deletes) to fail the transaction (applytx.go); it never stays.
+const keyApplyGuard = "syncproxy:applyguard"
+
 // PatternMayReachReserved reports whether a SORT BY or GET pattern may read a
 // reserved key: a pattern looks up the key made of its text with the element in
 // place of its first '*' (no '*': no lookup; "#": the element itself), so it may
@@ -762,6 +766,16 @@ local function number_message(epoch_c, ms, n, body, maxlen, channel)
   c('PUBLISH', channel, msg)
   return seq, epoch
 end
+`
+
+// numberScript numbers the effects of a native group (see WriteGroupNumber),
+// which ran in the same transaction before it: it appends them as one message
+// to the backlog and publishes it. ARGV: epoch-candidate, backlog-maxlen,
+// channel, now (unix ms), conn-db, n, effects. It returns {seq, epoch}.
+const numberScript = `redis.pcall('SELECT', 0)` + recoverMeta + numberMessage + `
+local seq, epoch = number_message(ARGV[1], ARGV[4], tonumber(ARGV[6]), ARGV[7], ARGV[2], ARGV[3])
+if ARGV[5] ~= '0' then redis.pcall('SELECT', ARGV[5]) end
+return {seq, epoch}
 `
 
 // positionScript returns the master's {epoch, seq}, recovering evicted metadata

@@ -815,6 +815,8 @@ func (w *connWriter) send(r *Request) error {
 	switch {
 	case r.Kind == KindWrite && o.Script != nil && r.Split.Group > 0 && r.next == nil:
 		return w.sendNative(r)
+	case o.Script != nil && groupsNative(r):
+		return w.sendNativeGroup(r)
 	case r.Kind == KindWrite && o.Script != nil && r.Script != nil:
 		return w.sendScript(r)
 	case r.Kind == KindWrite && o.Script != nil:

@@ -30,7 +30,10 @@
 // does with each command. A write too large for the script (Request.Split set)
 // is sent alone, natively, in a MULTI/EXEC of its own with the script's
 // numbering calls (replicate.WriteNativeCall, native.go), on the same link, so
-// that it keeps its place among its client's writes. A link that fails or
+// that it keeps its place among its client's writes. Consecutive writes that
+// cannot fail once queued (replicate.ModeNative: the command table's Native
+// rows) are grouped natively the same way, in one DB: MULTI, the writes, one
+// short numbering call, EXEC (sendNativeGroup). A link that fails or
 // times out fails every request it holds with an -ERR and reconnects with capped
 // exponential backoff; while it is down, requests fail at once. A keepalive PING
 // on idle links notices dead connections.

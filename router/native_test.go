@@ -132,3 +132,108 @@ func bytesArgs(s []string) [][]byte {
 	}
 	return out
 }
+
+// TestBackendNativeGroup: writes that cannot fail once queued (ModeNative) run
+// natively on the master, grouped per DB in transactions numbered by a short
+// script; each group is one message holding every write's effect in order, and
+// the writes keep their place among the script's writes (a script call may
+// carry the native writes queued behind its own). A group the master
+// refuses when queued (OOM) gets the master's error and no number.
+func TestBackendNativeGroup(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Addr, 5*time.Second, true)
+	nat := func(db int, args ...string) *router.Request {
+		return &router.Request{Kind: router.KindWrite, DB: db, Raw: cmd(args...), Argc: len(args), Mode: replicate.ModeNative}
+	}
+	reqs := []*router.Request{
+		nat(0, "SET", "a", "1"), nat(0, "SET", "b", "2"), nat(0, "MSET", "c", "3", "d", "4"),
+		nat(2, "SET", "e", "5"),
+		{Kind: router.KindWrite, DB: 0, Raw: cmd("INCR", "x"), Argc: 2, Mode: replicate.ModeRewrite},
+		nat(0, "SETNX", "a", "9"), nat(0, "MSETNX", "f", "6"),
+	}
+	do(b, reqs...)
+	want := []string{"+OK\r\n", "+OK\r\n", "+OK\r\n", "+OK\r\n", ":1\r\n", ":0\r\n", ":1\r\n"}
+	for i, r := range reqs {
+		if string(r.Reply) != want[i] {
+			t.Errorf("reply %d = %q, want %q", i, r.Reply, want[i])
+		}
+		if r.Seq <= 0 || r.Epoch != "epoch-test-"+strings.TrimPrefix(r.Epoch, "epoch-test-") {
+			t.Errorf("request %d: seq %d epoch %q", i, r.Seq, r.Epoch)
+		}
+		if i > 0 && r.Seq < reqs[i-1].Seq {
+			t.Errorf("request %d numbered %d, before request %d's %d", i, r.Seq, i-1, reqs[i-1].Seq)
+		}
+	}
+	if reqs[3].Seq == reqs[2].Seq {
+		t.Errorf("a native group across DBs: numbers %d %d", reqs[2].Seq, reqs[3].Seq)
+	}
+	got := backlogEffects(t, srv)
+	wantEff := []string{"0 SET a 1", "0 SET b 2", "0 MSET c 3 d 4", "2 SET e 5", "0 INCR x", "0 SETNX a 9", "0 MSETNX f 6"}
+	if strings.Join(got, "|") != strings.Join(wantEff, "|") {
+		t.Errorf("effects in the backlog:\n%v\nwant\n%v", got, wantEff)
+	}
+	if n := commandCalls(t, srv, "evalsha"); n != 1 {
+		t.Errorf("%d EVALSHA on the master, want 1 (INCR's)", n)
+	}
+	if n := commandCalls(t, srv, "exec"); n < 2 {
+		t.Errorf("%d EXEC on the master, want one per native group", n)
+	}
+
+	srv.Do(t, "CONFIG", "SET", "maxmemory", "1")
+	oom := []*router.Request{nat(0, "SET", "g", "7"), nat(0, "MSET", "h", "8")}
+	do(b, oom...)
+	srv.Do(t, "CONFIG", "SET", "maxmemory", "0")
+	for i, r := range oom {
+		if !strings.HasPrefix(string(r.Reply), "-OOM ") || r.Seq != 0 {
+			t.Errorf("under OOM, write %d: %q seq %d", i, r.Reply, r.Seq)
+		}
+	}
+	if n, _ := redis.Int(srv.Do(t, "EXISTS", "g", "h"), nil); n != 0 {
+		t.Errorf("%d refused keys written", n)
+	}
+	if got := backlogEffects(t, srv); len(got) != len(wantEff) {
+		t.Errorf("refused writes numbered: %v", got[len(wantEff):])
+	}
+}
+
+// backlogEffects returns every effect in the master's backlog, in order, as
+// "<db> <args...>".
+func backlogEffects(t *testing.T, srv *redistest.Server) []string {
+	t.Helper()
+	entries, err := redis.Values(srv.Do(t, "XRANGE", replicate.KeyBacklog, "-", "+"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		fields, _ := redis.ByteSlices(e.([]interface{})[1], nil)
+		m, err := replicate.DecodeMessage(fields[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, eff := range m.Effects {
+			s := strconv.Itoa(eff.DB)
+			for _, a := range eff.Args {
+				s += " " + string(a)
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// commandCalls returns the calls of cmd in the server's INFO commandstats.
+func commandCalls(t *testing.T, s *redistest.Server, cmd string) int {
+	t.Helper()
+	info, err := redis.String(s.Do(t, "INFO", "commandstats"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}

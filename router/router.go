@@ -186,8 +186,27 @@ func (r *Router) Route(args [][]byte) Route {
 	if p.Rewrite == RewriteAlways || (p.Rewrite == RewriteWithOptions && len(args) > -ci.Arity) {
 		rt.Mode = replicate.ModeRewrite
 	}
+	if rt.Mode == replicate.ModeCommand && runsNative(p.Native, args) {
+		rt.Mode = replicate.ModeNative
+	}
 	rt.NullArray = p.NullArray == NullArrayAlways || (p.NullArray == NullArrayWithCount && len(args) == 3)
 	return rt
+}
+
+// runsNative reports whether a write whose row says n, its own effect, runs
+// natively on the master (replicate.ModeNative). A write too large for the master
+// script keeps its own native way (Request.Split).
+func runsNative(n Native, args [][]byte) bool {
+	if len(args)+4 > replicate.MaxScriptArgs {
+		return false
+	}
+	switch n {
+	case NativeAlways:
+		return true
+	case NativePairs:
+		return len(args)%2 == 1
+	}
+	return false
 }
 
 func hasArg(args [][]byte, name string) bool {

@@ -15,6 +15,9 @@ type Policy struct {
 	Rewrite Rewrite
 	// NullArray: when the write's nil reply is a null array (see Request.NullArray).
 	NullArray NullArray
+	// Native: when the write, its own effect, cannot fail once queued, and so
+	// runs natively on the master, numbered by a short script (replicate.ModeNative).
+	Native Native
 	// BlockOption: the command blocks only with a BLOCK option (XREAD,
 	// XREADGROUP); without it its class is Unblocked.
 	BlockOption bool
@@ -49,6 +52,23 @@ const (
 	// RewriteWithOptions: when options follow the required arguments (SET ... EX,
 	// GETEX ... PX need absolute times).
 	RewriteWithOptions
+)
+
+// Native says when a write runs natively on the master, in a transaction with
+// the numbering of its effect: when its own effect (no Rewrite applies) and
+// nothing but a queue-time refusal (arity, OOM, READONLY), which aborts the whole
+// transaction, can make it fail. A failure once running could not be told from
+// the others' outcome inside the transaction, and the write would be numbered.
+type Native uint8
+
+const (
+	// NativeNever: the write runs in the master script.
+	NativeNever Native = iota
+	// NativeAlways: whenever it is its own effect (SET without options, SETNX).
+	NativeAlways
+	// NativePairs: when key-value pairs follow the name (MSET: an odd pair count
+	// fails when it runs).
+	NativePairs
 )
 
 // NullArray says when a write's nil reply is a null array.
@@ -145,6 +165,7 @@ func deniedWith(h Handler) row {
 }
 func rewrite(r Rewrite) row          { return row{Policy: Policy{Rewrite: r}} }
 func nullArray(n NullArray) row      { return row{Policy: Policy{NullArray: n}} }
+func native(r row, n Native) row     { r.Native = n; return r }
 func blockingPop() row               { return row{Policy: Policy{Blocking: true}} }
 func readOnlyDenied(r row) row       { r.ReadOnlyDenied = true; return r }
 func withPost(r row, p Post) row     { r.Post = p; return r }
@@ -241,7 +262,12 @@ var rows = map[string]row{
 	"incr": rewrite(RewriteAlways), "incrby": rewrite(RewriteAlways), "decr": rewrite(RewriteAlways),
 	"decrby": rewrite(RewriteAlways), "hincrby": rewrite(RewriteAlways), "flushall": rewrite(RewriteAlways),
 	"flushdb": rewrite(RewriteAlways), "xclaim": rewrite(RewriteAlways), "xautoclaim": rewrite(RewriteAlways),
-	"set": rewrite(RewriteWithOptions), "getex": rewrite(RewriteWithOptions),
+	"set": native(rewrite(RewriteWithOptions), NativeAlways), "getex": rewrite(RewriteWithOptions),
+
+	// Writes that run natively on the master (see Native): they overwrite
+	// whatever the keys hold, with no reply or outcome that can be an error.
+	"setnx": native(byFlags(Policy{}), NativeAlways), "mset": native(byFlags(Policy{}), NativePairs),
+	"msetnx": native(byFlags(Policy{}), NativePairs),
 
 	// Writes whose nil reply is a null array.
 	"lpop": nullArray(NullArrayWithCount), "rpop": nullArray(NullArrayWithCount),

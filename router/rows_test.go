@@ -21,6 +21,7 @@ var routeCases = [][]string{
 	{"xreadgroup", "GROUP", "g", "c", "STREAMS", "s", ">"},
 	{"xreadgroup", "GROUP", "g", "c", "block", "10", "STREAMS", "s", ">"},
 	{"client", "synctoken"}, {"script", "nosuch"}, {"acl", "nosuch"}, {"nosuch"},
+	{"mset", "k", "v"}, {"mset", "k", "v", "k2"}, {"msetnx", "k", "v", "k2", "v2"},
 }
 
 // TestRoutes pins the route of every built-in command and subcommand, and of the
