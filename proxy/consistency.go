@@ -115,14 +115,14 @@ var (
 
 // readOnSlave notes a read sent to sl: its position must be read back.
 func (sess *Session) readOnSlave(sl *router.Slave) {
-	if sess.level() != levelEventual {
+	if sess.level() != levelEventual || sess.tracking() {
 		sess.probeSlave = sl
 	}
 }
 
 // readOnMaster notes a read sent to the master.
 func (sess *Session) readOnMaster() {
-	if sess.level() != levelEventual {
+	if sess.level() != levelEventual || sess.tracking() {
 		sess.probeMaster = true
 	}
 }

@@ -87,7 +87,7 @@ func (sess *Session) detach(conn redcon.Conn, cmds []redcon.Command) {
 
 // serveDetached is the session's own loop once detached.
 func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Command) {
-	var mu sync.Mutex // the forwarder writes to the client too
+	mu := &sess.outMu // the forwarder and the tracking pusher write to the client too
 	defer sess.endSub()
 	next := func() (redcon.Command, error) {
 		if len(pending) > 0 {
@@ -121,7 +121,7 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 			}
 		}
 		if sess.isSubscribe(cmd.Args) {
-			if err := sess.startSub(dc, &mu); err != nil {
+			if err := sess.startSub(dc, mu); err != nil {
 				mu.Lock()
 				dc.WriteError(sess.s.masterDown(nil, err))
 				dc.Flush()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +111,11 @@ type Session struct {
 	detached  atomic.Bool // served by its own goroutine (subscribed mode)
 	sub       *subConn    // the dedicated subscription connection
 
+	track *trackState // CLIENT TRACKING (tracking.go)
+	// outMu is held by whoever writes to the client: the session's batch, its
+	// subscription's forwarder, the tracking invalidations' pusher.
+	outMu sync.Mutex
+
 	tx    *txState   // MULTI ... EXEC being queued
 	watch *watchConn // dedicated master connection while WATCHing
 
@@ -145,6 +151,7 @@ func (sess *Session) setAuthed(v bool) {
 }
 
 func (sess *Session) close() {
+	sess.trackOff()
 	sess.closeWatch()
 	sess.calls = nil
 	sess.cmds = nil
@@ -158,6 +165,8 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 		conn.Close()
 		return
 	}
+	sess.outMu.Lock()
+	defer sess.outMu.Unlock()
 	batch := append(sess.cmds[:0], cmd)
 	batch = append(batch, conn.ReadPipeline()...)
 	all := batch // kept for the next batch, unless a deep pipeline grew it
@@ -298,6 +307,7 @@ func (sess *Session) complete(calls []*call) {
 func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 	buffered := 0 // reply bytes redcon's writer holds (see writeReply)
 	var werr error
+	sess.trackBeforeReplies(calls)
 	for _, c := range calls {
 		r := &c.req
 		if r.Kind == router.KindWrite {
@@ -321,6 +331,7 @@ func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 		r.Raw = nil
 		c.cmd, c.exec, c.bcast, c.eval = redcon.Command{}, execEntry{}, bcastReplies{}, evalCheck{}
 	}
+	sess.trackAfterReplies()
 	return quit || werr != nil
 }
 
@@ -372,6 +383,7 @@ func (sess *Session) dispatch(c *call) {
 	}
 	c.route = sess.s.router.Route(args)
 	sess.leaveLane(c)
+	sess.trackCommand(c)
 	if sess.tx != nil && sess.inMulti(c) {
 		return
 	}

@@ -1,0 +1,376 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/proxy"
+)
+
+// trackConn is a tracking client's connection: it sets the invalidations
+// (RESP3 pushes, __redis__:invalidate messages) apart from the replies, in
+// the order they came.
+type trackConn struct {
+	*redistest.RawConn
+	t      *testing.T
+	invals []string // invalidations read and not taken: "k1 k2", or "<null>"
+}
+
+func dialTrack(t *testing.T, addr string, resp3 bool) *trackConn {
+	t.Helper()
+	c := &trackConn{RawConn: redistest.DialRaw(t, addr), t: t}
+	if resp3 {
+		hello3(t, c.RawConn)
+	}
+	return c
+}
+
+// Invalidation frames' heads, as Redis sends them.
+var (
+	pushHead = []byte(">2\r\n$10\r\ninvalidate\r\n")
+	msgHead  = []byte("*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n")
+)
+
+// invalKeys returns the keys of an invalidation frame ("<null>" for a null
+// one), and whether f is one.
+func invalKeys(t testing.TB, f []byte) (string, bool) {
+	t.Helper()
+	var rest []byte
+	switch {
+	case bytes.HasPrefix(f, pushHead):
+		rest = f[len(pushHead):]
+	case bytes.HasPrefix(f, msgHead):
+		rest = f[len(msgHead):]
+	default:
+		return "", false
+	}
+	if string(rest) == "_\r\n" || string(rest) == "$-1\r\n" {
+		return "<null>", true
+	}
+	r := bufio.NewReader(bytes.NewReader(rest))
+	var keys []string
+	line, _ := r.ReadString('\n')
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if line[0] != '*' || err != nil {
+		t.Fatalf("malformed invalidation %q", f)
+	}
+	for i := 0; i < n; i++ {
+		r.ReadString('\n')
+		k, _ := r.ReadString('\n')
+		keys = append(keys, strings.TrimSuffix(k, "\r\n"))
+	}
+	return strings.Join(keys, " "), true
+}
+
+// do sends a command and returns its reply; invalidations read before it are
+// kept, in order.
+func (c *trackConn) do(args ...string) string {
+	c.t.Helper()
+	c.Send(args...)
+	c.Flush()
+	return c.reply()
+}
+
+func (c *trackConn) reply() string {
+	c.t.Helper()
+	for {
+		f := c.Read()
+		if keys, ok := invalKeys(c.t, f); ok {
+			c.invals = append(c.invals, keys)
+			continue
+		}
+		return string(f)
+	}
+}
+
+// next returns the next invalidation, waiting for it (it fails the test after
+// the connection's timeout).
+func (c *trackConn) next() string {
+	c.t.Helper()
+	if len(c.invals) == 0 {
+		f := c.Read()
+		keys, ok := invalKeys(c.t, f)
+		if !ok {
+			c.t.Fatalf("got %q, want an invalidation", f)
+		}
+		c.invals = append(c.invals, keys)
+	}
+	k := c.invals[0]
+	c.invals = c.invals[1:]
+	return k
+}
+
+// expect takes the next invalidation, which must be of keys.
+func (c *trackConn) expect(keys string) {
+	c.t.Helper()
+	if got := c.next(); got != keys {
+		c.t.Fatalf("invalidation %q, want %q (then %q)", got, keys, c.invals)
+	}
+}
+
+// warmTracking makes sure the proxy at addr follows the sync stream for
+// tracking clients: until it does, their replies come after a null
+// invalidation. c tracks (and is given the null invalidations meanwhile).
+func warmTracking(t *testing.T, addr string, c *trackConn) {
+	t.Helper()
+	w := redistest.DialRaw(t, addr)
+	redistest.CheckFor(t, 10*time.Second, poll, func() error {
+		w.Do("SET", "tracking:warm", "1")
+		c.invals = nil
+		c.do("PING")
+		c.do("GET", "tracking:warm:unwritten")
+		if len(c.invals) > 0 && c.invals[0] == "<null>" {
+			return errors.New("null invalidation before the reply: the stream is not followed yet")
+		}
+		return nil
+	})
+	c.invals = nil
+}
+
+// TestTrackingDefaultRESP3 tracks keys read by a RESP3 client: a write
+// through the proxy, through another proxy of the same master, and by a Lua
+// script invalidate them once, with a push, as Redis pushes them.
+func TestTrackingDefaultRESP3(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	addrB, _ := startProxy(t, master, slaves...)
+	c := dialTrack(t, addr, true)
+	if got := c.do("CLIENT", "TRACKING", "on"); got != "+OK\r\n" {
+		t.Fatalf("CLIENT TRACKING on: %q", got)
+	}
+	warmTracking(t, addr, c)
+	w := redistest.DialRaw(t, addr)
+	wB := redistest.DialRaw(t, addrB)
+
+	c.do("GET", "k1")
+	mustReply(t, w, "+OK\r\n", "SET", "k1", "v")
+	c.expect("k1")
+	mustReply(t, w, "+OK\r\n", "SET", "k1", "w") // no longer tracked: no invalidation
+
+	c.do("MGET", "k2", "k3")
+	mustReply(t, wB, "+OK\r\n", "SET", "k2", "v") // through the other proxy
+	c.expect("k2")
+	mustReply(t, w, "+OK\r\n", "EVAL", "return redis.call('set', KEYS[1], 'x')", "1", "k3")
+	c.expect("k3")
+	if len(c.invals) > 0 {
+		t.Fatalf("invalidations left: %q", c.invals)
+	}
+	if got := c.do("GET", "k2"); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET k2: %q", got)
+	}
+	mustReply(t, w, ":1\r\n", "DEL", "k2")
+	c.expect("k2")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestTrackingBcastRESP2Redirect: a RESP2 client tracking in BCAST mode with
+// prefixes, redirected to a client subscribed to __redis__:invalidate, which
+// gets the keys written under the prefixes as Redis sends them, and a null
+// invalidation on FLUSHALL.
+func TestTrackingBcastRESP2Redirect(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	sub := dialTrack(t, addr, false)
+	id := strings.TrimSpace(sub.do("CLIENT", "ID")[1:])
+	if got := sub.do("SUBSCRIBE", "__redis__:invalidate"); !strings.Contains(got, "__redis__:invalidate") {
+		t.Fatalf("SUBSCRIBE: %q", got)
+	}
+	c := dialTrack(t, addr, false)
+	if got := c.do("CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST", "PREFIX", "user:", "PREFIX", "cfg:"); got != "+OK\r\n" {
+		t.Fatalf("CLIENT TRACKING: %q", got)
+	}
+	if got := c.do("CLIENT", "GETREDIR"); got != ":"+id+"\r\n" {
+		t.Fatalf("CLIENT GETREDIR: %q, want %s", got, id)
+	}
+	w := redistest.DialRaw(t, addr)
+	warmTracking(t, addr, sub) // (sub is given the nulls)
+	mustReply(t, w, "+OK\r\n", "SET", "other", "1")
+	mustReply(t, w, "+OK\r\n", "SET", "user:1", "1")
+	sub.expect("user:1")
+	mustReply(t, w, "+OK\r\n", "MSET", "cfg:a", "1", "nope", "2")
+	sub.expect("cfg:a")
+	mustReply(t, w, "+OK\r\n", "FLUSHALL")
+	sub.expect("<null>")
+	if len(sub.invals) > 0 {
+		t.Fatalf("invalidations left: %q", sub.invals)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestTrackingFlushAllNull: FLUSHALL and FLUSHDB give a RESP3 tracking client
+// a null invalidation (>2 invalidate _), as Redis.
+func TestTrackingFlushAllNull(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxy(t, servers[0], servers[1])
+	c := dialTrack(t, addr, true)
+	c.do("CLIENT", "TRACKING", "on")
+	warmTracking(t, addr, c)
+	w := redistest.DialRaw(t, addr)
+	c.do("GET", "a")
+	mustReply(t, w, "+OK\r\n", "FLUSHALL")
+	c.expect("<null>")
+	c.do("GET", "a")
+	mustReply(t, w, "+OK\r\n", "SELECT", "3")
+	mustReply(t, w, "+OK\r\n", "FLUSHDB")
+	c.expect("<null>")
+	redistest.WaitConverged(t, convergeTimeout, servers[0], servers[1])
+}
+
+// TestTrackingNoloop: a NOLOOP client is not told of its own writes, and is
+// of the others'.
+func TestTrackingNoloop(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxy(t, servers[0], servers[1])
+	c := dialTrack(t, addr, true)
+	c.do("CLIENT", "TRACKING", "on", "NOLOOP")
+	warmTracking(t, addr, c)
+	w := redistest.DialRaw(t, addr)
+	c.do("MGET", "mine", "theirs")
+	c.do("SET", "mine", "1")                        // its own: no invalidation
+	mustReply(t, w, "+OK\r\n", "SET", "theirs", "1") // then another client's
+	c.expect("theirs")
+	if len(c.invals) > 0 {
+		t.Fatalf("invalidations left: %q", c.invals)
+	}
+}
+
+// TestTrackingOptin: in OPTIN mode only the command after CLIENT CACHING YES
+// tracks its keys.
+func TestTrackingOptin(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxy(t, servers[0], servers[1])
+	c := dialTrack(t, addr, true)
+	c.do("CLIENT", "TRACKING", "on", "OPTIN")
+	warmTracking(t, addr, c) // (reads nothing tracked)
+	w := redistest.DialRaw(t, addr)
+	c.do("GET", "a")
+	c.do("CLIENT", "CACHING", "yes")
+	c.do("GET", "b")
+	c.do("GET", "c")
+	mustReply(t, w, "+OK\r\n", "MSET", "a", "1", "c", "1")
+	mustReply(t, w, "+OK\r\n", "SET", "b", "1")
+	c.expect("b")
+	if len(c.invals) > 0 {
+		t.Fatalf("invalidations left: %q", c.invals)
+	}
+}
+
+// TestTrackingTableMaxKeys: beyond tracking-table-max-keys, keys are evicted
+// from the table with their invalidation, as Redis does.
+func TestTrackingTableMaxKeys(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.TrackingMaxKeys = 2 }, servers[0], servers[1])
+	c := dialTrack(t, addr, true)
+	c.do("CLIENT", "TRACKING", "on")
+	warmTracking(t, addr, c)
+	c.do("MGET", "m1", "m2", "m3")
+	switch got := c.next(); got {
+	case "m1", "m2", "m3", "tracking:warm:unwritten":
+	default:
+		t.Fatalf("evicted %q, want one of the keys read", got)
+	}
+}
+
+// TestTrackingOrdering: a tracking client reads k, another client writes k,
+// the first reads k again: when that reply shows the write, the write's
+// invalidation came before it. Many times, at global consistency (the second
+// read always sees the write) and at session consistency (it may not).
+func TestTrackingOrdering(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	for _, level := range []string{"global", "session"} {
+		c := dialTrack(t, addr, true)
+		c.do("CLIENT", "TRACKING", "on")
+		c.do("CLIENT", "CONSISTENCY", level)
+		warmTracking(t, addr, c)
+		w := redistest.DialRaw(t, addr)
+		shown := 0
+		for i := 0; i < 300; i++ {
+			k, v := "ord:"+strconv.Itoa(i), level+strconv.Itoa(i)
+			c.do("GET", k)
+			mustReply(t, w, "+OK\r\n", "SET", k, v)
+			c.invals = nil
+			got := c.do("GET", k)
+			if got != string(bulk(v)) {
+				if level == "global" {
+					t.Fatalf("global read %d: %q, want %q", i, got, v)
+				}
+				continue // its invalidation may come later
+			}
+			shown++
+			// (The invalidation may come twice: the write may have reached
+			// the stream while the read was in flight.)
+			if !slices.Contains(c.invals, k) {
+				t.Fatalf("%s round %d: the reply showing the write came after invalidations %q, want %s", level, i, c.invals, k)
+			}
+		}
+		t.Logf("%s: %d of 300 second reads showed the write", level, shown)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestTrackingClientErrors sends the tracking subcommands, right and wrong,
+// to Redis and through the proxy, in RESP2 and RESP3: same replies.
+func TestTrackingClientErrors(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxy(t, servers[0], servers[1])
+	table := [][]string{
+		cmd("CLIENT TRACKINGINFO"), cmd("CLIENT GETREDIR"), cmd("CLIENT CACHING yes"),
+		cmd("CLIENT TRACKING on PREFIX a"), cmd("CLIENT TRACKING on BCAST OPTIN"),
+		cmd("CLIENT TRACKING on OPTIN OPTOUT"), cmd("CLIENT TRACKING on REDIRECT 987654"),
+		cmd("CLIENT TRACKING on REDIRECT abc"), cmd("CLIENT TRACKING on foo"), cmd("CLIENT TRACKING maybe"),
+		cmd("CLIENT TRACKING on PREFIX"), cmd("CLIENT TRACKING"), cmd("CLIENT CACHING"),
+		cmd("CLIENT TRACKING on BCAST PREFIX a PREFIX ab"),
+		cmd("CLIENT TRACKING on OPTIN"), cmd("CLIENT CACHING maybe"), cmd("CLIENT CACHING no"),
+		cmd("CLIENT CACHING yes"), cmd("CLIENT TRACKINGINFO"), cmd("GET x"), cmd("CLIENT TRACKINGINFO"),
+		cmd("CLIENT TRACKING on OPTOUT"), cmd("CLIENT TRACKING on BCAST"), cmd("CLIENT GETREDIR"),
+		cmd("CLIENT TRACKING off"), cmd("CLIENT TRACKINGINFO"), cmd("CLIENT TRACKING on BCAST PREFIX a"),
+		cmd("CLIENT TRACKING on BCAST PREFIX b NOLOOP"), cmd("CLIENT TRACKING on BCAST PREFIX a"),
+		cmd("CLIENT TRACKINGINFO"), cmd("CLIENT TRACKING on"), cmd("CLIENT TRACKING off"),
+		cmd("CLIENT TRACKING on OPTOUT NOLOOP"), cmd("CLIENT CACHING yes"), cmd("CLIENT CACHING no"),
+		cmd("CLIENT TRACKINGINFO"), cmd("RESET"), cmd("CLIENT TRACKINGINFO"),
+	}
+	warmTracking(t, addr, trackingOn(t, addr)) // no null invalidation from here on
+	for _, resp3 := range []bool{false, true} {
+		direct, through := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+		if resp3 {
+			hello3(t, direct)
+			hello3(t, through)
+		}
+		for _, args := range table {
+			want, got := direct.Do(args...), through.Do(args...)
+			if !bytes.Equal(want, got) {
+				t.Errorf("resp3=%v %s: proxy %s, Redis %s", resp3, showCmd(args), showReply(got), showReply(want))
+			}
+		}
+	}
+}
+
+// trackingOn returns a RESP3 client of addr tracking keys.
+func trackingOn(t *testing.T, addr string) *trackConn {
+	t.Helper()
+	c := dialTrack(t, addr, true)
+	if got := c.do("CLIENT", "TRACKING", "on"); got != "+OK\r\n" {
+		t.Fatalf("CLIENT TRACKING on: %q", got)
+	}
+	return c
+}
