@@ -3,12 +3,19 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
 	"github.com/syncproxy/syncproxy/proxy"
@@ -373,4 +380,120 @@ func trackingOn(t *testing.T, addr string) *trackConn {
 		t.Fatalf("CLIENT TRACKING on: %q", got)
 	}
 	return c
+}
+
+// nodeCacheScript runs node-redis v5's client-side cache (RESP3, CLIENT
+// TRACKING on) through the proxy: a value read twice is served from the
+// cache the second time, and a write by another client, through the proxy,
+// invalidates it.
+const nodeCacheScript = `
+import { createClient, BasicClientSideCache } from 'redis';
+const url = process.argv[2];
+const cache = new BasicClientSideCache({ maxEntries: 100 });
+const c = createClient({ url, RESP: 3, clientSideCache: cache });
+const w = createClient({ url });
+for (const x of [c, w]) x.on('error', e => { console.error('client error', e.message); process.exit(1); });
+await c.connect();
+await w.connect();
+await w.set('csc', 'v1');
+const out = [];
+let v;
+// (A slave may not have the write yet: the invalidation then follows.)
+for (let i = 0; i < 500 && (v = await c.get('csc')) !== 'v1'; i++) await new Promise(r => setTimeout(r, 10));
+out.push('first=' + v);
+const hits = cache.stats().hitCount;
+out.push('second=' + await c.get('csc'));
+out.push('hit=' + (cache.stats().hitCount > hits));
+await w.set('csc', 'v2');
+for (let i = 0; i < 500 && (v = await c.get('csc')) !== 'v2'; i++) await new Promise(r => setTimeout(r, 10));
+out.push('after=' + v);
+await c.quit();
+await w.quit();
+console.log(out.join(' '));
+`
+
+// TestTrackingNodeRedisCache: node-redis v5's clientSideCache works through
+// the proxy. Skipped without node and npm, or when npm cannot install redis@5.
+func TestTrackingNodeRedisCache(t *testing.T) {
+	t.Parallel()
+	node, err1 := exec.LookPath("node")
+	npm, err2 := exec.LookPath("npm")
+	if err1 != nil || err2 != nil {
+		t.Skip("node or npm not installed")
+	}
+	dir := filepath.Join(os.TempDir(), "syncproxy-node-redis5")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "redis")); err != nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		install := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "redis@5")
+		install.Dir = dir
+		if out, err := install.CombinedOutput(); err != nil {
+			t.Skipf("npm install redis@5: %v\n%s", err, out)
+		}
+	}
+	script := filepath.Join(dir, "cache.mjs")
+	if err := os.WriteFile(script, []byte(nodeCacheScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := exec.CommandContext(ctx, node, script, "redis://"+addr)
+	run.Dir = dir
+	out, err := run.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node-redis through the proxy: %v\n%s", err, out)
+	}
+	if got, want := strings.TrimSpace(string(out)), "first=v1 second=v1 hit=true after=v2"; got != want {
+		t.Fatalf("node-redis client-side cache through the proxy:\n got %s\nwant %s", got, want)
+	}
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestTrackingGoRedisCache: go-redis v9's client-side cache (RESP3, CLIENT
+// TRACKING on each connection) works through the proxy: a second read is a
+// cache hit, and a write through another client invalidates the entry.
+func TestTrackingGoRedisCache(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	ctx := context.Background()
+	c := goredis.NewClient(&goredis.Options{Addr: addr, Protocol: 3,
+		ClientSideCacheConfig: &goredis.ClientSideCacheConfig{MaxEntries: 100}})
+	defer c.Close()
+	w := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer w.Close()
+	if err := w.Set(ctx, "gcsc", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// (A slave may not have the write yet: the invalidation then follows.)
+	redistest.CheckFor(t, 5*time.Second, poll, func() error {
+		if v, err := c.Get(ctx, "gcsc").Result(); err != nil || v != "v1" {
+			return fmt.Errorf("GET: %q %v", v, err)
+		}
+		return nil
+	})
+	hits := c.CSCStats().Hits
+	if v, err := c.Get(ctx, "gcsc").Result(); err != nil || v != "v1" {
+		t.Fatalf("GET again: %q %v", v, err)
+	}
+	if st := c.CSCStats(); st.Hits <= hits {
+		t.Fatalf("no cache hit through the proxy: %+v", st)
+	}
+	if err := w.Set(ctx, "gcsc", "v2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	redistest.CheckFor(t, 5*time.Second, poll, func() error {
+		if v, err := c.Get(ctx, "gcsc").Result(); err != nil || v != "v2" {
+			return fmt.Errorf("GET after the write: %q %v", v, err)
+		}
+		return nil
+	})
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
