@@ -497,3 +497,67 @@ func TestTrackingGoRedisCache(t *testing.T) {
 	})
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
+
+// TestTrackingNoStaleCache runs a client-side cache as a client library does
+// (a value read is kept until its invalidation comes) against a writer that
+// keeps writing the key through another client: the writes reach the stream
+// while reads of the key are in flight to slaves that do not show them yet.
+// Once the writer stopped, the cache must come to hold its last value: no
+// invalidation may be lost to a reply that came after it but showed an older
+// value.
+func TestTrackingNoStaleCache(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	c := trackingOn(t, addr)
+	c.do("CLIENT", "CONSISTENCY", "eventual")
+	warmTracking(t, addr, c)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		w := redistest.DialRaw(t, addr)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				w.Do("SET", "stale", "final")
+				return
+			default:
+			}
+			w.Do("SET", "stale", strconv.Itoa(i))
+		}
+	}()
+	cache := map[string]string{}
+	step := func() {
+		var reply string
+		_, cached := cache["stale"]
+		if cached {
+			c.do("PING") // picks up the invalidations sent meanwhile
+		} else {
+			reply = c.do("GET", "stale")
+		}
+		for _, k := range c.invals {
+			if k == "<null>" {
+				clear(cache)
+			}
+			delete(cache, k)
+		}
+		c.invals = nil
+		if !cached {
+			cache["stale"] = reply
+		}
+	}
+	for i := 0; i < 3000; i++ {
+		step()
+	}
+	close(stop)
+	<-done
+	redistest.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		step()
+		if v := cache["stale"]; v != string(bulk("final")) {
+			return fmt.Errorf("the cache holds %q, want \"final\"", v)
+		}
+		return nil
+	})
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
