@@ -561,3 +561,29 @@ func TestTrackingNoStaleCache(t *testing.T) {
 	})
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
+
+// TestTrackingStreamLostNull: when the proxy loses the sync stream (here the
+// master restarts empty: a new epoch), nothing a client cached can be trusted
+// and it gets a null invalidation.
+func TestTrackingStreamLostNull(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	master, slave := servers[0], servers[1]
+	addr, _ := startProxy(t, master, slave)
+	c := trackingOn(t, addr)
+	warmTracking(t, addr, c)
+	c.do("GET", "lost")
+	master.Restart(t)
+	w := redistest.DialRaw(t, addr)
+	redistest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if got := w.Do("SET", "after", "1"); string(got) != "+OK\r\n" {
+			return fmt.Errorf("SET after the restart: %q", got)
+		}
+		c.do("PING")
+		if !slices.Contains(c.invals, "<null>") {
+			return fmt.Errorf("no null invalidation yet (got %q)", c.invals)
+		}
+		return nil
+	})
+	redistest.WaitConverged(t, convergeTimeout, master, slave)
+}
