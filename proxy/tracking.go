@@ -167,12 +167,12 @@ func (t *tracker) remember(sess *Session, args [][]byte, idx []int) {
 		}
 		ids[sess.id] = struct{}{}
 	}
-	for k, ids := range t.keys {
-		if t.maxKeys <= 0 || len(t.keys) <= t.maxKeys {
+	for t.maxKeys > 0 && len(t.keys) > t.maxKeys {
+		for k, ids := range t.keys { // (a key taken at random)
+			delete(t.keys, k)
+			t.invalidate(ids, k, 0)
 			break
 		}
-		delete(t.keys, k)
-		t.invalidate(ids, k, 0)
 	}
 	t.mu.Unlock()
 	tr.mu.Lock()
@@ -185,10 +185,18 @@ func (t *tracker) remember(sess *Session, args [][]byte, idx []int) {
 	tr.mu.Unlock()
 }
 
+// maxQueued bounds the invalidations queued for a client that reads none
+// (until the output timeout cuts it): beyond, one null invalidation says it all.
+const maxQueued = 1 << 14
+
 // add queues an invalidation and wakes the pusher.
 func (tr *trackState) add(iv inval) {
 	tr.mu.Lock()
-	tr.queue = append(tr.queue, iv)
+	if len(tr.queue) < maxQueued {
+		tr.queue = append(tr.queue, iv)
+	} else {
+		tr.queue, tr.null = nil, true
+	}
 	if _, ok := tr.reading[iv.key]; ok {
 		tr.again = append(tr.again, iv)
 	}
