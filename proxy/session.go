@@ -534,6 +534,7 @@ func (sess *Session) read(c *call) {
 		}
 		if sl != nil {
 			sl.Reads.Add(1)
+			sess.trackSlaveRead(sl)
 			c.onSlave = true
 			sess.waiter.Add(r)
 			sl.Backend.Submit(int(sess.id), r)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,6 +64,52 @@ type tracker struct {
 	keys    map[string]map[int64]struct{} // default mode: key → ids of the sessions that read it
 	clients map[int64]*Session            // the sessions tracking, by id
 	bcast   map[int64]*Session            // those in BCAST mode
+	recent  recentWrites
+}
+
+// recentWrites are the last writes given by the feed, by key: a read from a
+// slave behind the feed may not show writes the feed gave before the read's
+// keys were remembered, which the table therefore cannot invalidate.
+type recentWrites struct {
+	epoch string           // of what follows; "": nothing known
+	known int64            // every write after it is in last
+	flush int64            // the last flush (every key written)
+	last  map[string]int64 // key → its last write
+	ring  []inval          // the writes in last, oldest first from next
+	next  int
+}
+
+// recentMax bounds the writes recentWrites remembers.
+const recentMax = 1 << 16
+
+// note records key's write at (epoch, seq); key "" is a flush.
+func (r *recentWrites) note(epoch string, seq int64, key string) {
+	if epoch != r.epoch || r.last == nil {
+		r.epoch, r.known, r.flush, r.next = epoch, seq-1, 0, 0
+		r.last, r.ring = map[string]int64{}, r.ring[:0]
+	}
+	if key == "" {
+		r.flush = seq
+		return
+	}
+	if len(r.ring) < recentMax {
+		r.ring = append(r.ring, inval{key, seq})
+	} else {
+		old := r.ring[r.next]
+		if r.last[old.key] == old.seq {
+			delete(r.last, old.key)
+		}
+		r.known = max(r.known, old.seq)
+		r.ring[r.next] = inval{key, seq}
+		r.next = (r.next + 1) % recentMax
+	}
+	r.last[key] = seq
+}
+
+// since reports whether key may have been written after (epoch, seq): when
+// not known (epoch "": nothing given since the feed started giving), it may.
+func (r *recentWrites) since(key string, epoch string, seq int64) bool {
+	return epoch != r.epoch || seq < r.known || seq < r.flush || r.last[key] > seq
 }
 
 func newTracker(s *Server, maxKeys int) *tracker {
@@ -80,6 +127,10 @@ type trackState struct {
 	target                           *Session // the redirect's session; nil: none
 	prefixes                         []string // BCAST's, sorted
 	caching                          bool     // CLIENT CACHING for the next command (session only)
+	// The probes sent before the batch's first read on each slave, to which
+	// (session only).
+	pre       []*router.Request
+	preSlaves []*router.Slave
 
 	mu        sync.Mutex // guards what follows; taken after tracker.mu and outMu
 	queue     []inval
@@ -104,9 +155,10 @@ func (sess *Session) tracking() bool { return sess.track != nil && sess.track.on
 
 // written is the feed's: every client tracking key, or a prefix of it, gets
 // its invalidation.
-func (t *tracker) written(_ string, seq int64, _ int, key []byte) {
+func (t *tracker) written(epoch string, seq int64, _ int, key []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.recent.note(epoch, seq, string(key))
 	if ids, ok := t.keys[string(key)]; ok {
 		ks := string(key)
 		delete(t.keys, ks)
@@ -139,11 +191,80 @@ func matchPrefix(prefixes []string, key []byte) bool {
 
 // flushed is the feed's: as Redis on FLUSHALL and FLUSHDB (whatever the DB),
 // every tracking client gets a null invalidation and the table is emptied.
-func (t *tracker) flushed(string, int64, int) { t.flushAll() }
+func (t *tracker) flushed(epoch string, seq int64, _ int) {
+	t.mu.Lock()
+	t.recent.note(epoch, seq, "")
+	t.mu.Unlock()
+	t.flushAll()
+}
 
 // reset is the feed's: writes may have been missed, nothing cached can be
 // trusted.
-func (t *tracker) reset() { t.flushAll() }
+func (t *tracker) reset() {
+	t.mu.Lock()
+	t.recent = recentWrites{}
+	t.mu.Unlock()
+	t.flushAll()
+}
+
+// behind queues for after the batch's replies the invalidation of the keys
+// it read that may have been written after (epoch, seq), what its slave
+// reads are known to show at least (see trackSlaveRead).
+func (t *tracker) behind(tr *trackState, epoch string, seq int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for k := range tr.reading {
+		if t.recent.since(k, epoch, seq) {
+			tr.again = append(tr.again, inval{key: k})
+		}
+	}
+}
+
+// trackSlaveRead is the read path's hook, before a read is sent to sl: the
+// first of the batch's reads on sl goes behind a probe that reads sl's
+// position back, which the reads then show at least.
+func (sess *Session) trackSlaveRead(sl *router.Slave) {
+	tr := sess.track
+	if tr == nil || !tr.on || slices.Contains(tr.preSlaves, sl) {
+		return
+	}
+	if len(tr.pre) == len(tr.preSlaves) {
+		tr.pre = append(tr.pre, &router.Request{})
+	}
+	r := tr.pre[len(tr.preSlaves)]
+	tr.preSlaves = append(tr.preSlaves, sl)
+	r.Reset()
+	r.Kind, r.Raw = router.KindRaw, probeSlaveCmd
+	sess.waiter.Add(r)
+	sl.Backend.Submit(int(sess.id), r)
+}
+
+// readFloor returns the lowest position the batch's slave reads' probes read
+// back (epoch "" when one failed); ok is false without slave reads.
+func (tr *trackState) readFloor() (epoch string, seq int64, ok bool) {
+	unknown := false
+	for i := range tr.preSlaves {
+		r := tr.pre[i]
+		body, _, okb := parseBulk(r.Reply)
+		j := bytes.LastIndexByte(body, ':')
+		n, err := strconv.ParseInt(string(body[max(j+1, 0):]), 10, 64)
+		if r.Failed || !okb || j <= 0 || err != nil {
+			unknown = true // every key read may be behind
+			continue
+		}
+		if e := string(body[:j]); !ok || e != epoch || n < seq {
+			epoch, seq, ok = e, n, true
+		}
+	}
+	if unknown {
+		epoch, seq, ok = "", 0, true
+	}
+	clear(tr.preSlaves)
+	tr.preSlaves = tr.preSlaves[:0]
+	return epoch, seq, ok
+}
 
 func (t *tracker) flushAll() {
 	t.mu.Lock()
@@ -266,10 +387,11 @@ func (sess *Session) trackBeforeReplies(calls []*call) {
 	tr := sess.track
 	epoch, seq := sess.readEpoch, sess.readSeq
 	var own []ownWrite
-	shows := false // a reply may show data
+	shows, scripts := false, false // a reply may show data; a script ran
 	for _, c := range calls {
 		r := &c.req
 		shows = shows || r.Kind != router.KindLocal
+		scripts = scripts || (r.Kind != router.KindLocal && ranScript(c))
 		if r.Seq <= 0 {
 			continue
 		}
@@ -278,8 +400,20 @@ func (sess *Session) trackBeforeReplies(calls []*call) {
 			own = appendOwn(own, c, r.Seq)
 		}
 	}
+	if scripts {
+		// A script ran on a master connection of its own: the master's
+		// position now is past what it read.
+		e, s := sess.s.masterPos.get(sess.s.router.Master(), int(sess.id))
+		if s == 0 {
+			tr.addNull() // not known
+		}
+		epoch, seq = later(epoch, seq, e, s)
+	}
 	if shows && !sess.fedUpTo(epoch, seq) {
 		tr.addNull()
+	}
+	if e, s, ok := tr.readFloor(); ok {
+		sess.s.tracker.behind(tr, e, s)
 	}
 	tr.mu.Lock()
 	tr.held = false
@@ -292,6 +426,19 @@ func (sess *Session) trackBeforeReplies(calls []*call) {
 		sess.conn.WriteRaw(out)
 	}
 	tr.wake()
+}
+
+// ranScript reports whether c ran a client script or function (whose reads
+// no probe reads back).
+func ranScript(c *call) bool {
+	if c.route.Info == nil {
+		return false
+	}
+	switch c.route.Info.Policy.Handler {
+	case router.HandlerEval, router.HandlerFcall, router.HandlerScript:
+		return true
+	}
+	return false
 }
 
 // appendOwn notes the keys of the write c, at seq.
@@ -656,6 +803,10 @@ func (sess *Session) trackOn(o *trackOptions) {
 		}
 	}
 	t.mu.Lock()
+	if len(t.clients) == 0 {
+		// The feed gave no one the writes since the last client stopped.
+		t.recent = recentWrites{}
+	}
 	tr.on, tr.bcast, tr.optin, tr.optout, tr.noloop = true, o.bcast, o.optin, o.optout, o.noloop
 	tr.redirect, tr.target, tr.prefixes = o.redirect, o.target, prefixes
 	if tr.target == sess {
