@@ -154,6 +154,7 @@ func (sess *Session) startSub(dc redcon.DetachedConn, mu *sync.Mutex) error {
 	}
 	sub := &subConn{conn: c, br: br, barrier: make(chan struct{}, 1), done: make(chan struct{})}
 	sess.sub = sub
+	sess.subscribed.Store(true)
 	go sub.forward(sess, dc, mu)
 	return nil
 }
@@ -262,6 +263,7 @@ func (sess *Session) subBarrier() bool {
 func (sess *Session) endSub() {
 	if sub := sess.sub; sub != nil {
 		sess.sub = nil
+		sess.subscribed.Store(false)
 		sub.leaving.Store(true)
 		sub.conn.Close()
 		<-sub.done

@@ -105,11 +105,12 @@ type Session struct {
 	netConn net.Conn // the client's connection, for deadlines
 	created time.Time
 	// What CLIENT LIST shows of this session to other sessions.
-	shownName atomic.Pointer[string]
-	shownDB   atomic.Int32
-	shown     clientShown
-	detached  atomic.Bool // served by its own goroutine (subscribed mode)
-	sub       *subConn    // the dedicated subscription connection
+	shownName  atomic.Pointer[string]
+	shownDB    atomic.Int32
+	shown      clientShown
+	detached   atomic.Bool // served by its own goroutine (subscribed mode)
+	subscribed atomic.Bool // in subscribed mode: tracking invalidations redirected here are messages
+	sub        *subConn    // the dedicated subscription connection
 
 	track *trackState // CLIENT TRACKING (tracking.go)
 	// outMu is held by whoever writes to the client: the session's batch, its

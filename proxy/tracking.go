@@ -420,6 +420,8 @@ func (sess *Session) trackBeforeReplies(calls []*call) {
 	var out []byte
 	if tr.target == nil {
 		out = tr.takeLocked(out, sess.resp3.Load(), false, own)
+	} else if len(own) > 0 {
+		tr.queue = dropOwn(tr.queue, own) // the pusher sends the rest
 	}
 	tr.mu.Unlock()
 	if len(out) > 0 {
@@ -567,6 +569,17 @@ func appendKeys(out []byte, keys []string) []byte {
 	return out
 }
 
+// dropOwn removes from q the invalidations of the session's own writes.
+func dropOwn(q []inval, own []ownWrite) []inval {
+	kept := make([]inval, 0, len(q))
+	for i, iv := range q {
+		if !skipOwn(q, i, own) {
+			kept = append(kept, iv)
+		}
+	}
+	return kept
+}
+
 // skipOwn reports whether q[i] is the invalidation of the session's own write
 // (NOLOOP). Writes of one group commit share a sequence number: a key's
 // invalidations at seq are sent (once) only when they outnumber the session's
@@ -627,7 +640,8 @@ func (sess *Session) deliver(tr *trackState) {
 		tr.mu.Unlock()
 		return
 	}
-	out := tr.takeLocked(nil, to.resp3.Load(), to.detached.Load(), nil)
+	// As Redis, a RESP2 client gets messages only as a redirect's subscriber.
+	out := tr.takeLocked(nil, to.resp3.Load(), to != sess && to.subscribed.Load(), nil)
 	tr.mu.Unlock()
 	if len(out) > 0 {
 		to.netConn.Write(out) // a client that reads nothing is cut by the output timeout

@@ -205,7 +205,7 @@ func TestTrackingDefaultRESP3(t *testing.T) {
 }
 
 // TestTrackingBcastRESP2Redirect: a RESP2 client tracking in BCAST mode with
-// prefixes, redirected to a client subscribed to __redis__:invalidate, which
+// prefixes and NOLOOP, redirected to a client subscribed to __redis__:invalidate, which
 // gets the keys written under the prefixes as Redis sends them, and a null
 // invalidation on FLUSHALL.
 func TestTrackingBcastRESP2Redirect(t *testing.T) {
@@ -219,7 +219,7 @@ func TestTrackingBcastRESP2Redirect(t *testing.T) {
 		t.Fatalf("SUBSCRIBE: %q", got)
 	}
 	c := dialTrack(t, addr, false)
-	if got := c.do("CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST", "PREFIX", "user:", "PREFIX", "cfg:"); got != "+OK\r\n" {
+	if got := c.do("CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST", "PREFIX", "user:", "PREFIX", "cfg:", "NOLOOP"); got != "+OK\r\n" {
 		t.Fatalf("CLIENT TRACKING: %q", got)
 	}
 	if got := c.do("CLIENT", "GETREDIR"); got != ":"+id+"\r\n" {
@@ -228,6 +228,7 @@ func TestTrackingBcastRESP2Redirect(t *testing.T) {
 	w := redistest.DialRaw(t, addr)
 	warmTracking(t, addr, sub) // (sub is given the nulls)
 	mustReply(t, w, "+OK\r\n", "SET", "other", "1")
+	c.do("SET", "user:mine", "1") // NOLOOP: not redirected
 	mustReply(t, w, "+OK\r\n", "SET", "user:1", "1")
 	sub.expect("user:1")
 	mustReply(t, w, "+OK\r\n", "MSET", "cfg:a", "1", "nope", "2")
@@ -269,7 +270,7 @@ func TestTrackingNoloop(t *testing.T) {
 	warmTracking(t, addr, c)
 	w := redistest.DialRaw(t, addr)
 	c.do("MGET", "mine", "theirs")
-	c.do("SET", "mine", "1")                        // its own: no invalidation
+	c.do("SET", "mine", "1")                         // its own: no invalidation
 	mustReply(t, w, "+OK\r\n", "SET", "theirs", "1") // then another client's
 	c.expect("theirs")
 	c.noneLeft("mine")
