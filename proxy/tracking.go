@@ -296,14 +296,7 @@ func (t *tracker) remember(sess *Session, args [][]byte, idx []int) {
 		}
 	}
 	t.mu.Unlock()
-	tr.mu.Lock()
-	if tr.reading == nil {
-		tr.reading = map[string]struct{}{}
-	}
-	for _, i := range idx {
-		tr.reading[string(args[i])] = struct{}{}
-	}
-	tr.mu.Unlock()
+	tr.noteReading(args, idx, false)
 }
 
 // maxQueued bounds the invalidations queued for a client that reads none
@@ -362,12 +355,31 @@ func (sess *Session) trackCommand(c *call) {
 		tr.held = true
 		tr.mu.Unlock()
 	}
-	if tr.bcast || !ci.Has(router.FlagReadonly) || (tr.optin && !caching) || (tr.optout && caching) {
+	if !ci.Has(router.FlagReadonly) || (tr.optin && !caching) || (tr.optout && caching) {
 		return
 	}
 	var buf [8]int
-	if idx := ci.KeyIndexes(c.cmd.Args, buf[:0]); len(idx) > 0 {
+	if idx := ci.KeyIndexes(c.cmd.Args, buf[:0]); len(idx) == 0 {
+		return
+	} else if tr.bcast {
+		tr.noteReading(c.cmd.Args, idx, true) // BCAST needs no table, only the re-sends
+	} else {
 		sess.s.tracker.remember(sess, c.cmd.Args, idx)
+	}
+}
+
+// noteReading notes the keys the batch reads (of its prefixes, in BCAST mode):
+// their invalidations while the batch runs are sent again after its replies.
+func (tr *trackState) noteReading(args [][]byte, idx []int, bcast bool) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.reading == nil {
+		tr.reading = map[string]struct{}{}
+	}
+	for _, i := range idx {
+		if !bcast || matchPrefix(tr.prefixes, args[i]) {
+			tr.reading[string(args[i])] = struct{}{}
+		}
 	}
 }
 

@@ -625,41 +625,46 @@ func TestTrackingStreamLostNull(t *testing.T) {
 // a tracking client reads it from a slave that has not applied the write yet
 // (CLIENT PAUSE WRITE holds the slave's applier, not the reads): the stale
 // reply must be followed by the key's invalidation, though the write reached
-// the proxy before the key was tracked.
+// the proxy before the read (default mode: before the key was tracked; BCAST:
+// its invalidation came before the read). In both modes.
 func TestTrackingReadBehindStream(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 2)
 	master, slave := servers[0], servers[1]
 	addr, _ := startProxy(t, master, slave)
-	c := trackingOn(t, addr)
-	c.do("CLIENT", "CONSISTENCY", "eventual") // reads go to the slave, however behind
-	warmTracking(t, addr, c)
 	seen := dialTrack(t, addr, true) // sees when the stream gave the write
 	seen.do("CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "behind:")
 	w := redistest.DialRaw(t, addr)
-	stale := 0
-	for i := 0; i < 5; i++ {
-		k := "behind:" + strconv.Itoa(i)
-		slave.Do(t, "CLIENT", "PAUSE", "2000", "WRITE")
-		mustReply(t, w, "+OK\r\n", "SET", k, "v")
-		seen.expect(k)
-		got := c.do("GET", k)
-		slave.Do(t, "CLIENT", "UNPAUSE")
-		if got != "_\r\n" {
-			continue // the slave had it
-		}
-		stale++
-		redistest.CheckFor(t, 5*time.Second, poll, func() error {
-			c.do("PING")
-			if !slices.Contains(c.invals, k) {
-				return fmt.Errorf("%s read stale, and no invalidation of it came (got %q)", k, c.invals)
+	for _, mode := range [][]string{{"on"}, {"on", "BCAST", "PREFIX", "behind:"}} {
+		c := dialTrack(t, addr, true)
+		c.do(append([]string{"CLIENT", "TRACKING"}, mode...)...)
+		c.do("CLIENT", "CONSISTENCY", "eventual") // reads go to the slave, however behind
+		warmTracking(t, addr, c)
+		stale := 0
+		for i := 0; i < 5; i++ {
+			k := "behind:" + strconv.Itoa(len(mode)) + ":" + strconv.Itoa(i)
+			slave.Do(t, "CLIENT", "PAUSE", "2000", "WRITE")
+			mustReply(t, w, "+OK\r\n", "SET", k, "v")
+			seen.expect(k)
+			got := c.do("GET", k)
+			slave.Do(t, "CLIENT", "UNPAUSE")
+			c.invals = nil
+			if got != "_\r\n" {
+				continue // the slave had it
 			}
-			return nil
-		})
-		c.invals = nil
-	}
-	if stale == 0 {
-		t.Fatal("no read was behind the stream: the test proves nothing")
+			stale++
+			redistest.CheckFor(t, 5*time.Second, poll, func() error {
+				c.do("PING")
+				if !slices.Contains(c.invals, k) {
+					return fmt.Errorf("%v: %s read stale, and no invalidation of it followed (got %q)", mode, k, c.invals)
+				}
+				return nil
+			})
+			c.invals = nil
+		}
+		if stale == 0 {
+			t.Fatalf("%v: no read was behind the stream: the test proves nothing", mode)
+		}
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slave)
 }
