@@ -112,7 +112,8 @@ type Session struct {
 	subscribed atomic.Bool // in subscribed mode: tracking invalidations redirected here are messages
 	sub        *subConn    // the dedicated subscription connection
 
-	track *trackState // CLIENT TRACKING (tracking.go)
+	track      *trackState // CLIENT TRACKING (tracking.go)
+	trackShown trackShown  // and what CLIENT LIST shows of it
 	// outMu is held by whoever writes to the client: the session's batch, its
 	// subscription's forwarder, the tracking invalidations' pusher.
 	outMu sync.Mutex

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/syncproxy/syncproxy/router"
 )
@@ -148,6 +149,36 @@ type trackState struct {
 type inval struct {
 	key string
 	seq int64
+}
+
+// trackShown is what CLIENT LIST shows of a session's tracking, for other
+// sessions' goroutines: redir (the redirect's id + 1: 0 when not tracking) and
+// the flags t and B.
+type trackShown struct {
+	redir atomic.Int64
+	bcast atomic.Bool
+}
+
+func (ts *trackShown) set(on, bcast bool, redirect int64) {
+	if !on {
+		redirect = -1
+	}
+	ts.redir.Store(redirect + 1)
+	ts.bcast.Store(on && bcast)
+}
+
+func (ts *trackShown) redirect() int64 { return ts.redir.Load() - 1 }
+
+// appendFlags appends CLIENT LIST's tracking flags (Redis' t and B).
+func (ts *trackShown) appendFlags(f []byte) []byte {
+	if ts.redir.Load() == 0 {
+		return f
+	}
+	f = append(f, 't')
+	if ts.bcast.Load() {
+		f = append(f, 'B')
+	}
+	return f
 }
 
 // tracking reports whether the session tracks keys.
@@ -838,6 +869,7 @@ func (sess *Session) trackOn(o *trackOptions) {
 	if tr.target == sess {
 		tr.target = nil // to itself: as without a redirect
 	}
+	sess.trackShown.set(true, o.bcast, tr.redirect)
 	t.clients[sess.id] = sess
 	if o.bcast {
 		t.bcast[sess.id] = sess
@@ -862,6 +894,7 @@ func (sess *Session) trackOff() {
 	delete(t.bcast, sess.id)
 	tr.on = false
 	t.mu.Unlock()
+	sess.trackShown.set(false, false, 0)
 	close(tr.stop)
 	sess.s.feed.want(-1)
 	sess.track = nil

@@ -390,6 +390,21 @@ func TestTrackingClientErrors(t *testing.T) {
 			}
 		}
 	}
+	// CLIENT INFO's flags and redir, as Redis shows them.
+	c := redistest.DialRaw(t, addr)
+	for _, step := range []struct{ mode, flags, redir string }{
+		{"on", " flags=t ", " redir=0 "}, {"off", " flags=N ", " redir=-1 "},
+	} {
+		mustReply(t, c, "+OK\r\n", "CLIENT", "TRACKING", step.mode)
+		info := string(c.Do("CLIENT", "INFO"))
+		if !strings.Contains(info, step.flags) || !strings.Contains(info, step.redir) {
+			t.Errorf("tracking %s: CLIENT INFO %q, want%s and%s", step.mode, info, step.flags, step.redir)
+		}
+	}
+	mustReply(t, c, "+OK\r\n", "CLIENT", "TRACKING", "on", "BCAST")
+	if info := string(c.Do("CLIENT", "INFO")); !strings.Contains(info, " flags=tB ") {
+		t.Errorf("BCAST: CLIENT INFO %q, want flags=tB", info)
+	}
 }
 
 // trackingOn returns a RESP3 client of addr tracking keys.
