@@ -238,6 +238,15 @@ func (t *tracker) reset() {
 	t.flushAll()
 }
 
+// started is the feed's keyStarter hook, after reset (once the replicator
+// says where it starts following the stream): every write after (epoch, seq)
+// will be given.
+func (t *tracker) started(epoch string, seq int64) {
+	t.mu.Lock()
+	t.recent = recentWrites{epoch: epoch, known: seq, last: map[string]int64{}}
+	t.mu.Unlock()
+}
+
 // behind queues for after the batch's replies the invalidation of the keys
 // it read that may have been written after (epoch, seq), what its slave
 // reads are known to show at least (see trackSlaveRead).

@@ -52,3 +52,39 @@ func TestTrackingOverlap(t *testing.T) {
 		}
 	}
 }
+
+// TestRecentWrites: which keys may have been written after a read's position.
+func TestRecentWrites(t *testing.T) {
+	var r recentWrites
+	if !r.since("k", "e", 10) {
+		t.Error("nothing known: every key may have been written")
+	}
+	r.note("e", 11, "a") // the first write given: those before 11 are not known
+	switch {
+	case !r.since("b", "e", 9):
+		t.Error("b read at 9: writes at 10 are not known")
+	case r.since("b", "e", 10):
+		t.Error("b read at 10: not written since")
+	case !r.since("a", "e", 10):
+		t.Error("a read at 10: written at 11")
+	case r.since("a", "e", 11):
+		t.Error("a read at 11 shows its write")
+	case !r.since("a", "other", 20):
+		t.Error("another epoch: not known")
+	}
+	r.note("e", 12, "") // a flush
+	if !r.since("b", "e", 11) || r.since("b", "e", 12) {
+		t.Error("a flush at 12 writes every key")
+	}
+	for i := int64(0); i < recentMax+1; i++ {
+		r.note("e", 13+i, "x")
+	}
+	if !r.since("b", "e", 12) {
+		t.Error("the ring forgot the first writes: a read before them may be behind any key")
+	}
+	tr := &tracker{}
+	tr.started("e2", 100)
+	if tr.recent.since("z", "e2", 100) || !tr.recent.since("z", "e2", 99) {
+		t.Error("started at 100: the writes after it are known, not those before")
+	}
+}
