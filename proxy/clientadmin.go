@@ -14,7 +14,8 @@ import (
 // clients, as Redis' act on Redis' clients: the backends' clients are the
 // proxy's connections, which no client may kill or pause.
 
-// clientAdmin serves CLIENT KILL, PAUSE, UNPAUSE, UNBLOCK and NO-EVICT.
+// clientAdmin serves CLIENT KILL, PAUSE, UNPAUSE, UNBLOCK and NO-EVICT, and
+// the tracking subcommands (tracking.go).
 func (sess *Session) clientAdmin(c *call) {
 	args := c.cmd.Args
 	switch c.route.Info.Name {
@@ -27,6 +28,14 @@ func (sess *Session) clientAdmin(c *call) {
 		sess.local(&c.req, []byte("+OK\r\n"))
 	case "client|unblock":
 		sess.clientUnblock(c)
+	case "client|tracking":
+		sess.clientTracking(c)
+	case "client|caching":
+		sess.clientCaching(c)
+	case "client|trackinginfo":
+		sess.clientTrackingInfo(c)
+	case "client|getredir":
+		sess.clientGetRedir(c)
 	case "client|no-evict":
 		switch strings.ToLower(string(args[2])) {
 		case "on", "off":

@@ -140,7 +140,7 @@ func (sess *Session) clientLine() string {
 	field("events", "r")
 	field("cmd", cmd)
 	field("user", sess.shownUser())
-	num("redir", -1)
+	num("redir", sess.trackShown.redirect())
 	resp := int64(2)
 	if sess.resp3.Load() {
 		resp = 3
@@ -168,6 +168,7 @@ func (sess *Session) clientFlags() string {
 	if sh.blocked.Load() {
 		f = append(f, 'b')
 	}
+	f = sess.trackShown.appendFlags(f)
 	if sh.noEvict.Load() {
 		f = append(f, 'e')
 	}

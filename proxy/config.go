@@ -46,6 +46,7 @@ type Config struct {
 	ReadYourWrites      bool           `yaml:"read-your-writes" reload:"true" usage:"false: the same as --read-consistency eventual (kept for older configurations)"`
 	ReadConsistency     string         `yaml:"read-consistency" reload:"true" usage:"read consistency level: session (own writes, monotonic reads, tokens), global (every write acknowledged before the read), eventual"`
 	RYWWait             time.Duration  `yaml:"ryw-wait" reload:"true" usage:"how long a read may wait for a slave to apply the client's last write before going to the master"`
+	TrackingMaxKeys     int            `yaml:"tracking-table-max-keys" usage:"keys CLIENT TRACKING remembers at most (as Redis'); beyond, keys are evicted with their invalidation (0: no bound)"`
 	MaxLagMessages      int64          `yaml:"max-lag-messages" reload:"true" usage:"a slave more messages behind serves no reads (0: no bound)"`
 	MaxLagMs            int64          `yaml:"max-lag-ms" reload:"true" usage:"a slave lagging more milliseconds serves no reads (0: no bound)"`
 	Weights             map[string]int `yaml:"weights" reload:"true" flag:"-"`
@@ -127,6 +128,7 @@ func DefaultConfig() Config {
 		OnMasterReset:       replicate.OnMasterResetResync,
 		ReadPolicy:          "prefer-slave",
 		ReadYourWrites:      true,
+		TrackingMaxKeys:     defaultTrackingMaxKeys,
 		ReadConsistency:     "session",
 		HealthInterval:      time.Second,
 		HealthFailures:      3,
@@ -248,6 +250,8 @@ func (c *Config) validateBackend() error {
 		return fmt.Errorf("config: backlog-len %d too small (at least 100)", c.BacklogLen)
 	case c.ApplierQueue < 1:
 		return fmt.Errorf("config: applier-queue %d must be at least 1", c.ApplierQueue)
+	case c.TrackingMaxKeys < 0:
+		return fmt.Errorf("config: tracking-table-max-keys %d must not be negative", c.TrackingMaxKeys)
 	case c.MaxPipeline < 1:
 		return fmt.Errorf("config: max-pipeline %d must be at least 1", c.MaxPipeline)
 	case c.WriteGroup < 1 || c.WriteGroup > 4096:

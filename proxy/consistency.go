@@ -115,14 +115,14 @@ var (
 
 // readOnSlave notes a read sent to sl: its position must be read back.
 func (sess *Session) readOnSlave(sl *router.Slave) {
-	if sess.level() != levelEventual || sess.s.near != nil { // the near cache needs it
+	if sess.level() != levelEventual || sess.tracking() || sess.s.near != nil { // the near cache needs it
 		sess.probeSlave = sl
 	}
 }
 
 // readOnMaster notes a read sent to the master.
 func (sess *Session) readOnMaster() {
-	if sess.level() != levelEventual || sess.s.near != nil {
+	if sess.level() != levelEventual || sess.tracking() || sess.s.near != nil {
 		sess.probeMaster = true
 	}
 }

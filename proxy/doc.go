@@ -103,6 +103,16 @@
 // replicator's backlog reader drops its entries through the keyFeed, and
 // sessions read and fill it under one lock per shard.
 //
+// CLIENT TRACKING (tracking.go): the replicator's backlog reader calls the
+// tracker (a keyFeed consumer) under its mutex, which queues invalidations on
+// the tracking sessions (each under its own mutex, taken after the tracker's).
+// Each tracking session has one pusher goroutine, started by CLIENT TRACKING ON
+// and stopped by OFF, RESET or the client leaving, which writes what is queued
+// while the session is idle. Whoever writes to a client holds its session's
+// outMu: the session for a whole batch (handle, serveDetached), the
+// subscription's forwarder, the pusher; outMu is taken before the tracking
+// mutexes, never after.
+//
 // Reload (reload.go), serialized with itself and with Shutdown's stop of the
 // backends, publishes what it changes through atomic pointers — the config in
 // force, the client limits, the router's read set and read options — so that

@@ -49,6 +49,7 @@ func (sess *Session) reset(c *call) {
 	sess.user = nil
 	sess.tx = nil
 	sess.closeWatch()
+	sess.trackOff()
 	sess.setDB(0)
 	sess.setName("")
 	sess.replyMode = replyOn

@@ -376,7 +376,9 @@ func isPlainGet(c *call) bool {
 // it; it reports whether it did.
 func (sess *Session) nearServe(c *call) bool {
 	nc := sess.s.near
-	if nc == nil || !isPlainGet(c) {
+	if nc == nil || !isPlainGet(c) || sess.tracking() {
+		// (A tracking client's reads go to a backend: the tracker records
+		// the key, and orders the invalidations, on that path.)
 		return false
 	}
 	if sess.readUnknown || sess.batchPicked || sess.probeSlave != nil || sess.probeMaster || sess.onLane {

@@ -87,7 +87,7 @@ func (sess *Session) detach(conn redcon.Conn, cmds []redcon.Command) {
 
 // serveDetached is the session's own loop once detached.
 func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Command) {
-	var mu sync.Mutex // the forwarder writes to the client too
+	mu := &sess.outMu // the forwarder and the tracking pusher write to the client too
 	defer sess.endSub()
 	next := func() (redcon.Command, error) {
 		if len(pending) > 0 {
@@ -121,7 +121,7 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 			}
 		}
 		if sess.isSubscribe(cmd.Args) {
-			if err := sess.startSub(dc, &mu); err != nil {
+			if err := sess.startSub(dc, mu); err != nil {
 				mu.Lock()
 				dc.WriteError(sess.s.masterDown(nil, err))
 				dc.Flush()
@@ -154,6 +154,7 @@ func (sess *Session) startSub(dc redcon.DetachedConn, mu *sync.Mutex) error {
 	}
 	sub := &subConn{conn: c, br: br, barrier: make(chan struct{}, 1), done: make(chan struct{})}
 	sess.sub = sub
+	sess.subscribed.Store(true)
 	go sub.forward(sess, dc, mu)
 	return nil
 }
@@ -263,6 +264,7 @@ func (sess *Session) subBarrier() bool {
 func (sess *Session) endSub() {
 	if sub := sess.sub; sub != nil {
 		sess.sub = nil
+		sess.subscribed.Store(false)
 		sub.leaving.Store(true)
 		sub.conn.Close()
 		<-sub.done

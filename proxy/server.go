@@ -65,6 +65,7 @@ type Server struct {
 	waiters    waiters             // clients blocked in BLPOP & co.
 	feed       *keyFeed            // the keys the sync stream's writes touched (keyfeed.go)
 	near       *nearCache          // nil unless --near-cache (nearcache.go)
+	tracker    *tracker            // CLIENT TRACKING's table (tracking.go)
 	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
 	bgWG       sync.WaitGroup      // background requests of the server's own (memory.go)
 	script     *router.WriteScript // the replication script, for WATCH connections
@@ -120,6 +121,8 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	s.metrics = newMetrics(table)
 	s.feed = newKeyFeed(table)
 	s.near = newNearCache(&cfg, s.feed)
+	s.tracker = newTracker(s, cfg.TrackingMaxKeys)
+	s.feed.add(s.tracker)
 	s.repl = s.newReplicator(table)
 	master := s.newMasterBackend(masterAddr)
 	var slaves []*router.Slave

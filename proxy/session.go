@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -105,11 +106,18 @@ type Session struct {
 	netConn net.Conn // the client's connection, for deadlines
 	created time.Time
 	// What CLIENT LIST shows of this session to other sessions.
-	shownName atomic.Pointer[string]
-	shownDB   atomic.Int32
-	shown     clientShown
-	detached  atomic.Bool // served by its own goroutine (subscribed mode)
-	sub       *subConn    // the dedicated subscription connection
+	shownName  atomic.Pointer[string]
+	shownDB    atomic.Int32
+	shown      clientShown
+	detached   atomic.Bool // served by its own goroutine (subscribed mode)
+	subscribed atomic.Bool // in subscribed mode: tracking invalidations redirected here are messages
+	sub        *subConn    // the dedicated subscription connection
+
+	track      *trackState // CLIENT TRACKING (tracking.go)
+	trackShown trackShown  // and what CLIENT LIST shows of it
+	// outMu is held by whoever writes to the client: the session's batch, its
+	// subscription's forwarder, the tracking invalidations' pusher.
+	outMu sync.Mutex
 
 	tx    *txState   // MULTI ... EXEC being queued
 	watch *watchConn // dedicated master connection while WATCHing
@@ -150,6 +158,7 @@ func (sess *Session) setAuthed(v bool) {
 }
 
 func (sess *Session) close() {
+	sess.trackOff()
 	sess.closeWatch()
 	sess.calls = nil
 	sess.cmds = nil
@@ -163,6 +172,8 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 		conn.Close()
 		return
 	}
+	sess.outMu.Lock()
+	defer sess.outMu.Unlock()
 	batch := append(sess.cmds[:0], cmd)
 	batch = append(batch, conn.ReadPipeline()...)
 	all := batch // kept for the next batch, unless a deep pipeline grew it
@@ -305,6 +316,7 @@ func (sess *Session) complete(calls []*call) {
 func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 	buffered := 0 // reply bytes redcon's writer holds (see writeReply)
 	var werr error
+	sess.trackBeforeReplies(calls)
 	for _, c := range calls {
 		r := &c.req
 		if r.Kind == router.KindWrite {
@@ -328,6 +340,7 @@ func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 		r.Raw = nil
 		c.cmd, c.exec, c.bcast, c.eval = redcon.Command{}, execEntry{}, bcastReplies{}, evalCheck{}
 	}
+	sess.trackAfterReplies()
 	return quit || werr != nil
 }
 
@@ -379,6 +392,7 @@ func (sess *Session) dispatch(c *call) {
 	}
 	c.route = sess.s.router.Route(args)
 	sess.leaveLane(c)
+	sess.trackCommand(c)
 	if sess.tx != nil && sess.inMulti(c) {
 		return
 	}
@@ -534,6 +548,7 @@ func (sess *Session) read(c *call) {
 		sess.nearSend(c, sl)
 		if sl != nil {
 			sl.Reads.Add(1)
+			sess.trackSlaveRead(sl)
 			c.onSlave = true
 			sess.waiter.Add(r)
 			sess.waiter.Defer(sl.Backend, int(sess.id), r)

@@ -185,6 +185,8 @@ var rows = map[string]row{
 	"client|kill": local(HandlerClientAdmin), "client|pause": local(HandlerClientAdmin),
 	"client|unpause": local(HandlerClientAdmin), "client|unblock": local(HandlerClientAdmin),
 	"client|no-evict": local(HandlerClientAdmin), "config|resetstat": special(HandlerResetStat),
+	"client|tracking": local(HandlerClientAdmin), "client|caching": local(HandlerClientAdmin),
+	"client|trackinginfo": local(HandlerClientAdmin), "client|getredir": local(HandlerClientAdmin),
 	"slowlog|get": special(HandlerSlowlog), "slowlog|len": special(HandlerSlowlog),
 	"slowlog|reset": special(HandlerSlowlog),
 	"monitor":       local(HandlerMonitor),
@@ -197,10 +199,8 @@ var rows = map[string]row{
 	"debug": pinned(ClassDenied), "migrate": pinned(ClassDenied),
 	"failover": pinned(ClassDenied), "cluster": pinned(ClassDenied), "readonly": pinned(ClassDenied),
 	"readwrite": pinned(ClassDenied), "asking": pinned(ClassDenied), "module": pinned(ClassDenied),
-	"config|rewrite":  pinned(ClassDenied),
-	"client|tracking": pinned(ClassDenied), "client|caching": pinned(ClassDenied),
-	"client|trackinginfo": pinned(ClassDenied), "client|getredir": pinned(ClassDenied),
-	"acl|setuser": deniedWith(HandlerACL), "acl|deluser": deniedWith(HandlerACL),
+	"config|rewrite": pinned(ClassDenied),
+	"acl|setuser":    deniedWith(HandlerACL), "acl|deluser": deniedWith(HandlerACL),
 	"acl|load": deniedWith(HandlerACL), "acl|save": deniedWith(HandlerACL),
 
 	// Session state: transactions, subscriptions, scripts, blocking.
