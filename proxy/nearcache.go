@@ -377,8 +377,9 @@ func isPlainGet(c *call) bool {
 func (sess *Session) nearServe(c *call) bool {
 	nc := sess.s.near
 	if nc == nil || !isPlainGet(c) || sess.tracking() {
-		// (A tracking client's reads go to a backend: the tracker records
-		// the key, and orders the invalidations, on that path.)
+		// A tracking client's reads stay on the backend path, the one the
+		// tracker's ordering rules (probes, invalidations re-sent for keys
+		// written while a read was out) are built and tested on.
 		return false
 	}
 	if sess.readUnknown || sess.batchPicked || sess.probeSlave != nil || sess.probeMaster || sess.onLane {

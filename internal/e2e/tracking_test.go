@@ -694,3 +694,28 @@ func TestTrackingReadBehindStream(t *testing.T) {
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slave)
 }
+
+// TestTrackingWithNearCache: on a proxy with the near cache, a tracking
+// client's GET of a cached key is tracked, so the next write invalidates it.
+func TestTrackingWithNearCache(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.NearCache = 1 << 20 }, master, slaves...)
+	ns := &nearSetup{master: master, slaves: slaves, a: dialProxy(t, addr)}
+	if _, err := ns.a.Do("SET", "nk", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	ns.waitHit(t, "nk", "v1") // in the near cache now
+	c := dialTrack(t, addr, true)
+	if got := c.do("CLIENT", "TRACKING", "on"); got != "+OK\r\n" {
+		t.Fatalf("CLIENT TRACKING on: %q", got)
+	}
+	warmTracking(t, addr, c)
+	if got := c.do("GET", "nk"); got != "$2\r\nv1\r\n" {
+		t.Fatalf("GET nk: %q", got)
+	}
+	w := redistest.DialRaw(t, addr)
+	mustReply(t, w, "+OK\r\n", "SET", "nk", "v2")
+	c.expect("nk")
+}
