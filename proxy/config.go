@@ -69,6 +69,7 @@ type Config struct {
 	LogFormat           string         `yaml:"log-format" reload:"true" usage:"log format: json, console, or auto (console on a terminal)"`
 	NearCache           ByteSize       `yaml:"near-cache" usage:"memory of the near cache: values of keys read with GET, served from the proxy while the sync stream says they are current (e.g. 64mb; 0: off)"`
 	NearCacheMaxValue   ByteSize       `yaml:"near-cache-max-value" usage:"largest GET reply the near cache keeps (e.g. 64kb)"`
+	Threads             int            `yaml:"threads" usage:"CPUs the proxy runs Go code on at once (GOMAXPROCS); 0: every CPU it may use. 1 on a small machine shared with Redis or the clients"`
 
 	// Client side TLS: with a certificate and key, clients must speak TLS; with a
 	// CA too, they must present a certificate it signed.
@@ -304,6 +305,8 @@ func (c *Config) validateLimits() error {
 		return errors.New("config: max-lag-messages and max-lag-ms must not be negative")
 	case c.NearCache < 0 || c.NearCacheMaxValue < 1:
 		return errors.New("config: near-cache must not be negative, near-cache-max-value must be at least 1")
+	case c.Threads < 0:
+		return fmt.Errorf("config: threads %d must not be negative (0: every CPU)", c.Threads)
 	}
 	return nil
 }

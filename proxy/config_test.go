@@ -42,6 +42,7 @@ func TestConfigValidate(t *testing.T) {
 		"log-level":        func(c *Config) { c.LogLevel = "loud" },
 		"log-format":       func(c *Config) { c.LogFormat = "xml" },
 		"slaves no master": func(c *Config) { c.Master = "" },
+		"threads":          func(c *Config) { c.Threads = -1 },
 	}
 	for name, mutate := range bad {
 		c := good

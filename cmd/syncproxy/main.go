@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -162,6 +163,9 @@ func run(args []string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
 		return 2
 	}
 	log, logOut := newLogger(cfg, stderr)
+	if cfg.Threads > 0 {
+		runtime.GOMAXPROCS(cfg.Threads)
+	}
 
 	demo := cfg.Demo()
 	if demo {

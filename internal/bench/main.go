@@ -140,6 +140,7 @@ type options struct {
 	proxiesLag  []int         // -proxies-lag: proxy counts; when set, only the lag runs
 	lagRate     float64       // SET/s offered in total in each -proxies-lag run
 	lagDuration time.Duration // probing time of each -proxies-lag run
+	threads     int           // -proxy-threads: every syncproxy's --threads
 	nearCache   bool          // -near-cache-get: only the near cache run (nearcache.go)
 }
 
@@ -197,6 +198,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&opt.reads, "reads", true, "also compare GET through syncproxy with read-your-writes on and off (a second proxy), and run a mixed 1:1 SET/GET workload directly and through the proxy")
 	proxiesLag := fs.String("proxies-lag", "", "comma-separated proxy counts, e.g. 1,3: instead of the other runs, for each count start that many proxies on a fresh master and 2 slaves, offer the same total SET rate split across them, and measure the replication lag by probing the slaves directly")
 	fs.Float64Var(&opt.lagRate, "lag-rate", 5000, "with -proxies-lag: total SET/s offered, split across the proxies")
+	fs.IntVar(&opt.threads, "proxy-threads", 1, "every syncproxy's --threads (GOMAXPROCS): 1, as predixy's WorkerThreads 1; 0: the proxy's default, every CPU")
 	fs.DurationVar(&opt.lagDuration, "lag-duration", 10*time.Second, "with -proxies-lag: probing time per proxy count (after 1s of load alone)")
 	fs.BoolVar(&opt.nearCache, "near-cache-get", false, "instead of the other runs: GET over 1,000 keys at -P 16 directly and through a proxy with and without --near-cache 64mb (nearcache.go)")
 	fs.Usage = func() {
@@ -887,7 +889,7 @@ func (b *bench) startProxy(ctx context.Context, name, master string, slaves []st
 		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		logPath := filepath.Join(dir, name+"-"+strconv.Itoa(attempt)+".log")
 		args := append([]string{"--listen", addr, "--master", master, "--slaves", strings.Join(slaves, ","),
-			"--log-level", "warn"}, extra...)
+			"--log-level", "warn", "--threads", strconv.Itoa(b.opt.threads)}, extra...)
 		p, err := b.start(name, logPath, b.proxyBin, args...)
 		if err != nil {
 			return "", err

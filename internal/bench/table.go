@@ -83,7 +83,11 @@ func (b *bench) reportTable(cells []*cell) {
 		names = append(names, c.name)
 	}
 	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(names, " | "), strings.Repeat("---|", len(names)))
-	b.tableRow(cells, cols, "syncproxy", sideProxy)
+	label := "syncproxy"
+	if b.opt.threads > 0 {
+		label = fmt.Sprintf("syncproxy (--threads %d)", b.opt.threads)
+	}
+	b.tableRow(cells, cols, label, sideProxy)
 	for _, p := range b.peers {
 		if p.addr == "" {
 			fmt.Fprintf(w, "| %s | %s |%s\n", p.label, p.missing, strings.Repeat(" |", len(cols)-1))
