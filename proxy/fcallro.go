@@ -54,6 +54,7 @@ func (sess *Session) fcallRO(c *call) {
 	}
 	r.Raw = readOnlyCall(sess.s, "EVALSHA_RO", us.composed.SHA, r.DB, args[2:])
 	sl.Reads.Add(1)
+	sess.trackSlaveRead(sl)
 	c.onSlave = true
 	if _, ok := us.slaves.Load(sl); !ok {
 		c.eval.load = &router.Request{Kind: router.KindRaw, Raw: scriptLoadCmd(us)}

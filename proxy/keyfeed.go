@@ -99,9 +99,11 @@ func (f *keyFeed) effect(subs []keyConsumer, epoch string, seq int64, e replicat
 	}
 	name := e.Args[0]
 	switch {
-	case bytes.EqualFold(name, []byte("flushall")), bytes.EqualFold(name, []byte("function")):
-		// FUNCTION: libraries are no keys, but FUNCTION RESTORE/FLUSH change
-		// what FCALL_RO returns; treating them as a flush is exact and rare.
+	case bytes.EqualFold(name, []byte("function")):
+		// Libraries are no keys: as Redis, no invalidation (a function's new
+		// code is not a change of the data it reads).
+		return
+	case bytes.EqualFold(name, []byte("flushall")):
 		for _, c := range subs {
 			c.flushed(epoch, seq, -1)
 		}

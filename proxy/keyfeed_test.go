@@ -43,7 +43,7 @@ func TestKeyFeed(t *testing.T) {
 	f.want(1)
 	f.message(&replicate.Message{Epoch: "e", Seq: 2, Effects: []replicate.Effect{
 		effect(0, "mset", "a", "1", "b", "2"), effect(3, "move", "c", "5"), effect(1, "copy", "x", "y", "DB", "2"),
-		effect(0, "flushdb"), effect(0, "swapdb", "1", "4"), effect(0, "flushall"), effect(0, "nosuchcommand", "k"),
+		effect(0, "flushdb"), effect(0, "swapdb", "1", "4"), effect(0, "flushall"), effect(0, "function", "flush"), effect(0, "nosuchcommand", "k"),
 	}}, true)
 	f.message(&replicate.Message{Epoch: "e", Seq: 4, Effects: []replicate.Effect{effect(0, "del", "z")}}, false)
 	f.lost()

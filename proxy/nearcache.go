@@ -477,7 +477,7 @@ func (sess *Session) nearSendTTLs() {
 		r.Raw = buildCommand([][]byte{[]byte("PEXPIRETIME"), c.cmd.Args[1]})
 		sess.waiter.Add(r)
 		if sl := c.near.slave; sl != nil {
-			sl.Backend.Submit(int(sess.id), r)
+			sess.waiter.Defer(sl.Backend, int(sess.id), r) // behind the batch's deferred GETs
 		} else {
 			sess.s.router.Master().Submit(int(sess.id), r)
 		}

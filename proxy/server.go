@@ -66,7 +66,7 @@ type Server struct {
 	feed       *keyFeed            // the keys the sync stream's writes touched (keyfeed.go)
 	near       *nearCache          // nil unless --near-cache (nearcache.go)
 	tracker    *tracker            // CLIENT TRACKING's table (tracking.go)
-	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions
+	detachedWG sync.WaitGroup      // goroutines of detached (subscribed) sessions, tracking pushers
 	bgWG       sync.WaitGroup      // background requests of the server's own (memory.go)
 	script     *router.WriteScript // the replication script, for WATCH connections
 	scripts    scripts             // client scripts (EVAL), composed

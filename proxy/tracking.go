@@ -110,7 +110,9 @@ func (r *recentWrites) note(epoch string, seq int64, key string) {
 // since reports whether key may have been written after (epoch, seq): when
 // not known (epoch "": nothing given since the feed started giving), it may.
 func (r *recentWrites) since(key string, epoch string, seq int64) bool {
-	return epoch != r.epoch || seq < r.known || seq < r.flush || r.last[key] > seq
+	// A position not known (a failed probe, no write given since a reset)
+	// says nothing: the key may have been written.
+	return epoch == "" || r.epoch == "" || epoch != r.epoch || seq < r.known || seq < r.flush || r.last[key] > seq
 }
 
 func newTracker(s *Server, maxKeys int) *tracker {
@@ -489,7 +491,7 @@ func ranScript(c *call) bool {
 		return false
 	}
 	switch c.route.Info.Policy.Handler {
-	case router.HandlerEval, router.HandlerFcall, router.HandlerScript:
+	case router.HandlerEval, router.HandlerFcall, router.HandlerFcallRO, router.HandlerScript:
 		return true
 	}
 	return false
@@ -678,7 +680,9 @@ func (sess *Session) push(tr *trackState) {
 // it is in a batch (it writes them itself) or a NOLOOP batch's writes are in
 // flight.
 func (sess *Session) deliver(tr *trackState) {
+	tr.mu.Lock()
 	to := tr.target
+	tr.mu.Unlock()
 	if to == nil {
 		to = sess
 	} else if !sess.s.hasSession(to) {
@@ -854,7 +858,11 @@ func (sess *Session) trackOn(o *trackOptions) {
 		tr = &trackState{kick: make(chan struct{}, 1), stop: make(chan struct{})}
 		sess.track = tr
 		sess.s.feed.want(1)
-		go sess.push(tr)
+		sess.s.detachedWG.Add(1) // Close waits for it: trackOff, when the client leaves, stops it
+		go func() {
+			defer sess.s.detachedWG.Done()
+			sess.push(tr)
+		}()
 	}
 	prefixes := tr.prefixes
 	if o.bcast {
@@ -873,11 +881,13 @@ func (sess *Session) trackOn(o *trackOptions) {
 		// The feed gave no one the writes since the last client stopped.
 		t.recent = recentWrites{}
 	}
+	tr.mu.Lock() // the pusher reads target under it
 	tr.on, tr.bcast, tr.optin, tr.optout, tr.noloop = true, o.bcast, o.optin, o.optout, o.noloop
 	tr.redirect, tr.target, tr.prefixes = o.redirect, o.target, prefixes
 	if tr.target == sess {
 		tr.target = nil // to itself: as without a redirect
 	}
+	tr.mu.Unlock()
 	sess.trackShown.set(true, o.bcast, tr.redirect)
 	t.clients[sess.id] = sess
 	if o.bcast {

@@ -661,18 +661,24 @@ func TestTrackingReadBehindStream(t *testing.T) {
 	seen := dialTrack(t, addr, true) // sees when the stream gave the write
 	seen.do("CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "behind:")
 	w := redistest.DialRaw(t, addr)
-	for _, mode := range [][]string{{"on"}, {"on", "BCAST", "PREFIX", "behind:"}} {
+	// FCALL_RO reads on the slave too (a function, replicated to it).
+	mustReply(t, w, "$9\r\nbehindlib\r\n", "FUNCTION", "LOAD",
+		"#!lua name=behindlib\nredis.register_function{function_name='getk', "+
+			"callback=function(keys) return redis.call('get', keys[1]) end, flags={'no-writes'}}")
+	redistest.WaitConverged(t, convergeTimeout, master, slave)
+	reads := [][]string{{"GET"}, {"GET"}, {"FCALL_RO", "getk", "1"}}
+	for m, mode := range [][]string{{"on"}, {"on", "BCAST", "PREFIX", "behind:"}, {"on"}} {
 		c := dialTrack(t, addr, true)
 		c.do(append([]string{"CLIENT", "TRACKING"}, mode...)...)
 		c.do("CLIENT", "CONSISTENCY", "eventual") // reads go to the slave, however behind
 		warmTracking(t, addr, c)
 		stale := 0
 		for i := 0; i < 5; i++ {
-			k := "behind:" + strconv.Itoa(len(mode)) + ":" + strconv.Itoa(i)
+			k := "behind:" + strconv.Itoa(m) + ":" + strconv.Itoa(i)
 			slave.Do(t, "CLIENT", "PAUSE", "2000", "WRITE")
 			mustReply(t, w, "+OK\r\n", "SET", k, "v")
 			seen.expect(k)
-			got := c.do("GET", k)
+			got := c.do(append(reads[m], k)...)
 			slave.Do(t, "CLIENT", "UNPAUSE")
 			c.invals = nil
 			if got != "_\r\n" {
@@ -682,14 +688,14 @@ func TestTrackingReadBehindStream(t *testing.T) {
 			redistest.CheckFor(t, 5*time.Second, poll, func() error {
 				c.do("PING")
 				if !c.invalidated(k) {
-					return fmt.Errorf("%v: %s read stale, and no invalidation of it followed (got %q)", mode, k, c.invals)
+					return fmt.Errorf("%v %v: %s read stale, and no invalidation of it followed (got %q)", mode, reads[m], k, c.invals)
 				}
 				return nil
 			})
 			c.invals = nil
 		}
 		if stale == 0 {
-			t.Fatalf("%v: no read was behind the stream: the test proves nothing", mode)
+			t.Fatalf("%v %v: no read was behind the stream: the test proves nothing", mode, reads[m])
 		}
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slave)
