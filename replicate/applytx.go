@@ -117,22 +117,29 @@ func (a *Applier) sendRun(msgs []*Message, last *Message, from int64) (txResult,
 		a.txBuf = buf[:0]
 	}
 	var tx txResult
-	err := a.sc.roundTrip(buf, func() error {
-		for i := 0; i < 3+queued; i++ { // WATCH, the guard, MULTI, the queued commands
-			line, err := a.sc.readLine()
-			if err != nil {
-				return err
-			}
-			if i == 1 && line[0] == '-' {
-				tx.guard = redis.Error(line[1:])
-			}
-			if err := a.sc.skip(line); err != nil {
-				return err
-			}
-		}
-		return a.readExec(&tx)
+	err := a.sc.roundTrip(buf, func() (err error) {
+		tx, err = a.readRun(queued)
+		return err
 	})
 	return tx, err
+}
+
+// readRun reads the replies of a transaction of queued commands.
+func (a *Applier) readRun(queued int) (txResult, error) {
+	var tx txResult
+	for i := 0; i < 3+queued; i++ { // WATCH, the guard, MULTI, the queued commands
+		line, err := a.sc.readLine()
+		if err != nil {
+			return tx, err
+		}
+		if i == 1 && line[0] == '-' {
+			tx.guard = redis.Error(line[1:])
+		}
+		if err := a.sc.skip(line); err != nil {
+			return tx, err
+		}
+	}
+	return tx, a.readExec(&tx)
 }
 
 // readExec reads EXEC's reply into tx.
