@@ -121,6 +121,11 @@ func (a *Applier) sendRun(msgs []*Message, last *Message, from int64) (txResult,
 		tx, err = a.readRun(queued)
 		return err
 	})
+	if err != nil {
+		// Replies may be left unread: nothing may use the connection again
+		// (redigo would see them as its own).
+		a.sc.Close()
+	}
 	return tx, err
 }
 
