@@ -73,10 +73,11 @@ type Applier struct {
 	position *redis.Script
 	// slave, master, rs and failures are owned by the run goroutine.
 	slave, master redis.Conn
-	failures      int           // consecutive failed checks of an online slave
-	args          []interface{} // execRun's arguments, reused
-	rs            *resyncState  // during a full resync
-	gen           uint64        // the master generation of the session
+	failures      int          // consecutive failed checks of an online slave
+	sc            *slaveConn   // the socket under slave, for apply transactions
+	txBuf         []byte       // an apply transaction's encoding, reused
+	rs            *resyncState // during a full resync
+	gen           uint64       // the master generation of the session
 }
 
 func newApplier(r *Replicator, ep Endpoint) *Applier {
@@ -229,7 +230,7 @@ func (a *Applier) slaveAlive(ctx context.Context) bool {
 func (a *Applier) closeConns() {
 	if a.slave != nil {
 		a.slave.Close()
-		a.slave = nil
+		a.slave, a.sc = nil, nil
 	}
 	if a.master != nil {
 		a.master.Close()
@@ -250,7 +251,7 @@ func (a *Applier) session(ctx context.Context, backoff *time.Duration) error {
 
 func (a *Applier) serve(ctx context.Context, master Endpoint, backoff *time.Duration) error {
 	var err error
-	if a.slave, err = a.r.dial(ctx, a.ep, a.r.cfg.Timeout); err != nil {
+	if a.slave, a.sc, err = a.r.dialSlave(ctx, a.ep, a.r.cfg.Timeout); err != nil {
 		return err
 	}
 	if a.master, err = a.r.dial(ctx, master, a.r.cfg.Timeout); err != nil {

@@ -2,7 +2,6 @@ package replicate
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/gomodule/redigo/redis"
@@ -52,85 +51,135 @@ return 1
 func (a *Applier) applyTx(msgs []*Message) error {
 	from := a.applied.Load()
 	last := msgs[len(msgs)-1]
-	replies, err := a.sendRun(msgs, last, from)
+	tx, err := a.sendRun(msgs, last, from)
 	if err != nil {
 		return err
 	}
-	guard, exec := replies[1], replies[len(replies)-1]
-	if re, ok := guard.(redis.Error); ok {
-		if _, ran := exec.([]interface{}); ran {
+	if tx.guard != "" {
+		if tx.exec == execRan {
 			// The check did not run (refused), and the effects were applied.
-			a.log.Error().Err(re).Int64("seq", last.Seq).Msg("the slave refused the position check and applied the run without it")
-			return re
+			a.log.Error().Err(tx.guard).Int64("seq", last.Seq).Msg("the slave refused the position check and applied the run without it")
+			return tx.guard
 		}
 		switch {
-		case strings.HasPrefix(string(re), "SYNCGAP resync"):
+		case strings.HasPrefix(string(tx.guard), "SYNCGAP resync"):
 			return errGap // another applier's resync holds the slave
-		case strings.HasPrefix(string(re), "SYNCGAP"):
+		case strings.HasPrefix(string(tx.guard), "SYNCGAP"):
 			return a.moved(last.Epoch, from)
 		}
-		return re
+		return tx.guard
 	}
-	switch exec := exec.(type) {
-	case nil:
+	switch tx.exec {
+	case execAborted:
 		return a.moved(last.Epoch, from) // the position or the lock moved under the WATCH
-	case redis.Error:
+	case execRefused:
 		// Refused when queued: the transaction was discarded (and the WATCH).
 		for _, m := range msgs {
 			if nativeEffects(m) {
-				return exec
+				return tx.execErr
 			}
 		}
-		a.log.Warn().Err(exec).Int64("seq", last.Seq).Msg("the slave refused a run as a transaction: applied by the apply script")
+		a.log.Warn().Err(tx.execErr).Int64("seq", last.Seq).Msg("the slave refused a run as a transaction: applied by the apply script")
 		return a.applyScripted(msgs)
-	case []interface{}:
-		failed := 0
-		for _, r := range exec {
-			if _, ok := r.(redis.Error); ok {
-				failed++
-			}
-		}
-		a.appliedRun(last, failed)
-		return nil
 	}
-	return fmt.Errorf("replicate: unexpected EXEC reply %T from the slave", exec)
+	a.appliedRun(last, tx.failed)
+	return nil
 }
 
-// sendRun sends the transaction that applies msgs from the position from, and
-// returns every reply: WATCH's, the guard's, MULTI's, one per queued command,
-// EXEC's.
-func (a *Applier) sendRun(msgs []*Message, last *Message, from int64) ([]interface{}, error) {
-	c := a.slave
+// EXEC's outcomes.
+const (
+	execRan     = iota // an array: the effects ran, tx.failed of them with an error
+	execAborted        // null: a WATCHed key moved
+	execRefused        // an error (EXECABORT): the transaction was discarded
+)
+
+// txResult is what an apply transaction's replies say.
+type txResult struct {
+	guard   redis.Error // the guard's error reply, "" when the check passed
+	exec    int         // EXEC's outcome
+	execErr redis.Error // EXEC's error reply (execRefused)
+	failed  int         // effects that failed (execRan)
+}
+
+// maxKeptTxBuf bounds the encoding buffer an applier keeps between runs.
+const maxKeptTxBuf = 1 << 20
+
+// sendRun sends the transaction that applies msgs from the position from in one
+// write, and reads its replies, skipping those it does not look at (WATCH's,
+// MULTI's, the +QUEUED ones).
+func (a *Applier) sendRun(msgs []*Message, last *Message, from int64) (txResult, error) {
 	token := ""
 	if a.rs != nil {
 		token = a.rs.token
 	}
-	c.Send("WATCH", KeyApplied, KeyResync, keyApplyGuard)
-	c.Send("EVAL", guardScript, 0, last.Epoch+":"+strconv.FormatInt(from, 10), token)
-	c.Send("MULTI")
-	db := 0
-	for _, m := range msgs {
-		for _, e := range m.Effects {
-			if len(e.Args) == 0 {
-				continue
-			}
-			if e.DB != db {
-				c.Send("SELECT", e.DB)
-				db = e.DB
-			}
-			args := a.args[:0]
-			for _, arg := range e.Args[1:] {
-				args = append(args, arg)
-			}
-			c.Send(string(e.Args[0]), args...)
-			clear(args)
-			a.args = args[:0]
+	buf, queued := appendRun(a.txBuf[:0], msgs, last, from, token)
+	if cap(buf) <= maxKeptTxBuf {
+		a.txBuf = buf[:0]
+	}
+	var tx txResult
+	err := a.sc.roundTrip(buf, func() (err error) {
+		tx, err = a.readRun(queued)
+		return err
+	})
+	if err != nil {
+		// Replies may be left unread: nothing may use the connection again
+		// (redigo would see them as its own).
+		a.sc.Close()
+	}
+	return tx, err
+}
+
+// readRun reads the replies of a transaction of queued commands.
+func (a *Applier) readRun(queued int) (txResult, error) {
+	var tx txResult
+	for i := 0; i < 3+queued; i++ { // WATCH, the guard, MULTI, the queued commands
+		line, err := a.sc.readLine()
+		if err != nil {
+			return tx, err
+		}
+		if i == 1 && line[0] == '-' {
+			tx.guard = redis.Error(line[1:])
+		}
+		if err := a.sc.skip(line); err != nil {
+			return tx, err
 		}
 	}
-	if db != 0 {
-		c.Send("SELECT", 0)
+	return tx, a.readExec(&tx)
+}
+
+// readExec reads EXEC's reply into tx.
+func (a *Applier) readExec(tx *txResult) error {
+	line, err := a.sc.readLine()
+	if err != nil {
+		return err
 	}
-	c.Send("SET", KeyApplied, last.Epoch+":"+strconv.FormatInt(last.Seq, 10))
-	c.Send("EXEC")
-	return redis.Values(c.Do(""))
+	switch line[0] {
+	case '-':
+		tx.exec, tx.execErr = execRefused, redis.Error(line[1:])
+		return nil
+	case '_':
+		tx.exec = execAborted
+		return nil
+	case '*':
+		n, err := respLen(line)
+		if err != nil || n < 0 {
+			tx.exec = execAborted
+			return err
+		}
+		tx.exec = execRan
+		for i := 0; i < n; i++ {
+			line, err := a.sc.readLine()
+			if err != nil {
+				return err
+			}
+			if line[0] == '-' || line[0] == '!' {
+				tx.failed++
+			}
+			if err := a.sc.skip(line); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("replicate: unexpected EXEC reply %q from the slave", line[:1])
 }

@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"strconv"
@@ -72,6 +73,17 @@ var modeLetters = [...]string{
 	ModeNative:       "$1\r\n0\r\n",
 }
 
+// scratch returns an empty buffer to append a short piece of a call to, then
+// write it to w: the bufio.Writer's free space when w is one with room, so
+// that the pieces written per command cost no allocation (a stack array passed
+// to w's Write would escape).
+func scratch(w CallWriter) []byte {
+	if bw, ok := w.(*bufio.Writer); ok && bw.Available() >= 128 {
+		return bw.AvailableBuffer()
+	}
+	return make([]byte, 0, 128)
+}
+
 // CallWriter is what a call is written to (bufio.Writer, bytes.Buffer): the
 // arguments are written as they are, never copied.
 type CallWriter interface {
@@ -101,8 +113,7 @@ func WriteCallHeader(w CallWriter, sha string, scriptArgs [][]byte, nowMs int64,
 // WriteCallCommand writes one command of a call: args are its argc arguments
 // as RESP bulks (the client's frame without its array header).
 func WriteCallCommand(w CallWriter, db, argc int, mode Mode, args []byte) {
-	var buf [128]byte
-	h := appendBulkInt(buf[:0], int64(db))
+	h := appendBulkInt(scratch(w), int64(db))
 	h = appendBulkInt(h, int64(argc))
 	h = append(h, modeLetters[mode]...)
 	// The effect: an array header and the DB bulk, then the arguments as sent.
@@ -402,8 +413,7 @@ func WriteGroupNumber(w CallWriter, scriptArgs [][]byte, nowMs int64, db, n, eff
 // WriteGroupEffect writes the effect of one command of a native group, after
 // WriteGroupNumber: args are its argc arguments as RESP bulks.
 func WriteGroupEffect(w CallWriter, db, argc int, args []byte) {
-	var buf [64]byte
-	e := appendArrayHeader(buf[:0], argc+1)
+	e := appendArrayHeader(scratch(w), argc+1)
 	w.Write(appendBulkInt(e, int64(db)))
 	w.Write(args)
 }

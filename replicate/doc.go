@@ -28,7 +28,9 @@
 // effect commands (applytx.go: MULTI/EXEC under WATCH, behind a check of the
 // position that fails the EXEC when the slave is elsewhere), which updates the slave's own position (syncproxy:applied =
 // "<epoch>:<seq>") in the same atomic step: applying is idempotent and several proxies may apply to the
-// same slaves. A gap (lost message, overflowing queue, reconnect) is filled from
+// same slaves. The transaction is written as raw RESP in one write and its
+// replies read without decoding the +QUEUED ones, on the socket under the
+// applier's redigo connection (slaveconn.go). A gap (lost message, overflowing queue, reconnect) is filled from
 // the backlog; a slave with no position, another epoch, or behind the backlog is
 // emptied and copied from the master (full resync). Another epoch, or a position
 // ahead of the master, means the master lost data (a master reset, reset.go):

@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 )
@@ -78,6 +79,9 @@ func DecodeMessage(b []byte) (*Message, error) {
 		return nil, ErrMessageFormat
 	}
 	m.Effects = make([]Effect, 0, ne)
+	// The effects' arguments share arrays: one allocation for most messages,
+	// whatever their number of effects.
+	var args [][]byte
 	for i := 0; i < ne; i++ {
 		na, ok := d.header('*')
 		if !ok || na < 2 || na > maxEffectArgs || na > len(d.b) {
@@ -87,11 +91,15 @@ func DecodeMessage(b []byte) (*Message, error) {
 		if !ok {
 			return nil, ErrMessageFormat
 		}
-		db, err := strconv.Atoi(string(dbb))
-		if err != nil || db < 0 || db > 1<<20 {
+		db, ok := parseDecimal(dbb)
+		if !ok || db > 1<<20 {
 			return nil, ErrMessageFormat
 		}
-		e := Effect{DB: db, Args: make([][]byte, na-1)}
+		if cap(args)-len(args) < na-1 {
+			args = make([][]byte, 0, max(na-1, (ne-i)*(na-1)))
+		}
+		e := Effect{DB: db, Args: args[len(args) : len(args)+na-1 : len(args)+na-1]}
+		args = args[:len(args)+na-1]
 		for j := range e.Args {
 			if e.Args[j], ok = d.bulk(); !ok {
 				return nil, ErrMessageFormat
@@ -142,14 +150,13 @@ type decoder struct{ b []byte }
 
 // line returns the next CRLF-terminated line without its CRLF.
 func (d *decoder) line() ([]byte, bool) {
-	for i := 0; i+1 < len(d.b); i++ {
-		if d.b[i] == '\r' && d.b[i+1] == '\n' {
-			l := d.b[:i]
-			d.b = d.b[i+2:]
-			return l, true
-		}
+	i := bytes.IndexByte(d.b, '\n')
+	if i < 1 || d.b[i-1] != '\r' {
+		return nil, false
 	}
-	return nil, false
+	l := d.b[:i-1]
+	d.b = d.b[i+1:]
+	return l, true
 }
 
 func (d *decoder) header(prefix byte) (int, bool) {
@@ -157,9 +164,24 @@ func (d *decoder) header(prefix byte) (int, bool) {
 	if !ok || len(l) < 2 || l[0] != prefix {
 		return 0, false
 	}
-	n, err := strconv.Atoi(string(l[1:]))
-	if err != nil {
+	if l[1] == '-' {
+		n, ok := parseDecimal(l[2:])
+		return -n, ok
+	}
+	return parseDecimal(l[1:])
+}
+
+// parseDecimal parses a non-negative decimal of at most 18 digits.
+func parseDecimal(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 18 {
 		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
 	}
 	return n, true
 }

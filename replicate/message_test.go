@@ -3,6 +3,7 @@ package replicate_test
 import (
 	"bytes"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/gomodule/redigo/redis"
@@ -125,4 +126,21 @@ func FuzzDecodeMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkDecodeMessage decodes a message of a native group of 200 SETs, as
+// the backlog reader does for each one it reads.
+func BenchmarkDecodeMessage(b *testing.B) {
+	m := &replicate.Message{Epoch: "0123456789abcdef0123456789abcdef01234567-1700000000000", Seq: 42, TimeMs: 1700000000000}
+	for i := 0; i < 200; i++ {
+		m.Effects = append(m.Effects, replicate.Effect{Args: [][]byte{[]byte("SET"), []byte("key:" + strconv.Itoa(i)), []byte("xyz")}})
+	}
+	raw := replicate.AppendMessage(nil, m)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for i := 0; i < b.N; i++ {
+		if _, err := replicate.DecodeMessage(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

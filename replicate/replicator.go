@@ -467,6 +467,12 @@ func (r *Replicator) Close() {
 // logged at error level, once until the endpoint accepts a connection again.
 func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Duration) (redis.Conn, error) {
 	c, err := Dial(ctx, e, r.cfg.DialTimeout, readTimeout, r.cfg.WriteTimeout)
+	r.noteDial(ctx, e, err)
+	return c, err
+}
+
+// noteDial logs a backend's refusal of a connection, once until it accepts one.
+func (r *Replicator) noteDial(ctx context.Context, e Endpoint, err error) {
 	switch {
 	case err == nil:
 		r.refused.Delete(e.Addr)
@@ -476,7 +482,6 @@ func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Dura
 				Msg("backend refused the connection; check the TLS and credential settings")
 		}
 	}
-	return c, err
 }
 
 // Dial opens a redigo connection to e as every backend connection is opened
