@@ -127,7 +127,7 @@ var (
 	descLagMs       = prometheus.NewDesc("syncproxy_slave_lag_ms", "Age of the last applied message when it was applied, while behind.", []string{"slave"}, nil)
 	descReads       = prometheus.NewDesc("syncproxy_slave_reads_total", "Reads served by the slave.", []string{"slave"}, nil)
 	descResyncs     = prometheus.NewDesc("syncproxy_slave_resyncs_total", "Full resyncs of the slave.", []string{"slave"}, nil)
-	descResyncWhy   = prometheus.NewDesc("syncproxy_slave_resync_reasons_total", "Full resyncs of the slave by reason (no-position, other-epoch, ahead-of-master, backlog-gone).", []string{"slave", "reason"}, nil)
+	descResyncWhy   = prometheus.NewDesc("syncproxy_slave_resync_reasons_total", "Full resyncs of the slave by reason (no-position, other-epoch, ahead-of-master, backlog-gone, unverified-apply).", []string{"slave", "reason"}, nil)
 	descLease       = prometheus.NewDesc("syncproxy_slave_lease_held", "1 when this proxy holds the slave's lease and applies to it; 0 when it follows another proxy's applier.", []string{"slave"}, nil)
 	descApplies     = prometheus.NewDesc("syncproxy_slave_apply_calls_total", "Apply script calls this proxy made that moved the slave's position.", []string{"slave"}, nil)
 	descEvicting    = prometheus.NewDesc("syncproxy_slave_evicting", "1 when the slave was seen evicting keys of its own (INFO evicted_keys grew): out of the read set.", []string{"slave"}, nil)

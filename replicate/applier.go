@@ -45,6 +45,9 @@ type Applier struct {
 
 	overflow atomic.Bool
 	leader   atomic.Bool // holds the slave's lease (lease.go)
+	// unverified: a run was applied without its position check; the next
+	// sync copies the slave whole (applyTx).
+	unverified atomic.Bool
 	// want is set, and wantC signalled, when a reader of a follower's position
 	// needs a newer one (Applied).
 	want     atomic.Bool
@@ -444,6 +447,8 @@ func (a *Applier) sync(ctx context.Context) error {
 	switch {
 	case !sp.ok:
 		return a.fullResync(ctx, sp, ResyncNoPosition)
+	case a.unverified.Load():
+		return a.fullResync(ctx, sp, ResyncUnverified)
 	case sp.epoch != mEpoch:
 		if crossed, err := a.bridge(ctx, sp); crossed || err != nil {
 			return err // crossed: the next sync catches up in the new epoch

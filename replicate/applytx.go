@@ -57,8 +57,14 @@ func (a *Applier) applyTx(msgs []*Message) error {
 	}
 	if tx.guard != "" {
 		if tx.exec == execRan {
-			// The check did not run (refused), and the effects were applied.
-			a.log.Error().Err(tx.guard).Int64("seq", last.Seq).Msg("the slave refused the position check and applied the run without it")
+			// The check did not run (refused: EVAL denied to the slave's user, a
+			// script of a client running), and the effects were applied: whether
+			// the slave was at the run's start is not known. The next sync copies
+			// it whole, which makes it exact whatever happened.
+			a.unverified.Store(true)
+			a.setState(StateCatchingUp, "applied a run without its position check") // out of the read set
+			a.log.Error().Err(tx.guard).Int64("seq", last.Seq).
+				Msg("the slave refused the position check and applied the run without it: it will be copied again")
 			return tx.guard
 		}
 		switch {

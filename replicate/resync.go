@@ -32,21 +32,23 @@ const (
 	ResyncOtherEpoch                      // the master's data set changed (it lost its data, or a failover renewed it)
 	ResyncAhead                           // the slave holds messages the master does not
 	ResyncBacklogGone                     // the slave is behind what the backlog still holds
+	ResyncUnverified                      // a run was applied without its position check (the slave refused it)
 	numResyncReasons
 )
 
 // ResyncReasons lists every reason, for metrics.
-var ResyncReasons = [numResyncReasons]ResyncReason{ResyncNoPosition, ResyncOtherEpoch, ResyncAhead, ResyncBacklogGone}
+var ResyncReasons = [numResyncReasons]ResyncReason{ResyncNoPosition, ResyncOtherEpoch, ResyncAhead, ResyncBacklogGone, ResyncUnverified}
 
 // Label is the reason's metric label.
 func (r ResyncReason) Label() string {
-	return [...]string{"no-position", "other-epoch", "ahead-of-master", "backlog-gone"}[r]
+	return [...]string{"no-position", "other-epoch", "ahead-of-master", "backlog-gone", "unverified-apply"}[r]
 }
 
 // String is the reason as logged.
 func (r ResyncReason) String() string {
 	return [...]string{"slave has no replication position", "slave holds another epoch",
-		"slave is ahead of the master", "backlog no longer covers the slave's position"}[r]
+		"slave is ahead of the master", "backlog no longer covers the slave's position",
+		"a run was applied without its position check"}[r]
 }
 
 func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReason) error {
@@ -59,6 +61,7 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 	ok, err := redis.String(a.slave.Do("SET", KeyResync, token, "NX", "PX", resyncLockTTL.Milliseconds()))
 	if err == redis.ErrNil || (err == nil && ok != "OK") {
 		a.setState(StateResyncing, "resynced by another applier")
+		a.unverified.Store(false) // its copy makes the slave exact
 		return nil
 	}
 	if err != nil {
@@ -84,6 +87,7 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 		a.log.Info().Str("reason", reason).Msg("slave position changed before the full resync; checking again")
 		return errGap
 	}
+	a.unverified.Store(false) // emptied: the copy makes it exact
 	a.resyncs.Add(1)
 	a.byReason[why].Add(1)
 	ev := a.log.Warn()
