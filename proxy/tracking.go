@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"github.com/tidwall/redcon"
 	"slices"
 	"sort"
 	"strconv"
@@ -614,11 +615,7 @@ func (tr *trackState) encode(out []byte, resp3, pubsub, null bool, q []inval, ow
 func appendKeys(out []byte, keys []string) []byte {
 	out = appendAggregate(out, '*', len(keys))
 	for _, k := range keys {
-		out = append(out, '$')
-		out = strconv.AppendInt(out, int64(len(k)), 10)
-		out = append(out, "\r\n"...)
-		out = append(out, k...)
-		out = append(out, "\r\n"...)
+		out = redcon.AppendBulkString(out, k)
 	}
 	return out
 }

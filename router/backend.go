@@ -857,11 +857,7 @@ func (w *connWriter) sendGroup(r *Request) error {
 	first := r
 	last, n := chainEnd(r)
 	for n < o.MaxGroup {
-		var nx *Request
-		select {
-		case nx = <-l.queue:
-		default:
-		}
+		nx := l.tryNext()
 		if nx == nil {
 			break
 		}
@@ -891,20 +887,31 @@ func (w *connWriter) sendGroup(r *Request) error {
 	return nil
 }
 
+// selectDB writes a SELECT of r's DB when the connection is in another one;
+// when its reply cannot be expected (the connection is going), the chain from
+// r fails.
+func (w *connWriter) selectDB(r *Request) error {
+	if r.DB == w.curDB {
+		return nil
+	}
+	w.bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
+	w.bw.Write(appendBulkInt(nil, int64(r.DB)))
+	if err := w.push(pending{kind: pendDiscard}); err != nil {
+		w.l.failChain(r)
+		return err
+	}
+	w.curDB = r.DB
+	return nil
+}
+
 // sendRaw writes the chain of commands from r (see SubmitChain) as the client
 // sent them, SELECTing their DB first where it differs from the connection's.
 // The reader reads the replies of each run of one DB as one pending entry.
 func (w *connWriter) sendRaw(r *Request) error {
 	l := w.l
 	for r != nil {
-		if r.DB != w.curDB {
-			w.bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
-			w.bw.Write(appendBulkInt(nil, int64(r.DB)))
-			if err := w.push(pending{kind: pendDiscard}); err != nil {
-				l.failChain(r)
-				return err
-			}
-			w.curDB = r.DB
+		if err := w.selectDB(r); err != nil {
+			return err
 		}
 		first, last, n := r, r, 0
 		for ; r != nil && r.DB == w.curDB; r = r.next {

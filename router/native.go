@@ -31,14 +31,8 @@ func (w *connWriter) sendNativeGroup(r *Request) error {
 		return err
 	}
 	n, size := w.collectNative(r)
-	if r.DB != w.curDB {
-		w.bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
-		w.bw.Write(appendBulkInt(nil, int64(r.DB)))
-		if err := w.push(pending{kind: pendDiscard}); err != nil {
-			l.failChain(r)
-			return err
-		}
-		w.curDB = r.DB
+	if err := w.selectDB(r); err != nil {
+		return err
 	}
 	replicate.WriteGroupStart(w.bw)
 	for q := r; q != nil; q = q.next {
@@ -64,11 +58,7 @@ func (w *connWriter) collectNative(r *Request) (n, size int) {
 	l := w.l
 	n, size = 1, replicate.GroupEffectLen(r.DB, r.Argc, skipArrayHeader(r.Raw))
 	for last := r; n < l.b.opts.MaxGroup; n++ {
-		var nx *Request
-		select {
-		case nx = <-l.queue:
-		default:
-		}
+		nx := l.tryNext()
 		if nx == nil {
 			break
 		}
@@ -82,6 +72,16 @@ func (w *connWriter) collectNative(r *Request) (n, size int) {
 	return n, size
 }
 
+// tryNext returns the next queued request, nil when none is.
+func (l *link) tryNext() *Request {
+	select {
+	case r := <-l.queue:
+		return r
+	default:
+		return nil
+	}
+}
+
 // sendNative writes a write too large for the master script as a transaction
 // of its own: SELECT its DB first, then MULTI, the command between the two
 // numbering calls, EXEC (replicate.WriteNativeCall). It counts as a script call
@@ -92,14 +92,8 @@ func (w *connWriter) sendNative(r *Request) error {
 		l.failChain(r)
 		return err
 	}
-	if r.DB != w.curDB {
-		w.bw.WriteString("*2\r\n$6\r\nSELECT\r\n")
-		w.bw.Write(appendBulkInt(nil, int64(r.DB)))
-		if err := w.push(pending{kind: pendDiscard}); err != nil {
-			l.failChain(r)
-			return err
-		}
-		w.curDB = r.DB
+	if err := w.selectDB(r); err != nil {
+		return err
 	}
 	replicate.WriteNativeCall(w.bw, s.Body, s.Args, time.Now().UnixMilli(), r.DB, r.Split, r.Raw, r.Argc)
 	l.groups.Add(1)
