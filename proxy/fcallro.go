@@ -141,6 +141,12 @@ func slaveLostScript(e *evalCheck, r *router.Request) bool {
 		(e.load != nil && (e.load.Failed || len(e.load.Reply) == 0 || e.load.Reply[0] == '-'))
 }
 
+// msgFcallRONotRetried answers an FCALL_RO that could not run where it was sent
+// (a slave failed, or lost the composed script; the master lost it) when a
+// write of the batch sent after it keeps it from being retried: it would see
+// that write.
+const msgFcallRONotRetried = "-ERR syncproxy: this FCALL_RO could not run where it was sent (script cache flushed or connection lost), and a later write of the same pipeline keeps it from being retried; retry it\r\n"
+
 // checkReadOnlyCalls sends to the master the batch's FCALL_ROs that a slave
 // could not run, and those the master did not find loaded (with the script
 // whole), and waits for them.
@@ -156,6 +162,10 @@ func (sess *Session) checkReadOnlyCalls(calls []*call) {
 				continue
 			}
 			e.us.loaded.Store(false)
+			if sess.wrote {
+				c.req.Reply = append(c.req.Reply[:0], msgFcallRONotRetried...)
+				continue // (checkEvals counts it as ended)
+			}
 			sess.s.functions.running.Add(-1)
 		} else {
 			sess.s.functions.slaveEnded(e.slave)
@@ -164,6 +174,13 @@ func (sess *Session) checkReadOnlyCalls(calls []*call) {
 			}
 			e.us.slaves.Delete(e.slave)
 			e.load = nil
+			if sess.wrote {
+				// A write of the batch, sent after this call, may have run on
+				// the master: the call would see it there. As a failed read on
+				// a slave (complete), it is not retried.
+				c.req.Failed, c.req.Reply = true, append(c.req.Reply[:0], msgFcallRONotRetried...)
+				continue
+			}
 		}
 		c.req.Failed, c.req.Reply = false, c.req.Reply[:0]
 		sess.fcallROMaster(c)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -198,7 +199,29 @@ func TestFcallROBehindBack(t *testing.T) {
 	if n := slaveCalls(t, slaves); n != before+1 {
 		t.Errorf("after the fallback, the slaves ran %d EVALSHA_RO, want 1", n-before)
 	}
+	// Lost again, with a write behind the call in the same pipeline: the call
+	// is not retried on the master, where it would see that write.
+	for _, s := range slaves {
+		mustReply(t, redistest.DialRaw(t, s.Addr), "+OK\r\n", "SCRIPT", "FLUSH")
+	}
+	for i := 0; i < 4; i++ {
+		c.Send("FCALL_RO", "bbget", "1", "k")
+		c.Send("SET", "k", fmt.Sprint("w", i))
+		c.Flush()
+		got, set := string(c.Read()), string(c.Read())
+		if set != "+OK\r\n" || (got != fmt.Sprintf("$%d\r\n%s\r\n", len(prev(i)), prev(i)) && !strings.HasPrefix(got, "-ERR syncproxy: this FCALL_RO could not run where it was sent")) {
+			t.Fatalf("pipeline FCALL_RO k, SET k w%d: %q, %q (the call must see k before the SET)", i, got, set)
+		}
+	}
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// prev is k's value before the i-th SET of TestFcallROBehindBack's pipelines.
+func prev(i int) string {
+	if i == 0 {
+		return "v"
+	}
+	return fmt.Sprint("w", i-1)
 }
 
 // clientField returns the field of the client id in CLIENT LIST, asked on c.
