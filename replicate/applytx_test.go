@@ -30,21 +30,6 @@ func waitApplied(t *testing.T, rg *rig) {
 	})
 }
 
-// commandCalls returns the calls of cmd in the server's INFO commandstats.
-func commandCalls(t *testing.T, s *redistest.Server, cmd string) int {
-	t.Helper()
-	info, err := redis.String(s.Do(t, "INFO", "commandstats"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
-}
 
 // TestSlaveAppliesTransactions: the slave runs the effects natively, in
 // MULTI/EXEC transactions with its position's update, never in the apply script.
@@ -57,13 +42,13 @@ func TestSlaveAppliesTransactions(t *testing.T) {
 	rg.write(t, 1, "INCRBYFLOAT", "f", "1.5")
 	waitApplied(t, rg)
 	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
-	if n := commandCalls(t, rg.slave, "evalsha"); n != 0 {
+	if n := rg.slave.CommandCalls(t, "evalsha"); n != 0 {
 		t.Errorf("the slave ran %d EVALSHA: effects applied in the apply script", n)
 	}
-	if n := commandCalls(t, rg.slave, "exec"); n == 0 {
+	if n := rg.slave.CommandCalls(t, "exec"); n == 0 {
 		t.Error("the slave ran no EXEC")
 	}
-	if n := commandCalls(t, rg.slave, "set"); n < 50 {
+	if n := rg.slave.CommandCalls(t, "set"); n < 50 {
 		t.Errorf("the slave ran %d SET natively, want at least 50", n)
 	}
 }

@@ -172,10 +172,10 @@ func TestBackendNativeGroup(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(wantEff, "|") {
 		t.Errorf("effects in the backlog:\n%v\nwant\n%v", got, wantEff)
 	}
-	if n := commandCalls(t, srv, "evalsha"); n != 1 {
+	if n := srv.CommandCalls(t, "evalsha"); n != 1 {
 		t.Errorf("%d EVALSHA on the master, want 1 (INCR's)", n)
 	}
-	if n := commandCalls(t, srv, "exec"); n < 2 {
+	if n := srv.CommandCalls(t, "exec"); n < 2 {
 		t.Errorf("%d EXEC on the master, want one per native group", n)
 	}
 
@@ -222,18 +222,3 @@ func backlogEffects(t *testing.T, srv *redistest.Server) []string {
 	return out
 }
 
-// commandCalls returns the calls of cmd in the server's INFO commandstats.
-func commandCalls(t *testing.T, s *redistest.Server, cmd string) int {
-	t.Helper()
-	info, err := redis.String(s.Do(t, "INFO", "commandstats"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
-}

@@ -338,19 +338,9 @@ func (b *bench) run(ctx context.Context) error {
 		return b.runNearCacheGet(ctx)
 	}
 
-	// syncproxy's backends.
-	m, err := b.startRedis(ctx, "master")
+	slaves, err := b.startBackends(ctx)
 	if err != nil {
 		return err
-	}
-	b.master = m.addr
-	var slaves []string
-	for i := 1; i <= 2; i++ {
-		s, err := b.startRedis(ctx, "slave-"+strconv.Itoa(i))
-		if err != nil {
-			return err
-		}
-		slaves = append(slaves, s.addr)
 	}
 	if b.proxy, err = b.startProxy(ctx, "syncproxy", b.master, slaves); err != nil {
 		return err
@@ -870,6 +860,25 @@ func (b *bench) buildProxy(ctx context.Context, root string) error {
 	}
 	b.proxyBin = bin
 	return nil
+}
+
+// startBackends starts syncproxy's master (b.master) and its two slaves, and
+// returns the slaves' addresses.
+func (b *bench) startBackends(ctx context.Context) ([]string, error) {
+	m, err := b.startRedis(ctx, "master")
+	if err != nil {
+		return nil, err
+	}
+	b.master = m.addr
+	var slaves []string
+	for i := 1; i <= 2; i++ {
+		s, err := b.startRedis(ctx, "slave-"+strconv.Itoa(i))
+		if err != nil {
+			return nil, err
+		}
+		slaves = append(slaves, s.addr)
+	}
+	return slaves, nil
 }
 
 // startProxy starts the built syncproxy, named name (a prefix of "syncproxy"), in

@@ -27,18 +27,9 @@ const (
 
 // runNearCacheGet runs the near cache measurement and prints its table.
 func (b *bench) runNearCacheGet(ctx context.Context) error {
-	m, err := b.startRedis(ctx, "master")
+	slaves, err := b.startBackends(ctx)
 	if err != nil {
 		return err
-	}
-	b.master = m.addr
-	var slaves []string
-	for i := 1; i <= 2; i++ {
-		s, err := b.startRedis(ctx, "slave-"+strconv.Itoa(i))
-		if err != nil {
-			return err
-		}
-		slaves = append(slaves, s.addr)
 	}
 	if b.proxy, err = b.startProxy(ctx, "syncproxy", b.master, slaves, "--near-cache", nearSize); err != nil {
 		return err

@@ -5,9 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -470,39 +467,7 @@ console.log(out.join(' '));
 // the proxy. Skipped without node and npm, or when npm cannot install redis@5.
 func TestTrackingNodeRedisCache(t *testing.T) {
 	t.Parallel()
-	node, err1 := exec.LookPath("node")
-	npm, err2 := exec.LookPath("npm")
-	if err1 != nil || err2 != nil {
-		t.Skip("node or npm not installed")
-	}
-	dir := filepath.Join(os.TempDir(), "syncproxy-node-redis5")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "redis")); err != nil {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		install := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "redis@5")
-		install.Dir = dir
-		if out, err := install.CombinedOutput(); err != nil {
-			t.Skipf("npm install redis@5: %v\n%s", err, out)
-		}
-	}
-	script := filepath.Join(dir, "cache.mjs")
-	if err := os.WriteFile(script, []byte(nodeCacheScript), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	servers := redistest.StartN(t, 3)
-	master, slaves := servers[0], servers[1:]
-	addr, _ := startProxy(t, master, slaves...)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	run := exec.CommandContext(ctx, node, script, "redis://"+addr)
-	run.Dir = dir
-	out, err := run.CombinedOutput()
-	if err != nil {
-		t.Fatalf("node-redis through the proxy: %v\n%s", err, out)
-	}
+	out, master, slaves := runNodeScript(t, "redis@5", "cache.mjs", nodeCacheScript)
 	if got, want := strings.TrimSpace(string(out)), "first=v1 second=v1 hit=true after=v2"; got != want {
 		t.Fatalf("node-redis client-side cache through the proxy:\n got %s\nwant %s", got, want)
 	}

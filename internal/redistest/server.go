@@ -556,3 +556,20 @@ func (s *Server) startOnFreePort(t testing.TB, what string) {
 		}
 	}
 }
+
+// CommandCalls returns the calls of cmd (lower case; "cmd|sub" for a
+// subcommand) in the server's INFO commandstats, 0 when it has none.
+func (s *Server) CommandCalls(t testing.TB, cmd string) int {
+	t.Helper()
+	info, ok := s.Do(t, "INFO", "commandstats").([]byte)
+	if !ok {
+		t.Fatalf("redistest: INFO commandstats on %s: not a bulk string", s.Addr)
+	}
+	for _, line := range strings.Split(string(info), "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
