@@ -124,15 +124,9 @@ func respLen(line []byte) (int, error) {
 	if neg {
 		b = b[1:]
 	}
-	if len(b) == 0 || len(b) > 10 {
+	n, ok := parseDecimal(b)
+	if !ok || len(b) > 10 {
 		return 0, errProtocol
-	}
-	n := 0
-	for _, d := range b {
-		if d < '0' || d > '9' {
-			return 0, errProtocol
-		}
-		n = n*10 + int(d-'0')
 	}
 	if neg {
 		return -n, nil
