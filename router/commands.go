@@ -325,8 +325,22 @@ func NewTable(infos []*CommandInfo) *Table {
 // the reply gives without subcommands (Redis before 7.0, miniredis, some
 // Redis-compatible servers) takes the built-in row of Redis 7.0 with them, so
 // that CLIENT LIST, CONFIG GET, SCRIPT FLUSH ... are served by their own rows.
-// Commands the master does not report are left out: it does not implement them.
+// Commands the master does not report are left out (it does not implement
+// them), except those the proxy answers itself (HELLO, AUTH, RESET ...: rows of
+// class local), which a client may send whatever the master.
 func CompleteFromBuiltin(infos []*CommandInfo) []*CommandInfo {
+	reported := make(map[string]bool, len(infos))
+	for _, c := range infos {
+		if c != nil {
+			reported[strings.ToLower(c.Name)] = true
+		}
+	}
+	for j := range tableBuiltin {
+		b := &tableBuiltin[j]
+		if r, ok := rows[b.name]; ok && r.Class == ClassLocal && !reported[b.name] {
+			infos = append(infos, b.info(""))
+		}
+	}
 	var builtin map[string]*cmdSpec
 	for i, c := range infos {
 		if c == nil || len(c.Subcommands) > 0 {

@@ -45,4 +45,11 @@ func TestDemoClientList(t *testing.T) {
 	if got := string(c.Do("CLIENT", "GETNAME")); got != "$4\r\ndemo\r\n" {
 		t.Errorf("CLIENT GETNAME: %q", got)
 	}
+	// miniredis has no HELLO: the proxy answers it (redis-cli -3 on the demo).
+	if got := string(c.Do("HELLO", "3")); !strings.HasPrefix(got, "%") || !strings.Contains(got, "proto\r\n:3\r\n") {
+		t.Errorf("HELLO 3: %q", got)
+	}
+	if got := string(c.Do("GET", "nokey")); got != "_\r\n" {
+		t.Errorf("GET of a missing key after HELLO 3: %q, want RESP3's null", got)
+	}
 }
