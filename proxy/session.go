@@ -45,6 +45,7 @@ const (
 	postHideMeta         // SCAN or KEYS in DB 0: leave out the replication metadata keys
 	postHideSecrets      // CONFIG GET: the master's passwords are not the client's to read
 	postSlowlog          // SLOWLOG GET or LEN: the master's and the slaves' merged
+	postCommandDocs      // COMMAND DOCS: Redis 6's error from a master that does not implement it
 )
 
 // call is one pipelined command on its way through the session: the client's
@@ -360,6 +361,8 @@ func (sess *Session) finish(c *call) {
 		r.Reply = slowlogReply(c, r.Reply)
 	case postHideSecrets:
 		r.Reply = showRequirePass(hideSecrets(r.Reply), sess.s.config().RequirePass)
+	case postCommandDocs:
+		r.Reply = commandDocsReply(r.Reply)
 	}
 }
 
@@ -501,6 +504,8 @@ func (sess *Session) route(c *call) {
 		}
 	case router.PostHideSecrets:
 		c.post = postHideSecrets
+	case router.PostCommandDocs:
+		c.post = postCommandDocs
 	}
 	switch c.route.Class {
 	case router.ClassDenied:
@@ -851,3 +856,20 @@ func buildCommand(args [][]byte) []byte {
 }
 
 func appendBulk(dst, b []byte) []byte { return redcon.AppendBulk(dst, b) }
+
+// commandDocsReply passes COMMAND DOCS' reply when it has the command's shape
+// (name, docs, name, docs ...), and answers as Redis 6 does otherwise: the
+// master does not implement it (miniredis answers COMMAND's reply), and
+// redis-cli, which asserts the shape, then falls back to its own help.
+func commandDocsReply(reply []byte) []byte {
+	if len(reply) == 0 || reply[0] != '*' {
+		return reply
+	}
+	parts := splitArray(reply)
+	for i := 0; i < len(parts); i += 2 {
+		if len(parts[i]) == 0 || parts[i][0] != '$' {
+			return []byte("-ERR Unknown subcommand or wrong number of arguments for 'docs'. Try COMMAND HELP.\r\n")
+		}
+	}
+	return reply
+}

@@ -95,6 +95,10 @@ const (
 	PostHideSecrets
 	// PostInfo: prepend the proxy's INFO sections.
 	PostInfo
+	// PostCommandDocs: a master that does not implement COMMAND DOCS (it
+	// answers something else, as miniredis does) gets Redis 6's error instead,
+	// on which redis-cli falls back to its own help.
+	PostCommandDocs
 )
 
 // Handler names the session handler that serves a command (package proxy maps
@@ -190,6 +194,7 @@ var rows = map[string]row{
 	"slowlog|get": special(HandlerSlowlog), "slowlog|len": special(HandlerSlowlog),
 	"slowlog|reset": special(HandlerSlowlog),
 	"monitor":       local(HandlerMonitor),
+	"command|docs":  withPost(byFlags(Policy{}), PostCommandDocs),
 	"client":        byFlags(Policy{Handler: HandlerClient}),
 	"acl":           {Policy: Policy{Handler: HandlerACL}, subs: true},
 
