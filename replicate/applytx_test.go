@@ -30,7 +30,6 @@ func waitApplied(t *testing.T, rg *rig) {
 	})
 }
 
-
 // TestSlaveAppliesTransactions: the slave runs the effects natively, in
 // MULTI/EXEC transactions with its position's update, never in the apply script.
 func TestSlaveAppliesTransactions(t *testing.T) {

@@ -221,4 +221,3 @@ func backlogEffects(t *testing.T, srv *redistest.Server) []string {
 	}
 	return out
 }
-
