@@ -212,7 +212,7 @@ func (a *Applier) run(ctx context.Context) {
 			a.failures = 0
 			a.setState(StateDown, err.Error())
 		}
-		if !sleepCtx(ctx, backoff) {
+		if !SleepCtx(ctx, backoff) {
 			return
 		}
 		backoff = nextBackoff(backoff)

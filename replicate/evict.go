@@ -129,7 +129,7 @@ func (e *evictor) run(ctx context.Context) {
 			continue
 		}
 		e.log.Warn().Err(err).Dur("backoff", backoff).Msg("eviction subscription lost; reconnecting")
-		if !sleepCtx(ctx, backoff) {
+		if !SleepCtx(ctx, backoff) {
 			return
 		}
 		backoff = nextBackoff(backoff)
@@ -321,7 +321,7 @@ func (e *evictor) replicate(ctx context.Context, wc redis.Conn, batch []EvictedK
 				Msg("the master refused to replicate evictions: the slaves keep these keys until `syncproxy check --repair`")
 			return nil
 		}
-		if !sleepCtx(ctx, time.Duration(i+1)*100*time.Millisecond) {
+		if !SleepCtx(ctx, time.Duration(i+1)*100*time.Millisecond) {
 			return ctx.Err()
 		}
 	}

@@ -103,7 +103,7 @@ func (e *evictor) sweepSlave(ctx context.Context, wc redis.Conn, a *Applier) (sc
 			if cursor == "0" {
 				break
 			}
-			if !sleepCtx(ctx, sweepPause) {
+			if !SleepCtx(ctx, sweepPause) {
 				return scanned, deleted, ctx.Err()
 			}
 		}

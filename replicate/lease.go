@@ -93,7 +93,7 @@ func (a *Applier) refresh(ctx context.Context) error {
 		a.want.Store(false)
 		return nil
 	}
-	if d := followEvery - time.Since(a.lastPoll); d > 0 && !sleepCtx(ctx, d) {
+	if d := followEvery - time.Since(a.lastPoll); d > 0 && !SleepCtx(ctx, d) {
 		return nil
 	}
 	a.want.Store(false)

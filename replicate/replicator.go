@@ -497,8 +497,8 @@ func (e Endpoint) DialTarget(timeout time.Duration) dial.Target {
 	return dial.Target{Role: e.Name, Addr: e.Addr, Username: e.Username, Password: e.Password, TLS: e.TLS, Timeout: timeout}
 }
 
-// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
+// SleepCtx waits d or until ctx ends; it reports whether ctx is still live.
+func SleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

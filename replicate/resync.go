@@ -73,7 +73,7 @@ func (a *Applier) fullResync(ctx context.Context, seen slavePos, why ResyncReaso
 	// data is emptied (one without a position has nothing to lose).
 	if seen.raw != "" {
 		interval, _ := a.r.health()
-		if !sleepCtx(ctx, 2*interval+resyncGraceExtra) {
+		if !SleepCtx(ctx, 2*interval+resyncGraceExtra) {
 			return ctx.Err()
 		}
 	}

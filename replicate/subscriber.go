@@ -39,7 +39,7 @@ func (s *subscriber) run(ctx context.Context) {
 		s.log.Warn().Err(err).Dur("backoff", backoff).Msg("sync subscription lost; reconnecting")
 		// Whatever was published meanwhile is in the backlog.
 		s.r.kickAll()
-		if !sleepCtx(ctx, backoff) {
+		if !SleepCtx(ctx, backoff) {
 			return
 		}
 		backoff = nextBackoff(backoff)

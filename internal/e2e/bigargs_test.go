@@ -157,25 +157,7 @@ func TestBigArgsPipelined(t *testing.T) {
 		{"GET", "k1"}, {"SELECT", "0"}, {"GET", "k1"},
 		{"INCR", "counter"}, bigCmd(n, members("m"), "SREM", "s"), {"SORT", "s", "ALPHA"}, {"INCR", "counter"},
 	}
-	rc := redistest.DialRaw(t, ref.Addr)
-	pc := redistest.DialRaw(t, addr)
-	sent := make(chan struct{}, 2)
-	for _, c := range []*redistest.RawConn{rc, pc} {
-		go func() {
-			defer func() { sent <- struct{}{} }()
-			for _, args := range table {
-				c.Send(args...)
-			}
-			c.Flush()
-		}()
-	}
-	defer func() { <-sent; <-sent }()
-	for i, args := range table {
-		want, got := rc.Read(), pc.Read()
-		if !bytes.Equal(got, want) {
-			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, shortCmd(args), showReply(got), showReply(want))
-		}
-	}
+	pipelineDiff(t, redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr), table, shortCmd)
 	checkSameData(t, ref, master, slaves)
 }
 

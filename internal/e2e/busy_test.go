@@ -152,13 +152,21 @@ func TestBusyFunctionKill(t *testing.T) {
 		"#!lua name=spin\nredis.register_function('spin', function(keys, args)\n  while true do end\nend)")
 	sendOnly(a, "FCALL", "spin", "0")
 	waitBusy(t, b)
+	killFunction(t, "spin", a, b, k)
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// killFunction sends FUNCTION KILL on k while a runs the runaway function name:
+// a gets Redis' error, service returns for a, b and k (serviceBack), and a
+// second kill finds nothing running.
+func killFunction(t *testing.T, name string, a, b, k *redistest.RawConn) {
+	t.Helper()
 	mustReply(t, k, "+OK\r\n", "FUNCTION", "KILL")
 	killed := time.Now()
-	const want = "-ERR Script killed by user with SCRIPT KILL... script: spin, on @user_function:3.\r\n"
+	want := "-ERR Script killed by user with SCRIPT KILL... script: " + name + ", on @user_function:3.\r\n"
 	if got := string(a.Read()); got != want {
 		t.Fatalf("the killed function's client got %q, want %q", got, want)
 	}
 	serviceBack(t, killed, a, b, k)
 	mustReply(t, k, "-NOTBUSY No scripts in execution right now.\r\n", "FUNCTION", "KILL")
-	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }

@@ -320,30 +320,39 @@ func TestDifferentialPipelined(t *testing.T) {
 	ref, master, slaves, addr := diffSetup(t)
 	payload := dumpPayload(t, ref)
 	table := differentialTable()
-	rc := redistest.DialRaw(t, ref.Addr)
-	pc := redistest.DialRaw(t, addr)
-	// Write while reading: the replies (megabytes) must not have to wait in socket
-	// buffers for the whole pipeline to be written.
+	cmds := make([][]string, len(table))
+	for i, args := range table {
+		cmds[i] = substitute(args, payload)
+	}
+	mismatches := pipelineDiff(t, redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr), cmds, showCmd)
+	t.Logf("%d pipelined commands, %d mismatches", len(table), mismatches)
+	checkSameData(t, ref, master, slaves)
+}
+
+// pipelineDiff sends cmds as one pipeline to the reference Redis (rc) and to the
+// proxy (pc), each written while its replies are read (the replies, megabytes,
+// must not wait in socket buffers for the whole pipeline to be written), and
+// reports each reply that differs, named by show; it returns how many did.
+func pipelineDiff(t *testing.T, rc, pc *redistest.RawConn, cmds [][]string, show func([]string) string) int {
+	t.Helper()
 	sent := make(chan struct{}, 2)
 	for _, c := range []*redistest.RawConn{rc, pc} {
 		go func() {
 			defer func() { sent <- struct{}{} }()
-			for _, args := range table {
-				c.Send(substitute(args, payload)...)
+			for _, args := range cmds {
+				c.Send(args...)
 			}
 			c.Flush()
 		}()
 	}
 	defer func() { <-sent; <-sent }()
 	mismatches := 0
-	for i, args := range table {
-		want := rc.Read()
-		got := pc.Read()
+	for i, args := range cmds {
+		want, got := rc.Read(), pc.Read()
 		if !bytes.Equal(got, want) {
 			mismatches++
-			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, showCmd(substitute(args, payload)), showReply(got), showReply(want))
+			t.Errorf("#%d %s:\n\tproxy: %s\n\tredis: %s", i, show(args), showReply(got), showReply(want))
 		}
 	}
-	t.Logf("%d pipelined commands, %d mismatches", len(table), mismatches)
-	checkSameData(t, ref, master, slaves)
+	return mismatches
 }

@@ -177,14 +177,7 @@ func TestFunctionBusyRO(t *testing.T) {
 				waitSlaveBusy(t, slaves)
 				mustReply(t, b, "+OK\r\n", "SET", "probe", "1")
 			}
-			mustReply(t, k, "+OK\r\n", "FUNCTION", "KILL")
-			killed := time.Now()
-			const want = "-ERR Script killed by user with SCRIPT KILL... script: spinro, on @user_function:3.\r\n"
-			if got := string(a.Read()); got != want {
-				t.Fatalf("the killed function's client got %q, want %q", got, want)
-			}
-			serviceBack(t, killed, a, b, k)
-			mustReply(t, k, "-NOTBUSY No scripts in execution right now.\r\n", "FUNCTION", "KILL")
+			killFunction(t, "spinro", a, b, k)
 			redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 		})
 	}

@@ -850,24 +850,31 @@ func (ck *checker) extraBatch(ctx context.Context, s *slaveCheck, db int, keys [
 	if len(absent) == 0 {
 		return nil
 	}
-	m, err := ck.read(ck.master, db, absent, nil, false)
+	m, sv, idx, err := ck.differing(s.conn, db, absent)
 	if err != nil {
 		return err
-	}
-	sv, err := ck.read(s.conn, db, absent, nil, false)
-	if err != nil {
-		return err
-	}
-	var idx []int
-	for i := range absent {
-		if m.states[i] != sv.states[i] {
-			idx = append(idx, i)
-		}
 	}
 	if len(idx) == 0 {
 		return nil
 	}
 	return ck.settleAndReport(ctx, s, db, pick(absent, idx), subset(m, idx), subset(sv, idx), PhaseExtra)
+}
+
+// differing reads keys' states on the master and on the slave (sc), and
+// returns both with the indexes of the keys whose states differ.
+func (ck *checker) differing(sc *checkConn, db int, keys []string) (m, sv snapshot, idx []int, err error) {
+	if m, err = ck.read(ck.master, db, keys, nil, false); err != nil {
+		return m, sv, nil, err
+	}
+	if sv, err = ck.read(sc, db, keys, nil, false); err != nil {
+		return m, sv, nil, err
+	}
+	for i := range keys {
+		if m.states[i] != sv.states[i] {
+			idx = append(idx, i)
+		}
+	}
+	return m, sv, idx, nil
 }
 
 func pick(keys []string, idx []int) []string {
@@ -938,7 +945,7 @@ func (ck *checker) settle(ctx context.Context, s *slaveCheck, db int, keys []str
 			}
 			return confirmed, unsettled, nil
 		}
-		if !sleepCtx(ctx, delay) {
+		if !replicate.SleepCtx(ctx, delay) {
 			return nil, nil, ctx.Err()
 		}
 		delay *= 2
@@ -1128,19 +1135,9 @@ func (ck *checker) repairDiffs(ctx context.Context, s *slaveCheck, db int, diffs
 	}
 	if len(done) > 0 {
 		// Verify: the keys must now settle as equal.
-		a, err := ck.read(ck.master, db, done, nil, false)
+		a, sv, idx, err := ck.differing(s.conn, db, done)
 		if err != nil {
 			return err
-		}
-		sv, err := ck.read(s.conn, db, done, nil, false)
-		if err != nil {
-			return err
-		}
-		var idx []int
-		for i := range done {
-			if a.states[i] != sv.states[i] {
-				idx = append(idx, i)
-			}
 		}
 		if len(idx) > 0 {
 			confirmed, unsettled, err := ck.settle(ctx, s, db, pick(done, idx), subset(a, idx), subset(sv, idx))
@@ -1178,7 +1175,7 @@ func (ck *checker) repair(ctx context.Context, s *slaveCheck, db int, keys []str
 			break
 		}
 		if attempt > 0 {
-			if !sleepCtx(ctx, delay) {
+			if !replicate.SleepCtx(ctx, delay) {
 				return nil, ctx.Err()
 			}
 			delay *= 2
@@ -1288,7 +1285,7 @@ func (ck *checker) waitApplied(ctx context.Context, s *slaveCheck, pos position)
 		if !p.ok || p.epoch != pos.epoch || p.seq >= pos.seq || time.Now().After(deadline) {
 			return nil
 		}
-		if !sleepCtx(ctx, 5*time.Millisecond) {
+		if !replicate.SleepCtx(ctx, 5*time.Millisecond) {
 			return ctx.Err()
 		}
 	}
@@ -1319,20 +1316,8 @@ func (p *pacer) wait(ctx context.Context, n int) error {
 	}
 	d := p.next.Sub(now)
 	p.next = p.next.Add(time.Duration(n) * time.Second / time.Duration(p.rate))
-	if d > 0 && !sleepCtx(ctx, d) {
+	if d > 0 && !replicate.SleepCtx(ctx, d) {
 		return ctx.Err()
 	}
 	return ctx.Err()
-}
-
-// sleepCtx waits for d; it reports false when ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
