@@ -319,6 +319,10 @@ func TestNearCacheNeverStale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The readers' connections are new and on the other proxy: at the
+	// session level they may read a slave that has not applied the SETs yet
+	// (nil), so start them once every slave has.
+	redistest.WaitConverged(t, convergeTimeout, ns.master, ns.slaves...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -380,6 +384,9 @@ func neverStaleReader(ctx context.Context, addr string, keys int, rnd *rand.Rand
 			seen[k] = n
 		}
 		n, err := redis.Int64(c.Do("GET", key))
+		if err == redis.ErrNil {
+			return fmt.Errorf("GET %s = nil after %d was seen", key, seen[k])
+		}
 		if err != nil {
 			return err
 		}
