@@ -41,6 +41,8 @@ type waitKey struct {
 // waiters wakes blocked clients when a replicated write touches their keys.
 type waiters struct {
 	n  atomic.Int64 // registered channels, to skip the lock when there are none
+	// onFirst is called when a first client blocks (set before use).
+	onFirst func()
 	mu sync.Mutex
 	m  map[waitKey]map[chan struct{}]struct{}
 }
@@ -59,7 +61,9 @@ func (w *waiters) add(keys []waitKey, ch chan struct{}) {
 		}
 		set[ch] = struct{}{}
 	}
-	w.n.Add(1)
+	if w.n.Add(1) == 1 && w.onFirst != nil {
+		w.onFirst()
+	}
 }
 
 func (w *waiters) remove(keys []waitKey, ch chan struct{}) {

@@ -33,6 +33,7 @@ type keyFeed struct {
 	waiting int           // goroutines in waitFed
 
 	wanted atomic.Int32 // consumers that need the stream now
+	onWant func()       // called when a consumer starts to need the stream (set before use)
 }
 
 // keyConsumer gets the stream's writes, key by key, in stream order. Its
@@ -63,7 +64,11 @@ func (f *keyFeed) add(c keyConsumer) {
 // that applies to no slave reads the backlog only while someone does, and the
 // consumers are given nothing while no one does. A consumer holding state
 // derived from the stream must therefore want it.
-func (f *keyFeed) want(delta int32) { f.wanted.Add(delta) }
+func (f *keyFeed) want(delta int32) {
+	if f.wanted.Add(delta) == delta && delta > 0 && f.onWant != nil {
+		f.onWant()
+	}
+}
 
 // wants reports whether a consumer needs the stream now.
 func (f *keyFeed) wants() bool { return f.wanted.Load() > 0 }

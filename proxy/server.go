@@ -124,6 +124,9 @@ func NewServer(cfg Config, log zerolog.Logger) (*Server, error) {
 	s.tracker = newTracker(s, cfg.TrackingMaxKeys)
 	s.feed.add(s.tracker)
 	s.repl = s.newReplicator(table)
+	// A proxy that applies to no slave subscribes to the sync stream only while
+	// a client needs it: wake it when one starts to.
+	s.feed.onWant, s.waiters.onFirst = s.repl.WakeStream, s.repl.WakeStream
 	master := s.newMasterBackend(masterAddr)
 	var slaves []*router.Slave
 	for _, a := range s.repl.Appliers() {
@@ -190,7 +193,7 @@ func (s *Server) newReplicator(table *router.Table) *replicate.Replicator {
 		},
 		OnEffect:      s.wakeBlocked(table),
 		OnMessage:     s.feed.message,
-		OnStreamStart: s.feed.started,
+		OnStreamStart: s.streamStarted,
 		OnStreamLost:  s.feed.lost,
 		WantEffects:   func() bool { return s.waiters.n.Load() > 0 || s.feed.wants() },
 		OnMasterReset: cfg.OnMasterReset,
@@ -315,6 +318,14 @@ func (s *Server) loadTable() *router.Table {
 	}
 	s.log.Warn().AnErr("reason", err).Msg("master's COMMAND unavailable; using the built-in command table of Redis 7.0")
 	return router.BuiltinTable()
+}
+
+// streamStarted is the replicator's OnStreamStart hook: the key feed is live,
+// and the blocked clients look at their keys once more (a write between a
+// client's last try and the stream's start reached no hook).
+func (s *Server) streamStarted(epoch string, seq int64) {
+	s.feed.started(epoch, seq)
+	s.waiters.wakeAll()
 }
 
 // wakeBlocked returns the replicator's hook that wakes the clients blocked on the

@@ -68,7 +68,7 @@ func (sess *Session) acked() int64 {
 			if sl.Backend.Up() && st.Online() {
 				n++
 			}
-		} else if st.Epoch() == sess.lastEpoch && st.Applied() >= sess.lastSeq {
+		} else if st.Epoch() == sess.lastEpoch && st.Reached(sess.lastSeq) {
 			n++
 		}
 	}

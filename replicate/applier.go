@@ -107,18 +107,24 @@ func (a *Applier) Addr() string { return a.ep.Addr }
 func (a *Applier) State() State { return State(a.state.Load()) }
 
 // Applied returns the sequence number of the last message applied to the slave.
-// On a follower it is what the slave last showed: a call that finds the master
-// (as the sync channel says) past it asks the applier to read the slave's
-// position again (lease.go), so followers read positions only when reads need them.
-func (a *Applier) Applied() int64 {
-	n := a.applied.Load()
-	if !a.leader.Load() && a.r.sub.hinted.Load() > n && !a.want.Load() && a.want.CompareAndSwap(false, true) {
+// On a follower it is what the slave last showed (see Reached).
+func (a *Applier) Applied() int64 { return a.applied.Load() }
+
+// Reached reports whether the slave is known to have applied message seq. On a
+// follower, a call that finds it short asks the applier's goroutine to read the
+// slave's position again (lease.go: at most every followEvery, for every call
+// that asked meanwhile), so followers read positions only when reads need them.
+func (a *Applier) Reached(seq int64) bool {
+	if a.applied.Load() >= seq {
+		return true
+	}
+	if !a.leader.Load() && !a.want.Load() && a.want.CompareAndSwap(false, true) {
 		select {
 		case a.wantC <- struct{}{}:
 		default:
 		}
 	}
-	return n
+	return false
 }
 
 // Epoch returns the epoch of the slave's data.

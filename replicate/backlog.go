@@ -3,6 +3,7 @@ package replicate
 import (
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
@@ -20,8 +21,8 @@ const backlogReadCount = 256
 //
 // Only a proxy that needs the messages reads them: one holding a slave's lease,
 // or one whose OnEffect hook wants them (Config.WantEffects). A follower-only
-// proxy reads nothing: it notes the hints and its appliers read the slaves'
-// positions when reads need them (Applier.refresh). When it needs the messages
+// proxy reads nothing (and after standbyAfter unsubscribes: subscriber.go); its
+// appliers read the slaves' positions when reads need them (Applier.Reached). When it needs the messages
 // again it starts from the master's position, or from the first hint of the
 // wake-up if the backlog holds it a few entries back (the message that
 // woke it is then handed too).
@@ -50,6 +51,10 @@ type backlogReader struct {
 	copies *channelCopies
 	fence  *fencer
 	stop   <-chan struct{}
+	// unneeded is when the reader last found that nothing needs the messages
+	// (zero: something does); notNeeded says run ended for that reason.
+	unneeded  time.Time
+	notNeeded atomic.Bool
 	// fed is the position of the last message given to OnMessage, when the
 	// messages given since the reader started are unbroken.
 	fed struct {
@@ -70,7 +75,6 @@ func (b *backlogReader) noteHint(data []byte) {
 	if b.copies != nil {
 		b.copies.add(epoch, seq, data)
 	}
-	b.r.sub.hinted.Store(seq)
 	if e := b.hintEpoch.Load(); e == nil || *e != epoch {
 		// Another epoch: its numbers start over.
 		b.hintEpoch.Store(&epoch)
@@ -111,8 +115,14 @@ func (b *backlogReader) run(stop, wake <-chan struct{}) error {
 		if !leads && !b.wantsEffects() {
 			b.started = false
 			b.lost()
+			if b.unneeded.IsZero() {
+				b.unneeded = time.Now()
+			} else if time.Since(b.unneeded) >= standbyAfter {
+				return errNotNeeded
+			}
 			continue
 		}
+		b.unneeded = time.Time{}
 		if !b.started {
 			if err := b.start(low); err != nil {
 				return err
@@ -125,21 +135,11 @@ func (b *backlogReader) run(stop, wake <-chan struct{}) error {
 }
 
 // leads reports whether an applier of this proxy holds its slave's lease.
-func (b *backlogReader) leads() bool {
-	for _, a := range b.r.Appliers() {
-		if a.Leader() {
-			return true
-		}
-	}
-	return false
-}
+func (b *backlogReader) leads() bool { return b.r.leads() }
 
 // wantsEffects reports whether the OnEffect or OnMessage hook wants the
 // messages now.
-func (b *backlogReader) wantsEffects() bool {
-	cfg := &b.r.cfg
-	return (cfg.OnEffect != nil || cfg.OnMessage != nil) && (cfg.WantEffects == nil || cfg.WantEffects())
-}
+func (b *backlogReader) wantsEffects() bool { return b.r.wantsEffects() }
 
 // lost tells OnStreamLost that the messages given so far no longer continue.
 func (b *backlogReader) lost() {

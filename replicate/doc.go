@@ -43,8 +43,10 @@
 // Every proxy runs an applier per slave, but only the one holding the slave's
 // lease (syncproxy:lease on the slave, renewed at every check, lease.go) applies;
 // the others follow the slave's position and take over when the lease lapses.
-// A proxy that holds no lease reads no backlog: it reads the slaves' positions
-// at each check and when its reads need a newer one (lease.go).
+// A proxy that holds no lease reads no backlog and, unless its clients need the
+// stream, is not even subscribed to the sync channel (subscriber.go: standby): it
+// reads the slaves' positions at each check and when its reads need a newer one
+// (lease.go).
 // The lease saves work; safety comes from the applier's WATCHed position check. A
 // slave is emptied only by the applier holding its resync lock
 // (syncproxy:resync), which every proxy's appliers see, taking the slave out of

@@ -14,14 +14,14 @@ import (
 // so two appliers that both think they hold it only waste work); it saves the
 // duplicate apply calls and the lag they cause.
 //
-// A follower costs next to nothing per message: a proxy that holds no lease
-// does not read the backlog (backlog.go) and does not decode messages; it only
-// notes the sequence number of each message on the channel. It learns the
-// slave's position at every check (observe), and between checks only when a
-// read or WAIT asks for a position it has not seen while the channel says the
-// master is past it (Applied, refresh): one read of the slave's position, at
-// most every followEvery, serves every read that asked. It takes over at the
-// check after the lease lapsed (at most the TTL plus one health interval).
+// A follower costs nothing per message: a proxy that holds no lease is not
+// subscribed to the sync channel (subscriber.go: standby, unless its clients need
+// the stream), reads no backlog and decodes no message. It learns the slave's
+// position at every check (observe), and between checks only when a read or WAIT
+// asks for a position it has not seen (Applier.Reached, refresh): one read of the
+// slave's position, at most every followEvery, serves every read that asked. It
+// takes over at the check after the lease lapsed (at most the TTL plus one health
+// interval), and subscribes then.
 
 // takeLease is run on the slave: it takes the lease if it is free or ours and
 // renews it. ARGV: holder id, TTL in ms. It returns 1 when we hold the lease.
@@ -57,6 +57,7 @@ func (a *Applier) renewLease() error {
 		role := "follower"
 		if held {
 			role = "applier"
+			a.r.sub.wake() // the stream is needed now
 		}
 		a.log.Info().Str("role", role).Msg("slave lease changed hands")
 	}
@@ -84,8 +85,8 @@ func (a *Applier) Leader() bool { return a.leader.Load() }
 const followEvery = time.Millisecond
 
 // refresh is how a follower keeps its view of the slave's position (what read
-// routing and WAIT use) current without following every message: a reader of
-// the position found the master past it (Applied), so it reads the slave's
+// routing and WAIT use) current without following every message: a reader
+// needed a position the slave had not shown (Reached), so it reads the slave's
 // position once, for every read that asked meanwhile. Reads asking after the
 // poll started ask again.
 func (a *Applier) refresh(ctx context.Context) error {

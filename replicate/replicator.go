@@ -76,7 +76,8 @@ type Config struct {
 	OnStreamLost func()
 	// WantEffects, when set, says whether OnEffect and OnMessage want the
 	// messages now (the proxy: a client is blocked, or tracks keys): a proxy that
-	// applies to no slave reads the backlog only then. Unset, they always get them.
+	// applies to no slave reads the backlog, and subscribes, only then; call
+	// WakeStream when it turns true. Unset, they always get them.
 	WantEffects func() bool
 	// OnMasterReset is what a slave holding data the master lost gets:
 	// OnMasterResetResync (the default) or OnMasterResetHold (see reset.go).
@@ -179,7 +180,7 @@ func New(cfg Config) *Replicator {
 		appliers = append(appliers, newApplier(r, s))
 	}
 	r.appliers.Store(&appliers)
-	r.sub = &subscriber{r: r, log: cfg.Log.With().Str("component", "subscriber").Logger()}
+	r.sub = &subscriber{r: r, log: cfg.Log.With().Str("component", "subscriber").Logger(), need: make(chan struct{}, 1)}
 	r.evict = &evictor{r: r, log: cfg.Log.With().Str("component", "evictions").Logger()}
 	return r
 }
@@ -401,9 +402,35 @@ func (r *Replicator) health() (interval time.Duration, failures int) {
 // Latest returns the highest sequence number the replicator has seen.
 func (r *Replicator) Latest() int64 { return r.latest.Load() }
 
-// Subscribed reports whether the subscriber loop is subscribed to the sync
-// channel on the master.
-func (r *Replicator) Subscribed() bool { return r.subscribed.Load() }
+// Subscribed reports whether the subscriber loop follows the sync channel as
+// this proxy needs: subscribed on the master, or on standby because nothing
+// here needs the stream (no slave lease held, no client waiting on it).
+func (r *Replicator) Subscribed() bool { return r.subscribed.Load() || r.sub.standby.Load() }
+
+// WakeStream tells a subscriber on standby that a client needs the stream now
+// (Config.WantEffects turned true): it subscribes at once, not at its next look.
+func (r *Replicator) WakeStream() { r.sub.wake() }
+
+// leads reports whether an applier of this proxy holds its slave's lease.
+func (r *Replicator) leads() bool {
+	for _, a := range r.Appliers() {
+		if a.Leader() {
+			return true
+		}
+	}
+	return false
+}
+
+// wantsEffects reports whether the OnEffect or OnMessage hook wants the
+// messages now.
+func (r *Replicator) wantsEffects() bool {
+	cfg := &r.cfg
+	return (cfg.OnEffect != nil || cfg.OnMessage != nil) && (cfg.WantEffects == nil || cfg.WantEffects())
+}
+
+// streamNeeded reports whether this proxy needs the sync stream: it applies to
+// a slave, or a hook wants the messages.
+func (r *Replicator) streamNeeded() bool { return r.leads() || r.wantsEffects() }
 
 func (r *Replicator) observe(seq int64) {
 	for {

@@ -14,11 +14,12 @@ type fixedStatus struct {
 	applied int64
 }
 
-func (s *fixedStatus) Online() bool       { return true }
-func (s *fixedStatus) Applied() int64     { return s.applied }
-func (s *fixedStatus) Epoch() string      { return s.epoch }
-func (s *fixedStatus) LagMessages() int64 { return 0 }
-func (s *fixedStatus) LagMs() int64       { return 0 }
+func (s *fixedStatus) Online() bool         { return true }
+func (s *fixedStatus) Applied() int64       { return s.applied }
+func (s *fixedStatus) Reached(n int64) bool { return s.applied >= n }
+func (s *fixedStatus) Epoch() string        { return s.epoch }
+func (s *fixedStatus) LagMessages() int64   { return 0 }
+func (s *fixedStatus) LagMs() int64         { return 0 }
 
 // TestObservedPosition: a slave whose applier lags what a session read back from
 // it (Observe) serves the reads that must see that, in the same epoch only, until

@@ -47,6 +47,9 @@ type SlaveStatus interface {
 	Online() bool
 	// Applied returns the sequence number of the last message applied.
 	Applied() int64
+	// Reached reports whether the message numbered seq is known to be applied;
+	// a status that learns positions on demand may look again when it is not.
+	Reached(seq int64) bool
 	// Epoch returns the epoch of the slave's data.
 	Epoch() string
 	// LagMessages and LagMs measure how far behind the master the slave is.
@@ -97,7 +100,7 @@ func (s *Slave) holds(epoch string, minSeq int64) bool {
 	if s.Status.Epoch() != epoch {
 		return false
 	}
-	if s.Status.Applied() >= minSeq {
+	if s.Status.Reached(minSeq) {
 		return true
 	}
 	p := s.observed.Load()

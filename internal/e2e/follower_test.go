@@ -15,12 +15,14 @@ import (
 
 // TestFollowerReadsNoBacklog runs a proxy that holds no slave's lease (another
 // holder, standing for another proxy, does): under writes through it, it reads
-// nothing from the master's backlog (no XRANGE in the master's commandstats) and
-// its reads still see their writes; a client blocked on it is woken by a push at
-// once, not by the blocked client's retry; when the other holder stops renewing,
-// the proxy takes over within the lease's TTL and the slaves converge. Then a
-// second proxy follows it and learns the slaves' positions when its reads need
-// them, long before its next check.
+// nothing from the master's backlog (no XRANGE in the master's commandstats), is
+// not subscribed to the sync channel (no wake-up per write) while reporting its
+// subscription healthy, and its reads still see their writes; a client blocked on
+// it makes it subscribe and is woken by a push at once, not by the blocked
+// client's retry; when the other holder stops renewing, the proxy takes over
+// within the lease's TTL, subscribed, and the slaves converge. Then a second proxy
+// follows it and learns the slaves' positions when its reads need them, long
+// before its next check.
 func TestFollowerReadsNoBacklog(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 3)
@@ -48,6 +50,12 @@ func TestFollowerReadsNoBacklog(t *testing.T) {
 	if n := xranges(t, master); n != 0 {
 		t.Errorf("a follower-only proxy read the master's backlog %d times (XRANGE), want 0", n)
 	}
+	if n := syncSubscribers(t, master); n != 0 {
+		t.Errorf("the sync channel has %d subscribers with only a follower-only proxy running, want 0", n)
+	}
+	if !srv.Status().Subscribed {
+		t.Error("a follower on standby reports its sync subscription down")
+	}
 
 	// A blocked client on the follower is woken by the push, not by its retry.
 	blocked := redisDial(t, addr)
@@ -66,6 +74,7 @@ func TestFollowerReadsNoBacklog(t *testing.T) {
 		}
 		return nil
 	})
+	waitSyncSubscribers(t, master, 1)
 	pusher := redisDial(t, addr)
 	pushed := time.Now()
 	if _, err := pusher.Do("RPUSH", "follower:list", "x"); err != nil {
@@ -90,10 +99,33 @@ func TestFollowerReadsNoBacklog(t *testing.T) {
 		}
 		return nil
 	})
+	waitSyncSubscribers(t, master, 1)
 	load(t, []string{addr}, 100)
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 
 	followerLearnsPositions(t, master, slaves)
+}
+
+// syncSubscribers returns the number of subscribers of the default sync channel.
+func syncSubscribers(t *testing.T, master *redistest.Server) int64 {
+	t.Helper()
+	vals, err := redis.Values(master.Do(t, "PUBSUB", "NUMSUB", "syncproxy:sync"), nil)
+	if err != nil || len(vals) != 2 {
+		t.Fatalf("PUBSUB NUMSUB: %v %v", vals, err)
+	}
+	n, _ := redis.Int64(vals[1], nil)
+	return n
+}
+
+// waitSyncSubscribers waits until the sync channel has n subscribers.
+func waitSyncSubscribers(t *testing.T, master *redistest.Server, n int64) {
+	t.Helper()
+	redistest.CheckFor(t, 5*time.Second, poll, func() error {
+		if got := syncSubscribers(t, master); got != n {
+			return fmt.Errorf("the sync channel has %d subscribers, want %d", got, n)
+		}
+		return nil
+	})
 }
 
 // followerLearnsPositions starts a follower whose checks are far apart and
