@@ -40,11 +40,11 @@ type waitKey struct {
 
 // waiters wakes blocked clients when a replicated write touches their keys.
 type waiters struct {
-	n  atomic.Int64 // registered channels, to skip the lock when there are none
+	n atomic.Int64 // registered channels, to skip the lock when there are none
 	// onFirst is called when a first client blocks (set before use).
 	onFirst func()
-	mu sync.Mutex
-	m  map[waitKey]map[chan struct{}]struct{}
+	mu      sync.Mutex
+	m       map[waitKey]map[chan struct{}]struct{}
 }
 
 func (w *waiters) add(keys []waitKey, ch chan struct{}) {
