@@ -30,8 +30,33 @@ const (
 // lagProbeKey holds the probe's sequence number; each probe writes the next one.
 const lagProbeKey = "bench:lag:probe"
 
+// lagSetup is one -proxies-lag entry: n proxies, the load through all of them
+// or (first) through the first one only.
+type lagSetup struct {
+	n     int
+	first bool
+}
+
+// parseLagSetup parses "N" or "N:first".
+func parseLagSetup(s string) (lagSetup, error) {
+	num, via, _ := strings.Cut(s, ":")
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 1 || n > lagConns || (via != "" && via != "first") {
+		return lagSetup{}, fmt.Errorf("-proxies-lag: %q is not N or N:first with N from 1 to %d", s, lagConns)
+	}
+	return lagSetup{n: n, first: via == "first"}, nil
+}
+
+func (s lagSetup) String() string {
+	if s.first {
+		return strconv.Itoa(s.n) + ":first"
+	}
+	return strconv.Itoa(s.n)
+}
+
 // lagResult is one -proxies-lag run.
 type lagResult struct {
+	setup      lagSetup
 	proxies    int
 	offered    float64         // SET/s asked of the load generator
 	achieved   float64         // SET/s it completed
@@ -55,13 +80,13 @@ type procCPUShare struct {
 func (b *bench) runProxiesLag(ctx context.Context) error {
 	b.lagHeader()
 	var results []lagResult
-	for _, n := range b.opt.proxiesLag {
-		res, err := b.proxiesLag(ctx, n)
+	for _, setup := range b.opt.proxiesLag {
+		res, err := b.proxiesLag(ctx, setup)
 		if err != nil {
-			return fmt.Errorf("-proxies-lag %d: %w", n, err)
+			return fmt.Errorf("-proxies-lag %s: %w", setup, err)
 		}
-		fmt.Fprintf(b.log, "lag run: proxies=%d, %.0f SET/s, %d probes, p99 %s\n",
-			n, res.achieved, res.probes, fmtMs(durPercentile(res.lags, 0.99)))
+		fmt.Fprintf(b.log, "lag run: proxies=%s, %.0f SET/s, %d probes, p99 %s\n",
+			setup, res.achieved, res.probes, fmtMs(durPercentile(res.lags, 0.99)))
 		results = append(results, res)
 	}
 	b.reportProxiesLag(results)
@@ -70,8 +95,9 @@ func (b *bench) runProxiesLag(ctx context.Context) error {
 
 // proxiesLag starts a fresh master, lagSlaves slaves and n proxies in front of
 // them, runs the load and the probes, and stops them all again.
-func (b *bench) proxiesLag(ctx context.Context, n int) (lagResult, error) {
-	res := lagResult{proxies: n, offered: b.opt.lagRate}
+func (b *bench) proxiesLag(ctx context.Context, setup lagSetup) (lagResult, error) {
+	n := setup.n
+	res := lagResult{setup: setup, proxies: n, offered: b.opt.lagRate}
 	b.procsMu.Lock()
 	mark := len(b.procs)
 	b.procsMu.Unlock()
@@ -102,7 +128,11 @@ func (b *bench) proxiesLag(ctx context.Context, n int) (lagResult, error) {
 		proxies = append(proxies, addr)
 	}
 
-	load := startLoad(ctx, proxies, b.opt.lagRate)
+	loaded := proxies
+	if setup.first {
+		loaded = proxies[:1]
+	}
+	load := startLoad(ctx, loaded, b.opt.lagRate)
 	select {
 	case <-ctx.Done():
 	case <-time.After(lagWarmup):
@@ -427,7 +457,7 @@ func (b *bench) lagHeader() {
 		load = ", load average " + strings.Join(strings.Fields(string(l))[:3], " ")
 	}
 	fmt.Fprintf(b.out, "syncproxy bench -proxies-lag: per proxy count, a fresh master + %d slaves; %.0f SET/s offered in total "+
-		"over %d connections split evenly across the proxies (%d-byte values, %d keys); after %v, a probe write every %v "+
+		"over %d connections split evenly across the proxies (N:first: all on the first) (%d-byte values, %d keys); after %v, a probe write every %v "+
 		"through each proxy in turn for %v, each slave polled directly (GET every %v); %d CPUs%s\n\n",
 		lagSlaves, b.opt.lagRate, lagConns, lagValueSize, lagKeyspace, lagWarmup, lagProbeEvery, b.opt.lagDuration,
 		lagPollEvery, runtime.NumCPU(), load)
@@ -443,7 +473,7 @@ func (b *bench) reportProxiesLag(results []lagResult) {
 		if r.appliers != nil {
 			appliers = strings.Trim(strings.Join(strings.Fields(fmt.Sprint(r.appliers)), ","), "[]")
 		}
-		fmt.Fprintf(w, "%7d %9.0f %9.0f %7d %7d %8s %8s %8s %8d  %s\n", r.proxies, r.offered, r.achieved, r.loadErrors,
+		fmt.Fprintf(w, "%7s %9.0f %9.0f %7d %7d %8s %8s %8s %8d  %s\n", r.setup, r.offered, r.achieved, r.loadErrors,
 			r.probes, fmtMs(durPercentile(r.lags, 0.50)), fmtMs(durPercentile(r.lags, 0.99)),
 			fmtMs(durPercentile(r.lags, 1)), r.unseen, appliers)
 	}
@@ -453,7 +483,7 @@ func (b *bench) reportProxiesLag(results []lagResult) {
 	fmt.Fprintf(w, "\nCPU per process while the probes ran (%% of one core; the bench's own load generator and probes not counted)\n")
 	for _, r := range results {
 		if r.cpu == nil {
-			fmt.Fprintf(w, "%7d  not measured on this system\n", r.proxies)
+			fmt.Fprintf(w, "%7s  not measured on this system\n", r.setup)
 			continue
 		}
 		var parts []string
@@ -464,7 +494,7 @@ func (b *bench) reportProxiesLag(results []lagResult) {
 			}
 			parts = append(parts, part)
 		}
-		fmt.Fprintf(w, "%7d  %s\n", r.proxies, strings.Join(parts, ", "))
+		fmt.Fprintf(w, "%7s  %s\n", r.setup, strings.Join(parts, ", "))
 	}
 }
 

@@ -72,7 +72,10 @@
 // second of load, a probe writes 1, 2, 3, ... to one key every 5 ms through each
 // proxy in turn for -lag-duration, and every slave is polled directly with GET: a
 // probe's lag on a slave is from the write's reply to the first GET that shows its
-// value. The table gives p50, p99 and max per N, the SETs per second completed,
+// value. With N:first (e.g. 3:first) the whole load goes through the first proxy
+// and the others only carry their probes: what followers cost, apart from
+// splitting the load over more processes on the same cores.
+// The table gives p50, p99 and max per N, the SETs per second completed,
 // and how many proxies apply to each slave after the run; a second table gives
 // the CPU each process of the run (master, slaves, proxies with their roles) used
 // while the probes ran, from /proc/<pid>/stat (Linux only).
@@ -137,7 +140,7 @@ type options struct {
 	predixy    string // -predixy: the predixy binary (relative to the module root)
 	twemproxy  string // -twemproxy: the nutcracker binary (looked up in PATH)
 
-	proxiesLag  []int         // -proxies-lag: proxy counts; when set, only the lag runs
+	proxiesLag  []lagSetup    // -proxies-lag: proxy counts; when set, only the lag runs
 	lagRate     float64       // SET/s offered in total in each -proxies-lag run
 	lagDuration time.Duration // probing time of each -proxies-lag run
 	threads     int           // -proxy-threads: every syncproxy's --threads
@@ -196,7 +199,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&opt.predixy, "predixy", defaultPredixy, "predixy binary, relative to the module root unless absolute; missing: its row says \"not found\"")
 	fs.StringVar(&opt.twemproxy, "twemproxy", "nutcracker", "twemproxy binary (Debian package nutcracker), looked up in PATH; missing: its row says \"not found\"")
 	fs.BoolVar(&opt.reads, "reads", true, "also compare GET through syncproxy with read-your-writes on and off (a second proxy), and run a mixed 1:1 SET/GET workload directly and through the proxy")
-	proxiesLag := fs.String("proxies-lag", "", "comma-separated proxy counts, e.g. 1,3: instead of the other runs, for each count start that many proxies on a fresh master and 2 slaves, offer the same total SET rate split across them, and measure the replication lag by probing the slaves directly")
+	proxiesLag := fs.String("proxies-lag", "", "comma-separated proxy counts, e.g. 1,3,3:first: instead of the other runs, for each count start that many proxies on a fresh master and 2 slaves, offer the same total SET rate split across them (N:first: all through the first proxy), and measure the replication lag by probing the slaves directly through each proxy in turn")
 	fs.Float64Var(&opt.lagRate, "lag-rate", 5000, "with -proxies-lag: total SET/s offered, split across the proxies")
 	fs.IntVar(&opt.threads, "proxy-threads", 1, "every syncproxy's --threads (GOMAXPROCS): 1, as predixy's WorkerThreads 1; 0: the proxy's default, every CPU")
 	fs.DurationVar(&opt.lagDuration, "lag-duration", 10*time.Second, "with -proxies-lag: probing time per proxy count (after 1s of load alone)")
@@ -223,11 +226,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > lagConns {
-			return opt, fmt.Errorf("-proxies-lag: %q is not an integer from 1 to %d", s, lagConns)
+		setup, err := parseLagSetup(s)
+		if err != nil {
+			return opt, err
 		}
-		opt.proxiesLag = append(opt.proxiesLag, n)
+		opt.proxiesLag = append(opt.proxiesLag, setup)
 	}
 	for _, s := range strings.Split(*tests, ",") {
 		if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
