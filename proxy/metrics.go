@@ -133,7 +133,7 @@ var (
 	descEvicting    = prometheus.NewDesc("syncproxy_slave_evicting", "1 when the slave was seen evicting keys of its own (INFO evicted_keys grew): out of the read set.", []string{"slave"}, nil)
 	descCatchUps    = prometheus.NewDesc("syncproxy_slave_catchups_total", "Catch-ups of the slave from the backlog.", []string{"slave"}, nil)
 	descLatestSeq   = prometheus.NewDesc("syncproxy_sync_latest_seq", "Latest sync message sequence number seen.", nil, nil)
-	descSubscribed  = prometheus.NewDesc("syncproxy_sync_subscribed", "1 when the subscriber loop is subscribed to the sync channel.", nil, nil)
+	descSubscribed  = prometheus.NewDesc("syncproxy_sync_subscribed", "1 when the subscriber loop is subscribed to the sync channel, or on standby because this proxy needs no stream (it applies to no slave and no client waits on the stream).", nil, nil)
 	descMasterReads = prometheus.NewDesc("syncproxy_master_reads_total", "Reads served by the master.", nil, nil)
 	descReloads     = prometheus.NewDesc("syncproxy_config_reloads_total", "Configuration reloads applied (SIGHUP).", nil, nil)
 	descSwitches    = prometheus.NewDesc("syncproxy_master_switches_total", "Master switches made on Sentinel's word.", nil, nil)
