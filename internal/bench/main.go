@@ -17,7 +17,10 @@
 //   - with -replication (the default), a second master with two native replicas
 //     attached by REPLICAOF, the baseline of the write line;
 //   - with -reads (the default), a second syncproxy with --read-your-writes=false in
-//     front of the same master and slaves.
+//     front of the same master and slaves;
+//   - with -proxy-bin PATH, another syncproxy binary (another commit's build) in front
+//     of the same master and slaves, measured like a peer: its row "syncproxy (PATH)"
+//     gives an A/B comparison from one run.
 //
 // # What it measures
 //
