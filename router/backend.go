@@ -739,6 +739,11 @@ func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, rea
 	w := &connWriter{l: l, ctx: ctx, conn: conn, bw: bufio.NewWriterSize(conn, 16<<10), pend: pend,
 		readerDone: readerDone, gen: gen, idle: time.NewTimer(keepaliveIdle)}
 	defer w.idle.Stop()
+	defer func() {
+		if w.carry != nil { // taken from the queue, never sent: it would wait forever
+			l.failChain(w.carry)
+		}
+	}()
 	for {
 		r, err := w.next()
 		if err != nil {

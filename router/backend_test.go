@@ -296,3 +296,47 @@ func TestBackendSetAddr(t *testing.T) {
 		t.Fatalf("held request reached the old address")
 	}
 }
+
+// TestCarriedRequestFailsWhenConnectionFails: a raw request that the writer took
+// from the queue behind a group of writes (carried to its next send) is failed
+// when the connection fails before it was sent, instead of never completing.
+// The master is frozen so that the reader's queue of expected replies fills up:
+// the group's push then waits, and fails with the connection.
+func TestCarriedRequestFailsWhenConnectionFails(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Addr, time.Second, true)
+	srv.Pause(t)
+	t.Cleanup(func() { srv.Resume(t) })
+	b.Pause() // everything is queued first, then taken in one go
+	w := router.NewWaiter()
+	var reqs []*router.Request
+	submit := func(r *router.Request) {
+		reqs = append(reqs, r)
+		w.Add(r)
+		b.Submit(0, r)
+	}
+	// One reply awaited by the reader, 1024 expected behind it: full.
+	for i := 0; i < 1+1024; i++ {
+		submit(&router.Request{Kind: router.KindRaw, Raw: cmd("GET", "k")})
+	}
+	write := &router.Request{Kind: router.KindWrite, Raw: cmd("SET", "k", "v"), Argc: 3}
+	submit(write)
+	carried := &router.Request{Kind: router.KindRaw, Raw: cmd("GET", "k")}
+	submit(carried)
+	b.Resume()
+	done := make(chan struct{})
+	go func() { w.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("requests never completed; the carried one: %q", carried.Reply)
+	}
+	for i, r := range reqs {
+		if !r.Failed || !strings.HasPrefix(string(r.Reply), "-ERR syncproxy: ") {
+			t.Fatalf("request %d: reply %q, failed %v; want a proxy error", i, r.Reply, r.Failed)
+		}
+	}
+	if !strings.Contains(string(carried.Reply), "unavailable") {
+		t.Errorf("carried request, never sent: %q, want the backend unavailable", carried.Reply)
+	}
+}

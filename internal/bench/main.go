@@ -17,7 +17,10 @@
 //   - with -replication (the default), a second master with two native replicas
 //     attached by REPLICAOF, the baseline of the write line;
 //   - with -reads (the default), a second syncproxy with --read-your-writes=false in
-//     front of the same master and slaves.
+//     front of the same master and slaves;
+//   - with -proxy-bin PATH, another syncproxy binary (another commit's build) in front
+//     of the same master and slaves, measured like a peer: its row "syncproxy (PATH)"
+//     gives an A/B comparison from one run.
 //
 // # What it measures
 //
@@ -145,6 +148,7 @@ type options struct {
 	lagDuration time.Duration // probing time of each -proxies-lag run
 	threads     int           // -proxy-threads: every syncproxy's --threads
 	nearCache   bool          // -near-cache-get: only the near cache run (nearcache.go)
+	otherProxy  string        // -proxy-bin: a second syncproxy binary measured as a peer (A/B)
 }
 
 func main() {
@@ -203,6 +207,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&opt.lagRate, "lag-rate", 5000, "with -proxies-lag: total SET/s offered, split across the proxies")
 	fs.IntVar(&opt.threads, "proxy-threads", 1, "every syncproxy's --threads (GOMAXPROCS): 1, as predixy's WorkerThreads 1; 0: the proxy's default, every CPU")
 	fs.DurationVar(&opt.lagDuration, "lag-duration", 10*time.Second, "with -proxies-lag: probing time per proxy count (after 1s of load alone)")
+	fs.StringVar(&opt.otherProxy, "proxy-bin", "", "a second syncproxy binary (e.g. another commit's) measured in the same interleaved rounds as an extra row, \"syncproxy (PATH)\", in front of the same master and slaves")
 	fs.BoolVar(&opt.nearCache, "near-cache-get", false, "instead of the other runs: GET over 1,000 keys at -P 16 directly and through a proxy with and without --near-cache 64mb (nearcache.go)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./internal/bench [flags]\n\n"+
@@ -327,6 +332,9 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.opt.peers {
 		b.findPeers(root)
 	}
+	if err := b.addOtherProxy(); err != nil {
+		return err
+	}
 	return b.buildProxy(ctx, root)
 }
 
@@ -350,7 +358,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	b.proxyProc = b.lastProc("syncproxy")
 	// The peers: predixy reads from the first slave, as syncproxy does from both.
-	if err := b.startPeers(ctx, b.master, slaves[0]); err != nil {
+	if err := b.startPeers(ctx, b.master, slaves); err != nil {
 		return err
 	}
 
@@ -888,6 +896,11 @@ func (b *bench) startBackends(ctx context.Context) ([]string, error) {
 // front of master and slaves with the extra flags, waits until its slaves are
 // online and returns its address.
 func (b *bench) startProxy(ctx context.Context, name, master string, slaves []string, extra ...string) (string, error) {
+	return b.startProxyBin(ctx, name, b.proxyBin, master, slaves, extra...)
+}
+
+// startProxyBin is startProxy with the syncproxy binary bin.
+func (b *bench) startProxyBin(ctx context.Context, name, bin, master string, slaves []string, extra ...string) (string, error) {
 	dir := filepath.Join(b.tmp, "syncproxy-logs")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -902,7 +915,7 @@ func (b *bench) startProxy(ctx context.Context, name, master string, slaves []st
 		logPath := filepath.Join(dir, name+"-"+strconv.Itoa(attempt)+".log")
 		args := append([]string{"--listen", addr, "--master", master, "--slaves", strings.Join(slaves, ","),
 			"--log-level", "warn", "--threads", strconv.Itoa(b.opt.threads)}, extra...)
-		p, err := b.start(name, logPath, b.proxyBin, args...)
+		p, err := b.start(name, logPath, bin, args...)
 		if err != nil {
 			return "", err
 		}

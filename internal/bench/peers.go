@@ -21,6 +21,7 @@ import (
 const (
 	sidePredixy = "predixy"   // predixy, 1 worker thread, reads from a slave of syncproxy
 	sideTwem    = "twemproxy" // Debian's nutcracker, one pool with the master alone
+	sideOther   = "proxy-bin" // -proxy-bin: another syncproxy binary, on the same master and slaves
 )
 
 // defaultPredixy is where the peer binary lives, relative to the module root.
@@ -66,9 +67,27 @@ func (b *bench) findPeers(root string) {
 	b.peers = []*peer{pred, twem}
 }
 
+// addOtherProxy adds the -proxy-bin syncproxy to the peers, when given.
+func (b *bench) addOtherProxy() error {
+	if b.opt.otherProxy == "" {
+		return nil
+	}
+	bin, err := filepath.Abs(b.opt.otherProxy)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(bin); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("-proxy-bin %s: not an executable file", bin)
+	}
+	b.peers = append(b.peers, &peer{side: sideOther, label: "syncproxy (" + b.opt.otherProxy + ")", bin: bin})
+	return nil
+}
+
 // startPeers starts every peer found: predixy in front of master (writes) and
-// slave (reads), twemproxy in front of master.
-func (b *bench) startPeers(ctx context.Context, master, slave string) error {
+// the first slave (reads), twemproxy in front of master, the -proxy-bin
+// syncproxy in front of master and slaves.
+func (b *bench) startPeers(ctx context.Context, master string, slaves []string) error {
+	slave := slaves[0]
 	for _, p := range b.peers {
 		if p.bin == "" {
 			fmt.Fprintf(b.log, "bench: %s %s; its row says so\n", p.side, p.missing)
@@ -76,6 +95,12 @@ func (b *bench) startPeers(ctx context.Context, master, slave string) error {
 		}
 		var err error
 		switch p.side {
+		case sideOther:
+			p.addr, err = b.startProxyBin(ctx, "syncproxy-other", p.bin, master, slaves)
+			p.proc = b.lastProc("syncproxy-other")
+			if err == nil {
+				fmt.Fprintf(b.log, "bench: %s %s on %s\n", p.side, p.bin, p.addr)
+			}
 		case sidePredixy:
 			err = b.startPeer(ctx, p, func(port, _ int, dir string) []string {
 				conf := filepath.Join(dir, "predixy.conf")
