@@ -179,8 +179,8 @@ const (
 // promotion within Sentinel's tick before REPLICAOF NO ONE, which a loaded machine
 // does not always do (seen once in a full e2e run: 2 of 633 increments lost): the
 // test asks that only writes acknowledged after the failover began be missing,
-// and then with a new epoch; and that every write acknowledged after the switch
-// be on the new master.
+// that the slaves converge to the new master, and that every write acknowledged
+// after the switch be on it.
 func testFailover(t *testing.T, mode failoverMode) {
 	unseen := mode == failoverUnseen
 	const name = "mymaster"
@@ -292,7 +292,9 @@ func testFailover(t *testing.T, mode failoverMode) {
 	switch {
 	case counter > log.incrOK+log.incrErr:
 		t.Errorf("counter %d on the new master, more than the %d increments sent: a write was applied twice", counter, log.incrOK+log.incrErr)
-	case counter < log.incrOK && newEpoch == oldEpoch:
+	case counter < log.incrOK && newEpoch == oldEpoch && mode != failoverManual:
+		// (Manual: the few writes of the late hold may not have reached the
+		// slaves, and then no new epoch is needed; WaitConverged below checks.)
 		t.Errorf("the new master lacks acknowledged writes (counter %d < %d) but kept the epoch: slaves that applied them would diverge", counter, log.incrOK)
 	}
 	missing, lost := 0, 0
