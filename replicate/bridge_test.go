@@ -1,0 +1,57 @@
+package replicate_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
+)
+
+// evictMetaLate evicts the master's replication metadata as maxmemory does,
+// behind n other eviction notifications: one script that publishes n
+// notifications of evicted keys (reserved ones, which the evictor skips but
+// must read), then deletes the epoch, the counter and the backlog and
+// publishes their notifications, in the order the master would.
+const evictMetaLate = `
+local ch = '__keyevent@0__:evicted'
+for i = 1, tonumber(ARGV[1]) do redis.call('PUBLISH', ch, 'syncproxy:other:' .. i) end
+for _, k in ipairs({'syncproxy:epoch', 'syncproxy:seq', 'syncproxy:backlog'}) do
+  redis.call('DEL', k)
+  redis.call('PUBLISH', ch, k)
+end
+return 1
+`
+
+// TestBridgeEvictionNoticedLate: the metadata evicted whole, the next write
+// starts a new epoch, which the appliers see before the evictor has read the
+// eviction's notification (it is behind many others, as in the first eviction
+// wave of a master given a small maxmemory). The slave crosses to the new
+// epoch: no master reset, no resync.
+func TestBridgeEvictionNoticedLate(t *testing.T) {
+	rg := newRig(t)
+	for i := 0; i < 10; i++ {
+		rg.write(t, 0, "SET", fmt.Sprint("k", i), "v")
+	}
+	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
+	redistest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		v, _ := redis.Values(rg.master.Do(t, "PUBSUB", "NUMSUB", "__keyevent@0__:evicted"), nil)
+		if len(v) != 2 || v[1] != int64(1) {
+			return fmt.Errorf("the evictor is not subscribed: %v", v)
+		}
+		return nil
+	})
+	a := rg.repl.Appliers()[0]
+	resyncs := a.Resyncs()
+	rg.master.Do(t, "EVAL", evictMetaLate, 0, 50000)
+	rg.write(t, 0, "SET", "after", "1")
+	redistest.WaitConverged(t, 20*time.Second, rg.master, rg.slave)
+	if n, m := a.Resyncs()-resyncs, rg.repl.MasterResets(); n != 0 || m != 0 {
+		t.Fatalf("metadata evicted: %d full resyncs, %d master resets; want none", n, m)
+	}
+	if n := rg.repl.EpochsCrossed(); n != 1 {
+		t.Fatalf("EpochsCrossed = %d, want 1", n)
+	}
+}
