@@ -90,26 +90,51 @@ func (s *bridgeState) wake() {
 
 // held waits up to bridgeWait for the recent messages to hold from..to of
 // epoch (the backlog reader takes them from the channel when the backlog lost
-// them, hints.go).
-func (s *bridgeState) held(ctx context.Context, recent *recentMessages, epoch string, from, to int64) []*Message {
+// them, hints.go), while an eviction is seen (fence: see find).
+func (s *bridgeState) held(ctx context.Context, recent *recentMessages, fence func(<-chan struct{}) bool, epoch string, from, to int64) []*Message {
+	var msgs []*Message
+	s.await(ctx, fence, func() bool {
+		msgs = recent.span(epoch, from, to)
+		return msgs != nil
+	})
+	return msgs
+}
+
+// await calls found until it reports true, waiting for each change recorded,
+// for up to bridgeWait, while an eviction of the metadata or the backlog was
+// seen lately (without one, nothing is coming: no eviction). The evictor may
+// not have read the eviction's notification yet (it follows its own
+// subscription, which may be behind thousands of notifications of evicted
+// keys): before giving up, it fences the evictor's subscription once (every
+// notification sent before is then received) and looks again.
+func (s *bridgeState) await(ctx context.Context, fence func(<-chan struct{}) bool, found func() bool) bool {
 	t := time.NewTimer(bridgeWait)
 	defer t.Stop()
+	fenced := false
 	for {
 		s.mu.Lock()
 		wait := s.waitChan()
 		s.mu.Unlock()
-		if msgs := recent.span(epoch, from, to); msgs != nil {
-			return msgs
+		if found() {
+			return true
 		}
-		if !s.evictedLately() {
-			return nil // no eviction: nothing is being taken from the channel
+		expired := false
+		if s.evictedLately() {
+			select {
+			case <-wait:
+				continue
+			case <-t.C:
+				expired = true
+			case <-ctx.Done():
+				return false
+			}
 		}
-		select {
-		case <-wait:
-		case <-t.C:
-			return nil
-		case <-ctx.Done():
-			return nil
+		if fenced || fence == nil || !fence(ctx.Done()) {
+			return false
+		}
+		fenced = true
+		if expired {
+			t.Reset(bridgeWait)
 		}
 	}
 }
@@ -165,43 +190,32 @@ func (s *bridgeState) readEpoch(epoch string) {
 
 // lookup returns the last change from epoch from to an epoch the backlog
 // reader read, once an eviction of the metadata was seen near it; ok is false
-// if there is none (yet). wait is closed when something new is recorded.
-func (s *bridgeState) lookup(from string) (b epochBridge, ok bool, wait <-chan struct{}) {
+// if there is none (yet).
+func (s *bridgeState) lookup(from string) (b epochBridge, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.waitChan()
 	for i := len(s.seen) - 1; i >= 0; i-- {
 		if c := s.seen[i]; c.from == from && slices.Contains(s.real, c.to) {
 			d := c.at.Sub(s.evicted)
-			return c, !s.evicted.IsZero() && d < bridgeMaxAge && d > -bridgeMaxAge, s.changed
+			return c, !s.evicted.IsZero() && d < bridgeMaxAge && d > -bridgeMaxAge
 		}
 	}
-	return epochBridge{}, false, s.changed
+	return epochBridge{}, false
 }
 
 // find returns the proof that the master went from epoch from to a next one
 // by an eviction, waiting up to bridgeWait for the channel to show the change
 // when the evictor saw the metadata evicted (without that, it is no eviction: a
-// master restarted empty, say).
-func (s *bridgeState) find(ctx context.Context, from string) (epochBridge, bool) {
-	t := time.NewTimer(bridgeWait)
-	defer t.Stop()
-	for {
-		b, ok, wait := s.lookup(from)
-		if ok {
-			return b, true
-		}
-		if !s.evictedLately() {
-			return epochBridge{}, false
-		}
-		select {
-		case <-wait:
-		case <-t.C:
-			return epochBridge{}, false
-		case <-ctx.Done():
-			return epochBridge{}, false
-		}
-	}
+// master restarted empty, say). fence waits for the evictor's subscription to
+// receive what the master sent before it (await).
+func (s *bridgeState) find(ctx context.Context, from string, fence func(<-chan struct{}) bool) (epochBridge, bool) {
+	var b epochBridge
+	ok := s.await(ctx, fence, func() bool {
+		var found bool
+		b, found = s.lookup(from)
+		return found
+	})
+	return b, ok
 }
 
 // hintTrack follows the epochs of one subscription's messages, in order: its
@@ -241,7 +255,7 @@ return 1
 // on to another. It returns false when it cannot prove that, for the caller to
 // resync.
 func (a *Applier) bridge(ctx context.Context, sp slavePos) (bool, error) {
-	b, ok := a.r.bridges.find(ctx, sp.epoch)
+	b, ok := a.r.bridges.find(ctx, sp.epoch, a.r.evict.fence)
 	if !ok {
 		return false, nil
 	}
@@ -252,7 +266,7 @@ func (a *Applier) bridge(ctx context.Context, sp slavePos) (bool, error) {
 		return false, nil
 	}
 	if sp.seq < b.last {
-		msgs := a.r.bridges.held(ctx, a.r.recent, b.from, sp.seq+1, b.last)
+		msgs := a.r.bridges.held(ctx, a.r.recent, a.r.evict.fence, b.from, sp.seq+1, b.last)
 		if msgs == nil {
 			log.Warn().Msg("the old epoch's last messages are no longer held: cannot cross")
 			return false, nil

@@ -180,7 +180,7 @@ func New(cfg Config) *Replicator {
 	}
 	r.appliers.Store(&appliers)
 	r.sub = &subscriber{r: r, log: cfg.Log.With().Str("component", "subscriber").Logger()}
-	r.evict = &evictor{r: r, log: cfg.Log.With().Str("component", "evictions").Logger()}
+	r.evict = &evictor{r: r, log: cfg.Log.With().Str("component", "evictions").Logger(), fencer: newFencer()}
 	return r
 }
 
