@@ -30,6 +30,10 @@ import (
 //     saw its last message; a restarted master breaks the subscription.
 //   - that an eviction took the metadata (not a FLUSHALL behind the proxy's
 //     back): the evictor saw the epoch or the counter evicted, near that time.
+//     Its subscription may lag behind thousands of notifications of evicted
+//     keys while the new epoch is already seen: before it is taken for none,
+//     a fence on it (a PING answered after every notification sent before)
+//     makes sure it has read them (await).
 //   - the old epoch's messages the slave lacks: the backlog reader's recent
 //     messages keep the old epoch's tail (recent.go).
 //
@@ -118,13 +122,11 @@ func (s *bridgeState) await(ctx context.Context, fence func(<-chan struct{}) boo
 		if found() {
 			return true
 		}
-		expired := false
 		if s.evictedLately() {
 			select {
 			case <-wait:
 				continue
 			case <-t.C:
-				expired = true
 			case <-ctx.Done():
 				return false
 			}
@@ -133,9 +135,7 @@ func (s *bridgeState) await(ctx context.Context, fence func(<-chan struct{}) boo
 			return false
 		}
 		fenced = true
-		if expired {
-			t.Reset(bridgeWait)
-		}
+		t.Reset(bridgeWait) // the time the fence took is not the wait's
 	}
 }
 
@@ -173,8 +173,8 @@ func (s *bridgeState) record(b epochBridge) {
 	s.signal()
 }
 
-// readEpoch records an epoch the backlog reader read from the master (the
-// channel alone may name any epoch).
+// readEpoch records an epoch read from the master, by the backlog reader or in
+// an applier's position (the channel alone may name any epoch).
 func (s *bridgeState) readEpoch(epoch string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -188,8 +188,8 @@ func (s *bridgeState) readEpoch(epoch string) {
 	s.signal()
 }
 
-// lookup returns the last change from epoch from to an epoch the backlog
-// reader read, once an eviction of the metadata was seen near it; ok is false
+// lookup returns the last change from epoch from to an epoch read from the
+// master, once an eviction of the metadata was seen near it; ok is false
 // if there is none (yet).
 func (s *bridgeState) lookup(from string) (b epochBridge, ok bool) {
 	s.mu.Lock()
@@ -253,8 +253,10 @@ return 1
 // messages from the recent ones and moves the slave's position. The next sync
 // catches up in the new epoch, or crosses again if the master has since moved
 // on to another. It returns false when it cannot prove that, for the caller to
-// resync.
-func (a *Applier) bridge(ctx context.Context, sp slavePos) (bool, error) {
+// resync. mEpoch is the master's epoch, as the applier read it from the master.
+func (a *Applier) bridge(ctx context.Context, sp slavePos, mEpoch string) (bool, error) {
+	// Read from the master: real, even if the backlog reader has not read it yet.
+	a.r.bridges.readEpoch(mEpoch)
 	b, ok := a.r.bridges.find(ctx, sp.epoch, a.r.evict.fence)
 	if !ok {
 		return false, nil
