@@ -173,6 +173,19 @@ func (s *bridgeState) record(b epochBridge) {
 	s.signal()
 }
 
+// firstOf returns the sequence number of epoch's first message, as a
+// subscription saw the master go to it from another epoch (0: not seen).
+func (s *bridgeState) firstOf(epoch string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.seen) - 1; i >= 0; i-- {
+		if s.seen[i].to == epoch {
+			return s.seen[i].first
+		}
+	}
+	return 0
+}
+
 // readEpoch records an epoch read from the master, by the backlog reader or in
 // an applier's position (the channel alone may name any epoch).
 func (s *bridgeState) readEpoch(epoch string) {

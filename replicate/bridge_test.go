@@ -55,3 +55,49 @@ func TestBridgeEvictionNoticedLate(t *testing.T) {
 		t.Fatalf("EpochsCrossed = %d, want 1", n)
 	}
 }
+
+// evictNewEpochHead evicts the metadata, then numbers three messages of a new
+// epoch (ARGV[1]) as the master script does, one SET of x each, then evicts
+// the backlog and numbers a fourth: the backlog holds only the fourth when the
+// proxy first reads the new epoch; the first three are on the channel.
+const evictNewEpochHead = `
+local ch, epoch = '__keyevent@0__:evicted', ARGV[1]
+local function evict(k) redis.call('DEL', k); redis.call('PUBLISH', ch, k) end
+local function write(v)
+  redis.call('SET', 'x', v)
+  local seq = redis.call('INCR', 'syncproxy:seq')
+  local eff = '*4\r\n$1\r\n0\r\n$3\r\nSET\r\n$1\r\nx\r\n$' .. #v .. '\r\n' .. v .. '\r\n'
+  local msg = '*5\r\n$11\r\nsyncproxy/1\r\n$' .. #epoch .. '\r\n' .. epoch .. '\r\n:' .. seq .. '\r\n:' ..
+    ARGV[2] .. '\r\n*1\r\n' .. eff
+  redis.call('XADD', 'syncproxy:backlog', seq .. '-0', 'm', msg)
+  redis.call('PUBLISH', 'test:sync', msg)
+end
+evict('syncproxy:epoch'); evict('syncproxy:seq'); evict('syncproxy:backlog')
+redis.call('SET', 'syncproxy:epoch', epoch)
+write('1'); write('2'); write('3')
+evict('syncproxy:backlog')
+write('4')
+return 1
+`
+
+// TestBridgeNewEpochHeadEvicted: the metadata evicted whole, the master goes on
+// in a new epoch whose first messages the backlog lost (evicted) before the
+// proxy read it: the slave crosses to the new epoch and catches up with them
+// from the channel, without a resync.
+func TestBridgeNewEpochHeadEvicted(t *testing.T) {
+	rg := newRig(t)
+	for i := 0; i < 10; i++ {
+		rg.write(t, 0, "SET", fmt.Sprint("k", i), "v")
+	}
+	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
+	a := rg.repl.Appliers()[0]
+	resyncs := a.Resyncs()
+	rg.master.Do(t, "EVAL", evictNewEpochHead, 0, fmt.Sprint("test-epoch-", time.Now().UnixNano()), time.Now().UnixMilli())
+	redistest.WaitConverged(t, 20*time.Second, rg.master, rg.slave)
+	if n, m := a.Resyncs()-resyncs, rg.repl.MasterResets(); n != 0 || m != 0 {
+		t.Fatalf("metadata evicted: %d full resyncs, %d master resets; want none", n, m)
+	}
+	if n := rg.repl.EpochsCrossed(); n != 1 {
+		t.Fatalf("EpochsCrossed = %d, want 1", n)
+	}
+}
