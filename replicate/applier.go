@@ -550,7 +550,7 @@ func (a *Applier) nextRun(ctx context.Context, epoch string, from, target int64)
 	}
 	if len(vals) == 0 {
 		// The backlog ends before target: evicted, and not written since.
-		if msgs = a.r.bridges.held(ctx, a.r.recent, a.r.evict.fence, epoch, from, target); msgs == nil {
+		if msgs = a.r.bridges.held(ctx, a.r.recent, epoch, from, target); msgs == nil {
 			return nil, errNotCovered
 		}
 	}
@@ -566,7 +566,7 @@ func (a *Applier) lostRun(ctx context.Context, epoch string, from int64, m *Mess
 	flushed := a.rs == nil && flushesAll(m)
 	if held == nil && !flushed {
 		// The backlog reader may be taking them from the channel.
-		held = a.r.bridges.held(ctx, a.r.recent, a.r.evict.fence, epoch, from, m.Seq-1)
+		held = a.r.bridges.held(ctx, a.r.recent, epoch, from, m.Seq-1)
 	}
 	if held != nil {
 		return append(held, m), nil

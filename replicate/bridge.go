@@ -33,7 +33,7 @@ import (
 //     Its subscription may lag behind thousands of notifications of evicted
 //     keys while the new epoch is already seen: before it is taken for none,
 //     a fence on it (a PING answered after every notification sent before)
-//     makes sure it has read them (await).
+//     makes sure it has read them (find).
 //   - the old epoch's messages the slave lacks: the backlog reader's recent
 //     messages keep the old epoch's tail (recent.go).
 //
@@ -93,11 +93,14 @@ func (s *bridgeState) wake() {
 }
 
 // held waits up to bridgeWait for the recent messages to hold from..to of
-// epoch (the backlog reader takes them from the channel when the backlog lost
-// them, hints.go), while an eviction is seen (fence: see find).
-func (s *bridgeState) held(ctx context.Context, recent *recentMessages, fence func(<-chan struct{}) bool, epoch string, from, to int64) []*Message {
+// epoch: the backlog reader takes them from the channel when the backlog lost
+// them (hints.go), and wakes the waiters when it did. It waits whether or not
+// the evictor saw the backlog evicted: the reader's fill does not depend on it
+// (the notification may be late, or lost with a subscription), and an
+// applier that found the backlog short may have got there before the reader.
+func (s *bridgeState) held(ctx context.Context, recent *recentMessages, epoch string, from, to int64) []*Message {
 	var msgs []*Message
-	s.await(ctx, fence, func() bool {
+	s.await(ctx, func() bool { return true }, nil, func() bool {
 		msgs = recent.span(epoch, from, to)
 		return msgs != nil
 	})
@@ -105,13 +108,9 @@ func (s *bridgeState) held(ctx context.Context, recent *recentMessages, fence fu
 }
 
 // await calls found until it reports true, waiting for each change recorded,
-// for up to bridgeWait, while an eviction of the metadata or the backlog was
-// seen lately (without one, nothing is coming: no eviction). The evictor may
-// not have read the eviction's notification yet (it follows its own
-// subscription, which may be behind thousands of notifications of evicted
-// keys): before giving up, it fences the evictor's subscription once (every
-// notification sent before is then received) and looks again.
-func (s *bridgeState) await(ctx context.Context, fence func(<-chan struct{}) bool, found func() bool) bool {
+// for up to bridgeWait, while waiting is worth it (lately). Before giving up it
+// calls fence once, if any, and looks again.
+func (s *bridgeState) await(ctx context.Context, lately func() bool, fence func(<-chan struct{}) bool, found func() bool) bool {
 	t := time.NewTimer(bridgeWait)
 	defer t.Stop()
 	fenced := false
@@ -122,7 +121,7 @@ func (s *bridgeState) await(ctx context.Context, fence func(<-chan struct{}) boo
 		if found() {
 			return true
 		}
-		if s.evictedLately() {
+		if lately() {
 			select {
 			case <-wait:
 				continue
@@ -220,10 +219,12 @@ func (s *bridgeState) lookup(from string) (b epochBridge, ok bool) {
 // by an eviction, waiting up to bridgeWait for the channel to show the change
 // when the evictor saw the metadata evicted (without that, it is no eviction: a
 // master restarted empty, say). fence waits for the evictor's subscription to
-// receive what the master sent before it (await).
+// receive what the master sent before it: the evictor may not have read the
+// eviction's notification yet (it follows its own subscription, which may be
+// behind thousands of notifications of evicted keys).
 func (s *bridgeState) find(ctx context.Context, from string, fence func(<-chan struct{}) bool) (epochBridge, bool) {
 	var b epochBridge
-	ok := s.await(ctx, fence, func() bool {
+	ok := s.await(ctx, s.evictedLately, fence, func() bool {
 		var found bool
 		b, found = s.lookup(from)
 		return found
@@ -281,7 +282,7 @@ func (a *Applier) bridge(ctx context.Context, sp slavePos, mEpoch string) (bool,
 		return false, nil
 	}
 	if sp.seq < b.last {
-		msgs := a.r.bridges.held(ctx, a.r.recent, a.r.evict.fence, b.from, sp.seq+1, b.last)
+		msgs := a.r.bridges.held(ctx, a.r.recent, b.from, sp.seq+1, b.last)
 		if msgs == nil {
 			log.Warn().Msg("the old epoch's last messages are no longer held: cannot cross")
 			return false, nil
