@@ -101,3 +101,43 @@ func TestBridgeNewEpochHeadEvicted(t *testing.T) {
 		t.Fatalf("EpochsCrossed = %d, want 1", n)
 	}
 }
+
+// backlogLostLate publishes n undecodable messages on the sync channel (the
+// subscription reads them before anything after: the backlog reader's fence
+// waits for them), then numbers three messages as the master script does (one
+// SET of x each), deletes the backlog (no eviction notification) and numbers
+// a fourth: the backlog holds only the fourth; the first three are on the
+// channel, behind the junk.
+const backlogLostLate = `
+for i = 1, tonumber(ARGV[1]) do redis.call('PUBLISH', 'test:sync', 'junk') end
+local epoch = redis.call('GET', 'syncproxy:epoch')
+local function write(v)
+  redis.call('SET', 'x', v)
+  local seq = redis.call('INCR', 'syncproxy:seq')
+  local eff = '*4\r\n$1\r\n0\r\n$3\r\nSET\r\n$1\r\nx\r\n$' .. #v .. '\r\n' .. v .. '\r\n'
+  local msg = '*5\r\n$11\r\nsyncproxy/1\r\n$' .. #epoch .. '\r\n' .. epoch .. '\r\n:' .. seq .. '\r\n:' ..
+    ARGV[2] .. '\r\n*1\r\n' .. eff
+  redis.call('XADD', 'syncproxy:backlog', seq .. '-0', 'm', msg)
+  redis.call('PUBLISH', 'test:sync', msg)
+end
+write('1'); write('2'); write('3')
+redis.call('DEL', 'syncproxy:backlog')
+write('4')
+return 1
+`
+
+// TestBacklogLostBeforeFill: the backlog lost messages the proxy had not read
+// yet, and the applier finds it short before the backlog reader has taken
+// them from the channel: it waits for them instead of resyncing the slave.
+func TestBacklogLostBeforeFill(t *testing.T) {
+	rg := newRig(t)
+	rg.write(t, 0, "SET", "k", "v")
+	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
+	a := rg.repl.Appliers()[0]
+	resyncs := a.Resyncs()
+	rg.master.Do(t, "EVAL", backlogLostLate, 0, 10000, time.Now().UnixMilli())
+	redistest.WaitConverged(t, 20*time.Second, rg.master, rg.slave)
+	if n := a.Resyncs() - resyncs; n != 0 {
+		t.Fatalf("backlog lost before it was read: %d full resyncs, want none", n)
+	}
+}
