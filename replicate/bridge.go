@@ -67,7 +67,10 @@ type bridgeState struct {
 	lost    time.Time     // when the backlog was last seen evicted
 	real    []string      // the last epochs the backlog reader read from the master
 	changed chan struct{} // closed and replaced when either is recorded
-	crossed atomic.Int64  // slaves moved to a new epoch without a resync
+	// fillWait is how long held waits: the backlog reader's fill waits up to
+	// the backend timeout for its fence, then hands what it took.
+	fillWait time.Duration
+	crossed  atomic.Int64 // slaves moved to a new epoch without a resync
 }
 
 // waitChan returns the channel closed at the next change; s.mu is held.
@@ -92,7 +95,7 @@ func (s *bridgeState) wake() {
 	s.signal()
 }
 
-// held waits up to bridgeWait for the recent messages to hold from..to of
+// held waits up to fillWait for the recent messages to hold from..to of
 // epoch: the backlog reader takes them from the channel when the backlog lost
 // them (hints.go), and wakes the waiters when it did. It waits whether or not
 // the evictor saw the backlog evicted: the reader's fill does not depend on it
@@ -100,7 +103,7 @@ func (s *bridgeState) wake() {
 // applier that found the backlog short may have got there before the reader.
 func (s *bridgeState) held(ctx context.Context, recent *recentMessages, epoch string, from, to int64) []*Message {
 	var msgs []*Message
-	s.await(ctx, func() bool { return true }, nil, func() bool {
+	s.await(ctx, max(s.fillWait, bridgeWait), func() bool { return true }, nil, func() bool {
 		msgs = recent.span(epoch, from, to)
 		return msgs != nil
 	})
@@ -108,10 +111,10 @@ func (s *bridgeState) held(ctx context.Context, recent *recentMessages, epoch st
 }
 
 // await calls found until it reports true, waiting for each change recorded,
-// for up to bridgeWait, while waiting is worth it (lately). Before giving up it
-// calls fence once, if any, and looks again.
-func (s *bridgeState) await(ctx context.Context, lately func() bool, fence func(<-chan struct{}) bool, found func() bool) bool {
-	t := time.NewTimer(bridgeWait)
+// for up to d, while waiting is worth it (lately). Before giving up it calls
+// fence once, if any, and looks again.
+func (s *bridgeState) await(ctx context.Context, d time.Duration, lately func() bool, fence func(<-chan struct{}) bool, found func() bool) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	fenced := false
 	for {
@@ -134,7 +137,7 @@ func (s *bridgeState) await(ctx context.Context, lately func() bool, fence func(
 			return false
 		}
 		fenced = true
-		t.Reset(bridgeWait) // the time the fence took is not the wait's
+		t.Reset(d) // the time the fence took is not the wait's
 	}
 }
 
@@ -224,7 +227,7 @@ func (s *bridgeState) lookup(from string) (b epochBridge, ok bool) {
 // behind thousands of notifications of evicted keys).
 func (s *bridgeState) find(ctx context.Context, from string, fence func(<-chan struct{}) bool) (epochBridge, bool) {
 	var b epochBridge
-	ok := s.await(ctx, s.evictedLately, fence, func() bool {
+	ok := s.await(ctx, bridgeWait, s.evictedLately, fence, func() bool {
 		var found bool
 		b, found = s.lookup(from)
 		return found

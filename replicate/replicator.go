@@ -172,6 +172,7 @@ func New(cfg Config) *Replicator {
 		cfg.FailThreshold = 1
 	}
 	r := &Replicator{cfg: cfg, epoch: newEpoch(), gen: newMasterGen(cfg.Master, 1), recent: newRecentMessages(recentLen(cfg))}
+	r.bridges.fillWait = cfg.Timeout + bridgeWait
 	r.pollInterval.Store(int64(cfg.PollInterval))
 	r.failThreshold.Store(int64(cfg.FailThreshold))
 	var appliers []*Applier
