@@ -65,7 +65,7 @@ type bridgeState struct {
 	seen    []epochBridge // the last bridgesKept epoch changes, oldest first
 	evicted time.Time     // when the epoch or the counter was last seen evicted
 	lost    time.Time     // when the backlog was last seen evicted
-	real    []string      // the last epochs the backlog reader read from the master
+	real    []string      // the last epochs read from the master (backlog reader, appliers)
 	changed chan struct{} // closed and replaced when either is recorded
 	// fillWait is how long held waits: the backlog reader's fill waits up to
 	// the backend timeout for its fence, then hands what it took.
