@@ -456,7 +456,7 @@ func (a *Applier) sync(ctx context.Context) error {
 	case a.unverified.Load():
 		return a.fullResync(ctx, sp, ResyncUnverified)
 	case sp.epoch != mEpoch:
-		if crossed, err := a.bridge(ctx, sp); crossed || err != nil {
+		if crossed, err := a.bridge(ctx, sp, mEpoch); crossed || err != nil {
 			return err // crossed: the next sync catches up in the new epoch
 		}
 		return a.masterReset(ctx, sp, ResyncOtherEpoch, mEpoch)

@@ -45,6 +45,9 @@ type backlogReader struct {
 	started, kicked bool
 	epoch           string
 	last            int64
+	// atStart: last is 0 because the epoch read starts at 1 (seen on the
+	// channel), not because the position is unknown.
+	atStart bool
 	// track follows the channel's epochs for bridge.go (noteHint's goroutine).
 	track hintTrack
 	// copies and fence let run fill the backlog's evicted gaps (hints.go).
@@ -173,7 +176,7 @@ func (b *backlogReader) start(low int64) error {
 	}
 	b.epoch, _ = redis.String(vals[0], nil)
 	b.last, _ = redis.Int64(vals[1], nil)
-	b.started = true
+	b.started, b.atStart = true, false
 	if b.epoch != "" {
 		b.r.bridges.readEpoch(b.epoch)
 	}
@@ -215,7 +218,7 @@ func (b *backlogReader) drain() error {
 				b.r.kickAll()
 				return nil
 			}
-			if i == 0 && b.last > 0 && (seq > b.last+1 || m.Epoch != b.epoch) {
+			if i == 0 && (b.last > 0 || b.atStart) && (seq > b.last+1 || m.Epoch != b.epoch) {
 				// The backlog was evicted and started again past what was read,
 				// in this epoch or in a new one.
 				b.fillTail(m.Epoch, seq-1)
@@ -239,7 +242,7 @@ func (b *backlogReader) drain() error {
 // messages of that epoch stopped). epoch and seq are the master's position.
 func (b *backlogReader) fillTail(epoch string, seq int64) {
 	switch {
-	case b.last == 0 || b.epoch == "":
+	case (b.last == 0 && !b.atStart) || b.epoch == "":
 	case epoch == b.epoch:
 		if seq > b.last && !b.backlogHas(b.last+1) {
 			b.fill(b.epoch, b.last+1, seq, b.stop)
@@ -273,7 +276,7 @@ func (b *backlogReader) hand(m *Message, seq int64) {
 	if m.Epoch != b.epoch {
 		b.r.bridges.readEpoch(m.Epoch)
 	}
-	b.epoch, b.last = m.Epoch, seq
+	b.epoch, b.last, b.atStart = m.Epoch, seq, false
 	m.gen = b.gen
 	b.r.recent.add(m)
 	b.r.observe(seq)
@@ -311,10 +314,15 @@ func (b *backlogReader) unknownHint(h int64, he *string) error {
 	b.fillTail(epoch, seq)
 	if epoch != b.epoch && epoch != "" {
 		// A new epoch (a new data set, or metadata evicted whole: bridge.go) is
-		// read from its start, for the appliers to cross to it.
+		// read from its start, for the appliers to cross to it. Where the
+		// channel showed it start, the messages the backlog lost since are
+		// taken from the channel (drain, fillTail).
 		b.log.Warn().Str("epoch", epoch).Int64("seq", seq).Str("was_epoch", b.epoch).Int64("was_seq", b.last).
 			Msg("the master is in a new epoch; reading its backlog from its start")
-		b.epoch, b.last = epoch, 0
+		b.epoch, b.last, b.atStart = epoch, 0, false
+		if first := b.r.bridges.firstOf(epoch); first > 0 && first <= seq {
+			b.last, b.atStart = first-1, true
+		}
 		b.r.bridges.readEpoch(epoch)
 		b.r.latest.Store(seq)
 		b.r.kickAll()

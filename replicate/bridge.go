@@ -30,6 +30,10 @@ import (
 //     saw its last message; a restarted master breaks the subscription.
 //   - that an eviction took the metadata (not a FLUSHALL behind the proxy's
 //     back): the evictor saw the epoch or the counter evicted, near that time.
+//     Its subscription may lag behind thousands of notifications of evicted
+//     keys while the new epoch is already seen: before it is taken for none,
+//     a fence on it (a PING answered after every notification sent before)
+//     makes sure it has read them (find).
 //   - the old epoch's messages the slave lacks: the backlog reader's recent
 //     messages keep the old epoch's tail (recent.go).
 //
@@ -61,9 +65,12 @@ type bridgeState struct {
 	seen    []epochBridge // the last bridgesKept epoch changes, oldest first
 	evicted time.Time     // when the epoch or the counter was last seen evicted
 	lost    time.Time     // when the backlog was last seen evicted
-	real    []string      // the last epochs the backlog reader read from the master
+	real    []string      // the last epochs read from the master (backlog reader, appliers)
 	changed chan struct{} // closed and replaced when either is recorded
-	crossed atomic.Int64  // slaves moved to a new epoch without a resync
+	// fillWait is how long held waits: the backlog reader's fill waits up to
+	// the backend timeout for its fence, then hands what it took.
+	fillWait time.Duration
+	crossed  atomic.Int64 // slaves moved to a new epoch without a resync
 }
 
 // waitChan returns the channel closed at the next change; s.mu is held.
@@ -88,29 +95,49 @@ func (s *bridgeState) wake() {
 	s.signal()
 }
 
-// held waits up to bridgeWait for the recent messages to hold from..to of
-// epoch (the backlog reader takes them from the channel when the backlog lost
-// them, hints.go).
+// held waits up to fillWait for the recent messages to hold from..to of
+// epoch: the backlog reader takes them from the channel when the backlog lost
+// them (hints.go), and wakes the waiters when it did. It waits whether or not
+// the evictor saw the backlog evicted: the reader's fill does not depend on it
+// (the notification may be late, or lost with a subscription), and an
+// applier that found the backlog short may have got there before the reader.
 func (s *bridgeState) held(ctx context.Context, recent *recentMessages, epoch string, from, to int64) []*Message {
-	t := time.NewTimer(bridgeWait)
+	var msgs []*Message
+	s.await(ctx, max(s.fillWait, bridgeWait), func() bool { return true }, nil, func() bool {
+		msgs = recent.span(epoch, from, to)
+		return msgs != nil
+	})
+	return msgs
+}
+
+// await calls found until it reports true, waiting for each change recorded,
+// for up to d, while waiting is worth it (lately). Before giving up it calls
+// fence once, if any, and looks again.
+func (s *bridgeState) await(ctx context.Context, d time.Duration, lately func() bool, fence func(<-chan struct{}) bool, found func() bool) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
+	fenced := false
 	for {
 		s.mu.Lock()
 		wait := s.waitChan()
 		s.mu.Unlock()
-		if msgs := recent.span(epoch, from, to); msgs != nil {
-			return msgs
+		if found() {
+			return true
 		}
-		if !s.evictedLately() {
-			return nil // no eviction: nothing is being taken from the channel
+		if lately() {
+			select {
+			case <-wait:
+				continue
+			case <-t.C:
+			case <-ctx.Done():
+				return false
+			}
 		}
-		select {
-		case <-wait:
-		case <-t.C:
-			return nil
-		case <-ctx.Done():
-			return nil
+		if fenced || fence == nil || !fence(ctx.Done()) {
+			return false
 		}
+		fenced = true
+		t.Reset(d) // the time the fence took is not the wait's
 	}
 }
 
@@ -148,8 +175,21 @@ func (s *bridgeState) record(b epochBridge) {
 	s.signal()
 }
 
-// readEpoch records an epoch the backlog reader read from the master (the
-// channel alone may name any epoch).
+// firstOf returns the sequence number of epoch's first message, as a
+// subscription saw the master go to it from another epoch (0: not seen).
+func (s *bridgeState) firstOf(epoch string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.seen) - 1; i >= 0; i-- {
+		if s.seen[i].to == epoch {
+			return s.seen[i].first
+		}
+	}
+	return 0
+}
+
+// readEpoch records an epoch read from the master, by the backlog reader or in
+// an applier's position (the channel alone may name any epoch).
 func (s *bridgeState) readEpoch(epoch string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -163,45 +203,36 @@ func (s *bridgeState) readEpoch(epoch string) {
 	s.signal()
 }
 
-// lookup returns the last change from epoch from to an epoch the backlog
-// reader read, once an eviction of the metadata was seen near it; ok is false
-// if there is none (yet). wait is closed when something new is recorded.
-func (s *bridgeState) lookup(from string) (b epochBridge, ok bool, wait <-chan struct{}) {
+// lookup returns the last change from epoch from to an epoch read from the
+// master, once an eviction of the metadata was seen near it; ok is false
+// if there is none (yet).
+func (s *bridgeState) lookup(from string) (b epochBridge, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.waitChan()
 	for i := len(s.seen) - 1; i >= 0; i-- {
 		if c := s.seen[i]; c.from == from && slices.Contains(s.real, c.to) {
 			d := c.at.Sub(s.evicted)
-			return c, !s.evicted.IsZero() && d < bridgeMaxAge && d > -bridgeMaxAge, s.changed
+			return c, !s.evicted.IsZero() && d < bridgeMaxAge && d > -bridgeMaxAge
 		}
 	}
-	return epochBridge{}, false, s.changed
+	return epochBridge{}, false
 }
 
 // find returns the proof that the master went from epoch from to a next one
 // by an eviction, waiting up to bridgeWait for the channel to show the change
 // when the evictor saw the metadata evicted (without that, it is no eviction: a
-// master restarted empty, say).
-func (s *bridgeState) find(ctx context.Context, from string) (epochBridge, bool) {
-	t := time.NewTimer(bridgeWait)
-	defer t.Stop()
-	for {
-		b, ok, wait := s.lookup(from)
-		if ok {
-			return b, true
-		}
-		if !s.evictedLately() {
-			return epochBridge{}, false
-		}
-		select {
-		case <-wait:
-		case <-t.C:
-			return epochBridge{}, false
-		case <-ctx.Done():
-			return epochBridge{}, false
-		}
-	}
+// master restarted empty, say). fence waits for the evictor's subscription to
+// receive what the master sent before it: the evictor may not have read the
+// eviction's notification yet (it follows its own subscription, which may be
+// behind thousands of notifications of evicted keys).
+func (s *bridgeState) find(ctx context.Context, from string, fence func(<-chan struct{}) bool) (epochBridge, bool) {
+	var b epochBridge
+	ok := s.await(ctx, bridgeWait, s.evictedLately, fence, func() bool {
+		var found bool
+		b, found = s.lookup(from)
+		return found
+	})
+	return b, ok
 }
 
 // hintTrack follows the epochs of one subscription's messages, in order: its
@@ -239,9 +270,11 @@ return 1
 // messages from the recent ones and moves the slave's position. The next sync
 // catches up in the new epoch, or crosses again if the master has since moved
 // on to another. It returns false when it cannot prove that, for the caller to
-// resync.
-func (a *Applier) bridge(ctx context.Context, sp slavePos) (bool, error) {
-	b, ok := a.r.bridges.find(ctx, sp.epoch)
+// resync. mEpoch is the master's epoch, as the applier read it from the master.
+func (a *Applier) bridge(ctx context.Context, sp slavePos, mEpoch string) (bool, error) {
+	// Read from the master: real, even if the backlog reader has not read it yet.
+	a.r.bridges.readEpoch(mEpoch)
+	b, ok := a.r.bridges.find(ctx, sp.epoch, a.r.evict.fence)
 	if !ok {
 		return false, nil
 	}

@@ -76,7 +76,8 @@
 // sending side of its connection, and a backlog reader that owns a second
 // connection and hands the appliers what it reads. The evictor runs in one
 // more goroutine that owns its subscription; its worker owns the connection that
-// runs the eviction script and the pings. Close cancels them all and waits; it is safe to
+// runs the eviction script, and sends the pings and the fences an applier asks
+// for before it takes a new epoch for a master reset (bridge.go). Close cancels them all and waits; it is safe to
 // call twice. AddSlave starts one more applier and RemoveSlave stops one and
 // waits for it; the subscriber hands messages to a snapshot of the appliers.
 // Moved hands out a channel that the next change of an applier's position or

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -112,6 +113,18 @@ type evictor struct {
 	mu        sync.Mutex
 	set       map[string]notifySetting
 	warnedCfg bool // CONFIG refused was logged once
+	// fencer and up let the bridge wait for the notifications already sent
+	// (fence): up while a subscription to every DB's channel is on.
+	fencer *fencer
+	up     atomic.Bool
+}
+
+// fence waits until the subscription has received every eviction notification
+// the master sent before it was called: an eviction the master made before
+// something the caller saw is then known (bridge.go). False when there is no
+// subscription to ask, after the timeout, or when stop is closed.
+func (e *evictor) fence(stop <-chan struct{}) bool {
+	return e.up.Load() && e.fencer.wait(e.r.cfg.Timeout, stop)
 }
 
 func (e *evictor) run(ctx context.Context) {
@@ -189,6 +202,7 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 		<-workerDone
 		endSweep()
 		<-sweepDone
+		e.up.Store(false)
 	}()
 	for {
 		switch m := psc.Receive().(type) {
@@ -209,6 +223,7 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 			}
 		case redis.Subscription:
 			if m.Kind == "subscribe" && m.Count == dbs {
+				e.up.Store(true)
 				*backoff = minBackoff
 				if lost {
 					e.log.Warn().Msg("eviction subscription back: evictions on the master while it was down may have been missed; sweeping the slaves for them")
@@ -220,6 +235,7 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 				}
 			}
 		case redis.Pong:
+			e.fencer.pong(m.Data)
 		case error:
 			return m
 		}
@@ -253,9 +269,9 @@ func evictedDB(ch string) (int, bool) {
 	return db, err == nil && db >= 0
 }
 
-// work owns wc and the sending side of c (pings): it runs the script for
-// batches of queued keys, and checks now and then that notifications are still
-// on. It closes c on failure, which ends the receiving loop.
+// work owns wc and the sending side of c (pings and fences): it runs the
+// script for batches of queued keys, and checks now and then that
+// notifications are still on. It closes c on failure, which ends the receiving loop.
 func (e *evictor) work(ctx context.Context, wc redis.Conn, ep Endpoint, queue <-chan EvictedKey, stop <-chan struct{}, ping time.Duration, c redis.Conn) error {
 	psc := redis.PubSubConn{Conn: c}
 	tick := time.NewTicker(ping)
@@ -282,6 +298,10 @@ func (e *evictor) work(ctx context.Context, wc redis.Conn, ep Endpoint, queue <-
 				if err := e.enable(wc, ep); err != nil {
 					return fail(err)
 				}
+			}
+		case tok := <-e.fencer.req:
+			if err := psc.Ping(tok); err != nil {
+				return fail(err)
 			}
 		case k := <-queue:
 			batch = append(batch[:0], k)

@@ -173,6 +173,7 @@ func New(cfg Config) *Replicator {
 		cfg.FailThreshold = 1
 	}
 	r := &Replicator{cfg: cfg, epoch: newEpoch(), gen: newMasterGen(cfg.Master, 1), recent: newRecentMessages(recentLen(cfg))}
+	r.bridges.fillWait = cfg.Timeout + bridgeWait
 	r.pollInterval.Store(int64(cfg.PollInterval))
 	r.failThreshold.Store(int64(cfg.FailThreshold))
 	var appliers []*Applier
@@ -181,7 +182,7 @@ func New(cfg Config) *Replicator {
 	}
 	r.appliers.Store(&appliers)
 	r.sub = &subscriber{r: r, log: cfg.Log.With().Str("component", "subscriber").Logger(), need: make(chan struct{}, 1)}
-	r.evict = &evictor{r: r, log: cfg.Log.With().Str("component", "evictions").Logger()}
+	r.evict = &evictor{r: r, log: cfg.Log.With().Str("component", "evictions").Logger(), fencer: newFencer()}
 	return r
 }
 
