@@ -425,7 +425,22 @@ func (sess *Session) nearPosition() *nearBatch {
 		}
 		b.needEpoch, b.need = later(b.needEpoch, b.need, e, s)
 	}
+	b.needEpoch, b.need = sess.s.slavesFloor(b.epoch, b.needEpoch, b.need)
 	return b
+}
+
+// slavesFloor raises (epoch, seq), the position a read must see, to the
+// highest position a slave of the read set in the feed's epoch is known to
+// hold: a hit is never older than what a slave would answer, so a client told
+// by WAIT that every slave applied a write reads it from the cache too (when
+// this proxy knows it: its own WAIT, or a slave it applies to).
+func (s *Server) slavesFloor(feedEpoch, epoch string, seq int64) (string, int64) {
+	for _, sl := range s.router.Slaves() {
+		if st := sl.Status; st.Epoch() == feedEpoch {
+			epoch, seq = later(epoch, seq, feedEpoch, st.Applied())
+		}
+	}
+	return epoch, seq
 }
 
 // globalPosition returns the master's position for the batch's global reads:

@@ -159,3 +159,45 @@ func TestNearCacheNoExpiry(t *testing.T) {
 		t.Error("a failed PEXPIRETIME says no expiry")
 	}
 }
+
+// fixedSlave is a slave's replication status as an applier would know it.
+type fixedSlave struct {
+	epoch   string
+	applied int64
+}
+
+func (s *fixedSlave) Online() bool           { return true }
+func (s *fixedSlave) Applied() int64         { return s.applied }
+func (s *fixedSlave) Reached(seq int64) bool { return s.applied >= seq }
+func (s *fixedSlave) Epoch() string          { return s.epoch }
+func (s *fixedSlave) LagMessages() int64     { return 0 }
+func (s *fixedSlave) LagMs() int64           { return 0 }
+
+// TestNearCacheSlavesFloor: a cache hit must show at least what a slave of the
+// read set is known to hold (in the feed's epoch): a client told by WAIT that
+// every slave applied a write never reads an older value from the cache.
+func TestNearCacheSlavesFloor(t *testing.T) {
+	s := &Server{router: router.New(nil, nil, []*router.Slave{
+		{Status: &fixedSlave{epoch: "e", applied: 7}},
+		{Status: &fixedSlave{epoch: "e", applied: 12}},
+		{Status: &fixedSlave{epoch: "old", applied: 90}}, // another epoch: resyncing
+	})}
+	for _, c := range []struct {
+		epoch string
+		seq   int64
+		want  int64
+	}{
+		{"", 0, 12},   // no floor of its own: the most advanced slave's
+		{"e", 5, 12},  // below the slaves: raised
+		{"e", 20, 20}, // the session's own floor is higher
+	} {
+		e, got := s.slavesFloor("e", c.epoch, c.seq)
+		if e != "e" || got != c.want {
+			t.Errorf("slavesFloor(e, %q, %d) = %s %d, want e %d", c.epoch, c.seq, e, got, c.want)
+		}
+	}
+	// The feed in the old epoch: only that epoch's slave counts.
+	if e, got := s.slavesFloor("old", "", 0); e != "old" || got != 90 {
+		t.Errorf("slavesFloor(old) = %s %d, want old 90", e, got)
+	}
+}
