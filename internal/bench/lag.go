@@ -62,7 +62,8 @@ type lagResult struct {
 	achieved   float64         // SET/s it completed
 	loadErrors int64           // failed SETs of the load
 	probes     int             // probe writes acknowledged
-	lags       []time.Duration // one per slave per probe seen there
+	lags       []time.Duration // one per slave per probe seen there, from the write's reply
+	fromSend   []time.Duration // the same from the write's sending
 	unseen     int             // (probe, slave) pairs never seen within drainTimeout
 	appliers   []int           // per slave: proxies reporting role=applier after the run
 	cpu        []procCPUShare  // per process of the run, over the probing time
@@ -147,7 +148,7 @@ func (b *bench) proxiesLag(ctx context.Context, setup lagSetup) (lagResult, erro
 	if err != nil {
 		return res, err
 	}
-	res.probes, res.lags, res.unseen = p.probes, p.lags, p.unseen
+	res.probes, res.lags, res.fromSend, res.unseen = p.probes, p.lags, p.fromSend, p.unseen
 	res.appliers = countAppliers(proxies, lagSlaves)
 	roles := proxyRoles(proxies)
 	k := 0
@@ -329,9 +330,10 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 
 // probeResult is what probeLag measured.
 type probeResult struct {
-	probes int
-	lags   []time.Duration
-	unseen int
+	probes   int
+	lags     []time.Duration // from the write's reply
+	fromSend []time.Duration // from the write's sending
+	unseen   int
 }
 
 // probeLag writes 1, 2, 3, ... to lagProbeKey every lagProbeEvery for d, each
@@ -354,7 +356,7 @@ func probeLag(ctx context.Context, proxies, slaves []string, d time.Duration) (p
 			seen[i], errs[i] = pollProbe(pollCtx, addr, &final)
 		}()
 	}
-	acks, err := writeProbes(ctx, proxies, d)
+	sends, acks, err := writeProbes(ctx, proxies, d)
 	final.Store(int64(len(acks)))
 	if err != nil {
 		cancelPoll()
@@ -386,31 +388,32 @@ func probeLag(ctx context.Context, proxies, slaves []string, d time.Duration) (p
 				res.unseen++
 			default:
 				res.lags = append(res.lags, max(0, s[k].Sub(ack)))
+				res.fromSend = append(res.fromSend, max(0, s[k].Sub(sends[k])))
 			}
 		}
 	}
 	return res, nil
 }
 
-// writeProbes writes the probes for d and returns the time of each one's reply
-// (zero when it failed), probe k+1 at index k.
-func writeProbes(ctx context.Context, proxies []string, d time.Duration) ([]time.Time, error) {
+// writeProbes writes the probes for d and returns the time each one was sent
+// and of its reply (zero when it failed), probe k+1 at index k.
+func writeProbes(ctx context.Context, proxies []string, d time.Duration) (sends, acks []time.Time, err error) {
 	conns := make([]redis.Conn, len(proxies))
 	for i, addr := range proxies {
 		c, err := dial(addr, time.Second)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		defer c.Close()
 		conns[i] = c
 	}
-	var acks []time.Time
 	start := time.Now()
 	for next := start; time.Since(start) < d; next = next.Add(lagProbeEvery) {
 		if !sleepUntil(ctx, next) {
-			return acks, ctx.Err()
+			return sends, acks, ctx.Err()
 		}
 		seq := len(acks) + 1
+		sends = append(sends, time.Now())
 		_, err := conns[seq%len(conns)].Do("SET", lagProbeKey, seq)
 		ack := time.Now()
 		if err != nil {
@@ -418,7 +421,7 @@ func writeProbes(ctx context.Context, proxies []string, d time.Duration) ([]time
 		}
 		acks = append(acks, ack)
 	}
-	return acks, nil
+	return sends, acks, nil
 }
 
 // pollProbe reads lagProbeKey on the slave at addr until it shows final (once
@@ -466,19 +469,21 @@ func (b *bench) lagHeader() {
 func (b *bench) reportProxiesLag(results []lagResult) {
 	w := b.out
 	fmt.Fprintf(w, "Replication lag, write reply through a proxy -> value readable on a slave, all probes on both slaves\n")
-	fmt.Fprintf(w, "%7s %9s %9s %7s %7s %8s %8s %8s %8s  %s\n",
-		"proxies", "offered", "SET/s", "errors", "probes", "p50 ms", "p99 ms", "max ms", "unseen", "appliers per slave")
+	fmt.Fprintf(w, "%7s %9s %9s %7s %7s %8s %8s %8s %8s %9s  %s\n",
+		"proxies", "offered", "SET/s", "errors", "probes", "p50 ms", "p99 ms", "max ms", "unseen", "send p99", "appliers per slave")
 	for _, r := range results {
 		appliers := "?"
 		if r.appliers != nil {
 			appliers = strings.Trim(strings.Join(strings.Fields(fmt.Sprint(r.appliers)), ","), "[]")
 		}
-		fmt.Fprintf(w, "%7s %9.0f %9.0f %7d %7d %8s %8s %8s %8d  %s\n", r.setup, r.offered, r.achieved, r.loadErrors,
+		fmt.Fprintf(w, "%7s %9.0f %9.0f %7d %7d %8s %8s %8s %8d %9s  %s\n", r.setup, r.offered, r.achieved, r.loadErrors,
 			r.probes, fmtMs(durPercentile(r.lags, 0.50)), fmtMs(durPercentile(r.lags, 0.99)),
-			fmtMs(durPercentile(r.lags, 1)), r.unseen, appliers)
+			fmtMs(durPercentile(r.lags, 1)), r.unseen, fmtMs(durPercentile(r.fromSend, 0.99)), appliers)
 	}
 	fmt.Fprintf(w, "SET/s is the load completed (it falls short of offered when the proxies cannot keep up); a lag\n"+
-		"includes up to %v of polling and one GET round trip; appliers per slave: proxies whose INFO says\n"+
+		"includes up to %v of polling and one GET round trip; send p99: the same p99 from the probe's\n"+
+		"sending instead of its reply (the write's round trip included, whichever proxy acknowledged it);\n"+
+		"appliers per slave: proxies whose INFO says\n"+
 		"role=applier for it after the run (1 = one applier, the others follow).\n", lagPollEvery)
 	fmt.Fprintf(w, "\nCPU per process while the probes ran (%% of one core; the bench's own load generator and probes not counted)\n")
 	for _, r := range results {
