@@ -311,7 +311,9 @@ func (b *Backend) Addr() string { return *b.addr.Load() }
 // Every connection to the old address is closed: the requests sent on it and not
 // yet answered fail with "switched to ADDR, retry" — a reply that arrives after
 // SetAddr began is never delivered — and none is sent again anywhere. Requests
-// still queued, never sent, go to the new address once connected.
+// still queued, never sent, go to the new address once connected; one that a
+// connection's writer took from the queue and had not sent yet fails with the
+// same retry error.
 func (b *Backend) SetAddr(addr string) {
 	if addr == b.Addr() {
 		return
