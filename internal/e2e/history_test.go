@@ -90,7 +90,8 @@ func TestHistory(t *testing.T) {
 // TestHistorySoak is TestHistory for -history, at -historylevel, with a slave
 // stopped (killed or shut down, alternately) and restarted empty every
 // -historykill, the other held back with CLIENT PAUSE. Client errors while a slave
-// is down are counted, not failures; violations are.
+// is down are counted, not failures; violations are, and so is a full resync when
+// no slave was restarted.
 func TestHistorySoak(t *testing.T) {
 	if *historyFor <= 0 {
 		t.Skip("a soak run: go test ./internal/e2e -run TestHistorySoak -history 2m, or make soak")
@@ -116,7 +117,11 @@ func TestHistorySoak(t *testing.T) {
 			running = false
 		}
 	}
-	t.Logf("%d slave restarts, %d pauses, %d client errors", kills, st.pauses, st.errs.n.Load())
+	resyncs := hs.resyncs()
+	t.Logf("%d slave restarts, %d pauses, %d client errors, %d full resyncs", kills, st.pauses, st.errs.n.Load(), resyncs)
+	if kills == 0 && resyncs != 0 {
+		t.Errorf("%d full resyncs with no slave restarted, want 0", resyncs)
+	}
 	for _, e := range st.errs.list() {
 		t.Logf("client error: %s", e)
 	}
