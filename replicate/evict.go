@@ -164,28 +164,13 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 	if ping < 100*time.Millisecond {
 		ping = 100 * time.Millisecond
 	}
-	c, err := e.r.dial(ctx, g.ep, 3*ping+e.r.cfg.Timeout)
+	c, wc, dbs, err := e.connect(ctx, g, ping)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	wc, err := e.r.dial(ctx, g.ep, e.r.cfg.Timeout)
-	if err != nil {
-		return err
-	}
 	defer wc.Close()
-	if err := e.enable(wc, g.ep); err != nil {
-		return err
-	}
 	psc := redis.PubSubConn{Conn: c}
-	dbs := databases(wc)
-	chans := make([]interface{}, dbs)
-	for i := range chans {
-		chans[i] = evictChannel(i)
-	}
-	if err := psc.Subscribe(chans...); err != nil {
-		return err
-	}
 	stop := make(chan struct{})
 	queue := make(chan EvictedKey, evictQueue)
 	workerDone := make(chan struct{})
@@ -240,6 +225,34 @@ func (e *evictor) subscribe(ctx context.Context, g *masterGen, backoff *time.Dur
 			return m
 		}
 	}
+}
+
+// connect dials the subscription (c, its reads bounded by three ping periods)
+// and the worker's connection (wc), enables the notifications and subscribes c
+// to the evicted channel of each of the master's dbs.
+func (e *evictor) connect(ctx context.Context, g *masterGen, ping time.Duration) (c, wc redis.Conn, dbs int, err error) {
+	if c, err = e.r.dial(ctx, g.ep, 3*ping+e.r.cfg.Timeout); err != nil {
+		return nil, nil, 0, err
+	}
+	if wc, err = e.r.dial(ctx, g.ep, e.r.cfg.Timeout); err == nil {
+		err = e.enable(wc, g.ep)
+	}
+	if err == nil {
+		dbs = databases(wc)
+		chans := make([]interface{}, dbs)
+		for i := range chans {
+			chans[i] = evictChannel(i)
+		}
+		err = redis.PubSubConn{Conn: c}.Subscribe(chans...)
+	}
+	if err != nil {
+		c.Close()
+		if wc != nil {
+			wc.Close()
+		}
+		return nil, nil, 0, err
+	}
+	return c, wc, dbs, nil
 }
 
 // databases returns the master's number of DBs (16 if CONFIG is refused).
