@@ -8,6 +8,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/replicate"
 )
 
 // evictMetaLate evicts the master's replication metadata as maxmemory does,
@@ -31,11 +32,7 @@ return 1
 // wave of a master given a small maxmemory). The slave crosses to the new
 // epoch: no master reset, no resync.
 func TestBridgeEvictionNoticedLate(t *testing.T) {
-	rg := newRig(t)
-	for i := 0; i < 10; i++ {
-		rg.write(t, 0, "SET", fmt.Sprint("k", i), "v")
-	}
-	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
+	rg, a, resyncs := convergedRig(t, 10)
 	redistest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		v, _ := redis.Values(rg.master.Do(t, "PUBSUB", "NUMSUB", "__keyevent@0__:evicted"), nil)
 		if len(v) != 2 || v[1] != int64(1) {
@@ -43,10 +40,28 @@ func TestBridgeEvictionNoticedLate(t *testing.T) {
 		}
 		return nil
 	})
-	a := rg.repl.Appliers()[0]
-	resyncs := a.Resyncs()
 	rg.master.Do(t, "EVAL", evictMetaLate, 0, 50000)
 	rg.write(t, 0, "SET", "after", "1")
+	requireCrossed(t, rg, a, resyncs)
+}
+
+// convergedRig returns a rig whose slave applied n writes, its applier and
+// the applier's full resyncs so far.
+func convergedRig(t *testing.T, n int) (*rig, *replicate.Applier, int64) {
+	t.Helper()
+	rg := newRig(t)
+	for i := 0; i < n; i++ {
+		rg.write(t, 0, "SET", fmt.Sprint("k", i), "v")
+	}
+	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
+	a := rg.repl.Appliers()[0]
+	return rg, a, a.Resyncs()
+}
+
+// requireCrossed waits for the slave to equal the master and checks that it
+// crossed to one new epoch with no full resync and no master reset.
+func requireCrossed(t *testing.T, rg *rig, a *replicate.Applier, resyncs int64) {
+	t.Helper()
 	redistest.WaitConverged(t, 20*time.Second, rg.master, rg.slave)
 	if n, m := a.Resyncs()-resyncs, rg.repl.MasterResets(); n != 0 || m != 0 {
 		t.Fatalf("metadata evicted: %d full resyncs, %d master resets; want none", n, m)
@@ -85,21 +100,9 @@ return 1
 // proxy read it: the slave crosses to the new epoch and catches up with them
 // from the channel, without a resync.
 func TestBridgeNewEpochHeadEvicted(t *testing.T) {
-	rg := newRig(t)
-	for i := 0; i < 10; i++ {
-		rg.write(t, 0, "SET", fmt.Sprint("k", i), "v")
-	}
-	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
-	a := rg.repl.Appliers()[0]
-	resyncs := a.Resyncs()
+	rg, a, resyncs := convergedRig(t, 10)
 	rg.master.Do(t, "EVAL", evictNewEpochHead, 0, fmt.Sprint("test-epoch-", time.Now().UnixNano()), time.Now().UnixMilli())
-	redistest.WaitConverged(t, 20*time.Second, rg.master, rg.slave)
-	if n, m := a.Resyncs()-resyncs, rg.repl.MasterResets(); n != 0 || m != 0 {
-		t.Fatalf("metadata evicted: %d full resyncs, %d master resets; want none", n, m)
-	}
-	if n := rg.repl.EpochsCrossed(); n != 1 {
-		t.Fatalf("EpochsCrossed = %d, want 1", n)
-	}
+	requireCrossed(t, rg, a, resyncs)
 }
 
 // backlogLostLate publishes n undecodable messages on the sync channel (the
@@ -130,11 +133,7 @@ return 1
 // yet, and the applier finds it short before the backlog reader has taken
 // them from the channel: it waits for them instead of resyncing the slave.
 func TestBacklogLostBeforeFill(t *testing.T) {
-	rg := newRig(t)
-	rg.write(t, 0, "SET", "k", "v")
-	redistest.WaitConverged(t, 10*time.Second, rg.master, rg.slave)
-	a := rg.repl.Appliers()[0]
-	resyncs := a.Resyncs()
+	rg, a, resyncs := convergedRig(t, 1)
 	rg.master.Do(t, "EVAL", backlogLostLate, 0, 10000, time.Now().UnixMilli())
 	redistest.WaitConverged(t, 20*time.Second, rg.master, rg.slave)
 	if n := a.Resyncs() - resyncs; n != 0 {
