@@ -49,7 +49,6 @@ type waiters struct {
 
 func (w *waiters) add(keys []waitKey, ch chan struct{}) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.m == nil {
 		w.m = map[waitKey]map[chan struct{}]struct{}{}
 	}
@@ -61,7 +60,9 @@ func (w *waiters) add(keys []waitKey, ch chan struct{}) {
 		}
 		set[ch] = struct{}{}
 	}
-	if w.n.Add(1) == 1 && w.onFirst != nil {
+	first := w.n.Add(1) == 1
+	w.mu.Unlock()
+	if first && w.onFirst != nil {
 		w.onFirst()
 	}
 }
@@ -95,7 +96,8 @@ func (w *waiters) touched(db int, key []byte) {
 	}
 }
 
-// wakeAll wakes every blocked client (shutdown).
+// wakeAll wakes every blocked client, to look at its keys again: at shutdown,
+// on a flush, and when the sync stream starts (writes meanwhile reached no hook).
 func (w *waiters) wakeAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -269,6 +271,8 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 	defer s.waiters.remove(bp.keys, bp.wake)
 	sess.blockingStarted(bp.wake) // CLIENT UNBLOCK may end the wait
 	defer sess.blockingEnded()
+	// Shown blocked (CLIENT LIST flags=b) only once CLIENT UNBLOCK can end it.
+	sess.noteBlocked(ci.Name)
 	r := &router.Request{}
 	for tries := 0; ; tries++ {
 		sess.tryPop(bp, r)

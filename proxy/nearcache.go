@@ -430,15 +430,22 @@ func (sess *Session) nearPosition() *nearBatch {
 }
 
 // slavesFloor raises (epoch, seq), the position a read must see, to the
-// highest position a slave of the read set in the feed's epoch is known to
-// hold: a hit is never older than what a slave would answer, so a client told
-// by WAIT that every slave applied a write reads it from the cache too (when
-// this proxy knows it: its own WAIT, or a slave it applies to).
+// highest position an online slave of the read set is known to hold: a hit is
+// never older than what a slave would answer, so a client told by WAIT that
+// every slave applied a write reads it from the cache too (when this proxy
+// knows it: its own WAIT, or a slave it applies to). A slave online in another
+// epoch than the feed's (it crossed to a new one the feed has not read yet)
+// gives its epoch: no hit until the feed is there too.
 func (s *Server) slavesFloor(feedEpoch, epoch string, seq int64) (string, int64) {
 	for _, sl := range s.router.Slaves() {
-		if st := sl.Status; st.Epoch() == feedEpoch {
-			epoch, seq = later(epoch, seq, feedEpoch, st.Applied())
+		st := sl.Status
+		if !st.Online() {
+			continue
 		}
+		if e := st.Epoch(); e != feedEpoch {
+			return e, st.Applied()
+		}
+		epoch, seq = later(epoch, seq, feedEpoch, st.Applied())
 	}
 	return epoch, seq
 }

@@ -197,7 +197,6 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			s.commands.Add(1)
 			start := time.Now()
 			sess.paused(router.Route{Class: router.ClassWrite, Info: ci})
-			sess.noteBlocked(ci.Name)
 			if s.monitors.n.Load() > 0 {
 				sess.feedMonitors(&call{cmd: batch[0], route: router.Route{Info: ci}})
 			}

@@ -49,9 +49,12 @@ type Applier struct {
 	// sync copies the slave whole (applyTx).
 	unverified atomic.Bool
 	// want is set, and wantC signalled, when a reader of a follower's position
-	// needs a newer one (Applied).
+	// needs a newer one (Reached); asked is the highest position asked for,
+	// askedAt when (UnixNano) it was last asked.
 	want     atomic.Bool
 	wantC    chan struct{}
+	asked    atomic.Int64
+	askedAt  atomic.Int64
 	lastPoll time.Time // a follower's last read of the slave's position; run goroutine
 	state    atomic.Int32
 	applied  atomic.Int64
@@ -118,13 +121,22 @@ func (a *Applier) Reached(seq int64) bool {
 	if a.applied.Load() >= seq {
 		return true
 	}
-	if !a.leader.Load() && !a.want.Load() && a.want.CompareAndSwap(false, true) {
+	if !a.leader.Load() {
+		casMax(&a.asked, seq, func(cur int64) bool { return cur >= seq })
+		a.askedAt.Store(time.Now().UnixNano())
+		a.wantRefresh()
+	}
+	return false
+}
+
+// wantRefresh asks the run goroutine to read the slave's position (refresh).
+func (a *Applier) wantRefresh() {
+	if !a.want.Load() && a.want.CompareAndSwap(false, true) {
 		select {
 		case a.wantC <- struct{}{}:
 		default:
 		}
 	}
-	return false
 }
 
 // Epoch returns the epoch of the slave's data.

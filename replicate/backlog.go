@@ -21,8 +21,9 @@ const backlogReadCount = 256
 //
 // Only a proxy that needs the messages reads them: one holding a slave's lease,
 // or one whose OnEffect hook wants them (Config.WantEffects). A follower-only
-// proxy reads nothing (and after standbyAfter unsubscribes: subscriber.go); its
-// appliers read the slaves' positions when reads need them (Applier.Reached). When it needs the messages
+// proxy reads nothing (and once nothing has needed them for standbyAfter, it
+// unsubscribes: subscriber.go); its appliers read the slaves' positions when
+// reads need them (Applier.Reached). When it needs the messages
 // again it starts from the master's position, or from the first hint of the
 // wake-up if the backlog holds it a few entries back (the message that
 // woke it is then handed too).

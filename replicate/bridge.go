@@ -27,7 +27,9 @@ import (
 //     messages of one unbroken subscription, in the master's order (every
 //     message is published by the script that numbers it, and an epoch starts
 //     with a message, positionScript). The subscription saw the old epoch, so it
-//     saw its last message; a restarted master breaks the subscription.
+//     saw its last message; a restarted master breaks the subscription. A proxy
+//     subscribes only while it needs the stream (subscriber.go): one that takes
+//     a lease after the epoch changed has no such record, and resyncs instead.
 //   - that an eviction took the metadata (not a FLUSHALL behind the proxy's
 //     back): the evictor saw the epoch or the counter evicted, near that time.
 //     Its subscription may lag behind thousands of notifications of evicted

@@ -106,8 +106,20 @@ func (a *Applier) refresh(ctx context.Context) error {
 	if sp.ok && sp.epoch == a.Epoch() && sp.seq > a.applied.Load() {
 		a.setApplied(sp.seq)
 	}
+	if a.applied.Load() < a.asked.Load() && time.Since(time.Unix(0, a.askedAt.Load())) < refreshFor {
+		// Still short of what a reader asked for lately: look again (at most
+		// every followEvery) rather than leave it to the reader's next retry.
+		a.wantRefresh()
+	}
 	return nil
 }
+
+// refreshFor is how long a follower keeps reading a slave's position, every
+// followEvery, for a position asked for (Reached) that the slave has not
+// shown: longer than a blocked WAIT's retry (blockRetry in the proxy), which
+// asks again; a position that never comes (a token from elsewhere) is given
+// up on that long after the last ask.
+const refreshFor = 300 * time.Millisecond
 
 // check is the periodic check of the slave: the lease holder brings it to the
 // master's position (sync); a follower reads both positions.

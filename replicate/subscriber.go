@@ -30,8 +30,12 @@ type subscriber struct {
 	// waits is kept).
 	need chan struct{}
 	// standby is set while the subscriber is unsubscribed because nothing needs
-	// the stream.
+	// the stream (from the moment it decides so until it subscribes again).
 	standby atomic.Bool
+	// readerWake is the running session's wake-up of its backlog reader (nil
+	// between sessions): a reader that stopped because nothing needed the
+	// messages starts at once when something does, not at the next message.
+	readerWake atomic.Pointer[chan struct{}]
 }
 
 // standbyAfter is how long a subscription lasts once nothing needs it: clients
@@ -47,6 +51,12 @@ func (s *subscriber) wake() {
 	case s.need <- struct{}{}:
 	default:
 	}
+	if w := s.readerWake.Load(); w != nil {
+		select {
+		case *w <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // standBy waits, unsubscribed, until the stream may be needed: a wake-up
@@ -54,7 +64,6 @@ func (s *subscriber) wake() {
 // when the caller looks again.
 func (s *subscriber) standBy(ctx context.Context) {
 	s.standby.Store(true)
-	defer s.standby.Store(false)
 	interval, _ := s.r.health()
 	t := time.NewTimer(interval)
 	defer t.Stop()
@@ -72,6 +81,7 @@ func (s *subscriber) run(ctx context.Context) {
 			s.standBy(ctx)
 			continue
 		}
+		s.standby.Store(false)
 		err := s.session(ctx, &backoff)
 		if ctx.Err() != nil {
 			return
@@ -140,6 +150,8 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 	// The reader owns rc; a failed read ends the session (closing c ends Receive).
 	rd := &backlogReader{r: s.r, c: rc, gen: g.id, log: s.log, copies: newChannelCopies(), fence: fence, stop: stop}
 	wake := make(chan struct{}, 1)
+	s.readerWake.Store(&wake)
+	defer s.readerWake.Store(nil)
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
@@ -149,6 +161,7 @@ func (s *subscriber) subscribe(ctx context.Context, g *masterGen, backoff *time.
 			default:
 				if errors.Is(err, errNotNeeded) {
 					rd.notNeeded.Store(true)
+					s.standby.Store(true) // no moment of neither subscribed nor on standby
 				} else {
 					s.log.Warn().Err(err).Msg("reading the master's backlog failed")
 				}

@@ -100,11 +100,13 @@ func (s *Slave) holds(epoch string, minSeq int64) bool {
 	if s.Status.Epoch() != epoch {
 		return false
 	}
-	if s.Status.Reached(minSeq) {
+	if s.Status.Applied() >= minSeq {
 		return true
 	}
-	p := s.observed.Load()
-	return p != nil && p.Epoch == epoch && p.Seq >= minSeq
+	if p := s.observed.Load(); p != nil && p.Epoch == epoch && p.Seq >= minSeq {
+		return true
+	}
+	return s.Status.Reached(minSeq) // a follower may look again
 }
 
 // slaveSet is the read set: an immutable snapshot, replaced whole by SetSlaves,

@@ -234,6 +234,7 @@ func testFailover(t *testing.T, mode failoverMode) {
 	})
 
 	oldEpoch, _ := redis.String(m.Do(t, "GET", "syncproxy:epoch"), nil)
+	ackedBefore := log.acked()
 	start := time.Now()
 	if mode == failoverCrash {
 		m.Kill(t)
@@ -292,6 +293,8 @@ func testFailover(t *testing.T, mode failoverMode) {
 	switch {
 	case counter > log.incrOK+log.incrErr:
 		t.Errorf("counter %d on the new master, more than the %d increments sent: a write was applied twice", counter, log.incrOK+log.incrErr)
+	case counter < ackedBefore && mode == failoverManual:
+		t.Errorf("counter %d on the new master, fewer than the %d increments acknowledged before SENTINEL FAILOVER", counter, ackedBefore)
 	case counter < log.incrOK && newEpoch == oldEpoch && mode != failoverManual:
 		// (Manual: the few writes of the late hold may not have reached the
 		// slaves, and then no new epoch is needed; WaitConverged below checks.)
