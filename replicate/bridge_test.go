@@ -71,13 +71,10 @@ func requireCrossed(t *testing.T, rg *rig, a *replicate.Applier, resyncs int64) 
 	}
 }
 
-// evictNewEpochHead evicts the metadata, then numbers three messages of a new
-// epoch (ARGV[1]) as the master script does, one SET of x each, then evicts
-// the backlog and numbers a fourth: the backlog holds only the fourth when the
-// proxy first reads the new epoch; the first three are on the channel.
-const evictNewEpochHead = `
-local ch, epoch = '__keyevent@0__:evicted', ARGV[1]
-local function evict(k) redis.call('DEL', k); redis.call('PUBLISH', ch, k) end
+// luaWrite defines write(v) for the scripts below: it numbers a message of
+// epoch (a local of the script) that SETs x to v, as the master script does,
+// with ARGV[2] as its time, appends it to the backlog and publishes it.
+const luaWrite = `
 local function write(v)
   redis.call('SET', 'x', v)
   local seq = redis.call('INCR', 'syncproxy:seq')
@@ -87,6 +84,16 @@ local function write(v)
   redis.call('XADD', 'syncproxy:backlog', seq .. '-0', 'm', msg)
   redis.call('PUBLISH', 'test:sync', msg)
 end
+`
+
+// evictNewEpochHead evicts the metadata, then numbers three messages of a new
+// epoch (ARGV[1]) as the master script does, one SET of x each, then evicts
+// the backlog and numbers a fourth: the backlog holds only the fourth when the
+// proxy first reads the new epoch; the first three are on the channel.
+const evictNewEpochHead = `
+local ch, epoch = '__keyevent@0__:evicted', ARGV[1]
+local function evict(k) redis.call('DEL', k); redis.call('PUBLISH', ch, k) end
+` + luaWrite + `
 evict('syncproxy:epoch'); evict('syncproxy:seq'); evict('syncproxy:backlog')
 redis.call('SET', 'syncproxy:epoch', epoch)
 write('1'); write('2'); write('3')
@@ -114,15 +121,7 @@ func TestBridgeNewEpochHeadEvicted(t *testing.T) {
 const backlogLostLate = `
 for i = 1, tonumber(ARGV[1]) do redis.call('PUBLISH', 'test:sync', 'junk') end
 local epoch = redis.call('GET', 'syncproxy:epoch')
-local function write(v)
-  redis.call('SET', 'x', v)
-  local seq = redis.call('INCR', 'syncproxy:seq')
-  local eff = '*4\r\n$1\r\n0\r\n$3\r\nSET\r\n$1\r\nx\r\n$' .. #v .. '\r\n' .. v .. '\r\n'
-  local msg = '*5\r\n$11\r\nsyncproxy/1\r\n$' .. #epoch .. '\r\n' .. epoch .. '\r\n:' .. seq .. '\r\n:' ..
-    ARGV[2] .. '\r\n*1\r\n' .. eff
-  redis.call('XADD', 'syncproxy:backlog', seq .. '-0', 'm', msg)
-  redis.call('PUBLISH', 'test:sync', msg)
-end
+` + luaWrite + `
 write('1'); write('2'); write('3')
 redis.call('DEL', 'syncproxy:backlog')
 write('4')
