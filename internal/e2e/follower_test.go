@@ -57,35 +57,7 @@ func TestFollowerReadsNoBacklog(t *testing.T) {
 		t.Error("a follower on standby reports its sync subscription down")
 	}
 
-	// A blocked client on the follower is woken by the push, not by its retry.
-	blocked := redisDial(t, addr)
-	got := make(chan error, 1)
-	go func() {
-		start := time.Now()
-		_, err := redis.Values(blocked.Do("BLPOP", "follower:list", 5))
-		if d := time.Since(start); err == nil && d > 5*time.Second {
-			err = fmt.Errorf("BLPOP returned after %v", d)
-		}
-		got <- err
-	}()
-	redistest.CheckFor(t, 5*time.Second, poll, func() error {
-		if srv.Status().Blocked == 0 {
-			return fmt.Errorf("the client is not blocked yet")
-		}
-		return nil
-	})
-	waitSyncSubscribers(t, master, 1)
-	pusher := redisDial(t, addr)
-	pushed := time.Now()
-	if _, err := pusher.Do("RPUSH", "follower:list", "x"); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-got; err != nil {
-		t.Fatalf("BLPOP: %v", err)
-	}
-	if d := time.Since(pushed); d > 200*time.Millisecond {
-		t.Errorf("a client blocked on a follower was woken %v after the push, want at once", d)
-	}
+	followerWakesBlocked(t, master, addr, srv)
 
 	// The other holder stops renewing: this proxy takes over.
 	for _, s := range slaves {
@@ -126,6 +98,41 @@ func waitSyncSubscribers(t *testing.T, master *redistest.Server, n int64) {
 		}
 		return nil
 	})
+}
+
+// followerWakesBlocked blocks a client on the follower-only proxy at addr,
+// which subscribes for it, and checks that a push wakes it at once, not its
+// retry.
+func followerWakesBlocked(t *testing.T, master *redistest.Server, addr string, srv *proxy.Server) {
+	t.Helper()
+	blocked := redisDial(t, addr)
+	got := make(chan error, 1)
+	go func() {
+		start := time.Now()
+		_, err := redis.Values(blocked.Do("BLPOP", "follower:list", 5))
+		if d := time.Since(start); err == nil && d > 5*time.Second {
+			err = fmt.Errorf("BLPOP returned after %v", d)
+		}
+		got <- err
+	}()
+	redistest.CheckFor(t, 5*time.Second, poll, func() error {
+		if srv.Status().Blocked == 0 {
+			return fmt.Errorf("the client is not blocked yet")
+		}
+		return nil
+	})
+	waitSyncSubscribers(t, master, 1)
+	pusher := redisDial(t, addr)
+	pushed := time.Now()
+	if _, err := pusher.Do("RPUSH", "follower:list", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("BLPOP: %v", err)
+	}
+	if d := time.Since(pushed); d > 200*time.Millisecond {
+		t.Errorf("a client blocked on a follower was woken %v after the push, want at once", d)
+	}
 }
 
 // followerLearnsPositions starts a follower whose checks are far apart and
