@@ -109,14 +109,14 @@ func (b *backlogReader) run(stop, wake <-chan struct{}) error {
 		case <-wake:
 		}
 		low := b.low.Swap(0)
-		leads := b.leads()
+		leads := b.r.leads()
 		if !b.kicked || (leads && !b.started) {
 			// At the session's start, and when an applier started applying:
 			// the appliers compare their positions with the master's.
 			b.kicked = true
 			b.r.kickAll()
 		}
-		if !leads && !b.wantsEffects() {
+		if !leads && !b.r.wantsEffects() {
 			b.started = false
 			b.lost()
 			if b.unneeded.IsZero() {
@@ -137,13 +137,6 @@ func (b *backlogReader) run(stop, wake <-chan struct{}) error {
 		}
 	}
 }
-
-// leads reports whether an applier of this proxy holds its slave's lease.
-func (b *backlogReader) leads() bool { return b.r.leads() }
-
-// wantsEffects reports whether the OnEffect or OnMessage hook wants the
-// messages now.
-func (b *backlogReader) wantsEffects() bool { return b.r.wantsEffects() }
 
 // lost tells OnStreamLost that the messages given so far no longer continue.
 func (b *backlogReader) lost() {

@@ -57,7 +57,6 @@ func (s lagSetup) String() string {
 // lagResult is one -proxies-lag run.
 type lagResult struct {
 	setup      lagSetup
-	proxies    int
 	offered    float64         // SET/s asked of the load generator
 	achieved   float64         // SET/s it completed
 	loadErrors int64           // failed SETs of the load
@@ -98,7 +97,7 @@ func (b *bench) runProxiesLag(ctx context.Context) error {
 // them, runs the load and the probes, and stops them all again.
 func (b *bench) proxiesLag(ctx context.Context, setup lagSetup) (lagResult, error) {
 	n := setup.n
-	res := lagResult{setup: setup, proxies: n, offered: b.opt.lagRate}
+	res := lagResult{setup: setup, offered: b.opt.lagRate}
 	b.procsMu.Lock()
 	mark := len(b.procs)
 	b.procsMu.Unlock()
