@@ -22,8 +22,9 @@ import (
 // composes around them (replicate.UserScript): the client's redis.call and
 // redis.pcall are recorded, and the effects of its writes are published with a
 // sequence number like any write — exactly what Redis' effect replication sends
-// to its replicas. Read-only scripts (EVAL_RO, EVALSHA_RO) and SCRIPT
-// subcommands go to the master as they are.
+// to its replicas. Read-only scripts (EVAL_RO, EVALSHA_RO) run in the same
+// composed script, read-only, as reads (fcallro.go); SCRIPT subcommands go to
+// the master as they are.
 
 // Redis' script errors.
 const (
@@ -202,23 +203,8 @@ func isScriptCall(c *call) bool {
 	switch c.route.Info.Policy.Handler {
 	case router.HandlerEval, router.HandlerFcall, router.HandlerFcallRO:
 		return true
-	case router.HandlerScript:
-		switch c.route.Info.Name {
-		case "eval_ro", "evalsha_ro", "fcall_ro":
-			return true
-		}
 	}
 	return false
-}
-
-// forwardScript sends a read-only script (EVAL_RO, EVALSHA_RO) as it is, on a
-// lane: it may run away too.
-func (sess *Session) forwardScript(c *call) {
-	c.req.Kind, c.req.Raw = router.KindRaw, c.cmd.Raw
-	sess.wrote = true // later reads of the batch go behind it, on the master
-	sess.enterLane()
-	sess.waiter.Add(&c.req)
-	sess.s.router.Master().SubmitOn(sess.lane, &c.req)
 }
 
 // killScript sends SCRIPT KILL or FUNCTION KILL to the master on a connection
@@ -234,9 +220,9 @@ func (sess *Session) killScript(c *call) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(s.cfg.BackendTimeout))
 	raw, onSlave := c.cmd.Raw, false
-	if c.route.Info.Name == "function|kill" {
-		onSlave = s.killOnSlaves()
-		if s.functions.running.Load() > 0 {
+	if name := c.route.Info.Name; name == "function|kill" || name == "script|kill" {
+		onSlave = s.killOnSlaves(name == "script|kill")
+		if name == "function|kill" && s.functions.running.Load() > 0 {
 			raw = buildCommand([][]byte{[]byte("SCRIPT"), []byte("KILL")})
 		}
 	}
@@ -244,7 +230,7 @@ func (sess *Session) killScript(c *call) {
 		var reply []byte
 		if reply, err = router.ReadFrame(br, nil); err == nil {
 			if onSlave && strings.HasPrefix(string(reply), "-NOTBUSY") {
-				reply = []byte("+OK\r\n") // the function ran on a slave
+				reply = []byte("+OK\r\n") // the script ran on a slave
 			}
 			sess.local(r, reply)
 			return
@@ -428,9 +414,9 @@ type functions struct {
 	// running counts FCALLs sent and not completed: the master runs them as
 	// scripts, so FUNCTION KILL is sent as SCRIPT KILL meanwhile.
 	running atomic.Int64
-	// onSlaves counts the FCALL_ROs running on each slave, which FUNCTION KILL
-	// reaches too.
-	onSlaves map[*router.Slave]int
+	// onSlaves counts the read-only calls running on each slave, which SCRIPT
+	// KILL (EVAL_RO, EVALSHA_RO) and FUNCTION KILL (FCALL_RO) reach too.
+	onSlaves map[slaveScript]int
 }
 
 // cachedFunction is a function's composed script and when it was composed.

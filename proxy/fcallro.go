@@ -10,27 +10,49 @@ import (
 	"github.com/syncproxy/syncproxy/router"
 )
 
-// FCALL_RO is served like a read: the function runs in FCALL's composed script
-// (the library from the master's FUNCTION LIST, the proxy's guard around it),
-// called read-only (EVALSHA_RO) on the slave a GET would read from, with the same
-// consistency rules; on the master when the read must go there. The slave needs
-// no copy of the library: a library loaded on the master behind the proxy's back
-// is served too. A slave that lost the composed script (restarted, SCRIPT FLUSH)
-// or failed is replaced by the master for that call.
+// FCALL_RO, EVAL_RO and EVALSHA_RO are served like reads: the function runs in
+// FCALL's composed script (the library from the master's FUNCTION LIST, the
+// proxy's guard around it), the script in EVAL's, called read-only (EVALSHA_RO)
+// on the slave a GET would read from, with the same consistency rules; on the
+// master when the read must go there. The slave needs no copy of the library: a
+// library loaded on the master behind the proxy's back is served too. A slave
+// that lost the composed script (restarted, SCRIPT FLUSH) or failed is replaced
+// by the master for that call. The guard is what keeps a read-only script from
+// reading the replication metadata, as it keeps EVAL.
 
 // msgWriteFlagRO is Redis' refusal of FCALL_RO of a function without no-writes.
 const msgWriteFlagRO = "ERR Can not execute a script with write flag using *_ro command."
 
-// fcallRO dispatches FCALL_RO name numkeys keys... args...
-func (sess *Session) fcallRO(c *call) {
-	args, r := c.cmd.Args, &c.req
-	us, msg := sess.functionScript(string(args[1]))
+// readOnlyScript returns the composed script an FCALL_RO, EVAL_RO or EVALSHA_RO
+// runs, the function's name for FCALL_RO, or the error that refuses the call.
+func (sess *Session) readOnlyScript(name string, args [][]byte) (us *userScript, fcall, msg string) {
+	s := sess.s
+	switch name {
+	case "fcall_ro":
+		fcall = string(args[1])
+		us, msg = sess.functionScript(fcall)
+	case "evalsha_ro":
+		if us = s.scripts.get(string(args[1])); us == nil || !us.known.Load() {
+			return nil, "", msgNoScript
+		}
+	default:
+		us = s.scripts.add(s, args[1])
+		us.known.Store(true)
+	}
 	if msg == "" {
-		msg, _ = scriptArgsOf("fcall_ro", args[2:])
+		msg, _ = scriptArgsOf(name, args[2:])
 	}
 	if msg == "" && us.writes.Load() {
 		msg = msgWriteFlagRO
 	}
+	return us, fcall, msg
+}
+
+// fcallRO dispatches FCALL_RO name numkeys keys... args..., and EVAL_RO and
+// EVALSHA_RO (args[1] the body or its SHA1).
+func (sess *Session) fcallRO(c *call) {
+	args, r := c.cmd.Args, &c.req
+	us, fcall, msg := sess.readOnlyScript(c.route.Info.Name, args)
 	if msg == "" && !us.compiled.Load() {
 		msg = sess.compileScript(us)
 	}
@@ -46,7 +68,7 @@ func (sess *Session) fcallRO(c *call) {
 			return
 		}
 	}
-	c.eval = evalCheck{us: us, fcall: string(args[1]), ro: true, slave: sl}
+	c.eval = evalCheck{us: us, fcall: fcall, ro: true, slave: sl}
 	r.Kind = router.KindRaw
 	if sl == nil {
 		sess.fcallROMaster(c)
@@ -62,7 +84,7 @@ func (sess *Session) fcallRO(c *call) {
 		sl.Backend.Submit(int(sess.id), c.eval.load)
 		us.slaves.Store(sl, true)
 	}
-	sess.s.functions.slaveStarted(sl)
+	sess.s.functions.slaveStarted(sl, fcall == "")
 	sess.waiter.Add(r)
 	sl.Backend.Submit(int(sess.id), r)
 	sess.readOnSlave(sl)
@@ -82,7 +104,9 @@ func (sess *Session) fcallROMaster(c *call) {
 		r.Raw = readOnlyCall(s, "EVALSHA_RO", us.composed.SHA, r.DB, args)
 	}
 	s.router.MasterReads.Add(1)
-	s.functions.running.Add(1)
+	if c.eval.fcall != "" {
+		s.functions.running.Add(1)
+	}
 	sess.enterLane()
 	sess.waiter.Add(r)
 	s.router.Master().SubmitOn(sess.lane, r)
@@ -166,9 +190,11 @@ func (sess *Session) checkReadOnlyCalls(calls []*call) {
 				c.req.Reply = append(c.req.Reply[:0], msgFcallRONotRetried...)
 				continue // (checkEvals counts it as ended)
 			}
-			sess.s.functions.running.Add(-1)
+			if e.fcall != "" {
+				sess.s.functions.running.Add(-1)
+			}
 		} else {
-			sess.s.functions.slaveEnded(e.slave)
+			sess.s.functions.slaveEnded(e.slave, e.fcall == "")
 			if !slaveLostScript(e, &c.req) {
 				continue
 			}
@@ -192,41 +218,52 @@ func (sess *Session) checkReadOnlyCalls(calls []*call) {
 	}
 }
 
-// slaveStarted and slaveEnded count the FCALL_ROs running on a slave, for
-// FUNCTION KILL.
-func (f *functions) slaveStarted(sl *router.Slave) {
+// slaveScript is a slave and a kind of read-only call: an EVAL_RO or EVALSHA_RO
+// (eval), or an FCALL_RO.
+type slaveScript struct {
+	sl   *router.Slave
+	eval bool
+}
+
+// slaveStarted and slaveEnded count the read-only calls running on a slave, for
+// SCRIPT KILL (eval) and FUNCTION KILL.
+func (f *functions) slaveStarted(sl *router.Slave, eval bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.onSlaves == nil {
-		f.onSlaves = map[*router.Slave]int{}
+		f.onSlaves = map[slaveScript]int{}
 	}
-	f.onSlaves[sl]++
+	f.onSlaves[slaveScript{sl, eval}]++
 }
 
-func (f *functions) slaveEnded(sl *router.Slave) {
+func (f *functions) slaveEnded(sl *router.Slave, eval bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.onSlaves[sl]--; f.onSlaves[sl] <= 0 {
-		delete(f.onSlaves, sl)
+	k := slaveScript{sl, eval}
+	if f.onSlaves[k]--; f.onSlaves[k] <= 0 {
+		delete(f.onSlaves, k)
 	}
 }
 
-// busySlaves returns the slaves running an FCALL_RO.
-func (f *functions) busySlaves() []*router.Slave {
+// busySlaves returns the slaves running a read-only call of the kind.
+func (f *functions) busySlaves(eval bool) []*router.Slave {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]*router.Slave, 0, len(f.onSlaves))
-	for sl := range f.onSlaves {
-		out = append(out, sl)
+	for k := range f.onSlaves {
+		if k.eval == eval {
+			out = append(out, k.sl)
+		}
 	}
 	return out
 }
 
 // killOnSlaves sends SCRIPT KILL, each on a connection of its own, to the slaves
-// running an FCALL_RO (FUNCTION KILL); it reports whether one was killed.
-func (s *Server) killOnSlaves() bool {
+// running an EVAL_RO or EVALSHA_RO (eval: SCRIPT KILL) or an FCALL_RO (FUNCTION
+// KILL); it reports whether one was killed.
+func (s *Server) killOnSlaves(eval bool) bool {
 	killed := false
-	for _, sl := range s.functions.busySlaves() {
+	for _, sl := range s.functions.busySlaves(eval) {
 		addr := sl.Backend.Addr()
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BackendTimeout)
 		conn, br, err := dial.Dial(ctx, dial.Target{Role: sl.Backend.Name(), Addr: addr,
@@ -246,7 +283,7 @@ func (s *Server) killOnSlaves() bool {
 		if err == nil && string(reply) == "+OK\r\n" {
 			killed = true
 		}
-		s.log.Debug().Str("slave", addr).Err(err).Bytes("reply", reply).Msg("FUNCTION KILL sent to a slave")
+		s.log.Debug().Str("slave", addr).Bool("eval", eval).Err(err).Bytes("reply", reply).Msg("SCRIPT KILL sent to a slave")
 	}
 	return killed
 }

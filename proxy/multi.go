@@ -169,7 +169,7 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 	switch c.route.Info.Name {
 	case "fcall", "fcall_ro":
 		us, msg = sess.functionScript(string(args[1]))
-	case "evalsha":
+	case "evalsha", "evalsha_ro":
 		if us = s.scripts.get(string(args[1])); us == nil {
 			msg = msgNoScript
 		}
@@ -198,6 +198,9 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 	}
 	form := append([][]byte{[]byte(us.body)}, args[2:]...)
 	q.raw, q.argc, q.mode = buildCommand(form), len(form), replicate.ModeTxScript
+	if name := c.route.Info.Name; name == "eval_ro" || name == "evalsha_ro" {
+		q.mode = replicate.ModeTxScriptRO // its writes refused, as Redis refuses them
+	}
 	sess.tx.scripts = true
 	return q, nil, ""
 }

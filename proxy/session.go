@@ -623,8 +623,8 @@ func (sess *Session) unwatch(c *call) {
 	sess.local(&c.req, []byte("+OK\r\n"))
 }
 
-// script forwards EVAL_RO and SCRIPT to the master, noting what SCRIPT LOAD
-// and FLUSH change.
+// script forwards SCRIPT to the master, noting what SCRIPT LOAD and FLUSH
+// change.
 func (sess *Session) script(c *call) {
 	switch c.route.Info.Name {
 	case "script|load":
@@ -633,9 +633,6 @@ func (sess *Session) script(c *call) {
 		defer sess.s.scriptFlushed()
 	case "script|kill", "function|kill":
 		sess.killScript(c)
-		return
-	case "eval_ro", "evalsha_ro":
-		sess.forwardScript(c)
 		return
 	}
 	sess.forwardWrite(c)

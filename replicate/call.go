@@ -58,6 +58,9 @@ const (
 	// (its arity is right): it may run natively in a group's transaction
 	// (WriteGroupEffect); in a script call it is ModeCommand.
 	ModeNative
+	// ModeTxScriptRO is ModeTxScript for a read-only script (EVAL_RO, EVALSHA_RO):
+	// its writes get Redis' refusal.
+	ModeTxScriptRO
 )
 
 // modeLetters are the modes as the Lua script reads them.
@@ -71,6 +74,7 @@ var modeLetters = [...]string{
 	modePre:          "$1\r\np\r\n",
 	modeNumber:       "$1\r\nn\r\n",
 	ModeNative:       "$1\r\n0\r\n",
+	ModeTxScriptRO:   "$1\r\no\r\n",
 }
 
 // scratch returns an empty buffer to append a short piece of a call to, then

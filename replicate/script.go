@@ -71,7 +71,7 @@ const masterScript = scriptUserLine + masterBody
 // scriptUserLine is the master script's first line. For a client's EVAL, the proxy
 // composes a script of its own (UserScript): the client's script as a function on
 // this line — so that error line numbers stay the client's — then masterBody.
-const scriptUserLine = "local __user, __sha, __spec, __denied, __msg_key, __msg_channel, __msg_swapdb\n"
+const scriptUserLine = "local __user, __sha, __spec, __denied, __msg_key, __msg_channel, __msg_swapdb, __first\n"
 
 const masterBody = `
 -- Every call goes through redis.pcall: some servers (miniredis) keep a separate
@@ -441,7 +441,7 @@ local function refusal(a, n)
   end
   if (name == 'publish' or name == 'spublish') and a[2] == channel then return __msg_channel, name, top end
   if keys_reserved(a, n, t) then return __msg_key, name, top end
-  return nil, name, top
+  return nil, name, top, t
 end
 
 -- norm3 gives a reply the shape it has under RESP2, which rewrite expects, when
@@ -463,15 +463,48 @@ local function norm3(r)
   return r
 end
 
+-- shebang reads a client script's #! line as Redis 7.0 does
+-- (evalExtractShebangFlags): it returns the body with the line's text cut (its
+-- newline kept: lines keep their numbers), whether the line says no-writes, the
+-- error for a line Redis refuses, and whether there was a line.
+local shebang_flags = {['no-writes'] = true, ['allow-oom'] = true, ['allow-stale'] = true,
+  ['no-cluster'] = true, ['allow-cross-slot-keys'] = true}
+local __msg_read_only = 'ERR Write commands are not allowed from read-only scripts.'
+local __msg_write_flag_ro = 'ERR Can not execute a script with write flag using *_ro command.'
+local function shebang(body)
+  if s_sub(body, 1, 2) ~= '#!' then return body, false, nil, false end
+  local nl = s_find(body, '\n', 1, true)
+  if not nl then return nil, false, 'ERR Invalid script shebang', true end
+  local parts = {}
+  for p in s_gmatch(s_sub(body, 1, nl - 1), '%S+') do parts[#parts + 1] = p end
+  if parts[1] ~= '#!lua' then
+    return nil, false, 'ERR Unexpected engine in script shebang: ' .. tostring(parts[1]), true
+  end
+  local nowrites = false
+  for j = 2, #parts do
+    local fl = s_match(parts[j], '^flags=(.*)$')
+    if not fl then return nil, false, 'ERR Unknown lua shebang option: ' .. parts[j], true end
+    for f in s_gmatch(fl, '[^,]+') do
+      if not shebang_flags[f] then return nil, false, 'ERR Unexpected flag in script shebang: ' .. f, true end
+      nowrites = nowrites or f == 'no-writes'
+    end
+  end
+  return s_sub(body, nl), nowrites, nil, true
+end
+
 -- run_user runs a client's script; ARGV[pos..last] are numkeys, keys, args.
 -- With body (a transaction's script, mode t) it runs body instead of __user:
 -- compiled here as a chunk of its own, named as Redis names it.
-local function run_user(db, pos, last, body)
-  local fn, sha = __user, __sha
+local function run_user(db, pos, last, body, ro)
+  local fn, sha, first = __user, __sha, __first or '1'
   if body then
-    local e
     sha = redis.sha1hex(body)
-    fn, e = l_loadstring('local KEYS, ARGV, redis, _G, loadstring, load = ...; ' .. body, '@user_script')
+    local src, nowrites, e, flagged = shebang(body)
+    if e then return {err = e} end
+    first = flagged and '2' or '1'
+    if ro and flagged and not nowrites then return {err = __msg_write_flag_ro} end
+    ro = ro or nowrites
+    fn, e = l_loadstring('local KEYS, ARGV, redis, _G, loadstring, load = ...; ' .. src, '@user_script')
     if not fn then return {err = 'ERR Error compiling script (new function): ' .. tostring(e)} end
   end
   local nk = l_tonumber(ARGV[pos])
@@ -487,7 +520,10 @@ local function run_user(db, pos, last, body)
       -- that the master and the effect get the same string.
       if l_type(a[j]) == 'number' then a[j] = s_format('%.17g', a[j]) end
     end
-    local msg, name, top = refusal(a, n)
+    local msg, name, top, t = refusal(a, n)
+    -- A read-only script (EVAL_RO, #!lua flags=no-writes) in a transaction:
+    -- Redis' refusal, which it checks first.
+    if ro and t and t.w and not t.c then return {err = __msg_read_only} end
     if msg then return {err = msg} end
     local flush = name == 'flushall' or (name == 'flushdb' and edb == '0')
     if flush then save_meta(name == 'flushall') end
@@ -571,8 +607,9 @@ local function run_user(db, pos, last, body)
   local msg = tostring(l_type(res) == 'table' and res.err or res)
   local line, rest = s_match(msg, '^user_script:(%d+): (.*)$')
   if not line and s_sub(msg, 1, 1) == '\1' then
-    -- Raised by a tail call (return redis.call(...)): Lua keeps no line.
-    line, rest = '1', msg
+    -- Raised by a tail call (return redis.call(...)): Lua keeps no line; the
+    -- script's first (after a #! line) is given.
+    line, rest = first, msg
   end
   if line and s_sub(rest, 1, 1) == '\1' then
     msg = s_sub(rest, 2) .. ' script: ' .. sha .. ', on @user_script:' .. line .. '.'
@@ -606,8 +643,8 @@ for i = 1, n do
   elseif mode == 'e' then
     r = run_user(db, pos, last)
     effect = nil
-  elseif mode == 't' then
-    r = run_user(db, pos + 1, last, ARGV[pos])
+  elseif mode == 't' or mode == 'o' then
+    r = run_user(db, pos + 1, last, ARGV[pos], mode == 'o')
     effect = nil
   elseif mode == 'r' then
     local bf = bitfield_pre(pos, last)
@@ -831,12 +868,29 @@ type Guard struct {
 // UserScript composes the script that runs a client's script body (EVAL) with its
 // writes replicated as effects and g enforced. body must compile alone as a
 // chunk (SCRIPT LOAD it first): it is inserted as a function's body.
+//
+// A body starting with a #! line (Redis 7's flags, e.g. "#!lua flags=no-writes")
+// keeps that line as the composed script's first, so that the server applies its
+// flags to the whole call (a no-writes script cannot write, EVAL_RO of one
+// without no-writes is refused, OOM), and the client's second line is the
+// composed script's second, as Redis numbers it.
 func UserScript(body string, g Guard) Script {
 	var b strings.Builder
+	code := body
+	if strings.HasPrefix(body, "#!") {
+		line, rest, _ := strings.Cut(body, "\n")
+		b.WriteString(line + "\n")
+		code = rest
+	}
 	b.WriteString("local __user = function(KEYS, ARGV, redis, _G, loadstring, load) ")
-	b.WriteString(body)
+	b.WriteString(code)
 	sum := sha1.Sum([]byte(body))
-	b.WriteString("\nend\nlocal __sha = '")
+	if code != body {
+		b.WriteString("\nend\nlocal __first = '2'")
+	} else {
+		b.WriteString("\nend\nlocal __first = '1'")
+	}
+	b.WriteString("\nlocal __sha = '")
 	b.WriteString(hex.EncodeToString(sum[:]))
 	b.WriteString("'\nlocal __spec = ")
 	b.WriteString(LuaQuote(g.Spec))

@@ -134,8 +134,8 @@ const (
 	HandlerUnwatch       //
 	HandlerEval          // EVAL, EVALSHA: the client's script in a composed one
 	HandlerFcall         // FCALL: the function's library in a composed script
-	HandlerFcallRO       // FCALL_RO: FCALL's composed script, read-only, as a read (a slave)
-	HandlerScript        // EVAL_RO, SCRIPT ...: to the master, in write order
+	HandlerFcallRO       // FCALL_RO, EVAL_RO, EVALSHA_RO: the composed script, read-only, as a read (a slave)
+	HandlerScript        // SCRIPT ...: to the master, in write order
 	HandlerFunctionWrite // FUNCTION LOAD, DELETE, FLUSH, RESTORE
 	HandlerSwapDB        // SWAPDB, not of DB 0
 	HandlerConfigSet     // CONFIG SET, to every backend when allowed
@@ -219,7 +219,7 @@ var rows = map[string]row{
 	"sunsubscribe": special(HandlerUnsubscribe),
 	"eval":         readOnlyDenied(special(HandlerEval)),
 	"evalsha":      readOnlyDenied(special(HandlerEval)),
-	"eval_ro":      special(HandlerScript), "evalsha_ro": special(HandlerScript),
+	"eval_ro":      special(HandlerFcallRO), "evalsha_ro": special(HandlerFcallRO),
 	"fcall":         readOnlyDenied(special(HandlerFcall)),
 	"script":        special(HandlerScript),
 	"script|exists": special(HandlerScript), "script|kill": readOnlyDenied(special(HandlerScript)),

@@ -99,21 +99,35 @@ func TestBusyScriptKill(t *testing.T) {
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
 
-// TestBusyReadOnlyScript: a runaway EVAL_RO holds no other client either.
+// TestBusyReadOnlyScript: a runaway EVAL_RO through the proxy holds no other
+// client behind it, on the master (read policy master: writes get Redis' BUSY
+// error) and on the slave that serves it (default policy: writes go on); SCRIPT
+// KILL ends it there, its client gets Redis' reply, and service returns within
+// a second.
 func TestBusyReadOnlyScript(t *testing.T) {
 	t.Parallel()
-	master, slaves := startBusyMaster(t)
-	addr, _ := startProxy(t, master, slaves...)
-	a, b := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
-	sendOnly(a, "EVAL_RO", spin, "0")
-	waitBusy(t, b)
-	mustReply(t, b, "+OK\r\n", "SCRIPT", "KILL")
-	killed := time.Now()
-	if got := string(a.Read()); got != killedReply {
-		t.Fatalf("the killed script's client got %q, want %q", got, killedReply)
+	for _, policy := range []string{"master", "prefer-slave"} {
+		t.Run(policy, func(t *testing.T) {
+			master := redistest.Start(t, "--busy-reply-threshold", "100")
+			slaves := redistest.StartN(t, 2, "--busy-reply-threshold", "100")
+			addr, _ := startProxyWith(t, func(c *proxy.Config) { c.ReadPolicy = policy }, master, slaves...)
+			a, b := redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)
+			sendOnly(a, "EVAL_RO", spin, "0")
+			if policy == "master" {
+				waitBusy(t, b)
+			} else {
+				waitSlaveBusy(t, slaves)
+				mustReply(t, b, "+OK\r\n", "SET", "probe", "1")
+			}
+			mustReply(t, b, "+OK\r\n", "SCRIPT", "KILL")
+			killed := time.Now()
+			if got := string(a.Read()); got != killedReply {
+				t.Fatalf("the killed script's client got %q, want %q", got, killedReply)
+			}
+			serviceBack(t, killed, a, b)
+			redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+		})
 	}
-	serviceBack(t, killed, a, b)
-	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
 
 // TestBusyUnkillable: a script that wrote cannot be killed (Redis' UNKILLABLE);

@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/syncproxy/syncproxy/internal/redistest"
+)
+
+// shebangCases are scripts with Redis 7's #! line, and read-only scripts, each
+// sent directly and through the proxy (alone, pipelined and in MULTI).
+var shebangCases = [][]string{
+	{"SET", "a", "1"},
+	{"EVAL_RO", "return redis.call('get', KEYS[1])", "1", "a"},
+	{"EVAL_RO", "return redis.call('set', 'a', '2')", "0"},
+	{"EVAL_RO", "local r = redis.pcall('set', 'a', '2')\nreturn r", "0"},
+	{"EVAL_RO", "local x = 1\nlocal r = redis.call('set', 'a', '2')\nreturn r", "0"},
+	{"EVAL", "#!lua flags=no-writes\nreturn redis.call('get', KEYS[1])", "1", "a"},
+	{"EVAL", "#!lua\nreturn redis.call('incr', KEYS[1])", "1", "a"},
+	{"EVAL", "#!lua flags=no-writes\nreturn redis.call('set', 'x', 1)", "0"},
+	{"EVAL", "#!lua flags=no-writes,allow-oom\nlocal r = redis.pcall('set', 'x', 1)\nreturn r", "0"},
+	{"EVAL", "#!lua flags=allow-oom,allow-stale\nlocal r = redis.call('set', 'x', 2)\nreturn r", "0"},
+	{"EVAL", "#!lua\nlocal y = nil\nerror('boom')", "0"},
+	{"EVAL", "#!python\nreturn 1", "0"},
+	{"EVAL", "#!lua flags=bogus\nreturn 1", "0"},
+	{"EVAL", "#!lua foo=bar\nreturn 1", "0"},
+	{"EVAL", "#!lua", "0"},
+	{"EVAL_RO", "#!lua\nreturn 1", "0"},
+	{"EVAL_RO", "#!lua flags=no-writes\nreturn redis.call('get', 'a')", "0"},
+	{"EVALSHA_RO", "6c0ec3c0bbad31c6d02abe1e63bfed82ab22c466", "0"}, // EVAL_RO "#!lua flags=no-writes\nreturn redis.call('get', 'a')"
+	{"EVALSHA_RO", "0000000000000000000000000000000000000000", "0"},
+	{"EVAL_RO", "return 1", "x"},
+	{"EVAL_RO", "return 1", "2", "a"},
+	{"GET", "a"}, {"GET", "x"},
+}
+
+// TestShebangAndEvalRO: scripts with a #! line (flags) and EVAL_RO / EVALSHA_RO
+// give Redis' replies byte for byte, RESP2 and RESP3, alone, pipelined and
+// inside MULTI; EVAL_RO is served by the slaves; the data ends as the
+// reference's on the master and every slave.
+func TestShebangAndEvalRO(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	for _, proto := range []string{"2", "3"} {
+		rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+		if proto == "3" {
+			rc.Do("HELLO", "3")
+			pc.Do("HELLO", "3")
+		}
+		before := slaveCalls(t, slaves)
+		for i, args := range shebangCases {
+			want, got := rc.Do(args...), pc.Do(args...)
+			if !bytes.Equal(got, want) {
+				t.Errorf("RESP%s #%d %s:\n\tproxy: %s\n\tredis: %s", proto, i, showCmd(args), showReply(got), showReply(want))
+			}
+		}
+		if n := slaveCalls(t, slaves); n < before+4 {
+			t.Errorf("RESP%s: the slaves ran %d EVALSHA_RO, want at least 4", proto, n-before)
+		}
+		// Pipelined, and in a transaction.
+		if got, want := pipelineReplies(pc, shebangCases), pipelineReplies(rc, shebangCases); !bytes.Equal(got, want) {
+			t.Errorf("RESP%s pipelined:\n\tproxy: %s\n\tredis: %s", proto, showReply(got), showReply(want))
+		}
+		tx := append([][]string{{"MULTI"}}, shebangCases...)
+		tx = append(tx, []string{"EXEC"})
+		if got, want := pipelineReplies(pc, tx), pipelineReplies(rc, tx); !bytes.Equal(got, want) {
+			t.Errorf("RESP%s in MULTI:\n\tproxy: %s\n\tredis: %s", proto, showReply(got), showReply(want))
+		}
+	}
+	checkSameData(t, ref, master, slaves)
+}
+
+// pipelineReplies sends cmds in one write and returns their replies, concatenated.
+func pipelineReplies(c *redistest.RawConn, cmds [][]string) []byte {
+	for _, args := range cmds {
+		c.Send(args...)
+	}
+	c.Flush()
+	var out []byte
+	for range cmds {
+		out = append(out, c.Read()...)
+	}
+	return out
+}
+
+// TestEvalROReservedKeys: a read-only script (EVAL_RO, EVALSHA_RO) reading the
+// proxy's keys gets the refusal EVAL gets — alone, pipelined behind a read,
+// inside MULTI — where it used to go to the master unguarded and read them.
+func TestEvalROReservedKeys(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 3)
+	master, slaves := servers[0], servers[1:]
+	addr, _ := startProxy(t, master, slaves...)
+	c := redistest.DialRaw(t, addr)
+	mustReply(t, c, "+OK\r\n", "SET", "k", "v")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+	for _, body := range []string{
+		"return redis.call('GET', 'syncproxy:seq')",
+		"return redis.call('GET', 'syncproxy:epoch')",
+		"return redis.call('HGETALL', 'syncproxy:applied')",
+		"local r = redis.pcall('XRANGE', 'syncproxy:backlog', '-', '+')\nreturn r",
+		"#!lua flags=no-writes\nreturn redis.call('GET', 'syncproxy:seq')",
+		"local m = getmetatable(redis)\nreturn m and m.__index.call('GET', 'syncproxy:seq')",
+	} {
+		onMaster := string(c.Do("EVAL", body, "0"))
+		if !strings.HasPrefix(onMaster, msgReserved) && !strings.HasPrefix(body, "local m") {
+			t.Fatalf("EVAL %q: %q", body, onMaster)
+		}
+		sha := strings.TrimSpace(strings.Split(string(c.Do("SCRIPT", "LOAD", body)), "\r\n")[1])
+		for _, cmd := range [][]string{{"EVAL_RO", body, "0"}, {"EVALSHA_RO", sha, "0"}} {
+			if got := string(c.Do(cmd...)); got != onMaster {
+				t.Errorf("%s %q: %q, EVAL: %q", cmd[0], body, got, onMaster)
+			}
+			c.Send("GET", "k")
+			c.Send(cmd...)
+			c.Flush()
+			if r1, r2 := string(c.Read()), string(c.Read()); r1 != "$1\r\nv\r\n" || r2 != onMaster {
+				t.Errorf("pipelined %s %q: %q %q, want %q", cmd[0], body, r1, r2, onMaster)
+			}
+			mustReply(t, c, "+OK\r\n", "MULTI")
+			mustReply(t, c, "+QUEUED\r\n", cmd...)
+			if got := string(c.Do("EXEC")); got != "*1\r\n"+onMaster {
+				t.Errorf("%s %q in MULTI: %q, want %q", cmd[0], body, got, "*1\r\n"+onMaster)
+			}
+		}
+	}
+	// A declared reserved key is refused by the proxy before any server runs it.
+	mustReply(t, c, msgReserved+"\r\n", "EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "syncproxy:seq")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
