@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
@@ -157,8 +158,9 @@ func (sess *Session) runScript(c *call, us *userScript, args [][]byte) {
 	r.Kind = router.KindWrite
 	r.Raw = buildCommand(args[1:])
 	r.Argc = len(args) - 1
-	r.Mode = replicate.ModeScript
+	r.Mode = sess.scriptMode(replicate.ModeScript)
 	r.Script = us.composed
+	check.resp3 = sess.resp3.Load()
 	c.eval = check
 	if check.fcall != "" {
 		s.functions.running.Add(1)
@@ -358,6 +360,29 @@ type evalCheck struct {
 	ro    bool            // an FCALL_RO: the reply is the composed script's call reply
 	slave *router.Slave   // an FCALL_RO's slave; nil: the master
 	body  bool            // an FCALL_RO sent the composed script whole (EVAL_RO)
+	resp3 bool            // a RESP3 client's: the reply is RESP3 in a bulk string (replicate.RESP3Mode)
+}
+
+// scriptMode is the mode that runs a client's script (m) for the session: a
+// RESP3 client gets the script's reply as Redis gives it to a RESP3 client.
+func (sess *Session) scriptMode(m replicate.Mode) replicate.Mode {
+	if sess.resp3.Load() {
+		return replicate.RESP3Mode(m)
+	}
+	return m
+}
+
+// unwrapRESP3 returns the RESP3 reply a script call in a RESP3 mode returned in
+// a bulk string (an error, or anything else, as it is).
+func unwrapRESP3(reply []byte) []byte {
+	if len(reply) < 4 || reply[0] != '$' {
+		return reply
+	}
+	i := bytes.IndexByte(reply, '\n')
+	if i < 0 || i+1 > len(reply)-2 {
+		return reply
+	}
+	return reply[i+1 : len(reply)-2]
 }
 
 // checkEvals runs once the batch completed.
@@ -378,6 +403,9 @@ func (sess *Session) checkEvals(calls []*call) {
 			reply = unwrapCall(reply)
 		}
 		c.req.Reply = functionErrReply(killedReply(reply, e.us, e.fcall), e.us, e.fcall)
+		if e.resp3 {
+			c.req.Reply = unwrapRESP3(c.req.Reply)
+		}
 		if (e.load != nil && (e.load.Failed || len(e.load.Reply) == 0 || e.load.Reply[0] == '-')) ||
 			strings.HasPrefix(string(reply), "-NOSCRIPT") ||
 			strings.HasPrefix(string(reply), "-ERR syncproxy: the replication script was flushed") {

@@ -68,13 +68,13 @@ func (sess *Session) fcallRO(c *call) {
 			return
 		}
 	}
-	c.eval = evalCheck{us: us, fcall: fcall, ro: true, slave: sl}
+	c.eval = evalCheck{us: us, fcall: fcall, ro: true, slave: sl, resp3: sess.resp3.Load()}
 	r.Kind = router.KindRaw
 	if sl == nil {
 		sess.fcallROMaster(c)
 		return
 	}
-	r.Raw = readOnlyCall(sess.s, "EVALSHA_RO", us.composed.SHA, r.DB, args[2:])
+	r.Raw = readOnlyCall(sess.s, "EVALSHA_RO", us.composed.SHA, r.DB, args[2:], sess.scriptMode(replicate.ModeScript))
 	sl.Reads.Add(1)
 	sess.trackSlaveRead(sl)
 	c.onSlave = true
@@ -99,9 +99,9 @@ func (sess *Session) fcallROMaster(c *call) {
 	args := c.cmd.Args[2:]
 	c.eval.body = !us.loaded.Load()
 	if c.eval.body {
-		r.Raw = readOnlyCall(s, "EVAL_RO", us.composed.Body, r.DB, args)
+		r.Raw = readOnlyCall(s, "EVAL_RO", us.composed.Body, r.DB, args, sess.scriptMode(replicate.ModeScript))
 	} else {
-		r.Raw = readOnlyCall(s, "EVALSHA_RO", us.composed.SHA, r.DB, args)
+		r.Raw = readOnlyCall(s, "EVALSHA_RO", us.composed.SHA, r.DB, args, sess.scriptMode(replicate.ModeScript))
 	}
 	s.router.MasterReads.Add(1)
 	if c.eval.fcall != "" {
@@ -122,11 +122,11 @@ func scriptLoadCmd(us *userScript) []byte {
 // body) that runs one client script in DB db, args being numkeys, keys and
 // arguments: the master script's call format (replicate.WriteCallHeader) with a
 // read-only command, so that the server refuses any write.
-func readOnlyCall(s *Server, cmd, script string, db int, args [][]byte) []byte {
+func readOnlyCall(s *Server, cmd, script string, db int, args [][]byte, mode replicate.Mode) []byte {
 	var b bytes.Buffer
 	replicate.WriteCallHeader(&b, "", s.script.Args, time.Now().UnixMilli(), db, 1, len(args))
 	frame := buildCommand(args)
-	replicate.WriteCallCommand(&b, db, len(args), replicate.ModeScript, skipHeader(frame))
+	replicate.WriteCallCommand(&b, db, len(args), mode, skipHeader(frame))
 	call := b.Bytes()
 	// The header is "*N\r\n$7\r\nEVALSHA\r\n$0\r\n\r\n": the command and script replaced.
 	const evalsha = "$7\r\nEVALSHA\r\n$0\r\n\r\n"

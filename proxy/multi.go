@@ -264,7 +264,7 @@ func (sess *Session) exec(c *call) {
 			continue
 		}
 		tr.Kind, tr.DB, tr.Raw, tr.Argc = router.KindWrite, q.db, q.raw, q.argc
-		tr.Mode, tr.NullArray, tr.Split = q.mode, q.nullArray, q.split
+		tr.Mode, tr.NullArray, tr.Split = sess.scriptMode(q.mode), q.nullArray, q.split
 		if q.split.Group > 0 {
 			sess.s.functions.reset()
 		}
@@ -348,7 +348,9 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 		if q := &tx.cmds[j]; q.fcall != "" {
 			reply = functionErrReply(reply, q.fus, q.fcall)
 		}
-		if sess.resp3.Load() {
+		if replicate.IsRESP3Mode(tr.Mode) {
+			reply = unwrapRESP3(reply) // a script's reply, already RESP3
+		} else if sess.resp3.Load() {
 			reply = toRESP3(tx.cmds[j].shape(), reply)
 		}
 		out = append(out, reply...)

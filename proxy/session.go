@@ -324,7 +324,7 @@ func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 		}
 		sess.s.metrics.reply(c.info(), r, elapsed)
 		sess.finish(c)
-		if sess.resp3.Load() {
+		if sess.resp3.Load() && !c.eval.resp3 {
 			r.Reply = toRESP3(c.shape(), r.Reply)
 		}
 		quit = quit || c.quit

@@ -61,7 +61,34 @@ const (
 	// ModeTxScriptRO is ModeTxScript for a read-only script (EVAL_RO, EVALSHA_RO):
 	// its writes get Redis' refusal.
 	ModeTxScriptRO
+	// modeScript3, modeTxScript3 and modeTxScriptRO3 are the script modes for a
+	// RESP3 client (see RESP3Mode).
+	modeScript3
+	modeTxScript3
+	modeTxScriptRO3
 )
+
+// RESP3Mode returns the mode that runs a client's script (ModeScript,
+// ModeTxScript, ModeTxScriptRO) for a RESP3 client: the script's reply comes back
+// as a bulk string holding the reply Redis would write to a RESP3 client (maps,
+// sets, doubles, booleans...: a RESP2 connection cannot carry them), or as an
+// error. Other modes are returned unchanged.
+func RESP3Mode(m Mode) Mode {
+	switch m {
+	case ModeScript:
+		return modeScript3
+	case ModeTxScript:
+		return modeTxScript3
+	case ModeTxScriptRO:
+		return modeTxScriptRO3
+	}
+	return m
+}
+
+// IsRESP3Mode reports whether m is one of RESP3Mode's.
+func IsRESP3Mode(m Mode) bool {
+	return m == modeScript3 || m == modeTxScript3 || m == modeTxScriptRO3
+}
 
 // modeLetters are the modes as the Lua script reads them.
 var modeLetters = [...]string{
@@ -75,6 +102,9 @@ var modeLetters = [...]string{
 	modeNumber:       "$1\r\nn\r\n",
 	ModeNative:       "$1\r\n0\r\n",
 	ModeTxScriptRO:   "$1\r\no\r\n",
+	modeScript3:      "$1\r\nE\r\n",
+	modeTxScript3:    "$1\r\nT\r\n",
+	modeTxScriptRO3:  "$1\r\nO\r\n",
 }
 
 // scratch returns an empty buffer to append a short piece of a call to, then

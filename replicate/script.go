@@ -463,6 +463,64 @@ local function norm3(r)
   return r
 end
 
+-- resp3_reply appends to buf a script's reply v as Redis 7.0 writes it to a
+-- RESP3 client (luaReplyToRedisReply); lua3: the script left RESP3 on (its
+-- booleans are RESP3's). Nesting deeper than Redis' Lua stack allows gets its
+-- error in place.
+local function line3(s) return (string.gsub(s, '[\r\n]', ' ')) end
+local function resp3_reply(v, buf, lua3, depth)
+  local t = l_type(v)
+  if t == 'string' then
+    buf[#buf + 1] = '$' .. #v .. '\r\n' .. v .. '\r\n'
+  elseif t == 'boolean' then
+    if lua3 then buf[#buf + 1] = v and '#t\r\n' or '#f\r\n'
+    else buf[#buf + 1] = v and ':1\r\n' or '_\r\n' end
+  elseif t == 'number' then
+    buf[#buf + 1] = ':' .. s_format('%d', v) .. '\r\n'
+  elseif t ~= 'table' then
+    buf[#buf + 1] = '_\r\n'
+  elseif depth >= 1000 then
+    buf[#buf + 1] = '-reached lua stack limit\r\n'
+  elseif l_type(rawget(v, 'err')) == 'string' then
+    buf[#buf + 1] = '-' .. line3(v.err) .. '\r\n'
+  elseif l_type(rawget(v, 'ok')) == 'string' then
+    buf[#buf + 1] = '+' .. line3(v.ok) .. '\r\n'
+  elseif l_type(rawget(v, 'double')) == 'number' then
+    buf[#buf + 1] = ',' .. s_format('%.17g', v.double) .. '\r\n'
+  elseif l_type(rawget(v, 'big_number')) == 'string' then
+    buf[#buf + 1] = '(' .. line3(v.big_number) .. '\r\n'
+  elseif l_type(rawget(v, 'verbatim_string')) == 'table' and l_type(rawget(v.verbatim_string, 'format')) == 'string' and
+    l_type(rawget(v.verbatim_string, 'string')) == 'string' then
+    local vs = v.verbatim_string
+    buf[#buf + 1] = '=' .. (#vs.string + 4) .. '\r\n' .. s_sub(vs.format, 1, 3) .. ':' .. vs.string .. '\r\n'
+  elseif l_type(rawget(v, 'map')) == 'table' then
+    local head, n = #buf + 1, 0
+    buf[head] = ''
+    for k, x in pairs(v.map) do
+      resp3_reply(k, buf, lua3, depth + 1)
+      resp3_reply(x, buf, lua3, depth + 1)
+      n = n + 1
+    end
+    buf[head] = '%' .. n .. '\r\n'
+  elseif l_type(rawget(v, 'set')) == 'table' then
+    local head, n = #buf + 1, 0
+    buf[head] = ''
+    for k in pairs(v.set) do
+      resp3_reply(k, buf, lua3, depth + 1)
+      n = n + 1
+    end
+    buf[head] = '~' .. n .. '\r\n'
+  else
+    local head, n = #buf + 1, 0
+    buf[head] = ''
+    while rawget(v, n + 1) ~= nil do
+      resp3_reply(rawget(v, n + 1), buf, lua3, depth + 1)
+      n = n + 1
+    end
+    buf[head] = '*' .. n .. '\r\n'
+  end
+end
+
 -- shebang reads a client script's #! line as Redis 7.0 does
 -- (evalExtractShebangFlags): it returns the body with the line's text cut (its
 -- newline kept: lines keep their numbers), whether the line says no-writes, the
@@ -495,7 +553,7 @@ end
 -- run_user runs a client's script; ARGV[pos..last] are numkeys, keys, args.
 -- With body (a transaction's script, mode t) it runs body instead of __user:
 -- compiled here as a chunk of its own, named as Redis names it.
-local function run_user(db, pos, last, body, ro)
+local function run_user(db, pos, last, body, ro, resp3)
   local fn, sha, first = __user, __sha, __first or '1'
   if body then
     sha = redis.sha1hex(body)
@@ -596,12 +654,19 @@ local function run_user(db, pos, last, body, ro)
     return e
   end
   local ok, res = xpcall(function() return fn(keys, argv, proxy, genv, sload, sload) end, onerr) if kline then l_loadstring(string.rep('\n', kline - 1) .. 'return', '@user_script')() end
-  if rpcall('GET', 'syncproxy:resp') == nil then
-    -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for
-    -- what follows, its booleans replied as RESP3 would (:1 and :0).
-    redis.setresp(2)
-    if ok then res = resp3_bools(res) end
+  local lua3 = rpcall('GET', 'syncproxy:resp') == nil
+  -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for what
+  -- follows.
+  if lua3 then redis.setresp(2) end
+  if ok and resp3 and not (l_type(res) == 'table' and l_type(res.err) == 'string') then
+    -- A RESP3 client: the reply as Redis writes it to one, in a bulk string.
+    local buf = {}
+    resp3_reply(res, buf, lua3, 0)
+    return table.concat(buf)
   end
+  -- A RESP2 client: booleans replied as RESP3 would (:1 and :0) when the
+  -- script left RESP3 on.
+  if ok and lua3 then res = resp3_bools(res) end
   if ok then return res end
   -- Redis' wording: a command's error, or the script's, with where it was.
   local msg = tostring(l_type(res) == 'table' and res.err or res)
@@ -640,11 +705,11 @@ for i = 1, n do
     else
       effect = nil
     end
-  elseif mode == 'e' then
-    r = run_user(db, pos, last)
+  elseif mode == 'e' or mode == 'E' then
+    r = run_user(db, pos, last, nil, false, mode == 'E')
     effect = nil
-  elseif mode == 't' or mode == 'o' then
-    r = run_user(db, pos + 1, last, ARGV[pos], mode == 'o')
+  elseif mode == 't' or mode == 'o' or mode == 'T' or mode == 'O' then
+    r = run_user(db, pos + 1, last, ARGV[pos], mode == 'o' or mode == 'O', mode == 'T' or mode == 'O')
     effect = nil
   elseif mode == 'r' then
     local bf = bitfield_pre(pos, last)

@@ -129,3 +129,73 @@ func TestEvalROReservedKeys(t *testing.T) {
 	mustReply(t, c, msgReserved+"\r\n", "EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "syncproxy:seq")
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
+
+// resp3ScriptCases are scripts returning every type a script can return to a
+// RESP3 client (Lua tables with double, map, set, big_number, verbatim_string
+// fields; booleans with and without redis.setresp(3); RESP3 replies of commands
+// returned as they are).
+var resp3ScriptCases = [][]string{
+	{"HSET", "h", "f", "v"}, {"SADD", "s", "m"}, {"SET", "k", "v"},
+	{"EVAL", "return {double=1.5}", "0"},
+	{"EVAL", "return {double=0.1}", "0"},
+	{"EVAL", "return {double=1/0}", "0"},
+	{"EVAL", "return {double=-1/0}", "0"},
+	{"EVAL", "return {double=-3}", "0"},
+	{"EVAL", "return {map={a=1}}", "0"},
+	{"EVAL", "return {map={a={double=2.5}}}", "0"},
+	{"EVAL", "return {set={a=true}}", "0"},
+	{"EVAL", "return {big_number='1234567890123456789012345678901234567890'}", "0"},
+	{"EVAL", "return {verbatim_string={format='txt', string='hello'}}", "0"},
+	{"EVAL", "return {1, false, true, {ok='fine'}, {err='ERR inner'}, 'str', {double=3}}", "0"},
+	{"EVAL", "return true", "0"}, {"EVAL", "return false", "0"}, {"EVAL", "return nil", "0"},
+	{"EVAL", "return 3.99", "0"}, {"EVAL", "return -3.99", "0"},
+	{"EVAL", "redis.setresp(3)\nreturn true", "0"},
+	{"EVAL", "redis.setresp(3)\nreturn {false, true}", "0"},
+	{"EVAL", "redis.setresp(3)\nreturn redis.call('HGETALL', KEYS[1])", "1", "h"},
+	{"EVAL", "redis.setresp(3)\nreturn redis.call('SMEMBERS', KEYS[1])", "1", "s"},
+	{"EVAL", "redis.setresp(3)\nreturn redis.call('GET', 'nokey')", "0"},
+	{"EVAL", "redis.setresp(3)\nreturn redis.call('HRANDFIELD', KEYS[1], 1, 'WITHVALUES')", "1", "h"},
+	{"EVAL", "redis.setresp(3)\nreturn {redis.call('ZSCORE', 'nozset', 'm'), redis.call('GET', KEYS[1])}", "1", "k"},
+	{"EVAL", "return redis.error_reply('MY err')", "0"},
+	{"EVAL", "return {err='bare'}", "0"},
+	{"EVAL", "return {ok='OK\r\nX'}", "0"},
+	{"EVAL", "return 'a\r\nb'", "0"},
+	{"EVAL_RO", "return {map={k={double=1.25}}}", "0"},
+	{"EVAL_RO", "redis.setresp(3)\nreturn redis.call('HGETALL', KEYS[1])", "1", "h"},
+	{"EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "k"},
+	{"FUNCTION", "LOAD", "REPLACE", "#!lua name=r3\n" +
+		"redis.register_function{function_name='r3map', callback=function(keys) return {map={x={double=0.5}, y={set={z=true}}}} end, flags={'no-writes'}}\n" +
+		"redis.register_function('r3w', function(keys) redis.call('SET', keys[1], 'w') return {double=7} end)"},
+	{"FCALL", "r3map", "0"}, {"FCALL_RO", "r3map", "0"}, {"FCALL", "r3w", "1", "k"},
+}
+
+// TestScriptRESP3Replies: a RESP3 client gets a script's reply (EVAL, EVAL_RO,
+// FCALL, FCALL_RO) with the RESP3 types Redis gives it — doubles, maps, sets,
+// big numbers, verbatim strings, booleans — alone, pipelined and inside MULTI,
+// while a RESP2 client of the same proxy gets the RESP2 forms, byte for byte.
+func TestScriptRESP3Replies(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	for _, proto := range []string{"3", "2"} {
+		rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+		if proto == "3" {
+			rc.Do("HELLO", "3")
+			pc.Do("HELLO", "3")
+		}
+		for i, args := range resp3ScriptCases {
+			want, got := rc.Do(args...), pc.Do(args...)
+			if !bytes.Equal(got, want) {
+				t.Errorf("RESP%s #%d %s:\n\tproxy: %s\n\tredis: %s", proto, i, showCmd(args), showReply(got), showReply(want))
+			}
+		}
+		if got, want := pipelineReplies(pc, resp3ScriptCases), pipelineReplies(rc, resp3ScriptCases); !bytes.Equal(got, want) {
+			t.Errorf("RESP%s pipelined:\n\tproxy: %s\n\tredis: %s", proto, showReply(got), showReply(want))
+		}
+		tx := append([][]string{{"MULTI"}}, resp3ScriptCases[3:len(resp3ScriptCases)-4]...)
+		tx = append(tx, []string{"EXEC"})
+		if got, want := pipelineReplies(pc, tx), pipelineReplies(rc, tx); !bytes.Equal(got, want) {
+			t.Errorf("RESP%s in MULTI:\n\tproxy: %s\n\tredis: %s", proto, showReply(got), showReply(want))
+		}
+	}
+	checkSameData(t, ref, master, slaves)
+}
