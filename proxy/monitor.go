@@ -87,14 +87,72 @@ func (sess *Session) monitor(c *call) { sess.localError(&c.req, errNotSupported(
 // feedMonitors shows c, which passed the gate, to the MONITOR clients.
 func (sess *Session) feedMonitors(c *call) {
 	ci := c.route.Info
-	if ci == nil || ci.Has(router.FlagAdmin) || ci.Has(router.FlagSkipMonitor) {
+	if !monitored(ci) {
 		return
 	}
-	sess.s.monitors.feed(sess.monitorLine(ci.Name, c.cmd.Args))
+	sess.s.monitors.feed(sess.monitorLine(sess.db, ci.Name, c.cmd.Args))
 }
 
-// monitorLine is one line of the MONITOR stream for args, as Redis writes it.
-func (sess *Session) monitorLine(name string, args [][]byte) []byte {
+// monitored reports whether Redis shows the command to MONITOR clients: not
+// administrative ones, nor those flagged skip-monitor, except the scripts
+// (Redis shows EVAL, FCALL, ... as the script starts; EXEC once the
+// transaction's commands ran: feedExec).
+func monitored(ci *router.CommandInfo) bool {
+	if ci == nil || ci.Has(router.FlagAdmin) {
+		return false
+	}
+	if !ci.Has(router.FlagSkipMonitor) {
+		return true
+	}
+	switch ci.Name {
+	case "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro":
+		return true
+	}
+	return false
+}
+
+// feedExec shows an EXEC to the MONITOR clients as Redis does: the queued
+// commands that ran (ran: the transaction was not discarded), each in the DB
+// it ran in, then EXEC in the DB the transaction left selected.
+func (sess *Session) feedExec(tx *txState, ran bool) {
+	ms := &sess.s.monitors
+	if ms.n.Load() == 0 {
+		return
+	}
+	for j := range tx.cmds {
+		q := &tx.cmds[j]
+		if !ran || !q.shown {
+			continue
+		}
+		db := tx.db // the DB after the command: a SELECT shows its new DB
+		if j+1 < len(tx.cmds) {
+			db = tx.cmds[j+1].db
+		}
+		raw := q.raw
+		if q.orig != nil {
+			raw = q.orig
+		}
+		args := frameArgs(raw)
+		if len(args) > 0 {
+			ms.feed(sess.monitorLine(db, strings.ToLower(string(args[0])), args))
+		}
+	}
+	ms.feed(sess.monitorLine(tx.db, "exec", [][]byte{tx.exec}))
+}
+
+// frameArgs returns the arguments of a command frame (*N then N bulks).
+func frameArgs(raw []byte) [][]byte {
+	parts := splitArray(raw)
+	args := make([][]byte, len(parts))
+	for i, p := range parts {
+		args[i] = bulkData(p)
+	}
+	return args
+}
+
+// monitorLine is one line of the MONITOR stream for args run in db, as Redis
+// writes it.
+func (sess *Session) monitorLine(db int, name string, args [][]byte) []byte {
 	now := time.Now()
 	b := make([]byte, 0, 64+len(args)*16)
 	b = append(b, '+')
@@ -103,7 +161,7 @@ func (sess *Session) monitorLine(name string, args [][]byte) []byte {
 	us := strconv.Itoa(now.Nanosecond() / 1000)
 	b = append(b, strings.Repeat("0", 6-len(us))+us...)
 	b = append(b, " ["...)
-	b = strconv.AppendInt(b, int64(sess.db), 10)
+	b = strconv.AppendInt(b, int64(db), 10)
 	b = append(b, ' ')
 	b = append(b, sess.netConn.RemoteAddr().String()...)
 	b = append(b, ']')

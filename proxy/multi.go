@@ -32,9 +32,10 @@ type txState struct {
 	db      int  // the DB of the next queued command (SELECT inside MULTI moves it)
 	aborted bool // a command was refused while queuing: EXEC answers EXECABORT
 	cmds    []txCmd
-	bytes   int64 // of the commands queued, counted as the master's memory (memory.go)
-	denyOOM bool  // a queued command may use memory: EXEC is refused over maxmemory
-	scripts bool  // a client script is queued: the transaction runs in replicate.TxScript
+	bytes   int64  // of the commands queued, counted as the master's memory (memory.go)
+	denyOOM bool   // a queued command may use memory: EXEC is refused over maxmemory
+	scripts bool   // a client script is queued: the transaction runs in replicate.TxScript
+	exec    []byte // EXEC as the client spelled it (MONITOR shows it)
 }
 
 // txCmd is one queued command.
@@ -49,6 +50,8 @@ type txCmd struct {
 	fcall     string          // FCALL, FCALL_RO: the function, named in its errors
 	split     replicate.Split // FUNCTION LOAD, ...: run natively (Request.Split)
 	fus       *userScript     // and its composed script
+	shown     bool            // MONITOR shows it when the transaction runs (monitored)
+	orig      []byte          // the client's frame, when raw is another (MONITOR shows it)
 }
 
 // inMulti handles a command while a transaction is open; it reports whether it
@@ -61,13 +64,21 @@ func (sess *Session) inMulti(c *call) bool {
 		case router.HandlerQuit, router.HandlerReset:
 			return false
 		case router.HandlerExec:
+			tx := sess.tx
+			tx.exec = append(tx.exec[:0], c.cmd.Args[0]...)
 			sess.exec(c)
+			if c.post != postExec {
+				sess.feedExec(tx, false) // refused: Redis shows the EXEC alone
+			}
 			sess.wrote = true // later reads of the batch go behind it, on the master
 			return true
 		case router.HandlerDiscard:
 			sess.tx = nil
 			sess.closeWatch()
 			sess.local(r, []byte("+OK\r\n"))
+			if sess.s.monitors.n.Load() > 0 {
+				sess.feedMonitors(c)
+			}
 			return true
 		case router.HandlerMulti:
 			sess.localError(r, msgMultiNested)
@@ -94,6 +105,10 @@ func (sess *Session) inMulti(c *call) bool {
 		sess.local(r, reply)
 		tx.aborted = true
 		return true
+	}
+	q.shown = monitored(c.route.Info)
+	if q.shown && !bytes.Equal(q.raw, c.cmd.Raw) {
+		q.orig = append([]byte(nil), c.cmd.Raw...)
 	}
 	tx.cmds = append(tx.cmds, q)
 	if c.route.Info.Policy.Handler != router.HandlerACL { // answered by the proxy: nothing to count
@@ -320,9 +335,11 @@ type execEntry struct {
 func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 	tx := ex.tx
 	if ex.aborted {
+		sess.feedExec(tx, false) // a watched key changed: nothing ran
 		return append(dst[:0], "*-1\r\n"...)
 	}
 	if ex.err != "" {
+		sess.feedExec(tx, false)
 		return router.AppendError(dst[:0], ex.err)
 	}
 	for _, tr := range ex.reqs {
@@ -336,9 +353,11 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 		if router.IsBusy(tr.Reply) {
 			// The master runs a script: as Redis refuses EXEC then (no command
 			// in a transaction's script gets BUSY).
+			sess.feedExec(tx, false)
 			return router.AppendError(dst[:0], msgExecBusy+string(bytesTrimErr(tr.Reply)))
 		}
 	}
+	sess.feedExec(tx, true)
 	out := redcon.AppendArray(dst[:0], len(ex.reqs))
 	for j, tr := range ex.reqs {
 		reply := tr.Reply

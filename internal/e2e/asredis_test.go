@@ -494,7 +494,8 @@ func monitorLines(t *testing.T, m *redistest.RawConn, last string) []string {
 
 // TestMonitor: MONITOR streams the commands the proxy's clients send in
 // Redis' format, leaving out what Redis leaves out (refused and administrative
-// commands) and redacting passwords (issue 13, item 11).
+// commands) and redacting passwords (issue 13, item 11); scripts, and
+// transactions as Redis shows them when they run.
 func TestMonitor(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 3)
@@ -503,7 +504,15 @@ func TestMonitor(t *testing.T) {
 	table := [][]string{
 		{"SET", "a b", "x\"y\n\\"}, {"SET", "k", "\x01\xff\t\r"}, cmd("AUTH foo"), cmd("HELLO 2 AUTH default foo"),
 		cmd("CONFIG GET maxmemory"), cmd("CLIENT ID"), cmd("CLIENT LIST"), cmd("SELECT 3"), cmd("GET x"),
-		cmd("NOSUCH"), cmd("GET"), cmd("BLPOP nol 0.1"), cmd("SELECT 0"), cmd("PING end"),
+		cmd("NOSUCH"), cmd("GET"), cmd("BLPOP nol 0.1"), cmd("SELECT 0"),
+		// Scripts show as they start; a transaction's commands when it runs,
+		// each in its DB, then EXEC; nothing of a discarded one.
+		{"EVAL", "return 1", "0"}, {"eval_ro", "return 2", "0"},
+		cmd("MULTI"), cmd("SET t 1"), cmd("SELECT 2"), cmd("INCR t"), cmd("BLPOP nol 0"),
+		{"EVAL", "return 3", "0"}, cmd("SELECT 0"), cmd("exec"),
+		cmd("MULTI"), cmd("SET t 2"), cmd("DISCARD"),
+		cmd("MULTI"), cmd("SET t"), cmd("SET t 3"), cmd("EXEC"),
+		cmd("PING end"),
 	}
 	var got [2][]string
 	for i, a := range []string{ref.Addr, addr} {
