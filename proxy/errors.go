@@ -43,11 +43,6 @@ const (
 	msgTooManyArgs = "ERR syncproxy: too many arguments for a replicated write (more than 7900 only for " +
 		"DEL, UNLINK, MSET, SADD, SREM, HSET, HMSET, HDEL, RPUSH, LPUSH, RPUSHX, LPUSHX, ZADD, ZREM, " +
 		"GEOADD, PFADD, XDEL, XACK; split the command)"
-	// msgTooManyArgsMulti refuses a large write inside MULTI: it runs natively
-	// in a transaction of its own, which cannot nest in the script call of a
-	// client's transaction.
-	msgTooManyArgsMulti = "ERR syncproxy: a write of more than 7900 arguments is not supported inside MULTI " +
-		"(send it outside the transaction)"
 )
 
 // errWrongArity is Redis 7's wrong-arity error; name is the full command name

@@ -107,9 +107,6 @@ func (sess *Session) inMulti(c *call) bool {
 		return true
 	}
 	q.shown = monitored(c.route.Info)
-	if q.shown && !bytes.Equal(q.raw, c.cmd.Raw) {
-		q.orig = append([]byte(nil), c.cmd.Raw...)
-	}
 	tx.cmds = append(tx.cmds, q)
 	if c.route.Info.Policy.Handler != router.HandlerACL { // answered by the proxy: nothing to count
 		tx.bytes += int64(len(q.raw))
@@ -150,6 +147,9 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 		q.mode = replicate.ModeRead
 	case rt.Class == router.ClassWrite:
 		q.mode, q.nullArray = rt.Mode, rt.NullArray
+		if bigWrite(args) {
+			q.mode = replicate.ModeSplit // in parts, in the transaction's script call
+		}
 	case rt.Class == router.ClassRead || (rt.Class == router.ClassMaster && !rt.Info.Has(router.FlagNoScript)):
 		q.mode = replicate.ModeRead
 		q.nullArray = rt.Info.Policy.NullArray == router.NullArrayAlways // XREAD run in the script
@@ -159,6 +159,7 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 		if msg != "" {
 			return q, nil, msg
 		}
+		q.orig = q.raw
 		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
 	case rt.Info.Policy.Handler == router.HandlerEval || rt.Info.Policy.Handler == router.HandlerFcall ||
 		rt.Info.Policy.Handler == router.HandlerFcallRO:
@@ -212,6 +213,7 @@ func (sess *Session) queueScript(c *call, q txCmd) (txCmd, []byte, string) {
 		q.fcall, q.fus = string(args[1]), us
 	}
 	form := append([][]byte{[]byte(us.body)}, args[2:]...)
+	q.orig = q.raw
 	q.raw, q.argc, q.mode = buildCommand(form), len(form), replicate.ModeTxScript
 	if name := c.route.Info.Name; name == "eval_ro" || name == "evalsha_ro" {
 		q.mode = replicate.ModeTxScriptRO // its writes refused, as Redis refuses them

@@ -777,14 +777,11 @@ func readOnlyRefuses(ci *router.CommandInfo) bool {
 // checkWrite refuses writes the replication script cannot carry, or that touch the
 // replication metadata; it returns the error, or "". A write too large for the
 // script runs natively (see bigWrite) when it is its own effect and splits into
-// smaller ones, outside MULTI.
+// smaller ones; inside MULTI the script runs it in parts (replicate.ModeSplit).
 func (sess *Session) checkWrite(rt router.Route, args [][]byte) string {
 	if bigWrite(args) {
 		if _, ok := replicate.SplitOf(args); !ok || rt.Mode != replicate.ModeCommand {
 			return msgTooManyArgs
-		}
-		if sess.tx != nil {
-			return msgTooManyArgsMulti
 		}
 	}
 	return checkKeys(rt.Info, args)

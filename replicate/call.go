@@ -66,6 +66,11 @@ const (
 	modeScript3
 	modeTxScript3
 	modeTxScriptRO3
+	// ModeSplit: a write too large for the script's unpack, in a transaction
+	// (outside one it runs natively: WriteNativeCall), one of SplitOf's: the
+	// script runs it in parts, its arguments checked whole first, and its effect
+	// is the parts the slaves apply.
+	ModeSplit
 )
 
 // RESP3Mode returns the mode that runs a client's script (ModeScript,
@@ -147,6 +152,10 @@ func WriteCallHeader(w CallWriter, sha string, scriptArgs [][]byte, nowMs int64,
 // WriteCallCommand writes one command of a call: args are its argc arguments
 // as RESP bulks (the client's frame without its array header).
 func WriteCallCommand(w CallWriter, db, argc int, mode Mode, args []byte) {
+	if mode == ModeSplit {
+		writeSplitCommand(w, db, argc, args)
+		return
+	}
 	h := appendBulkInt(scratch(w), int64(db))
 	h = appendBulkInt(h, int64(argc))
 	h = append(h, modeLetters[mode]...)
@@ -161,6 +170,29 @@ func WriteCallCommand(w CallWriter, db, argc int, mode Mode, args []byte) {
 	w.Write(h)
 	w.Write(args)
 	w.WriteString("\r\n")
+	w.Write(args)
+}
+
+// writeSplitCommand writes a ModeSplit command of a call: its mode says the
+// split and the number of parts of its effect (writeSplitEffects).
+func writeSplitCommand(w CallWriter, db, argc int, args []byte) {
+	frames := argFrames(args, argc)
+	data := make([][]byte, len(frames))
+	for i, f := range frames {
+		data[i] = f[bytes.IndexByte(f, '\n')+1 : len(f)-2]
+	}
+	sp, _ := SplitOf(data)
+	if sp.Group == 0 {
+		sp = Split{Head: 1, Group: 1} // not one of SplitOf's: the proxy refuses it before
+	}
+	per := (maxSplitArgs - sp.Head) / sp.Group * sp.Group
+	parts := (len(frames) - sp.Head + per - 1) / per
+	mode := "s" + strconv.Itoa(sp.Head) + "," + strconv.Itoa(sp.Group) + "," + strconv.Itoa(parts)
+	var buf [64]byte
+	h := appendBulkInt(buf[:0], int64(db))
+	h = appendBulkInt(h, int64(argc))
+	w.Write(appendBulk(h, []byte(mode)))
+	writeSplitEffects(w, db, sp, frames)
 	w.Write(args)
 }
 

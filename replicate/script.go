@@ -521,6 +521,91 @@ local function resp3_reply(v, buf, lua3, depth)
   end
 end
 
+-- run_split runs a write too large for unpack (mode s<head>,<group>,<parts>: a
+-- transaction's; outside one such writes run natively) in parts of the same
+-- command, each with the command's head (name, key, options), as the slaves
+-- apply its effect. Its arguments are checked whole first (ZADD and GEOADD on a
+-- scratch key, stream IDs with XACK), so that it fails whole, as Redis fails it,
+-- and nothing of it applies; its reply is Redis' for the whole command.
+local split_last = {rpush = true, lpush = true, rpushx = true, lpushx = true, mset = true, hmset = true}
+local function split_run(pos, last, head, group, key)
+  local h = {}
+  for j = 0, head - 1 do h[j + 1] = ARGV[pos + j] end
+  if key then h[2] = key end
+  local per = math.floor((7000 - head) / group) * group
+  local i = pos + head
+  return function()
+    if i > last then return nil end
+    local a = {}
+    for j = 1, head do a[j] = h[j] end
+    local to = math.min(i + per - 1, last)
+    for j = i, to do a[#a + 1] = ARGV[j] end
+    i = to + 1
+    return rpcall(l_unpack(a))
+  end
+end
+local function run_split(pos, last, spec)
+  local head, group = l_tonumber(s_match(spec, '^s(%d+),')), l_tonumber(s_match(spec, '^s%d+,(%d+),'))
+  local name = s_lower(ARGV[pos])
+  local rem = (last - pos - head + 1) % group
+  if rem ~= 0 then
+    -- A wrong count: the head and the last group and the rest give Redis' error.
+    local a = {}
+    for j = 0, head - 1 do a[j + 1] = ARGV[pos + j] end
+    for j = last - group - rem + 1, last do a[#a + 1] = ARGV[j] end
+    return rpcall(l_unpack(a))
+  end
+  local scratch = 'syncproxy:split'
+  local check = name == 'zadd' or name == 'geoadd'
+  if name == 'xack' or name == 'xdel' then
+    local ty = rpcall('TYPE', ARGV[pos + 1])
+    ty = l_type(ty) == 'table' and ty.ok or ''
+    if ty ~= 'none' and ty ~= 'stream' then return split_run(pos, last, head, group)() end
+    check = name == 'xack' or ty == 'stream'
+  end
+  if check then
+    local next_part = split_run(pos, last, head, group, scratch)
+    if name == 'xack' or name == 'xdel' then
+      -- XACK parses the IDs of a stream and group that exist (XDEL's the same way).
+      rpcall('XGROUP', 'CREATE', scratch, 'g', '$', 'MKSTREAM')
+      local h = {'XACK', scratch, 'g'}
+      local i = pos + head
+      next_part = function()
+        if i > last then return nil end
+        local a = {h[1], h[2], h[3]}
+        for j = i, math.min(i + 6999, last) do a[#a + 1] = ARGV[j] end
+        i = i + 7000
+        return rpcall(l_unpack(a))
+      end
+    end
+    local r = next_part()
+    while r ~= nil do
+      if l_type(r) == 'table' and r.err then
+        rpcall('DEL', scratch)
+        return r
+      end
+      r = next_part()
+    end
+    rpcall('DEL', scratch)
+  end
+  local out, next_part = 0, split_run(pos, last, head, group)
+  local r = next_part()
+  while r ~= nil do
+    if l_type(r) == 'table' and (r.err or r.ok) then
+      if r.err then return r end
+      out = r
+    elseif split_last[name] then
+      out = r
+    elseif name == 'pfadd' then
+      if r == 1 then out = 1 end
+    else
+      out = out + r
+    end
+    r = next_part()
+  end
+  return out
+end
+
 -- shebang reads a client script's #! line as Redis 7.0 does
 -- (evalExtractShebangFlags): it returns the body with the line's text cut (its
 -- newline kept: lines keep their numbers), whether the line says no-writes, the
@@ -716,6 +801,9 @@ for i = 1, n do
     r = redis.pcall(unpack(ARGV, pos, last))
     if bf then r = bitfield_exact(pos, last, r) end
     effect = nil
+  elseif s_byte(mode, 1) == 115 then -- 's': a large write, in parts
+    r = run_split(pos, last, mode)
+    if type(r) == 'table' and r.err then effect = nil else ne = ne + l_tonumber(s_match(mode, '(%d+)$')) end
   elseif mode == 'p' then
     errs_mark()
     effect = nil

@@ -161,9 +161,9 @@ func TestBigArgsPipelined(t *testing.T) {
 	checkSameData(t, ref, master, slaves)
 }
 
-// TestBigArgsRefused: a large write that cannot be replicated in parts, or one
-// inside MULTI, gets a clear error and changes nothing; the client's argument
-// limit still holds.
+// TestBigArgsRefused: a large write that cannot be replicated in parts (alone
+// or inside MULTI) gets a clear error and changes nothing; the client's
+// argument limit still holds.
 func TestBigArgsRefused(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 2)
@@ -180,8 +180,8 @@ func TestBigArgsRefused(t *testing.T) {
 		}
 	}
 	mustReply(t, pc, "+OK\r\n", "MULTI")
-	big := bigCmd(10000, members("m"), "SADD", "s")
-	if got := string(pc.Do(big...)); !strings.Contains(got, "not supported inside MULTI") {
+	big := bigCmd(10000, members("k"), "SUNIONSTORE", "dest")
+	if got := string(pc.Do(big...)); !strings.HasPrefix(got, "-ERR syncproxy: too many arguments for a replicated write") {
 		t.Errorf("%s inside MULTI: got %s", shortCmd(big), showReply([]byte(got)))
 	}
 	mustReply(t, pc, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
@@ -192,6 +192,41 @@ func TestBigArgsRefused(t *testing.T) {
 		t.Errorf("SADD of 150,000 members over max-args: got %s", showReply([]byte(got)))
 	}
 	redistest.WaitConverged(t, convergeTimeout, master, slave)
+}
+
+// TestBigArgsInMulti: bigTable's large writes inside transactions, between
+// small commands (a failure is its command's reply in EXEC's array, and the
+// others apply, as in Redis), and XDEL and XACK of 20,000 IDs: EXEC's replies
+// byte for byte Redis', the master holding the reference's data and the slaves
+// the master's.
+func TestBigArgsInMulti(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := bigSetup(t)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	ids := func(prefix string) func(int) []string {
+		return func(i int) []string { return []string{strconv.Itoa(i+1) + "-" + prefix} }
+	}
+	table := bigTable()
+	for _, c := range [][]string{{"XADD", "st", "1-0", "f", "v"}, {"XADD", "st", "5-0", "f", "v"}, {"XADD", "st", "9-0", "f", "v"},
+		{"XGROUP", "CREATE", "st", "g", "0"}, {"XREADGROUP", "GROUP", "g", "c", "COUNT", "2", "STREAMS", "st", ">"}} {
+		rc.Do(c...)
+		pc.Do(c...)
+	}
+	table = append(table,
+		append(bigCmd(20000, ids("0"), "XACK", "st", "g"), "bad-id"),
+		bigCmd(20000, ids("0"), "XACK", "st", "g"),
+		append(bigCmd(20000, ids("0"), "XDEL", "st"), "bad-id"),
+		bigCmd(20000, ids("0"), "XDEL", "st"),
+		append(bigCmd(20000, ids("0"), "XDEL", "nostream"), "bad-id"),
+		append(bigCmd(20000, ids("0"), "XACK", "set", "g"), "bad-id"),
+		[]string{"XLEN", "st"}, []string{"XPENDING", "st", "g", "-", "+", "10"})
+	for i, args := range table {
+		tx := [][]string{{"MULTI"}, {"INCR", "ctr"}, args, {"INCR", "ctr"}, {"EXEC"}}
+		if got, want := pipelineReplies(pc, tx), pipelineReplies(rc, tx); !bytes.Equal(got, want) {
+			t.Errorf("#%d MULTI, INCR, %s, INCR, EXEC:\n\tproxy: %s\n\tredis: %s", i, shortCmd(args), showReply(got), showReply(want))
+		}
+	}
+	checkSameData(t, ref, master, slaves)
 }
 
 // TestBigArgsConcurrent: clients pipelining large and small writes to the same
