@@ -368,6 +368,8 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 		}
 		if q := &tx.cmds[j]; q.fcall != "" {
 			reply = functionErrReply(reply, q.fus, q.fcall)
+		} else if q.mode == replicate.ModeRead {
+			reply = nestedNullArrays(q.raw, reply)
 		}
 		if replicate.IsRESP3Mode(tr.Mode) {
 			reply = unwrapRESP3(reply) // a script's reply, already RESP3
@@ -376,6 +378,36 @@ func (sess *Session) execReply(ex *execEntry, dst []byte) []byte {
 		}
 		out = append(out, reply...)
 		sess.noteWrite(tr)
+	}
+	return out
+}
+
+// nestedNullArrays gives back the null arrays inside a read's reply that the
+// transaction's script returned as null bulk strings (Lua has one nil): GEOPOS'
+// missing members and XPENDING's consumers when none is pending, as Redis
+// answers them in a transaction.
+func nestedNullArrays(raw, reply []byte) []byte {
+	if len(reply) == 0 || reply[0] != '*' || !bytes.Contains(reply, []byte("$-1\r\n")) {
+		return reply
+	}
+	args := frameArgs(raw)
+	if len(args) == 0 {
+		return reply
+	}
+	elems, from := splitArray(reply), 0
+	switch name := string(bytes.ToLower(args[0])); {
+	case name == "geopos":
+	case name == "xpending" && len(args) == 3 && len(elems) == 4:
+		from = 3
+	default:
+		return reply
+	}
+	out := redcon.AppendArray(make([]byte, 0, len(reply)+8), len(elems))
+	for i, e := range elems {
+		if i >= from && string(e) == "$-1\r\n" {
+			e = []byte("*-1\r\n")
+		}
+		out = append(out, e...)
 	}
 	return out
 }

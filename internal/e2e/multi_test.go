@@ -56,6 +56,16 @@ func TestMultiDifferential(t *testing.T) {
 		{"MULTI"},
 		{"WATCH", "x"},
 		{"EXEC"},
+		// Null arrays inside a read's reply (the script has one nil).
+		{"MULTI"},
+		{"GEOADD", "g", "1", "1", "a"},
+		{"GEOPOS", "g", "a", "nosuch"},
+		{"XADD", "st", "1-0", "f", "v"},
+		{"XGROUP", "CREATE", "st", "gg", "0"},
+		{"XPENDING", "st", "gg"},
+		{"XREADGROUP", "GROUP", "gg", "c", "STREAMS", "st", ">"},
+		{"XPENDING", "st", "gg"},
+		{"EXEC"},
 	}
 	sameScript(t, ref.Addr, addr, "FLUSHDB", script)
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
