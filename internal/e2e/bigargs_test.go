@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
 	"github.com/syncproxy/syncproxy/proxy"
@@ -22,6 +23,11 @@ func bigSetup(t *testing.T) (ref, master *redistest.Server, slaves []*redistest.
 }
 
 func bigTimeout(c *proxy.Config) { c.BackendTimeout = proxy.DefaultConfig().BackendTimeout }
+
+// bigIOTimeout bounds one read or write of a large command or transaction on a
+// test connection: a loaded machine, with the race detector, may take more than
+// the usual 10s to parse, run and replicate 100,000 arguments.
+const bigIOTimeout = 60 * time.Second
 
 // bigCmd returns the command name, then head, then n groups made by group(i).
 func bigCmd(n int, group func(i int) []string, head ...string) []string {
@@ -118,6 +124,8 @@ func TestBigArgsDifferential(t *testing.T) {
 	ref, master, slaves, addr := bigSetup(t)
 	rc := redistest.DialRaw(t, ref.Addr)
 	pc := redistest.DialRaw(t, addr)
+	rc.SetTimeout(bigIOTimeout)
+	pc.SetTimeout(bigIOTimeout)
 	for i, args := range bigTable() {
 		seq := master.Do(t, "GET", "syncproxy:seq")
 		want := rc.Do(args...)
@@ -203,6 +211,8 @@ func TestBigArgsInMulti(t *testing.T) {
 	t.Parallel()
 	ref, master, slaves, addr := bigSetup(t)
 	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	rc.SetTimeout(bigIOTimeout)
+	pc.SetTimeout(bigIOTimeout)
 	ids := func(prefix string) func(int) []string {
 		return func(i int) []string { return []string{strconv.Itoa(i+1) + "-" + prefix} }
 	}
