@@ -43,32 +43,52 @@ func TestShebangAndEvalRO(t *testing.T) {
 	t.Parallel()
 	ref, master, slaves, addr := diffSetup(t)
 	for _, proto := range []string{"2", "3"} {
-		rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
-		if proto == "3" {
-			rc.Do("HELLO", "3")
-			pc.Do("HELLO", "3")
-		}
+		rc, pc := protoConns(t, ref.Addr, addr, proto)
 		before := slaveCalls(t, slaves)
-		for i, args := range shebangCases {
-			want, got := rc.Do(args...), pc.Do(args...)
-			if !bytes.Equal(got, want) {
-				t.Errorf("RESP%s #%d %s:\n\tproxy: %s\n\tredis: %s", proto, i, showCmd(args), showReply(got), showReply(want))
-			}
-		}
+		diffEach(t, "RESP"+proto, rc, pc, shebangCases)
 		if n := slaveCalls(t, slaves); n < before+4 {
 			t.Errorf("RESP%s: the slaves ran %d EVALSHA_RO, want at least 4", proto, n-before)
 		}
-		// Pipelined, and in a transaction.
-		if got, want := pipelineReplies(pc, shebangCases), pipelineReplies(rc, shebangCases); !bytes.Equal(got, want) {
-			t.Errorf("RESP%s pipelined:\n\tproxy: %s\n\tredis: %s", proto, showReply(got), showReply(want))
-		}
-		tx := append([][]string{{"MULTI"}}, shebangCases...)
-		tx = append(tx, []string{"EXEC"})
-		if got, want := pipelineReplies(pc, tx), pipelineReplies(rc, tx); !bytes.Equal(got, want) {
-			t.Errorf("RESP%s in MULTI:\n\tproxy: %s\n\tredis: %s", proto, showReply(got), showReply(want))
-		}
+		diffBatches(t, "RESP"+proto, rc, pc, shebangCases, shebangCases)
 	}
 	checkSameData(t, ref, master, slaves)
+}
+
+// protoConns returns a connection to the reference and one to the proxy, both
+// speaking RESP proto ("2" or "3").
+func protoConns(t *testing.T, refAddr, addr, proto string) (rc, pc *redistest.RawConn) {
+	t.Helper()
+	rc, pc = redistest.DialRaw(t, refAddr), redistest.DialRaw(t, addr)
+	if proto == "3" {
+		rc.Do("HELLO", "3")
+		pc.Do("HELLO", "3")
+	}
+	return rc, pc
+}
+
+// diffEach sends each case to the reference (rc) and through the proxy (pc)
+// and reports the replies that differ.
+func diffEach(t *testing.T, label string, rc, pc *redistest.RawConn, cases [][]string) {
+	t.Helper()
+	for i, args := range cases {
+		want, got := rc.Do(args...), pc.Do(args...)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s #%d %s:\n\tproxy: %s\n\tredis: %s", label, i, showCmd(args), showReply(got), showReply(want))
+		}
+	}
+}
+
+// diffBatches sends the cases pipelined in one write, then txCases inside
+// MULTI/EXEC, to rc and pc, and reports replies that differ.
+func diffBatches(t *testing.T, label string, rc, pc *redistest.RawConn, cases, txCases [][]string) {
+	t.Helper()
+	if got, want := pipelineReplies(pc, cases), pipelineReplies(rc, cases); !bytes.Equal(got, want) {
+		t.Errorf("%s pipelined:\n\tproxy: %s\n\tredis: %s", label, showReply(got), showReply(want))
+	}
+	tx := append(append([][]string{{"MULTI"}}, txCases...), []string{"EXEC"})
+	if got, want := pipelineReplies(pc, tx), pipelineReplies(rc, tx); !bytes.Equal(got, want) {
+		t.Errorf("%s in MULTI:\n\tproxy: %s\n\tredis: %s", label, showReply(got), showReply(want))
+	}
 }
 
 // pipelineReplies sends cmds in one write and returns their replies, concatenated.
@@ -177,25 +197,9 @@ func TestScriptRESP3Replies(t *testing.T) {
 	t.Parallel()
 	ref, master, slaves, addr := diffSetup(t)
 	for _, proto := range []string{"3", "2"} {
-		rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
-		if proto == "3" {
-			rc.Do("HELLO", "3")
-			pc.Do("HELLO", "3")
-		}
-		for i, args := range resp3ScriptCases {
-			want, got := rc.Do(args...), pc.Do(args...)
-			if !bytes.Equal(got, want) {
-				t.Errorf("RESP%s #%d %s:\n\tproxy: %s\n\tredis: %s", proto, i, showCmd(args), showReply(got), showReply(want))
-			}
-		}
-		if got, want := pipelineReplies(pc, resp3ScriptCases), pipelineReplies(rc, resp3ScriptCases); !bytes.Equal(got, want) {
-			t.Errorf("RESP%s pipelined:\n\tproxy: %s\n\tredis: %s", proto, showReply(got), showReply(want))
-		}
-		tx := append([][]string{{"MULTI"}}, resp3ScriptCases[3:len(resp3ScriptCases)-4]...)
-		tx = append(tx, []string{"EXEC"})
-		if got, want := pipelineReplies(pc, tx), pipelineReplies(rc, tx); !bytes.Equal(got, want) {
-			t.Errorf("RESP%s in MULTI:\n\tproxy: %s\n\tredis: %s", proto, showReply(got), showReply(want))
-		}
+		rc, pc := protoConns(t, ref.Addr, addr, proto)
+		diffEach(t, "RESP"+proto, rc, pc, resp3ScriptCases)
+		diffBatches(t, "RESP"+proto, rc, pc, resp3ScriptCases, resp3ScriptCases[3:len(resp3ScriptCases)-4])
 	}
 	checkSameData(t, ref, master, slaves)
 }

@@ -56,13 +56,9 @@ func TestFcallROOnSlaves(t *testing.T) {
 	t.Parallel()
 	ref, master, slaves, addr := diffSetup(t)
 	for _, proto := range []string{"2", "3"} {
-		rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
-		if proto == "3" {
-			rc.Do("HELLO", "3")
-			pc.Do("HELLO", "3")
-		}
+		rc, pc := protoConns(t, ref.Addr, addr, proto)
 		before := slaveCalls(t, slaves)
-		for i, args := range [][]string{
+		diffEach(t, "RESP"+proto, rc, pc, [][]string{
 			{"FUNCTION", "LOAD", "REPLACE", rolib},
 			{"SET", "k", "v" + proto}, {"HSET", "h", "f", "1"},
 			{"FCALL_RO", "rget", "1", "k"},
@@ -77,12 +73,7 @@ func TestFcallROOnSlaves(t *testing.T) {
 			{"FCALL_RO", "rget", "x"},
 			{"FCALL_RO", "rget"},
 			{"GET", "k"},
-		} {
-			want, got := rc.Do(args...), pc.Do(args...)
-			if !bytes.Equal(got, want) {
-				t.Errorf("RESP%s #%d %s:\n\tproxy: %s\n\tredis: %s", proto, i, showCmd(args), showReply(got), showReply(want))
-			}
-		}
+		})
 		if n := slaveCalls(t, slaves); n < before+4 {
 			t.Errorf("RESP%s: the slaves ran %d EVALSHA_RO, want at least 4", proto, n-before)
 		}
