@@ -475,8 +475,7 @@ type pending struct {
 
 // writeBufferSize is a backend connection's write buffer: a native group of
 // small writes (MaxGroup 512 SETs of short keys: about 50 KB, the writes and
-// their effects) goes out in one write, not in one per 16 KB, which woke the
-// master for a partial group.
+// their effects) goes out in one write system call, not in one per 16 KB.
 const writeBufferSize = 64 << 10
 
 // maxGroupsInFlight bounds the script calls in flight on one connection.
