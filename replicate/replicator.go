@@ -494,10 +494,17 @@ func (r *Replicator) Close() {
 // A backend's refusal (TLS, AUTH: a configuration problem, not an outage) is
 // logged at error level, once until the endpoint accepts a connection again.
 func (r *Replicator) dial(ctx context.Context, e Endpoint, readTimeout time.Duration) (redis.Conn, error) {
-	c, err := Dial(ctx, e, r.cfg.DialTimeout, readTimeout, r.cfg.WriteTimeout)
+	t := e.DialTarget(r.cfg.DialTimeout)
+	t.BufferSize = streamBufferSize
+	c, err := dial.Redigo(ctx, t, readTimeout, r.cfg.WriteTimeout)
 	r.noteDial(ctx, e, err)
 	return c, err
 }
+
+// streamBufferSize is the read buffer of the replicator's connections: a
+// sync message (a group of up to 512 writes: tens of KB) or a run's replies
+// is read in one system call.
+const streamBufferSize = 64 << 10
 
 // noteDial logs a backend's refusal of a connection, once until it accepts one.
 func (r *Replicator) noteDial(ctx context.Context, e Endpoint, err error) {

@@ -29,7 +29,9 @@ func (c *slaveConn) Read(p []byte) (int, error) { return c.br.Read(p) }
 // dialSlave opens the applier's connection to its slave: a redigo connection
 // and, under it, the socket for raw apply transactions.
 func (r *Replicator) dialSlave(ctx context.Context, e Endpoint, readTimeout time.Duration) (redis.Conn, *slaveConn, error) {
-	conn, br, err := dial.Dial(ctx, e.DialTarget(r.cfg.DialTimeout))
+	t := e.DialTarget(r.cfg.DialTimeout)
+	t.BufferSize = streamBufferSize
+	conn, br, err := dial.Dial(ctx, t)
 	r.noteDial(ctx, e, err)
 	if err != nil {
 		return nil, nil, err

@@ -473,6 +473,11 @@ type pending struct {
 	sent int64 // monoNow when queued for writing, for the latency
 }
 
+// writeBufferSize is a backend connection's write buffer: a native group of
+// small writes (MaxGroup 512 SETs of short keys: about 50 KB, the writes and
+// their effects) goes out in one write system call, not in one per 16 KB.
+const writeBufferSize = 64 << 10
+
 // maxGroupsInFlight bounds the script calls in flight on one connection.
 const maxGroupsInFlight = 2
 
@@ -738,7 +743,7 @@ type connWriter struct {
 // writer sends the queued requests on conn, grouping writes into script calls,
 // and flushes when the queue is empty; it returns why it stopped.
 func (l *link) writer(ctx context.Context, conn net.Conn, pend chan pending, readerDone chan error, gen uint64) error {
-	w := &connWriter{l: l, ctx: ctx, conn: conn, bw: bufio.NewWriterSize(conn, 16<<10), pend: pend,
+	w := &connWriter{l: l, ctx: ctx, conn: conn, bw: bufio.NewWriterSize(conn, writeBufferSize), pend: pend,
 		readerDone: readerDone, gen: gen, idle: time.NewTimer(keepaliveIdle)}
 	defer w.idle.Stop()
 	defer func() {

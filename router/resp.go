@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"strconv"
 )
@@ -21,6 +22,23 @@ const (
 // bytes to dst. It checks the framing (type prefixes, lengths, CRLF) but does not
 // decode values, so replies can be forwarded to clients byte for byte.
 func ReadFrame(r *bufio.Reader, dst []byte) ([]byte, error) {
+	// A simple value whole in the buffer (+OK, +QUEUED, :1, a short error: most
+	// of a write group's replies) is copied at once.
+	if b, _ := r.Peek(r.Buffered()); len(b) >= 3 {
+		switch b[0] {
+		case '+', '-', ':':
+			if i := bytes.IndexByte(b, '\n'); i >= 2 && b[i-1] == '\r' {
+				dst = append(dst, b[:i+1]...)
+				_, err := r.Discard(i + 1)
+				return dst, err
+			}
+		}
+	}
+	return readFrame(r, dst)
+}
+
+// readFrame is ReadFrame for any value.
+func readFrame(r *bufio.Reader, dst []byte) ([]byte, error) {
 	remaining := 1    // values still to read at the current level, summed over levels
 	var small [64]int // what is left to read at each enclosing level
 	stack := small[:0]

@@ -104,3 +104,31 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkReadFrameGroupReplies reads a native group's replies as the master
+// link's reader does: one +QUEUED per write, then EXEC's +OK per write.
+func BenchmarkReadFrameGroupReplies(b *testing.B) {
+	const n = 200
+	var in []byte
+	for i := 0; i < n; i++ {
+		in = append(in, "+QUEUED\r\n"...)
+	}
+	for i := 0; i < n; i++ {
+		in = append(in, "+OK\r\n"...)
+	}
+	rd := bytes.NewReader(in)
+	br := bufio.NewReaderSize(rd, 16<<10)
+	var dst []byte
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for i := 0; i < b.N; i++ {
+		rd.Reset(in)
+		br.Reset(rd)
+		for j := 0; j < 2*n; j++ {
+			var err error
+			if dst, err = ReadFrame(br, dst[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

@@ -119,11 +119,17 @@ func Redigo(ctx context.Context, t Target, readTimeout, writeTimeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	return redis.NewConn(buffered(conn, br), readTimeout, writeTimeout), nil
+	return redis.NewConn(buffered(conn, br, t.BufferSize), readTimeout, writeTimeout), nil
 }
 
 // buffered returns a connection that reads what br holds before reading conn.
-func buffered(conn net.Conn, br *bufio.Reader) net.Conn {
+// With a BufferSize above redigo's own (4096), it reads through br for good:
+// a reply larger than 4096 bytes (a sync message) then takes one read system
+// call, not one per 4096 bytes.
+func buffered(conn net.Conn, br *bufio.Reader, size int) net.Conn {
+	if size > 4096 {
+		return &bufConn{Conn: conn, r: br}
+	}
 	if br.Buffered() == 0 {
 		return conn
 	}
