@@ -537,3 +537,50 @@ func TestMonitor(t *testing.T) {
 		return nil
 	})
 }
+
+// TestClientListSubscribed: CLIENT LIST shows a subscribed client's last
+// command (cmd=subscribe, then psubscribe, ping) and counts as Redis does, so
+// that programs that find their subscriber by cmd=subscribe and CLIENT KILL it
+// (redis-py's test suite does) find it; the killed subscriber is disconnected.
+func TestClientListSubscribed(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	type side struct{ sub, admin *redistest.RawConn }
+	sides := []side{
+		{redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, ref.Addr)},
+		{redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)},
+	}
+	ids := make([]string, len(sides))
+	for i, s := range sides {
+		ids[i] = strings.Trim(string(s.sub.Do("CLIENT", "ID")), ":\r\n")
+	}
+	// field returns the subscriber's fields that must match Redis'.
+	field := func(i int) string {
+		var out []string
+		for _, f := range []string{"cmd", "sub", "psub", "ssub", "argv-mem", "flags"} {
+			out = append(out, f+"="+clientField(t, sides[i].admin, ids[i], f))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, step := range [][]string{{"SUBSCRIBE", "c1", "c2"}, {"PSUBSCRIBE", "p*"}, {"PING"}, {"UNSUBSCRIBE", "c1"}} {
+		for _, s := range sides {
+			s.sub.Send(step...)
+			s.sub.Flush()
+			s.sub.Read()
+			if step[0] == "SUBSCRIBE" {
+				s.sub.Read()
+			}
+		}
+		if got, want := field(1), field(0); got != want {
+			t.Errorf("after %s:\n\tproxy: %s\n\tredis: %s", showCmd(step), got, want)
+		}
+	}
+	for i, s := range sides {
+		mustReply(t, s.admin, ":1\r\n", "CLIENT", "KILL", "ID", ids[i])
+		if r, err := s.sub.TryRead(); err == nil {
+			t.Errorf("side %d: the killed subscriber read %q", i, r)
+		}
+	}
+}
