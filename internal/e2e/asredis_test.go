@@ -584,3 +584,26 @@ func TestClientListSubscribed(t *testing.T) {
 		}
 	}
 }
+
+// TestModuleList: MODULE LIST and MODULE HELP answer as the master does
+// (clients probe MODULE LIST for RedisJSON, RediSearch, ...); MODULE LOAD,
+// LOADEX and UNLOAD stay refused (a module on the master only would break
+// replication).
+func TestModuleList(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	diffSame(t, rc, pc, [][]string{
+		cmd("MODULE LIST"), cmd("MODULE HELP"), cmd("MODULE LIST x"),
+	})
+	rc.Do("HELLO", "3")
+	pc.Do("HELLO", "3")
+	diffSame(t, rc, pc, [][]string{cmd("MODULE LIST")})
+	for _, args := range [][]string{cmd("MODULE LOAD /nonexistent.so"), cmd("MODULE UNLOAD x")} {
+		if r := string(pc.Do(args...)); !strings.HasPrefix(r, "-ERR syncproxy: ") {
+			t.Errorf("%s: %q, want it refused", showCmd(args), r)
+		}
+	}
+}
