@@ -607,3 +607,26 @@ func TestModuleList(t *testing.T) {
 		}
 	}
 }
+
+// TestHelloVersion: HELLO (RESP2 and RESP3) gives the master's version, as
+// clients that pick features by it (Lettuce) read it; only the client id differs.
+func TestHelloVersion(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	noID := func(r []byte) string {
+		i := bytes.Index(r, []byte("$2\r\nid\r\n:"))
+		if i < 0 {
+			t.Fatalf("HELLO without id: %q", r)
+		}
+		j := bytes.Index(r[i+9:], []byte("\r\n"))
+		return string(r[:i+9]) + "ID" + string(r[i+9+j:])
+	}
+	for _, args := range [][]string{cmd("HELLO"), cmd("HELLO 2"), cmd("HELLO 3"), cmd("HELLO 2")} {
+		if got, want := noID(pc.Do(args...)), noID(rc.Do(args...)); got != want {
+			t.Errorf("%s:\n\tproxy: %q\n\tredis: %q", showCmd(args), got, want)
+		}
+	}
+}
