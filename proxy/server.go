@@ -358,10 +358,10 @@ func (s *Server) wakeBlocked(table *router.Table) func(db int, args [][]byte) {
 }
 
 // clientList is CLIENT LIST: one line per client, by id.
-func (s *Server) clientList() string {
+func (s *Server) clientList(viewer *Session) string {
 	var b strings.Builder
 	for _, sess := range s.sessionList() {
-		b.WriteString(sess.clientLine())
+		b.WriteString(sess.clientLine(viewer))
 	}
 	return b.String()
 }

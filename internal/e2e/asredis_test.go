@@ -630,3 +630,49 @@ func TestHelloVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestClientListArgvMem: another client sees argv-mem=0 for an idle client
+// (Redis frees a command's arguments once it ran) and the blocking command's
+// arguments for a client blocked in BLPOP; a client's own CLIENT INFO counts
+// its own arguments.
+func TestClientListArgvMem(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	conns := [][2]*redistest.RawConn{
+		{redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, ref.Addr)},
+		{redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)},
+	}
+	ids := make([]string, 2)
+	for i, c := range conns {
+		ids[i] = strings.Trim(string(c[0].Do("CLIENT", "ID")), ":\r\n")
+	}
+	step := func(what string, do func(i int, a *redistest.RawConn)) {
+		t.Helper()
+		var got [2]string
+		for i, c := range conns {
+			do(i, c[0])
+			got[i] = clientField(t, c[1], ids[i], "argv-mem")
+		}
+		if got[1] != got[0] {
+			t.Errorf("%s: argv-mem=%s, redis %s", what, got[1], got[0])
+		}
+	}
+	step("after SET", func(_ int, a *redistest.RawConn) {
+		mustReply(t, a, "+OK\r\n", "SET", "key", "a-longer-value")
+	})
+	step("after CLIENT SETNAME", func(_ int, a *redistest.RawConn) {
+		mustReply(t, a, "+OK\r\n", "CLIENT", "SETNAME", "someone")
+	})
+	step("blocked in BLPOP", func(i int, a *redistest.RawConn) {
+		a.Send("BLPOP", "nokey", "0")
+		a.Flush()
+		redistest.CheckFor(t, time.Second, poll, func() error {
+			if f := clientField(t, conns[i][1], ids[i], "flags"); f != "b" {
+				return fmt.Errorf("flags=%s", f)
+			}
+			return nil
+		})
+	})
+}
