@@ -76,7 +76,11 @@ func (sess *Session) auth(c *call) {
 // info is the master's INFO with the proxy's sections in front (postInfo).
 func (sess *Session) info(c *call) {
 	c.req.Kind = router.KindRaw
-	c.req.Raw = buildCommand(c.cmd.Args)
+	if wantsKeyspace(c.cmd.Args) {
+		c.req.Raw = infoMetaFree(c.cmd.Args)
+	} else {
+		c.req.Raw = buildCommand(c.cmd.Args)
+	}
 	c.post = postInfo
 	sess.toMaster(&c.req)
 }

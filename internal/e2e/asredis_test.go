@@ -676,3 +676,40 @@ func TestClientListArgvMem(t *testing.T) {
 		})
 	})
 }
+
+// keyspaceSection returns the "# Keyspace" section of an INFO reply.
+func keyspaceSection(t *testing.T, reply []byte) string {
+	t.Helper()
+	s := string(reply)
+	i := strings.Index(s, "# Keyspace\r\n")
+	if i < 0 {
+		t.Fatalf("no Keyspace section in %q", s)
+	}
+	s = s[i:]
+	if j := strings.Index(s, "\r\n\r\n"); j >= 0 {
+		s = s[:j+2]
+	}
+	return strings.TrimSuffix(s, "\r\n")
+}
+
+// TestInfoKeyspace: INFO's Keyspace section counts DB 0's keys without the
+// replication metadata keys, as DBSIZE does (no db0 line when DB 0 holds
+// nothing else), whatever the client's DB.
+func TestInfoKeyspace(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	check := func(what string) {
+		t.Helper()
+		for _, args := range [][]string{cmd("INFO keyspace"), cmd("INFO"), cmd("INFO all"), cmd("INFO server keyspace")} {
+			if got, want := keyspaceSection(t, pc.Do(args...)), keyspaceSection(t, rc.Do(args...)); got != want {
+				t.Errorf("%s, %s:\n\tproxy: %q\n\tredis: %q", what, showCmd(args), got, want)
+			}
+		}
+	}
+	diffSame(t, rc, pc, [][]string{cmd("SET a 1"), cmd("SET b 2 EX 100"), cmd("SELECT 2"), cmd("SET c 3")})
+	check("keys in DB 0 and DB 2, client in DB 2")
+	diffSame(t, rc, pc, [][]string{cmd("SELECT 0"), cmd("DEL a b"), cmd("DBSIZE")})
+	check("DB 0 empty but for the metadata")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
