@@ -272,7 +272,7 @@ func (sess *Session) block(ci *router.CommandInfo, args [][]byte) (gone bool) {
 	sess.blockingStarted(bp.wake) // CLIENT UNBLOCK may end the wait
 	defer sess.blockingEnded()
 	// Shown blocked (CLIENT LIST flags=b) only once CLIENT UNBLOCK can end it.
-	sess.noteBlocked(ci.Name)
+	sess.noteBlocked(ci.Name, args)
 	r := &router.Request{}
 	for tries := 0; ; tries++ {
 		sess.tryPop(bp, r)

@@ -63,12 +63,17 @@ func (sess *Session) noteCommand(c *call) {
 	sess.noteMulti()
 }
 
-// noteBlocked records a blocking command's start (name) or end ("").
-func (sess *Session) noteBlocked(name string) {
+// noteBlocked records a blocking command's start (name, args) or end ("").
+func (sess *Session) noteBlocked(name string, args [][]byte) {
 	sh := &sess.shown
 	if name != "" {
 		sh.cmd.Store(&name)
 		sh.last.Store(time.Now().UnixNano())
+		n := int64(0)
+		for _, a := range args {
+			n += int64(len(a))
+		}
+		sh.argvMem.Store(n)
 	}
 	sh.blocked.Store(name != "")
 }
@@ -85,9 +90,10 @@ func (sess *Session) noteMulti() {
 	}
 }
 
-// clientLine describes the session as CLIENT INFO and CLIENT LIST do. It may run
-// on another session's goroutine: it reads only what is safe to share.
-func (sess *Session) clientLine() string {
+// clientLine describes the session as CLIENT INFO and CLIENT LIST show it to
+// viewer. It may run on another session's goroutine: it reads only what is safe
+// to share.
+func (sess *Session) clientLine(viewer *Session) string {
 	sh := &sess.shown
 	name := ""
 	if p := sess.shownName.Load(); p != nil {
@@ -104,6 +110,9 @@ func (sess *Session) clientLine() string {
 	}
 	multi := int64(sh.inMulti.Load()) - 1
 	argv, mmem := sh.argvMem.Load(), sh.multiMem.Load()
+	if sess != viewer && !sh.blocked.Load() {
+		argv = 0 // Redis frees a command's arguments once it ran
+	}
 	var b strings.Builder
 	b.Grow(320)
 	field := func(k, v string) {

@@ -79,7 +79,11 @@ func (sess *Session) helloReply() []byte {
 	b = redcon.AppendBulkString(b, "server")
 	b = redcon.AppendBulkString(b, "redis")
 	b = redcon.AppendBulkString(b, "version")
-	b = redcon.AppendBulkString(b, "7.0.0")
+	version := sess.s.version
+	if version == "" {
+		version = "7.0.0" // (the built-in command table's)
+	}
+	b = redcon.AppendBulkString(b, version)
 	b = redcon.AppendBulkString(b, "proto")
 	b = redcon.AppendInt(b, proto)
 	b = redcon.AppendBulkString(b, "id")
@@ -90,4 +94,16 @@ func (sess *Session) helloReply() []byte {
 	b = redcon.AppendBulkString(b, "master")
 	b = redcon.AppendBulkString(b, "modules")
 	return redcon.AppendArray(b, 0)
+}
+
+// infoField returns the value of field in an INFO reply (a bulk string), "" when
+// it has none.
+func infoField(reply interface{}, field string) string {
+	b, _ := reply.([]byte)
+	for _, line := range strings.Split(string(b), "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return v
+		}
+	}
+	return ""
 }

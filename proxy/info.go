@@ -12,6 +12,39 @@ import (
 	"github.com/syncproxy/syncproxy/replicate"
 )
 
+// infoMetaFreeBody runs INFO with its arguments (ARGV) and takes the replication
+// metadata keys out of DB 0's count in the Keyspace section, as DBSIZE leaves
+// them out; a DB 0 that holds nothing else has no line, as in Redis.
+var infoMetaFreeBody = []byte(`local info = redis.call('INFO', unpack(ARGV))
+redis.call('SELECT', 0)
+local n = redis.call('EXISTS', '` + replicate.KeyEpoch + `', '` + replicate.KeySeq + `', '` + replicate.KeyBacklog + `')
+if n == 0 then return info end
+return (string.gsub(info, 'db0:keys=(%d+)([^\r]*)\r\n', function(k, rest)
+  k = tonumber(k) - n
+  if k <= 0 then return '' end
+  return 'db0:keys=' .. k .. rest .. '\r\n'
+end))`)
+
+// infoMetaFree is INFO args as the EVAL_RO of infoMetaFreeBody.
+func infoMetaFree(args [][]byte) []byte {
+	cmd := append([][]byte{[]byte("EVAL_RO"), infoMetaFreeBody, []byte("0")}, args[1:]...)
+	return buildCommand(cmd)
+}
+
+// wantsKeyspace reports whether INFO args shows the Keyspace section.
+func wantsKeyspace(args [][]byte) bool {
+	if len(args) == 1 {
+		return true
+	}
+	for _, a := range args[1:] {
+		switch strings.ToLower(string(a)) {
+		case "keyspace", "default", "all", "everything":
+			return true
+		}
+	}
+	return false
+}
+
 // infoReply prepends the proxy's sections to the master's INFO reply. When the
 // master answered with an error (it is down), the proxy's sections still answer.
 func (sess *Session) infoReply(master []byte) []byte {

@@ -76,7 +76,11 @@ func (sess *Session) auth(c *call) {
 // info is the master's INFO with the proxy's sections in front (postInfo).
 func (sess *Session) info(c *call) {
 	c.req.Kind = router.KindRaw
-	c.req.Raw = buildCommand(c.cmd.Args)
+	if wantsKeyspace(c.cmd.Args) {
+		c.req.Raw = infoMetaFree(c.cmd.Args)
+	} else {
+		c.req.Raw = buildCommand(c.cmd.Args)
+	}
 	c.post = postInfo
 	sess.toMaster(&c.req)
 }
@@ -105,7 +109,7 @@ func (sess *Session) clientID(c *call) {
 
 func (sess *Session) clientInfo(c *call) {
 	sess.noteCommand(c)
-	sess.local(&c.req, appendBulk(nil, []byte(sess.clientLine())))
+	sess.local(&c.req, appendBulk(nil, []byte(sess.clientLine(sess))))
 }
 
 // clientList is CLIENT LIST [TYPE type | ID id [id ...]].
@@ -114,7 +118,7 @@ func (sess *Session) clientList(c *call) {
 	args := c.cmd.Args
 	switch {
 	case len(args) == 2:
-		sess.local(&c.req, appendBulk(nil, []byte(sess.s.clientList())))
+		sess.local(&c.req, appendBulk(nil, []byte(sess.s.clientList(sess))))
 	case len(args) == 4 && strings.EqualFold(string(args[2]), "type"):
 		pubsub := false
 		switch strings.ToLower(string(args[3])) {
@@ -131,7 +135,7 @@ func (sess *Session) clientList(c *call) {
 		var b strings.Builder
 		for _, o := range sess.s.sessionList() {
 			if o.detached.Load() == pubsub {
-				b.WriteString(o.clientLine())
+				b.WriteString(o.clientLine(sess))
 			}
 		}
 		sess.local(&c.req, appendBulk(nil, []byte(b.String())))
@@ -154,7 +158,7 @@ func (sess *Session) clientListIDs(c *call) {
 		}
 		for _, o := range list {
 			if o.id == id {
-				b.WriteString(o.clientLine())
+				b.WriteString(o.clientLine(sess))
 			}
 		}
 	}

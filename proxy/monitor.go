@@ -224,7 +224,7 @@ func appendRepr(b, a []byte) []byte {
 // are MONITOR and what was pipelined after it.
 func (sess *Session) startMonitor(conn redcon.Conn, cmds []redcon.Command) {
 	pending := append([]redcon.Command(nil), cmds[1:]...)
-	sess.noteBlocked("monitor")
+	sess.noteBlocked("monitor", nil)
 	sess.shown.blocked.Store(false)
 	sess.shown.monitor.Store(true) // before Detach: redcon's closed leaves the session to us
 	dc := conn.Detach()

@@ -113,6 +113,9 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 				sess.endSub()
 			}
 		} else {
+			if sess.sub != nil {
+				sess.noteSubCommand(cmd)
+			}
 			if sess.sub != nil && !sess.subForward(cmd) {
 				sess.endSub()
 			}
@@ -128,6 +131,7 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 				mu.Unlock()
 				continue
 			}
+			sess.noteSubCommand(cmd)
 			sess.subForward(cmd)
 			continue
 		}
@@ -144,6 +148,16 @@ func (sess *Session) serveDetached(dc redcon.DetachedConn, pending []redcon.Comm
 			return
 		}
 	}
+}
+
+// noteSubCommand records a command forwarded to the subscription connection as
+// the session's last one, for CLIENT LIST (cmd=subscribe, idle); its arguments
+// are not kept once it ran, as Redis frees them (argv-mem=0).
+func (sess *Session) noteSubCommand(cmd redcon.Command) {
+	sess.batchAt = time.Now()
+	c := call{cmd: cmd, route: sess.s.router.Route(cmd.Args)}
+	sess.noteCommand(&c)
+	sess.shown.argvMem.Store(0)
 }
 
 // startSub dials the dedicated connection and starts the forwarder.

@@ -61,6 +61,7 @@ type Server struct {
 	// the last (clients.go).
 	clientSet
 	commands atomic.Int64
+	version  string // the master's redis_version at start, which HELLO gives ("" unknown)
 
 	waiters    waiters             // clients blocked in BLPOP & co.
 	feed       *keyFeed            // the keys the sync stream's writes touched (keyfeed.go)
@@ -301,12 +302,15 @@ func (s *Server) config() *Config { return s.cur.Load() }
 func (s *Server) Config() Config { return *s.config() }
 
 // loadTable reads the command table from the master's COMMAND reply, falling back
-// to the built-in table of Redis 7.0.
+// to the built-in table of Redis 7.0, and the master's version (HELLO's).
 func (s *Server) loadTable() *router.Table {
 	target := s.master.Load()
 	c, err := dial.Redigo(context.Background(), s.masterDialTarget(target), s.cfg.BackendTimeout, s.cfg.WriteTimeout())
 	if err == nil {
 		defer c.Close()
+		if info, err := c.Do("INFO", "server"); err == nil {
+			s.version = infoField(info, "redis_version")
+		}
 		var reply interface{}
 		if reply, err = c.Do("COMMAND"); err == nil {
 			var infos []*router.CommandInfo
@@ -354,10 +358,10 @@ func (s *Server) wakeBlocked(table *router.Table) func(db int, args [][]byte) {
 }
 
 // clientList is CLIENT LIST: one line per client, by id.
-func (s *Server) clientList() string {
+func (s *Server) clientList(viewer *Session) string {
 	var b strings.Builder
 	for _, sess := range s.sessionList() {
-		b.WriteString(sess.clientLine())
+		b.WriteString(sess.clientLine(viewer))
 	}
 	return b.String()
 }

@@ -201,7 +201,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 				sess.feedMonitors(&call{cmd: batch[0], route: router.Route{Info: ci}})
 			}
 			quit = sess.block(ci, batch[0].Args)
-			sess.noteBlocked("")
+			sess.noteBlocked("", nil)
 			st := s.metrics.command(ci)
 			st.calls.Add(1)
 			st.latency.Observe(time.Since(start))

@@ -207,6 +207,8 @@ var rows = map[string]row{
 	"config|rewrite": pinned(ClassDenied),
 	"acl|setuser":    deniedWith(HandlerACL), "acl|deluser": deniedWith(HandlerACL),
 	"acl|load": deniedWith(HandlerACL), "acl|save": deniedWith(HandlerACL),
+	// What the master has loaded (clients probe it for RedisJSON, RediSearch, ...).
+	"module|list": pinned(ClassMaster), "module|help": pinned(ClassMaster),
 
 	// Session state: transactions, subscriptions, scripts, blocking.
 	"multi": special(HandlerMulti), "exec": special(HandlerExec), "discard": special(HandlerDiscard),

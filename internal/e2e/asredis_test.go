@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -545,4 +546,183 @@ func TestMonitor(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestClientListSubscribed: CLIENT LIST shows a subscribed client's last
+// command (cmd=subscribe, then psubscribe, ping) and counts as Redis does, so
+// that programs that find their subscriber by cmd=subscribe and CLIENT KILL it
+// (redis-py's test suite does) find it; the killed subscriber is disconnected.
+func TestClientListSubscribed(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	type side struct{ sub, admin *redistest.RawConn }
+	sides := []side{
+		{redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, ref.Addr)},
+		{redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)},
+	}
+	ids := make([]string, len(sides))
+	for i, s := range sides {
+		ids[i] = strings.Trim(string(s.sub.Do("CLIENT", "ID")), ":\r\n")
+	}
+	// field returns the subscriber's fields that must match Redis'.
+	field := func(i int) string {
+		var out []string
+		for _, f := range []string{"cmd", "sub", "psub", "ssub", "argv-mem", "flags"} {
+			out = append(out, f+"="+clientField(t, sides[i].admin, ids[i], f))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, step := range [][]string{{"SUBSCRIBE", "c1", "c2"}, {"PSUBSCRIBE", "p*"}, {"PING"}, {"UNSUBSCRIBE", "c1"}} {
+		for _, s := range sides {
+			s.sub.Send(step...)
+			s.sub.Flush()
+			s.sub.Read()
+			if step[0] == "SUBSCRIBE" {
+				s.sub.Read()
+			}
+		}
+		if got, want := field(1), field(0); got != want {
+			t.Errorf("after %s:\n\tproxy: %s\n\tredis: %s", showCmd(step), got, want)
+		}
+	}
+	for i, s := range sides {
+		mustReply(t, s.admin, ":1\r\n", "CLIENT", "KILL", "ID", ids[i])
+		if r, err := s.sub.TryRead(); err == nil {
+			t.Errorf("side %d: the killed subscriber read %q", i, r)
+		}
+	}
+}
+
+// TestModuleList: MODULE LIST and MODULE HELP answer as the master does
+// (clients probe MODULE LIST for RedisJSON, RediSearch, ...); MODULE LOAD,
+// LOADEX and UNLOAD stay refused (a module on the master only would break
+// replication).
+func TestModuleList(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	diffSame(t, rc, pc, [][]string{
+		cmd("MODULE LIST"), cmd("MODULE HELP"), cmd("MODULE LIST x"),
+	})
+	rc.Do("HELLO", "3")
+	pc.Do("HELLO", "3")
+	diffSame(t, rc, pc, [][]string{cmd("MODULE LIST")})
+	for _, args := range [][]string{cmd("MODULE LOAD /nonexistent.so"), cmd("MODULE UNLOAD x")} {
+		if r := string(pc.Do(args...)); !strings.HasPrefix(r, "-ERR syncproxy: ") {
+			t.Errorf("%s: %q, want it refused", showCmd(args), r)
+		}
+	}
+}
+
+// TestHelloVersion: HELLO (RESP2 and RESP3) gives the master's version, as
+// clients that pick features by it (Lettuce) read it; only the client id differs.
+func TestHelloVersion(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	noID := func(r []byte) string {
+		i := bytes.Index(r, []byte("$2\r\nid\r\n:"))
+		if i < 0 {
+			t.Fatalf("HELLO without id: %q", r)
+		}
+		j := bytes.Index(r[i+9:], []byte("\r\n"))
+		return string(r[:i+9]) + "ID" + string(r[i+9+j:])
+	}
+	for _, args := range [][]string{cmd("HELLO"), cmd("HELLO 2"), cmd("HELLO 3"), cmd("HELLO 2")} {
+		if got, want := noID(pc.Do(args...)), noID(rc.Do(args...)); got != want {
+			t.Errorf("%s:\n\tproxy: %q\n\tredis: %q", showCmd(args), got, want)
+		}
+	}
+}
+
+// TestClientListArgvMem: another client sees argv-mem=0 for an idle client
+// (Redis frees a command's arguments once it ran) and the blocking command's
+// arguments for a client blocked in BLPOP; a client's own CLIENT INFO counts
+// its own arguments.
+func TestClientListArgvMem(t *testing.T) {
+	t.Parallel()
+	ref := redistest.Start(t)
+	master, slave := redistest.Start(t), redistest.Start(t)
+	addr, _ := startProxy(t, master, slave)
+	conns := [][2]*redistest.RawConn{
+		{redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, ref.Addr)},
+		{redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)},
+	}
+	ids := make([]string, 2)
+	for i, c := range conns {
+		ids[i] = strings.Trim(string(c[0].Do("CLIENT", "ID")), ":\r\n")
+	}
+	step := func(what string, do func(i int, a *redistest.RawConn)) {
+		t.Helper()
+		var got [2]string
+		for i, c := range conns {
+			do(i, c[0])
+			got[i] = clientField(t, c[1], ids[i], "argv-mem")
+		}
+		if got[1] != got[0] {
+			t.Errorf("%s: argv-mem=%s, redis %s", what, got[1], got[0])
+		}
+	}
+	step("after SET", func(_ int, a *redistest.RawConn) {
+		mustReply(t, a, "+OK\r\n", "SET", "key", "a-longer-value")
+	})
+	step("after CLIENT SETNAME", func(_ int, a *redistest.RawConn) {
+		mustReply(t, a, "+OK\r\n", "CLIENT", "SETNAME", "someone")
+	})
+	step("blocked in BLPOP", func(i int, a *redistest.RawConn) {
+		a.Send("BLPOP", "nokey", "0")
+		a.Flush()
+		redistest.CheckFor(t, time.Second, poll, func() error {
+			if f := clientField(t, conns[i][1], ids[i], "flags"); f != "b" {
+				return fmt.Errorf("flags=%s", f)
+			}
+			return nil
+		})
+	})
+}
+
+// keyspaceSection returns the "# Keyspace" section of an INFO reply, without
+// the avg_ttl values (estimates that depend on when expiry cycles ran).
+func keyspaceSection(t *testing.T, reply []byte) string {
+	t.Helper()
+	s := string(reply)
+	i := strings.Index(s, "# Keyspace\r\n")
+	if i < 0 {
+		t.Fatalf("no Keyspace section in %q", s)
+	}
+	s = s[i:]
+	if j := strings.Index(s, "\r\n\r\n"); j >= 0 {
+		s = s[:j+2]
+	}
+	return avgTTL.ReplaceAllString(strings.TrimSuffix(s, "\r\n"), "avg_ttl=N")
+}
+
+var avgTTL = regexp.MustCompile(`avg_ttl=\d+`)
+
+// TestInfoKeyspace: INFO's Keyspace section counts DB 0's keys without the
+// replication metadata keys, as DBSIZE does (no db0 line when DB 0 holds
+// nothing else), whatever the client's DB.
+func TestInfoKeyspace(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	check := func(what string) {
+		t.Helper()
+		for _, args := range [][]string{cmd("INFO keyspace"), cmd("INFO"), cmd("INFO all"), cmd("INFO server keyspace")} {
+			if got, want := keyspaceSection(t, pc.Do(args...)), keyspaceSection(t, rc.Do(args...)); got != want {
+				t.Errorf("%s, %s:\n\tproxy: %q\n\tredis: %q", what, showCmd(args), got, want)
+			}
+		}
+	}
+	diffSame(t, rc, pc, [][]string{cmd("SET a 1"), cmd("SET b 2 EX 100"), cmd("SELECT 2"), cmd("SET c 3")})
+	check("keys in DB 0 and DB 2, client in DB 2")
+	diffSame(t, rc, pc, [][]string{cmd("SELECT 0"), cmd("DEL a b"), cmd("DBSIZE")})
+	check("DB 0 empty but for the metadata")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
