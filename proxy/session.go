@@ -317,12 +317,20 @@ func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 	buffered := 0 // reply bytes redcon's writer holds (see writeReply)
 	var werr error
 	sess.trackBeforeReplies(calls)
+	m := sess.s.metrics
+	var runInfo *router.CommandInfo // the run of calls of one command being counted
+	runLen := 0
 	for _, c := range calls {
 		r := &c.req
 		if r.Kind == router.KindWrite {
 			sess.noteWrite(r)
 		}
-		sess.s.metrics.reply(c.info(), r, elapsed)
+		if ci := c.info(); ci != runInfo {
+			m.replies(runInfo, runLen, elapsed)
+			runInfo, runLen = ci, 0
+		}
+		runLen++
+		m.replyError(r)
 		sess.finish(c)
 		if sess.resp3.Load() {
 			r.Reply = toRESP3(c.shape(), r.Reply)
@@ -340,6 +348,7 @@ func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 		r.Raw = nil
 		c.cmd, c.exec, c.bcast, c.eval = redcon.Command{}, execEntry{}, bcastReplies{}, evalCheck{}
 	}
+	m.replies(runInfo, runLen, elapsed)
 	sess.trackAfterReplies()
 	return quit || werr != nil
 }
