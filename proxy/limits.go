@@ -103,6 +103,9 @@ type reqScanner struct {
 // consumed (with evRequest and evIgnore: up to the end of the request) and what it
 // stopped at.
 func (r *reqScanner) scan(p []byte) (int, scanEvent) {
+	if n := r.scanWhole(p); n > 0 {
+		return n, evRequest
+	}
 	for i := 0; i < len(p); {
 		ev := evMore
 		switch r.st {
@@ -142,6 +145,57 @@ func (r *reqScanner) scan(p []byte) (int, scanEvent) {
 		}
 	}
 	return len(p), evMore
+}
+
+// scanWhole returns the length of the request p starts with when it is whole in
+// p, plainly framed ("*N\r\n", then N times "$L\r\n", L bytes, "\r\n", with
+// decimal digits only) and within every limit: a pipeline's usual request,
+// followed without scan's byte-at-a-time states. It returns 0 for anything
+// else, which scan then follows.
+func (r *reqScanner) scanWhole(p []byte) int {
+	if r.st != stStart || len(p) < 4 || p[0] != '*' {
+		return 0
+	}
+	n, i, ok := headerNum(p, 1)
+	if !ok || n <= 0 || n > r.lim.MaxArgs {
+		return 0
+	}
+	unauth := n > unauthMaxArgs // over the limits before authentication
+	for ; n > 0; n-- {
+		if i >= len(p) || p[i] != '$' {
+			return 0
+		}
+		size, j, ok := headerNum(p, i+1)
+		if !ok || size > r.lim.MaxBulkLen || size > int64(len(p)-j) {
+			return 0
+		}
+		unauth = unauth || size > unauthMaxBulk
+		end := j + int(size)
+		if end+2 > len(p) || p[end] != '\r' || p[end+1] != '\n' {
+			return 0
+		}
+		i = end + 2
+	}
+	if int64(i) > r.lim.QueryBuffer || (unauth && !r.isAuthed()) {
+		return 0
+	}
+	return i
+}
+
+// headerNum parses the decimal digits of p from i to "\r\n"; it returns the
+// number and where the next line starts.
+func headerNum(p []byte, i int) (int64, int, bool) {
+	n, start := int64(0), i
+	for ; i < len(p) && p[i] >= '0' && p[i] <= '9'; i++ {
+		if i-start == 18 {
+			return 0, 0, false
+		}
+		n = n*10 + int64(p[i]-'0')
+	}
+	if i == start || i+1 >= len(p) || p[i] != '\r' || p[i+1] != '\n' {
+		return 0, 0, false
+	}
+	return n, i + 2, true
 }
 
 // need returns how many more bytes the request being read needs at least, when
