@@ -132,6 +132,8 @@ type Session struct {
 	lane   router.Lane
 	waiter *router.Waiter
 	near   nearBatch // the batch's GETs and the near cache (nearcache.go)
+	// lastRoute: the route of the last read command (see routeOf).
+	lastRoute routeMemo
 	// batchAt is when the batch being served began: its commands' time for
 	// CLIENT LIST (one clock reading per batch, not per command).
 	batchAt time.Time
@@ -401,7 +403,7 @@ func (sess *Session) dispatch(c *call) {
 		sess.syncproxyCommand(&c.req, args)
 		return
 	}
-	c.route = sess.s.router.Route(args)
+	c.route = sess.routeOf(args)
 	sess.leaveLane(c)
 	sess.trackCommand(c)
 	if sess.tx != nil && sess.inMulti(c) {
@@ -420,6 +422,31 @@ func (sess *Session) dispatch(c *call) {
 		return
 	}
 	sess.route(c)
+}
+
+// routeMemo is the route of the session's last read command, by its name as
+// the client spelled it.
+type routeMemo struct {
+	name  [16]byte
+	n     int // 0: none
+	route router.Route
+}
+
+// routeOf returns the router's Route of args; a pipeline of one read command
+// looks its name up once. Only routes that depend on the name alone are
+// remembered: reads without subcommands or a BLOCK option.
+func (sess *Session) routeOf(args [][]byte) router.Route {
+	m := &sess.lastRoute
+	if m.n > 0 && len(args) > 0 && string(args[0]) == string(m.name[:m.n]) {
+		return m.route
+	}
+	rt := sess.s.router.Route(args)
+	if ci := rt.Info; rt.Class == router.ClassRead && ci.Subcommands == nil && !ci.Policy.BlockOption &&
+		len(args[0]) <= len(m.name) {
+		m.n = copy(m.name[:], args[0])
+		m.route = rt
+	}
+	return rt
 }
 
 // gate returns the error that refuses a call before it runs, or "": unknown
