@@ -110,8 +110,8 @@ func (b *bench) startNearProxies(ctx context.Context, slaves []string) ([]*nearS
 	return append(sides, &nearSide{name: sideNoCache, addr: b.proxyNoRYW, proc: b.lastProc("syncproxy-nocache")}), nil
 }
 
-// reportNearCache prints the medians, their ratio and the proxy's near cache
-// figures.
+// reportNearCache prints the medians, the medians of the per-round ratios to
+// direct Redis, the CPU per GET and the proxy's near cache figures.
 func (b *bench) reportNearCache(sides []*nearSide) error {
 	info, err := redis.String(doOnce(b.proxy, "INFO"))
 	if err != nil {
@@ -121,19 +121,29 @@ func (b *bench) reportNearCache(sides []*nearSide) error {
 	for _, sd := range sides {
 		by[sd.name] = sd
 	}
+	// Ratios per round (the sides of a round share the machine's load), then
+	// their median.
+	ratio := func(sd *nearSide) float64 {
+		var rs []float64
+		for i, v := range sd.rps {
+			rs = append(rs, v/by[sideDirect].rps[i])
+		}
+		return median(rs)
+	}
 	direct, proxy, plain := median(by[sideDirect].rps), median(by[sideProxy].rps), median(by[sideNoCache].rps)
+	cacheRatio, plainRatio := ratio(by[sideProxy]), ratio(by[sideNoCache])
 	fmt.Fprintf(b.out, "\n### Near cache: GET, %d keys, -P %d, -c %d, -n %d, median of %d rounds\n\n",
 		nearKeys, nearPipe, b.opt.clients, b.opt.requests, b.opt.rounds)
 	fmt.Fprintf(b.out, "| direct Redis | proxy --near-cache %s | proxy without | cache/direct | target | cache/without |\n|---|---|---|---|---|---|\n", nearSize)
-	fmt.Fprintf(b.out, "| %.0f | %.0f | %.0f | %.2f | %s | %.2f |\n\n", direct, proxy, plain, proxy/direct,
-		nearVerdict(proxy/direct), proxy/plain)
+	fmt.Fprintf(b.out, "| %.0f | %.0f | %.0f | %.2f | %s | %.2f |\n\n", direct, proxy, plain, cacheRatio,
+		nearVerdict(cacheRatio), cacheRatio/plainRatio)
 	for _, sd := range sides[1:] {
 		label := sd.name
 		if sd.name == sideOther {
 			label = "-proxy-bin " + b.opt.otherProxy + " --near-cache " + nearSize
 		}
 		fmt.Fprintf(b.out, "%-40s %12.0f rps (%.2f of direct), %s us CPU per GET\n", label+":", median(sd.rps),
-			median(sd.rps)/direct, cpuText(sd.cpu))
+			ratio(sd), cpuText(sd.cpu))
 	}
 	var fields []string
 	for _, f := range []string{"hits", "misses", "invalidations", "entries", "bytes"} {
