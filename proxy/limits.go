@@ -103,9 +103,6 @@ type reqScanner struct {
 // consumed (with evRequest and evIgnore: up to the end of the request) and what it
 // stopped at.
 func (r *reqScanner) scan(p []byte) (int, scanEvent) {
-	if n := r.scanWhole(p); n > 0 {
-		return n, evRequest
-	}
 	for i := 0; i < len(p); {
 		ev := evMore
 		switch r.st {
@@ -150,36 +147,39 @@ func (r *reqScanner) scan(p []byte) (int, scanEvent) {
 // scanWhole returns the length of the request p starts with when it is whole in
 // p, plainly framed ("*N\r\n", then N times "$L\r\n", L bytes, "\r\n", with
 // decimal digits only) and within every limit: a pipeline's usual request,
-// followed without scan's byte-at-a-time states. It returns 0 for anything
-// else, which scan then follows.
-func (r *reqScanner) scanWhole(p []byte) int {
+// followed in one pass, not by scan's byte-at-a-time states. It appends to
+// bounds where each argument starts and ends in p. It returns 0 and bounds as
+// it was for anything else, which scan then follows.
+func (r *reqScanner) scanWhole(p []byte, bounds []int) (int, []int) {
 	if r.st != stStart || len(p) < 4 || p[0] != '*' {
-		return 0
+		return 0, bounds
 	}
 	n, i, ok := headerNum(p, 1)
 	if !ok || n <= 0 || n > r.lim.MaxArgs {
-		return 0
+		return 0, bounds
 	}
+	had := len(bounds)
 	unauth := n > unauthMaxArgs // over the limits before authentication
 	for ; n > 0; n-- {
 		if i >= len(p) || p[i] != '$' {
-			return 0
+			return 0, bounds[:had]
 		}
 		size, j, ok := headerNum(p, i+1)
 		if !ok || size > r.lim.MaxBulkLen || size > int64(len(p)-j) {
-			return 0
+			return 0, bounds[:had]
 		}
 		unauth = unauth || size > unauthMaxBulk
 		end := j + int(size)
 		if end+2 > len(p) || p[end] != '\r' || p[end+1] != '\n' {
-			return 0
+			return 0, bounds[:had]
 		}
+		bounds = append(bounds, j, end)
 		i = end + 2
 	}
 	if int64(i) > r.lim.QueryBuffer || (unauth && !r.isAuthed()) {
-		return 0
+		return 0, bounds[:had]
 	}
-	return i
+	return i, bounds
 }
 
 // headerNum parses the decimal digits of p from i to "\r\n"; it returns the

@@ -144,9 +144,24 @@ func FuzzScanWhole(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, authed bool) {
 		fast := reqScanner{lim: &testLimits, authed: func() bool { return authed }}
-		n := fast.scanWhole(data)
+		n, bounds := fast.scanWhole(data, []int{7})
 		if n == 0 {
+			if len(bounds) != 1 {
+				t.Fatalf("bounds %v after a refusal", bounds)
+			}
 			return
+		}
+		// The arguments at bounds are redcon's.
+		cmd, err := redcon.Parse(data[:n])
+		if err != nil || 2*len(cmd.Args)+1 != len(bounds) {
+			t.Fatalf("redcon: %v, %d arguments; bounds %v", err, len(cmd.Args), bounds)
+		}
+		args := make([][]byte, len(cmd.Args))
+		argsAt(data[:n], bounds[1:], args)
+		for i := range args {
+			if !bytes.Equal(args[i], cmd.Args[i]) {
+				t.Fatalf("argument %d: %q, redcon's %q", i, args[i], cmd.Args[i])
+			}
 		}
 		slow := reqScanner{lim: &testLimits, authed: func() bool { return authed }}
 		for i := 0; i < len(data); i++ {
@@ -341,18 +356,23 @@ func TestConnDropsEmptyArrays(t *testing.T) {
 }
 
 // BenchmarkScanPipeline: the scanner over a pipeline of 16 GETs, as
-// redis-benchmark -P 16 sends them.
+// redis-benchmark -P 16 sends them, as clientConn.parse runs it.
 func BenchmarkScanPipeline(b *testing.B) {
 	var p []byte
 	for i := 0; i < 16; i++ {
 		p = append(p, "*2\r\n$3\r\nGET\r\n$16\r\nkey:00000000"+strconv.Itoa(1000+i)+"\r\n"...)
 	}
 	r := reqScanner{lim: &testLimits}
+	var bounds []int
 	b.SetBytes(int64(len(p)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
+		bounds = bounds[:0]
 		for at := 0; at < len(p); {
-			n, ev := r.scan(p[at:])
+			n, ev := 0, evRequest
+			if n, bounds = r.scanWhole(p[at:], bounds); n == 0 {
+				n, ev = r.scan(p[at:])
+			}
 			if ev != evRequest {
 				b.Fatal(ev)
 			}
