@@ -65,7 +65,7 @@ func (b *bench) runNearCacheGet(ctx context.Context) error {
 		}
 	}
 	for round := 1; round <= b.opt.rounds; round++ {
-		for _, sd := range sides {
+		for _, sd := range nearOrder(sides, round) {
 			var before time.Duration
 			if sd.proc != nil {
 				before, _ = procCPU(sd.proc.cmd.Process.Pid)
@@ -87,6 +87,18 @@ func (b *bench) runNearCacheGet(ctx context.Context) error {
 		}
 	}
 	return b.reportNearCache(sides)
+}
+
+// nearOrder is the order of the sides in round: with -proxy-bin, the two
+// caching proxies take turns at running first, so that neither always follows
+// the same side.
+func nearOrder(sides []*nearSide, round int) []*nearSide {
+	if len(sides) < 4 || round%2 == 1 {
+		return sides
+	}
+	swapped := append([]*nearSide(nil), sides...)
+	swapped[1], swapped[2] = swapped[2], swapped[1]
+	return swapped
 }
 
 // startNearProxies starts the proxies of the near cache run and returns the
