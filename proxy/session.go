@@ -434,7 +434,8 @@ type routeMemo struct {
 
 // routeOf returns the router's Route of args; a pipeline of one read command
 // looks its name up once. Only routes that depend on the name alone are
-// remembered: reads without subcommands or a BLOCK option.
+// remembered: reads that are not subcommands ("xinfo|stream", found by the
+// second argument) and have no BLOCK option.
 func (sess *Session) routeOf(args [][]byte) router.Route {
 	m := &sess.lastRoute
 	if m.n > 0 && len(args) > 0 && string(args[0]) == string(m.name[:m.n]) {
@@ -442,7 +443,7 @@ func (sess *Session) routeOf(args [][]byte) router.Route {
 	}
 	rt := sess.s.router.Route(args)
 	if ci := rt.Info; rt.Class == router.ClassRead && ci.Subcommands == nil && !ci.Policy.BlockOption &&
-		len(args[0]) <= len(m.name) {
+		!strings.Contains(ci.Name, "|") && len(args[0]) <= len(m.name) {
 		m.n = copy(m.name[:], args[0])
 		m.route = rt
 	}

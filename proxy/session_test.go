@@ -40,6 +40,8 @@ func TestRouteOfAsRoute(t *testing.T) {
 		{"XREAD", "STREAMS", "s", "0"}, {"XREAD", "BLOCK", "0", "STREAMS", "s", "0"},
 		{"XREAD", "STREAMS", "s", "0"}, {"CLIENT", "ID"}, {"CLIENT", "GETNAME"}, {"NOSUCH"}, {"GETT"},
 		{"GE"}, {"MGET", "a", "b"}, {"GET", "k"}, {""}, {"GETRANGEGETRANGEGETRANGE", "k"}, {"GET", "k"},
+		{"XINFO", "GROUPS", "s"}, {"XINFO", "STREAM", "s"}, {"XINFO", "HELP"}, {"XINFO"}, {"OBJECT", "ENCODING", "k"},
+		{"OBJECT", "FREQ", "k"},
 	}
 	for _, c := range cmds {
 		args := make([][]byte, len(c))
