@@ -50,12 +50,12 @@ func (sess *Session) noteCommand(c *call) {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	sh.last.Store(at.UnixNano())
+	storeChanged(&sh.last, at.UnixNano())
 	n := int64(0)
 	for _, a := range c.cmd.Args {
 		n += int64(len(a))
 	}
-	sh.argvMem.Store(n)
+	storeChanged(&sh.argvMem, n)
 	if p := sh.user.Load(); p == nil || *p != sess.userName() {
 		u := sess.userName()
 		sh.user.Store(&u)
@@ -84,9 +84,18 @@ func (sess *Session) noteMulti() {
 	if tx := sess.tx; tx != nil {
 		sh.inMulti.Store(int32(len(tx.cmds)) + 1)
 		sh.multiMem.Store(tx.bytes)
-	} else {
+	} else if sh.inMulti.Load() != 0 || sh.multiMem.Load() != 0 {
 		sh.inMulti.Store(0)
 		sh.multiMem.Store(0)
+	}
+}
+
+// storeChanged stores v in a unless a holds it: an atomic store is a locked
+// instruction (a barrier), a load is not, and a pipeline's commands mostly
+// store what the one before stored.
+func storeChanged(a *atomic.Int64, v int64) {
+	if a.Load() != v {
+		a.Store(v)
 	}
 }
 

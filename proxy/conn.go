@@ -53,6 +53,7 @@ type clientConn struct {
 	malformed bool             // buf[start:] is malformed: redcon's parser says why once it can
 	failed    error            // to answer at the next read, after the requests before it
 	spans     []span           // small requests scanned, not yet copied out (copySpans)
+	bounds    []int            // the spans' arguments found by scanWhole (span.bounds)
 	cmds      []redcon.Command // read, not yet handed out
 	batch     []redcon.Command // the last batch read, reused
 	idleSet   bool             // the idle deadline is set on nc
@@ -133,12 +134,21 @@ func (c *clientConn) parse() ([]redcon.Command, error) {
 	}
 	c.scan.lim = c.s.limits.Load()
 	for !c.malformed && c.scanned < c.end {
+		at := len(c.bounds)
+		var n int
+		if n, c.bounds = c.scan.scanWhole(c.buf[c.scanned:c.end], c.bounds); n > 0 && n <= readBufSize {
+			c.scanned += n
+			c.spans = append(c.spans, span{start: c.start, end: c.scanned, bounds: at, argc: (len(c.bounds) - at) / 2})
+			c.start = c.scanned
+			continue
+		}
+		c.bounds = c.bounds[:at]
 		n, ev := c.scan.scan(c.buf[c.scanned:c.end])
 		c.scanned += n
 		switch ev {
 		case evRequest:
 			if req := c.buf[c.start:c.scanned]; req[0] == '*' && len(req) <= readBufSize {
-				c.spans = append(c.spans, span{c.start, c.scanned})
+				c.spans = append(c.spans, span{start: c.start, end: c.scanned})
 				c.start = c.scanned
 				continue
 			}
@@ -208,8 +218,9 @@ func (c *clientConn) command() (cmd redcon.Command, ok bool, err error) {
 	return cmd, true, nil
 }
 
-// span is a request's place in clientConn.buf.
-type span struct{ start, end int }
+// span is a request's place in clientConn.buf; with argc > 0, its arguments'
+// bounds are clientConn.bounds[bounds:bounds+2*argc], relative to start.
+type span struct{ start, end, bounds, argc int }
 
 // copySpans appends to cmds the commands of the small array requests noted in
 // c.spans, copied out of the read buffer: all of them into one new buffer, and
@@ -224,7 +235,11 @@ func (c *clientConn) copySpans(cmds []redcon.Command) ([]redcon.Command, error) 
 	size, argc := 0, 0
 	for _, sp := range c.spans {
 		size += sp.end - sp.start
-		argc += arrayLen(c.buf[sp.start:sp.end])
+		if sp.argc > 0 {
+			argc += sp.argc
+		} else {
+			argc += arrayLen(c.buf[sp.start:sp.end])
+		}
 	}
 	raw := make([]byte, 0, size)
 	args := make([][]byte, argc)
@@ -233,9 +248,17 @@ func (c *clientConn) copySpans(cmds []redcon.Command) ([]redcon.Command, error) 
 		at := len(raw)
 		raw = append(raw, c.buf[sp.start:sp.end]...)
 		req := raw[at:len(raw):len(raw)]
-		n := arrayLen(req)
-		cmd, ok := splitArgs(req, args[:n:n])
-		args = args[n:]
+		var cmd redcon.Command
+		ok := false
+		if n := sp.argc; n > 0 { // scanWhole found the arguments
+			cmd, ok = redcon.Command{Raw: req, Args: args[:n:n]}, true
+			argsAt(req, c.bounds[sp.bounds:], cmd.Args)
+			args = args[n:]
+		} else {
+			n := arrayLen(req)
+			cmd, ok = splitArgs(req, args[:n:n])
+			args = args[n:]
+		}
 		if !ok { // redcon's parser decides, as command does
 			if cmd, err = redcon.Parse(req); err != nil {
 				if err.Error() == "incomplete command" {
@@ -248,8 +271,17 @@ func (c *clientConn) copySpans(cmds []redcon.Command) ([]redcon.Command, error) 
 		}
 		cmds = append(cmds, cmd)
 	}
-	c.spans = c.spans[:0]
+	c.spans, c.bounds = c.spans[:0], c.bounds[:0]
 	return cmds, err
+}
+
+// argsAt slices req's arguments into args, the k-th from bounds[2k] to
+// bounds[2k+1].
+func argsAt(req []byte, bounds []int, args [][]byte) {
+	for k := range args {
+		start, end := bounds[2*k], bounds[2*k+1]
+		args[k] = req[start:end:end]
+	}
 }
 
 // arrayLen returns N of a request "*N\r\n...", or 0 when it is not well formed.

@@ -52,7 +52,7 @@ func TestSplitArgsAsRedcon(t *testing.T) {
 func TestCopySpansBatch(t *testing.T) {
 	get, ping := "*2\r\n$3\r\nGET\r\n$1\r\na\r\n", "*1\r\n$4\r\nPING\r\n"
 	c := &clientConn{buf: []byte(get + ping + "*1\r\n+3\r\nGET\r\n")}
-	c.spans = []span{{0, len(get)}, {len(get), len(get) + len(ping)}}
+	c.spans = []span{{start: 0, end: len(get)}, {start: len(get), end: len(get) + len(ping)}}
 	cmds, err := c.copySpans(nil)
 	if err != nil || len(cmds) != 2 {
 		t.Fatalf("copySpans: %d commands, %v", len(cmds), err)
@@ -67,7 +67,7 @@ func TestCopySpansBatch(t *testing.T) {
 	if cmds[0].Raw[0] != '*' {
 		t.Errorf("the command shares the read buffer")
 	}
-	c.spans = []span{{len(get) + len(ping), len(c.buf)}} // not a bulk string: redcon refuses it
+	c.spans = []span{{start: len(get) + len(ping), end: len(c.buf)}} // not a bulk string: redcon refuses it
 	if _, err := c.copySpans(nil); err == nil {
 		t.Errorf("a malformed request parsed")
 	}

@@ -40,13 +40,10 @@ func (c consistency) String() string { return levelNames[c] }
 
 // parseConsistency parses a level name (case-insensitive).
 func parseConsistency(s string) (consistency, bool) {
-	switch strings.ToLower(s) {
-	case "session":
-		return levelSession, true
-	case "global":
-		return levelGlobal, true
-	case "eventual":
-		return levelEventual, true
+	for l := levelSession; l <= levelEventual; l++ {
+		if s == levelNames[l] || strings.EqualFold(s, levelNames[l]) { // (read per read: no allocation)
+			return l, true
+		}
 	}
 	return levelDefault, false
 }

@@ -144,6 +144,60 @@ func (r *reqScanner) scan(p []byte) (int, scanEvent) {
 	return len(p), evMore
 }
 
+// scanWhole returns the length of the request p starts with when it is whole in
+// p, plainly framed ("*N\r\n", then N times "$L\r\n", L bytes, "\r\n", with
+// decimal digits only) and within every limit: a pipeline's usual request,
+// followed in one pass, not by scan's byte-at-a-time states. It appends to
+// bounds where each argument starts and ends in p. It returns 0 and bounds as
+// it was for anything else, which scan then follows.
+func (r *reqScanner) scanWhole(p []byte, bounds []int) (int, []int) {
+	if r.st != stStart || len(p) < 4 || p[0] != '*' {
+		return 0, bounds
+	}
+	n, i, ok := headerNum(p, 1)
+	if !ok || n <= 0 || n > r.lim.MaxArgs {
+		return 0, bounds
+	}
+	had := len(bounds)
+	unauth := n > unauthMaxArgs // over the limits before authentication
+	for ; n > 0; n-- {
+		if i >= len(p) || p[i] != '$' {
+			return 0, bounds[:had]
+		}
+		size, j, ok := headerNum(p, i+1)
+		if !ok || size > r.lim.MaxBulkLen || size > int64(len(p)-j) {
+			return 0, bounds[:had]
+		}
+		unauth = unauth || size > unauthMaxBulk
+		end := j + int(size)
+		if end+2 > len(p) || p[end] != '\r' || p[end+1] != '\n' {
+			return 0, bounds[:had]
+		}
+		bounds = append(bounds, j, end)
+		i = end + 2
+	}
+	if int64(i) > r.lim.QueryBuffer || (unauth && !r.isAuthed()) {
+		return 0, bounds[:had]
+	}
+	return i, bounds
+}
+
+// headerNum parses the decimal digits of p from i to "\r\n"; it returns the
+// number and where the next line starts.
+func headerNum(p []byte, i int) (int64, int, bool) {
+	n, start := int64(0), i
+	for ; i < len(p) && p[i] >= '0' && p[i] <= '9'; i++ {
+		if i-start == 18 {
+			return 0, 0, false
+		}
+		n = n*10 + int64(p[i]-'0')
+	}
+	if i == start || i+1 >= len(p) || p[i] != '\r' || p[i+1] != '\n' {
+		return 0, 0, false
+	}
+	return n, i + 2, true
+}
+
 // need returns how many more bytes the request being read needs at least, when
 // known (0: not known).
 func (r *reqScanner) need() int64 {

@@ -128,6 +128,56 @@ func FuzzLimitScanner(f *testing.F) {
 	})
 }
 
+// scanWhole takes a request only where the byte-at-a-time scan ends a request
+// at the same place (fed one byte per call, it never takes the whole path).
+func FuzzScanWhole(f *testing.F) {
+	for _, seed := range limitSeeds(f) {
+		f.Add(seed, false)
+	}
+	for _, seed := range []string{
+		"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", "*1\r\n$0\r\n\r\n", "*2\r\n$3\r\nGET\r\n$01\r\nk\r\n",
+		"*11\r\n", "*16\r\n", "*2\r\n$4\r\nAUTH\r\n$16385\r\n" + strings.Repeat("x", 16385) + "\r\n",
+		"*1\r\n$20001\r\n" + strings.Repeat("x", 20001) + "\r\n", "*1\r\n$3\r\nGET\r\r", "*1\r\n$3\r\nGET",
+	} {
+		f.Add([]byte(seed), false)
+		f.Add([]byte(seed), true)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, authed bool) {
+		fast := reqScanner{lim: &testLimits, authed: func() bool { return authed }}
+		n, bounds := fast.scanWhole(data, []int{7})
+		if n == 0 {
+			if len(bounds) != 1 {
+				t.Fatalf("bounds %v after a refusal", bounds)
+			}
+			return
+		}
+		// The arguments at bounds are redcon's.
+		cmd, err := redcon.Parse(data[:n])
+		if err != nil || 2*len(cmd.Args)+1 != len(bounds) {
+			t.Fatalf("redcon: %v, %d arguments; bounds %v", err, len(cmd.Args), bounds)
+		}
+		args := make([][]byte, len(cmd.Args))
+		argsAt(data[:n], bounds[1:], args)
+		for i := range args {
+			if !bytes.Equal(args[i], cmd.Args[i]) {
+				t.Fatalf("argument %d: %q, redcon's %q", i, args[i], cmd.Args[i])
+			}
+		}
+		slow := reqScanner{lim: &testLimits, authed: func() bool { return authed }}
+		for i := 0; i < len(data); i++ {
+			_, ev := slow.scan(data[i : i+1])
+			if ev == evMore {
+				continue
+			}
+			if ev != evRequest || i+1 != n {
+				t.Fatalf("scanWhole took %d bytes; the scan stopped at %d with %v", n, i+1, ev)
+			}
+			return
+		}
+		t.Fatalf("scanWhole took %d bytes; the scan wants more", n)
+	})
+}
+
 // limitSeeds are the malformed and limit-breaking inputs of testdata/malformed,
 // shared with the end-to-end bad-input test.
 func limitSeeds(tb testing.TB) [][]byte {
@@ -302,5 +352,31 @@ func TestConnDropsEmptyArrays(t *testing.T) {
 	go io.Copy(io.Discard, a)
 	if _, err := c.readCommands(); err == nil {
 		t.Fatal("the request over the limit after the dropped headers was not refused")
+	}
+}
+
+// BenchmarkScanPipeline: the scanner over a pipeline of 16 GETs, as
+// redis-benchmark -P 16 sends them, as clientConn.parse runs it.
+func BenchmarkScanPipeline(b *testing.B) {
+	var p []byte
+	for i := 0; i < 16; i++ {
+		p = append(p, "*2\r\n$3\r\nGET\r\n$16\r\nkey:00000000"+strconv.Itoa(1000+i)+"\r\n"...)
+	}
+	r := reqScanner{lim: &testLimits}
+	var bounds []int
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		bounds = bounds[:0]
+		for at := 0; at < len(p); {
+			n, ev := 0, evRequest
+			if n, bounds = r.scanWhole(p[at:], bounds); n == 0 {
+				n, ev = r.scan(p[at:])
+			}
+			if ev != evRequest {
+				b.Fatal(ev)
+			}
+			at += n
+		}
 	}
 }

@@ -75,12 +75,20 @@ func (m *metrics) command(ci *router.CommandInfo) *cmdStat {
 	return &m.unknown
 }
 
-// reply counts one reply sent to a client: its command, the batch's latency and,
-// for an error, its kind.
-func (m *metrics) reply(ci *router.CommandInfo, r *router.Request, d time.Duration) {
+// replies counts n replies of the same command sent to a client, with the
+// batch's latency; for a run of a batch's commands at once (one atomic add and
+// one bucket per run, not per command).
+func (m *metrics) replies(ci *router.CommandInfo, n int, d time.Duration) {
+	if n == 0 {
+		return
+	}
 	st := m.command(ci)
-	st.calls.Add(1)
-	st.latency.Observe(d)
+	st.calls.Add(int64(n))
+	st.latency.ObserveN(d, n)
+}
+
+// replyError counts r's reply by kind when it is an error.
+func (m *metrics) replyError(r *router.Request) {
 	if len(r.Reply) > 0 && r.Reply[0] == '-' {
 		m.errors[errorKind(r)].Add(1)
 	}

@@ -37,6 +37,13 @@ import (
 // goroutine, no allocation. The cache starts once the feed has reported a
 // write (every write after it is then known).
 //
+// A hit's cost is mostly cache misses (the kernel's socket work between two
+// batches evicts the proxy's data), so a hit touches few cache lines: the
+// shard's map is keyed by the 64-bit hash that chose the shard (the entry's
+// key is compared after), an entry holds its key and reply in one buffer, and
+// an entry among the most recently used quarter is not moved to the front of
+// the LRU list (the list's order is kept to that precision).
+//
 // Concurrency: the feed's goroutine calls written, flushed and reset; sessions
 // call get and put. Each shard's lock guards its entries, its LRU list and its
 // write table; stream is replaced whole under streamMu and read under the
@@ -72,13 +79,14 @@ type nearStream struct {
 // nearShard is a part of the cache, by hash of (db, key).
 type nearShard struct {
 	mu      sync.Mutex
-	keys    [numDBs]map[string]*nearEntry
-	last    []int64       // by slot: sequence number of the last write given
-	flushed [numDBs]int64 // sequence number of the last flush of each DB
-	lru     nearEntry     // sentinel: lru.next is the most recently used
-	bytes   int64         // memory of the entries
-	budget  int64         // bytes at most
-	entries int64         // entries held
+	keys    map[uint64]*nearEntry // by hash of (db, key) (see locate)
+	tick    uint64                // one more per move to the LRU list's front
+	last    []int64               // by slot: sequence number of the last write given
+	flushed [numDBs]int64         // sequence number of the last flush of each DB
+	lru     nearEntry             // sentinel: lru.next is the most recently used
+	bytes   int64                 // memory of the entries
+	budget  int64                 // bytes at most
+	entries int64                 // entries held
 	// Counters, under mu (a hit touches nothing shared with other shards).
 	hits, misses, invalidations, evictions int64
 	_                                      [64]byte // keeps shards on their own cache lines
@@ -87,13 +95,20 @@ type nearShard struct {
 // nearEntry is one cached GET reply.
 type nearEntry struct {
 	prev, next *nearEntry
+	hash       uint64 // its key in nearShard.keys
 	db         int
-	key        string
-	reply      []byte
+	keyLen     int
+	data       []byte // the key, then the reply
 	gen        uint64 // the stream it was put in (see nearStream)
 	from       int64  // the value is the key's from this position on
 	upper      int64  // served only once the feed passed this (the probe's position)
 	size       int64
+	tick       uint64 // the shard's tick when it was moved to the front
+}
+
+// is reports whether e is the entry of (db, key).
+func (e *nearEntry) is(db int, key []byte) bool {
+	return e.db == db && string(e.data[:e.keyLen]) == string(key)
 }
 
 // newNearCache returns the near cache cfg asks for (nil when off), fed by feed.
@@ -119,24 +134,23 @@ func newNearCache(cfg *Config, feed *keyFeed) *nearCache {
 	return c
 }
 
-// locate returns the shard of (db, key) and its slot in the shard's write table.
-func (c *nearCache) locate(db int, key []byte) (*nearShard, int) {
+// locate returns the shard of (db, key), its slot in the shard's write table
+// and the hash that keys its entry.
+func (c *nearCache) locate(db int, key []byte) (*nearShard, int, uint64) {
 	h := maphash.Bytes(c.seed, key) ^ (uint64(db+1) * 0x9e3779b97f4a7c15)
 	sh := &c.shards[(h>>32)&c.mask]
-	return sh, int(h % uint64(len(sh.last)))
+	return sh, int(h % uint64(len(sh.last))), h
 }
 
 // written is keyConsumer's: the write at seq drops key's entry.
 func (c *nearCache) written(epoch string, seq int64, db int, key []byte) {
 	c.follow(epoch, seq)
-	sh, slot := c.locate(db, key)
+	sh, slot, h := c.locate(db, key)
 	sh.mu.Lock()
 	sh.last[slot] = max(sh.last[slot], seq)
-	if db >= 0 && db < numDBs {
-		if e := sh.keys[db][string(key)]; e != nil {
-			sh.drop(e)
-			sh.invalidations++
-		}
+	if e := sh.keys[h]; e != nil && e.is(db, key) {
+		sh.drop(e)
+		sh.invalidations++
 	}
 	sh.mu.Unlock()
 }
@@ -148,13 +162,12 @@ func (c *nearCache) flushed(epoch string, seq int64, db int) {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
-		for d := range sh.keys {
+		for d := range sh.flushed {
 			if db < 0 || db >= numDBs || d == db {
 				sh.flushed[d] = seq
-				sh.invalidations += int64(len(sh.keys[d]))
-				sh.dropDB(d)
 			}
 		}
+		sh.invalidations += sh.dropDB(db)
 		sh.mu.Unlock()
 	}
 }
@@ -192,10 +205,7 @@ func (c *nearCache) clear() {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
-		for d := range sh.keys {
-			sh.invalidations += int64(len(sh.keys[d]))
-			sh.dropDB(d)
-		}
+		sh.invalidations += sh.dropDB(-1)
 		clear(sh.last)
 		sh.flushed = [numDBs]int64{}
 		sh.mu.Unlock()
@@ -216,18 +226,20 @@ func (c *nearCache) get(db int, key []byte, gen uint64, fed int64, dst []byte) (
 	if db < 0 || db >= numDBs {
 		return dst, 0, false
 	}
-	sh, _ := c.locate(db, key)
+	sh, _, h := c.locate(db, key)
 	sh.mu.Lock()
-	e := sh.keys[db][string(key)]
-	if e == nil || e.gen != gen || e.upper > fed {
+	e := sh.keys[h]
+	if e == nil || e.gen != gen || e.upper > fed || !e.is(db, key) {
 		sh.misses++
 		sh.mu.Unlock()
 		return dst, 0, false
 	}
 	sh.hits++
-	sh.unlink(e)
-	sh.pushFront(e)
-	dst = append(dst[:0], e.reply...)
+	if sh.tick-e.tick > uint64(sh.entries/4) {
+		sh.unlink(e)
+		sh.pushFront(e)
+	}
+	dst = append(dst[:0], e.data[e.keyLen:]...)
 	from := e.from
 	sh.mu.Unlock()
 	return dst, from, true
@@ -241,7 +253,7 @@ func (c *nearCache) put(db int, key, reply []byte, epoch string, from, upper int
 	if db < 0 || db >= numDBs || bulkLen(reply) > c.maxValue {
 		return
 	}
-	sh, slot := c.locate(db, key)
+	sh, slot, h := c.locate(db, key)
 	size := int64(len(key)+len(reply)) + nearEntryOverhead
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -250,17 +262,17 @@ func (c *nearCache) put(db int, key, reply []byte, epoch string, from, upper int
 		sh.last[slot] > from || sh.flushed[db] > from {
 		return
 	}
-	m := sh.keys[db]
-	if m == nil {
-		m = map[string]*nearEntry{}
-		sh.keys[db] = m
+	if sh.keys == nil {
+		sh.keys = map[uint64]*nearEntry{}
 	}
-	if old := m[string(key)]; old != nil {
-		sh.drop(old)
+	if old := sh.keys[h]; old != nil {
+		sh.drop(old) // the key's, or another's of the same hash: one entry per hash
 	}
-	e := &nearEntry{db: db, key: string(key), reply: append([]byte(nil), reply...),
+	data := make([]byte, 0, len(key)+len(reply))
+	data = append(append(data, key...), reply...)
+	e := &nearEntry{hash: h, db: db, keyLen: len(key), data: data,
 		gen: st.gen, from: from, upper: upper, size: size}
-	m[e.key] = e
+	sh.keys[h] = e
 	sh.pushFront(e)
 	sh.bytes += size
 	sh.entries++
@@ -280,6 +292,8 @@ func bulkLen(reply []byte) int {
 }
 
 func (sh *nearShard) pushFront(e *nearEntry) {
+	sh.tick++
+	e.tick = sh.tick
 	e.prev, e.next = &sh.lru, sh.lru.next
 	e.next.prev = e
 	sh.lru.next = e
@@ -293,19 +307,22 @@ func (sh *nearShard) unlink(e *nearEntry) {
 // drop removes e (under mu).
 func (sh *nearShard) drop(e *nearEntry) {
 	sh.unlink(e)
-	delete(sh.keys[e.db], e.key)
+	delete(sh.keys, e.hash)
 	sh.bytes -= e.size
 	sh.entries--
 }
 
-// dropDB removes db's entries (under mu).
-func (sh *nearShard) dropDB(db int) {
-	for _, e := range sh.keys[db] {
-		sh.unlink(e)
-		sh.bytes -= e.size
-		sh.entries--
+// dropDB removes db's entries, every DB's when db is out of range (under mu);
+// it returns how many went.
+func (sh *nearShard) dropDB(db int) int64 {
+	n := int64(0)
+	for _, e := range sh.keys {
+		if db < 0 || db >= numDBs || e.db == db {
+			sh.drop(e)
+			n++
+		}
 	}
-	sh.keys[db] = nil
+	return n
 }
 
 // nearStats are the near cache's figures, for INFO and /metrics.

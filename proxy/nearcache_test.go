@@ -203,3 +203,25 @@ func TestNearCacheSlavesFloor(t *testing.T) {
 		t.Errorf("slavesFloor(before) = %s %d, want e 7 (the first slave ahead in another epoch)", e, got)
 	}
 }
+
+// BenchmarkNearCacheGet: hits over a 1,000-key working set, as the bench's
+// -near-cache-get run does them.
+func BenchmarkNearCacheGet(b *testing.B) {
+	c := newTestNearCache(64<<20, 1024)
+	c.written("e", 1, 0, []byte("a"))
+	keys := make([][]byte, 1000)
+	for i := range keys {
+		keys[i] = []byte("key:" + strconv.Itoa(100000000000+i))
+		c.put(0, keys[i], bulkOf("xxx"), "e", 1, 1)
+	}
+	gen, _ := c.generation("e")
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var ok bool
+		if buf, _, ok = c.get(0, keys[(i*7919)%len(keys)], gen, 1, buf); !ok {
+			b.Fatal("miss")
+		}
+	}
+}

@@ -132,6 +132,8 @@ type Session struct {
 	lane   router.Lane
 	waiter *router.Waiter
 	near   nearBatch // the batch's GETs and the near cache (nearcache.go)
+	// lastRoute: the route of the last read command (see routeOf).
+	lastRoute routeMemo
 	// batchAt is when the batch being served began: its commands' time for
 	// CLIENT LIST (one clock reading per batch, not per command).
 	batchAt time.Time
@@ -317,12 +319,20 @@ func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 	buffered := 0 // reply bytes redcon's writer holds (see writeReply)
 	var werr error
 	sess.trackBeforeReplies(calls)
+	m := sess.s.metrics
+	var runInfo *router.CommandInfo // the run of calls of one command being counted
+	runLen := 0
 	for _, c := range calls {
 		r := &c.req
 		if r.Kind == router.KindWrite {
 			sess.noteWrite(r)
 		}
-		sess.s.metrics.reply(c.info(), r, elapsed)
+		if ci := c.info(); ci != runInfo {
+			m.replies(runInfo, runLen, elapsed)
+			runInfo, runLen = ci, 0
+		}
+		runLen++
+		m.replyError(r)
 		sess.finish(c)
 		if sess.resp3.Load() && !c.eval.resp3 {
 			r.Reply = toRESP3(c.shape(), r.Reply)
@@ -340,6 +350,7 @@ func (sess *Session) reply(calls []*call, elapsed time.Duration) (quit bool) {
 		r.Raw = nil
 		c.cmd, c.exec, c.bcast, c.eval = redcon.Command{}, execEntry{}, bcastReplies{}, evalCheck{}
 	}
+	m.replies(runInfo, runLen, elapsed)
 	sess.trackAfterReplies()
 	return quit || werr != nil
 }
@@ -392,7 +403,7 @@ func (sess *Session) dispatch(c *call) {
 		sess.syncproxyCommand(&c.req, args)
 		return
 	}
-	c.route = sess.s.router.Route(args)
+	c.route = sess.routeOf(args)
 	sess.leaveLane(c)
 	sess.trackCommand(c)
 	if sess.tx != nil && sess.inMulti(c) {
@@ -411,6 +422,32 @@ func (sess *Session) dispatch(c *call) {
 		return
 	}
 	sess.route(c)
+}
+
+// routeMemo is the route of the session's last read command, by its name as
+// the client spelled it.
+type routeMemo struct {
+	name  [16]byte
+	n     int // 0: none
+	route router.Route
+}
+
+// routeOf returns the router's Route of args; a pipeline of one read command
+// looks its name up once. Only routes that depend on the name alone are
+// remembered: reads that are not subcommands ("xinfo|stream", found by the
+// second argument) and have no BLOCK option.
+func (sess *Session) routeOf(args [][]byte) router.Route {
+	m := &sess.lastRoute
+	if m.n > 0 && len(args) > 0 && string(args[0]) == string(m.name[:m.n]) {
+		return m.route
+	}
+	rt := sess.s.router.Route(args)
+	if ci := rt.Info; rt.Class == router.ClassRead && ci.Subcommands == nil && !ci.Policy.BlockOption &&
+		!strings.Contains(ci.Name, "|") && len(args[0]) <= len(m.name) {
+		m.n = copy(m.name[:], args[0])
+		m.route = rt
+	}
+	return rt
 }
 
 // gate returns the error that refuses a call before it runs, or "": unknown

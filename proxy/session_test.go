@@ -29,3 +29,27 @@ func TestHandlersComplete(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteOfAsRoute: the remembered route of a run of one command is the
+// router's, whatever the commands before, their spelling and arguments.
+func TestRouteOfAsRoute(t *testing.T) {
+	rt := router.New(router.BuiltinTable(), nil, nil)
+	sess := &Session{s: &Server{router: rt}}
+	cmds := [][]string{
+		{"GET", "k"}, {"GET", "k"}, {"get", "k"}, {"GET"}, {"SET", "k", "v"}, {"GET", "k"},
+		{"XREAD", "STREAMS", "s", "0"}, {"XREAD", "BLOCK", "0", "STREAMS", "s", "0"},
+		{"XREAD", "STREAMS", "s", "0"}, {"CLIENT", "ID"}, {"CLIENT", "GETNAME"}, {"NOSUCH"}, {"GETT"},
+		{"GE"}, {"MGET", "a", "b"}, {"GET", "k"}, {""}, {"GETRANGEGETRANGEGETRANGE", "k"}, {"GET", "k"},
+		{"XINFO", "GROUPS", "s"}, {"XINFO", "STREAM", "s"}, {"XINFO", "HELP"}, {"XINFO"}, {"OBJECT", "ENCODING", "k"},
+		{"OBJECT", "FREQ", "k"},
+	}
+	for _, c := range cmds {
+		args := make([][]byte, len(c))
+		for i, a := range c {
+			args[i] = []byte(a)
+		}
+		if got, want := sess.routeOf(args), rt.Route(args); got != want {
+			t.Errorf("%q: routeOf %+v, Route %+v", c, got, want)
+		}
+	}
+}
