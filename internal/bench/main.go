@@ -292,6 +292,7 @@ type cell struct {
 }
 
 type bench struct {
+	benchCPU time.Duration // the last redis-benchmark run's CPU time (user+system)
 	opt      options
 	out, log io.Writer
 
@@ -649,6 +650,9 @@ func (b *bench) redisBenchmark(ctx context.Context, addr, test string, pipe, cli
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if cmd.ProcessState != nil {
+		b.benchCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if parent.Err() != nil {
 		return 0, parent.Err()
 	}

@@ -34,7 +34,8 @@ type nearSide struct {
 	addr string
 	proc *proc // nil for direct Redis
 	rps  []float64
-	cpu  []float64 // microseconds of the proxy's CPU per GET
+	cpu  []float64 // microseconds of the proxy's CPU per GET (direct: the master's)
+	gen  []float64 // microseconds of redis-benchmark's CPU per GET
 }
 
 // runNearCacheGet runs the near cache measurement and prints its table.
@@ -75,6 +76,7 @@ func (b *bench) runNearCacheGet(ctx context.Context) error {
 				return fmt.Errorf("round %d, %s: %w", round, sd.name, err)
 			}
 			sd.rps = append(sd.rps, v)
+			sd.gen = append(sd.gen, float64(b.benchCPU)/float64(time.Microsecond)/float64(b.opt.requests))
 			cpu := ""
 			if sd.proc != nil {
 				if after, ok := procCPU(sd.proc.cmd.Process.Pid); ok {
@@ -108,7 +110,8 @@ func (b *bench) startNearProxies(ctx context.Context, slaves []string) ([]*nearS
 	if b.proxy, err = b.startProxy(ctx, "syncproxy", b.master, slaves, "--near-cache", nearSize); err != nil {
 		return nil, err
 	}
-	sides := []*nearSide{{name: sideDirect, addr: b.master}, {name: sideProxy, addr: b.proxy, proc: b.lastProc("syncproxy")}}
+	sides := []*nearSide{{name: sideDirect, addr: b.master, proc: b.lastProc("master")},
+		{name: sideProxy, addr: b.proxy, proc: b.lastProc("syncproxy")}}
 	if p := b.peer(sideOther); p != nil && p.bin != "" {
 		addr, err := b.startProxyBin(ctx, "syncproxy-other", p.bin, b.master, slaves, "--near-cache", nearSize)
 		if err != nil {
@@ -149,13 +152,18 @@ func (b *bench) reportNearCache(sides []*nearSide) error {
 	fmt.Fprintf(b.out, "| direct Redis | proxy --near-cache %s | proxy without | cache/direct | target | cache/without |\n|---|---|---|---|---|---|\n", nearSize)
 	fmt.Fprintf(b.out, "| %.0f | %.0f | %.0f | %.2f | %s | %.2f |\n\n", direct, proxy, plain, cacheRatio,
 		nearVerdict(cacheRatio), cacheRatio/plainRatio)
-	for _, sd := range sides[1:] {
-		label := sd.name
-		if sd.name == sideOther {
+	// The load generator's CPU per GET says how close it is to a core of its
+	// own: at 1 s of CPU per second it, not the server, bounds the rate.
+	for _, sd := range sides {
+		label, who := sd.name, "proxy"
+		switch sd.name {
+		case sideOther:
 			label = "-proxy-bin " + b.opt.otherProxy + " --near-cache " + nearSize
+		case sideDirect:
+			who = "Redis"
 		}
-		fmt.Fprintf(b.out, "%-40s %12.0f rps (%.2f of direct), %s us CPU per GET\n", label+":", median(sd.rps),
-			ratio(sd), cpuText(sd.cpu))
+		fmt.Fprintf(b.out, "%-40s %12.0f rps (%.2f of direct), %s us %s CPU per GET, redis-benchmark %s us (%.0f%% of a core)\n",
+			label+":", median(sd.rps), ratio(sd), cpuText(sd.cpu), who, cpuText(sd.gen), median(sd.gen)*median(sd.rps)/1e4)
 	}
 	var fields []string
 	for _, f := range []string{"hits", "misses", "invalidations", "entries", "bytes"} {
