@@ -354,6 +354,9 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := b.startNeutralApplier(ctx, slaves); err != nil {
+		return err
+	}
 	if b.proxy, err = b.startProxy(ctx, "syncproxy", b.master, slaves); err != nil {
 		return err
 	}
@@ -901,6 +904,30 @@ func (b *bench) startBackends(ctx context.Context) ([]string, error) {
 // online and returns its address.
 func (b *bench) startProxy(ctx context.Context, name, master string, slaves []string, extra ...string) (string, error) {
 	return b.startProxyBin(ctx, name, b.proxyBin, master, slaves, extra...)
+}
+
+// startNeutralApplier, for an A/B run (-proxy-bin), starts a syncproxy that
+// takes both slaves' leases before the two measured ones start: the proxy that
+// applies applies every write, whoever sent it, so without a third one the row
+// of whichever proxy took the leases would carry the other's replication work.
+// Both measured proxies then follow, and their rows compare the same work (their
+// CPU per SET leaves out applying).
+func (b *bench) startNeutralApplier(ctx context.Context, slaves []string) error {
+	if p := b.peer(sideOther); p == nil || p.bin == "" {
+		return nil
+	}
+	addr, err := b.startProxy(ctx, "syncproxy-applier", b.master, slaves)
+	if err != nil {
+		return err
+	}
+	err = poll(ctx, readyTimeout, 10*time.Millisecond, func() (bool, error) {
+		roles := proxyRoles([]string{addr})
+		return roles[0] == "applies "+strconv.Itoa(len(slaves)), nil
+	})
+	if err == nil {
+		fmt.Fprintf(b.log, "bench: applier %s applies to the %d slaves; the measured proxies follow\n", addr, len(slaves))
+	}
+	return err
 }
 
 // startProxyBin is startProxy with the syncproxy binary bin.
