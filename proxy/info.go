@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"net"
 	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
@@ -58,9 +59,32 @@ func (sess *Session) infoReply(master []byte) []byte {
 	sess.s.writeInfo(&b)
 	if len(body) > 0 {
 		b.WriteString("\r\n")
-		b.Write(body)
+		b.Write(sess.s.ownFields(body))
 	}
 	return redcon.AppendBulkString(nil, b.String())
+}
+
+// ownFields gives the master's INFO the proxy's values where a client means
+// the server it is connected to: the port it listens on, and its clients
+// (connected, blocked, the limit). A parser that keeps one value per field
+// (redis-py's info()) would otherwise read the master's.
+func (s *Server) ownFields(body []byte) []byte {
+	own := map[string]string{
+		"connected_clients": strconv.FormatInt(s.clients.Load(), 10),
+		"blocked_clients":   strconv.FormatInt(s.waiters.n.Load(), 10),
+		"maxclients":        strconv.Itoa(s.config().MaxClients),
+	}
+	if a, ok := s.Addr().(*net.TCPAddr); ok {
+		own["tcp_port"] = strconv.Itoa(a.Port)
+	}
+	lines := bytes.Split(body, []byte("\r\n"))
+	for i, l := range lines {
+		k, _, ok := bytes.Cut(l, []byte(":"))
+		if v, mine := own[string(k)]; ok && mine {
+			lines[i] = []byte(string(k) + ":" + v)
+		}
+	}
+	return bytes.Join(lines, []byte("\r\n"))
 }
 
 // writeInfo writes the "# Proxy" and "# Sync" sections.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -725,4 +726,36 @@ func TestInfoKeyspace(t *testing.T) {
 	diffSame(t, rc, pc, [][]string{cmd("SELECT 0"), cmd("DEL a b"), cmd("DBSIZE")})
 	check("DB 0 empty but for the metadata")
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
+
+// TestInfoOwnClients: every connected_clients, blocked_clients, maxclients and
+// tcp_port line of INFO through the proxy is the proxy's (its clients, its
+// limit, its port), not the master's, in whatever section: a parser that keeps
+// the last value of a field reads the proxy's.
+func TestInfoOwnClients(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxyWith(t, func(c *proxy.Config) { c.MaxClients = 77 }, servers[0], servers[1])
+	conns := []*redistest.RawConn{redistest.DialRaw(t, addr), redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)}
+	sendOnly(conns[2], "BLPOP", "nolist", "0")
+	_, port, _ := net.SplitHostPort(addr)
+	want := map[string]string{"connected_clients": "3", "blocked_clients": "1", "maxclients": "77", "tcp_port": port}
+	redistest.CheckFor(t, onlineTimeout, poll, func() error {
+		for _, args := range [][]string{cmd("INFO"), cmd("INFO clients"), cmd("INFO server clients")} {
+			seen := map[string]int{}
+			for _, line := range strings.Split(string(conns[0].Do(args...)), "\r\n") {
+				k, v, _ := strings.Cut(line, ":")
+				if w, ok := want[k]; ok {
+					seen[k]++
+					if v != w {
+						return fmt.Errorf("%s: %s:%s, want %s", showCmd(args), k, v, w)
+					}
+				}
+			}
+			if seen["connected_clients"] == 0 || (args[len(args)-1] != "server" && seen["maxclients"] == 0) {
+				return fmt.Errorf("%s: fields missing: %v", showCmd(args), seen)
+			}
+		}
+		return nil
+	})
 }
