@@ -51,6 +51,7 @@ type txCmd struct {
 	split     replicate.Split // FUNCTION LOAD, ...: run natively (Request.Split)
 	fus       *userScript     // and its composed script
 	shown     bool            // MONITOR shows it when the transaction runs (monitored)
+	deferred  router.Route    // a CLIENT subcommand the proxy answers when EXEC runs it
 	orig      []byte          // the client's frame, when raw is another (MONITOR shows it)
 }
 
@@ -143,6 +144,10 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 		q.local = reply
 	case rt.Info.Policy.Handler == router.HandlerSelect:
 		q.local = sess.queueSelect(args[1])
+	case deferredInTx(rt.Info.Policy.Handler):
+		// About this client, answered by the proxy when EXEC runs, in the
+		// transaction's order (SETNAME, then GETNAME, as in Redis).
+		q.deferred = rt
 	case rt.Info.Policy.Handler == router.HandlerPing || rt.Info.Policy.Handler == router.HandlerEcho:
 		q.mode = replicate.ModeRead
 	case rt.Class == router.ClassWrite:
@@ -275,9 +280,12 @@ func (sess *Session) exec(c *call) {
 	for _, q := range tx.cmds {
 		tr := &router.Request{}
 		ex.reqs = append(ex.reqs, tr)
-		if q.local != nil {
+		if q.local != nil || q.deferred.Info != nil {
 			tr.Kind = router.KindLocal
 			tr.Reply = q.local
+			if q.deferred.Info != nil {
+				tr.Reply = sess.runDeferred(&q)
+			}
 			continue
 		}
 		tr.Kind, tr.DB, tr.Raw, tr.Argc = router.KindWrite, q.db, q.raw, q.argc
@@ -410,4 +418,22 @@ func nestedNullArrays(raw, reply []byte) []byte {
 		out = append(out, e...)
 	}
 	return out
+}
+
+// deferredInTx reports whether a command the proxy answers about the client
+// itself is queued in a transaction and answered when EXEC runs it.
+func deferredInTx(h router.Handler) bool {
+	switch h {
+	case router.HandlerClientSetName, router.HandlerClientGetName, router.HandlerClientID,
+		router.HandlerClientInfo, router.HandlerClientList, router.HandlerClientSetInfo:
+		return true
+	}
+	return false
+}
+
+// runDeferred answers a queued CLIENT subcommand (deferredInTx) as EXEC runs it.
+func (sess *Session) runDeferred(q *txCmd) []byte {
+	c := &call{cmd: redcon.Command{Raw: q.raw, Args: frameArgs(q.raw)}, route: q.deferred}
+	handlers[q.deferred.Info.Policy.Handler](sess, c)
+	return c.req.Reply
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
@@ -66,6 +67,15 @@ func TestMultiDifferential(t *testing.T) {
 		{"XREADGROUP", "GROUP", "gg", "c", "STREAMS", "st", ">"},
 		{"XPENDING", "st", "gg"},
 		{"EXEC"},
+		// CLIENT subcommands about the client itself, run in order at EXEC.
+		{"MULTI"},
+		{"CLIENT", "GETNAME"},
+		{"CLIENT", "SETNAME", "txname"},
+		{"SET", "n", "1"},
+		{"CLIENT", "GETNAME"},
+		{"CLIENT", "SETNAME", "bad name"},
+		{"EXEC"},
+		{"CLIENT", "GETNAME"},
 	}
 	sameScript(t, ref.Addr, addr, "FLUSHDB", script)
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
@@ -226,5 +236,22 @@ func sameScript(t *testing.T, refAddr, addr, flush string, script [][]string) {
 				t.Errorf("pipelined=%v %.60q: redis %q, proxy %q", pipelined, cmd, got["redis"][i], got["proxy"][i])
 			}
 		}
+	}
+}
+
+// TestMultiClientCommands: CLIENT ID, INFO and LIST inside MULTI answer when
+// EXEC runs them, as outside it (and after the transaction's SETNAME).
+func TestMultiClientCommands(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	addr, _ := startProxy(t, servers[0], servers[1])
+	c := redistest.DialRaw(t, addr)
+	id := strings.TrimSuffix(strings.TrimPrefix(string(c.Do("CLIENT", "ID")), ":"), "\r\n")
+	got := string(pipelineReplies(c, [][]string{{"MULTI"}, {"CLIENT", "ID"}, {"CLIENT", "SETNAME", "in-tx"},
+		{"CLIENT", "INFO"}, {"CLIENT", "LIST", "ID", id}, {"EXEC"}}))
+	parts := strings.SplitN(got, "*4\r\n", 2)
+	if len(parts) != 2 || !strings.HasPrefix(parts[1], ":"+id+"\r\n+OK\r\n") ||
+		strings.Count(parts[1], " name=in-tx ") != 2 || strings.Count(parts[1], "id="+id+" ") != 2 {
+		t.Fatalf("MULTI, CLIENT ID, SETNAME, INFO, LIST ID, EXEC: %q", got)
 	}
 }
