@@ -46,7 +46,8 @@ func TestReplyHelpers(t *testing.T) {
 func FuzzReplyHelpers(f *testing.F) {
 	for _, s := range []string{"*2\r\n$1\r\n0\r\n*1\r\n$3\r\nabc\r\n", "*1\r\n$14\r\nsyncproxy:seq1\r\n", "$-1\r\n",
 		"*2\r\n$1\r\nl\r\n*1\r\n$1\r\nv\r\n", "*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n", "*9\r\n",
-		"*4\r\n$11\r\nrequirepass\r\n$3\r\npwd\r\n$10\r\nmasterauth\r\n$0\r\n\r\n"} {
+		"*4\r\n$11\r\nrequirepass\r\n$3\r\npwd\r\n$10\r\nmasterauth\r\n$0\r\n\r\n",
+		"*2\r\n*2\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n", "*4\r\n:0\r\n$-1\r\n$-1\r\n$-1\r\n", "$4\r\n,1.5\r\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -62,6 +63,15 @@ func FuzzReplyHelpers(f *testing.F) {
 		}
 		if out := hideSecrets(b); len(splitArray(out)) != len(splitArray(b)) {
 			t.Fatalf("hideSecrets changed the shape of %q into %q", b, out)
+		}
+		frameArgs(b)
+		if out := unwrapRESP3(b); len(out) > len(b) {
+			t.Fatalf("unwrapRESP3 grew %q into %q", b, out)
+		}
+		for _, raw := range []string{"*1\r\n$6\r\nGEOPOS\r\n", "*3\r\n$8\r\nXPENDING\r\n$1\r\ns\r\n$1\r\ng\r\n"} {
+			if out := nestedNullArrays([]byte(raw), b); len(splitArray(out)) != len(splitArray(b)) {
+				t.Fatalf("nestedNullArrays changed the shape of %q into %q", b, out)
+			}
 		}
 	})
 }
