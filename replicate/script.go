@@ -465,12 +465,15 @@ end
 
 -- resp3_reply appends to buf a script's reply v as Redis 7.0 writes it to a
 -- RESP3 client (luaReplyToRedisReply); lua3: the script left RESP3 on (its
--- booleans are RESP3's). Nesting deeper than Redis' Lua stack allows gets its
--- error in place.
+-- booleans are RESP3's). slots: what Redis' C stack would hold as it writes v
+-- (2 for the reply, then 1 per array, 3 per set or map value, 4 per map key):
+-- where Redis' lua_checkstack(4) fails (LUAI_MAXCSTACK 8000), its error in place.
 local function line3(s) return (string.gsub(s, '[\r\n]', ' ')) end
-local function resp3_reply(v, buf, lua3, depth)
+local function resp3_reply(v, buf, lua3, slots)
   local t = l_type(v)
-  if t == 'string' then
+  if slots + 4 > 8000 then
+    buf[#buf + 1] = '-ERR reached lua stack limit\r\n'
+  elseif t == 'string' then
     buf[#buf + 1] = '$' .. #v .. '\r\n' .. v .. '\r\n'
   elseif t == 'boolean' then
     if lua3 then buf[#buf + 1] = v and '#t\r\n' or '#f\r\n'
@@ -479,8 +482,6 @@ local function resp3_reply(v, buf, lua3, depth)
     buf[#buf + 1] = ':' .. s_format('%d', v) .. '\r\n'
   elseif t ~= 'table' then
     buf[#buf + 1] = '_\r\n'
-  elseif depth >= 1000 then
-    buf[#buf + 1] = '-reached lua stack limit\r\n'
   elseif l_type(rawget(v, 'err')) == 'string' then
     buf[#buf + 1] = '-' .. line3(v.err) .. '\r\n'
   elseif l_type(rawget(v, 'ok')) == 'string' then
@@ -491,14 +492,16 @@ local function resp3_reply(v, buf, lua3, depth)
     buf[#buf + 1] = '(' .. line3(v.big_number) .. '\r\n'
   elseif l_type(rawget(v, 'verbatim_string')) == 'table' and l_type(rawget(v.verbatim_string, 'format')) == 'string' and
     l_type(rawget(v.verbatim_string, 'string')) == 'string' then
+    -- Redis takes the format's first 3 bytes up to a NUL, padded with spaces.
     local vs = v.verbatim_string
-    buf[#buf + 1] = '=' .. (#vs.string + 4) .. '\r\n' .. s_sub(vs.format, 1, 3) .. ':' .. vs.string .. '\r\n'
+    local f = s_sub(s_match(vs.format, '^[^%z]*') .. '   ', 1, 3)
+    buf[#buf + 1] = '=' .. (#vs.string + 4) .. '\r\n' .. f .. ':' .. vs.string .. '\r\n'
   elseif l_type(rawget(v, 'map')) == 'table' then
     local head, n = #buf + 1, 0
     buf[head] = ''
     for k, x in pairs(v.map) do
-      resp3_reply(k, buf, lua3, depth + 1)
-      resp3_reply(x, buf, lua3, depth + 1)
+      resp3_reply(k, buf, lua3, slots + 4)
+      resp3_reply(x, buf, lua3, slots + 3)
       n = n + 1
     end
     buf[head] = '%' .. n .. '\r\n'
@@ -506,7 +509,7 @@ local function resp3_reply(v, buf, lua3, depth)
     local head, n = #buf + 1, 0
     buf[head] = ''
     for k in pairs(v.set) do
-      resp3_reply(k, buf, lua3, depth + 1)
+      resp3_reply(k, buf, lua3, slots + 3)
       n = n + 1
     end
     buf[head] = '~' .. n .. '\r\n'
@@ -514,7 +517,7 @@ local function resp3_reply(v, buf, lua3, depth)
     local head, n = #buf + 1, 0
     buf[head] = ''
     while rawget(v, n + 1) ~= nil do
-      resp3_reply(rawget(v, n + 1), buf, lua3, depth + 1)
+      resp3_reply(rawget(v, n + 1), buf, lua3, slots + 1)
       n = n + 1
     end
     buf[head] = '*' .. n .. '\r\n'
@@ -746,7 +749,7 @@ local function run_user(db, pos, last, body, ro, resp3)
   if ok and resp3 and not (l_type(res) == 'table' and l_type(res.err) == 'string') then
     -- A RESP3 client: the reply as Redis writes it to one, in a bulk string.
     local buf = {}
-    resp3_reply(res, buf, lua3, 0)
+    resp3_reply(res, buf, lua3, 2)
     return table.concat(buf)
   end
   -- A RESP2 client: booleans replied as RESP3 would (:1 and :0) when the

@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/router"
 )
 
 // shebangCases are scripts with Redis 7's #! line, and read-only scripts, each
@@ -202,4 +208,84 @@ func TestScriptRESP3Replies(t *testing.T) {
 		diffBatches(t, "RESP"+proto, rc, pc, resp3ScriptCases, resp3ScriptCases[3:len(resp3ScriptCases)-4])
 	}
 	checkSameData(t, ref, master, slaves)
+}
+
+// TestScriptRESP3Edges: a RESP3 client gets Redis' bytes for a verbatim string
+// whose format is shorter than 3 bytes or holds a NUL (padded with spaces: the
+// frame stays well formed), and for replies nested as deep as Redis' Lua stack
+// allows and deeper (arrays, map keys and values, sets: "-ERR reached lua stack
+// limit" where Redis writes it), alone and in MULTI.
+func TestScriptRESP3Edges(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	chain := func(depth int, open, close string) string {
+		return "local t = 1 for i = 1, " + strconv.Itoa(depth) + " do t = " + open + "t" + close + " end return t"
+	}
+	cases := [][]string{
+		{"EVAL", "return {verbatim_string={format='tx', string='abc'}}", "0"},
+		{"EVAL", "return {verbatim_string={format='', string='abc'}}", "0"},
+		{"EVAL", "return {verbatim_string={format='a\\0bcd', string='abc'}}", "0"},
+		{"EVAL", "return {verbatim_string={format='mkdown', string='a\\r\\nb'}}", "0"},
+		{"EVAL", chain(7990, "{", "}"), "0"},
+		{"EVAL", chain(7995, "{", "}"), "0"},
+		{"EVAL_RO", chain(8100, "{", "}"), "0"},
+		{"EVAL", chain(2660, "{map={a=", "}}"), "0"},
+		{"EVAL", chain(2700, "{map={a=", "}}"), "0"},
+		{"EVAL", chain(1995, "{map={[", "]=1}}"), "0"},
+		{"EVAL", chain(2100, "{map={[", "]=1}}"), "0"},
+		{"EVAL", chain(2700, "{set={[", "]=true}}"), "0"},
+	}
+	rc, pc := dialDeep(t, ref.Addr), dialDeep(t, addr)
+	for i, args := range cases {
+		tx := [][]string{{"MULTI"}, args, {"EXEC"}}
+		for _, cmds := range [][][]string{{args}, tx} {
+			if got, want := rc.do(t, cmds), pc.do(t, cmds); !bytes.Equal(want, got) {
+				t.Errorf("#%d %s (%d commands):\n\tproxy: %s\n\tredis: %s", i, showCmd(args), len(cmds), showReply(got), showReply(want))
+			}
+		}
+	}
+	checkSameData(t, ref, master, slaves)
+}
+
+// deepConn (dialDeep) is a RESP3 connection that reads replies nested deeper than
+// redistest's reader allows.
+type deepConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialDeep(t *testing.T, addr string) *deepConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	d := &deepConn{c: c, r: bufio.NewReader(c)}
+	d.do(t, [][]string{{"HELLO", "3"}})
+	return d
+}
+
+// do sends cmds in one write and returns their replies, concatenated.
+func (d *deepConn) do(t *testing.T, cmds [][]string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	for _, args := range cmds {
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+	}
+	d.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := d.c.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for range cmds {
+		var err error
+		if out, err = router.ReadFrame(d.r, out); err != nil {
+			t.Fatalf("%v (read %s)", err, showReply(out))
+		}
+	}
+	return out
 }
