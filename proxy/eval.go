@@ -634,22 +634,30 @@ func scriptGuard(rt *router.Router) replicate.Guard {
 	t := rt.Table()
 	for _, name := range t.Names() {
 		ci := t.Lookup([][]byte{[]byte(name)})
-		write := ci.Has(router.FlagWrite)
+		args := [][]byte{[]byte(name)}
+		write := guardWrite(rt, ci, args)
 		for _, sub := range ci.Subcommands {
 			write = write || sub.Has(router.FlagWrite)
 		}
-		guardLine(&spec, rt, ci, [][]byte{[]byte(name)}, write, len(ci.Subcommands) > 0)
+		guardLine(&spec, rt, ci, args, write, len(ci.Subcommands) > 0)
 		// In a fixed order: proxies in front of the same master compose the
 		// same scripts.
 		for _, subName := range slices.Sorted(maps.Keys(ci.Subcommands)) {
-			sub := ci.Subcommands[subName]
-			guardLine(&spec, rt, sub, [][]byte{[]byte(name), []byte(subName)}, sub.Has(router.FlagWrite), false)
+			sub, args := ci.Subcommands[subName], [][]byte{[]byte(name), []byte(subName)}
+			guardLine(&spec, rt, sub, args, guardWrite(rt, sub, args), false)
 		}
 	}
 	spec.WriteByte('\n')
 	pre, post, _ := strings.Cut(errDenied("\x00"), "\x00")
 	return replicate.Guard{Spec: spec.String(), ReservedKey: msgReservedKey, SyncChannel: msgSyncChannel,
 		SwapDB0: msgSwapDB0, DeniedPrefix: pre, DeniedSuffix: post}
+}
+
+// guardWrite reports whether a client script's call of ci (named by args) is
+// a write whose effect the slaves apply: a write, or a command the proxy runs
+// as one (PFCOUNT updates the cardinality cached in the HyperLogLog).
+func guardWrite(rt *router.Router, ci *router.CommandInfo, args [][]byte) bool {
+	return ci.Has(router.FlagWrite) || rt.Route(args).Class == router.ClassWrite
 }
 
 // guardLine appends ci's line to a replicate.Guard's Spec; args name it.

@@ -289,3 +289,33 @@ func (d *deepConn) do(t *testing.T, cmds [][]string) []byte {
 	}
 	return out
 }
+
+// pfcountCases call PFCOUNT from scripts after PFADDs: it updates the
+// cardinality cached in the HyperLogLog, on the master as on the reference.
+var pfcountCases = [][]string{
+	{"PFADD", "hll", "x", "y"},
+	{"EVAL", "return redis.call('pfcount', KEYS[1])", "1", "hll"},
+	{"PFADD", "hll", "z"},
+	{"EVAL", "return redis.pcall('pfcount', KEYS[1])", "1", "hll"},
+	{"PFADD", "hll", "w"},
+	{"EVAL_RO", "return redis.pcall('pfcount', KEYS[1])", "1", "hll"},
+	{"EVAL", "#!lua flags=no-writes\nreturn redis.pcall('pfcount', KEYS[1])", "1", "hll"},
+	{"FUNCTION", "LOAD", "REPLACE", "#!lua name=pf\nredis.register_function('pfc', function(keys) return redis.call('pfcount', keys[1]) end)"},
+	{"PFADD", "hll", "v"},
+	{"FCALL", "pfc", "1", "hll"},
+}
+
+// TestScriptPFCountReplicated: PFCOUNT run by a client script (EVAL, FCALL)
+// changes the HyperLogLog's cached cardinality on the master, so its effect
+// reaches the slaves as outside scripts; read-only scripts (EVAL_RO in MULTI,
+// no-writes) get Redis' refusal. Alone, pipelined and in MULTI, the master and
+// every slave end byte for byte as the reference.
+func TestScriptPFCountReplicated(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	rc, pc := protoConns(t, ref.Addr, addr, "2")
+	diffEach(t, "alone", rc, pc, pfcountCases)
+	checkSameData(t, ref, master, slaves)
+	diffBatches(t, "batch", rc, pc, pfcountCases, pfcountCases[:7])
+	checkSameData(t, ref, master, slaves)
+}
