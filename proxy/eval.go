@@ -666,6 +666,9 @@ func guardLine(b *strings.Builder, rt *router.Router, ci *router.CommandInfo, ar
 	if write {
 		flags += "w"
 	}
+	if !write && (ci.Has(router.FlagMayReplicate) || ci.Name == "publish" || ci.Name == "spublish") {
+		flags += "r" // Redis 7.0's COMMAND does not show may_replicate
+	}
 	if container {
 		flags += "c"
 	}

@@ -669,7 +669,7 @@ local function run_user(db, pos, last, body, ro, resp3)
     local msg, name, top, t = refusal(a, n)
     -- A read-only script (EVAL_RO, #!lua flags=no-writes) in a transaction:
     -- Redis' refusal, which it checks first.
-    if ro and t and t.w and not t.c then return {err = __msg_read_only} end
+    if ro and t and (t.w or t.r) and not t.c then return {err = __msg_read_only} end
     if msg then return {err = msg} end
     local flush = name == 'flushall' or (name == 'flushdb' and edb == '0')
     if flush then save_meta(name == 'flushall') end
@@ -1012,9 +1012,10 @@ type Guard struct {
 	// Spec has a line "\n<name> <flags> <first> <last> <step>" per command and
 	// subcommand ("object|encoding"), with the command table's legacy key
 	// positions. Flags: w a write (its effect is recorded; on a container, some
-	// subcommand writes), c a container, m keys anywhere (every argument is
-	// checked), s SORT's keys, d denied, - none. A command not listed is checked
-	// as m.
+	// subcommand writes), r not a write but refused in a read-only script as
+	// one (Redis' may-replicate: PUBLISH), c a container, m keys anywhere (every
+	// argument is checked), s SORT's keys, d denied, - none. A command not listed
+	// is checked as m.
 	Spec string
 	// The error replies: a reserved key, PUBLISH to the sync channel, SWAPDB of
 	// DB 0, and a denied command (DeniedPrefix + name + DeniedSuffix).
