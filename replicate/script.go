@@ -564,6 +564,9 @@ local function run_split(pos, last, spec)
     local ty = rpcall('TYPE', ARGV[pos + 1])
     ty = l_type(ty) == 'table' and ty.ok or ''
     if ty ~= 'none' and ty ~= 'stream' then return split_run(pos, last, head, group)() end
+    if name == 'xack' and (ty == 'none' or rpcall('XPENDING', ARGV[pos + 1], ARGV[pos + 2]).err) then
+      return 0 -- no key or group: XACK acks nothing, its IDs unread
+    end
     check = name == 'xack' or ty == 'stream'
   end
   if check then
