@@ -160,7 +160,8 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 			return q, nil, msg
 		}
 		q.orig = q.raw
-		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
+		q.raw, q.argc, q.mode, q.block = buildCommand(form), len(form), replicate.ModeRewrite, name
+		q.nullArray = name != "blmove" && name != "brpoplpush" // (their nil is a null bulk string)
 	case rt.Info.Policy.Handler == router.HandlerEval || rt.Info.Policy.Handler == router.HandlerFcall ||
 		rt.Info.Policy.Handler == router.HandlerFcallRO:
 		return sess.queueScript(c, q)
