@@ -300,23 +300,26 @@ end
 
 -- A script's reply as Redis converts it for a RESP2 client when the script
 -- left RESP3 on: booleans become :1 and :0 instead of :1 and a null. Deep (or
--- cyclic) tables are left as they are below a bound.
+-- cyclic) tables are left as they are below a bound. Fields are read raw, as
+-- Redis reads a reply: a client's metatable runs no code here, where an error
+-- would end the call after its writes ran.
 local function resp3_bools(v, depth)
   if v == true then return 1 elseif v == false then return 0 end
   depth = (depth or 0) + 1
-  if depth > 1000 or type(v) ~= 'table' or type(v.err) == 'string' or type(v.ok) == 'string' or
-    type(v.double) == 'number' or type(v.big_number) == 'string' then
+  if depth > 1000 or type(v) ~= 'table' or type(rawget(v, 'err')) == 'string' or
+    type(rawget(v, 'ok')) == 'string' or type(rawget(v, 'double')) == 'number' or
+    type(rawget(v, 'big_number')) == 'string' then
     return v
   end
-  if type(v.map) == 'table' then
+  if type(rawget(v, 'map')) == 'table' then
     local m = {}
-    for k, x in pairs(v.map) do m[k] = resp3_bools(x, depth) end
+    for k, x in pairs(rawget(v, 'map')) do m[k] = resp3_bools(x, depth) end
     return {map = m}
   end
-  if type(v.set) == 'table' or type(v.verbatim_string) == 'table' then return v end
+  if type(rawget(v, 'set')) == 'table' or type(rawget(v, 'verbatim_string')) == 'table' then return v end
   local t, i = {}, 1
-  while v[i] ~= nil do
-    t[i] = resp3_bools(v[i], depth)
+  while rawget(v, i) ~= nil do
+    t[i] = resp3_bools(rawget(v, i), depth)
     i = i + 1
   end
   return t
@@ -749,7 +752,10 @@ local function run_user(db, pos, last, body, ro, resp3)
   -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for what
   -- follows.
   if lua3 then redis.setresp(2) end
-  if ok and resp3 and not (l_type(res) == 'table' and l_type(res.err) == 'string') then
+  -- The reply's fields are read raw (rawerr): a client's metatable runs no code
+  -- out here, where an error would end the call after the script's writes ran.
+  local rawerr = l_type(res) == 'table' and rawget(res, 'err')
+  if ok and resp3 and l_type(rawerr) ~= 'string' then
     -- A RESP3 client: the reply as Redis writes it to one, in a bulk string.
     local buf = {}
     resp3_reply(res, buf, lua3, 2)
@@ -760,7 +766,8 @@ local function run_user(db, pos, last, body, ro, resp3)
   if ok and lua3 then res = resp3_bools(res) end
   if ok then return res end
   -- Redis' wording: a command's error, or the script's, with where it was.
-  local msg = tostring(l_type(res) == 'table' and res.err or res)
+  local _, msg = pcall(tostring, rawerr or res)
+  if l_type(msg) ~= 'string' then msg = 'Error raised by the error object\'s __tostring' end
   local line, rest = s_match(msg, '^user_script:(%d+): (.*)$')
   if not line and s_sub(msg, 1, 1) == '\1' then
     -- Raised by a tail call (return redis.call(...)): Lua keeps no line; the

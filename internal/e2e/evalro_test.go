@@ -324,3 +324,38 @@ func TestScriptPFCountReplicated(t *testing.T) {
 	diffBatches(t, "batch", rc, pc, pfcountCases, append(pfcountCases[:7:7], pfcountCases[len(pfcountCases)-4:]...))
 	checkSameData(t, ref, master, slaves)
 }
+
+// metatableCases return (or hold in their reply) tables whose metatable raises
+// an error on any field read: Redis reads a reply's fields raw, so must the
+// composed script after the client's code ran.
+var metatableCases = [][]string{
+	{"EVAL", "redis.call('INCR', 'm1') return setmetatable({}, {__index = function() error('boom') end})", "0"},
+	{"EVAL", "redis.call('INCR', 'm2') redis.setresp(3) return setmetatable({}, {__index = function() error('boom') end})", "0"},
+	{"EVAL", "redis.call('INCR', 'm3') return {1, setmetatable({}, {__index = function() error('boom') end})}", "0"},
+	{"EVAL_RO", "return setmetatable({}, {__index = function() error('boom') end})", "0"},
+	{"GET", "m1"}, {"GET", "m2"}, {"GET", "m3"},
+}
+
+// TestScriptReplyMetatables: a script's reply with a metatable that raises an
+// error gets Redis' reply (RESP2 and RESP3, after redis.setresp(3) too, alone and
+// in MULTI), where reading it ended the composed script after the client's
+// writes ran on the master: an error for an applied write, never replicated.
+// An error object whose __tostring raises (Redis itself does not survive one
+// whose __index raises) gets an error, and the slaves still equal the master.
+func TestScriptReplyMetatables(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	for _, proto := range []string{"2", "3"} {
+		rc, pc := protoConns(t, ref.Addr, addr, proto)
+		diffEach(t, "RESP"+proto, rc, pc, metatableCases)
+		diffBatches(t, "RESP"+proto, rc, pc, metatableCases, metatableCases)
+	}
+	checkSameData(t, ref, master, slaves)
+	pc := redistest.DialRaw(t, addr)
+	body := "redis.call('INCR', 'm4') error(setmetatable({}, {__tostring = function() error('boom') end}))"
+	if got := pc.Do("EVAL", body, "0"); !bytes.HasPrefix(got, []byte("-ERR ")) {
+		t.Errorf("EVAL %q: %q, want an error", body, got)
+	}
+	mustReply(t, pc, "$1\r\n1\r\n", "GET", "m4")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
+}
