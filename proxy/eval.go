@@ -538,15 +538,16 @@ func composeFunction(name, code string, noWrites bool, writes string) string {
 	return b.String()
 }
 
-// writeNames returns the write commands of the command table as the fields of a
-// Lua table ("['set']=true,..."), subcommands as "container|sub".
+// writeNames returns the commands of the command table a read-only script may
+// not run (writes, PFCOUNT, may-replicate ones) as the fields of a Lua table
+// ("['set']=true,..."), subcommands as "container|sub".
 func (s *Server) writeNames() string {
 	s.writesOnce.Do(func() {
 		var b strings.Builder
 		t := s.router.Table()
 		for _, name := range t.Names() {
 			ci := t.Lookup([][]byte{[]byte(name)})
-			if ci.Has(router.FlagWrite) {
+			if guardWrite(s.router, ci, [][]byte{[]byte(name)}) || mayReplicate(ci) {
 				b.WriteString("[" + replicate.LuaQuote(name) + "]=true,")
 			}
 			for _, sub := range slices.Sorted(maps.Keys(ci.Subcommands)) {
@@ -660,14 +661,21 @@ func guardWrite(rt *router.Router, ci *router.CommandInfo, args [][]byte) bool {
 	return ci.Has(router.FlagWrite) || rt.Route(args).Class == router.ClassWrite
 }
 
+// mayReplicate reports whether ci is one of Redis' may-replicate commands,
+// which a read-only script may not run either (Redis 7.0's COMMAND does not
+// show the flag).
+func mayReplicate(ci *router.CommandInfo) bool {
+	return ci.Has(router.FlagMayReplicate) || ci.Name == "publish" || ci.Name == "spublish"
+}
+
 // guardLine appends ci's line to a replicate.Guard's Spec; args name it.
 func guardLine(b *strings.Builder, rt *router.Router, ci *router.CommandInfo, args [][]byte, write, container bool) {
 	flags := ""
 	if write {
 		flags += "w"
 	}
-	if !write && (ci.Has(router.FlagMayReplicate) || ci.Name == "publish" || ci.Name == "spublish") {
-		flags += "r" // Redis 7.0's COMMAND does not show may_replicate
+	if !write && mayReplicate(ci) {
+		flags += "r"
 	}
 	if container {
 		flags += "c"

@@ -303,6 +303,10 @@ var pfcountCases = [][]string{
 	{"FUNCTION", "LOAD", "REPLACE", "#!lua name=pf\nredis.register_function('pfc', function(keys) return redis.call('pfcount', keys[1]) end)"},
 	{"PFADD", "hll", "v"},
 	{"FCALL", "pfc", "1", "hll"},
+	{"FUNCTION", "LOAD", "REPLACE", "#!lua name=pfro\n" +
+		"redis.register_function{function_name='pfro', callback=function(keys) return redis.pcall('pfcount', keys[1]) end, flags={'no-writes'}}\n" +
+		"redis.register_function{function_name='pubro', callback=function(keys) return redis.pcall('publish', 'ch', 'm') end, flags={'no-writes'}}"},
+	{"FCALL", "pfro", "1", "hll"}, {"FCALL", "pubro", "0"}, {"FCALL_RO", "pfro", "1", "hll"},
 	{"EVAL_RO", "return redis.pcall('publish', 'ch', 'm')", "0"},
 	{"EVAL_RO", "return redis.pcall('spublish', 'ch', 'm')", "0"},
 	{"EVAL", "#!lua flags=no-writes\nreturn redis.pcall('publish', 'ch', 'm')", "0"},
