@@ -80,11 +80,15 @@ func (sess *Session) inMulti(c *call) bool {
 				sess.feedMonitors(c)
 			}
 			return true
-		case router.HandlerMulti:
-			sess.localError(r, msgMultiNested)
-			return true
-		case router.HandlerWatch:
-			sess.localError(r, msgWatchInMulti)
+		case router.HandlerMulti, router.HandlerWatch:
+			msg := msgMultiNested
+			if c.route.Info.Policy.Handler == router.HandlerWatch {
+				msg = msgWatchInMulti
+			}
+			sess.localError(r, msg)
+			if sess.s.monitors.n.Load() > 0 {
+				sess.feedMonitors(c) // refused as it ran: Redis shows it
+			}
 			return true
 		}
 	}
