@@ -680,6 +680,9 @@ func guardLine(b *strings.Builder, rt *router.Router, ci *router.CommandInfo, ar
 	if container {
 		flags += "c"
 	}
+	if ci.Has(router.FlagNoScript) {
+		flags += "n"
+	}
 	switch {
 	case ci.Name == "sort" || ci.Name == "sort_ro":
 		flags += "s"
@@ -692,5 +695,5 @@ func guardLine(b *strings.Builder, rt *router.Router, ci *router.CommandInfo, ar
 	if flags == "" {
 		flags = "-"
 	}
-	fmt.Fprintf(b, "\n%s %s %d %d %d", ci.Name, flags, ci.FirstKey, ci.LastKey, ci.Step)
+	fmt.Fprintf(b, "\n%s %s %d %d %d %d", ci.Name, flags, ci.FirstKey, ci.LastKey, ci.Step, ci.Arity)
 }

@@ -353,8 +353,8 @@ local function spec(name)
   t = {m = true, known = false}
   local i = s_find(__spec, '\n' .. name .. ' ', 1, true)
   if i then
-    local fl, f, l, st = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
-    t = {known = true, f = l_tonumber(f), l = l_tonumber(l), st = l_tonumber(st)}
+    local fl, f, l, st, ar = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
+    t = {known = true, f = l_tonumber(f), l = l_tonumber(l), st = l_tonumber(st), ar = l_tonumber(ar)}
     for c in s_gmatch(fl, '%a') do t[c] = true end
   end
   specs[name] = t
@@ -674,8 +674,12 @@ local function run_user(db, pos, last, body, ro, resp3)
     end
     local msg, name, top, t = refusal(a, n)
     -- A read-only script (EVAL_RO, #!lua flags=no-writes) in a transaction:
-    -- Redis' refusal, which it checks first.
-    if ro and t and (t.w or t.r) and not t.c then return {err = __msg_read_only} end
+    -- Redis' refusal, which it checks after a wrong arity and a noscript
+    -- command (the server refuses those below).
+    if ro and t and (t.w or t.r) and not t.c and not t.n and
+      (t.ar == 0 or n == t.ar or t.ar < 0 and n >= -t.ar) then
+      return {err = __msg_read_only}
+    end
     if msg then return {err = msg} end
     local flush = name == 'flushall' or (name == 'flushdb' and edb == '0')
     if flush then save_meta(name == 'flushall') end
@@ -1019,13 +1023,13 @@ return out
 // Guard is what client scripts may not do: the proxy's own refusals, enforced
 // inside the scripts it composes (UserScript), where a script's commands run.
 type Guard struct {
-	// Spec has a line "\n<name> <flags> <first> <last> <step>" per command and
-	// subcommand ("object|encoding"), with the command table's legacy key
-	// positions. Flags: w a write (its effect is recorded; on a container, some
+	// Spec has a line "\n<name> <flags> <first> <last> <step> <arity>" per
+	// command and subcommand ("object|encoding"), with the command table's
+	// legacy key positions and arity. Flags: w a write (its effect is recorded; on a container, some
 	// subcommand writes), r not a write but refused in a read-only script as
-	// one (Redis' may-replicate: PUBLISH), c a container, m keys anywhere (every
-	// argument is checked), s SORT's keys, d denied, - none. A command not listed
-	// is checked as m.
+	// one (Redis' may-replicate: PUBLISH), c a container, n noscript, m keys
+	// anywhere (every argument is checked), s SORT's keys, d denied, - none. A
+	// command not listed is checked as m.
 	Spec string
 	// The error replies: a reserved key, PUBLISH to the sync channel, SWAPDB of
 	// DB 0, and a denied command (DeniedPrefix + name + DeniedSuffix).
