@@ -202,12 +202,19 @@ var resp3ScriptCases = [][]string{
 func TestScriptRESP3Replies(t *testing.T) {
 	t.Parallel()
 	ref, master, slaves, addr := diffSetup(t)
-	for _, proto := range []string{"3", "2"} {
-		rc, pc := protoConns(t, ref.Addr, addr, proto)
-		diffEach(t, "RESP"+proto, rc, pc, resp3ScriptCases)
-		diffBatches(t, "RESP"+proto, rc, pc, resp3ScriptCases, resp3ScriptCases[3:len(resp3ScriptCases)-4])
-	}
+	diffProtos(t, ref.Addr, addr, []string{"3", "2"}, resp3ScriptCases, resp3ScriptCases[3:len(resp3ScriptCases)-4])
 	checkSameData(t, ref, master, slaves)
+}
+
+// diffProtos runs diffEach (cases) and diffBatches (cases, and txCases in
+// MULTI) on new connections speaking each of protos.
+func diffProtos(t *testing.T, refAddr, addr string, protos []string, cases, txCases [][]string) {
+	t.Helper()
+	for _, proto := range protos {
+		rc, pc := protoConns(t, refAddr, addr, proto)
+		diffEach(t, "RESP"+proto, rc, pc, cases)
+		diffBatches(t, "RESP"+proto, rc, pc, cases, txCases)
+	}
 }
 
 // TestScriptRESP3Edges: a RESP3 client gets Redis' bytes for a verbatim string
@@ -352,11 +359,7 @@ var metatableCases = [][]string{
 func TestScriptReplyMetatables(t *testing.T) {
 	t.Parallel()
 	ref, master, slaves, addr := diffSetup(t)
-	for _, proto := range []string{"2", "3"} {
-		rc, pc := protoConns(t, ref.Addr, addr, proto)
-		diffEach(t, "RESP"+proto, rc, pc, metatableCases)
-		diffBatches(t, "RESP"+proto, rc, pc, metatableCases, metatableCases)
-	}
+	diffProtos(t, ref.Addr, addr, []string{"2", "3"}, metatableCases, metatableCases)
 	checkSameData(t, ref, master, slaves)
 	pc := redistest.DialRaw(t, addr)
 	body := "redis.call('INCR', 'm4') error(setmetatable({}, {__tostring = function() error('boom') end}))"
