@@ -538,15 +538,16 @@ func composeFunction(name, code string, noWrites bool, writes string) string {
 	return b.String()
 }
 
-// writeNames returns the write commands of the command table as the fields of a
-// Lua table ("['set']=true,..."), subcommands as "container|sub".
+// writeNames returns the commands of the command table a read-only script may
+// not run (writes, PFCOUNT, may-replicate ones) as the fields of a Lua table
+// ("['set']=true,..."), subcommands as "container|sub".
 func (s *Server) writeNames() string {
 	s.writesOnce.Do(func() {
 		var b strings.Builder
 		t := s.router.Table()
 		for _, name := range t.Names() {
 			ci := t.Lookup([][]byte{[]byte(name)})
-			if ci.Has(router.FlagWrite) {
+			if guardWrite(s.router, ci, [][]byte{[]byte(name)}) || mayReplicate(ci) {
 				b.WriteString("[" + replicate.LuaQuote(name) + "]=true,")
 			}
 			for _, sub := range slices.Sorted(maps.Keys(ci.Subcommands)) {
@@ -634,16 +635,17 @@ func scriptGuard(rt *router.Router) replicate.Guard {
 	t := rt.Table()
 	for _, name := range t.Names() {
 		ci := t.Lookup([][]byte{[]byte(name)})
-		write := ci.Has(router.FlagWrite)
+		args := [][]byte{[]byte(name)}
+		write := guardWrite(rt, ci, args)
 		for _, sub := range ci.Subcommands {
 			write = write || sub.Has(router.FlagWrite)
 		}
-		guardLine(&spec, rt, ci, [][]byte{[]byte(name)}, write, len(ci.Subcommands) > 0)
+		guardLine(&spec, rt, ci, args, write, len(ci.Subcommands) > 0)
 		// In a fixed order: proxies in front of the same master compose the
 		// same scripts.
 		for _, subName := range slices.Sorted(maps.Keys(ci.Subcommands)) {
-			sub := ci.Subcommands[subName]
-			guardLine(&spec, rt, sub, [][]byte{[]byte(name), []byte(subName)}, sub.Has(router.FlagWrite), false)
+			sub, args := ci.Subcommands[subName], [][]byte{[]byte(name), []byte(subName)}
+			guardLine(&spec, rt, sub, args, guardWrite(rt, sub, args), false)
 		}
 	}
 	spec.WriteByte('\n')
@@ -652,14 +654,34 @@ func scriptGuard(rt *router.Router) replicate.Guard {
 		SwapDB0: msgSwapDB0, DeniedPrefix: pre, DeniedSuffix: post}
 }
 
+// guardWrite reports whether a client script's call of ci (named by args) is
+// a write whose effect the slaves apply: a write, or a command the proxy runs
+// as one (PFCOUNT updates the cardinality cached in the HyperLogLog).
+func guardWrite(rt *router.Router, ci *router.CommandInfo, args [][]byte) bool {
+	return ci.Has(router.FlagWrite) || rt.Route(args).Class == router.ClassWrite
+}
+
+// mayReplicate reports whether ci is one of Redis' may-replicate commands,
+// which a read-only script may not run either (Redis 7.0's COMMAND does not
+// show the flag).
+func mayReplicate(ci *router.CommandInfo) bool {
+	return ci.Has(router.FlagMayReplicate) || ci.Name == "publish" || ci.Name == "spublish"
+}
+
 // guardLine appends ci's line to a replicate.Guard's Spec; args name it.
 func guardLine(b *strings.Builder, rt *router.Router, ci *router.CommandInfo, args [][]byte, write, container bool) {
 	flags := ""
 	if write {
 		flags += "w"
 	}
+	if !write && mayReplicate(ci) {
+		flags += "r"
+	}
 	if container {
 		flags += "c"
+	}
+	if ci.Has(router.FlagNoScript) {
+		flags += "n"
 	}
 	switch {
 	case ci.Name == "sort" || ci.Name == "sort_ro":
@@ -673,5 +695,5 @@ func guardLine(b *strings.Builder, rt *router.Router, ci *router.CommandInfo, ar
 	if flags == "" {
 		flags = "-"
 	}
-	fmt.Fprintf(b, "\n%s %s %d %d %d", ci.Name, flags, ci.FirstKey, ci.LastKey, ci.Step)
+	fmt.Fprintf(b, "\n%s %s %d %d %d %d", ci.Name, flags, ci.FirstKey, ci.LastKey, ci.Step, ci.Arity)
 }

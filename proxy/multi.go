@@ -81,11 +81,15 @@ func (sess *Session) inMulti(c *call) bool {
 				sess.feedMonitors(c)
 			}
 			return true
-		case router.HandlerMulti:
-			sess.localError(r, msgMultiNested)
-			return true
-		case router.HandlerWatch:
-			sess.localError(r, msgWatchInMulti)
+		case router.HandlerMulti, router.HandlerWatch:
+			msg := msgMultiNested
+			if c.route.Info.Policy.Handler == router.HandlerWatch {
+				msg = msgWatchInMulti
+			}
+			sess.localError(r, msg)
+			if sess.s.monitors.n.Load() > 0 {
+				sess.feedMonitors(c) // refused as it ran: Redis shows it
+			}
 			return true
 		}
 	}
@@ -165,7 +169,8 @@ func (sess *Session) queue(c *call) (q txCmd, refusal []byte, msg string) {
 			return q, nil, msg
 		}
 		q.orig = q.raw
-		q.raw, q.argc, q.nullArray, q.mode, q.block = buildCommand(form), len(form), true, replicate.ModeRewrite, name
+		q.raw, q.argc, q.mode, q.block = buildCommand(form), len(form), replicate.ModeRewrite, name
+		q.nullArray = name != "blmove" && name != "brpoplpush" // (their nil is a null bulk string)
 	case rt.Info.Policy.Handler == router.HandlerEval || rt.Info.Policy.Handler == router.HandlerFcall ||
 		rt.Info.Policy.Handler == router.HandlerFcallRO:
 		return sess.queueScript(c, q)

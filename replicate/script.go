@@ -300,23 +300,26 @@ end
 
 -- A script's reply as Redis converts it for a RESP2 client when the script
 -- left RESP3 on: booleans become :1 and :0 instead of :1 and a null. Deep (or
--- cyclic) tables are left as they are below a bound.
+-- cyclic) tables are left as they are below a bound. Fields are read raw, as
+-- Redis reads a reply: a client's metatable runs no code here, where an error
+-- would end the call after its writes ran.
 local function resp3_bools(v, depth)
   if v == true then return 1 elseif v == false then return 0 end
   depth = (depth or 0) + 1
-  if depth > 1000 or type(v) ~= 'table' or type(v.err) == 'string' or type(v.ok) == 'string' or
-    type(v.double) == 'number' or type(v.big_number) == 'string' then
+  if depth > 1000 or type(v) ~= 'table' or type(rawget(v, 'err')) == 'string' or
+    type(rawget(v, 'ok')) == 'string' or type(rawget(v, 'double')) == 'number' or
+    type(rawget(v, 'big_number')) == 'string' then
     return v
   end
-  if type(v.map) == 'table' then
+  if type(rawget(v, 'map')) == 'table' then
     local m = {}
-    for k, x in pairs(v.map) do m[k] = resp3_bools(x, depth) end
+    for k, x in pairs(rawget(v, 'map')) do m[k] = resp3_bools(x, depth) end
     return {map = m}
   end
-  if type(v.set) == 'table' or type(v.verbatim_string) == 'table' then return v end
+  if type(rawget(v, 'set')) == 'table' or type(rawget(v, 'verbatim_string')) == 'table' then return v end
   local t, i = {}, 1
-  while v[i] ~= nil do
-    t[i] = resp3_bools(v[i], depth)
+  while rawget(v, i) ~= nil do
+    t[i] = resp3_bools(rawget(v, i), depth)
     i = i + 1
   end
   return t
@@ -350,8 +353,8 @@ local function spec(name)
   t = {m = true, known = false}
   local i = s_find(__spec, '\n' .. name .. ' ', 1, true)
   if i then
-    local fl, f, l, st = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
-    t = {known = true, f = l_tonumber(f), l = l_tonumber(l), st = l_tonumber(st)}
+    local fl, f, l, st, ar = s_match(__spec, '^(%S+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+)', i + #name + 2)
+    t = {known = true, f = l_tonumber(f), l = l_tonumber(l), st = l_tonumber(st), ar = l_tonumber(ar)}
     for c in s_gmatch(fl, '%a') do t[c] = true end
   end
   specs[name] = t
@@ -465,12 +468,15 @@ end
 
 -- resp3_reply appends to buf a script's reply v as Redis 7.0 writes it to a
 -- RESP3 client (luaReplyToRedisReply); lua3: the script left RESP3 on (its
--- booleans are RESP3's). Nesting deeper than Redis' Lua stack allows gets its
--- error in place.
+-- booleans are RESP3's). slots: what Redis' C stack would hold as it writes v
+-- (2 for the reply, then 1 per array, 3 per set or map value, 4 per map key):
+-- where Redis' lua_checkstack(4) fails (LUAI_MAXCSTACK 8000), its error in place.
 local function line3(s) return (string.gsub(s, '[\r\n]', ' ')) end
-local function resp3_reply(v, buf, lua3, depth)
+local function resp3_reply(v, buf, lua3, slots)
   local t = l_type(v)
-  if t == 'string' then
+  if slots + 4 > 8000 then
+    buf[#buf + 1] = '-ERR reached lua stack limit\r\n'
+  elseif t == 'string' then
     buf[#buf + 1] = '$' .. #v .. '\r\n' .. v .. '\r\n'
   elseif t == 'boolean' then
     if lua3 then buf[#buf + 1] = v and '#t\r\n' or '#f\r\n'
@@ -479,8 +485,6 @@ local function resp3_reply(v, buf, lua3, depth)
     buf[#buf + 1] = ':' .. s_format('%d', v) .. '\r\n'
   elseif t ~= 'table' then
     buf[#buf + 1] = '_\r\n'
-  elseif depth >= 1000 then
-    buf[#buf + 1] = '-reached lua stack limit\r\n'
   elseif l_type(rawget(v, 'err')) == 'string' then
     buf[#buf + 1] = '-' .. line3(v.err) .. '\r\n'
   elseif l_type(rawget(v, 'ok')) == 'string' then
@@ -491,14 +495,16 @@ local function resp3_reply(v, buf, lua3, depth)
     buf[#buf + 1] = '(' .. line3(v.big_number) .. '\r\n'
   elseif l_type(rawget(v, 'verbatim_string')) == 'table' and l_type(rawget(v.verbatim_string, 'format')) == 'string' and
     l_type(rawget(v.verbatim_string, 'string')) == 'string' then
+    -- Redis takes the format's first 3 bytes up to a NUL, padded with spaces.
     local vs = v.verbatim_string
-    buf[#buf + 1] = '=' .. (#vs.string + 4) .. '\r\n' .. s_sub(vs.format, 1, 3) .. ':' .. vs.string .. '\r\n'
+    local f = s_sub(s_match(vs.format, '^[^%z]*') .. '   ', 1, 3)
+    buf[#buf + 1] = '=' .. (#vs.string + 4) .. '\r\n' .. f .. ':' .. vs.string .. '\r\n'
   elseif l_type(rawget(v, 'map')) == 'table' then
     local head, n = #buf + 1, 0
     buf[head] = ''
     for k, x in pairs(v.map) do
-      resp3_reply(k, buf, lua3, depth + 1)
-      resp3_reply(x, buf, lua3, depth + 1)
+      resp3_reply(k, buf, lua3, slots + 4)
+      resp3_reply(x, buf, lua3, slots + 3)
       n = n + 1
     end
     buf[head] = '%' .. n .. '\r\n'
@@ -506,7 +512,7 @@ local function resp3_reply(v, buf, lua3, depth)
     local head, n = #buf + 1, 0
     buf[head] = ''
     for k in pairs(v.set) do
-      resp3_reply(k, buf, lua3, depth + 1)
+      resp3_reply(k, buf, lua3, slots + 3)
       n = n + 1
     end
     buf[head] = '~' .. n .. '\r\n'
@@ -514,7 +520,7 @@ local function resp3_reply(v, buf, lua3, depth)
     local head, n = #buf + 1, 0
     buf[head] = ''
     while rawget(v, n + 1) ~= nil do
-      resp3_reply(rawget(v, n + 1), buf, lua3, depth + 1)
+      resp3_reply(rawget(v, n + 1), buf, lua3, slots + 1)
       n = n + 1
     end
     buf[head] = '*' .. n .. '\r\n'
@@ -561,6 +567,9 @@ local function run_split(pos, last, spec)
     local ty = rpcall('TYPE', ARGV[pos + 1])
     ty = l_type(ty) == 'table' and ty.ok or ''
     if ty ~= 'none' and ty ~= 'stream' then return split_run(pos, last, head, group)() end
+    if name == 'xack' and (ty == 'none' or rpcall('XPENDING', ARGV[pos + 1], ARGV[pos + 2]).err) then
+      return 0 -- no key or group: XACK acks nothing, its IDs unread
+    end
     check = name == 'xack' or ty == 'stream'
   end
   if check then
@@ -665,8 +674,12 @@ local function run_user(db, pos, last, body, ro, resp3)
     end
     local msg, name, top, t = refusal(a, n)
     -- A read-only script (EVAL_RO, #!lua flags=no-writes) in a transaction:
-    -- Redis' refusal, which it checks first.
-    if ro and t and t.w and not t.c then return {err = __msg_read_only} end
+    -- Redis' refusal, which it checks after a wrong arity and a noscript
+    -- command (the server refuses those below).
+    if ro and t and (t.w or t.r) and not t.c and not t.n and
+      (t.ar == 0 or n == t.ar or t.ar < 0 and n >= -t.ar) then
+      return {err = __msg_read_only}
+    end
     if msg then return {err = msg} end
     local flush = name == 'flushall' or (name == 'flushdb' and edb == '0')
     if flush then save_meta(name == 'flushall') end
@@ -743,10 +756,13 @@ local function run_user(db, pos, last, body, ro, resp3)
   -- The script switched to RESP3 (redis.setresp(3)): back to RESP2 for what
   -- follows.
   if lua3 then redis.setresp(2) end
-  if ok and resp3 and not (l_type(res) == 'table' and l_type(res.err) == 'string') then
+  -- The reply's fields are read raw (rawerr): a client's metatable runs no code
+  -- out here, where an error would end the call after the script's writes ran.
+  local rawerr = l_type(res) == 'table' and rawget(res, 'err')
+  if ok and resp3 and l_type(rawerr) ~= 'string' then
     -- A RESP3 client: the reply as Redis writes it to one, in a bulk string.
     local buf = {}
-    resp3_reply(res, buf, lua3, 0)
+    resp3_reply(res, buf, lua3, 2)
     return table.concat(buf)
   end
   -- A RESP2 client: booleans replied as RESP3 would (:1 and :0) when the
@@ -754,7 +770,8 @@ local function run_user(db, pos, last, body, ro, resp3)
   if ok and lua3 then res = resp3_bools(res) end
   if ok then return res end
   -- Redis' wording: a command's error, or the script's, with where it was.
-  local msg = tostring(l_type(res) == 'table' and res.err or res)
+  local _, msg = pcall(tostring, rawerr or res)
+  if l_type(msg) ~= 'string' then msg = 'Error raised by the error object\'s __tostring' end
   local line, rest = s_match(msg, '^user_script:(%d+): (.*)$')
   if not line and s_sub(msg, 1, 1) == '\1' then
     -- Raised by a tail call (return redis.call(...)): Lua keeps no line; the
@@ -1006,12 +1023,13 @@ return out
 // Guard is what client scripts may not do: the proxy's own refusals, enforced
 // inside the scripts it composes (UserScript), where a script's commands run.
 type Guard struct {
-	// Spec has a line "\n<name> <flags> <first> <last> <step>" per command and
-	// subcommand ("object|encoding"), with the command table's legacy key
-	// positions. Flags: w a write (its effect is recorded; on a container, some
-	// subcommand writes), c a container, m keys anywhere (every argument is
-	// checked), s SORT's keys, d denied, - none. A command not listed is checked
-	// as m.
+	// Spec has a line "\n<name> <flags> <first> <last> <step> <arity>" per
+	// command and subcommand ("object|encoding"), with the command table's
+	// legacy key positions and arity. Flags: w a write (its effect is recorded; on a container, some
+	// subcommand writes), r not a write but refused in a read-only script as
+	// one (Redis' may-replicate: PUBLISH), c a container, n noscript, m keys
+	// anywhere (every argument is checked), s SORT's keys, d denied, - none. A
+	// command not listed is checked as m.
 	Spec string
 	// The error replies: a reserved key, PUBLISH to the sync channel, SWAPDB of
 	// DB 0, and a denied command (DeniedPrefix + name + DeniedSuffix).

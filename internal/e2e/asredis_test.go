@@ -513,6 +513,7 @@ func TestMonitor(t *testing.T) {
 		cmd("MULTI"), cmd("SET t 1"), cmd("SELECT 2"), cmd("INCR t"), cmd("BLPOP nol 0"),
 		{"EVAL", "return 3", "0"}, cmd("SELECT 0"), cmd("exec"),
 		cmd("MULTI"), cmd("SET t 2"), cmd("DISCARD"),
+		cmd("MULTI"), cmd("WATCH x"), cmd("MULTI"), cmd("SET t 4"), cmd("EXEC"), // refused, shown
 		cmd("MULTI"), cmd("SET t"), cmd("SET t 3"), cmd("EXEC"),
 		cmd("PING end"),
 	}

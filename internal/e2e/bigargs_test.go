@@ -229,6 +229,8 @@ func TestBigArgsInMulti(t *testing.T) {
 		bigCmd(20000, ids("0"), "XDEL", "st"),
 		append(bigCmd(20000, ids("0"), "XDEL", "nostream"), "bad-id"),
 		append(bigCmd(20000, ids("0"), "XACK", "set", "g"), "bad-id"),
+		append(bigCmd(20000, ids("0"), "XACK", "nostream", "g"), "bad-id"),
+		append(bigCmd(20000, ids("0"), "XACK", "st", "nogroup"), "bad-id"),
 		[]string{"XLEN", "st"}, []string{"XPENDING", "st", "g", "-", "+", "10"})
 	for i, args := range table {
 		tx := [][]string{{"MULTI"}, {"INCR", "ctr"}, args, {"INCR", "ctr"}, {"EXEC"}}

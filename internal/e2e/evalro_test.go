@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/syncproxy/syncproxy/internal/redistest"
+	"github.com/syncproxy/syncproxy/router"
 )
 
 // shebangCases are scripts with Redis 7's #! line, and read-only scripts, each
@@ -196,10 +202,170 @@ var resp3ScriptCases = [][]string{
 func TestScriptRESP3Replies(t *testing.T) {
 	t.Parallel()
 	ref, master, slaves, addr := diffSetup(t)
-	for _, proto := range []string{"3", "2"} {
-		rc, pc := protoConns(t, ref.Addr, addr, proto)
-		diffEach(t, "RESP"+proto, rc, pc, resp3ScriptCases)
-		diffBatches(t, "RESP"+proto, rc, pc, resp3ScriptCases, resp3ScriptCases[3:len(resp3ScriptCases)-4])
+	diffProtos(t, ref.Addr, addr, []string{"3", "2"}, resp3ScriptCases, resp3ScriptCases[3:len(resp3ScriptCases)-4])
+	checkSameData(t, ref, master, slaves)
+}
+
+// diffProtos runs diffEach (cases) and diffBatches (cases, and txCases in
+// MULTI) on new connections speaking each of protos.
+func diffProtos(t *testing.T, refAddr, addr string, protos []string, cases, txCases [][]string) {
+	t.Helper()
+	for _, proto := range protos {
+		rc, pc := protoConns(t, refAddr, addr, proto)
+		diffEach(t, "RESP"+proto, rc, pc, cases)
+		diffBatches(t, "RESP"+proto, rc, pc, cases, txCases)
+	}
+}
+
+// TestScriptRESP3Edges: a RESP3 client gets Redis' bytes for a verbatim string
+// whose format is shorter than 3 bytes or holds a NUL (padded with spaces: the
+// frame stays well formed), and for replies nested as deep as Redis' Lua stack
+// allows and deeper (arrays, map keys and values, sets: "-ERR reached lua stack
+// limit" where Redis writes it), alone and in MULTI.
+func TestScriptRESP3Edges(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	chain := func(depth int, open, close string) string {
+		return "local t = 1 for i = 1, " + strconv.Itoa(depth) + " do t = " + open + "t" + close + " end return t"
+	}
+	cases := [][]string{
+		{"EVAL", "return {verbatim_string={format='tx', string='abc'}}", "0"},
+		{"EVAL", "return {verbatim_string={format='', string='abc'}}", "0"},
+		{"EVAL", "return {verbatim_string={format='a\\0bcd', string='abc'}}", "0"},
+		{"EVAL", "return {verbatim_string={format='mkdown', string='a\\r\\nb'}}", "0"},
+		{"EVAL", chain(7990, "{", "}"), "0"},
+		{"EVAL", chain(7995, "{", "}"), "0"},
+		{"EVAL_RO", chain(8100, "{", "}"), "0"},
+		{"EVAL", chain(2660, "{map={a=", "}}"), "0"},
+		{"EVAL", chain(2700, "{map={a=", "}}"), "0"},
+		{"EVAL", chain(1995, "{map={[", "]=1}}"), "0"},
+		{"EVAL", chain(2100, "{map={[", "]=1}}"), "0"},
+		{"EVAL", chain(2700, "{set={[", "]=true}}"), "0"},
+	}
+	rc, pc := dialDeep(t, ref.Addr), dialDeep(t, addr)
+	for i, args := range cases {
+		tx := [][]string{{"MULTI"}, args, {"EXEC"}}
+		for _, cmds := range [][][]string{{args}, tx} {
+			if got, want := rc.do(t, cmds), pc.do(t, cmds); !bytes.Equal(want, got) {
+				t.Errorf("#%d %s (%d commands):\n\tproxy: %s\n\tredis: %s", i, showCmd(args), len(cmds), showReply(got), showReply(want))
+			}
+		}
 	}
 	checkSameData(t, ref, master, slaves)
+}
+
+// deepConn (dialDeep) is a RESP3 connection that reads replies nested deeper than
+// redistest's reader allows.
+type deepConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialDeep(t *testing.T, addr string) *deepConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	d := &deepConn{c: c, r: bufio.NewReader(c)}
+	d.do(t, [][]string{{"HELLO", "3"}})
+	return d
+}
+
+// do sends cmds in one write and returns their replies, concatenated.
+func (d *deepConn) do(t *testing.T, cmds [][]string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	for _, args := range cmds {
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+	}
+	d.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := d.c.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for range cmds {
+		var err error
+		if out, err = router.ReadFrame(d.r, out); err != nil {
+			t.Fatalf("%v (read %s)", err, showReply(out))
+		}
+	}
+	return out
+}
+
+// pfcountCases call PFCOUNT from scripts after PFADDs: it updates the
+// cardinality cached in the HyperLogLog, on the master as on the reference.
+var pfcountCases = [][]string{
+	{"PFADD", "hll", "x", "y"},
+	{"EVAL", "return redis.call('pfcount', KEYS[1])", "1", "hll"},
+	{"PFADD", "hll", "z"},
+	{"EVAL", "return redis.pcall('pfcount', KEYS[1])", "1", "hll"},
+	{"PFADD", "hll", "w"},
+	{"EVAL_RO", "return redis.pcall('pfcount', KEYS[1])", "1", "hll"},
+	{"EVAL", "#!lua flags=no-writes\nreturn redis.pcall('pfcount', KEYS[1])", "1", "hll"},
+	{"FUNCTION", "LOAD", "REPLACE", "#!lua name=pf\nredis.register_function('pfc', function(keys) return redis.call('pfcount', keys[1]) end)"},
+	{"PFADD", "hll", "v"},
+	{"FCALL", "pfc", "1", "hll"},
+	{"FUNCTION", "LOAD", "REPLACE", "#!lua name=pfro\n" +
+		"redis.register_function{function_name='pfro', callback=function(keys) return redis.pcall('pfcount', keys[1]) end, flags={'no-writes'}}\n" +
+		"redis.register_function{function_name='pubro', callback=function(keys) return redis.pcall('publish', 'ch', 'm') end, flags={'no-writes'}}"},
+	{"FCALL", "pfro", "1", "hll"}, {"FCALL", "pubro", "0"}, {"FCALL_RO", "pfro", "1", "hll"},
+	{"EVAL_RO", "return redis.pcall('publish', 'ch', 'm')", "0"},
+	{"EVAL_RO", "return redis.pcall('spublish', 'ch', 'm')", "0"},
+	{"EVAL", "#!lua flags=no-writes\nreturn redis.pcall('publish', 'ch', 'm')", "0"},
+	{"EVAL", "return redis.pcall('publish', 'ch', 'm')", "0"},
+	{"EVAL_RO", "return redis.pcall('function', 'flush')", "0"}, // noscript first
+	{"EVAL_RO", "return redis.pcall('set', 'a')", "0"},          // arity first
+	{"EVAL_RO", "return redis.pcall('xgroup', 'create', 's', 'g', '$', 'MKSTREAM')", "0"},
+}
+
+// TestScriptPFCountReplicated: PFCOUNT run by a client script (EVAL, FCALL)
+// changes the HyperLogLog's cached cardinality on the master, so its effect
+// reaches the slaves as outside scripts; read-only scripts (EVAL_RO in MULTI,
+// no-writes) get Redis' refusal, as for PUBLISH and SPUBLISH. Alone,
+// pipelined and in MULTI, the master and every slave end byte for byte as the
+// reference.
+func TestScriptPFCountReplicated(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	rc, pc := protoConns(t, ref.Addr, addr, "2")
+	diffEach(t, "alone", rc, pc, pfcountCases)
+	checkSameData(t, ref, master, slaves)
+	diffBatches(t, "batch", rc, pc, pfcountCases, append(pfcountCases[:7:7], pfcountCases[len(pfcountCases)-7:]...))
+	checkSameData(t, ref, master, slaves)
+}
+
+// metatableCases return (or hold in their reply) tables whose metatable raises
+// an error on any field read: Redis reads a reply's fields raw, so must the
+// composed script after the client's code ran.
+var metatableCases = [][]string{
+	{"EVAL", "redis.call('INCR', 'm1') return setmetatable({}, {__index = function() error('boom') end})", "0"},
+	{"EVAL", "redis.call('INCR', 'm2') redis.setresp(3) return setmetatable({}, {__index = function() error('boom') end})", "0"},
+	{"EVAL", "redis.call('INCR', 'm3') return {1, setmetatable({}, {__index = function() error('boom') end})}", "0"},
+	{"EVAL_RO", "return setmetatable({}, {__index = function() error('boom') end})", "0"},
+	{"GET", "m1"}, {"GET", "m2"}, {"GET", "m3"},
+}
+
+// TestScriptReplyMetatables: a script's reply with a metatable that raises an
+// error gets Redis' reply (RESP2 and RESP3, after redis.setresp(3) too, alone and
+// in MULTI), where reading it ended the composed script after the client's
+// writes ran on the master: an error for an applied write, never replicated.
+// An error object whose __tostring raises (Redis itself does not survive one
+// whose __index raises) gets an error, and the slaves still equal the master.
+func TestScriptReplyMetatables(t *testing.T) {
+	t.Parallel()
+	ref, master, slaves, addr := diffSetup(t)
+	diffProtos(t, ref.Addr, addr, []string{"2", "3"}, metatableCases, metatableCases)
+	checkSameData(t, ref, master, slaves)
+	pc := redistest.DialRaw(t, addr)
+	body := "redis.call('INCR', 'm4') error(setmetatable({}, {__tostring = function() error('boom') end}))"
+	if got := pc.Do("EVAL", body, "0"); !bytes.HasPrefix(got, []byte("-ERR ")) {
+		t.Errorf("EVAL %q: %q, want an error", body, got)
+	}
+	mustReply(t, pc, "$1\r\n1\r\n", "GET", "m4")
+	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }

@@ -35,6 +35,11 @@ func TestMultiDifferential(t *testing.T) {
 		{"BLPOP", "nolist", "0"},
 		{"RPUSH", "l", "p", "q"},
 		{"BLPOP", "l", "0"},
+		{"BRPOPLPUSH", "nolist", "l2", "0"}, // a null bulk string, not a null array
+		{"BLMOVE", "nolist", "l2", "LEFT", "RIGHT", "0"},
+		{"BLMPOP", "0", "1", "nolist", "LEFT"},
+		{"BZPOPMIN", "nozset", "0"},
+		{"BRPOPLPUSH", "l", "l2", "0"},
 		{"EXEC"},
 		{"GET", "in3"},
 		{"SELECT", "0"},
