@@ -556,12 +556,10 @@ func TestMonitor(t *testing.T) {
 // (redis-py's test suite does) find it; the killed subscriber is disconnected.
 func TestClientListSubscribed(t *testing.T) {
 	t.Parallel()
-	ref := redistest.Start(t)
-	master, slave := redistest.Start(t), redistest.Start(t)
-	addr, _ := startProxy(t, master, slave)
+	refAddr, addr := refAndProxy(t)
 	type side struct{ sub, admin *redistest.RawConn }
 	sides := []side{
-		{redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, ref.Addr)},
+		{redistest.DialRaw(t, refAddr), redistest.DialRaw(t, refAddr)},
 		{redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)},
 	}
 	ids := make([]string, len(sides))
@@ -603,10 +601,8 @@ func TestClientListSubscribed(t *testing.T) {
 // replication).
 func TestModuleList(t *testing.T) {
 	t.Parallel()
-	ref := redistest.Start(t)
-	master, slave := redistest.Start(t), redistest.Start(t)
-	addr, _ := startProxy(t, master, slave)
-	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	refAddr, addr := refAndProxy(t)
+	rc, pc := redistest.DialRaw(t, refAddr), redistest.DialRaw(t, addr)
 	diffSame(t, rc, pc, [][]string{
 		cmd("MODULE LIST"), cmd("MODULE HELP"), cmd("MODULE LIST x"),
 	})
@@ -624,10 +620,8 @@ func TestModuleList(t *testing.T) {
 // clients that pick features by it (Lettuce) read it; only the client id differs.
 func TestHelloVersion(t *testing.T) {
 	t.Parallel()
-	ref := redistest.Start(t)
-	master, slave := redistest.Start(t), redistest.Start(t)
-	addr, _ := startProxy(t, master, slave)
-	rc, pc := redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, addr)
+	refAddr, addr := refAndProxy(t)
+	rc, pc := redistest.DialRaw(t, refAddr), redistest.DialRaw(t, addr)
 	noID := func(r []byte) string {
 		i := bytes.Index(r, []byte("$2\r\nid\r\n:"))
 		if i < 0 {
@@ -649,11 +643,9 @@ func TestHelloVersion(t *testing.T) {
 // its own arguments.
 func TestClientListArgvMem(t *testing.T) {
 	t.Parallel()
-	ref := redistest.Start(t)
-	master, slave := redistest.Start(t), redistest.Start(t)
-	addr, _ := startProxy(t, master, slave)
+	refAddr, addr := refAndProxy(t)
 	conns := [][2]*redistest.RawConn{
-		{redistest.DialRaw(t, ref.Addr), redistest.DialRaw(t, ref.Addr)},
+		{redistest.DialRaw(t, refAddr), redistest.DialRaw(t, refAddr)},
 		{redistest.DialRaw(t, addr), redistest.DialRaw(t, addr)},
 	}
 	ids := make([]string, 2)
@@ -759,4 +751,13 @@ func TestInfoOwnClients(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// refAndProxy starts a reference server and, apart, a proxy over a master and
+// one slave; it returns their addresses.
+func refAndProxy(t *testing.T) (refAddr, proxyAddr string) {
+	t.Helper()
+	ref := redistest.Start(t)
+	addr, _ := startProxy(t, redistest.Start(t), redistest.Start(t))
+	return ref.Addr, addr
 }
