@@ -287,10 +287,7 @@ func (sess *Session) exec(c *call) {
 		ex.reqs = append(ex.reqs, tr)
 		if q.local != nil || q.deferred.Info != nil {
 			tr.Kind = router.KindLocal
-			tr.Reply = q.local
-			if q.deferred.Info != nil {
-				tr.Reply = sess.runDeferred(&q)
-			}
+			tr.Reply = q.local // a deferred one is answered once the transaction ran (runDeferred)
 			continue
 		}
 		tr.Kind, tr.DB, tr.Raw, tr.Argc = router.KindWrite, q.db, q.raw, q.argc
@@ -300,21 +297,49 @@ func (sess *Session) exec(c *call) {
 		}
 		chain = append(chain, tr)
 	}
-	if sess.watch != nil {
+	switch {
+	case sess.watch != nil:
 		sess.execWatched(&ex, chain)
-		c.exec = ex
-		return
-	}
-	c.exec = ex
-	if tx.scripts && len(chain) > 0 {
+	case tx.scripts && len(chain) > 0:
 		sess.execScripts(chain)
+	case len(chain) > 0:
+		for _, tr := range chain {
+			sess.waiter.Add(tr)
+		}
+		sess.s.router.Master().SubmitTx(int(sess.id), chain)
+	}
+	sess.runDeferred(&ex)
+	c.exec = ex
+}
+
+// runDeferred answers the transaction's CLIENT subcommands (deferredInTx) once
+// it ran, in order, before the commands that follow EXEC; none when it did not
+// run (a watched key changed, the master could not run it), as in Redis.
+func (sess *Session) runDeferred(ex *execEntry) {
+	deferred := false
+	for _, q := range ex.tx.cmds {
+		deferred = deferred || q.deferred.Info != nil
+	}
+	if !deferred {
 		return
 	}
-	for _, tr := range chain {
-		sess.waiter.Add(tr)
+	sess.waiter.Wait() // the transaction's outcome
+	if ex.aborted || ex.err != "" {
+		return
 	}
-	if len(chain) > 0 {
-		sess.s.router.Master().SubmitTx(int(sess.id), chain)
+	for _, tr := range ex.reqs {
+		if tr.Failed || router.IsBusy(tr.Reply) {
+			return
+		}
+	}
+	for j := range ex.tx.cmds {
+		q := &ex.tx.cmds[j]
+		if q.deferred.Info == nil {
+			continue
+		}
+		c := &call{cmd: redcon.Command{Raw: q.raw, Args: frameArgs(q.raw)}, route: q.deferred}
+		handlers[q.deferred.Info.Policy.Handler](sess, c)
+		ex.reqs[j].Reply = c.req.Reply
 	}
 }
 
@@ -434,11 +459,4 @@ func deferredInTx(h router.Handler) bool {
 		return true
 	}
 	return false
-}
-
-// runDeferred answers a queued CLIENT subcommand (deferredInTx) as EXEC runs it.
-func (sess *Session) runDeferred(q *txCmd) []byte {
-	c := &call{cmd: redcon.Command{Raw: q.raw, Args: frameArgs(q.raw)}, route: q.deferred}
-	handlers[q.deferred.Info.Policy.Handler](sess, c)
-	return c.req.Reply
 }

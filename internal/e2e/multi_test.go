@@ -259,4 +259,12 @@ func TestMultiClientCommands(t *testing.T) {
 		strings.Count(parts[1], " name=in-tx ") != 2 || strings.Count(parts[1], "id="+id+" ") != 2 {
 		t.Fatalf("MULTI, CLIENT ID, SETNAME, INFO, LIST ID, EXEC: %q", got)
 	}
+	// A transaction a watched key's change aborts runs none of them.
+	o := redistest.DialRaw(t, addr)
+	mustReply(t, c, "+OK\r\n", "WATCH", "w")
+	mustReply(t, o, "+OK\r\n", "SET", "w", "changed")
+	if got := string(pipelineReplies(c, [][]string{{"MULTI"}, {"CLIENT", "SETNAME", "aborted"}, {"EXEC"}})); got != "+OK\r\n+QUEUED\r\n*-1\r\n" {
+		t.Fatalf("aborted MULTI, CLIENT SETNAME, EXEC: %q", got)
+	}
+	mustReply(t, c, "$5\r\nin-tx\r\n", "CLIENT", "GETNAME")
 }
