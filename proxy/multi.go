@@ -312,9 +312,10 @@ func (sess *Session) exec(c *call) {
 	c.exec = ex
 }
 
-// runDeferred answers the transaction's CLIENT subcommands (deferredInTx) once
-// it ran, in order, before the commands that follow EXEC; none when it did not
-// run (a watched key changed, the master could not run it), as in Redis.
+// runDeferred answers the transaction's CLIENT subcommands and INFO
+// (deferredInTx) once it ran, in order, before the commands that follow EXEC;
+// none when it did not run (a watched key changed, the master could not run
+// it), as in Redis.
 func (sess *Session) runDeferred(ex *execEntry) {
 	deferred := false
 	for _, q := range ex.tx.cmds {
@@ -332,14 +333,19 @@ func (sess *Session) runDeferred(ex *execEntry) {
 			return
 		}
 	}
+	calls := make([]*call, len(ex.tx.cmds))
 	for j := range ex.tx.cmds {
-		q := &ex.tx.cmds[j]
-		if q.deferred.Info == nil {
-			continue
+		if q := &ex.tx.cmds[j]; q.deferred.Info != nil {
+			calls[j] = &call{cmd: redcon.Command{Raw: q.raw, Args: frameArgs(q.raw)}, route: q.deferred}
+			handlers[q.deferred.Info.Policy.Handler](sess, calls[j])
 		}
-		c := &call{cmd: redcon.Command{Raw: q.raw, Args: frameArgs(q.raw)}, route: q.deferred}
-		handlers[q.deferred.Info.Policy.Handler](sess, c)
-		ex.reqs[j].Reply = c.req.Reply
+	}
+	sess.waiter.Wait() // INFO asks the master
+	for j, c := range calls {
+		if c != nil {
+			sess.finish(c)
+			ex.reqs[j].Reply = c.req.Reply
+		}
 	}
 }
 
@@ -450,12 +456,13 @@ func nestedNullArrays(raw, reply []byte) []byte {
 	return out
 }
 
-// deferredInTx reports whether a command the proxy answers about the client
-// itself is queued in a transaction and answered when EXEC runs it.
+// deferredInTx reports whether a command the proxy answers (about the client
+// itself, or INFO with its own sections) is queued in a transaction and
+// answered once it ran.
 func deferredInTx(h router.Handler) bool {
 	switch h {
 	case router.HandlerClientSetName, router.HandlerClientGetName, router.HandlerClientID,
-		router.HandlerClientInfo, router.HandlerClientList, router.HandlerClientSetInfo:
+		router.HandlerClientInfo, router.HandlerClientList, router.HandlerClientSetInfo, router.HandlerInfo:
 		return true
 	}
 	return false

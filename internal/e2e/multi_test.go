@@ -244,8 +244,9 @@ func sameScript(t *testing.T, refAddr, addr, flush string, script [][]string) {
 	}
 }
 
-// TestMultiClientCommands: CLIENT ID, INFO and LIST inside MULTI answer when
-// EXEC runs them, as outside it (and after the transaction's SETNAME).
+// TestMultiClientCommands: CLIENT ID, INFO and LIST, and INFO, inside MULTI
+// answer once the transaction ran, as outside it (after the transaction's
+// SETNAME; INFO's keyspace shows the transaction's write).
 func TestMultiClientCommands(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 2)
@@ -253,10 +254,11 @@ func TestMultiClientCommands(t *testing.T) {
 	c := redistest.DialRaw(t, addr)
 	id := strings.TrimSuffix(strings.TrimPrefix(string(c.Do("CLIENT", "ID")), ":"), "\r\n")
 	got := string(pipelineReplies(c, [][]string{{"MULTI"}, {"CLIENT", "ID"}, {"CLIENT", "SETNAME", "in-tx"},
-		{"CLIENT", "INFO"}, {"CLIENT", "LIST", "ID", id}, {"EXEC"}}))
-	parts := strings.SplitN(got, "*4\r\n", 2)
+		{"CLIENT", "INFO"}, {"CLIENT", "LIST", "ID", id}, {"SET", "k", "v"}, {"INFO", "keyspace"}, {"EXEC"}}))
+	parts := strings.SplitN(got, "*6\r\n", 2)
 	if len(parts) != 2 || !strings.HasPrefix(parts[1], ":"+id+"\r\n+OK\r\n") ||
-		strings.Count(parts[1], " name=in-tx ") != 2 || strings.Count(parts[1], "id="+id+" ") != 2 {
+		strings.Count(parts[1], " name=in-tx ") != 2 || strings.Count(parts[1], "id="+id+" ") != 2 ||
+		!strings.Contains(parts[1], "# Proxy\r\n") || !strings.Contains(parts[1], "db0:keys=1,") {
 		t.Fatalf("MULTI, CLIENT ID, SETNAME, INFO, LIST ID, EXEC: %q", got)
 	}
 	// A transaction a watched key's change aborts runs none of them.
