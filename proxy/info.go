@@ -65,14 +65,19 @@ func (sess *Session) infoReply(master []byte) []byte {
 }
 
 // ownFields gives the master's INFO the proxy's values where a client means
-// the server it is connected to: the port it listens on, and its clients
-// (connected, blocked, the limit). A parser that keeps one value per field
+// the server it is connected to: the port it listens on, its uptime, its
+// clients (connected, blocked, the limit) and the commands it processed — the
+// fields the "# Proxy" section also has. A parser that keeps one value per field
 // (redis-py's info()) would otherwise read the master's.
 func (s *Server) ownFields(body []byte) []byte {
+	up := int64(time.Since(s.start).Seconds())
 	own := map[string]string{
-		"connected_clients": strconv.FormatInt(s.clients.Load(), 10),
-		"blocked_clients":   strconv.FormatInt(s.waiters.n.Load(), 10),
-		"maxclients":        strconv.Itoa(s.config().MaxClients),
+		"connected_clients":        strconv.FormatInt(s.clients.Load(), 10),
+		"blocked_clients":          strconv.FormatInt(s.waiters.n.Load(), 10),
+		"maxclients":               strconv.Itoa(s.config().MaxClients),
+		"uptime_in_seconds":        strconv.FormatInt(up, 10),
+		"uptime_in_days":           strconv.FormatInt(up/86400, 10),
+		"total_commands_processed": strconv.FormatInt(s.commands.Load(), 10),
 	}
 	if a, ok := s.Addr().(*net.TCPAddr); ok {
 		own["tcp_port"] = strconv.Itoa(a.Port)

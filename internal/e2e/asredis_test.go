@@ -721,10 +721,11 @@ func TestInfoKeyspace(t *testing.T) {
 	redistest.WaitConverged(t, convergeTimeout, master, slaves...)
 }
 
-// TestInfoOwnClients: every connected_clients, blocked_clients, maxclients and
-// tcp_port line of INFO through the proxy is the proxy's (its clients, its
-// limit, its port), not the master's, in whatever section: a parser that keeps
-// the last value of a field reads the proxy's.
+// TestInfoOwnClients: every connected_clients, blocked_clients, maxclients,
+// tcp_port, uptime_in_seconds and total_commands_processed line of INFO through
+// the proxy is the proxy's (its clients, its limit, its port, ...), not the
+// master's, in whatever section: a parser that keeps the last value of a field
+// reads the proxy's.
 func TestInfoOwnClients(t *testing.T) {
 	t.Parallel()
 	servers := redistest.StartN(t, 2)
@@ -735,7 +736,7 @@ func TestInfoOwnClients(t *testing.T) {
 	want := map[string]string{"connected_clients": "3", "blocked_clients": "1", "maxclients": "77", "tcp_port": port}
 	redistest.CheckFor(t, onlineTimeout, poll, func() error {
 		for _, args := range [][]string{cmd("INFO"), cmd("INFO clients"), cmd("INFO server clients")} {
-			seen := map[string]int{}
+			seen, first := map[string]int{}, map[string]string{}
 			for _, line := range strings.Split(string(conns[0].Do(args...)), "\r\n") {
 				k, v, _ := strings.Cut(line, ":")
 				if w, ok := want[k]; ok {
@@ -743,6 +744,13 @@ func TestInfoOwnClients(t *testing.T) {
 					if v != w {
 						return fmt.Errorf("%s: %s:%s, want %s", showCmd(args), k, v, w)
 					}
+				}
+				// Fields of the "# Proxy" section carry one value wherever they stand.
+				if k == "uptime_in_seconds" || k == "total_commands_processed" {
+					if f, ok := first[k]; ok && f != v {
+						return fmt.Errorf("%s: %s both %s and %s", showCmd(args), k, f, v)
+					}
+					first[k] = v
 				}
 			}
 			if seen["connected_clients"] == 0 || (args[len(args)-1] != "server" && seen["maxclients"] == 0) {
