@@ -198,11 +198,15 @@ func (sess *Session) leaveLane(c *call) {
 }
 
 // isScriptCall reports whether c runs a client's script on a lane.
-func isScriptCall(c *call) bool {
-	if c.route.Info == nil {
+func isScriptCall(c *call) bool { return isScript(c.route.Info) }
+
+// isScript reports whether ci runs a client's script (EVAL, EVALSHA, FCALL and
+// their _RO forms).
+func isScript(ci *router.CommandInfo) bool {
+	if ci == nil {
 		return false
 	}
-	switch c.route.Info.Policy.Handler {
+	switch ci.Policy.Handler {
 	case router.HandlerEval, router.HandlerFcall, router.HandlerFcallRO:
 		return true
 	}

@@ -101,14 +101,7 @@ func monitored(ci *router.CommandInfo) bool {
 	if ci == nil || ci.Has(router.FlagAdmin) {
 		return false
 	}
-	if !ci.Has(router.FlagSkipMonitor) {
-		return true
-	}
-	switch ci.Name {
-	case "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro":
-		return true
-	}
-	return false
+	return !ci.Has(router.FlagSkipMonitor) || isScript(ci)
 }
 
 // feedExec shows an EXEC to the MONITOR clients as Redis does: the queued

@@ -147,13 +147,9 @@ func hasArg(args [][]byte, opt string) bool {
 // rawShape is the shape of the reply to a command given as a RESP array of
 // bulk strings (a queued transaction's command).
 func rawShape(raw []byte) *shape {
-	parts := splitArray(raw)
-	if len(parts) == 0 {
+	args := frameArgs(raw)
+	if len(args) == 0 {
 		return nil
-	}
-	args := make([][]byte, len(parts))
-	for i, p := range parts {
-		args[i] = bulkData(p)
 	}
 	name := strings.ToLower(string(args[0]))
 	if len(args) > 1 {
