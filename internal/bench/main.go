@@ -284,11 +284,12 @@ type cell struct {
 	test  string
 	pipe  int
 	sides []string
-	rps   map[string][]float64 // side -> one figure per round; mixed cells: 2n / the slower process's time
-	cpu   map[string][]float64 // base cells: proxy side -> its CPU microseconds per request, per round
-	sum   map[string][]float64 // mixed cells: side -> sum of the two processes' own rps, per round
-	lag   lagStats             // proxy SET runs only
-	drain []time.Duration      // proxy runs: from the end of the run to slaves caught up
+	rps   map[string][]float64   // side -> one figure per round; mixed cells: 2n / the slower process's time
+	cpu   map[string][]float64   // base cells: proxy side -> its CPU microseconds per request, per round
+	sum   map[string][]float64   // mixed cells: side -> sum of the two processes' own rps, per round
+	lag   lagStats               // proxy SET runs only
+	drain []time.Duration        // proxy runs: from the end of the run to slaves caught up
+	procs map[string][][]float64 // SET cells: native and proxy side -> per round, CPU per request by setProcs
 }
 
 type bench struct {
@@ -483,10 +484,12 @@ func (b *bench) plan() []*cell {
 func (b *bench) measure(ctx context.Context, c *cell, side string) (float64, error) {
 	addr := b.addr(side)
 	cpu := b.startRunCPU(c, side)
+	procs := b.startProcsCPU(c, side)
 	if side != sideProxy {
 		rps, err := b.redisBenchmark(ctx, addr, c.test, c.pipe, b.opt.clients)
 		if err == nil {
 			cpu.stop(c, side, b.opt.requests)
+			procs.stop(b, c, side, b.opt.requests)
 		}
 		return rps, err
 	}
@@ -508,6 +511,7 @@ func (b *bench) measure(ctx context.Context, c *cell, side string) (float64, err
 	}
 	c.drain = append(c.drain, time.Since(end))
 	cpu.stop(c, side, b.opt.requests)
+	procs.stop(b, c, side, b.opt.requests)
 	return rps, nil
 }
 
@@ -1183,6 +1187,7 @@ func (b *bench) report(cells []*cell) {
 	b.reportThroughput(cells)
 	if b.opt.repl {
 		b.reportReplication(cells)
+		b.reportSetCPU(cells)
 	}
 	if b.opt.reads {
 		b.reportReads(cells)

@@ -113,3 +113,28 @@ func TestFindPeers(t *testing.T) {
 		t.Errorf("absent predixy: got bin %q missing %q", p.bin, p.missing)
 	}
 }
+
+// TestReportSetCPU: the breakdown's medians, totals, and the ratio a proxy
+// process costing nothing would leave (native's total over the rest).
+func TestReportSetCPU(t *testing.T) {
+	b, cells, out := tableBench(t)
+	cells[0].procs = map[string][][]float64{
+		// redis-benchmark, master, slave 1, slave 2, syncproxy
+		sideNative: {{20, 15, 3, 3, 0}, {22, 15, 3, 3, 0}, {18, 15, 3, 3, 0}}, // medians 20, 15, 3, 3: 41
+		sideProxy:  {{25, 12, 4, 4, 30}, {25, 12, 4, 4, 40}},                   // 25, 12, 4, 4, 35: 80; 45 without
+	}
+	b.reportSetCPU(cells)
+	want := []string{
+		"SET       1 native             20.00           15.00            3.00            3.00               -    41.00",
+		"SET       1 proxy              25.00           12.00            4.00            4.00           35.00    80.00          45.00",
+		"-P 1: native/proxy by CPU 0.51; with a proxy process costing nothing, at most 0.91 of native",
+	}
+	for _, w := range want {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("missing %q in:\n%s", w, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "SET      16") {
+		t.Errorf("a cell without figures has rows:\n%s", out.String())
+	}
+}
