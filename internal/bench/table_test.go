@@ -121,7 +121,7 @@ func TestReportSetCPU(t *testing.T) {
 	cells[0].procs = map[string][][]float64{
 		// redis-benchmark, master, slave 1, slave 2, syncproxy
 		sideNative: {{20, 15, 3, 3, 0}, {22, 15, 3, 3, 0}, {18, 15, 3, 3, 0}}, // medians 20, 15, 3, 3: 41
-		sideProxy:  {{25, 12, 4, 4, 30}, {25, 12, 4, 4, 40}},                   // 25, 12, 4, 4, 35: 80; 45 without
+		sideProxy:  {{25, 12, 4, 4, 30}, {25, 12, 4, 4, 40}},                  // 25, 12, 4, 4, 35: 80; 45 without
 	}
 	b.reportSetCPU(cells)
 	want := []string{
