@@ -16,10 +16,10 @@ import (
 // setProcs are the columns of the breakdown, in order.
 var setProcs = []string{"redis-benchmark", "master", "slave 1", "slave 2", "syncproxy"}
 
-// procNames returns, per column of setProcs, the bench's processes for a side
+// setRunProcs returns, per column of setProcs, the bench's processes for a side
 // of a SET run (none: not one of the bench's). With -proxy-bin, syncproxy's
 // column adds the proxy that applies (startNeutralApplier).
-func (b *bench) procNames(side string) [][]*proc {
+func (b *bench) setRunProcs(side string) [][]*proc {
 	one := func(name string) []*proc {
 		if p := b.lastProc(name); p != nil {
 			return []*proc{p}
@@ -65,7 +65,7 @@ func (b *bench) startProcsCPU(c *cell, side string) *procsCPU {
 	if c.kind != kindBase || c.test != "set" || (side != sideNative && side != sideProxy) {
 		return nil
 	}
-	s := &procsCPU{procs: b.procNames(side), used: make([]time.Duration, len(setProcs))}
+	s := &procsCPU{procs: b.setRunProcs(side), used: make([]time.Duration, len(setProcs))}
 	for i, ps := range s.procs {
 		s.used[i], _ = columnCPU(ps)
 	}
