@@ -138,3 +138,19 @@ func TestReportSetCPU(t *testing.T) {
 		t.Errorf("a cell without figures has rows:\n%s", out.String())
 	}
 }
+
+// TestRunRequests: a run at -P N sends N times -n, so that runs at every depth
+// last about as long; the near cache run keeps -n.
+func TestRunRequests(t *testing.T) {
+	b := &bench{opt: options{requests: 70000}}
+	if got := b.runRequests(1); got != 70000 {
+		t.Errorf("-P 1: %d", got)
+	}
+	if got := b.runRequests(16); got != 1120000 {
+		t.Errorf("-P 16: %d", got)
+	}
+	b.opt.nearCache = true
+	if got := b.runRequests(16); got != 70000 {
+		t.Errorf("near cache run at -P 16: %d", got)
+	}
+}
