@@ -21,7 +21,8 @@ import (
 //                the last 15 minutes sampled every second (series.go)
 //   /            the status page: a table and charts drawn in SVG by the page
 //                itself (no external assets), refreshed live
-//   POST /master-reset/confirm  ends a master-reset hold (see reset.go)
+//   POST /master-reset/confirm  ends a master-reset hold, with the rights the
+//                SYNCPROXY command needs (see reset.go)
 
 //go:embed status.html
 var statusPage []byte

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -74,10 +75,28 @@ func (s *Server) confirmMasterReset(by string) int {
 	return s.repl.ConfirmMasterReset()
 }
 
-// serveConfirmReset is POST /master-reset/confirm on the admin listener.
+// serveConfirmReset is POST /master-reset/confirm on the admin listener. It
+// asks what SYNCPROXY MASTER-RESET CONFIRM asks of a client, since confirming
+// makes every slave drop its data: with requirepass set, the password of the
+// default user or of a read-write user, as HTTP Basic auth. A browser's
+// cross-site request is refused, so that no web page can confirm through the
+// browser of someone who can reach the listener.
 func (s *Server) serveConfirmReset(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if crossSite(r) {
+		w.WriteHeader(http.StatusForbidden)
+		w.Write([]byte("cross-site requests are refused\n"))
+		return
+	}
+	if code, msg := s.adminAuth(r); code != 0 {
+		if code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="syncproxy", charset="UTF-8"`)
+		}
+		w.WriteHeader(code)
+		w.Write([]byte(msg))
+		return
+	}
 	n := s.confirmMasterReset("admin " + r.RemoteAddr)
 	if n == 0 {
 		w.WriteHeader(http.StatusConflict)
@@ -85,4 +104,39 @@ func (s *Server) serveConfirmReset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("confirmed: " + strconv.Itoa(n) + " slave(s) resync to the master\n"))
+}
+
+// adminAuth checks an admin request's HTTP Basic credentials against the proxy's
+// users, as AUTH does; it returns 0 when the request may go on, else the HTTP
+// status and the reason.
+func (s *Server) adminAuth(r *http.Request) (int, string) {
+	cfg := s.config()
+	if cfg.RequirePass == "" {
+		return 0, "" // as for clients: no password, no authentication
+	}
+	name, pass, ok := r.BasicAuth()
+	if !ok {
+		return http.StatusUnauthorized, "authentication required: the password of user default (requirepass) or of a read-write user, as HTTP Basic auth\n"
+	}
+	u, ok := cfg.login(name, []byte(pass))
+	switch {
+	case !ok:
+		return http.StatusUnauthorized, "invalid username-password pair or user is disabled\n"
+	case u != nil && u.Access == AccessReadOnly:
+		return http.StatusForbidden, "user " + u.Name + " is read-only: it may not confirm a master reset\n"
+	}
+	return 0, ""
+}
+
+// crossSite reports whether r is a browser's request from another site (its
+// Sec-Fetch-Site or Origin header says so); curl and other tools send neither.
+func crossSite(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return true
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		return err != nil || u.Host != r.Host
+	}
+	return false
 }

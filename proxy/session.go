@@ -768,26 +768,30 @@ func broadcastReply(mine *bcastReplies, master []byte) []byte {
 // checkPassword checks AUTH's arguments, [password] or [user, password], and on
 // success makes the session that user's.
 func (sess *Session) checkPassword(args [][]byte) bool {
-	pass := args[len(args)-1]
-	cfg := sess.s.config()
-	if len(args) == 2 && string(args[0]) != "default" {
-		for i := range cfg.Users {
-			if u := &cfg.Users[i]; u.Name == string(args[0]) {
-				if subtle.ConstantTimeCompare(pass, []byte(u.Password)) != 1 {
-					return false
-				}
-				sess.user = u
-				return true
+	name := "default"
+	if len(args) == 2 {
+		name = string(args[0])
+	}
+	u, ok := sess.s.config().login(name, args[len(args)-1])
+	if ok {
+		sess.user = u
+	}
+	return ok
+}
+
+// login checks a user's password: the user named name ("default", or empty, is
+// requirepass's, and with no requirepass any password is accepted). It returns
+// the user, nil for the default one.
+func (c *Config) login(name string, pass []byte) (*User, bool) {
+	if name != "" && name != "default" {
+		for i := range c.Users {
+			if u := &c.Users[i]; u.Name == name {
+				return u, subtle.ConstantTimeCompare(pass, []byte(u.Password)) == 1
 			}
 		}
-		return false
+		return nil, false
 	}
-	want := cfg.RequirePass
-	if want != "" && subtle.ConstantTimeCompare(pass, []byte(want)) != 1 {
-		return false
-	}
-	sess.user = nil // the default user; with no password, any is accepted
-	return true
+	return nil, c.RequirePass == "" || subtle.ConstantTimeCompare(pass, []byte(c.RequirePass)) == 1
 }
 
 // userName is the session's user, as ACL WHOAMI and CLIENT LIST show it.

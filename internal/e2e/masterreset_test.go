@@ -152,3 +152,63 @@ func TestMasterResetHold(t *testing.T) {
 		t.Errorf("the hold is not logged:\n%s", logs.String())
 	}
 }
+
+// TestAdminConfirmAuth: POST /master-reset/confirm asks what SYNCPROXY
+// MASTER-RESET CONFIRM asks of a client — with requirepass, the password of the
+// default user or of a read-write user (HTTP Basic auth) — and refuses a
+// browser's cross-site request. 409 (nothing held) means it was let through.
+func TestAdminConfirmAuth(t *testing.T) {
+	t.Parallel()
+	servers := redistest.StartN(t, 2)
+	_, open := startProxy(t, servers[0], servers[1])
+	_, locked := startProxyWith(t, func(c *proxy.Config) {
+		c.RequirePass = "s3cret"
+		c.Users = []proxy.User{
+			{Name: "writer", Password: "wpass", Access: proxy.AccessReadWrite},
+			{Name: "reader", Password: "rpass", Access: proxy.AccessReadOnly},
+		}
+	}, servers[0], servers[1])
+	openBase, lockedBase := startAdmin(t, open), startAdmin(t, locked)
+	cases := []struct {
+		name, base, user, pass string
+		header                 [2]string
+		want                   int
+	}{
+		{"no password configured", openBase, "", "", [2]string{}, http.StatusConflict},
+		{"no password, cross-site", openBase, "", "", [2]string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
+		{"no password, other origin", openBase, "", "", [2]string{"Origin", "http://evil.example"}, http.StatusForbidden},
+		{"no credentials", lockedBase, "", "", [2]string{}, http.StatusUnauthorized},
+		{"wrong password", lockedBase, "default", "nope", [2]string{}, http.StatusUnauthorized},
+		{"unknown user", lockedBase, "nobody", "wpass", [2]string{}, http.StatusUnauthorized},
+		{"read-only user", lockedBase, "reader", "rpass", [2]string{}, http.StatusForbidden},
+		{"requirepass", lockedBase, "default", "s3cret", [2]string{}, http.StatusConflict},
+		{"requirepass, empty user name", lockedBase, "", "s3cret", [2]string{}, http.StatusConflict},
+		{"read-write user", lockedBase, "writer", "wpass", [2]string{}, http.StatusConflict},
+		{"read-write user, cross-site", lockedBase, "writer", "wpass", [2]string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
+		{"read-write user, same origin", lockedBase, "writer", "wpass", [2]string{"Sec-Fetch-Site", "same-origin"}, http.StatusConflict},
+	}
+	client := http.Client{Timeout: 5 * time.Second}
+	for _, tc := range cases {
+		req, err := http.NewRequest(http.MethodPost, tc.base+"/master-reset/confirm", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.user != "" || tc.pass != "" {
+			req.SetBasicAuth(tc.user, tc.pass)
+		}
+		if tc.header[0] != "" {
+			req.Header.Set(tc.header[0], tc.header[1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+		if tc.want == http.StatusUnauthorized && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic") {
+			t.Errorf("%s: no WWW-Authenticate: Basic", tc.name)
+		}
+	}
+}
