@@ -51,11 +51,7 @@ func (sess *Session) noteCommand(c *call) {
 		at = time.Now()
 	}
 	storeChanged(&sh.last, at.UnixNano())
-	n := int64(0)
-	for _, a := range c.cmd.Args {
-		n += int64(len(a))
-	}
-	storeChanged(&sh.argvMem, n)
+	storeChanged(&sh.argvMem, argvLen(c.cmd.Args))
 	if p := sh.user.Load(); p == nil || *p != sess.userName() {
 		u := sess.userName()
 		sh.user.Store(&u)
@@ -69,13 +65,18 @@ func (sess *Session) noteBlocked(name string, args [][]byte) {
 	if name != "" {
 		sh.cmd.Store(&name)
 		sh.last.Store(time.Now().UnixNano())
-		n := int64(0)
-		for _, a := range args {
-			n += int64(len(a))
-		}
-		sh.argvMem.Store(n)
+		sh.argvMem.Store(argvLen(args))
 	}
 	sh.blocked.Store(name != "")
+}
+
+// argvLen is what a command's arguments take, as CLIENT LIST's argv-mem shows.
+func argvLen(args [][]byte) int64 {
+	n := int64(0)
+	for _, a := range args {
+		n += int64(len(a))
+	}
+	return n
 }
 
 // noteMulti records the MULTI queue's length and bytes.

@@ -95,15 +95,3 @@ func (sess *Session) helloReply() []byte {
 	b = redcon.AppendBulkString(b, "modules")
 	return redcon.AppendArray(b, 0)
 }
-
-// infoField returns the value of field in an INFO reply (a bulk string), "" when
-// it has none.
-func infoField(reply interface{}, field string) string {
-	b, _ := reply.([]byte)
-	for _, line := range strings.Split(string(b), "\r\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			return v
-		}
-	}
-	return ""
-}

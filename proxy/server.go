@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 
 	"github.com/syncproxy/syncproxy/internal/dial"
@@ -308,8 +309,8 @@ func (s *Server) loadTable() *router.Table {
 	c, err := dial.Redigo(context.Background(), s.masterDialTarget(target), s.cfg.BackendTimeout, s.cfg.WriteTimeout())
 	if err == nil {
 		defer c.Close()
-		if info, err := c.Do("INFO", "server"); err == nil {
-			s.version = infoField(info, "redis_version")
+		if info, err := redis.String(c.Do("INFO", "server")); err == nil {
+			s.version, _ = replicate.InfoField(info, "redis_version")
 		}
 		var reply interface{}
 		if reply, err = c.Do("COMMAND"); err == nil {

@@ -55,11 +55,20 @@ func (a *Applier) checkEvictions() error {
 
 // infoInt returns an integer field of an INFO reply.
 func infoInt(info, field string) (int64, bool) {
+	v, ok := InfoField(info, field)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil
+}
+
+// InfoField returns the value of field in an INFO reply; false when it has none.
+func InfoField(info, field string) (string, bool) {
 	for _, line := range strings.Split(info, "\r\n") {
 		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			return n, err == nil
+			return v, true
 		}
 	}
-	return 0, false
+	return "", false
 }
